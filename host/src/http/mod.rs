@@ -1,0 +1,282 @@
+//! The HTTPS API: hyper 1 (HTTP/1.1 and HTTP/2) over rustls (TLS 1.3 only).
+//!
+//! Routes served by the host itself (`/node/*`) come first; everything under `/app` is matched
+//! against the plugins' routes and run in the plugin runtime. Every error is the envelope
+//! `{"error":{"code":…,"message":…}}` with a fitting status.
+
+mod request;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cgs_core::ErrorEnvelope;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::runtime::{Caller, CallerKind, Method, PluginRequest, RouteMatch, Runtime};
+pub use request::{decode_path, parse_query};
+
+/// Largest request body accepted (1 MiB), per the API contract.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What the HTTP layer serves.
+pub struct Service {
+    /// The plugin runtime.
+    pub runtime: Arc<Runtime>,
+}
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Envelope code.
+    pub code: String,
+    /// Envelope message.
+    pub message: String,
+    /// Extra headers (`allow`, `retry-after`).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    /// An error.
+    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { status, code: code.into(), message: message.into(), headers: Vec::new() }
+    }
+
+    fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let body = ErrorEnvelope::new(self.code, self.message).to_json();
+        let mut resp = json_response(self.status, body);
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().insert(k, v);
+            }
+        }
+        resp
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn json_ok(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, serde_json::to_vec(value).unwrap_or_default())
+}
+
+impl Service {
+    /// Answer one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let result = self.route(req).await;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let path = req.uri().path().to_string();
+        if path == "/node/health" {
+            if req.method() != hyper::Method::GET {
+                return Err(method_not_allowed(&["GET"]));
+            }
+            return Ok(self.health());
+        }
+        if let Some(rest) = path.strip_prefix("/app") {
+            if rest.is_empty() || rest.starts_with('/') {
+                return self.app(req, rest.to_string()).await;
+            }
+        }
+        Err(ApiError::new(StatusCode::NOT_FOUND, "RouteNotFound", format!("no route for {} {path}", req.method())))
+    }
+
+    fn health(&self) -> Response<Full<Bytes>> {
+        let last = self.runtime.store().last_committed();
+        json_ok(&serde_json::json!({
+            "status": "ok",
+            "role": "leader",
+            "last_tx": last.to_string(),
+            "commit": last.to_string(),
+        }))
+    }
+
+    /// Authenticate the caller. Member login, user JWTs and clean-room sessions arrive with
+    /// governance and attestation; until then every credential is unknown.
+    fn authenticate(&self, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+        if req.headers().contains_key(hyper::header::AUTHORIZATION) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidCredentials",
+                "the bearer token is not valid for this service",
+            ));
+        }
+        Ok(Caller::anonymous())
+    }
+
+    async fn app(&self, req: Request<Incoming>, rest: String) -> Result<Response<Full<Bytes>>, ApiError> {
+        let method = Method::parse(req.method().as_str()).ok_or_else(|| {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("method {} is not supported", req.method()))
+        })?;
+        let segments = decode_path(&rest)?;
+        let seg_refs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let registry = self.runtime.registry();
+        let (plugin, route, params) = match registry.find_route(method, &seg_refs) {
+            RouteMatch::Found { plugin, route, params } => (plugin, route, params),
+            RouteMatch::MethodNotAllowed(allowed) => {
+                let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+                return Err(method_not_allowed(&names));
+            }
+            RouteMatch::NotFound => {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "RouteNotFound", format!("no route for {method} /app{rest}")));
+            }
+        };
+        let plugin = registry
+            .get(&plugin)
+            .cloned()
+            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "PluginUnavailable", "the plugin was just removed"))?;
+        let caller = self.authenticate(&req)?;
+        if !route.auth.admits(caller.kind) {
+            let allowed = route.auth.names().join(", ");
+            return Err(if caller.kind == CallerKind::Anonymous {
+                ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", format!("{method} /app{rest} needs credentials of a {allowed}"))
+            } else {
+                ApiError::new(StatusCode::FORBIDDEN, "CallerKindNotAllowed", format!("{method} /app{rest} is open to: {allowed}"))
+            });
+        }
+        let query = parse_query(req.uri().query().unwrap_or(""))?;
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "authorization" | "cookie" | "proxy-authorization"))
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+            .collect();
+        let body = read_body(req.into_body()).await?;
+        let preq = PluginRequest { plugin, route, params, path: rest, query, headers, body, caller };
+        let result = self.runtime.handle(&preq);
+        match result {
+            Ok(r) => {
+                let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+                *resp.status_mut() = status;
+                for (k, v) in r.headers {
+                    if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                        resp.headers_mut().append(k, v);
+                    }
+                }
+                if let Some(tx) = r.tx_id {
+                    if let Ok(v) = HeaderValue::from_str(&tx.to_string()) {
+                        resp.headers_mut().insert("x-cgs-tx-id", v);
+                    }
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                if matches!(e, crate::runtime::DispatchError::Fault { .. }) {
+                    tracing::warn!(plugin = %preq.plugin.info.name, route = %preq.route.template, error = %e, "plugin call failed");
+                }
+                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let mut err = ApiError::new(status, e.code(), e.message());
+                if e.retryable() {
+                    err = err.with_header("retry-after", "1".into());
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+fn method_not_allowed(allowed: &[&str]) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("this path supports {}", allowed.join(", ")))
+        .with_header("allow", allowed.join(", "))
+}
+
+async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!("request bodies are limited to {} bytes", MAX_BODY_BYTES),
+        )),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidBody", format!("could not read the request body: {e}"))),
+    }
+}
+
+/// Serve HTTPS on `listener` until `shutdown` turns true, then stop accepting and give open
+/// connections up to five seconds to finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    service: Arc<Service>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let svc = service_fn(move |req| {
+                let service = service.clone();
+                async move { Ok::<_, Infallible>(service.handle(req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {},
+        _ = tokio::time::sleep(Duration::from_secs(5)) => tracing::warn!("closing connections that did not finish in 5 s"),
+    }
+    Ok(())
+}

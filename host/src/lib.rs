@@ -1,0 +1,14 @@
+//! `cgs-host`: the CGS node — an HTTPS API (hyper + rustls) in front of a WebAssembly plugin
+//! runtime (wasmtime) and a transactional store.
+//!
+//! Layout: [`runtime`] runs plugins, [`store`] holds state, [`http`] serves the API, [`tls`]
+//! keeps the service identity, [`node`] ties them together for `cgs-host sandbox` / `start`.
+
+#![warn(missing_docs)]
+
+pub mod fsutil;
+pub mod http;
+pub mod node;
+pub mod runtime;
+pub mod store;
+pub mod tls;

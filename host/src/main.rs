@@ -1,0 +1,206 @@
+//! `cgs-host`: run a CGS node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cgs_host::node::{Node, NodeConfig, PluginSource};
+use cgs_host::runtime::RuntimeConfig;
+use clap::{Args, Parser, Subcommand};
+
+/// CGS, the Clean Room Governance Service: a node serving the governance API over HTTPS, with
+/// all governance logic in measured WebAssembly plugins.
+#[derive(Parser, Debug)]
+#[command(name = "cgs-host", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `cgs_host=debug,cgs::plugin=trace`.
+    #[arg(long, global = true, env = "CGS_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a single-node sandbox for development: creates the data directory and service
+    /// certificate, loads the plugins (building them from this source checkout unless
+    /// `--plugins` is given), prints the URL and next steps. Re-running on the same directory
+    /// keeps the service certificate.
+    Sandbox(SandboxArgs),
+    /// Run a node with plugins from a directory.
+    Start(StartArgs),
+}
+
+#[derive(Args, Debug)]
+struct SandboxArgs {
+    /// Data directory.
+    #[arg(long, default_value = "./sandbox")]
+    dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Load the `*.wasm` plugins in this directory instead of building them from source.
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// The source checkout to build plugins from (default: the one this binary was built from,
+    /// else the current directory's).
+    #[arg(long, conflicts_with = "plugins")]
+    workspace: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// Data directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Directory of `*.wasm` plugins to load.
+    #[arg(long)]
+    plugins: PathBuf,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Per-call plugin limits.
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Fuel (≈ wasm instructions) per plugin call: the deterministic compute budget.
+    #[arg(long, default_value_t = RuntimeConfig::default().fuel)]
+    plugin_fuel: u64,
+    /// Wall-clock deadline per plugin call, in milliseconds.
+    #[arg(long, default_value_t = RuntimeConfig::default().deadline.as_millis() as u64)]
+    plugin_deadline_ms: u64,
+    /// Linear-memory cap per plugin instance, in MiB.
+    #[arg(long, default_value_t = RuntimeConfig::default().memory_bytes >> 20)]
+    plugin_memory_mib: usize,
+    /// Plugin instances that may run at once (size of the instance pool).
+    #[arg(long, default_value_t = RuntimeConfig::default().max_instances)]
+    plugin_instances: u32,
+}
+
+impl LimitArgs {
+    fn runtime_config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            fuel: self.plugin_fuel,
+            deadline: Duration::from_millis(self.plugin_deadline_ms.max(1)),
+            memory_bytes: self.plugin_memory_mib.max(1) << 20,
+            max_instances: self.plugin_instances.max(1),
+            ..RuntimeConfig::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("cgs-worker").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    let (config, sandbox) = match command {
+        Command::Sandbox(a) => {
+            let plugins = match (a.plugins, a.workspace) {
+                (Some(dir), _) => PluginSource::Dir(dir),
+                (None, Some(ws)) => PluginSource::Build { workspace: ws },
+                (None, None) => PluginSource::Build { workspace: default_workspace()? },
+            };
+            (NodeConfig { dir: a.dir, listen: a.listen, plugins, runtime: a.limits.runtime_config() }, true)
+        }
+        Command::Start(a) => (
+            NodeConfig { dir: a.dir, listen: a.listen, plugins: PluginSource::Dir(a.plugins), runtime: a.limits.runtime_config() },
+            false,
+        ),
+    };
+    if let PluginSource::Build { workspace } = &config.plugins {
+        eprintln!("building plugins reproducibly from {} ...", workspace.display());
+    }
+    let node = Node::open(config).await?;
+    print_banner(&node, sandbox);
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    node.serve(rx).await?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// The source checkout this binary was built from, if it still exists; else the one around the
+/// current directory.
+fn default_workspace() -> Result<PathBuf, String> {
+    let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if let Some(ws) = built_from.parent().and_then(cgs_core::build::find_workspace) {
+        return Ok(ws);
+    }
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    cgs_core::build::find_workspace(&cwd).ok_or_else(|| {
+        "no CGS source checkout found to build plugins from; pass --plugins DIR (built with `cgs plugin build`) or --workspace DIR"
+            .to_string()
+    })
+}
+
+fn print_banner(node: &Node, sandbox: bool) {
+    let url = node.url();
+    let cert = node.service_cert_path.display();
+    println!();
+    println!("CGS {} is running", if sandbox { "sandbox" } else { "node" });
+    println!("  URL:                 {url}");
+    println!("  service certificate: {cert}");
+    println!("  data directory:      {}", node.dir.display());
+    println!("  state:               in memory (not persisted across restarts)");
+    println!("  plugins (name version blake3):");
+    for p in &node.plugins {
+        println!("    {:<14} {:<8} {}", p.info.name, p.info.version, p.blake3);
+    }
+    println!();
+    println!("Next steps:");
+    println!("  curl --cacert {cert} {url}/node/health");
+    println!("  curl --cacert {cert} {url}/app/contracts");
+    println!("  cargo run -q -p cgs-client -- plugin measure        # compare with the hashes above");
+    println!("Stop with Ctrl-C.");
+    println!();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,26 @@
+//! Generated bindings of the two plugin worlds. Nothing outside `runtime` sees these types; they
+//! are mapped to the crate's own types at this boundary.
+
+#![allow(missing_docs, clippy::all)]
+
+pub mod app {
+    wasmtime::component::bindgen!({
+        world: "app-plugin",
+        path: "../wit",
+    });
+}
+
+pub mod gov {
+    wasmtime::component::bindgen!({
+        world: "constitution",
+        path: "../wit",
+        with: {
+            "cgs:plugin/types": super::app::cgs::plugin::types,
+            "cgs:plugin/kv": super::app::cgs::plugin::kv,
+            "cgs:plugin/context": super::app::cgs::plugin::context,
+            "cgs:plugin/log": super::app::cgs::plugin::log,
+        },
+    });
+}
+
+pub use app::cgs::plugin::{context, kv, log, types};

@@ -1,0 +1,114 @@
+//! The transactional key-value store behind the plugins' `kv`.
+//!
+//! [`Store`] is what the runtime needs from storage: consistent snapshots of committed state and
+//! an optimistic commit that checks the read set. [`MemStore`] keeps everything in memory; the
+//! ledger store (redb + replicated log) implements the same trait.
+//!
+//! Table names here are internal names: `<plugin>.<table>` for plugin tables and `gov.<name>` for
+//! governance tables. The runtime maps a plugin's short names to these.
+
+mod mem;
+mod tx;
+
+use std::sync::Arc;
+
+pub use cgs_core::TxId;
+pub use mem::MemStore;
+pub use tx::{Transaction, TxError};
+
+/// A stored value with the id of the transaction that last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The tx id of its last write.
+    pub version: TxId,
+}
+
+/// One entry of a range scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// The tx id of its last write.
+    pub version: TxId,
+}
+
+/// Bounds of a range scan: `start <= key < end`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    /// Inclusive lower bound.
+    pub start: Option<Vec<u8>>,
+    /// Exclusive upper bound.
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Whether `key` is inside.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.start.as_deref().is_none_or(|s| key >= s) && self.end.as_deref().is_none_or(|e| key < e)
+    }
+}
+
+/// A storage failure (not a conflict).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store failure: {0}")]
+pub struct StoreError(pub String);
+
+/// A consistent, read-only view of committed state.
+pub trait Snapshot: Send + Sync {
+    /// The value at `key`.
+    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Versioned>, StoreError>;
+    /// Entries in `range`, in key order (or reverse), at most `limit`.
+    fn range(&self, table: &str, range: &KeyRange, limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError>;
+    /// The tx id of the last write to any key of `table` (for detecting phantoms in range reads).
+    fn table_version(&self, table: &str) -> Result<Option<TxId>, StoreError>;
+}
+
+/// What a transaction read: checked at commit time.
+#[derive(Debug, Clone, Default)]
+pub struct ReadSet {
+    /// Keys read, with the version seen (`None`: absent).
+    pub keys: Vec<(String, Vec<u8>, Option<TxId>)>,
+    /// Tables scanned, with the table version seen.
+    pub tables: Vec<(String, Option<TxId>)>,
+}
+
+/// What a transaction writes: `None` deletes.
+pub type WriteSet = std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>;
+
+/// Who and what caused a transaction; recorded with it.
+#[derive(Debug, Clone, Default)]
+pub struct TxMeta {
+    /// The caller's id (member id, user, session), empty if anonymous.
+    pub caller: String,
+    /// The plugin that ran.
+    pub plugin: String,
+    /// `METHOD /path` of the request, or the action name.
+    pub operation: String,
+    /// Transaction time (ms since the Unix epoch) set by the leader.
+    pub tx_time_ms: u64,
+}
+
+/// A commit failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// Something this transaction read changed since; the caller may re-execute.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Committed state plus optimistic commits.
+pub trait Store: Send + Sync + 'static {
+    /// A snapshot of the latest committed state.
+    fn snapshot(&self) -> Result<Arc<dyn Snapshot>, StoreError>;
+    /// Commit `writes` if nothing in `reads` changed; returns the new tx id.
+    fn commit(&self, reads: ReadSet, writes: WriteSet, meta: TxMeta) -> Result<TxId, CommitError>;
+    /// The id of the last committed transaction (`0.0` if none).
+    fn last_committed(&self) -> TxId;
+}

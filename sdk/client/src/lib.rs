@@ -1,0 +1,230 @@
+//! `cgs-client`: a Rust client for the CGS HTTPS API, and the `cgs` command-line tool.
+//!
+//! The client speaks TLS 1.3 only and trusts exactly one certificate: the service certificate
+//! (`--ca`, e.g. `sandbox/service-cert.pem`), never the system roots.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cgs_client::ClientError> {
+//! let client = cgs_client::Client::new("https://127.0.0.1:8443", &std::fs::read("sandbox/service-cert.pem").unwrap())?;
+//! let health = client.get("/node/health").await?.ok_json()?;
+//! println!("{}", health["status"]);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cgs_core::ErrorEnvelope;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A client failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not usable.
+    #[error("invalid service URL `{0}`: {1}")]
+    Url(String, String),
+    /// The service certificate is not usable.
+    #[error("invalid service certificate: {0}")]
+    Certificate(String),
+    /// Connecting or talking to the service failed.
+    #[error("cannot reach the service at {url}: {detail}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The service answered with an error envelope.
+    #[error("{code} ({status}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Envelope code.
+        code: String,
+        /// Envelope message.
+        message: String,
+    },
+    /// The answer is not what the API promises.
+    #[error("unexpected response ({status}): {detail}")]
+    Protocol {
+        /// HTTP status.
+        status: u16,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// A response: status, headers, body.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers (lowercase names).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl ApiResponse {
+    /// A header value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, whatever the status.
+    pub fn json(&self) -> Result<serde_json::Value, ClientError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ClientError::Protocol { status: self.status, detail: format!("body is not JSON: {e}") })
+    }
+
+    /// The error envelope, if this is an error with one.
+    pub fn error(&self) -> Option<ErrorEnvelope> {
+        if self.status < 400 {
+            return None;
+        }
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// Succeed with the JSON body on 2xx; turn an error envelope into [`ClientError::Api`].
+    pub fn ok_json(self) -> Result<serde_json::Value, ClientError> {
+        self.ok()?;
+        if self.body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        self.json()
+    }
+
+    /// Succeed on 2xx; turn an error envelope into [`ClientError::Api`].
+    pub fn ok(&self) -> Result<(), ClientError> {
+        if (200..300).contains(&self.status) {
+            return Ok(());
+        }
+        match self.error() {
+            Some(e) => Err(ClientError::Api { status: self.status, code: e.error.code, message: e.error.message }),
+            None => Err(ClientError::Protocol {
+                status: self.status,
+                detail: format!("no error envelope: {}", String::from_utf8_lossy(&self.body[..self.body.len().min(200)])),
+            }),
+        }
+    }
+}
+
+/// A client of one CGS service.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// A TLS 1.3 client configuration trusting only `ca_pem`.
+pub fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut n = 0;
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        let cert = cert.map_err(|e| ClientError::Certificate(e.to_string()))?;
+        roots.add(cert).map_err(|e| ClientError::Certificate(e.to_string()))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(ClientError::Certificate("no PEM certificate found".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ClientError::Certificate(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(cfg)
+}
+
+impl Client {
+    /// A client for the service at `url` (e.g. `https://127.0.0.1:8443`) pinning `ca_pem`.
+    pub fn new(url: &str, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        let base = url.trim_end_matches('/').to_string();
+        let uri: hyper::Uri = base.parse().map_err(|e: hyper::http::uri::InvalidUri| ClientError::Url(url.into(), e.to_string()))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            return Err(ClientError::Url(url.into(), "expected https://HOST:PORT".into()));
+        }
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(ca_pem)?)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let http = HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        Ok(Self { base, http, timeout: Duration::from_secs(60) })
+    }
+
+    /// The service URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Send a request; `path` starts with `/`.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<ApiResponse, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let transport = |detail: String| ClientError::Transport { url: url.clone(), detail };
+        let mut builder = Request::builder().method(method).uri(&url);
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let req = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| transport(e.to_string()))?;
+        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+            .await
+            .map_err(|_| transport(format!("no answer within {} s", self.timeout.as_secs())))?
+            .map_err(|e| transport(error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+            .collect();
+        let body = resp.into_body().collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
+        Ok(ApiResponse { status, headers, body })
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<ApiResponse, ClientError> {
+        self.request("GET", path, None, &[]).await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put_json(&self, path: &str, body: &serde_json::Value) -> Result<ApiResponse, ClientError> {
+        self.request("PUT", path, Some(body.to_string().into_bytes()), &[]).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<ApiResponse, ClientError> {
+        self.request("POST", path, Some(body.to_string().into_bytes()), &[]).await
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

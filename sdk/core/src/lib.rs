@@ -1,0 +1,19 @@
+//! `cgs-core`: what both sides of the CGS wire share.
+//!
+//! * typed identifiers parsed at the edge ([`TxId`], [`Blake3Hash`]);
+//! * the error envelope every route answers with ([`ErrorEnvelope`]);
+//! * plugin measurement: the BLAKE3 of a component and the name, version and world it declares
+//!   ([`plugin`]);
+//! * reproducible plugin builds from a source tree ([`build`]), shared by `cgs plugin build`,
+//!   the sandbox and the tests so that all of them produce the same bytes.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod build;
+mod error;
+mod ids;
+pub mod plugin;
+
+pub use error::{ErrorBody, ErrorEnvelope};
+pub use ids::{Blake3Hash, ParseIdError, TxId};

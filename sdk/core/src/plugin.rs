@@ -1,0 +1,210 @@
+//! Plugin measurement: what a component is, without running it.
+//!
+//! A plugin's **measurement** is the BLAKE3 of its exact component bytes. Its name, version and
+//! world are declared inside those bytes, in a `cgs-plugin-info` custom section that the guest SDK
+//! embeds (`{"name":…,"version":…,"world":…}`), so the label travels with — and is covered by —
+//! the hash that members vote on.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Blake3Hash;
+
+/// The name of the custom section holding [`PluginInfo`] JSON.
+pub const INFO_SECTION: &str = "cgs-plugin-info";
+
+/// Which WIT world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// `cgs:plugin/app-plugin`: routes under `/app` plus plugin actions.
+    AppPlugin,
+    /// `cgs:plugin/constitution`: voting rules plus core actions.
+    Constitution,
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            World::AppPlugin => "app-plugin",
+            World::Constitution => "constitution",
+        })
+    }
+}
+
+/// What a plugin declares about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// The plugin name (`contracts`): lowercase letters, digits and `-`, 1–32 chars.
+    pub name: String,
+    /// Its version (the plugin crate's version).
+    pub version: String,
+    /// The world it implements.
+    pub world: World,
+}
+
+/// A plugin's label plus its measurement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Name, version and world from the component.
+    #[serde(flatten)]
+    pub info: PluginInfo,
+    /// BLAKE3 of the component bytes.
+    pub blake3: Blake3Hash,
+    /// Size of the component in bytes.
+    pub size: u64,
+}
+
+impl fmt::Display for Measurement {
+    /// `name version blake3`, the format of `cgs plugin build` / `cgs plugin measure`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.info.name, self.info.version, self.blake3)
+    }
+}
+
+/// Why bytes are not a usable plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// Not a WebAssembly component (e.g. a core module or garbage).
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// No `cgs-plugin-info` section: not built with the cgs-plugin SDK's export macros.
+    #[error("the component has no `cgs-plugin-info` section; build it with cgs_plugin::app_plugin! or constitution_plugin!")]
+    MissingInfo,
+    /// Two info sections (ambiguous).
+    #[error("the component has more than one `cgs-plugin-info` section")]
+    DuplicateInfo,
+    /// The info section is not valid.
+    #[error("invalid `cgs-plugin-info` section: {0}")]
+    InvalidInfo(String),
+    /// Reading a file failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Whether `name` is a valid plugin name.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_valid_version(v: &str) -> bool {
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+}
+
+/// Read the declared [`PluginInfo`] of a component without instantiating it.
+pub fn read_info(component: &[u8]) -> Result<PluginInfo, PluginError> {
+    let mut found: Option<Vec<u8>> = None;
+    let mut first = true;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        let payload = payload.map_err(|e| PluginError::NotAComponent(e.to_string()))?;
+        match payload {
+            wasmparser::Payload::Version { encoding, .. } if first => {
+                first = false;
+                if encoding != wasmparser::Encoding::Component {
+                    return Err(PluginError::NotAComponent(
+                        "this is a core module; build for wasm32-wasip2 to get a component".into(),
+                    ));
+                }
+            }
+            wasmparser::Payload::CustomSection(reader) if reader.name() == INFO_SECTION => {
+                if found.is_some() {
+                    return Err(PluginError::DuplicateInfo);
+                }
+                found = Some(reader.data().to_vec());
+            }
+            _ => {}
+        }
+    }
+    let data = found.ok_or(PluginError::MissingInfo)?;
+    let info: PluginInfo = serde_json::from_slice(&data).map_err(|e| PluginError::InvalidInfo(e.to_string()))?;
+    if !is_valid_name(&info.name) {
+        return Err(PluginError::InvalidInfo(format!(
+            "name `{}` must be 1-32 chars of a-z 0-9 - starting with a letter",
+            info.name
+        )));
+    }
+    if !is_valid_version(&info.version) {
+        return Err(PluginError::InvalidInfo(format!("version `{}` is not a valid version", info.version)));
+    }
+    Ok(info)
+}
+
+/// Measure a component: its declared info and its BLAKE3.
+pub fn measure(component: &[u8]) -> Result<Measurement, PluginError> {
+    Ok(Measurement { info: read_info(component)?, blake3: Blake3Hash::of(component), size: component.len() as u64 })
+}
+
+/// Measure every `*.wasm` file in `dir`, sorted by plugin name.
+pub fn measure_dir(dir: &Path) -> Result<Vec<(std::path::PathBuf, Measurement)>, PluginError> {
+    let io = |source| PluginError::Io { path: dir.display().to_string(), source };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let bytes = std::fs::read(&path).map_err(|source| PluginError::Io { path: path.display().to_string(), source })?;
+            out.push((path, measure(&bytes)?));
+        }
+    }
+    out.sort_by(|a, b| a.1.info.name.cmp(&b.1.info.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("contracts"));
+        assert!(is_valid_name("a1-b"));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("1abc"));
+        assert!(!is_valid_name("Contracts"));
+        assert!(!is_valid_name("a_b"));
+        assert!(!is_valid_name(&"a".repeat(33)));
+    }
+
+    #[test]
+    fn rejects_non_components() {
+        assert!(matches!(read_info(b"not wasm"), Err(PluginError::NotAComponent(_))));
+        // A core module header: magic + version 1.
+        let core = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+        assert!(matches!(read_info(&core), Err(PluginError::NotAComponent(_))));
+        // An empty component: no info section.
+        let component = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+        assert!(matches!(read_info(&component), Err(PluginError::MissingInfo)));
+    }
+
+    #[test]
+    fn reads_info_from_a_custom_section() {
+        let mut c = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+        let payload = br#"{"name":"greetings","version":"0.1.0","world":"app-plugin"}"#;
+        let mut section = Vec::new();
+        section.push(INFO_SECTION.len() as u8);
+        section.extend_from_slice(INFO_SECTION.as_bytes());
+        section.extend_from_slice(payload);
+        c.push(0); // custom section id
+        c.push(section.len() as u8); // LEB128, < 128
+        c.extend_from_slice(&section);
+        let m = measure(&c).unwrap();
+        assert_eq!(m.info.name, "greetings");
+        assert_eq!(m.info.world, World::AppPlugin);
+        assert_eq!(m.to_string(), format!("greetings 0.1.0 {}", Blake3Hash::of(&c)));
+        // Twice is ambiguous.
+        let mut twice = c.clone();
+        twice.push(0);
+        twice.push(section.len() as u8);
+        twice.extend_from_slice(&section);
+        assert!(matches!(read_info(&twice), Err(PluginError::DuplicateInfo)));
+    }
+}

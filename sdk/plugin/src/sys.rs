@@ -1,0 +1,130 @@
+//! The one place that talks to the host: generated bindings on `wasm32`, the in-process
+//! [`crate::testing`] store everywhere else.
+
+pub(crate) mod bindings {
+    #![allow(missing_docs, unsafe_code, clippy::all, rust_2018_idioms)]
+
+    pub mod app {
+        wit_bindgen::generate!({
+            world: "app-plugin",
+            path: "../../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_app_plugin",
+            default_bindings_module: "cgs_plugin::__private::app",
+        });
+    }
+
+    pub mod constitution {
+        wit_bindgen::generate!({
+            world: "constitution",
+            path: "../../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_constitution",
+            default_bindings_module: "cgs_plugin::__private::constitution",
+            with: {
+                "cgs:plugin/types@0.1.0": super::app::cgs::plugin::types,
+                "cgs:plugin/kv@0.1.0": super::app::cgs::plugin::kv,
+                "cgs:plugin/context@0.1.0": super::app::cgs::plugin::context,
+                "cgs:plugin/log@0.1.0": super::app::cgs::plugin::log,
+            },
+        });
+    }
+}
+
+use crate::TxId;
+
+/// A `kv` failure as the host reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KvError {
+    InvalidTable,
+    ReadOnly,
+    TooLarge,
+    Unavailable,
+}
+
+/// One stored entry.
+pub(crate) struct RawEntry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub version: TxId,
+}
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use super::bindings::app::cgs::plugin::{context, kv, log, types};
+    use super::{KvError, RawEntry};
+    use crate::{Caller, TxId};
+
+    fn err(e: kv::KvError) -> KvError {
+        match e {
+            kv::KvError::InvalidTable => KvError::InvalidTable,
+            kv::KvError::ReadOnly => KvError::ReadOnly,
+            kv::KvError::TooLarge => KvError::TooLarge,
+            kv::KvError::Unavailable => KvError::Unavailable,
+        }
+    }
+
+    fn tx(t: types::TxId) -> TxId {
+        TxId { term: t.term, seqno: t.seqno }
+    }
+
+    fn entry(e: kv::Entry) -> RawEntry {
+        RawEntry { key: e.key, value: e.value, version: tx(e.version) }
+    }
+
+    pub fn get(table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        kv::get(table, key).map_err(err)
+    }
+    pub fn get_versioned(table: &str, key: &[u8]) -> Result<Option<RawEntry>, KvError> {
+        kv::get_versioned(table, key).map(|o| o.map(entry)).map_err(err)
+    }
+    pub fn version(table: &str, key: &[u8]) -> Result<Option<TxId>, KvError> {
+        kv::version(table, key).map(|o| o.map(tx)).map_err(err)
+    }
+    pub fn put(table: &str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        kv::put(table, key, value).map_err(err)
+    }
+    pub fn delete(table: &str, key: &[u8]) -> Result<bool, KvError> {
+        kv::delete(table, key).map_err(err)
+    }
+    pub fn range(
+        table: &str,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        limit: u32,
+        reverse: bool,
+    ) -> Result<Vec<RawEntry>, KvError> {
+        kv::range(table, start, end, limit, reverse)
+            .map(|v| v.into_iter().map(entry).collect())
+            .map_err(err)
+    }
+    pub fn caller() -> Caller {
+        Caller::from_wit(context::current_caller())
+    }
+    pub fn tx_time() -> u64 {
+        context::tx_time()
+    }
+    pub fn plugin_name() -> String {
+        context::plugin_name()
+    }
+    pub fn proposal_id() -> Option<String> {
+        context::proposal_id()
+    }
+    pub fn log(level: crate::log::Level, message: &str) {
+        let level = match level {
+            crate::log::Level::Trace => log::Level::Trace,
+            crate::log::Level::Debug => log::Level::Debug,
+            crate::log::Level::Info => log::Level::Info,
+            crate::log::Level::Warn => log::Level::Warn,
+            crate::log::Level::Error => log::Level::Error,
+        };
+        log::log(level, message);
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    pub use crate::testing::native::*;
+}
+
+pub(crate) use imp::*;

@@ -1,0 +1,165 @@
+//! Run plugin logic natively in unit tests.
+//!
+//! Compiled for the host (not `wasm32`), [`Table`](crate::Table), [`context`](crate::context)
+//! and [`log`](crate::log) use a thread-local, in-memory store with transactions of one write
+//! each: no durability, no isolation between plugins. It exists so that pure plugin logic can be
+//! unit-tested with `cargo test`; the behaviour of the real component against the real host is
+//! tested by the host's integration tests.
+//!
+//! ```
+//! use cgs_plugin::{Table, testing};
+//! testing::reset();
+//! let t: Table<str, u32> = Table::new("counts");
+//! t.put("a", &1).unwrap();
+//! assert_eq!(t.get("a").unwrap(), Some(1));
+//! ```
+
+use crate::Caller;
+
+/// Clear the native store and context of this thread.
+pub fn reset() {
+    #[cfg(not(target_arch = "wasm32"))]
+    native::STATE.with(|s| *s.borrow_mut() = native::State::default());
+}
+
+/// Set the caller that [`context::caller`](crate::context::caller) returns on this thread.
+pub fn set_caller(caller: Caller) {
+    #[cfg(not(target_arch = "wasm32"))]
+    native::STATE.with(|s| s.borrow_mut().caller = Some(caller));
+    #[cfg(target_arch = "wasm32")]
+    let _ = caller;
+}
+
+/// Set the transaction time (ms) that [`context::tx_time_ms`](crate::context::tx_time_ms) returns.
+pub fn set_tx_time_ms(ms: u64) {
+    #[cfg(not(target_arch = "wasm32"))]
+    native::STATE.with(|s| s.borrow_mut().tx_time = ms);
+    #[cfg(target_arch = "wasm32")]
+    let _ = ms;
+}
+
+/// Mark tables read-only (as the host does for governance tables and read-only routes).
+pub fn set_read_only(read_only: bool) {
+    #[cfg(not(target_arch = "wasm32"))]
+    native::STATE.with(|s| s.borrow_mut().read_only = read_only);
+    #[cfg(target_arch = "wasm32")]
+    let _ = read_only;
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) mod native {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use crate::sys::{KvError, RawEntry};
+    use crate::{Caller, TxId};
+
+    #[derive(Default)]
+    pub(crate) struct State {
+        pub tables: BTreeMap<String, BTreeMap<Vec<u8>, (Vec<u8>, TxId)>>,
+        pub seqno: u64,
+        pub caller: Option<Caller>,
+        pub tx_time: u64,
+        pub read_only: bool,
+    }
+
+    thread_local! {
+        pub(crate) static STATE: RefCell<State> = RefCell::new(State::default());
+    }
+
+    fn check_table(table: &str) -> Result<(), KvError> {
+        let ok = !table.is_empty()
+            && table.len() <= 64
+            && table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
+        if ok { Ok(()) } else { Err(KvError::InvalidTable) }
+    }
+
+    fn check_write(s: &State, table: &str) -> Result<(), KvError> {
+        check_table(table)?;
+        if s.read_only || table.starts_with("gov.") { Err(KvError::ReadOnly) } else { Ok(()) }
+    }
+
+    pub fn get(table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(get_versioned(table, key)?.map(|e| e.value))
+    }
+
+    pub fn get_versioned(table: &str, key: &[u8]) -> Result<Option<RawEntry>, KvError> {
+        check_table(table)?;
+        Ok(STATE.with(|s| {
+            s.borrow().tables.get(table).and_then(|t| t.get(key)).map(|(v, ver)| RawEntry {
+                key: key.to_vec(),
+                value: v.clone(),
+                version: *ver,
+            })
+        }))
+    }
+
+    pub fn version(table: &str, key: &[u8]) -> Result<Option<TxId>, KvError> {
+        Ok(get_versioned(table, key)?.map(|e| e.version))
+    }
+
+    pub fn put(table: &str, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            check_write(&s, table)?;
+            s.seqno += 1;
+            let v = TxId { term: 1, seqno: s.seqno };
+            s.tables.entry(table.to_string()).or_default().insert(key.to_vec(), (value.to_vec(), v));
+            Ok(())
+        })
+    }
+
+    pub fn delete(table: &str, key: &[u8]) -> Result<bool, KvError> {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            check_write(&s, table)?;
+            Ok(s.tables.get_mut(table).and_then(|t| t.remove(key)).is_some())
+        })
+    }
+
+    pub fn range(
+        table: &str,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        limit: u32,
+        reverse: bool,
+    ) -> Result<Vec<RawEntry>, KvError> {
+        check_table(table)?;
+        Ok(STATE.with(|s| {
+            let s = s.borrow();
+            let Some(t) = s.tables.get(table) else { return Vec::new() };
+            let in_range = |k: &Vec<u8>| start.is_none_or(|st| k.as_slice() >= st) && end.is_none_or(|en| k.as_slice() < en);
+            let entries = t.iter().filter(|(k, _)| in_range(k));
+            let to_entry = |(k, (v, ver)): (&Vec<u8>, &(Vec<u8>, TxId))| RawEntry {
+                key: k.clone(),
+                value: v.clone(),
+                version: *ver,
+            };
+            if reverse {
+                entries.rev().take(limit as usize).map(to_entry).collect()
+            } else {
+                entries.take(limit as usize).map(to_entry).collect()
+            }
+        }))
+    }
+
+    pub fn caller() -> Caller {
+        STATE.with(|s| s.borrow().caller.clone().unwrap_or_else(Caller::anonymous))
+    }
+
+    pub fn tx_time() -> u64 {
+        STATE.with(|s| s.borrow().tx_time)
+    }
+
+    pub fn plugin_name() -> String {
+        "native-test".to_string()
+    }
+
+    pub fn proposal_id() -> Option<String> {
+        None
+    }
+
+    pub fn log(level: crate::log::Level, message: &str) {
+        eprintln!("[plugin {level:?}] {message}");
+    }
+}
