@@ -107,7 +107,10 @@ impl Evidence {
             Evidence::Snp { report, vcek, ask, ark } => {
                 let r = b64_field("report", report)?;
                 if r.len() != SNP_REPORT_LEN {
-                    return Err(EvidenceError::Field { field: "report", why: format!("is {} bytes; a report is {SNP_REPORT_LEN}", r.len()) });
+                    return Err(EvidenceError::Field {
+                        field: "report",
+                        why: format!("is {} bytes; a report is {SNP_REPORT_LEN}", r.len()),
+                    });
                 }
                 b64_field("vcek", vcek)?;
                 if let Some(a) = ask {
@@ -134,7 +137,12 @@ mod tests {
 
     #[test]
     fn virtual_evidence_round_trips() {
-        let json = format!(r#"{{"kind":"virtual","measurement":"{}","host_data":"{}","report_data":"{}"}}"#, "ab".repeat(48), "cd".repeat(32), "00".repeat(64));
+        let json = format!(
+            r#"{{"kind":"virtual","measurement":"{}","host_data":"{}","report_data":"{}"}}"#,
+            "ab".repeat(48),
+            "cd".repeat(32),
+            "00".repeat(64)
+        );
         let e = Evidence::from_json(json.as_bytes()).unwrap();
         assert!(e.is_virtual());
         let c = e.check_shape().unwrap().unwrap();
@@ -145,7 +153,11 @@ mod tests {
 
     #[test]
     fn malformed_evidence_is_refused_with_the_field() {
-        let short = format!(r#"{{"kind":"virtual","measurement":"ab","host_data":"{}","report_data":"{}"}}"#, "cd".repeat(32), "00".repeat(64));
+        let short = format!(
+            r#"{{"kind":"virtual","measurement":"ab","host_data":"{}","report_data":"{}"}}"#,
+            "cd".repeat(32),
+            "00".repeat(64)
+        );
         let err = Evidence::from_json(short.as_bytes()).unwrap().check_shape().unwrap_err();
         assert!(matches!(err, EvidenceError::Field { field: "measurement", .. }), "{err}");
         assert!(Evidence::from_json(br#"{"kind":"tpm"}"#).is_err());

@@ -98,8 +98,13 @@ impl LimitArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("cgs-worker").build() {
         Ok(r) => r,
         Err(e) => {
@@ -127,7 +132,12 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             (NodeConfig { dir: a.dir, listen: a.listen, plugins, runtime: a.limits.runtime_config() }, true)
         }
         Command::Start(a) => (
-            NodeConfig { dir: a.dir, listen: a.listen, plugins: PluginSource::Dir(a.plugins), runtime: a.limits.runtime_config() },
+            NodeConfig {
+                dir: a.dir,
+                listen: a.listen,
+                plugins: PluginSource::Dir(a.plugins),
+                runtime: a.limits.runtime_config(),
+            },
             false,
         ),
     };
@@ -161,26 +171,37 @@ fn default_workspace() -> Result<PathBuf, String> {
     })
 }
 
+/// Print what is running and what to do next. Output errors (a closed stdout) are ignored: the
+/// service keeps running.
 fn print_banner(node: &Node, sandbox: bool) {
+    let mut out = String::new();
+    let _ = banner(&mut out, node, sandbox);
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, out.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
+}
+
+fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
+    use std::fmt::Write as _;
     let url = node.url();
     let cert = node.service_cert_path.display();
-    println!();
-    println!("CGS {} is running", if sandbox { "sandbox" } else { "node" });
-    println!("  URL:                 {url}");
-    println!("  service certificate: {cert}");
-    println!("  data directory:      {}", node.dir.display());
-    println!("  state:               in memory (not persisted across restarts)");
-    println!("  plugins (name version blake3):");
+    writeln!(out)?;
+    writeln!(out, "CGS {} is running", if sandbox { "sandbox" } else { "node" })?;
+    writeln!(out, "  URL:                 {url}")?;
+    writeln!(out, "  service certificate: {cert}")?;
+    writeln!(out, "  data directory:      {}", node.dir.display())?;
+    writeln!(out, "  state:               in memory (not persisted across restarts)")?;
+    writeln!(out, "  plugins (name version blake3):")?;
     for p in &node.plugins {
-        println!("    {:<14} {:<8} {}", p.info.name, p.info.version, p.blake3);
+        writeln!(out, "    {:<14} {:<8} {}", p.info.name, p.info.version, p.blake3)?;
     }
-    println!();
-    println!("Next steps:");
-    println!("  curl --cacert {cert} {url}/node/health");
-    println!("  curl --cacert {cert} {url}/app/contracts");
-    println!("  cargo run -q -p cgs-client -- plugin measure        # compare with the hashes above");
-    println!("Stop with Ctrl-C.");
-    println!();
+    writeln!(out)?;
+    writeln!(out, "Next steps:")?;
+    writeln!(out, "  curl --cacert {cert} {url}/node/health")?;
+    writeln!(out, "  curl --cacert {cert} {url}/app/contracts")?;
+    writeln!(out, "  cargo run -q -p cgs-client -- plugin measure        # compare with the hashes above")?;
+    writeln!(out, "Stop with Ctrl-C.")?;
+    writeln!(out)
 }
 
 async fn wait_for_signal() {

@@ -135,7 +135,8 @@ impl Node {
         let mut plugins = Vec::new();
         for f in files {
             let bytes = std::fs::read(&f).map_err(|source| NodeError::Dir { path: f.display().to_string(), source })?;
-            let plugin = runtime.load(&bytes).map_err(|source| NodeError::Plugin { path: f.display().to_string(), source })?;
+            let plugin =
+                runtime.load(&bytes).map_err(|source| NodeError::Plugin { path: f.display().to_string(), source })?;
             plugins.push(Measurement { info: plugin.info.clone(), blake3: plugin.blake3, size: bytes.len() as u64 });
         }
 

@@ -1,1 +1,9 @@
-fn main() {}
+//! End-to-end tests: real `cgs-host` processes on 127.0.0.1, real TLS, real plugin components
+//! built by the build, driven through `cgs-client` and the `cgs` CLI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod isolation;
+mod reproducible;
+mod sandbox;

@@ -1,1 +1,171 @@
-//! support
+//! Support for end-to-end tests: build the real binaries and plugins, start `cgs-host` processes
+//! on loopback, and talk to them through `cgs-client`.
+
+// Test support: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use cgs_core::build::{BuildRequest, Selection};
+
+/// The source checkout.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Paths of the `cgs-host` and `cgs` executables, built (or found fresh) once per test binary.
+pub struct Binaries {
+    /// The service.
+    pub host: PathBuf,
+    /// The CLI.
+    pub cli: PathBuf,
+}
+
+/// Build the binaries with the same profile and features as the test run (a no-op when
+/// `cargo test --workspace` already built them) and return their paths.
+pub fn binaries() -> &'static Binaries {
+    static BINS: OnceLock<Binaries> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let out = Command::new(cargo())
+            .current_dir(workspace())
+            .args(["build", "-p", "cgs-host", "-p", "cgs-client", "--bins", "--message-format=json-render-diagnostics"])
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run cargo build");
+        assert!(out.status.success(), "building the binaries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let mut host = None;
+        let mut cli = None;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Some(exe) = v.get("executable").and_then(|e| e.as_str()) else { continue };
+            match v.pointer("/target/name").and_then(|n| n.as_str()) {
+                Some("cgs-host") => host = Some(PathBuf::from(exe)),
+                Some("cgs") => cli = Some(PathBuf::from(exe)),
+                _ => {}
+            }
+        }
+        Binaries { host: host.expect("cgs-host executable"), cli: cli.expect("cgs executable") }
+    })
+}
+
+/// A directory holding the given plugins, built reproducibly once per test binary.
+pub fn plugins_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = BuildRequest {
+            workspace: workspace(),
+            selection: Selection::Named(
+                ["constitution", "contracts", "consent", "audit", "chaos", "greetings"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            out_dir: Some(dir.path().to_path_buf()),
+            quiet: true,
+        };
+        cgs_core::build::build(&req).unwrap_or_else(|e| panic!("building plugins failed: {e}"));
+        dir
+    })
+    .path()
+}
+
+/// A running `cgs-host sandbox` process.
+pub struct Sandbox {
+    child: Child,
+    /// Its URL.
+    pub url: String,
+    /// The service certificate path.
+    pub ca: PathBuf,
+    /// The data directory.
+    pub dir: tempfile::TempDir,
+    /// A client pinned to the service certificate.
+    pub client: cgs_client::Client,
+}
+
+impl Sandbox {
+    /// Start a sandbox with the test plugins and extra flags; returns once `/node/health` answers.
+    pub async fn start(extra: &[&str]) -> Result<Sandbox> {
+        let bins = binaries();
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(&bins.host)
+            .arg("sandbox")
+            .arg("--dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
+            .arg("--plugins")
+            .arg(plugins_dir())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn cgs-host")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix("URL:") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                bail!("cgs-host sandbox did not print its URL within 120 s");
+            }
+        };
+        let ca = dir.path().join("data").join("service-cert.pem");
+        let client = cgs_client::Client::new(&url, &std::fs::read(&ca)?)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.get("/node/health").await {
+                Ok(r) if r.status == 200 => break,
+                _ if Instant::now() > deadline => bail!("{url}/node/health did not answer 200 within 30 s"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Ok(Sandbox { child, url, ca, dir, client })
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("cgs-host did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The error code of a response, or a description of why there is none.
+pub fn code(r: &cgs_client::ApiResponse) -> String {
+    r.error().map(|e| e.error.code).unwrap_or_else(|| format!("<status {} without envelope>", r.status))
+}

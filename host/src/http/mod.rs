@@ -104,10 +104,10 @@ impl Service {
             }
             return Ok(self.health());
         }
-        if let Some(rest) = path.strip_prefix("/app") {
-            if rest.is_empty() || rest.starts_with('/') {
-                return self.app(req, rest.to_string()).await;
-            }
+        if let Some(rest) = path.strip_prefix("/app")
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return self.app(req, rest.to_string()).await;
         }
         Err(ApiError::new(StatusCode::NOT_FOUND, "RouteNotFound", format!("no route for {} {path}", req.method())))
     }
@@ -137,7 +137,11 @@ impl Service {
 
     async fn app(&self, req: Request<Incoming>, rest: String) -> Result<Response<Full<Bytes>>, ApiError> {
         let method = Method::parse(req.method().as_str()).ok_or_else(|| {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("method {} is not supported", req.method()))
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("method {} is not supported", req.method()),
+            )
         })?;
         let segments = decode_path(&rest)?;
         let seg_refs: Vec<&str> = segments.iter().map(String::as_str).collect();
@@ -149,20 +153,31 @@ impl Service {
                 return Err(method_not_allowed(&names));
             }
             RouteMatch::NotFound => {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, "RouteNotFound", format!("no route for {method} /app{rest}")));
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "RouteNotFound",
+                    format!("no route for {method} /app{rest}"),
+                ));
             }
         };
-        let plugin = registry
-            .get(&plugin)
-            .cloned()
-            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "PluginUnavailable", "the plugin was just removed"))?;
+        let plugin = registry.get(&plugin).cloned().ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "PluginUnavailable", "the plugin was just removed")
+        })?;
         let caller = self.authenticate(&req)?;
         if !route.auth.admits(caller.kind) {
             let allowed = route.auth.names().join(", ");
             return Err(if caller.kind == CallerKind::Anonymous {
-                ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", format!("{method} /app{rest} needs credentials of a {allowed}"))
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthenticated",
+                    format!("{method} /app{rest} needs credentials of a {allowed}"),
+                )
             } else {
-                ApiError::new(StatusCode::FORBIDDEN, "CallerKindNotAllowed", format!("{method} /app{rest} is open to: {allowed}"))
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "CallerKindNotAllowed",
+                    format!("{method} /app{rest} is open to: {allowed}"),
+                )
             });
         }
         let query = parse_query(req.uri().query().unwrap_or(""))?;
@@ -174,7 +189,10 @@ impl Service {
             .collect();
         let body = read_body(req.into_body()).await?;
         let preq = PluginRequest { plugin, route, params, path: rest, query, headers, body, caller };
-        let result = self.runtime.handle(&preq);
+        // Plugin calls are synchronous CPU work bounded by fuel and the deadline. They leave the
+        // async worker (`block_in_place`), so other connections keep being served and WASI's
+        // synchronous stdio may block on the runtime.
+        let result = tokio::task::block_in_place(|| self.runtime.handle(&preq));
         match result {
             Ok(r) => {
                 let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -185,10 +203,10 @@ impl Service {
                         resp.headers_mut().append(k, v);
                     }
                 }
-                if let Some(tx) = r.tx_id {
-                    if let Ok(v) = HeaderValue::from_str(&tx.to_string()) {
-                        resp.headers_mut().insert("x-cgs-tx-id", v);
-                    }
+                if let Some(tx) = r.tx_id
+                    && let Ok(v) = HeaderValue::from_str(&tx.to_string())
+                {
+                    resp.headers_mut().insert("x-cgs-tx-id", v);
                 }
                 Ok(resp)
             }
@@ -208,8 +226,12 @@ impl Service {
 }
 
 fn method_not_allowed(allowed: &[&str]) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("this path supports {}", allowed.join(", ")))
-        .with_header("allow", allowed.join(", "))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("this path supports {}", allowed.join(", ")),
+    )
+    .with_header("allow", allowed.join(", "))
 }
 
 async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
@@ -220,7 +242,9 @@ async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
             "PayloadTooLarge",
             format!("request bodies are limited to {} bytes", MAX_BODY_BYTES),
         )),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidBody", format!("could not read the request body: {e}"))),
+        Err(e) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidBody", format!("could not read the request body: {e}")))
+        }
     }
 }
 

@@ -55,8 +55,9 @@ pub fn decode_path(path: &str) -> Result<Vec<String>, ApiError> {
             if seg.is_empty() {
                 return Err(bad("InvalidPath", format!("the path `{path}` has an empty segment")));
             }
-            let d = percent_decode(seg, false)
-                .ok_or_else(|| bad("InvalidPath", format!("the path segment `{seg}` is not valid percent-encoded UTF-8")))?;
+            let d = percent_decode(seg, false).ok_or_else(|| {
+                bad("InvalidPath", format!("the path segment `{seg}` is not valid percent-encoded UTF-8"))
+            })?;
             if d.contains('/') || d == "." || d == ".." || d.chars().any(char::is_control) {
                 return Err(bad("InvalidPath", format!("the path segment `{seg}` is not allowed")));
             }
@@ -79,7 +80,9 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
             let dv = percent_decode(v, true);
             match (dk, dv) {
                 (Some(k), Some(v)) => Ok((k, v)),
-                _ => Err(bad("InvalidQuery", format!("the query parameter `{pair}` is not valid percent-encoded UTF-8"))),
+                _ => {
+                    Err(bad("InvalidQuery", format!("the query parameter `{pair}` is not valid percent-encoded UTF-8")))
+                }
             }
         })
         .collect()

@@ -13,7 +13,9 @@ pub enum LoadError {
     #[error("plugin name `{0}` is reserved")]
     ReservedName(String),
     /// It imports something outside the allowed interfaces.
-    #[error("plugin imports `{0}`, which plugins may not use (allowed: cgs:plugin/{{types,kv,context,log}}@0.1.0 and a deny-by-default WASI: wasi:cli stdio/environment/exit, wasi:io, wasi:random/insecure-seed)")]
+    #[error(
+        "plugin imports `{0}`, which plugins may not use (allowed: cgs:plugin/{{types,kv,context,log}}@0.1.0 and a deny-by-default WASI: wasi:cli stdio/environment/exit, wasi:io, wasi:random/insecure-seed)"
+    )]
     ForbiddenImport(String),
     /// Its exports do not match the world it declares.
     #[error("plugin declares world `{declared}` but does not export it: {detail}")]
@@ -134,9 +136,15 @@ impl DispatchError {
             DispatchError::Fault { plugin, kind, detail } => match kind {
                 FaultKind::Panic => format!("plugin `{plugin}` panicked: {detail}"),
                 FaultKind::Trap => format!("plugin `{plugin}` trapped: {detail}"),
-                FaultKind::OutOfFuel => format!("plugin `{plugin}` exceeded its compute budget ({detail}); nothing was written"),
-                FaultKind::Timeout => format!("plugin `{plugin}` exceeded its time limit ({detail}); nothing was written"),
-                FaultKind::MemoryLimit => format!("plugin `{plugin}` exceeded its memory limit ({detail}); nothing was written"),
+                FaultKind::OutOfFuel => {
+                    format!("plugin `{plugin}` exceeded its compute budget ({detail}); nothing was written")
+                }
+                FaultKind::Timeout => {
+                    format!("plugin `{plugin}` exceeded its time limit ({detail}); nothing was written")
+                }
+                FaultKind::MemoryLimit => {
+                    format!("plugin `{plugin}` exceeded its memory limit ({detail}); nothing was written")
+                }
             },
             other => other.to_string(),
         }

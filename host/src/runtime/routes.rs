@@ -87,7 +87,12 @@ impl CallerKinds {
     /// Names of the kinds in the set, for messages and `/gov/plugins`.
     pub fn names(self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        for (bit, name) in [(Self::ANONYMOUS, "anonymous"), (Self::MEMBER, "member"), (Self::USER, "user"), (Self::CLEANROOM, "cleanroom")] {
+        for (bit, name) in [
+            (Self::ANONYMOUS, "anonymous"),
+            (Self::MEMBER, "member"),
+            (Self::USER, "user"),
+            (Self::CLEANROOM, "cleanroom"),
+        ] {
             if self.0 & bit != 0 {
                 v.push(name);
             }
@@ -240,7 +245,9 @@ impl RouteTable {
 
     /// Match a request path (below `/app`, percent-decoded per segment by the caller).
     pub fn find(&self, method: Method, segments: &[&str]) -> RouteMatch {
-        let mut best: Option<(&str, &Route, Vec<(String, String)>, usize)> = None;
+        // (plugin, route, params, literal segments)
+        type Candidate<'a> = (&'a str, &'a Route, Vec<(String, String)>, usize);
+        let mut best: Option<Candidate<'_>> = None;
         let mut methods = Vec::new();
         for (plugin, route) in &self.routes {
             if let Some((params, literals)) = route.matches(segments) {
@@ -254,7 +261,9 @@ impl RouteTable {
             }
         }
         match best {
-            Some((plugin, route, params, _)) => RouteMatch::Found { plugin: plugin.to_string(), route: route.clone(), params },
+            Some((plugin, route, params, _)) => {
+                RouteMatch::Found { plugin: plugin.to_string(), route: route.clone(), params }
+            }
             None if !methods.is_empty() => {
                 methods.sort();
                 methods.dedup();
@@ -287,7 +296,14 @@ mod tests {
     #[test]
     fn matching_prefers_literals_and_reports_methods() {
         let mut t = RouteTable::default();
-        t.replace("contracts", vec![r(Method::Get, "/contracts/{id}"), r(Method::Put, "/contracts/{id}"), r(Method::Get, "/contracts/summary")]);
+        t.replace(
+            "contracts",
+            vec![
+                r(Method::Get, "/contracts/{id}"),
+                r(Method::Put, "/contracts/{id}"),
+                r(Method::Get, "/contracts/summary"),
+            ],
+        );
         t.replace("audit", vec![r(Method::Post, "/contracts/{id}/events")]);
         match t.find(Method::Get, &["contracts", "summary"]) {
             RouteMatch::Found { route, params, .. } => {
@@ -303,7 +319,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(t.find(Method::Delete, &["contracts", "c1"]), RouteMatch::MethodNotAllowed(vec![Method::Get, Method::Put]));
+        assert_eq!(
+            t.find(Method::Delete, &["contracts", "c1"]),
+            RouteMatch::MethodNotAllowed(vec![Method::Get, Method::Put])
+        );
         assert_eq!(t.find(Method::Get, &["nothing"]), RouteMatch::NotFound);
         match t.find(Method::Post, &["contracts", "c9", "events"]) {
             RouteMatch::Found { plugin, .. } => assert_eq!(plugin, "audit"),

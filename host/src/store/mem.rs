@@ -44,7 +44,12 @@ impl Default for MemStore {
 
 impl Snapshot for MemSnapshot {
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
-        Ok(self.0.tables.get(table).and_then(|t| t.get(key)).map(|(v, ver)| Versioned { value: v.clone(), version: *ver }))
+        Ok(self
+            .0
+            .tables
+            .get(table)
+            .and_then(|t| t.get(key))
+            .map(|(v, ver)| Versioned { value: v.clone(), version: *ver }))
     }
 
     fn range(&self, table: &str, range: &KeyRange, limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError> {
@@ -52,13 +57,14 @@ impl Snapshot for MemSnapshot {
         use std::ops::Bound;
         let lo = range.start.as_ref().map_or(Bound::Unbounded, |s| Bound::Included(s.clone()));
         let hi = range.end.as_ref().map_or(Bound::Unbounded, |e| Bound::Excluded(e.clone()));
-        if let (Some(s), Some(e)) = (&range.start, &range.end) {
-            if s >= e {
-                return Ok(Vec::new());
-            }
+        if let (Some(s), Some(e)) = (&range.start, &range.end)
+            && s >= e
+        {
+            return Ok(Vec::new());
         }
         let it = t.range((lo, hi));
-        let to_entry = |(k, (v, ver)): (&Vec<u8>, &(Vec<u8>, TxId))| Entry { key: k.clone(), value: v.clone(), version: *ver };
+        let to_entry =
+            |(k, (v, ver)): (&Vec<u8>, &(Vec<u8>, TxId))| Entry { key: k.clone(), value: v.clone(), version: *ver };
         Ok(if reverse { it.rev().take(limit).map(to_entry).collect() } else { it.take(limit).map(to_entry).collect() })
     }
 

@@ -130,7 +130,8 @@ mod tests {
         assert!(!tx.delete("p.t", b"zz").unwrap());
         assert_eq!(tx.get("p.t", b"bb").unwrap().unwrap().value, b"new");
         assert!(tx.get("p.t", b"a").unwrap().is_none());
-        let keys: Vec<_> = tx.range("p.t", &KeyRange::default(), 10, false).unwrap().into_iter().map(|e| e.key).collect();
+        let keys: Vec<_> =
+            tx.range("p.t", &KeyRange::default(), 10, false).unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, vec![b"b".to_vec(), b"bb".to_vec(), b"c".to_vec()]);
         let keys: Vec<_> = tx.range("p.t", &KeyRange::default(), 2, true).unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, vec![b"c".to_vec(), b"bb".to_vec()]);

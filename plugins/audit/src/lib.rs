@@ -53,7 +53,8 @@ fn list(req: &Request) -> Result<Response> {
     }
     let scope = req.query("scope");
     let id = req.query("id");
-    let entries = EVENTS.range(Some(key(contract, from).as_slice()), Some(key(contract, u64::MAX).as_slice()), limit, false)?;
+    let entries =
+        EVENTS.range(Some(key(contract, from).as_slice()), Some(key(contract, u64::MAX).as_slice()), limit, false)?;
     let value: Vec<_> = entries
         .into_iter()
         .filter(|(_, e)| scope.is_none_or(|s| e.value.scope == s) && id.is_none_or(|i| e.value.id == i))
@@ -69,9 +70,11 @@ struct Audit;
 
 impl App for Audit {
     fn router() -> Router {
-        Router::new()
-            .post("/contracts/{id}/events", Auth::ANYONE, add)
-            .get("/contracts/{id}/events", Auth::ANYONE, list)
+        Router::new().post("/contracts/{id}/events", Auth::ANYONE, add).get(
+            "/contracts/{id}/events",
+            Auth::ANYONE,
+            list,
+        )
     }
 }
 

@@ -25,7 +25,9 @@ static ENABLED: Table<str, bool> = Table::new("enabled");
 fn kind(req: &Request) -> Result<&str> {
     match req.param("kind")? {
         k @ ("execution" | "logging" | "telemetry") => Ok(k),
-        other => Err(Error::not_found("UnknownConsentKind", format!("`{other}` is not execution, logging or telemetry"))),
+        other => {
+            Err(Error::not_found("UnknownConsentKind", format!("`{other}` is not execution, logging or telemetry")))
+        }
     }
 }
 
@@ -71,9 +73,11 @@ struct Consent;
 
 impl App for Consent {
     fn router() -> Router {
-        Router::new()
-            .get("/contracts/{id}/consent/{kind}", Auth::ANYONE, status)
-            .post("/contracts/{id}/consent/execution/{action}", Auth::MEMBER, switch)
+        Router::new().get("/contracts/{id}/consent/{kind}", Auth::ANYONE, status).post(
+            "/contracts/{id}/consent/execution/{action}",
+            Auth::MEMBER,
+            switch,
+        )
     }
 }
 

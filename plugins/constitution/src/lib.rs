@@ -40,15 +40,24 @@ pub fn unanimity(ballots: &[Ballot], members: &[Member]) -> Resolution {
     let vote_of = |id: &str| ballots.iter().rev().find(|b| b.member_id == id).map(|b| b.vote);
     let approvals = voters.iter().filter(|m| vote_of(&m.id) == Some(Vote::Approve)).count();
     if let Some(m) = voters.iter().find(|m| vote_of(&m.id) == Some(Vote::Reject)) {
-        return Resolution { outcome: Outcome::Rejected, reason: format!("member {} rejected; unanimity is required", m.id) };
+        return Resolution {
+            outcome: Outcome::Rejected,
+            reason: format!("member {} rejected; unanimity is required", m.id),
+        };
     }
     if voters.is_empty() {
         return Resolution { outcome: Outcome::Open, reason: "there are no active voting members".into() };
     }
     if approvals == voters.len() {
-        return Resolution { outcome: Outcome::Accepted, reason: format!("all {} active members approved", voters.len()) };
+        return Resolution {
+            outcome: Outcome::Accepted,
+            reason: format!("all {} active members approved", voters.len()),
+        };
     }
-    Resolution { outcome: Outcome::Open, reason: format!("{approvals} of {} active members approved; all are required", voters.len()) }
+    Resolution {
+        outcome: Outcome::Open,
+        reason: format!("{approvals} of {} active members approved; all are required", voters.len()),
+    }
 }
 
 struct Default;
@@ -100,15 +109,27 @@ mod tests {
 
     #[test]
     fn unanimity_of_active_non_operators() {
-        let members = vec![member("a", true, false), member("b", true, false), member("c", false, false), member("op", true, true)];
+        let members = vec![
+            member("a", true, false),
+            member("b", true, false),
+            member("c", false, false),
+            member("op", true, true),
+        ];
         assert_eq!(unanimity(&[], &members).outcome, Outcome::Open);
         assert_eq!(unanimity(&[ballot("a", Vote::Approve)], &members).outcome, Outcome::Open);
         let r = unanimity(&[ballot("a", Vote::Approve), ballot("b", Vote::Approve)], &members);
         assert_eq!(r.outcome, Outcome::Accepted, "inactive and operator members do not count");
-        assert_eq!(unanimity(&[ballot("a", Vote::Approve), ballot("b", Vote::Reject)], &members).outcome, Outcome::Rejected);
-        assert_eq!(unanimity(&[ballot("op", Vote::Reject), ballot("c", Vote::Reject)], &members).outcome, Outcome::Open);
+        assert_eq!(
+            unanimity(&[ballot("a", Vote::Approve), ballot("b", Vote::Reject)], &members).outcome,
+            Outcome::Rejected
+        );
+        assert_eq!(
+            unanimity(&[ballot("op", Vote::Reject), ballot("c", Vote::Reject)], &members).outcome,
+            Outcome::Open
+        );
         // A later ballot of the same member replaces the earlier one.
-        let r = unanimity(&[ballot("a", Vote::Reject), ballot("a", Vote::Approve), ballot("b", Vote::Approve)], &members);
+        let r =
+            unanimity(&[ballot("a", Vote::Reject), ballot("a", Vote::Approve), ballot("b", Vote::Approve)], &members);
         assert_eq!(r.outcome, Outcome::Accepted);
         assert_eq!(unanimity(&[], &[]).outcome, Outcome::Open);
     }

@@ -47,7 +47,10 @@ const MAX_ID: usize = 128;
 
 fn check_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err(Error::bad_request("InvalidContractId", format!("contract ids are 1-{MAX_ID} chars of A-Z a-z 0-9 - _ .")));
+        return Err(Error::bad_request(
+            "InvalidContractId",
+            format!("contract ids are 1-{MAX_ID} chars of A-Z a-z 0-9 - _ ."),
+        ));
     }
     Ok(())
 }
@@ -63,7 +66,10 @@ fn put_contract(req: &Request) -> Result<Response> {
     let existing = CONTRACTS.get_versioned(id)?;
     match (&existing, &body.version) {
         (Some(_), None) => {
-            return Err(Error::conflict("ContractAlreadyExists", format!("contract `{id}` exists; send its current `version` to update it")));
+            return Err(Error::conflict(
+                "ContractAlreadyExists",
+                format!("contract `{id}` exists; send its current `version` to update it"),
+            ));
         }
         (None, Some(_)) => return Err(Error::not_found("ContractNotFound", format!("contract `{id}` does not exist"))),
         (Some(cur), Some(v)) => {
@@ -77,13 +83,21 @@ fn put_contract(req: &Request) -> Result<Response> {
             if sent != cur.version {
                 return Err(Error::precondition_failed(
                     "PreconditionFailed",
-                    format!("contract `{id}` is at version {}, not {sent}; read it again and reapply your change", cur.version),
+                    format!(
+                        "contract `{id}` is at version {}, not {sent}; read it again and reapply your change",
+                        cur.version
+                    ),
                 ));
             }
         }
         (None, None) => {}
     }
-    let c = Contract { state: State::Draft, data: body.data, updated_by: req.caller.id.clone(), updated_at_ms: context::tx_time_ms() };
+    let c = Contract {
+        state: State::Draft,
+        data: body.data,
+        updated_by: req.caller.id.clone(),
+        updated_at_ms: context::tx_time_ms(),
+    };
     CONTRACTS.put(id, &c)?;
     Response::json(if existing.is_some() { 200 } else { 201 }, &serde_json::json!({"id": id, "state": c.state}))
 }
@@ -91,7 +105,9 @@ fn put_contract(req: &Request) -> Result<Response> {
 fn get_contract(req: &Request) -> Result<Response> {
     let id = req.param("id")?;
     check_id(id)?;
-    let c = CONTRACTS.get_versioned(id)?.ok_or_else(|| Error::not_found("ContractNotFound", format!("contract `{id}` does not exist")))?;
+    let c = CONTRACTS
+        .get_versioned(id)?
+        .ok_or_else(|| Error::not_found("ContractNotFound", format!("contract `{id}` does not exist")))?;
     Response::ok(&view(id, &c.value, c.version))
 }
 
@@ -99,7 +115,10 @@ fn list_contracts(req: &Request) -> Result<Response> {
     let state = match req.query("state") {
         None => None,
         Some(s) => Some(serde_json::from_value::<State>(serde_json::Value::String(s.into())).map_err(|_| {
-            Error::bad_request("InvalidState", format!("`{s}` is not a contract state (Draft, Proposed, Accepted, Revoked)"))
+            Error::bad_request(
+                "InvalidState",
+                format!("`{s}` is not a contract state (Draft, Proposed, Accepted, Revoked)"),
+            )
         })?),
     };
     let all = CONTRACTS.all(10_000)?;

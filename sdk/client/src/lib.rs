@@ -112,7 +112,10 @@ impl ApiResponse {
             Some(e) => Err(ClientError::Api { status: self.status, code: e.error.code, message: e.error.message }),
             None => Err(ClientError::Protocol {
                 status: self.status,
-                detail: format!("no error envelope: {}", String::from_utf8_lossy(&self.body[..self.body.len().min(200)])),
+                detail: format!(
+                    "no error envelope: {}",
+                    String::from_utf8_lossy(&self.body[..self.body.len().min(200)])
+                ),
             }),
         }
     }
@@ -151,7 +154,8 @@ impl Client {
     /// A client for the service at `url` (e.g. `https://127.0.0.1:8443`) pinning `ca_pem`.
     pub fn new(url: &str, ca_pem: &[u8]) -> Result<Self, ClientError> {
         let base = url.trim_end_matches('/').to_string();
-        let uri: hyper::Uri = base.parse().map_err(|e: hyper::http::uri::InvalidUri| ClientError::Url(url.into(), e.to_string()))?;
+        let uri: hyper::Uri =
+            base.parse().map_err(|e: hyper::http::uri::InvalidUri| ClientError::Url(url.into(), e.to_string()))?;
         if uri.scheme_str() != Some("https") || uri.host().is_none() {
             return Err(ClientError::Url(url.into(), "expected https://HOST:PORT".into()));
         }
@@ -161,7 +165,8 @@ impl Client {
             .enable_http1()
             .enable_http2()
             .build();
-        let http = HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        let http =
+            HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Ok(Self { base, http, timeout: Duration::from_secs(60) })
     }
 
@@ -187,7 +192,8 @@ impl Client {
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let req = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| transport(e.to_string()))?;
+        let req =
+            builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| transport(e.to_string()))?;
         let resp = tokio::time::timeout(self.timeout, self.http.request(req))
             .await
             .map_err(|_| transport(format!("no answer within {} s", self.timeout.as_secs())))?

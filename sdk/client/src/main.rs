@@ -104,10 +104,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             };
             let req = BuildRequest { workspace: ws, selection, out_dir: args.out.clone(), quiet: false };
             let built = cgs_core::build::build(&req).map_err(|e| e.to_string())?;
-            if let Some(first) = built.first() {
-                if let Some(dir) = first.path.parent() {
-                    eprintln!("built {} plugin(s) into {}", built.len(), dir.display());
-                }
+            if let Some(dir) = built.first().and_then(|b| b.path.parent()) {
+                eprintln!("built {} plugin(s) into {}", built.len(), dir.display());
             }
             let items: Vec<_> = built.into_iter().map(|b| b.measurement).collect();
             print_measurements(cli.json, &items)

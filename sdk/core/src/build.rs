@@ -206,7 +206,10 @@ pub fn plugin_packages(workspace: &Path) -> Result<(Vec<PluginPackage>, PathBuf,
 /// Make sure the pinned toolchain has the `wasm32-wasip2` standard library, installing it with
 /// rustup if it is missing.
 pub fn ensure_target(workspace: &Path) -> Result<(), BuildError> {
-    let sysroot = run_capture(Command::new("rustc").current_dir(workspace).args(["--print", "sysroot"]), "rustc --print sysroot")?;
+    let sysroot = run_capture(
+        Command::new("rustc").current_dir(workspace).args(["--print", "sysroot"]),
+        "rustc --print sysroot",
+    )?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot).trim());
     if sysroot.join("lib/rustlib").join(TARGET).is_dir() {
         return Ok(());
@@ -240,10 +243,7 @@ pub fn reproducible_rustflags(workspace_root: &Path) -> Vec<String> {
     }
     prefixes.push((workspace_root.to_path_buf(), "/cgs"));
     prefixes.dedup_by(|a, b| a.0 == b.0);
-    prefixes
-        .into_iter()
-        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
-        .collect()
+    prefixes.into_iter().map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display())).collect()
 }
 
 /// Build plugins and copy them to the output directory.
@@ -271,7 +271,15 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
     let flags = reproducible_rustflags(&root);
     let mut cmd = Command::new(cargo());
     cmd.current_dir(&req.workspace)
-        .args(["build", "--locked", "--target", TARGET, "--profile", PROFILE, "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--locked",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+            "--message-format=json-render-diagnostics",
+        ])
         .arg("--manifest-path")
         .arg(req.workspace.join("Cargo.toml"));
     for p in &selected {
@@ -285,10 +293,12 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
         .env_remove("CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS")
         .stdout(Stdio::piped())
         .stderr(if req.quiet { Stdio::piped() } else { Stdio::inherit() });
-    let command = format!("cargo build --locked --target {TARGET} --profile {PROFILE} -p {}", selected.iter().map(|p| p.package.as_str()).collect::<Vec<_>>().join(" -p "));
+    let command = format!(
+        "cargo build --locked --target {TARGET} --profile {PROFILE} -p {}",
+        selected.iter().map(|p| p.package.as_str()).collect::<Vec<_>>().join(" -p ")
+    );
     let mut child = cmd.spawn().map_err(|source| BuildError::Spawn { tool: command.clone(), source })?;
 
-    let mut stderr_buf = Vec::new();
     let stderr_reader = child.stderr.take().map(|mut e| {
         std::thread::spawn(move || {
             let mut b = Vec::new();
@@ -316,20 +326,20 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
         }
     }
     let status = child.wait().map_err(|source| BuildError::Spawn { tool: command.clone(), source })?;
-    if let Some(h) = stderr_reader {
-        stderr_buf = h.join().unwrap_or_default();
-    }
+    let stderr_buf = stderr_reader.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
     if !status.success() {
         return Err(BuildError::Cargo { command, output: tail(&stderr_buf) });
     }
 
     let out_dir = req.out_dir.clone().unwrap_or_else(|| target_dir.join("plugins"));
-    std::fs::create_dir_all(&out_dir).map_err(|source| BuildError::Io { path: out_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|source| BuildError::Io { path: out_dir.display().to_string(), source })?;
     let mut built = Vec::new();
     for p in selected {
-        let src = artifacts.get(&p.lib_name).cloned().unwrap_or_else(|| {
-            target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", p.lib_name))
-        });
+        let src = artifacts
+            .get(&p.lib_name)
+            .cloned()
+            .unwrap_or_else(|| target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", p.lib_name)));
         let bytes = std::fs::read(&src).map_err(|source| BuildError::Io { path: src.display().to_string(), source })?;
         let measurement =
             plugin::measure(&bytes).map_err(|source| BuildError::Invalid { package: p.package.clone(), source })?;
@@ -345,6 +355,7 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
         std::fs::rename(&tmp, &dest).map_err(|source| BuildError::Io { path: dest.display().to_string(), source })?;
         built.push(BuiltPlugin { package: p.package.clone(), path: dest, measurement });
     }
+    built.sort_by(|a, b| a.measurement.info.name.cmp(&b.measurement.info.name));
     Ok(built)
 }
 
@@ -354,10 +365,8 @@ pub fn find_workspace(start: &Path) -> Option<PathBuf> {
     let mut dir = Some(start);
     while let Some(d) = dir {
         let manifest = d.join("Cargo.toml");
-        if let Ok(text) = std::fs::read_to_string(&manifest) {
-            if text.contains("[workspace]") {
-                return Some(d.to_path_buf());
-            }
+        if std::fs::read_to_string(&manifest).is_ok_and(|text| text.contains("[workspace]")) {
+            return Some(d.to_path_buf());
         }
         dir = d.parent();
     }

@@ -72,7 +72,9 @@ pub enum PluginError {
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
     /// No `cgs-plugin-info` section: not built with the cgs-plugin SDK's export macros.
-    #[error("the component has no `cgs-plugin-info` section; build it with cgs_plugin::app_plugin! or constitution_plugin!")]
+    #[error(
+        "the component has no `cgs-plugin-info` section; build it with cgs_plugin::app_plugin! or constitution_plugin!"
+    )]
     MissingInfo,
     /// Two info sections (ambiguous).
     #[error("the component has more than one `cgs-plugin-info` section")]
@@ -151,7 +153,8 @@ pub fn measure_dir(dir: &Path) -> Result<Vec<(std::path::PathBuf, Measurement)>,
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
         if path.extension().is_some_and(|e| e == "wasm") {
-            let bytes = std::fs::read(&path).map_err(|source| PluginError::Io { path: path.display().to_string(), source })?;
+            let bytes =
+                std::fs::read(&path).map_err(|source| PluginError::Io { path: path.display().to_string(), source })?;
             out.push((path, measure(&bytes)?));
         }
     }

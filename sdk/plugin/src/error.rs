@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use crate::sys::bindings::app::cgs::plugin::types as wit;
 use crate::sys::KvError;
+use crate::sys::bindings::app::cgs::plugin::types as wit;
 
 /// A result whose error is a plugin [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -153,9 +153,7 @@ impl Error {
             KvError::TooLarge => {
                 Error::too_large("ValueTooLarge", format!("a key or value for `{table}` is too large"))
             }
-            KvError::Unavailable => {
-                Error::unavailable("StoreUnavailable", "the store is unavailable; retry later")
-            }
+            KvError::Unavailable => Error::unavailable("StoreUnavailable", "the store is unavailable; retry later"),
         }
     }
 }

@@ -232,7 +232,10 @@ impl Request {
         match self.query(name) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                Error::bad_request("InvalidQueryParameter", format!("query parameter `{name}` has an invalid value `{v}`"))
+                Error::bad_request(
+                    "InvalidQueryParameter",
+                    format!("query parameter `{name}` has an invalid value `{v}`"),
+                )
             }),
         }
     }

@@ -60,10 +60,7 @@ impl Action {
     /// Parse the arguments as `T`; a mismatch is a `400 InvalidActionArgs` naming the action.
     pub fn args<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_str(&self.args).map_err(|e| {
-            Error::bad_request(
-                "InvalidActionArgs",
-                format!("arguments of action `{}` are invalid: {e}", self.name),
-            )
+            Error::bad_request("InvalidActionArgs", format!("arguments of action `{}` are invalid: {e}", self.name))
         })
     }
 }
@@ -120,6 +117,32 @@ pub trait Constitution {
     fn apply_action(action: &Action) -> Result<()>;
 }
 
+/// An application plugin's entry points as plain functions (native builds only).
+#[doc(hidden)]
+pub struct NativeApp {
+    /// [`App::router`].
+    pub router: fn() -> Router,
+    /// [`App::actions`].
+    pub actions: fn() -> Vec<ActionInfo>,
+    /// [`App::validate_action`].
+    pub validate_action: fn(&Action) -> Result<()>,
+    /// [`App::apply_action`].
+    pub apply_action: fn(&Action) -> Result<()>,
+}
+
+/// A constitution's entry points as plain functions (native builds only).
+#[doc(hidden)]
+pub struct NativeConstitution {
+    /// [`Constitution::resolve`].
+    pub resolve: fn(&Proposal, &[Ballot], &[Member]) -> Resolution,
+    /// [`Constitution::actions`].
+    pub actions: fn() -> Vec<ActionInfo>,
+    /// [`Constitution::validate_action`].
+    pub validate_action: fn(&Action) -> Result<()>,
+    /// [`Constitution::apply_action`].
+    pub apply_action: fn(&Action) -> Result<()>,
+}
+
 /// Export `$ty` (which implements [`App`]) as an `app-plugin` component named `$name`; the
 /// crate's version (`CARGO_PKG_VERSION`) becomes the plugin version.
 ///
@@ -130,6 +153,7 @@ pub trait Constitution {
 macro_rules! app_plugin {
     ($ty:ty, name = $name:literal) => {
         const _: () = {
+            #[allow(dead_code)]
             struct __CgsAppExport;
             impl $crate::__private::app::exports::cgs::plugin::http_handler::Guest for __CgsAppExport {
                 fn routes() -> ::std::vec::Vec<$crate::__private::app::cgs::plugin::types::Route> {
@@ -159,9 +183,24 @@ macro_rules! app_plugin {
                     $crate::__private::app_apply::<$ty>(action)
                 }
             }
-            $crate::__private::app::__export_app_plugin!(__CgsAppExport with_types_in $crate::__private::app);
+            // Exports only exist in the component; a native build (unit tests) has no
+            // `cgs:plugin/...` symbols to clash with the platform linker.
+            #[cfg(target_arch = "wasm32")]
+    $crate::__private::app::__export_app_plugin!(__CgsAppExport with_types_in $crate::__private::app);
             $crate::__plugin_info!($name, "app-plugin");
         };
+        /// The plugin's entry points, for native unit tests (the component exports them on
+        /// `wasm32`).
+        #[doc(hidden)]
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn __cgs_native_plugin() -> $crate::NativeApp {
+            $crate::NativeApp {
+                router: <$ty as $crate::App>::router,
+                actions: <$ty as $crate::App>::actions,
+                validate_action: <$ty as $crate::App>::validate_action,
+                apply_action: <$ty as $crate::App>::apply_action,
+            }
+        }
     };
 }
 
@@ -170,6 +209,7 @@ macro_rules! app_plugin {
 macro_rules! constitution_plugin {
     ($ty:ty, name = $name:literal) => {
         const _: () = {
+            #[allow(dead_code)]
             struct __CgsConstitutionExport;
             impl $crate::__private::constitution::exports::cgs::plugin::governance::Guest
                 for __CgsConstitutionExport
@@ -195,9 +235,21 @@ macro_rules! constitution_plugin {
                     $crate::__private::constitution_apply::<$ty>(action)
                 }
             }
+            #[cfg(target_arch = "wasm32")]
             $crate::__private::constitution::__export_constitution!(__CgsConstitutionExport with_types_in $crate::__private::constitution);
             $crate::__plugin_info!($name, "constitution");
         };
+        /// The constitution's entry points, for native unit tests.
+        #[doc(hidden)]
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn __cgs_native_constitution() -> $crate::NativeConstitution {
+            $crate::NativeConstitution {
+                resolve: <$ty as $crate::Constitution>::resolve,
+                actions: <$ty as $crate::Constitution>::actions,
+                validate_action: <$ty as $crate::Constitution>::validate_action,
+                apply_action: <$ty as $crate::Constitution>::apply_action,
+            }
+        }
     };
 }
 
@@ -228,9 +280,9 @@ macro_rules! __plugin_info {
 #[doc(hidden)]
 pub mod __private {
     //! Glue used by the export macros; not a stable API.
-    pub use crate::sys::bindings::{app, constitution};
     use crate::sys::bindings::app::cgs::plugin::types as wit;
     use crate::sys::bindings::constitution::exports::cgs::plugin::governance as wit_gov;
+    pub use crate::sys::bindings::{app, constitution};
     use crate::{Action, App, Constitution, Request};
 
     /// Copy a string into a fixed-size array (for the info custom section).
@@ -255,10 +307,7 @@ pub mod __private {
     }
 
     pub fn app_actions<T: App>() -> Vec<wit::ActionInfo> {
-        T::actions()
-            .into_iter()
-            .map(|a| wit::ActionInfo { name: a.name, description: a.description })
-            .collect()
+        T::actions().into_iter().map(|a| wit::ActionInfo { name: a.name, description: a.description }).collect()
     }
 
     pub fn app_validate<T: App>(action: wit::Action) -> Result<(), wit::Error> {
@@ -281,10 +330,7 @@ pub mod __private {
     }
 
     pub fn constitution_actions<T: Constitution>() -> Vec<wit::ActionInfo> {
-        T::actions()
-            .into_iter()
-            .map(|a| wit::ActionInfo { name: a.name, description: a.description })
-            .collect()
+        T::actions().into_iter().map(|a| wit::ActionInfo { name: a.name, description: a.description }).collect()
     }
 
     pub fn constitution_validate<T: Constitution>(action: wit::Action) -> Result<(), wit::Error> {

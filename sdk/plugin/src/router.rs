@@ -64,13 +64,9 @@ impl Router {
 
     /// Run the handler of the route the host matched (`req.route`).
     pub fn dispatch(&self, req: &Request) -> Result<Response> {
-        let def = self
-            .routes
-            .iter()
-            .find(|r| r.method == req.method && r.path == req.route)
-            .ok_or_else(|| {
-                Error::not_found("RouteNotFound", format!("no route {:?} {} in this plugin", req.method, req.route))
-            })?;
+        let def = self.routes.iter().find(|r| r.method == req.method && r.path == req.route).ok_or_else(|| {
+            Error::not_found("RouteNotFound", format!("no route {:?} {} in this plugin", req.method, req.route))
+        })?;
         if !def.auth.admits(req.caller.kind) {
             return Err(Error::forbidden(
                 "CallerKindNotAllowed",

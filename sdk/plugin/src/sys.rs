@@ -34,6 +34,7 @@ pub(crate) mod bindings {
 use crate::TxId;
 
 /// A `kv` failure as the host reports it.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KvError {
     InvalidTable,
@@ -94,9 +95,7 @@ mod imp {
         limit: u32,
         reverse: bool,
     ) -> Result<Vec<RawEntry>, KvError> {
-        kv::range(table, start, end, limit, reverse)
-            .map(|v| v.into_iter().map(entry).collect())
-            .map_err(err)
+        kv::range(table, start, end, limit, reverse).map(|v| v.into_iter().map(entry).collect()).map_err(err)
     }
     pub fn caller() -> Caller {
         Caller::from_wit(context::current_caller())

@@ -27,7 +27,8 @@ impl fmt::Display for TxId {
 impl std::str::FromStr for TxId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::bad_request("InvalidVersion", format!("`{s}` is not a version (expected `<term>.<seqno>`)"));
+        let bad =
+            || Error::bad_request("InvalidVersion", format!("`{s}` is not a version (expected `<term>.<seqno>`)"));
         let (t, n) = s.split_once('.').ok_or_else(bad)?;
         Ok(TxId { term: t.parse().map_err(|_| bad())?, seqno: n.parse().map_err(|_| bad())? })
     }

@@ -54,9 +54,11 @@ pub(crate) mod native {
     use crate::sys::{KvError, RawEntry};
     use crate::{Caller, TxId};
 
+    type Table = BTreeMap<Vec<u8>, (Vec<u8>, TxId)>;
+
     #[derive(Default)]
     pub(crate) struct State {
-        pub tables: BTreeMap<String, BTreeMap<Vec<u8>, (Vec<u8>, TxId)>>,
+        pub tables: BTreeMap<String, Table>,
         pub seqno: u64,
         pub caller: Option<Caller>,
         pub tx_time: u64,
@@ -128,7 +130,8 @@ pub(crate) mod native {
         Ok(STATE.with(|s| {
             let s = s.borrow();
             let Some(t) = s.tables.get(table) else { return Vec::new() };
-            let in_range = |k: &Vec<u8>| start.is_none_or(|st| k.as_slice() >= st) && end.is_none_or(|en| k.as_slice() < en);
+            let in_range =
+                |k: &Vec<u8>| start.is_none_or(|st| k.as_slice() >= st) && end.is_none_or(|en| k.as_slice() < en);
             let entries = t.iter().filter(|(k, _)| in_range(k));
             let to_entry = |(k, (v, ver)): (&Vec<u8>, &(Vec<u8>, TxId))| RawEntry {
                 key: k.clone(),

@@ -20,9 +20,11 @@ struct Greetings;
 
 impl App for Greetings {
     fn router() -> Router {
-        Router::new()
-            .get("/greetings/{name}", Auth::ANYONE, get_greeting)
-            .put("/greetings/{name}", Auth::MEMBER | Auth::ANONYMOUS, set_greeting)
+        Router::new().get("/greetings/{name}", Auth::ANYONE, get_greeting).put(
+            "/greetings/{name}",
+            Auth::MEMBER | Auth::ANONYMOUS,
+            set_greeting,
+        )
     }
 }
 

@@ -26,7 +26,9 @@ struct Chaos;
 impl App for Chaos {
     fn router() -> Router {
         Router::new()
-            .get("/chaos/ok", Auth::ANYONE, |_| Response::ok(&serde_json::json!({"ok": true, "tx_time_ms": context::tx_time_ms()})))
+            .get("/chaos/ok", Auth::ANYONE, |_| {
+                Response::ok(&serde_json::json!({"ok": true, "tx_time_ms": context::tx_time_ms()}))
+            })
             .get("/chaos/loop", Auth::ANYONE, spin)
             .get("/chaos/alloc", Auth::ANYONE, hog)
             .get("/chaos/panic", Auth::ANYONE, |_| panic!("chaos panic requested"))

@@ -1,0 +1,86 @@
+//! The HTTPS layer in-process: real TLS 1.3, real plugins, the error envelope.
+
+use std::net::SocketAddr;
+
+use cgs_client::Client;
+use cgs_host::node::{Node, NodeConfig, PluginSource};
+use tokio::sync::watch;
+
+use crate::support::{fast_limits, plugin};
+
+struct Running {
+    client: Client,
+    _stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(plugins: &[&str]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("plugins");
+    std::fs::create_dir_all(&pdir).unwrap();
+    for p in plugins {
+        std::fs::write(pdir.join(format!("{p}.wasm")), plugin(p)).unwrap();
+    }
+    let config = NodeConfig {
+        dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        plugins: PluginSource::Dir(pdir),
+        runtime: fast_limits(),
+    };
+    let node = Node::open(config).await.unwrap();
+    let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(node.serve(rx));
+    Running { client, _stop: tx, _dir: dir }
+}
+
+fn code(r: &cgs_client::ApiResponse) -> String {
+    r.error().map(|e| e.error.code).unwrap_or_else(|| format!("<no envelope: {}>", String::from_utf8_lossy(&r.body)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_envelopes_and_statuses() {
+    let n = start(&["contracts", "chaos"]).await;
+    let c = &n.client;
+
+    let health = c.get("/node/health").await.unwrap().ok_json().unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["role"], "leader");
+
+    let r = c.get("/nothing/here").await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (404, "RouteNotFound"));
+    let r = c.get("/app/nothing").await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (404, "RouteNotFound"));
+    let r = c.request("DELETE", "/app/contracts/c1", None, &[]).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (405, "MethodNotAllowed"));
+    assert_eq!(r.header("allow"), Some("GET, PUT"));
+    let r = c.request("POST", "/node/health", None, &[]).await.unwrap();
+    assert_eq!(r.status, 405);
+
+    // Bad input: never a 500.
+    let r = c.request("PUT", "/app/contracts/c1", Some(b"{not json".to_vec()), &[]).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "InvalidJson"));
+    let r = c.request("PUT", "/app/contracts/c1", Some(vec![b'x'; (1 << 20) + 1]), &[]).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (413, "PayloadTooLarge"));
+    let r = c.get("/app/contracts/a%zz").await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "InvalidPath"));
+    let r = c.get("/app/chaos/member-only").await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (401, "Unauthenticated"));
+    let r = c.request("GET", "/app/contracts", None, &[("authorization", "Bearer nope")]).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (401, "InvalidCredentials"));
+
+    // A write reports its transaction id; the stale-version path answers 412.
+    let r = c.put_json("/app/contracts/c1", &serde_json::json!({"data": {"x": 1}})).await.unwrap();
+    assert_eq!(r.status, 201);
+    let tx = r.header("x-cgs-tx-id").expect("x-cgs-tx-id").to_string();
+    let r = c.put_json("/app/contracts/c1", &serde_json::json!({"version": "9.9", "data": {}})).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (412, "PreconditionFailed"));
+    let got = c.get("/app/contracts/c1").await.unwrap().ok_json().unwrap();
+    assert_eq!(got["version"], tx);
+
+    // A plugin fault is a 500 with its own code, and the node keeps serving.
+    let r = c.get("/app/chaos/panic").await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (500, "PluginPanicked"));
+    assert!(r.error().unwrap().error.message.contains("chaos panic requested"));
+    assert_eq!(c.get("/app/chaos/ok").await.unwrap().status, 200);
+}

@@ -1,0 +1,245 @@
+//! The runtime against real components: isolation of faults, transactions, load-time checks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cgs_host::runtime::{
+    Caller, DispatchError, FaultKind, LoadError, Method, PluginRequest, PluginResponse, RouteMatch, Runtime,
+    RuntimeConfig,
+};
+
+use crate::support::{fast_limits, plugin, runtime};
+
+/// Call `method path` on the runtime as the HTTP layer would.
+fn call(rt: &Runtime, method: Method, path: &str, body: &str) -> Result<PluginResponse, DispatchError> {
+    let registry = rt.registry();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let RouteMatch::Found { plugin, route, params } = registry.find_route(method, &segments) else {
+        panic!("no route for {method} {path}");
+    };
+    let req = PluginRequest {
+        plugin: registry.get(&plugin).expect("plugin").clone(),
+        route,
+        params,
+        path: path.to_string(),
+        query: vec![],
+        headers: vec![],
+        body: body.as_bytes().to_vec(),
+        caller: Caller::anonymous(),
+    };
+    rt.handle(&req)
+}
+
+fn fault(r: Result<PluginResponse, DispatchError>) -> (FaultKind, String) {
+    match r {
+        Err(DispatchError::Fault { kind, detail, .. }) => (kind, detail),
+        other => panic!("expected a fault, got {other:?}"),
+    }
+}
+
+fn chaos(config: RuntimeConfig) -> Arc<Runtime> {
+    let rt = runtime(config);
+    rt.load(plugin("chaos")).expect("load chaos");
+    rt
+}
+
+#[test]
+fn well_behaved_call_answers_with_tx_time() {
+    let rt = chaos(fast_limits());
+    let r = call(&rt, Method::Get, "/chaos/ok", "").unwrap();
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["ok"], true);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(v["tx_time_ms"].as_u64().unwrap().abs_diff(now) < 60_000);
+    assert_eq!(r.tx_id, None, "a read-only call commits nothing");
+}
+
+#[test]
+fn infinite_loop_runs_out_of_fuel() {
+    let rt = chaos(fast_limits());
+    let (kind, _) = fault(call(&rt, Method::Get, "/chaos/loop", ""));
+    assert_eq!(kind, FaultKind::OutOfFuel);
+    assert_eq!(kind.code(), "PluginOutOfFuel");
+    // The runtime keeps serving.
+    assert_eq!(call(&rt, Method::Get, "/chaos/ok", "").unwrap().status, 200);
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline_when_fuel_is_ample() {
+    let rt = chaos(RuntimeConfig { fuel: u64::MAX / 2, deadline: Duration::from_millis(300), ..fast_limits() });
+    let t = Instant::now();
+    let (kind, _) = fault(call(&rt, Method::Get, "/chaos/loop", ""));
+    assert_eq!(kind, FaultKind::Timeout);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(5), "deadline took {took:?}");
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    let rt = chaos(fast_limits());
+    let (kind, detail) = fault(call(&rt, Method::Get, "/chaos/alloc", ""));
+    assert_eq!(kind, FaultKind::MemoryLimit, "{detail}");
+    assert_eq!(call(&rt, Method::Get, "/chaos/ok", "").unwrap().status, 200);
+}
+
+#[test]
+fn panics_and_traps_are_reported() {
+    let rt = chaos(fast_limits());
+    let (kind, detail) = fault(call(&rt, Method::Get, "/chaos/panic", ""));
+    assert_eq!(kind, FaultKind::Panic);
+    assert!(detail.contains("chaos panic requested"), "{detail}");
+    let (kind, _) = fault(call(&rt, Method::Get, "/chaos/trap", ""));
+    assert!(matches!(kind, FaultKind::Panic | FaultKind::Trap), "{kind:?}");
+}
+
+#[test]
+fn writes_of_failed_calls_are_never_visible() {
+    let rt = chaos(fast_limits());
+    for mode in ["panic", "loop", "alloc", "error"] {
+        let key = format!("k-{mode}");
+        let r =
+            call(&rt, Method::Post, &format!("/chaos/write-then/{mode}"), &format!(r#"{{"key":"{key}","value":"v"}}"#));
+        assert!(r.is_err(), "{mode} must fail");
+        if mode == "error" {
+            match r {
+                Err(DispatchError::Plugin { status, code, .. }) => {
+                    assert_eq!((status, code.as_str()), (409, "ChaosError"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match call(&rt, Method::Get, &format!("/chaos/kv/{key}"), "") {
+            Err(DispatchError::Plugin { status: 404, .. }) => {}
+            other => panic!("write of a failed `{mode}` call is visible: {other:?}"),
+        }
+    }
+    assert_eq!(rt.store().last_committed().seqno, 0, "nothing committed");
+    // A successful write commits and is visible, with its version.
+    let r = call(&rt, Method::Put, "/chaos/kv/good", r#"{"key":"good","value":"v1"}"#).unwrap();
+    let tx = r.tx_id.expect("a write returns its tx id");
+    let got: serde_json::Value =
+        serde_json::from_slice(&call(&rt, Method::Get, "/chaos/kv/good", "").unwrap().body).unwrap();
+    assert_eq!(got["value"], "v1");
+    assert_eq!(got["version"], tx.to_string());
+}
+
+#[test]
+fn read_only_routes_and_governance_tables_refuse_writes() {
+    let rt = chaos(fast_limits());
+    match call(&rt, Method::Get, "/chaos/readonly-write", "") {
+        Err(DispatchError::Plugin { status: 403, code, .. }) => assert_eq!(code, "TableReadOnly"),
+        other => panic!("{other:?}"),
+    }
+    match call(&rt, Method::Post, "/chaos/gov-write", "") {
+        Err(DispatchError::Plugin { status: 403, code, .. }) => assert_eq!(code, "TableReadOnly"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_runaway_call_does_not_block_a_concurrent_one() {
+    let rt = chaos(RuntimeConfig { fuel: u64::MAX / 2, deadline: Duration::from_millis(1500), ..fast_limits() });
+    let bad = {
+        let rt = rt.clone();
+        std::thread::spawn(move || fault(call(&rt, Method::Get, "/chaos/loop", "")).0)
+    };
+    let hog = {
+        let rt = rt.clone();
+        std::thread::spawn(move || fault(call(&rt, Method::Get, "/chaos/alloc", "")).0)
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(call(&rt, Method::Get, "/chaos/ok", "").unwrap().status, 200);
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "well-behaved calls waited for the runaway one: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(bad.join().unwrap(), FaultKind::Timeout);
+    assert_eq!(hog.join().unwrap(), FaultKind::MemoryLimit);
+}
+
+#[test]
+fn load_time_checks() {
+    let rt = runtime(fast_limits());
+    match rt.prepare(plugin("forbidden")) {
+        Err(LoadError::ForbiddenImport(name)) => {
+            assert!(name.starts_with("wasi:filesystem") || name.starts_with("wasi:clocks"), "{name}")
+        }
+        other => panic!("a plugin importing files/clocks must be refused, got {:?}", other.map(|p| p.info)),
+    }
+    assert!(matches!(rt.prepare(b"garbage"), Err(LoadError::NotAPlugin(_))));
+    let core_module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+    assert!(matches!(rt.prepare(&core_module), Err(LoadError::NotAPlugin(_))));
+
+    // The four service plugins load, with their routes and actions.
+    for name in ["constitution", "contracts", "consent", "audit"] {
+        let p = rt.load(plugin(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(p.info.name, name);
+        assert_eq!(p.blake3, cgs_core::Blake3Hash::of(plugin(name)));
+    }
+    let reg = rt.registry();
+    assert!(reg.get("constitution").unwrap().actions.iter().any(|a| a.name == "set_plugin"));
+    assert!(reg.get("contracts").unwrap().routes.iter().any(|r| r.template == "/contracts/{id}"));
+    // Installing the same plugin again replaces it (same routes are not a conflict with itself).
+    rt.load(plugin("contracts")).unwrap();
+}
+
+#[test]
+fn compiled_artifacts_are_cached_and_authenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let store: Arc<dyn cgs_host::store::Store> = Arc::new(cgs_host::store::MemStore::new());
+    let rt = Runtime::new(fast_limits(), store.clone(), Some(&cache)).unwrap();
+    let t = Instant::now();
+    rt.load(plugin("contracts")).unwrap();
+    let cold = t.elapsed();
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(entries.len(), 1, "one cached artifact");
+    drop(rt);
+
+    let rt = Runtime::new(fast_limits(), store.clone(), Some(&cache)).unwrap();
+    let t = Instant::now();
+    rt.load(plugin("contracts")).unwrap();
+    let warm = t.elapsed();
+    assert!(warm < cold, "cached load ({warm:?}) should beat compiling ({cold:?})");
+    drop(rt);
+
+    // A tampered artifact is ignored (and recompiled), never executed.
+    let path = entries[0].path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let rt = Runtime::new(fast_limits(), store, Some(&cache)).unwrap();
+    rt.load(plugin("contracts")).unwrap();
+    assert_eq!(call(&rt, Method::Get, "/contracts", "").unwrap().status, 200);
+    assert_ne!(std::fs::read(&path).unwrap(), bytes, "the bad entry was replaced");
+}
+
+#[test]
+fn the_isv_example_serves_its_routes() {
+    let rt = runtime(fast_limits());
+    rt.load(plugin("greetings")).unwrap();
+    let r = call(&rt, Method::Put, "/greetings/alice", r#"{"text":"hello"}"#).unwrap();
+    assert_eq!(r.status, 201);
+    assert!(r.tx_id.is_some());
+    let got: serde_json::Value =
+        serde_json::from_slice(&call(&rt, Method::Get, "/greetings/alice", "").unwrap().body).unwrap();
+    assert_eq!(got["text"], "hello");
+    match call(&rt, Method::Put, "/greetings/bob", r#"{"text":""}"#) {
+        Err(DispatchError::Plugin { status: 400, code, .. }) => assert_eq!(code, "InvalidGreeting"),
+        other => panic!("{other:?}"),
+    }
+    match call(&rt, Method::Put, "/greetings/bob", "not json") {
+        Err(DispatchError::Plugin { status: 400, code, .. }) => assert_eq!(code, "InvalidJson"),
+        other => panic!("{other:?}"),
+    }
+}

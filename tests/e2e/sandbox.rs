@@ -1,0 +1,112 @@
+//! The sandbox serves plugin routes over HTTPS and stops cleanly.
+
+use cgs_e2e::{Sandbox, code};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_serves_plugin_routes_over_https() {
+    let mut sb = Sandbox::start(&[]).await.unwrap();
+    let c = &sb.client;
+
+    let health = c.get("/node/health").await.unwrap().ok_json().unwrap();
+    assert_eq!(health["status"], "ok");
+
+    // The ISV example plugin (sdk/plugin/example), built by the build, through HTTPS.
+    let r = c.put_json("/app/greetings/alice", &json!({"text": "hello from an ISV plugin"})).await.unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let tx = r.header("x-cgs-tx-id").expect("writes carry x-cgs-tx-id").to_string();
+    assert!(tx.parse::<cgs_core::TxId>().is_ok(), "{tx}");
+    let g = c.get("/app/greetings/alice").await.unwrap().ok_json().unwrap();
+    assert_eq!(g["text"], "hello from an ISV plugin");
+    let r = c.get("/app/greetings/bob").await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (404, "GreetingNotFound"));
+
+    // The service plugins are loaded and routed.
+    let r = c.put_json("/app/contracts/collab-1", &json!({"data": {"purpose": "joint analytics"}})).await.unwrap();
+    assert_eq!(r.status, 201);
+    let list = c.get("/app/contracts").await.unwrap().ok_json().unwrap();
+    assert_eq!(list["value"][0]["id"], "collab-1");
+    let r = c.post_json("/app/contracts/collab-1/events", &json!({"step": "started"})).await.unwrap();
+    assert_eq!(r.status, 201);
+    let consent = c.get("/app/contracts/collab-1/consent/execution").await.unwrap().ok_json().unwrap();
+    assert_eq!(consent["status"], "disabled");
+
+    // TLS: the certificate is pinned; a client trusting another certificate cannot connect.
+    let other = tempfile::tempdir().unwrap();
+    let other_id = cgs_host_identity(other.path());
+    let stranger = cgs_client::Client::new(&sb.url, other_id.as_bytes()).unwrap();
+    assert!(stranger.get("/node/health").await.is_err(), "a client pinning another service certificate must fail");
+
+    // SIGTERM stops the node cleanly.
+    let status = sb.terminate().unwrap();
+    assert!(status.success(), "cgs-host exited with {status}");
+}
+
+/// A service certificate of another (never started) service, created by the real binary.
+fn cgs_host_identity(dir: &std::path::Path) -> String {
+    let bins = cgs_e2e::binaries();
+    // `--help` does not create anything; start a sandbox with a bad plugin dir so it creates the
+    // identity and then fails to load plugins.
+    let out = std::process::Command::new(&bins.host)
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--plugins"])
+        .arg(dir.join("no-plugins-here"))
+        .arg("--dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-plugins-here"), "the error names the missing directory: {err}");
+    std::fs::read_to_string(dir.join("data").join("service-cert.pem")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_the_service_certificate() {
+    let sb = Sandbox::start(&[]).await.unwrap();
+    let first = std::fs::read(&sb.ca).unwrap();
+    let data = sb.dir.path().join("data");
+    // Start a second process on the same data directory after stopping the first.
+    let dir_copy = tempfile::tempdir().unwrap();
+    let copy = dir_copy.path().join("data");
+    std::fs::create_dir_all(copy.join("node")).unwrap();
+    std::fs::copy(data.join("service-cert.pem"), copy.join("service-cert.pem")).unwrap();
+    std::fs::copy(data.join("node/service-key.pem"), copy.join("node/service-key.pem")).unwrap();
+    drop(sb);
+    let bins = cgs_e2e::binaries();
+    let mut child = std::process::Command::new(&bins.host)
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--log", "warn", "--plugins"])
+        .arg(cgs_e2e::plugins_dir())
+        .arg("--dir")
+        .arg(&copy)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining stdout for the life of the process.
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if let Some(u) = line.trim().strip_prefix("URL:") {
+                let _ = tx.send(u.trim().to_string());
+            }
+        }
+    });
+    let url = rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap();
+    assert_eq!(
+        std::fs::read(copy.join("service-cert.pem")).unwrap(),
+        first,
+        "the service certificate survives a restart"
+    );
+    let client = cgs_client::Client::new(&url, &first).unwrap();
+    let mut ok = false;
+    for _ in 0..200 {
+        if client.get("/node/health").await.map(|r| r.status == 200).unwrap_or(false) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "the restarted node serves with the pinned certificate");
+}
