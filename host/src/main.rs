@@ -198,8 +198,10 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
     writeln!(out)?;
     writeln!(out, "Next steps:")?;
     writeln!(out, "  curl --cacert {cert} {url}/node/health")?;
+    writeln!(out, "  curl --cacert {cert} {url}/gov/plugins          # what runs: name, version, blake3")?;
+    writeln!(out, "  cargo run -q -p cgs-client -- plugin build       # rebuild locally; the hashes must match")?;
+    writeln!(out, "  curl --cacert {cert} -X PUT -d '{{\"data\":{{\"purpose\":\"demo\"}}}}' {url}/app/contracts/demo")?;
     writeln!(out, "  curl --cacert {cert} {url}/app/contracts")?;
-    writeln!(out, "  cargo run -q -p cgs-client -- plugin measure        # compare with the hashes above")?;
     writeln!(out, "Stop with Ctrl-C.")?;
     writeln!(out)
 }

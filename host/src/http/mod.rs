@@ -104,6 +104,12 @@ impl Service {
             }
             return Ok(self.health());
         }
+        if path == "/gov/plugins" {
+            if req.method() != hyper::Method::GET {
+                return Err(method_not_allowed(&["GET"]));
+            }
+            return Ok(self.plugins());
+        }
         if let Some(rest) = path.strip_prefix("/app")
             && (rest.is_empty() || rest.starts_with('/'))
         {
@@ -120,6 +126,30 @@ impl Service {
             "last_tx": last.to_string(),
             "commit": last.to_string(),
         }))
+    }
+
+    /// The active plugins with their measurements, routes and actions.
+    fn plugins(&self) -> Response<Full<Bytes>> {
+        let registry = self.runtime.registry();
+        let value: Vec<serde_json::Value> = registry
+            .plugins()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.info.name,
+                    "version": p.info.version,
+                    "world": p.info.world,
+                    "blake3": p.blake3,
+                    "routes": p.routes.iter().map(|r| serde_json::json!({
+                        "method": r.method.as_str(),
+                        "path": format!("/app{}", r.template),
+                        "auth": r.auth.names(),
+                        "read_only": r.access == crate::runtime::Access::ReadOnly,
+                    })).collect::<Vec<_>>(),
+                    "actions": p.actions,
+                })
+            })
+            .collect();
+        json_ok(&serde_json::json!({ "value": value }))
     }
 
     /// Authenticate the caller. Member login, user JWTs and clean-room sessions arrive with

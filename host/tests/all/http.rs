@@ -47,6 +47,20 @@ async fn error_envelopes_and_statuses() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["role"], "leader");
 
+    let plugins = c.get("/gov/plugins").await.unwrap().ok_json().unwrap();
+    let names: Vec<&str> = plugins["value"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["chaos", "contracts"]);
+    let contracts = &plugins["value"][1];
+    assert_eq!(contracts["blake3"], cgs_core::Blake3Hash::of(plugin("contracts")).to_hex());
+    assert_eq!(contracts["version"], "0.1.0");
+    assert!(
+        contracts["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["path"] == "/app/contracts/{id}" && r["method"] == "PUT")
+    );
+
     let r = c.get("/nothing/here").await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (404, "RouteNotFound"));
     let r = c.get("/app/nothing").await.unwrap();
