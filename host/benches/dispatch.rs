@@ -2,7 +2,8 @@
 //! `InstancePre` (pooling allocator) + the guest call + commit (if it wrote) + drop.
 //!
 //! Run: `cargo bench -p cgs-host --bench dispatch` (add `-- --iterations N` to change N;
-//! `CGS_KEEP_RESIDENT=<bytes>` overrides how much of each pooled memory stays resident).
+//! `CGS_KEEP_RESIDENT=<bytes>` overrides how much of each pooled memory stays resident,
+//! `CGS_PAGEMAP=0` disables the PAGEMAP_SCAN reset).
 //! Prints one table row per scenario with median / p90 / p99 / mean in microseconds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -66,8 +67,11 @@ fn main() {
     if let Some(k) = std::env::var("CGS_KEEP_RESIDENT").ok().and_then(|v| v.parse().ok()) {
         config.memory_keep_resident = Some(k);
     }
+    if std::env::var("CGS_PAGEMAP").is_ok_and(|v| v == "0") {
+        config.pagemap_scan = false;
+    }
     let config_keep = config.memory_keep_resident;
-    let rt = Runtime::new(config, Arc::new(MemStore::new()), None).unwrap();
+    let rt = Runtime::new(config.clone(), Arc::new(MemStore::new()), None).unwrap();
     for b in &built {
         rt.load(&std::fs::read(&b.path).unwrap()).unwrap();
     }
@@ -83,8 +87,9 @@ fn main() {
     ];
 
     println!(
-        "PAGEMAP_SCAN available: {}; memory_keep_resident: {:?} (None = auto)",
+        "PAGEMAP_SCAN available: {}, used: {}; memory_keep_resident: {:?} (None = auto)",
         wasmtime_pagemap_available(),
+        config.pagemap_scan,
         config_keep
     );
     println!(

@@ -56,6 +56,8 @@ pub struct RuntimeConfig {
     /// lets wasmtime reset only the pages a call dirtied (kernel ≥ 6.7), else 0 — a plain
     /// `memset` of the low addresses costs more than the faults it saves.
     pub memory_keep_resident: Option<usize>,
+    /// Use `PAGEMAP_SCAN` to reset only dirtied pages where the kernel supports it.
+    pub pagemap_scan: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -69,6 +71,7 @@ impl Default for RuntimeConfig {
             max_instances: 128,
             conflict_retries: 8,
             memory_keep_resident: None,
+            pagemap_scan: true,
         }
     }
 }
@@ -352,7 +355,7 @@ impl Runtime {
         let n = config.max_instances.max(1);
         // Resetting a memory for reuse is the largest per-call cost (measured: 36 µs per call
         // with a 1 MiB memset, 22 µs with madvise, 12.4 µs with PAGEMAP_SCAN; BENCHMARKS.md).
-        let pagemap = PoolingAllocationConfig::is_pagemap_scan_available();
+        let pagemap = config.pagemap_scan && PoolingAllocationConfig::is_pagemap_scan_available();
         let keep_resident = config.memory_keep_resident.unwrap_or(if pagemap { 2 << 20 } else { 0 });
         tracing::debug!(pagemap, keep_resident, "pooled memory reset strategy");
         // A std wasm32-wasip2 component instantiates three core modules (the program and two
