@@ -4,6 +4,9 @@
 //! * the error envelope every route answers with ([`ErrorEnvelope`]);
 //! * plugin measurement: the BLAKE3 of a component and the name, version and world it declares
 //!   ([`plugin`]);
+//! * the ledger entry format ([`entry`]) and the **verifiers** of RFC 9162 proofs ([`merkle`]),
+//!   C2SP signed checkpoints ([`note`]) and COSE receipts ([`receipt`]) — independent of the
+//!   host's prover code;
 //! * reproducible plugin builds from a source tree ([`build`]), shared by `cgs plugin build`,
 //!   the sandbox and the tests so that all of them produce the same bytes.
 
@@ -11,9 +14,13 @@
 #![warn(missing_docs)]
 
 pub mod build;
+pub mod entry;
 mod error;
 mod ids;
+pub mod merkle;
+pub mod note;
 pub mod plugin;
+pub mod receipt;
 
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use ids::{Blake3Hash, ParseIdError, TxId};
