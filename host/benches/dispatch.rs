@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cgs_core::build::{BuildRequest, Selection};
 use cgs_host::runtime::{Caller, Method, PluginRequest, RouteMatch, Runtime, RuntimeConfig};
-use cgs_host::store::MemStore;
+use cgs_host::store::{MemStore, now};
 
 fn request(rt: &Runtime, method: Method, path: &str, body: &str) -> PluginRequest {
     let registry = rt.registry();
@@ -76,8 +76,8 @@ fn main() {
         rt.load(&std::fs::read(&b.path).unwrap()).unwrap();
     }
     // Seed a greeting and a contract to read.
-    rt.handle(&request(&rt, Method::Put, "/greetings/alice", r#"{"text":"hello"}"#)).unwrap();
-    rt.handle(&request(&rt, Method::Put, "/contracts/c1", r#"{"data":{"terms":"x"}}"#)).unwrap();
+    now(rt.handle(&request(&rt, Method::Put, "/greetings/alice", r#"{"text":"hello"}"#))).unwrap().unwrap();
+    now(rt.handle(&request(&rt, Method::Put, "/contracts/c1", r#"{"data":{"terms":"x"}}"#))).unwrap().unwrap();
 
     let scenarios: Vec<(&str, PluginRequest)> = vec![
         ("GET /chaos/ok (no kv, JSON reply)", request(&rt, Method::Get, "/chaos/ok", "")),
@@ -99,12 +99,12 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
     for (name, req) in &scenarios {
         for _ in 0..iterations / 10 {
-            rt.handle(req).unwrap();
+            now(rt.handle(req)).unwrap().unwrap();
         }
         let mut samples = Vec::with_capacity(iterations);
         for _ in 0..iterations {
             let t = Instant::now();
-            let r = rt.handle(req).unwrap();
+            let r = now(rt.handle(req)).unwrap().unwrap();
             samples.push(t.elapsed());
             std::hint::black_box(r);
         }

@@ -8,6 +8,7 @@
 
 pub mod fsutil;
 pub mod http;
+pub mod ledger;
 pub mod node;
 pub mod runtime;
 pub mod store;

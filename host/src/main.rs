@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cgs_host::ledger::LedgerConfig;
 use cgs_host::node::{Node, NodeConfig, PluginSource};
 use cgs_host::runtime::RuntimeConfig;
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +51,8 @@ struct SandboxArgs {
     workspace: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    ledger: LedgerArgs,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +68,8 @@ struct StartArgs {
     plugins: PathBuf,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    ledger: LedgerArgs,
 }
 
 /// Per-call plugin limits.
@@ -82,6 +87,27 @@ struct LimitArgs {
     /// Plugin instances that may run at once (size of the instance pool).
     #[arg(long, default_value_t = RuntimeConfig::default().max_instances)]
     plugin_instances: u32,
+}
+
+/// Ledger settings.
+#[derive(Args, Debug)]
+struct LedgerArgs {
+    /// Sign a checkpoint after this many ledger entries…
+    #[arg(long, default_value_t = LedgerConfig::default().signature_interval_txs)]
+    signature_interval_txs: u64,
+    /// …or this many milliseconds after the first unsigned entry.
+    #[arg(long, default_value_t = LedgerConfig::default().signature_interval.as_millis() as u64)]
+    signature_interval_ms: u64,
+}
+
+impl LedgerArgs {
+    fn ledger_config(&self) -> LedgerConfig {
+        LedgerConfig {
+            signature_interval_txs: self.signature_interval_txs.max(1),
+            signature_interval: Duration::from_millis(self.signature_interval_ms.max(1)),
+            ..LedgerConfig::default()
+        }
+    }
 }
 
 impl LimitArgs {
@@ -129,7 +155,16 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 (None, Some(ws)) => PluginSource::Build { workspace: ws },
                 (None, None) => PluginSource::Build { workspace: default_workspace()? },
             };
-            (NodeConfig { dir: a.dir, listen: a.listen, plugins, runtime: a.limits.runtime_config() }, true)
+            (
+                NodeConfig {
+                    dir: a.dir,
+                    listen: a.listen,
+                    plugins,
+                    runtime: a.limits.runtime_config(),
+                    ledger: a.ledger.ledger_config(),
+                },
+                true,
+            )
         }
         Command::Start(a) => (
             NodeConfig {
@@ -137,6 +172,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 listen: a.listen,
                 plugins: PluginSource::Dir(a.plugins),
                 runtime: a.limits.runtime_config(),
+                ledger: a.ledger.ledger_config(),
             },
             false,
         ),
@@ -190,7 +226,13 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
     writeln!(out, "  URL:                 {url}")?;
     writeln!(out, "  service certificate: {cert}")?;
     writeln!(out, "  data directory:      {}", node.dir.display())?;
-    writeln!(out, "  state:               in memory (not persisted across restarts)")?;
+    writeln!(
+        out,
+        "  ledger:              {} ({} entries)",
+        node.dir.join(cgs_core::store_format::FILE_NAME).display(),
+        node.ledger.applied()
+    )?;
+    writeln!(out, "  checkpoint key:      {}", node.ledger.identity().verifier_key)?;
     writeln!(out, "  plugins (name version blake3):")?;
     for p in &node.plugins {
         writeln!(out, "    {:<14} {:<8} {}", p.info.name, p.info.version, p.blake3)?;

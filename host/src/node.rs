@@ -4,7 +4,10 @@
 //!
 //! ```text
 //! DIR/service-cert.pem        service certificate (clients pin it)
+//! DIR/ledger.redb             the ledger: replicated log, applied state, Merkle nodes
 //! DIR/node/service-key.pem    service key (owner-only; sealed to the TEE in production)
+//! DIR/node/node-signing.key   node Ed25519 key signing checkpoints (idem)
+//! DIR/node/ledger-secret      AES-256-GCM key of private tables (idem)
 //! DIR/cache/                  compiled plugins, authenticated (runtime::cache)
 //! ```
 
@@ -16,8 +19,8 @@ use cgs_core::plugin::Measurement;
 use tokio::sync::watch;
 
 use crate::http::{self, Service};
+use crate::ledger::{Ledger, LedgerConfig, LedgerError, Router};
 use crate::runtime::{LoadError, Runtime, RuntimeConfig};
-use crate::store::MemStore;
 use crate::tls::{ServiceIdentity, TlsError};
 
 /// Where a node gets its plugins at start.
@@ -43,6 +46,8 @@ pub struct NodeConfig {
     pub plugins: PluginSource,
     /// Runtime limits.
     pub runtime: RuntimeConfig,
+    /// Ledger settings.
+    pub ledger: LedgerConfig,
 }
 
 /// Why a node could not start.
@@ -76,6 +81,9 @@ pub enum NodeError {
     /// Reading plugins failed.
     #[error(transparent)]
     Measure(#[from] cgs_core::plugin::PluginError),
+    /// The ledger failed to open or start.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     /// Binding the listener failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -90,6 +98,8 @@ pub enum NodeError {
 pub struct Node {
     /// The runtime.
     pub runtime: Arc<Runtime>,
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
     /// The service identity.
     pub identity: ServiceIdentity,
     /// The data directory.
@@ -122,8 +132,16 @@ impl Node {
         let dir = &config.dir;
         std::fs::create_dir_all(dir).map_err(|source| NodeError::Dir { path: dir.display().to_string(), source })?;
         let identity = ServiceIdentity::load_or_create(dir, &[config.listen.ip().to_string()])?;
-        let store = Arc::new(MemStore::new());
-        let runtime = Arc::new(Runtime::new(config.runtime.clone(), store, Some(&dir.join("cache")))?);
+        // The log origin names this service in checkpoints; fixed at creation.
+        let origin = {
+            use sha2::Digest;
+            format!("cgs/{}", &hex::encode(sha2::Sha256::digest(identity.service_cert_pem.as_bytes()))[..16])
+        };
+        let ledger = Ledger::open(dir, config.ledger.clone(), &origin, Router::default()).await?;
+        ledger.initialize_single(&config.listen.to_string()).await?;
+        ledger.wait_for_leader(std::time::Duration::from_secs(30)).await?;
+        ledger.record_node_key().await?;
+        let runtime = Arc::new(Runtime::new(config.runtime.clone(), ledger.clone(), Some(&dir.join("cache")))?);
 
         let files = match &config.plugins {
             PluginSource::Dir(d) => plugin_files(d)?,
@@ -146,6 +164,7 @@ impl Node {
         let local_addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
         Ok(Node {
             runtime,
+            ledger,
             identity,
             dir: dir.clone(),
             service_cert_path: dir.join("service-cert.pem"),
@@ -166,9 +185,9 @@ impl Node {
     /// Serve until `shutdown` turns true.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
         let tls = self.identity.server_config()?;
-        let service = Arc::new(Service { runtime: self.runtime.clone() });
-        http::serve(self.listener, tls, service, shutdown)
-            .await
-            .map_err(|source| NodeError::Listen { addr: self.local_addr, source })
+        let service = Arc::new(Service { runtime: self.runtime.clone(), ledger: self.ledger.clone() });
+        let served = http::serve(self.listener, tls, service, shutdown).await;
+        self.ledger.shutdown().await;
+        served.map_err(|source| NodeError::Listen { addr: self.local_addr, source })
     }
 }

@@ -4,6 +4,7 @@
 //! against the plugins' routes and run in the plugin runtime. Every error is the envelope
 //! `{"error":{"code":…,"message":…}}` with a fitting status.
 
+mod node;
 mod request;
 
 use std::convert::Infallible;
@@ -33,6 +34,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct Service {
     /// The plugin runtime.
     pub runtime: Arc<Runtime>,
+    /// The ledger.
+    pub ledger: Arc<crate::ledger::Ledger>,
 }
 
 /// An error answer.
@@ -54,7 +57,7 @@ impl ApiError {
         Self { status, code: code.into(), message: message.into(), headers: Vec::new() }
     }
 
-    fn with_header(mut self, name: &'static str, value: String) -> Self {
+    pub(crate) fn with_header(mut self, name: &'static str, value: String) -> Self {
         self.headers.push((name, value));
         self
     }
@@ -98,16 +101,27 @@ impl Service {
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
         let path = req.uri().path().to_string();
-        if path == "/node/health" {
-            if req.method() != hyper::Method::GET {
-                return Err(method_not_allowed(&["GET"]));
-            }
-            return Ok(self.health());
+        let query = req.uri().query().map(str::to_string);
+        let get_only = |req: &Request<Incoming>| {
+            if req.method() == hyper::Method::GET { Ok(()) } else { Err(method_not_allowed(&["GET"])) }
+        };
+        if let Some(rest) = path.strip_prefix("/node/") {
+            get_only(&req)?;
+            return match rest.split_once('/') {
+                None => match rest {
+                    "health" => Ok(self.health()),
+                    "checkpoint" => self.checkpoint(),
+                    "consistency" => self.consistency(query.as_deref()),
+                    "identity" => Ok(self.identity()),
+                    _ => Err(not_found(&req)),
+                },
+                Some(("tx", id)) => self.tx_status(id),
+                Some(("receipt", id)) => self.receipt(id, query.as_deref()),
+                Some(_) => Err(not_found(&req)),
+            };
         }
         if path == "/gov/plugins" {
-            if req.method() != hyper::Method::GET {
-                return Err(method_not_allowed(&["GET"]));
-            }
+            get_only(&req)?;
             return Ok(self.plugins());
         }
         if let Some(rest) = path.strip_prefix("/app")
@@ -115,17 +129,7 @@ impl Service {
         {
             return self.app(req, rest.to_string()).await;
         }
-        Err(ApiError::new(StatusCode::NOT_FOUND, "RouteNotFound", format!("no route for {} {path}", req.method())))
-    }
-
-    fn health(&self) -> Response<Full<Bytes>> {
-        let last = self.runtime.store().last_committed();
-        json_ok(&serde_json::json!({
-            "status": "ok",
-            "role": "leader",
-            "last_tx": last.to_string(),
-            "commit": last.to_string(),
-        }))
+        Err(not_found(&req))
     }
 
     /// The active plugins with their measurements, routes and actions.
@@ -219,10 +223,7 @@ impl Service {
             .collect();
         let body = read_body(req.into_body()).await?;
         let preq = PluginRequest { plugin, route, params, path: rest, query, headers, body, caller };
-        // Plugin calls are synchronous CPU work bounded by fuel and the deadline. They leave the
-        // async worker (`block_in_place`), so other connections keep being served and WASI's
-        // synchronous stdio may block on the runtime.
-        let result = tokio::task::block_in_place(|| self.runtime.handle(&preq));
+        let result = self.runtime.handle(&preq).await;
         match result {
             Ok(r) => {
                 let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -253,6 +254,10 @@ impl Service {
             }
         }
     }
+}
+
+fn not_found(req: &Request<Incoming>) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "RouteNotFound", format!("no route for {} {}", req.method(), req.uri().path()))
 }
 
 fn method_not_allowed(allowed: &[&str]) -> ApiError {

@@ -219,6 +219,33 @@ pub struct PluginResponse {
     pub tx_id: Option<TxId>,
 }
 
+/// A request executed but not yet committed.
+pub struct Executed {
+    /// The plugin's response (`tx_id` is set once committed).
+    pub response: PluginResponse,
+    /// What to commit, if the request wrote on a read-write route.
+    pub commit: Option<PendingCommit>,
+}
+
+/// Read and write sets of an executed request.
+pub struct PendingCommit {
+    /// What it read.
+    pub reads: crate::store::ReadSet,
+    /// What it wrote.
+    pub writes: crate::store::WriteSet,
+    /// Who and what.
+    pub meta: TxMeta,
+}
+
+/// Run synchronous plugin work off the async executor when on a multi-threaded tokio runtime
+/// (WASI's synchronous stdio may block on the runtime; a slow plugin must not stall other tasks).
+fn off_executor<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Interfaces a plugin may import. Versions of WASI 0.2.x are accepted.
 fn import_allowed(name: &str) -> bool {
     const CGS: &[&str] =
@@ -595,9 +622,35 @@ impl Runtime {
         self.install(plugin)
     }
 
-    /// Run one request in a fresh instance. Writes commit only if the plugin returns a response
-    /// on a read-write route; conflicts re-execute the request.
-    pub fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
+    /// Run one request: execute it in a fresh instance and, if it wrote, commit its write set;
+    /// a commit conflict re-executes it. Writes commit only if the plugin returns a response on a
+    /// read-write route.
+    pub async fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
+        let mut attempt = 0;
+        loop {
+            let executed = off_executor(|| self.execute(req))?;
+            let Some(tx) = executed.commit else { return Ok(executed.response) };
+            match self.store.commit(tx.reads, tx.writes, tx.meta).await {
+                Ok(id) => {
+                    let mut response = executed.response;
+                    response.tx_id = Some(id);
+                    return Ok(response);
+                }
+                Err(crate::store::CommitError::Conflict(why)) => {
+                    attempt += 1;
+                    if attempt > self.config.conflict_retries {
+                        return Err(DispatchError::Conflict(attempt));
+                    }
+                    tracing::debug!(plugin = %req.plugin.info.name, attempt, %why, "re-executing after a conflict");
+                }
+                Err(crate::store::CommitError::Store(e)) => return Err(DispatchError::Store(e.0)),
+            }
+        }
+    }
+
+    /// Execute one request in a fresh instance against a snapshot, without committing: the
+    /// response, and the read and write sets to commit if the request wrote.
+    pub fn execute(&self, req: &PluginRequest) -> Result<Executed, DispatchError> {
         let Pre::App(pre) = &req.plugin.pre else {
             return Err(DispatchError::Plugin {
                 status: 404,
@@ -622,60 +675,48 @@ impl Runtime {
             body: req.body.clone(),
             caller: req.caller.to_wit(),
         };
-        let mut attempt = 0;
-        loop {
-            let snapshot = self.store.snapshot().map_err(|e| DispatchError::Store(e.to_string()))?;
-            let tx_time_ms = self.clock.now_ms();
-            let setup = Call {
-                plugin: &req.plugin,
-                caller: &req.caller,
-                tx: Transaction::new(snapshot),
-                writable,
-                tx_time_ms,
-                proposal_id: None,
-            };
-            let (result, state) = self.run(setup, |store| {
-                let inst = pre.instantiate(&mut *store)?;
-                inst.cgs_plugin_http_handler().call_handle(&mut *store, &wit_req)
+        let snapshot = self.store.snapshot().map_err(|e| DispatchError::Store(e.to_string()))?;
+        let tx_time_ms = self.clock.now_ms();
+        let setup = Call {
+            plugin: &req.plugin,
+            caller: &req.caller,
+            tx: Transaction::new(snapshot),
+            writable,
+            tx_time_ms,
+            proposal_id: None,
+        };
+        let (result, state) = self.run(setup, |store| {
+            let inst = pre.instantiate(&mut *store)?;
+            inst.cgs_plugin_http_handler().call_handle(&mut *store, &wit_req)
+        });
+        let response = match result? {
+            Ok(r) => r,
+            Err(e) => return Err(plugin_error(e)),
+        };
+        if !(200..=599).contains(&response.status) {
+            return Err(DispatchError::Fault {
+                plugin: req.plugin.info.name.clone(),
+                kind: FaultKind::Trap,
+                detail: format!("returned the invalid HTTP status {}", response.status),
             });
-            let response = match result? {
-                Ok(r) => r,
-                Err(e) => return Err(plugin_error(e)),
-            };
-            let status = if (200..=599).contains(&response.status) {
-                response.status
-            } else {
-                return Err(DispatchError::Fault {
-                    plugin: req.plugin.info.name.clone(),
-                    kind: FaultKind::Trap,
-                    detail: format!("returned the invalid HTTP status {}", response.status),
-                });
-            };
-            let headers = response.headers.into_iter().filter(|(k, v)| header_allowed(k, v)).collect();
-            let mut tx_id = None;
-            if writable && state.tx.has_writes() {
-                let (reads, writes) = state.tx.into_sets();
-                let meta = TxMeta {
-                    caller: req.caller.id.clone(),
-                    plugin: req.plugin.info.name.clone(),
-                    operation: format!("{} /app{}", req.route.method, req.path),
-                    tx_time_ms,
-                };
-                match self.store.commit(reads, writes, meta) {
-                    Ok(id) => tx_id = Some(id),
-                    Err(crate::store::CommitError::Conflict(why)) => {
-                        attempt += 1;
-                        if attempt > self.config.conflict_retries {
-                            return Err(DispatchError::Conflict(attempt));
-                        }
-                        tracing::debug!(plugin = %req.plugin.info.name, attempt, %why, "re-executing after a conflict");
-                        continue;
-                    }
-                    Err(crate::store::CommitError::Store(e)) => return Err(DispatchError::Store(e.0)),
-                }
-            }
-            return Ok(PluginResponse { status, headers, body: response.body, tx_id });
         }
+        let headers = response.headers.into_iter().filter(|(k, v)| header_allowed(k, v)).collect();
+        let commit = if writable && state.tx.has_writes() {
+            let (reads, writes) = state.tx.into_sets();
+            let meta = TxMeta {
+                caller: req.caller.id.clone(),
+                plugin: req.plugin.info.name.clone(),
+                operation: format!("{} /app{}", req.route.method, req.path),
+                tx_time_ms,
+            };
+            Some(PendingCommit { reads, writes, meta })
+        } else {
+            None
+        };
+        Ok(Executed {
+            response: PluginResponse { status: response.status, headers, body: response.body, tx_id: None },
+            commit,
+        })
     }
 
     /// Run `f` against a fresh store for `call.plugin`; returns the result and the final host

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{CommitError, Entry, KeyRange, ReadSet, Snapshot, Store, StoreError, TxId, TxMeta, Versioned, WriteSet};
+use super::{
+    CommitError, CommitFuture, Entry, KeyRange, ReadSet, Snapshot, Store, StoreError, TxId, TxMeta, Versioned, WriteSet,
+};
 
 type Table = BTreeMap<Vec<u8>, (Vec<u8>, TxId)>;
 
@@ -78,7 +80,17 @@ impl Store for MemStore {
         Ok(Arc::new(MemSnapshot(self.lock()?.state.clone())))
     }
 
-    fn commit(&self, reads: ReadSet, writes: WriteSet, _meta: TxMeta) -> Result<TxId, CommitError> {
+    fn commit(&self, reads: ReadSet, writes: WriteSet, _meta: TxMeta) -> CommitFuture {
+        Box::pin(std::future::ready(self.commit_now(reads, writes)))
+    }
+
+    fn last_committed(&self) -> TxId {
+        self.inner.lock().map(|i| i.last).unwrap_or_default()
+    }
+}
+
+impl MemStore {
+    fn commit_now(&self, reads: ReadSet, writes: WriteSet) -> Result<TxId, CommitError> {
         let mut inner = self.lock()?;
         for (table, key, seen) in &reads.keys {
             let now = inner.state.tables.get(table).and_then(|t| t.get(key)).map(|(_, v)| *v);
@@ -110,9 +122,5 @@ impl Store for MemStore {
         }
         inner.last = id;
         Ok(id)
-    }
-
-    fn last_committed(&self) -> TxId {
-        self.inner.lock().map(|i| i.last).unwrap_or_default()
     }
 }

@@ -14,6 +14,16 @@ use std::sync::Arc;
 
 pub use cgs_core::TxId;
 pub use mem::MemStore;
+
+/// Poll a future that is expected to be ready at once (an in-memory commit); `None` if it is
+/// not.
+pub fn now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
 pub use tx::{Transaction, TxError};
 
 /// A stored value with the id of the transaction that last wrote it.
@@ -103,12 +113,17 @@ pub enum CommitError {
     Store(#[from] StoreError),
 }
 
+/// The result of a commit, once the transaction is ordered (and, for the ledger, replicated,
+/// durable and applied).
+pub type CommitFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<TxId, CommitError>> + Send>>;
+
 /// Committed state plus optimistic commits.
 pub trait Store: Send + Sync + 'static {
     /// A snapshot of the latest committed state.
     fn snapshot(&self) -> Result<Arc<dyn Snapshot>, StoreError>;
-    /// Commit `writes` if nothing in `reads` changed; returns the new tx id.
-    fn commit(&self, reads: ReadSet, writes: WriteSet, meta: TxMeta) -> Result<TxId, CommitError>;
+    /// Commit `writes` if nothing in `reads` changed by the time the transaction is ordered;
+    /// resolves to the new tx id.
+    fn commit(&self, reads: ReadSet, writes: WriteSet, meta: TxMeta) -> CommitFuture;
     /// The id of the last committed transaction (`0.0` if none).
     fn last_committed(&self) -> TxId;
 }

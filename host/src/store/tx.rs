@@ -112,7 +112,7 @@ mod tests {
 
     fn commit(store: &MemStore, tx: Transaction) -> Result<TxId, crate::store::CommitError> {
         let (r, w) = tx.into_sets();
-        store.commit(r, w, TxMeta::default())
+        crate::store::now(store.commit(r, w, TxMeta::default())).expect("in-memory commits are immediate")
     }
 
     #[test]

@@ -26,6 +26,7 @@ async fn start(plugins: &[&str]) -> Running {
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
         plugins: PluginSource::Dir(pdir),
         runtime: fast_limits(),
+        ledger: cgs_host::ledger::LedgerConfig::default(),
     };
     let node = Node::open(config).await.unwrap();
     let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();

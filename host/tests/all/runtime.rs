@@ -27,7 +27,7 @@ fn call(rt: &Runtime, method: Method, path: &str, body: &str) -> Result<PluginRe
         body: body.as_bytes().to_vec(),
         caller: Caller::anonymous(),
     };
-    rt.handle(&req)
+    cgs_host::store::now(rt.handle(&req)).expect("in-memory commits complete at once")
 }
 
 fn fault(r: Result<PluginResponse, DispatchError>) -> (FaultKind, String) {

@@ -29,6 +29,51 @@ enum Command {
     /// Build, measure and verify plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Fetch and verify receipts.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+    /// Verify a ledger offline.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ReceiptCommand {
+    /// Fetch the receipt of a committed transaction (`<term>.<seqno>`) from the service.
+    Get {
+        /// The transaction id.
+        tx_id: String,
+        /// `cose` (RFC 9942 COSE_Sign1, default) or `json`.
+        #[arg(long, default_value = "cose")]
+        format: String,
+        /// Write it to this file (default: stdout; COSE is binary).
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+    },
+    /// Verify a receipt file offline (COSE or JSON) against the node's checkpoint key.
+    Verify {
+        /// The receipt file.
+        file: PathBuf,
+        /// The node's verifier key (`origin+keyid+base64`, from `GET /node/identity` or the
+        /// sandbox banner), or a file containing it.
+        #[arg(long)]
+        key: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCommand {
+    /// Verify a stopped node's data directory: every entry, leaf, root, checkpoint signature,
+    /// and that the state is the replay of the ledger. Exits non-zero at the first problem,
+    /// naming its seqno.
+    Verify {
+        /// The node's data directory (holding `ledger.redb`).
+        dir: PathBuf,
+        /// Accept checkpoints only from this verifier key (repeatable); default: the keys the
+        /// ledger records, which are printed.
+        #[arg(long)]
+        key: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +125,10 @@ fn workspace(explicit: Option<&PathBuf>) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{} is not inside a Cargo workspace; pass --workspace DIR", cwd.display()))
 }
 
+fn hex_str(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn print_measurements(json: bool, items: &[cgs_core::plugin::Measurement]) -> Result<(), String> {
     if json {
         println!("{}", serde_json::to_string_pretty(items).map_err(|e| e.to_string())?);
@@ -91,8 +140,97 @@ fn print_measurements(json: bool, items: &[cgs_core::plugin::Measurement]) -> Re
     Ok(())
 }
 
+fn read_key(k: &str) -> Result<cgs_core::note::VerifierKey, String> {
+    let text = match std::fs::read_to_string(k) {
+        Ok(t) => t.trim().to_string(),
+        Err(_) => k.trim().to_string(),
+    };
+    cgs_core::note::VerifierKey::parse(&text)
+        .map_err(|e| format!("{e} (expected origin+keyid+base64, see GET /node/identity)"))
+}
+
+fn client(cli: &Cli) -> Result<cgs_client::Client, String> {
+    let ca = cli
+        .ca
+        .as_ref()
+        .ok_or("--ca (or CGS_CA) is required: the service certificate to trust, e.g. sandbox/service-cert.pem")?;
+    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    cgs_client::Client::new(&cli.url, &pem).map_err(|e| e.to_string())
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    Ok(rt.block_on(f))
+}
+
 fn run(cli: &Cli) -> Result<(), String> {
     match &cli.command {
+        Command::Receipt(ReceiptCommand::Get { tx_id, format, out }) => {
+            let c = client(cli)?;
+            let path = format!("/node/receipt/{tx_id}{}", if format == "json" { "?format=json" } else { "" });
+            let r = block_on(c.get(&path))?.map_err(|e| e.to_string())?;
+            r.ok().map_err(|e| e.to_string())?;
+            match out {
+                Some(p) => std::fs::write(p, &r.body).map_err(|e| format!("cannot write {}: {e}", p.display()))?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&r.body).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        }
+        Command::Receipt(ReceiptCommand::Verify { file, key }) => {
+            let key = read_key(key)?;
+            let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let v = cgs_core::receipt::verify(&bytes, &key).map_err(|e| format!("receipt does NOT verify: {e}"))?;
+            let tx = v.tx_id.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "tx_id": tx, "leaf_index": v.leaf_index, "tree_size": v.tree_size, "root": hex_str(&v.root)})
+                );
+            } else {
+                println!(
+                    "receipt verifies: transaction {tx} is leaf {} of the tree of size {} (root {}), signed by {}",
+                    v.leaf_index,
+                    v.tree_size,
+                    hex_str(&v.root),
+                    key.name
+                );
+            }
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::Verify { dir, key }) => {
+            let keys = key.iter().map(|k| read_key(k)).collect::<Result<Vec<_>, _>>()?;
+            let r = cgs_core::ledger_verify::verify_data_dir(dir, &keys)
+                .map_err(|f| format!("ledger does NOT verify: {f}"))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
+            } else {
+                println!("ledger verifies: {}", dir.display());
+                println!("  origin:          {}", r.origin);
+                println!(
+                    "  entries:         {} ({} transactions, {} refused by their read set, {} checkpoints)",
+                    r.entries, r.transactions, r.invalid_transactions, r.checkpoints
+                );
+                match r.last_checkpoint {
+                    Some((size, seqno)) => println!(
+                        "  last checkpoint: size {size} (entry {seqno}); {} later entries await the next checkpoint",
+                        r.unsigned_tail
+                    ),
+                    None => println!("  last checkpoint: none"),
+                }
+                println!("  root:            {}", r.root);
+                println!(
+                    "  applied state:   {} keys, equal to the replay of the first {} entries",
+                    r.state_keys, r.applied
+                );
+                for k in &r.node_keys {
+                    println!("  node key:        {k}");
+                }
+            }
+            Ok(())
+        }
         Command::Plugin(PluginCommand::Build(args)) => {
             let ws = workspace(args.workspace.as_ref())?;
             let selection = if args.all {

@@ -288,7 +288,11 @@ impl Payload {
                 let n = r.count("reads", 7)?;
                 let mut reads = Vec::with_capacity(n);
                 for _ in 0..n {
-                    reads.push(Read { table: r.str16("read table")?, key: r.bytes32("read key")?, version: r.version("read version")? });
+                    reads.push(Read {
+                        table: r.str16("read table")?,
+                        key: r.bytes32("read key")?,
+                        version: r.version("read version")?,
+                    });
                 }
                 let n = r.count("table reads", 3)?;
                 let mut table_reads = Vec::with_capacity(n);
@@ -307,14 +311,24 @@ impl Payload {
                     };
                     writes.push(Write { table, key, value });
                 }
-                Payload::Transaction(Transaction { tx_time_ms, caller, operation, envelope, claims_digest, reads, table_reads, writes })
+                Payload::Transaction(Transaction {
+                    tx_time_ms,
+                    caller,
+                    operation,
+                    envelope,
+                    claims_digest,
+                    reads,
+                    table_reads,
+                    writes,
+                })
             }
             kind::SIGNATURE => {
                 let tx_time_ms = r.u64("tx_time")?;
                 let node_id = r.u64("node id")?;
                 let tree_size = r.u64("tree size")?;
                 let root = r.arr::<32>("root")?;
-                let note = String::from_utf8(r.bytes32("note")?).map_err(|_| DecodeError("note is not UTF-8".into()))?;
+                let note =
+                    String::from_utf8(r.bytes32("note")?).map_err(|_| DecodeError("note is not UTF-8".into()))?;
                 let cose_signature = r.arr::<64>("cose signature")?;
                 Payload::Signature(SignatureEntry { tx_time_ms, node_id, tree_size, root, note, cose_signature })
             }

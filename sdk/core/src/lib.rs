@@ -17,10 +17,12 @@ pub mod build;
 pub mod entry;
 mod error;
 mod ids;
+pub mod ledger_verify;
 pub mod merkle;
 pub mod note;
 pub mod plugin;
 pub mod receipt;
+pub mod store_format;
 
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use ids::{Blake3Hash, ParseIdError, TxId};

@@ -75,7 +75,12 @@ fn bit_len(x: u64) -> u32 {
 }
 
 /// The root implied by an inclusion proof (RFC 9162 §2.1.3.2).
-pub fn root_from_inclusion_proof(leaf: &[u8], index: u64, size: u64, proof: &[impl AsRef<[u8]>]) -> Result<Hash, ProofError> {
+pub fn root_from_inclusion_proof(
+    leaf: &[u8],
+    index: u64,
+    size: u64,
+    proof: &[impl AsRef<[u8]>],
+) -> Result<Hash, ProofError> {
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
@@ -114,7 +119,13 @@ pub fn root_from_inclusion_proof(leaf: &[u8], index: u64, size: u64, proof: &[im
 }
 
 /// Check that the leaf with hash `leaf` is at `index` in the tree of `size` with `root`.
-pub fn verify_inclusion(leaf: &[u8], index: u64, size: u64, proof: &[impl AsRef<[u8]>], root: &[u8]) -> Result<(), ProofError> {
+pub fn verify_inclusion(
+    leaf: &[u8],
+    index: u64,
+    size: u64,
+    proof: &[impl AsRef<[u8]>],
+    root: &[u8],
+) -> Result<(), ProofError> {
     let root = to_hash(root)?;
     if root_from_inclusion_proof(leaf, index, size, proof)? == root { Ok(()) } else { Err(ProofError::RootMismatch) }
 }
@@ -315,13 +326,16 @@ mod tests {
     #[test]
     fn transparency_dev_vectors() {
         use base64::Engine;
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vectors/transparency-dev-merkle");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/vectors/transparency-dev-merkle");
         if !root.exists() {
             eprintln!("skipped: {} not found", root.display());
             return;
         }
         let b64 = |v: &serde_json::Value| -> Vec<u8> {
-            v.as_str().map(|s| base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default()).unwrap_or_default()
+            v.as_str()
+                .map(|s| base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_default())
+                .unwrap_or_default()
         };
         let mut files = Vec::new();
         let mut stack = vec![root.join("testdata")];
@@ -341,9 +355,21 @@ mod tests {
             let want_err = v["wantErr"].as_bool().unwrap_or(false);
             let proof: Vec<Vec<u8>> = v["proof"].as_array().map(|a| a.iter().map(b64).collect()).unwrap_or_default();
             let got = if f.to_string_lossy().contains("/inclusion/") {
-                verify_inclusion(&b64(&v["leafHash"]), v["leafIdx"].as_u64().unwrap(), v["treeSize"].as_u64().unwrap(), &proof, &b64(&v["root"]))
+                verify_inclusion(
+                    &b64(&v["leafHash"]),
+                    v["leafIdx"].as_u64().unwrap(),
+                    v["treeSize"].as_u64().unwrap(),
+                    &proof,
+                    &b64(&v["root"]),
+                )
             } else {
-                verify_consistency(v["size1"].as_u64().unwrap(), v["size2"].as_u64().unwrap(), &proof, &b64(&v["root1"]), &b64(&v["root2"]))
+                verify_consistency(
+                    v["size1"].as_u64().unwrap(),
+                    v["size2"].as_u64().unwrap(),
+                    &proof,
+                    &b64(&v["root1"]),
+                    &b64(&v["root2"]),
+                )
             };
             assert_eq!(got.is_err(), want_err, "{}: {got:?}", f.display());
         }

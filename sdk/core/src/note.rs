@@ -140,7 +140,8 @@ impl SignedNote {
             if signatures.len() >= MAX_SIGNATURES {
                 return Err(bad("too many signatures"));
             }
-            let rest = line.strip_prefix("\u{2014} ").ok_or_else(|| bad("a signature line does not start with '— '"))?;
+            let rest =
+                line.strip_prefix("\u{2014} ").ok_or_else(|| bad("a signature line does not start with '— '"))?;
             let (name, b64) = rest.split_once(' ').ok_or_else(|| bad("a signature line has no signature"))?;
             if !valid_key_name(name) {
                 return Err(bad("invalid key name in a signature line"));
@@ -149,7 +150,11 @@ impl SignedNote {
             if raw.len() < 5 {
                 return Err(bad("a signature is too short"));
             }
-            signatures.push(NoteSignature { name: name.to_string(), id: [raw[0], raw[1], raw[2], raw[3]], signature: raw[4..].to_vec() });
+            signatures.push(NoteSignature {
+                name: name.to_string(),
+                id: [raw[0], raw[1], raw[2], raw[3]],
+                signature: raw[4..].to_vec(),
+            });
         }
         if signatures.is_empty() {
             return Err(bad("no signatures"));
@@ -195,7 +200,8 @@ impl Checkpoint {
             return Err(bad("the tree size must be a decimal number without leading zeros"));
         }
         let size: u64 = size.parse().map_err(|_| bad("tree size out of range"))?;
-        let root = B64.decode(lines.next().ok_or_else(|| bad("missing root hash"))?).map_err(|_| bad("root is not base64"))?;
+        let root =
+            B64.decode(lines.next().ok_or_else(|| bad("missing root hash"))?).map_err(|_| bad("root is not base64"))?;
         let root: [u8; 32] = root.try_into().map_err(|_| bad("root is not 32 bytes"))?;
         let extensions: Vec<String> = lines.map(str::to_string).collect();
         if extensions.iter().any(String::is_empty) {
@@ -237,7 +243,8 @@ mod tests {
             eprintln!("skipped: ../shared/fixtures/vectors/c2sp not found");
             return;
         };
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("signed-note-vectors.json")).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("signed-note-vectors.json")).unwrap()).unwrap();
         for vec in v["vectors"].as_array().unwrap() {
             let key = VerifierKey::parse(vec["verifierKey"].as_str().unwrap()).unwrap();
             assert_eq!(key.to_string(), vec["verifierKey"].as_str().unwrap(), "key round-trips");
@@ -272,8 +279,18 @@ mod tests {
         let other = format!("{note}\u{2014} someone-else {}\n", B64.encode([1u8; 68]));
         assert!(verify_checkpoint(&other, std::slice::from_ref(&key)).is_ok());
         let tampered = note.replace("\n5\n", "\n6\n");
-        assert_eq!(verify_checkpoint(&tampered, std::slice::from_ref(&key)), Err(NoteError::BadSignature("cgs/test".into())));
-        for bad in ["", "text\n", "text\n\n", "a\n\n\u{2014} k AAAA\n", "a\n\n- k AAAAAAAA\n", "a\u{1}\n\n\u{2014} k AAAAAAAA\n"] {
+        assert_eq!(
+            verify_checkpoint(&tampered, std::slice::from_ref(&key)),
+            Err(NoteError::BadSignature("cgs/test".into()))
+        );
+        for bad in [
+            "",
+            "text\n",
+            "text\n\n",
+            "a\n\n\u{2014} k AAAA\n",
+            "a\n\n- k AAAAAAAA\n",
+            "a\u{1}\n\n\u{2014} k AAAAAAAA\n",
+        ] {
             assert!(SignedNote::parse(bad).is_err(), "{bad:?}");
         }
         for bad in ["o\n01\nAAAA\n", "o\n1\nAAAA\n", "\n1\n", "o\nx\n"] {

@@ -19,10 +19,10 @@ use coset::{CborSerializable, Label, TaggedCborSerializable};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::TxId;
 use crate::entry::{Entry, leaf_input};
 use crate::merkle;
 use crate::note::{self, VerifierKey};
-use crate::TxId;
 
 /// COSE header label `vds` (verifiable data structure).
 pub const VDS: i64 = 395;
@@ -107,7 +107,10 @@ fn check_entry(entry_bytes: &[u8], leaf: &[u8; 32], index: u64, tx: Option<TxId>
     }
     let entry = Entry::decode(entry_bytes).map_err(|e| ReceiptError::EntryMismatch(e.to_string()))?;
     if entry.seqno != index + 1 {
-        return Err(ReceiptError::EntryMismatch(format!("entry seqno {} is not leaf index {} + 1", entry.seqno, index)));
+        return Err(ReceiptError::EntryMismatch(format!(
+            "entry seqno {} is not leaf index {} + 1",
+            entry.seqno, index
+        )));
     }
     if let Some(t) = tx
         && t != entry.tx_id()
@@ -137,12 +140,18 @@ pub fn verify_cose(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedReceipt, 
         .and_then(|m| m.iter().find(|(k, _)| k.as_integer().map(i128::from) == Some(i128::from(INCLUSION_PROOFS))))
         .and_then(|(_, v)| v.as_array())
         .ok_or_else(|| malformed("vdp has no inclusion proofs"))?;
-    let proof_bytes = proofs.first().and_then(|p| p.as_bytes()).ok_or_else(|| malformed("inclusion proof is not a bstr"))?;
-    let proof: ciborium::Value =
-        ciborium::from_reader(proof_bytes.as_slice()).map_err(|e| malformed(format!("inclusion proof is not CBOR: {e}")))?;
-    let arr = proof.as_array().filter(|a| a.len() == 3).ok_or_else(|| malformed("inclusion proof is not [size, index, path]"))?;
+    let proof_bytes =
+        proofs.first().and_then(|p| p.as_bytes()).ok_or_else(|| malformed("inclusion proof is not a bstr"))?;
+    let proof: ciborium::Value = ciborium::from_reader(proof_bytes.as_slice())
+        .map_err(|e| malformed(format!("inclusion proof is not CBOR: {e}")))?;
+    let arr = proof
+        .as_array()
+        .filter(|a| a.len() == 3)
+        .ok_or_else(|| malformed("inclusion proof is not [size, index, path]"))?;
     let num = |v: &ciborium::Value, what: &str| -> Result<u64, ReceiptError> {
-        v.as_integer().and_then(|i| u64::try_from(i).ok()).ok_or_else(|| malformed(format!("{what} is not an unsigned integer")))
+        v.as_integer()
+            .and_then(|i| u64::try_from(i).ok())
+            .ok_or_else(|| malformed(format!("{what} is not an unsigned integer")))
     };
     let tree_size = num(&arr[0], "tree size")?;
     let leaf_index = num(&arr[1], "leaf index")?;
@@ -170,11 +179,10 @@ pub fn verify_cose(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedReceipt, 
         None => None,
     };
     let root = merkle::root_from_inclusion_proof(&merkle::leaf_hash(&leaf), leaf_index, tree_size, &path)?;
-    sign1
-        .verify_detached_signature(&root, b"", |sig, data| {
-            let sig = Signature::from_slice(sig).map_err(|_| ReceiptError::BadSignature)?;
-            key.verify_strict(data, &sig).map_err(|_| ReceiptError::BadSignature)
-        })?;
+    sign1.verify_detached_signature(&root, b"", |sig, data| {
+        let sig = Signature::from_slice(sig).map_err(|_| ReceiptError::BadSignature)?;
+        key.verify_strict(data, &sig).map_err(|_| ReceiptError::BadSignature)
+    })?;
     Ok(VerifiedReceipt { tx_id, leaf_index, tree_size, root, leaf_input: leaf, entry })
 }
 
@@ -186,17 +194,32 @@ pub fn verify_json(r: &JsonReceipt, key: &VerifierKey) -> Result<VerifiedReceipt
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| malformed("leaf_input is not 32 bytes of hex"))?;
     let entry = match &r.entry {
-        Some(e) => Some(check_entry(&B64.decode(e).map_err(|_| malformed("entry is not base64"))?, &leaf, r.leaf_index, Some(tx_id))?),
+        Some(e) => Some(check_entry(
+            &B64.decode(e).map_err(|_| malformed("entry is not base64"))?,
+            &leaf,
+            r.leaf_index,
+            Some(tx_id),
+        )?),
         None => None,
     };
-    let path: Vec<Vec<u8>> =
-        r.inclusion_proof.iter().map(|h| hex::decode(h).map_err(|_| malformed("a proof hash is not hex"))).collect::<Result<_, _>>()?;
+    let path: Vec<Vec<u8>> = r
+        .inclusion_proof
+        .iter()
+        .map(|h| hex::decode(h).map_err(|_| malformed("a proof hash is not hex")))
+        .collect::<Result<_, _>>()?;
     let cp = note::verify_checkpoint(&r.checkpoint, std::slice::from_ref(key))?;
     if cp.size != r.tree_size {
         return Err(malformed(format!("checkpoint is for size {}, receipt for {}", cp.size, r.tree_size)));
     }
     merkle::verify_inclusion(&merkle::leaf_hash(&leaf), r.leaf_index, r.tree_size, &path, &cp.root)?;
-    Ok(VerifiedReceipt { tx_id: Some(tx_id), leaf_index: r.leaf_index, tree_size: r.tree_size, root: cp.root, leaf_input: leaf, entry })
+    Ok(VerifiedReceipt {
+        tx_id: Some(tx_id),
+        leaf_index: r.leaf_index,
+        tree_size: r.tree_size,
+        root: cp.root,
+        leaf_input: leaf,
+        entry,
+    })
 }
 
 /// Verify a receipt in either encoding (JSON if it parses as JSON, else COSE).

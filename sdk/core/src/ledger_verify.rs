@@ -1,0 +1,338 @@
+//! Offline verification of a stopped node's data directory (`cgs ledger verify DIR`).
+//!
+//! Reads `DIR/ledger.redb` read-only and, independently of the host's code:
+//!
+//! 1. checks that log positions are contiguous from 1 and that every entry decodes, sits at the
+//!    seqno it claims, and never lowers the term;
+//! 2. recomputes every Merkle leaf `H(0x00 ‖ SHA-256(entry))` (and compares it with the node's
+//!    stored leaf hash, which pinpoints an altered entry) and the root after every entry;
+//! 3. at every signature entry, checks that the checkpoint covers only earlier entries, that its
+//!    root equals the recomputed root at its size, that its C2SP note is signed by the key the
+//!    ledger recorded for that node (`sys.nodes`, or a pinned key) and names the same size and
+//!    root, and that the COSE receipt signature over the root verifies; checkpoints only grow,
+//!    and all roots come from one append-only sequence, so successive checkpoints are consistent;
+//! 4. replays every transaction — the read-set check that decides whether it applied, then its
+//!    writes — and requires the node's applied state to equal the replay, and its list of
+//!    refused transactions to equal the replay's.
+//!
+//! The first failure is reported with the seqno it concerns.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine as _;
+use redb::{ReadableDatabase, ReadableTable};
+use sha2::{Digest, Sha256};
+
+use crate::TxId;
+use crate::entry::{Entry, Payload};
+use crate::merkle::{self, CompactTree};
+use crate::note::{self, VerifierKey};
+use crate::store_format as fmt;
+
+/// What a successful verification found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    /// Entries in the log.
+    pub entries: u64,
+    /// Transaction entries.
+    pub transactions: u64,
+    /// Transactions refused by their read-set check.
+    pub invalid_transactions: u64,
+    /// Signature entries (checkpoints).
+    pub checkpoints: u64,
+    /// Size and seqno of the last checkpoint.
+    pub last_checkpoint: Option<(u64, u64)>,
+    /// Entries not yet covered by a checkpoint.
+    pub unsigned_tail: u64,
+    /// Entries the node had applied.
+    pub applied: u64,
+    /// Root of the whole log (hex).
+    pub root: String,
+    /// The log origin.
+    pub origin: String,
+    /// Node keys found in the ledger (`verifier key` strings).
+    pub node_keys: Vec<String>,
+    /// Keys in the replayed state.
+    pub state_keys: u64,
+}
+
+/// The first problem found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("seqno {seqno}: {reason}")]
+pub struct Failure {
+    /// The entry concerned (0: the file as a whole).
+    pub seqno: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn fail<T>(seqno: u64, reason: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure { seqno, reason: reason.into() })
+}
+
+/// The replayed state: value and version per `(table, key)`, and table versions.
+#[derive(Default)]
+struct Replay {
+    state: BTreeMap<(String, Vec<u8>), (TxId, Vec<u8>)>,
+    tables: BTreeMap<String, TxId>,
+    invalid: Vec<u64>,
+}
+
+/// A node's recorded checkpoint key.
+#[derive(serde::Deserialize)]
+struct NodeRecord {
+    public_key: String,
+    origin: String,
+}
+
+/// Verify the data directory `dir`. `pinned` keys, if any, are the only keys accepted for
+/// checkpoints (otherwise the keys the ledger records are used, and reported).
+pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Failure> {
+    let path = dir.join(fmt::FILE_NAME);
+    if !path.is_file() {
+        return fail(0, format!("{} does not exist", path.display()));
+    }
+    let db = redb::ReadOnlyDatabase::open(&path)
+        .map_err(|e| Failure { seqno: 0, reason: format!("cannot open {}: {e}", path.display()) })?;
+    let rtx = db.begin_read().map_err(|e| Failure { seqno: 0, reason: e.to_string() })?;
+    let dberr = |e: &dyn std::fmt::Display| Failure { seqno: 0, reason: format!("unreadable ledger: {e}") };
+
+    let meta = rtx.open_table(fmt::META).map_err(|e| dberr(&e))?;
+    let meta_bytes = |k: &str| -> Result<Option<Vec<u8>>, Failure> {
+        Ok(meta.get(k).map_err(|e| dberr(&e))?.map(|v| v.value().to_vec()))
+    };
+    match meta_bytes("format")? {
+        Some(f) if f == fmt::FORMAT_VERSION.to_be_bytes() => {}
+        other => return fail(0, format!("unsupported or missing format {other:?}")),
+    }
+    let origin =
+        String::from_utf8(meta_bytes("origin")?.unwrap_or_default()).map_err(|_| dberr(&"origin is not UTF-8"))?;
+    let applied: u64 = meta_bytes("applied")?
+        .and_then(|b| serde_json::from_slice::<Option<serde_json::Value>>(&b).ok().flatten())
+        .and_then(|v| v["index"].as_u64())
+        .map(|i| i + 1)
+        .unwrap_or(0);
+
+    let log = rtx.open_table(fmt::LOG).map_err(|e| dberr(&e))?;
+    let merkle_nodes = rtx.open_table(fmt::MERKLE).map_err(|e| dberr(&e))?;
+    let invalid_table = rtx.open_table(fmt::INVALID).map_err(|e| dberr(&e))?;
+
+    let mut report = Report { origin: origin.clone(), applied, ..Report::default() };
+    let mut tree = CompactTree::new();
+    let mut roots: Vec<merkle::Hash> = vec![tree.root()];
+    let mut replay = Replay::default();
+    let mut replay_at_applied: Option<Replay> = if applied == 0 { Some(Replay::default()) } else { None };
+    let mut keys: BTreeMap<u64, VerifierKey> = BTreeMap::new();
+    let mut last_term = 0u64;
+    let mut last_checkpoint_size = 0u64;
+
+    for (expected, item) in (1u64..).zip(log.iter().map_err(|e| dberr(&e))?) {
+        let (k, v) = item.map_err(|e| dberr(&e))?;
+        let (key, bytes) = (k.value(), v.value());
+        if key != expected {
+            return fail(expected, format!("entry {expected} is missing (the next stored entry is {key})"));
+        }
+        let entry = Entry::decode(bytes).map_err(|e| Failure { seqno: key, reason: e.to_string() })?;
+        if entry.seqno != key {
+            return fail(
+                key,
+                format!("the entry stored at {key} says it is entry {} (entries moved or swapped)", entry.seqno),
+            );
+        }
+        if entry.term < last_term {
+            return fail(key, format!("term {} is lower than the previous entry's term {last_term}", entry.term));
+        }
+        last_term = entry.term;
+        let leaf = merkle::leaf_hash(&Sha256::digest(bytes));
+        if let Some(stored) = merkle_nodes.get((0u8, key - 1)).map_err(|e| dberr(&e))?
+            && stored.value() != leaf.as_slice()
+        {
+            return fail(key, "the entry does not hash to the leaf recorded when it was applied (entry altered)");
+        }
+        tree.push(leaf);
+        roots.push(tree.root());
+        report.entries += 1;
+
+        match &entry.payload {
+            Payload::Blank | Payload::Membership(_) => {}
+            Payload::Transaction(t) => {
+                report.transactions += 1;
+                let tx_id = entry.tx_id();
+                let conflict = t
+                    .reads
+                    .iter()
+                    .any(|r| replay.state.get(&(r.table.clone(), r.key.clone())).map(|(v, _)| *v) != r.version)
+                    || t.table_reads.iter().any(|r| replay.tables.get(&r.table).copied() != r.version);
+                if conflict {
+                    replay.invalid.push(key);
+                    report.invalid_transactions += 1;
+                } else {
+                    for w in &t.writes {
+                        let sk = (w.table.clone(), w.key.clone());
+                        match &w.value {
+                            Some(val) => {
+                                replay.state.insert(sk, (tx_id, val.clone()));
+                            }
+                            None => {
+                                replay.state.remove(&sk);
+                            }
+                        }
+                        replay.tables.insert(w.table.clone(), tx_id);
+                        if w.table == "sys.nodes" {
+                            let node_id = w.key.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                            match w.value.as_deref().map(serde_json::from_slice::<NodeRecord>) {
+                                Some(Ok(rec)) => {
+                                    let pk: [u8; 32] = base64::engine::general_purpose::STANDARD
+                                        .decode(&rec.public_key)
+                                        .ok()
+                                        .and_then(|b| b.try_into().ok())
+                                        .ok_or_else(|| Failure {
+                                            seqno: key,
+                                            reason: "a recorded node key is not 32 bytes of base64".into(),
+                                        })?;
+                                    let vk = VerifierKey::new(&rec.origin, &pk).map_err(|e| Failure {
+                                        seqno: key,
+                                        reason: format!("a recorded node key is invalid: {e}"),
+                                    })?;
+                                    if !pinned.is_empty() && !pinned.iter().any(|p| p == &vk) {
+                                        return fail(
+                                            key,
+                                            format!(
+                                                "node {node_id} records key {vk}, which is not one of the pinned keys"
+                                            ),
+                                        );
+                                    }
+                                    report.node_keys.push(vk.to_string());
+                                    keys.insert(node_id, vk);
+                                }
+                                Some(Err(e)) => return fail(key, format!("a node key record does not decode: {e}")),
+                                None => {
+                                    keys.remove(&node_id);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Payload::Signature(s) => {
+                report.checkpoints += 1;
+                if s.tree_size >= key {
+                    return fail(key, format!("the checkpoint covers {} entries but is entry {key}", s.tree_size));
+                }
+                if s.tree_size < last_checkpoint_size {
+                    return fail(
+                        key,
+                        format!("checkpoint size {} is below the previous one ({last_checkpoint_size})", s.tree_size),
+                    );
+                }
+                let expected_root = roots[s.tree_size as usize];
+                if expected_root != s.root {
+                    return fail(
+                        key,
+                        format!(
+                            "the checkpoint root does not match the entries: an entry between {} and {} was altered",
+                            last_checkpoint_size + 1,
+                            s.tree_size
+                        ),
+                    );
+                }
+                let vk = match keys.get(&s.node_id) {
+                    Some(k) => k.clone(),
+                    None => {
+                        return fail(
+                            key,
+                            format!("node {} signed a checkpoint but no key is recorded for it", s.node_id),
+                        );
+                    }
+                };
+                let cp = note::verify_checkpoint(&s.note, std::slice::from_ref(&vk))
+                    .map_err(|e| Failure { seqno: key, reason: format!("checkpoint note: {e}") })?;
+                if cp.size != s.tree_size || cp.root != s.root || cp.origin != origin {
+                    return fail(key, "the signed checkpoint names another size, root or origin than its entry");
+                }
+                verify_cose_root(&vk, &s.root, &s.cose_signature).map_err(|reason| Failure { seqno: key, reason })?;
+                last_checkpoint_size = s.tree_size;
+                report.last_checkpoint = Some((s.tree_size, key));
+            }
+        }
+        if key == applied {
+            replay_at_applied = Some(Replay {
+                state: replay.state.clone(),
+                tables: replay.tables.clone(),
+                invalid: replay.invalid.clone(),
+            });
+        }
+    }
+    if applied > report.entries {
+        return fail(applied, format!("the node applied {applied} entries but the log has {}", report.entries));
+    }
+    report.unsigned_tail = report.entries - last_checkpoint_size;
+    report.root = hex::encode(tree.root());
+
+    // The node's applied state must be the replay of the ledger up to `applied`.
+    let replayed = replay_at_applied.unwrap_or_default();
+    let state = rtx.open_table(fmt::STATE).map_err(|e| dberr(&e))?;
+    let mut seen = 0u64;
+    for item in state.iter().map_err(|e| dberr(&e))? {
+        let (k, v) = item.map_err(|e| dberr(&e))?;
+        let (table, key) = fmt::split_state_key(k.value()).ok_or_else(|| dberr(&"corrupt state key"))?;
+        let (version, value) = fmt::decode_versioned(v.value()).ok_or_else(|| dberr(&"corrupt state value"))?;
+        match replayed.state.get(&(table.to_string(), key.to_vec())) {
+            Some((rv, rval)) if *rv == version && rval.as_slice() == value => {}
+            Some((rv, _)) => {
+                return fail(
+                    version.seqno.max(rv.seqno),
+                    format!(
+                        "state of `{table}` differs from the replay of the ledger (state version {version}, replay {rv})"
+                    ),
+                );
+            }
+            None => {
+                return fail(
+                    version.seqno,
+                    format!("state holds a key of `{table}` (version {version}) that the ledger never wrote"),
+                );
+            }
+        }
+        seen += 1;
+    }
+    if seen != replayed.state.len() as u64 {
+        let missing = replayed
+            .state
+            .iter()
+            .find(|((t, k), _)| state.get(fmt::state_key(t, k).as_slice()).ok().flatten().is_none());
+        let seqno = missing.map(|(_, (v, _))| v.seqno).unwrap_or(applied);
+        return fail(seqno, "the state lacks a key the ledger wrote");
+    }
+    let stored_invalid: Vec<u64> =
+        invalid_table.iter().map_err(|e| dberr(&e))?.filter_map(|r| r.ok().map(|(k, _)| k.value())).collect();
+    if stored_invalid != replayed.invalid {
+        let first = stored_invalid.iter().zip(&replayed.invalid).find(|(a, b)| a != b).map(|(a, b)| *a.min(b));
+        let seqno = first.unwrap_or_else(|| {
+            let n = stored_invalid.len().min(replayed.invalid.len());
+            stored_invalid.get(n).or_else(|| replayed.invalid.get(n)).copied().unwrap_or(0)
+        });
+        return fail(seqno, "the node's list of refused transactions differs from the replay");
+    }
+    report.state_keys = seen;
+    Ok(report)
+}
+
+/// Check the Ed25519 signature of the COSE receipt Sig_structure over `root`, as the host
+/// builds it: protected header `{1: -8, 4: SHA-256(public key), 395: 1}`, detached payload.
+fn verify_cose_root(key: &VerifierKey, root: &[u8; 32], signature: &[u8; 64]) -> Result<(), String> {
+    let kid = Sha256::digest(key.key.as_bytes()).to_vec();
+    let protected = coset::HeaderBuilder::new()
+        .algorithm(coset::iana::Algorithm::EdDSA)
+        .key_id(kid)
+        .value(crate::receipt::VDS, ciborium::Value::Integer(crate::receipt::RFC9162_SHA256.into()))
+        .build();
+    let sign1 = coset::CoseSign1Builder::new().protected(protected).signature(signature.to_vec()).build();
+    sign1
+        .verify_detached_signature(root, b"", |sig, data| {
+            let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|e| e.to_string())?;
+            key.key.verify_strict(data, &sig).map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("the COSE signature over the checkpoint root does not verify: {e}"))
+}
