@@ -491,6 +491,34 @@ impl Ledger {
         }))
     }
 
+    /// A digest of everything applied: `(applied, Merkle root, SHA-256 over the raw state and
+    /// table versions)`. Equal on replicas that applied the same log.
+    pub fn state_digest(&self) -> Result<(u64, String, String), LedgerError> {
+        use sha2::Digest;
+        let rtx = self.shared.db.begin_read().map_err(db_err)?;
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
+        let root = merkle::root(&nodes, applied).map_err(LedgerError::Db)?;
+        let mut h = sha2::Sha256::new();
+        for table in [fmt::STATE] {
+            let t = rtx.open_table(table).map_err(db_err)?;
+            for r in t.iter().map_err(db_err)? {
+                let (k, v) = r.map_err(db_err)?;
+                h.update((k.value().len() as u64).to_be_bytes());
+                h.update(k.value());
+                h.update((v.value().len() as u64).to_be_bytes());
+                h.update(v.value());
+            }
+        }
+        let versions = rtx.open_table(fmt::TABLE_VERSIONS).map_err(db_err)?;
+        for r in versions.iter().map_err(db_err)? {
+            let (k, v) = r.map_err(db_err)?;
+            h.update(k.value().as_bytes());
+            h.update(v.value());
+        }
+        Ok((applied, hex::encode(root), hex::encode(h.finalize())))
+    }
+
     /// The number of applied entries (the tree size).
     pub fn applied(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)

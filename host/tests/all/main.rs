@@ -6,4 +6,5 @@
 mod support;
 
 mod http;
+mod ledger;
 mod runtime;

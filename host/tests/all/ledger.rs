@@ -1,0 +1,163 @@
+//! The ledger in-process: commits, apply-time conflicts, private tables, receipts verified by the
+//! independent verifier, consistency proofs, restart, and three replicas applying identically.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cgs_core::TxId;
+use cgs_core::receipt;
+use cgs_host::ledger::{Ledger, LedgerConfig, LedgerError, Router, TxStatus};
+use cgs_host::store::{CommitError, Store, Transaction, TxMeta};
+
+fn config(node_id: u64) -> LedgerConfig {
+    LedgerConfig { node_id, signature_interval: Duration::from_millis(20), ..LedgerConfig::default() }
+}
+
+async fn single(dir: &std::path::Path) -> Arc<Ledger> {
+    let l = Ledger::open(dir, config(1), "cgs/test", Router::default()).await.unwrap();
+    l.initialize_single("node-1").await.unwrap();
+    l.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    l.record_node_key().await.unwrap();
+    l
+}
+
+async fn put(store: &dyn Store, table: &str, key: &[u8], value: &[u8]) -> Result<TxId, CommitError> {
+    let mut tx = Transaction::new(store.snapshot().unwrap());
+    tx.put(table, key, value.to_vec());
+    let (r, w) = tx.into_sets();
+    store.commit(r, w, TxMeta { caller: "tester".into(), operation: "put".into(), ..TxMeta::default() }).await
+}
+
+async fn receipt_when_ready(l: &Ledger, tx: TxId) -> cgs_host::ledger::ReceiptData {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match l.receipt(tx) {
+            Ok(r) => return r,
+            Err(LedgerError::NotReady(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("receipt for {tx}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_conflicts_private_tables_and_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = single(dir.path()).await;
+
+    let t1 = put(&*l, "p.t", b"k1", b"v1").await.unwrap();
+    assert_eq!(l.status(t1).unwrap(), Some(TxStatus::Committed));
+    assert_eq!(l.snapshot().unwrap().get("p.t", b"k1").unwrap().unwrap().version, t1);
+
+    // Two transactions that read the same key and write it: the second is refused at apply time.
+    let mut a = Transaction::new(l.snapshot().unwrap());
+    let mut b = Transaction::new(l.snapshot().unwrap());
+    assert!(a.get("p.t", b"k1").unwrap().is_some());
+    assert!(b.get("p.t", b"k1").unwrap().is_some());
+    a.put("p.t", b"k1", b"a".to_vec());
+    b.put("p.t", b"k1", b"b".to_vec());
+    let (ra, wa) = a.into_sets();
+    let (rb, wb) = b.into_sets();
+    l.commit(ra, wa, TxMeta::default()).await.unwrap();
+    assert!(matches!(l.commit(rb, wb, TxMeta::default()).await, Err(CommitError::Conflict(_))));
+    assert_eq!(l.snapshot().unwrap().get("p.t", b"k1").unwrap().unwrap().value, b"a");
+
+    // Private tables: plaintext to readers, ciphertext in the entry.
+    let t2 = put(&*l, "p.private.secrets", b"s", b"the secret recipe").await.unwrap();
+    assert_eq!(l.snapshot().unwrap().get("p.private.secrets", b"s").unwrap().unwrap().value, b"the secret recipe");
+
+    let r = receipt_when_ready(&l, t2).await;
+    let id = l.identity();
+    let vk = cgs_core::note::VerifierKey::parse(&id.verifier_key).unwrap();
+    let v = receipt::verify_cose(&r.cose, &vk.key).unwrap();
+    assert_eq!(v.tx_id, Some(t2));
+    let entry = v.entry.expect("the receipt carries the entry");
+    let cgs_core::entry::Payload::Transaction(t) = entry.payload else { panic!("not a transaction") };
+    let stored = t.writes[0].value.as_ref().unwrap();
+    assert!(!stored.windows(6).any(|w| w == b"secret"), "private values are encrypted in the ledger");
+    let vj = receipt::verify_json(&r.json, &vk).unwrap();
+    assert_eq!(vj.root, v.root);
+
+    // A receipt with one proof hash changed does not verify, in either encoding.
+    let mut bad = r.json.clone();
+    let first = bad.inclusion_proof.first().cloned().expect("a proof in a tree of several entries");
+    bad.inclusion_proof[0] = format!("{}{}", if first.starts_with('0') { "1" } else { "0" }, &first[1..]);
+    assert!(receipt::verify_json(&bad, &vk).is_err());
+    let needle = hex::decode(&first).unwrap();
+    let pos = r.cose.windows(32).position(|w| w == needle.as_slice()).expect("the path hash is in the COSE receipt");
+    let mut bad_cose = r.cose.clone();
+    bad_cose[pos] ^= 1;
+    assert!(receipt::verify_cose(&bad_cose, &vk.key).is_err());
+    let other = cgs_host::ledger::signer::NodeSigner::from_seed(&[9; 32], "cgs/test");
+    assert!(receipt::verify_cose(&r.cose, &other.public_key()).is_err(), "another key does not verify");
+
+    // Consistency between two sizes, checked by the independent verifier.
+    let size = l.applied();
+    let c = l.consistency(2, size).unwrap();
+    let proof: Vec<Vec<u8>> =
+        c["proof"].as_array().unwrap().iter().map(|h| hex::decode(h.as_str().unwrap()).unwrap()).collect();
+    cgs_core::merkle::verify_consistency(
+        2,
+        size,
+        &proof,
+        &hex::decode(c["root_from"].as_str().unwrap()).unwrap(),
+        &hex::decode(c["root_to"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(l.consistency(0, size).is_err());
+    assert!(l.consistency(2, size + 100).is_err());
+
+    // Restart: state, statuses and receipts survive.
+    let before = l.state_digest().unwrap();
+    l.shutdown().await;
+    drop(l);
+    let l = Ledger::open(dir.path(), config(1), "ignored-after-creation", Router::default()).await.unwrap();
+    l.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    assert!(l.wait_applied(before.0, Duration::from_secs(10)).await);
+    assert_eq!(l.status(t2).unwrap(), Some(TxStatus::Committed));
+    assert_eq!(l.identity().origin, "cgs/test");
+    assert_eq!(l.snapshot().unwrap().get("p.private.secrets", b"s").unwrap().unwrap().value, b"the secret recipe");
+    receipt::verify_cose(&l.receipt(t2).unwrap().cose, &vk.key).unwrap();
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_apply_identically() {
+    let router = Router::default();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        nodes.push(Ledger::open(d.path(), config(i as u64 + 1), "cgs/three", router.clone()).await.unwrap());
+    }
+    let members = (1..=3)
+        .map(|i| (i, openraft::BasicNode::new(format!("node-{i}"))))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader_id = nodes[0].wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let leader = nodes.iter().find(|n| n.is_leader()).or_else(|| nodes.get(leader_id as usize - 1)).unwrap().clone();
+    leader.record_node_key().await.unwrap();
+
+    let mut last = TxId::default();
+    for i in 0..50u32 {
+        last = put(&*leader, "p.t", format!("k{i}").as_bytes(), &i.to_be_bytes()).await.unwrap();
+    }
+    // A follower refuses writes.
+    let follower = nodes.iter().find(|n| !n.is_leader()).unwrap().clone();
+    assert!(matches!(put(&*follower, "p.t", b"x", b"y").await, Err(CommitError::Store(_))));
+
+    let target = leader.applied();
+    for n in &nodes {
+        assert!(n.wait_applied(target, Duration::from_secs(10)).await, "a replica did not apply {target} entries");
+    }
+    // Same applied prefix: same Merkle root and same state on every replica.
+    let digests: Vec<_> = nodes.iter().map(|n| n.state_digest().unwrap()).collect();
+    let at_target: Vec<_> = digests.iter().filter(|d| d.0 == digests[0].0).collect();
+    assert_eq!(at_target.len(), 3, "all replicas at the same applied index: {digests:?}");
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "replicas differ: {digests:?}");
+    assert_eq!(follower.status(last).unwrap(), Some(TxStatus::Committed));
+    assert_eq!(follower.snapshot().unwrap().get("p.t", b"k49").unwrap().unwrap().value, 49u32.to_be_bytes());
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
