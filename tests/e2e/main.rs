@@ -5,5 +5,6 @@
 
 mod cli;
 mod isolation;
+mod ledger;
 mod reproducible;
 mod sandbox;

@@ -61,52 +61,22 @@ fn cgs_host_identity(dir: &std::path::Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_keeps_the_service_certificate() {
-    let sb = Sandbox::start(&[]).await.unwrap();
-    let first = std::fs::read(&sb.ca).unwrap();
-    let data = sb.dir.path().join("data");
-    // Start a second process on the same data directory after stopping the first.
-    let dir_copy = tempfile::tempdir().unwrap();
-    let copy = dir_copy.path().join("data");
-    std::fs::create_dir_all(copy.join("node")).unwrap();
-    std::fs::copy(data.join("service-cert.pem"), copy.join("service-cert.pem")).unwrap();
-    std::fs::copy(data.join("node/service-key.pem"), copy.join("node/service-key.pem")).unwrap();
-    drop(sb);
-    let bins = cgs_e2e::binaries();
-    let mut child = std::process::Command::new(&bins.host)
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--log", "warn", "--plugins"])
-        .arg(cgs_e2e::plugins_dir())
-        .arg("--dir")
-        .arg(&copy)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining stdout for the life of the process.
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
-            if let Some(u) = line.trim().strip_prefix("URL:") {
-                let _ = tx.send(u.trim().to_string());
-            }
-        }
-    });
-    let url = rx.recv_timeout(std::time::Duration::from_secs(120)).unwrap();
-    assert_eq!(
-        std::fs::read(copy.join("service-cert.pem")).unwrap(),
-        first,
-        "the service certificate survives a restart"
-    );
-    let client = cgs_client::Client::new(&url, &first).unwrap();
-    let mut ok = false;
-    for _ in 0..200 {
-        if client.get("/node/health").await.map(|r| r.status == 200).unwrap_or(false) {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ok, "the restarted node serves with the pinned certificate");
+async fn restart_keeps_the_service_and_its_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut sb = Sandbox::start_in(&data, &[]).await.unwrap();
+    let cert = std::fs::read(&sb.ca).unwrap();
+    let key = sb.verifier_key().await.unwrap();
+    let r = sb.client.put_json("/app/greetings/carol", &json!({"text": "still here"})).await.unwrap();
+    assert_eq!(r.status, 201);
+    let tx = r.header("x-cgs-tx-id").unwrap().to_string();
+    assert!(sb.terminate().unwrap().success());
+
+    let sb = Sandbox::start_in(&data, &[]).await.unwrap();
+    assert_eq!(std::fs::read(&sb.ca).unwrap(), cert, "the service certificate survives a restart");
+    assert_eq!(sb.verifier_key().await.unwrap(), key, "so does the checkpoint key");
+    let g = sb.client.get("/app/greetings/carol").await.unwrap().ok_json().unwrap();
+    assert_eq!(g["text"], "still here", "state survives a restart");
+    let status = sb.client.get(&format!("/node/tx/{tx}")).await.unwrap().ok_json().unwrap();
+    assert_eq!(status["status"], "Committed");
 }

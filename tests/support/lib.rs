@@ -87,20 +87,29 @@ pub struct Sandbox {
     /// The service certificate path.
     pub ca: PathBuf,
     /// The data directory.
-    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
     /// A client pinned to the service certificate.
     pub client: cgs_client::Client,
 }
 
 impl Sandbox {
-    /// Start a sandbox with the test plugins and extra flags; returns once `/node/health` answers.
+    /// Start a sandbox with the test plugins and extra flags in a fresh data directory; returns
+    /// once `/node/health` answers.
     pub async fn start(extra: &[&str]) -> Result<Sandbox> {
+        let tmp = tempfile::tempdir()?;
+        let mut sb = Self::start_in(&tmp.path().join("data"), extra).await?;
+        sb._tmp = Some(tmp);
+        Ok(sb)
+    }
+
+    /// Start (or restart) a sandbox on the data directory `data`.
+    pub async fn start_in(data: &Path, extra: &[&str]) -> Result<Sandbox> {
         let bins = binaries();
-        let dir = tempfile::tempdir()?;
         let mut child = Command::new(&bins.host)
             .arg("sandbox")
             .arg("--dir")
-            .arg(dir.path().join("data"))
+            .arg(data)
             .args(["--listen", "127.0.0.1:0", "--log", "warn"])
             .arg("--plugins")
             .arg(plugins_dir())
@@ -125,7 +134,7 @@ impl Sandbox {
                 bail!("cgs-host sandbox did not print its URL within 120 s");
             }
         };
-        let ca = dir.path().join("data").join("service-cert.pem");
+        let ca = data.join("service-cert.pem");
         let client = cgs_client::Client::new(&url, &std::fs::read(&ca)?)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -135,7 +144,19 @@ impl Sandbox {
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-        Ok(Sandbox { child, url, ca, dir, client })
+        Ok(Sandbox { child, url, ca, data: data.to_path_buf(), _tmp: None, client })
+    }
+
+    /// Kill the process without warning (SIGKILL) and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The node's checkpoint verifier key, from `GET /node/identity`.
+    pub async fn verifier_key(&self) -> Result<String> {
+        let id = self.client.get("/node/identity").await?.ok_json()?;
+        Ok(id["verifier_key"].as_str().ok_or_else(|| anyhow!("no verifier_key"))?.to_string())
     }
 
     /// Send SIGTERM and wait for the exit status.

@@ -150,11 +150,18 @@ async fn three_replicas_apply_identically() {
     for n in &nodes {
         assert!(n.wait_applied(target, Duration::from_secs(10)).await, "a replica did not apply {target} entries");
     }
-    // Same applied prefix: same Merkle root and same state on every replica.
-    let digests: Vec<_> = nodes.iter().map(|n| n.state_digest().unwrap()).collect();
-    let at_target: Vec<_> = digests.iter().filter(|d| d.0 == digests[0].0).collect();
-    assert_eq!(at_target.len(), 3, "all replicas at the same applied index: {digests:?}");
-    assert!(digests.windows(2).all(|w| w[0] == w[1]), "replicas differ: {digests:?}");
+    // Same applied prefix: same Merkle root and same state on every replica. (Checkpoint entries
+    // may still be arriving; wait until the replicas are at the same index.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let digests: Vec<_> = nodes.iter().map(|n| n.state_digest().unwrap()).collect();
+        if digests.windows(2).all(|w| w[0].0 == w[1].0) {
+            assert!(digests.windows(2).all(|w| w[0] == w[1]), "replicas at the same index differ: {digests:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas never reached the same index: {digests:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(follower.status(last).unwrap(), Some(TxStatus::Committed));
     assert_eq!(follower.snapshot().unwrap().get("p.t", b"k49").unwrap().unwrap().value, 49u32.to_be_bytes());
     for n in &nodes {
