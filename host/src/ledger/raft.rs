@@ -180,6 +180,10 @@ fn writer(shared: Arc<Shared>, cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>>, rx: s
                 Err(_) => break,
             }
         }
+        if std::env::var_os("CGS_DEBUG_BATCH").is_some() {
+            let n: usize = batch.iter().map(|j| if let Job::Append { entries, .. } = j { entries.len() } else { 0 }).sum();
+            eprintln!("log batch: {} jobs, {n} entries", batch.len());
+        }
         let result = (|| -> Result<(), String> {
             let mut tx = shared.db.begin_write().map_err(|e| e.to_string())?;
             tx.set_durability(redb::Durability::Immediate).map_err(|e| e.to_string())?;
@@ -402,6 +406,9 @@ impl merkle::NodesMut for RedbNodes<'_, '_> {
 /// Apply a batch of entries in one (non-durable) redb transaction; the log is the durable record,
 /// so after a crash the state is rebuilt by re-applying from the last durable `applied`.
 fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResult>, String> {
+    if std::env::var_os("CGS_DEBUG_BATCH").is_some() {
+        eprintln!("apply batch: {} entries", entries.len());
+    }
     let mut tx = shared.db.begin_write().map_err(|e| e.to_string())?;
     tx.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
     let mut results = Vec::with_capacity(entries.len());
