@@ -58,7 +58,10 @@ async fn run_writers(ledger: Arc<Ledger>, writers: usize, seconds: f64) -> (f64,
                 tx.put("bench.events", format!("{w:04}-{i:010}").as_bytes(), value.clone());
                 let (r, wr) = tx.into_sets();
                 let t = Instant::now();
-                ledger.commit(r, wr, TxMeta { caller: "bench".into(), operation: "append".into(), ..TxMeta::default() }).await.unwrap();
+                ledger
+                    .commit(r, wr, TxMeta { caller: "bench".into(), operation: "append".into(), ..TxMeta::default() })
+                    .await
+                    .unwrap();
                 lat.push(t.elapsed());
                 i += 1;
             }
@@ -91,11 +94,14 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
     let dir = tempfile::tempdir_in(&base).unwrap();
     let (rate, p50, p99, n) = fsync_baseline(dir.path(), seconds.min(3.0));
-    println!("| baseline: 4 KiB append + fdatasync, 1 at a time (same disk, same run) | {rate:.0} | {p50:.3} | {p99:.3} | {n} |");
+    println!(
+        "| baseline: 4 KiB append + fdatasync, 1 at a time (same disk, same run) | {rate:.0} | {p50:.3} | {p99:.3} | {n} |"
+    );
     for writers in [1usize, 256] {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let (rate, p50, p99, n) = rt.block_on(async {
-            let ledger = Ledger::open(dir.path(), LedgerConfig::default(), "cgs/bench", Router::default()).await.unwrap();
+            let ledger =
+                Ledger::open(dir.path(), LedgerConfig::default(), "cgs/bench", Router::default()).await.unwrap();
             ledger.initialize_single("bench").await.unwrap();
             ledger.wait_for_leader(Duration::from_secs(10)).await.unwrap();
             // Warm up.

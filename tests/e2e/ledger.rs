@@ -113,7 +113,7 @@ fn tamper(dir: &Path, f: impl FnOnce(&mut redb::Table<'_, u64, &'static [u8]>)) 
     let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
     let tx = db.begin_write().unwrap();
     {
-        let mut log = tx.open_table(fmt::LOG).unwrap();
+        let mut log = tx.open_table(fmt::LEDGER).unwrap();
         f(&mut log);
     }
     tx.commit().unwrap();
@@ -122,7 +122,7 @@ fn tamper(dir: &Path, f: impl FnOnce(&mut redb::Table<'_, u64, &'static [u8]>)) 
 fn entry(dir: &Path, seqno: u64) -> Vec<u8> {
     let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
     let tx = db.begin_read().unwrap();
-    let log = tx.open_table(fmt::LOG).unwrap();
+    let log = tx.open_table(fmt::LEDGER).unwrap();
     log.get(seqno).unwrap().unwrap().value().to_vec()
 }
 

@@ -27,7 +27,7 @@ use cgs_core::store_format as fmt;
 use openraft::BasicNode;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-pub use raft::{ApplyResult, Proposal, Raft, Router, TypeConfig};
+pub use raft::{ApplyResult, Outcome, Proposal, Raft, Router, TypeConfig};
 
 use crate::store::{
     CommitError, CommitFuture, Entry, KeyRange, ReadSet, Snapshot, Store, StoreError, TxMeta, Versioned, WriteSet,
@@ -127,7 +127,70 @@ pub struct Ledger {
     signer: Arc<NodeSigner>,
     secret: Arc<LedgerSecret>,
     node_id: u64,
-    signer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A payload waiting to be proposed, and who waits for its outcome.
+struct Pending {
+    payload: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<Result<(TxId, Outcome), CommitError>>,
+}
+
+/// Most payloads in one raft record.
+const MAX_BATCH: usize = 4096;
+/// Most payload bytes in one raft record.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// Group commit: take everything queued (up to a limit) as one raft record. Two of these run, so
+/// that while one record is being replicated and flushed the next is already formed and queued
+/// behind it (openraft 0.9 flushes one append at a time).
+async fn proposer(raft: Raft, rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Pending>>>) {
+    loop {
+        let batch = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut bytes = first.payload.len();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.payload.len();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let (payloads, waiters): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().map(|p| (p.payload, p.done)).unzip();
+        match raft.client_write(Proposal(payloads)).await {
+            Ok(resp) => {
+                let mut outcomes = resp.data.0.into_iter();
+                for w in waiters {
+                    let r = match outcomes.next() {
+                        Some((id, Outcome::Applied)) => Ok((id, Outcome::Applied)),
+                        Some((_, Outcome::Conflict(why))) => Err(CommitError::Conflict(why)),
+                        None => {
+                            Err(CommitError::Store(StoreError("the record applied fewer entries than proposed".into())))
+                        }
+                    };
+                    let _ = w.send(r);
+                }
+            }
+            Err(e) => {
+                let msg = match &e {
+                    openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
+                        format!("this node is not the leader (leader: {:?})", f.leader_id)
+                    }
+                    other => other.to_string(),
+                };
+                for w in waiters {
+                    let _ = w.send(Err(CommitError::Store(StoreError(msg.clone()))));
+                }
+            }
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -156,7 +219,8 @@ impl Ledger {
             let tx = db.begin_write().map_err(db_err)?;
             let log_origin: String;
             {
-                tx.open_table(fmt::LOG).map_err(db_err)?;
+                tx.open_table(fmt::RAFT_LOG).map_err(db_err)?;
+                tx.open_table(fmt::LEDGER).map_err(db_err)?;
                 tx.open_table(fmt::STATE).map_err(db_err)?;
                 tx.open_table(fmt::TABLE_VERSIONS).map_err(db_err)?;
                 tx.open_table(fmt::MERKLE).map_err(db_err)?;
@@ -189,21 +253,15 @@ impl Ledger {
         );
         let secret = Arc::new(LedgerSecret::load_or_create(&dir.join("node").join("ledger-secret")).map_err(db_err)?);
 
-        let applied = {
-            let tx = db.begin_read().map_err(db_err)?;
-            let t = tx.open_table(fmt::META).map_err(db_err)?;
-            t.get("applied")
-                .map_err(db_err)?
-                .and_then(|v| serde_json::from_slice::<Option<openraft::LogId<u64>>>(v.value()).ok().flatten())
-                .map(|l| l.index + 1)
-                .unwrap_or(0)
-        };
+        let applied = meta_u64(&db, "ledger_size")?;
+        let applied_term = meta_u64(&db, "ledger_term")?;
         let last_non_signature = meta_u64(&db, "last_non_signature")?;
         let last_checkpoint = meta_u64(&db, "last_checkpoint")?;
         let (applied_tx, _) = tokio::sync::watch::channel(applied);
         let shared = Arc::new(raft::Shared {
             db,
             applied: applied.into(),
+            applied_term: applied_term.into(),
             last_non_signature: last_non_signature.into(),
             last_checkpoint: last_checkpoint.into(),
             sign_now: tokio::sync::Notify::new(),
@@ -231,11 +289,22 @@ impl Ledger {
             .map_err(|e| LedgerError::Raft(e.to_string()))?;
         router.add(config.node_id, raft.clone());
 
-        let ledger =
-            Arc::new(Ledger { raft, shared, signer, secret, node_id: config.node_id, signer_task: Mutex::new(None) });
-        let task = tokio::spawn(signature_loop(Arc::downgrade(&ledger), config.signature_interval));
-        if let Ok(mut t) = ledger.signer_task.lock() {
-            *t = Some(task);
+        let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut tasks =
+            vec![tokio::spawn(proposer(raft.clone(), rx.clone())), tokio::spawn(proposer(raft.clone(), rx))];
+        let ledger = Arc::new(Ledger {
+            raft,
+            shared,
+            signer,
+            secret,
+            node_id: config.node_id,
+            proposals,
+            tasks: Mutex::new(Vec::new()),
+        });
+        tasks.push(tokio::spawn(signature_loop(Arc::downgrade(&ledger), config.signature_interval)));
+        if let Ok(mut t) = ledger.tasks.lock() {
+            *t = tasks;
         }
         Ok(ledger)
     }
@@ -279,12 +348,10 @@ impl Ledger {
         }
     }
 
-    /// The last log entry and the last applied one (tx ids).
-    pub fn progress(&self) -> (TxId, TxId) {
-        let m = self.raft.metrics().borrow().clone();
-        let applied = m.last_applied.map(|l| TxId::new(l.leader_id.term, l.index + 1)).unwrap_or_default();
-        let last = m.last_log_index.map(|i| TxId::new(m.current_term, i + 1)).unwrap_or_default();
-        (last, applied)
+    /// The last applied ledger entry (tx id). Seqnos are assigned when a record is applied, so
+    /// this is both the last and the committed transaction of this node's ledger.
+    pub fn last_applied(&self) -> TxId {
+        TxId::new(self.shared.applied_term.load(Ordering::Acquire), self.shared.applied.load(Ordering::Acquire))
     }
 
     /// Record this node's checkpoint key in `sys.nodes` (once).
@@ -319,36 +386,24 @@ impl Ledger {
         }
     }
 
-    /// The status of a transaction id; `None` if no entry has that seqno yet.
+    /// The status of a transaction id; `None` if no entry has that seqno yet. Tx ids are given
+    /// out once applied, so a known id is `Committed` or `Invalid`, never `Pending`.
     pub fn status(&self, tx: TxId) -> Result<Option<TxStatus>, LedgerError> {
-        if tx.seqno == 0 {
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        if tx.seqno == 0 || tx.seqno > applied {
             return Ok(None);
         }
-        let applied = self.shared.applied.load(Ordering::Acquire);
         let rtx = self.shared.db.begin_read().map_err(db_err)?;
-        if tx.seqno <= applied {
-            let log = rtx.open_table(fmt::LOG).map_err(db_err)?;
-            let term = log
-                .get(tx.seqno)
-                .map_err(db_err)?
-                .and_then(|v| v.value().get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes));
-            if term != Some(tx.term) {
-                return Ok(Some(TxStatus::Invalid));
-            }
-            let invalid = rtx.open_table(fmt::INVALID).map_err(db_err)?;
-            return Ok(Some(if invalid.get(tx.seqno).map_err(db_err)?.is_some() {
-                TxStatus::Invalid
-            } else {
-                TxStatus::Committed
-            }));
+        let ledger = rtx.open_table(fmt::LEDGER).map_err(db_err)?;
+        let term = ledger
+            .get(tx.seqno)
+            .map_err(db_err)?
+            .and_then(|v| v.value().get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes));
+        if term != Some(tx.term) {
+            return Ok(Some(TxStatus::Invalid));
         }
-        let m = self.raft.metrics().borrow().clone();
-        match m.last_log_index.map(|i| i + 1) {
-            Some(last) if tx.seqno <= last => {
-                Ok(Some(if tx.term <= m.current_term { TxStatus::Pending } else { TxStatus::Invalid }))
-            }
-            _ => Ok(None),
-        }
+        let invalid = rtx.open_table(fmt::INVALID).map_err(db_err)?;
+        Ok(Some(if invalid.get(tx.seqno).map_err(db_err)?.is_some() { TxStatus::Invalid } else { TxStatus::Committed }))
     }
 
     /// Wait until `seqno` is applied (or `timeout`).
@@ -358,7 +413,7 @@ impl Ledger {
     }
 
     fn entry_bytes(&self, rtx: &redb::ReadTransaction, seqno: u64) -> Result<Vec<u8>, LedgerError> {
-        let log = rtx.open_table(fmt::LOG).map_err(db_err)?;
+        let log = rtx.open_table(fmt::LEDGER).map_err(db_err)?;
         let v = log.get(seqno).map_err(db_err)?.ok_or_else(|| LedgerError::NotFound(format!("no entry {seqno}")))?;
         Ok(v.value().to_vec())
     }
@@ -524,14 +579,23 @@ impl Ledger {
         self.shared.applied.load(Ordering::Acquire)
     }
 
-    /// Stop raft and the signer.
+    /// Stop raft, the proposers and the signer.
     pub async fn shutdown(&self) {
-        if let Ok(mut t) = self.signer_task.lock()
-            && let Some(t) = t.take()
-        {
-            t.abort();
-        }
+        self.stop_tasks();
         let _ = self.raft.shutdown().await;
+    }
+
+    fn stop_tasks(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    /// Queue a payload for the next raft record and wait for its outcome.
+    async fn propose(&self, payload: Vec<u8>) -> Result<(TxId, Outcome), CommitError> {
+        propose(&self.proposals, payload).await
     }
 
     /// Propose a signed checkpoint of everything applied, if anything is unsigned.
@@ -558,19 +622,26 @@ impl Ledger {
             note: self.signer.sign_checkpoint(applied, &root),
             cose_signature: self.signer.sign_receipt_root(&root),
         });
-        self.raft.client_write(Proposal(payload.encode())).await.map_err(|e| LedgerError::Raft(e.to_string()))?;
+        self.propose(payload.encode()).await.map_err(|e| LedgerError::Raft(e.to_string()))?;
         Ok(true)
     }
 }
 
 impl Drop for Ledger {
     fn drop(&mut self) {
-        if let Ok(mut t) = self.signer_task.lock()
-            && let Some(t) = t.take()
-        {
-            t.abort();
-        }
+        self.stop_tasks();
     }
+}
+
+async fn propose(
+    proposals: &tokio::sync::mpsc::UnboundedSender<Pending>,
+    payload: Vec<u8>,
+) -> Result<(TxId, Outcome), CommitError> {
+    let (done, rx) = tokio::sync::oneshot::channel();
+    proposals
+        .send(Pending { payload, done })
+        .map_err(|_| CommitError::Store(StoreError("the ledger is shut down".into())))?;
+    rx.await.map_err(|_| CommitError::Store(StoreError("the ledger is shut down".into())))?
 }
 
 async fn signature_loop(ledger: std::sync::Weak<Ledger>, interval: Duration) {
@@ -706,26 +777,12 @@ impl Store for Ledger {
                 })
                 .collect(),
         };
-        let proposal = Proposal(Payload::Transaction(t).encode());
-        let raft = self.raft.clone();
-        Box::pin(async move {
-            match raft.client_write(proposal).await {
-                Ok(resp) => match resp.data {
-                    ApplyResult::Applied => Ok(TxId::new(resp.log_id.leader_id.term, resp.log_id.index + 1)),
-                    ApplyResult::Conflict(why) => Err(CommitError::Conflict(why)),
-                },
-                Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-                    Err(CommitError::Store(StoreError(format!(
-                        "this node is not the leader (leader: {:?})",
-                        f.leader_id
-                    ))))
-                }
-                Err(e) => Err(CommitError::Store(StoreError(e.to_string()))),
-            }
-        })
+        let payload = Payload::Transaction(t).encode();
+        let proposals = self.proposals.clone();
+        Box::pin(async move { propose(&proposals, payload).await.map(|(id, _)| id) })
     }
 
     fn last_committed(&self) -> TxId {
-        self.progress().1
+        self.last_applied()
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cgs_core::TxId;
-use cgs_core::entry::{self, Payload};
+use cgs_core::entry::{self, Payload, RaftBody, RaftRecord};
 use cgs_core::store_format as fmt;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -24,19 +24,24 @@ use serde::{Deserialize, Serialize};
 
 use super::merkle;
 
-/// A proposal: an encoded [`Payload`] (transaction or signature), before the log assigns its
-/// position.
+/// What the leader proposes as one raft record: encoded [`Payload`]s (transactions and
+/// signatures) that arrived together (group commit). Applying it expands it into one ledger
+/// entry per payload.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Proposal(pub Vec<u8>);
+pub struct Proposal(pub Vec<Vec<u8>>);
 
-/// The outcome of applying an entry.
+/// The outcome of one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ApplyResult {
+pub enum Outcome {
     /// Applied.
     Applied,
     /// Not applied: something the transaction read changed before it was ordered.
     Conflict(String),
 }
+
+/// The outcomes of a record's ledger entries, with their tx ids, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyResult(pub Vec<(TxId, Outcome)>);
 
 openraft::declare_raft_types!(
     /// CGS's raft types.
@@ -63,8 +68,10 @@ fn read_err(e: impl std::fmt::Display) -> SErr {
 /// State shared by the log store, the state machine and the ledger façade.
 pub(crate) struct Shared {
     pub db: Database,
-    /// Seqno of the last applied entry.
+    /// Ledger entries applied (the seqno of the last one).
     pub applied: AtomicU64,
+    /// The term of the last applied ledger entry.
+    pub applied_term: AtomicU64,
     /// Seqno of the last applied entry that is not a signature.
     pub last_non_signature: AtomicU64,
     /// Tree size of the last applied checkpoint.
@@ -77,35 +84,25 @@ pub(crate) struct Shared {
     pub applied_tx: tokio::sync::watch::Sender<u64>,
 }
 
-/// Encode an openraft entry as ledger entry bytes.
-pub(crate) fn entry_bytes(e: &Entry<C>) -> Vec<u8> {
-    let payload = match &e.payload {
-        EntryPayload::Blank => Payload::Blank.encode(),
-        EntryPayload::Normal(p) => p.0.clone(),
-        EntryPayload::Membership(m) => Payload::Membership(serde_json::to_vec(m).unwrap_or_default()).encode(),
+/// Encode an openraft entry as a replicated-log record.
+pub(crate) fn record_of(e: &Entry<C>) -> RaftRecord {
+    let body = match &e.payload {
+        EntryPayload::Blank => RaftBody::Blank,
+        EntryPayload::Normal(p) => RaftBody::Batch(p.0.clone()),
+        EntryPayload::Membership(m) => RaftBody::Membership(serde_json::to_vec(m).unwrap_or_default()),
     };
-    // openraft counts from 0; ledger seqnos from 1.
-    entry::encode_with_payload(e.log_id.leader_id.term, e.log_id.index + 1, &payload)
+    RaftRecord { term: e.log_id.leader_id.term, index: e.log_id.index, body }
 }
 
-/// Decode ledger entry bytes into an openraft entry.
-pub(crate) fn bytes_entry(b: &[u8]) -> Result<Entry<C>, String> {
-    if b.len() < 18 || b[0] != entry::ENTRY_VERSION {
-        return Err("not a version-1 ledger entry".into());
-    }
-    let term = u64::from_be_bytes(b[1..9].try_into().map_err(|_| "short")?);
-    let seqno = u64::from_be_bytes(b[9..17].try_into().map_err(|_| "short")?);
-    let index = seqno.checked_sub(1).ok_or("seqno 0 is not a ledger position")?;
-    let payload = &b[17..];
-    let payload = match payload[0] {
-        0 => EntryPayload::Blank,
-        1 => match Payload::decode(payload).map_err(|e| e.to_string())? {
-            Payload::Membership(m) => EntryPayload::Membership(serde_json::from_slice(&m).map_err(|e| e.to_string())?),
-            _ => return Err("membership entry does not decode".into()),
-        },
-        _ => EntryPayload::Normal(Proposal(payload.to_vec())),
+/// Decode a replicated-log record into an openraft entry.
+pub(crate) fn entry_of(b: &[u8]) -> Result<Entry<C>, String> {
+    let r = RaftRecord::decode(b).map_err(|e| e.to_string())?;
+    let payload = match r.body {
+        RaftBody::Blank => EntryPayload::Blank,
+        RaftBody::Membership(m) => EntryPayload::Membership(serde_json::from_slice(&m).map_err(|e| e.to_string())?),
+        RaftBody::Batch(items) => EntryPayload::Normal(Proposal(items)),
     };
-    Ok(Entry { log_id: LogId::new(CommittedLeaderId::new(term, 0), index), payload })
+    Ok(Entry { log_id: LogId::new(CommittedLeaderId::new(r.term, 0), r.index), payload })
 }
 
 fn meta_get(db: &Database, key: &str) -> Result<Option<Vec<u8>>, SErr> {
@@ -158,13 +155,13 @@ impl LogStore {
 
     fn last_in_db(&self) -> Result<Option<LogId<u64>>, SErr> {
         let tx = self.shared.db.begin_read().map_err(read_err)?;
-        let t = match tx.open_table(fmt::LOG) {
+        let t = match tx.open_table(fmt::RAFT_LOG) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(read_err(e)),
         };
         match t.last().map_err(read_err)? {
-            Some((_, v)) => Ok(Some(bytes_entry(v.value()).map_err(read_err)?.log_id)),
+            Some((_, v)) => Ok(Some(entry_of(v.value()).map_err(read_err)?.log_id)),
             None => Ok(None),
         }
     }
@@ -180,21 +177,17 @@ fn writer(shared: Arc<Shared>, cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>>, rx: s
                 Err(_) => break,
             }
         }
-        if std::env::var_os("CGS_DEBUG_BATCH").is_some() {
-            let n: usize = batch.iter().map(|j| if let Job::Append { entries, .. } = j { entries.len() } else { 0 }).sum();
-            eprintln!("log batch: {} jobs, {n} entries", batch.len());
-        }
         let result = (|| -> Result<(), String> {
             let mut tx = shared.db.begin_write().map_err(|e| e.to_string())?;
             tx.set_durability(redb::Durability::Immediate).map_err(|e| e.to_string())?;
             {
-                let mut log = tx.open_table(fmt::LOG).map_err(|e| e.to_string())?;
+                let mut log = tx.open_table(fmt::RAFT_LOG).map_err(|e| e.to_string())?;
                 let mut meta = tx.open_table(fmt::META).map_err(|e| e.to_string())?;
                 for job in &batch {
                     match job {
                         Job::Append { entries, .. } => {
                             for (id, bytes) in entries {
-                                log.insert(id.index + 1, bytes.as_slice()).map_err(|e| e.to_string())?;
+                                log.insert(id.index, bytes.as_slice()).map_err(|e| e.to_string())?;
                             }
                         }
                         Job::Truncate { from, .. } => {
@@ -277,17 +270,16 @@ impl RaftLogReader<C> for LogStore {
         };
         if db_end.is_none_or(|e| e > start) {
             let tx = self.shared.db.begin_read().map_err(read_err)?;
-            match tx.open_table(fmt::LOG) {
+            match tx.open_table(fmt::RAFT_LOG) {
                 Ok(t) => {
-                    // Table keys are seqnos: raft index + 1.
                     let iter = match db_end {
-                        Some(e) => t.range(start + 1..e + 1),
-                        None => t.range(start + 1..),
+                        Some(e) => t.range(start..e),
+                        None => t.range(start..),
                     }
                     .map_err(read_err)?;
                     for r in iter {
                         let (_, v) = r.map_err(read_err)?;
-                        let e = bytes_entry(v.value()).map_err(read_err)?;
+                        let e = entry_of(v.value()).map_err(read_err)?;
                         out.insert(e.log_id.index, e);
                     }
                 }
@@ -347,7 +339,7 @@ impl RaftLogStorage<C> for LogStore {
         {
             let mut c = self.cache.lock().map_err(|_| store_err("log cache poisoned"))?;
             for e in entries {
-                encoded.push((e.log_id, entry_bytes(&e)));
+                encoded.push((e.log_id, record_of(&e).encode()));
                 c.insert(e.log_id.index, e);
             }
         }
@@ -363,7 +355,7 @@ impl RaftLogStorage<C> for LogStore {
             }
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Job::Truncate { from: log_id.index + 1, done: tx })?;
+        self.send(Job::Truncate { from: log_id.index, done: tx })?;
         rx.await.map_err(store_err)?.map_err(store_err)
     }
 
@@ -403,19 +395,20 @@ impl merkle::NodesMut for RedbNodes<'_, '_> {
     }
 }
 
-/// Apply a batch of entries in one (non-durable) redb transaction; the log is the durable record,
-/// so after a crash the state is rebuilt by re-applying from the last durable `applied`.
+/// Apply committed records in one (non-durable) redb transaction: expand each into ledger
+/// entries, append their Merkle leaves, check each transaction's read set and apply its writes.
+/// The raft log is the durable record: after a crash the state is rebuilt by re-applying from the
+/// last durable `applied`.
 fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResult>, String> {
-    if std::env::var_os("CGS_DEBUG_BATCH").is_some() {
-        eprintln!("apply batch: {} entries", entries.len());
-    }
     let mut tx = shared.db.begin_write().map_err(|e| e.to_string())?;
     tx.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
     let mut results = Vec::with_capacity(entries.len());
     let mut last_non_sig = shared.last_non_signature.load(Ordering::Acquire);
     let mut last_checkpoint = shared.last_checkpoint.load(Ordering::Acquire);
-    let mut applied = shared.applied.load(Ordering::Acquire);
+    let mut size = shared.applied.load(Ordering::Acquire);
+    let mut term = shared.applied_term.load(Ordering::Acquire);
     {
+        let mut ledger = tx.open_table(fmt::LEDGER).map_err(|e| e.to_string())?;
         let mut state = tx.open_table(fmt::STATE).map_err(|e| e.to_string())?;
         let mut versions = tx.open_table(fmt::TABLE_VERSIONS).map_err(|e| e.to_string())?;
         let mut nodes = tx.open_table(fmt::MERKLE).map_err(|e| e.to_string())?;
@@ -423,32 +416,32 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
         let mut checkpoints = tx.open_table(fmt::CHECKPOINTS).map_err(|e| e.to_string())?;
         let mut meta = tx.open_table(fmt::META).map_err(|e| e.to_string())?;
         for e in &entries {
-            let seqno = e.log_id.index + 1;
-            if seqno != applied + 1 {
-                return Err(format!("apply out of order: entry {seqno} after {applied}"));
-            }
-            let bytes = entry_bytes(e);
-            merkle::append(&mut RedbNodes(&mut nodes), seqno - 1, merkle::leaf(&entry::leaf_input(&bytes)))?;
-            let tx_id = TxId::new(e.log_id.leader_id.term, seqno);
-            let result = match &e.payload {
-                EntryPayload::Blank => {
-                    last_non_sig = seqno;
-                    ApplyResult::Applied
-                }
-                EntryPayload::Membership(m) => {
-                    last_non_sig = seqno;
-                    let stored = StoredMembership::new(Some(e.log_id), m.clone());
-                    meta.insert("membership", serde_json::to_vec(&stored).map_err(|e| e.to_string())?.as_slice())
-                        .map_err(|e| e.to_string())?;
-                    ApplyResult::Applied
-                }
-                EntryPayload::Normal(p) => match Payload::decode(&p.0).map_err(|e| e.to_string())? {
+            let record = record_of(e);
+            let payloads: Vec<&[u8]> = match &e.payload {
+                EntryPayload::Normal(p) => p.0.iter().map(Vec::as_slice).collect(),
+                _ => Vec::new(),
+            };
+            let mut outcomes = Vec::new();
+            for (i, bytes) in record.expand(size + 1).into_iter().enumerate() {
+                let seqno = size + 1;
+                ledger.insert(seqno, bytes.as_slice()).map_err(|e| e.to_string())?;
+                merkle::append(&mut RedbNodes(&mut nodes), seqno - 1, merkle::leaf(&entry::leaf_input(&bytes)))?;
+                let tx_id = TxId::new(record.term, seqno);
+                let payload = match payloads.get(i) {
+                    Some(p) => Payload::decode(p).map_err(|e| e.to_string())?,
+                    None => Payload::Blank,
+                };
+                let outcome = match payload {
+                    Payload::Blank | Payload::Membership(_) => {
+                        last_non_sig = seqno;
+                        Outcome::Applied
+                    }
                     Payload::Transaction(t) => {
                         last_non_sig = seqno;
                         match validate(&state, &versions, &t)? {
                             Some(why) => {
                                 invalid.insert(seqno, ()).map_err(|e| e.to_string())?;
-                                ApplyResult::Conflict(why)
+                                Outcome::Conflict(why)
                             }
                             None => {
                                 let enc = fmt::encode_tx_id(tx_id);
@@ -466,33 +459,42 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
                                     }
                                     versions.insert(w.table.as_str(), enc.as_slice()).map_err(|e| e.to_string())?;
                                 }
-                                ApplyResult::Applied
+                                Outcome::Applied
                             }
                         }
                     }
-                    Payload::Signature(s) => {
-                        checkpoints.insert(s.tree_size, seqno).map_err(|e| e.to_string())?;
-                        last_checkpoint = last_checkpoint.max(s.tree_size);
-                        ApplyResult::Applied
+                    Payload::Signature(sig) => {
+                        checkpoints.insert(sig.tree_size, seqno).map_err(|e| e.to_string())?;
+                        last_checkpoint = last_checkpoint.max(sig.tree_size);
+                        Outcome::Applied
                     }
-                    Payload::Blank | Payload::Membership(_) => {
-                        return Err("a proposal must be a transaction or signature".into());
-                    }
-                },
-            };
-            applied = seqno;
-            meta.insert("applied", serde_json::to_vec(&Some(e.log_id)).map_err(|e| e.to_string())?.as_slice())
-                .map_err(|e| e.to_string())?;
-            results.push(result);
+                };
+                outcomes.push((tx_id, outcome));
+                size = seqno;
+                term = record.term;
+            }
+            if let EntryPayload::Membership(m) = &e.payload {
+                let stored = StoredMembership::new(Some(e.log_id), m.clone());
+                meta.insert("membership", serde_json::to_vec(&stored).map_err(|e| e.to_string())?.as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
+            results.push(ApplyResult(outcomes));
         }
+        if let Some(last) = entries.last() {
+            meta.insert("applied", serde_json::to_vec(&Some(last.log_id)).map_err(|e| e.to_string())?.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
+        meta.insert("ledger_size", size.to_be_bytes().as_slice()).map_err(|e| e.to_string())?;
+        meta.insert("ledger_term", term.to_be_bytes().as_slice()).map_err(|e| e.to_string())?;
         meta.insert("last_non_signature", last_non_sig.to_be_bytes().as_slice()).map_err(|e| e.to_string())?;
         meta.insert("last_checkpoint", last_checkpoint.to_be_bytes().as_slice()).map_err(|e| e.to_string())?;
     }
     tx.commit().map_err(|e| e.to_string())?;
-    shared.applied.store(applied, Ordering::Release);
+    shared.applied_term.store(term, Ordering::Release);
+    shared.applied.store(size, Ordering::Release);
     shared.last_non_signature.store(last_non_sig, Ordering::Release);
     shared.last_checkpoint.store(last_checkpoint, Ordering::Release);
-    shared.applied_tx.send_replace(applied);
+    shared.applied_tx.send_replace(size);
     if last_non_sig.saturating_sub(last_checkpoint) >= shared.signature_interval_txs {
         shared.sign_now.notify_one();
     }

@@ -368,6 +368,108 @@ impl Entry {
     }
 }
 
+/// One record of the replicated (raft) log. The leader groups the transactions that arrive while
+/// the previous group is being flushed into one record (group commit); applying a record expands
+/// it into consecutive ledger entries, one per transaction, each with its own seqno and Merkle
+/// leaf. Blank and membership records expand into one entry each.
+///
+/// Layout: `version(u8) ‖ term(u64) ‖ index(u64) ‖ kind(u8) ‖ body` with kind 0 blank (no body),
+/// 1 membership (`u32 len ‖ JSON`), 2 batch (`u32 count ‖ (u32 len ‖ payload)*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftRecord {
+    /// The leader's term.
+    pub term: u64,
+    /// The raft log index (0-based).
+    pub index: u64,
+    /// What it holds.
+    pub body: RaftBody,
+}
+
+/// The content of a raft record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RaftBody {
+    /// A new leader's first record.
+    Blank,
+    /// A membership change (openraft JSON).
+    Membership(Vec<u8>),
+    /// Encoded [`Payload`]s (transactions and signatures), in order.
+    Batch(Vec<Vec<u8>>),
+}
+
+impl RaftRecord {
+    /// Encode the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(64));
+        w.u8(ENTRY_VERSION);
+        w.u64(self.term);
+        w.u64(self.index);
+        match &self.body {
+            RaftBody::Blank => w.u8(0),
+            RaftBody::Membership(m) => {
+                w.u8(1);
+                w.bytes32(m);
+            }
+            RaftBody::Batch(items) => {
+                w.u8(2);
+                w.u32(items.len() as u32);
+                for p in items {
+                    w.bytes32(p);
+                }
+            }
+        }
+        w.0
+    }
+
+    /// Decode a record; every byte must be used.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        let v = r.u8("version")?;
+        if v != ENTRY_VERSION {
+            return Err(DecodeError(format!("unknown record version {v}")));
+        }
+        let term = r.u64("term")?;
+        let index = r.u64("index")?;
+        let body = match r.u8("record kind")? {
+            0 => RaftBody::Blank,
+            1 => RaftBody::Membership(r.bytes32("membership")?),
+            2 => {
+                let n = r.count("batch", 4)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(r.bytes32("batch item")?);
+                }
+                RaftBody::Batch(items)
+            }
+            other => return Err(DecodeError(format!("unknown record kind {other}"))),
+        };
+        if !r.0.is_empty() {
+            return Err(DecodeError(format!("{} trailing bytes", r.0.len())));
+        }
+        Ok(Self { term, index, body })
+    }
+
+    /// How many ledger entries this record expands into.
+    pub fn entry_count(&self) -> u64 {
+        match &self.body {
+            RaftBody::Batch(items) => items.len() as u64,
+            _ => 1,
+        }
+    }
+
+    /// The encoded ledger entries of this record, numbered from `first_seqno`.
+    pub fn expand(&self, first_seqno: u64) -> Vec<Vec<u8>> {
+        match &self.body {
+            RaftBody::Blank => vec![encode_with_payload(self.term, first_seqno, &Payload::Blank.encode())],
+            RaftBody::Membership(m) => {
+                vec![encode_with_payload(self.term, first_seqno, &Payload::Membership(m.clone()).encode())]
+            }
+            RaftBody::Batch(items) => {
+                items.iter().zip(first_seqno..).map(|(p, seqno)| encode_with_payload(self.term, seqno, p)).collect()
+            }
+        }
+    }
+}
+
 /// Encode an entry from its log position and an already encoded payload.
 pub fn encode_with_payload(term: u64, seqno: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(17 + payload.len());
@@ -446,6 +548,25 @@ mod tests {
         let mut bad = sample()[0].encode();
         bad[0] = 2;
         assert!(Entry::decode(&bad).is_err(), "unknown version");
+    }
+
+    #[test]
+    fn raft_records_round_trip_and_expand() {
+        let tx = sample()[2].payload.encode();
+        let r = RaftRecord { term: 3, index: 9, body: RaftBody::Batch(vec![tx.clone(), tx.clone()]) };
+        let b = r.encode();
+        assert_eq!(RaftRecord::decode(&b).unwrap(), r);
+        for n in 0..b.len() {
+            assert!(RaftRecord::decode(&b[..n]).is_err());
+        }
+        let entries = r.expand(41);
+        assert_eq!(entries.len(), 2);
+        let e = Entry::decode(&entries[1]).unwrap();
+        assert_eq!((e.term, e.seqno), (3, 42));
+        assert_eq!(
+            Entry::decode(&RaftRecord { term: 1, index: 0, body: RaftBody::Blank }.expand(1)[0]).unwrap().payload,
+            Payload::Blank
+        );
     }
 
     #[test]

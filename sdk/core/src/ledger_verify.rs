@@ -108,13 +108,9 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
     }
     let origin =
         String::from_utf8(meta_bytes("origin")?.unwrap_or_default()).map_err(|_| dberr(&"origin is not UTF-8"))?;
-    let applied: u64 = meta_bytes("applied")?
-        .and_then(|b| serde_json::from_slice::<Option<serde_json::Value>>(&b).ok().flatten())
-        .and_then(|v| v["index"].as_u64())
-        .map(|i| i + 1)
-        .unwrap_or(0);
+    let applied: u64 = meta_bytes("ledger_size")?.and_then(|b| b.try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
 
-    let log = rtx.open_table(fmt::LOG).map_err(|e| dberr(&e))?;
+    let log = rtx.open_table(fmt::LEDGER).map_err(|e| dberr(&e))?;
     let merkle_nodes = rtx.open_table(fmt::MERKLE).map_err(|e| dberr(&e))?;
     let invalid_table = rtx.open_table(fmt::INVALID).map_err(|e| dberr(&e))?;
 
@@ -316,6 +312,37 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
         return fail(seqno, "the node's list of refused transactions differs from the replay");
     }
     report.state_keys = seen;
+
+    // The ledger must be exactly the expansion of the replicated log it was applied from.
+    let raft_log = rtx.open_table(fmt::RAFT_LOG).map_err(|e| dberr(&e))?;
+    let mut next_seqno = 1u64;
+    let mut last_term = 0u64;
+    for (want_index, item) in (0u64..).zip(raft_log.iter().map_err(|e| dberr(&e))?) {
+        let (k, v) = item.map_err(|e| dberr(&e))?;
+        if k.value() != want_index {
+            return fail(next_seqno, format!("replicated log record {want_index} is missing (next is {})", k.value()));
+        }
+        let rec = crate::entry::RaftRecord::decode(v.value())
+            .map_err(|e| Failure { seqno: next_seqno, reason: format!("replicated log record {want_index}: {e}") })?;
+        if rec.index != want_index || rec.term < last_term {
+            return fail(next_seqno, format!("replicated log record {want_index} is out of place"));
+        }
+        last_term = rec.term;
+        for bytes in rec.expand(next_seqno) {
+            if next_seqno <= applied {
+                match log.get(next_seqno).map_err(|e| dberr(&e))? {
+                    Some(stored) if stored.value() == bytes.as_slice() => {}
+                    _ => {
+                        return fail(next_seqno, "the ledger entry differs from the replicated log it was applied from");
+                    }
+                }
+            }
+            next_seqno += 1;
+        }
+    }
+    if next_seqno <= applied {
+        return fail(next_seqno, "the ledger has entries the replicated log does not contain");
+    }
     Ok(report)
 }
 

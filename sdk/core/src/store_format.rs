@@ -10,10 +10,13 @@ pub const FILE_NAME: &str = "ledger.redb";
 /// The format version stored under `meta["format"]`.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The replicated log: seqno → encoded [`crate::entry::Entry`].
-pub const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("log");
-/// Small records: `format`, `vote`, `committed`, `purged`, `applied`, `membership`,
-/// `last_non_signature`, `last_checkpoint`.
+/// The replicated (raft) log: raft index → encoded [`crate::entry::RaftRecord`].
+pub const RAFT_LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("raft_log");
+/// The ledger: seqno → encoded [`crate::entry::Entry`], written as records are applied (the
+/// expansion of the raft log).
+pub const LEDGER: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("ledger");
+/// Small records: `format`, `origin`, `vote`, `committed`, `purged`, `applied` (raft log ids as
+/// JSON), `membership` (JSON), `ledger_size`, `last_non_signature`, `last_checkpoint` (u64).
 pub const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
 /// Applied state: `table ‖ 0x00 ‖ key` → `term u64 ‖ seqno u64 ‖ value`.
 pub const STATE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("state");
