@@ -195,6 +195,42 @@ async fn tampering_fails_verification_at_the_right_seqno() {
     let (ok, _, err) = cgs(&["ledger", "verify", dir.to_str().unwrap()]);
     assert!(!ok && err.contains(&format!("seqno {k}:")), "{err}");
 
+    // Altering the transaction inside the replicated log (not the ledger table) is caught by the
+    // cross-check, at the same seqno.
+    let dir = copy_ledger(&data, &tmp.path().join("raft-log"));
+    {
+        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut log = tx.open_table(fmt::RAFT_LOG).unwrap();
+            let mut seqno = 1u64;
+            let mut target = None;
+            for r in log.iter().unwrap() {
+                let (i, v) = r.unwrap();
+                let rec = cgs_core::entry::RaftRecord::decode(v.value()).unwrap();
+                let n = rec.entry_count();
+                if (seqno..seqno + n).contains(&k) {
+                    target = Some((i.value(), v.value().to_vec(), (k - seqno) as usize));
+                    break;
+                }
+                seqno += n;
+            }
+            let (index, mut bytes, item) = target.expect("a record holds entry k");
+            // Header (version, term, index, kind, count), then length-prefixed items.
+            let mut off = 1 + 8 + 8 + 1 + 4;
+            for _ in 0..item {
+                let len = u32::from_be_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+                off += 4 + len;
+            }
+            let len = u32::from_be_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+            bytes[off + 4 + len - 1] ^= 0x01;
+            log.insert(index, bytes.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let f = verify_data_dir(&dir, &[]).unwrap_err();
+    assert_eq!(f.seqno, k, "{f}");
+
     // A key that is not the node's is refused when a key is pinned.
     let stranger = "cgs/other+3c3c3c3c+AQ0xMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMg==";
     let (ok, _, _) = cgs(&["ledger", "verify", data.to_str().unwrap(), "--key", stranger]);

@@ -168,7 +168,16 @@ fn run(cli: &Cli) -> Result<(), String> {
         Command::Receipt(ReceiptCommand::Get { tx_id, format, out }) => {
             let c = client(cli)?;
             let path = format!("/node/receipt/{tx_id}{}", if format == "json" { "?format=json" } else { "" });
-            let r = block_on(c.get(&path))?.map_err(|e| e.to_string())?;
+            // A checkpoint covers a new transaction within ~100 ms: wait for it briefly.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let r = loop {
+                let r = block_on(c.get(&path))?.map_err(|e| e.to_string())?;
+                let not_ready = r.error().is_some_and(|e| e.error.code == "NotReady");
+                if !not_ready || std::time::Instant::now() > deadline {
+                    break r;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
             r.ok().map_err(|e| e.to_string())?;
             match out {
                 Some(p) => std::fs::write(p, &r.body).map_err(|e| format!("cannot write {}: {e}", p.display()))?,

@@ -333,7 +333,10 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
                 match log.get(next_seqno).map_err(|e| dberr(&e))? {
                     Some(stored) if stored.value() == bytes.as_slice() => {}
                     _ => {
-                        return fail(next_seqno, "the ledger entry differs from the replicated log it was applied from");
+                        return fail(
+                            next_seqno,
+                            "the ledger entry differs from the replicated log it was applied from",
+                        );
                     }
                 }
             }
