@@ -371,6 +371,7 @@ impl Ledger {
             caller: format!("node:{}", self.node_id),
             plugin: String::new(),
             operation: "record node key".into(),
+            request_digest: [0; 32],
             tx_time_ms: now_ms(),
         };
         self.commit(reads, writes, meta).await.map(|_| ()).map_err(|e| LedgerError::Raft(e.to_string()))
@@ -762,6 +763,7 @@ impl Store for Ledger {
             tx_time_ms: meta.tx_time_ms,
             caller: meta.caller,
             operation: meta.operation,
+            request_digest: meta.request_digest,
             envelope: Vec::new(),
             claims_digest: [0; 32],
             reads: reads.keys.into_iter().map(|(table, key, version)| Read { table, key, version }).collect(),

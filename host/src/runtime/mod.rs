@@ -703,10 +703,20 @@ impl Runtime {
         let headers = response.headers.into_iter().filter(|(k, v)| header_allowed(k, v)).collect();
         let commit = if writable && state.tx.has_writes() {
             let (reads, writes) = state.tx.into_sets();
+            let operation = format!("{} /app{}", req.route.method, req.path);
+            let request_digest = {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(operation.as_bytes());
+                h.update(b"\n");
+                h.update(&req.body);
+                h.finalize().into()
+            };
             let meta = TxMeta {
                 caller: req.caller.id.clone(),
                 plugin: req.plugin.info.name.clone(),
-                operation: format!("{} /app{}", req.route.method, req.path),
+                operation,
+                request_digest,
                 tx_time_ms,
             };
             Some(PendingCommit { reads, writes, meta })

@@ -98,6 +98,8 @@ pub struct TxMeta {
     pub plugin: String,
     /// `METHOD /path` of the request, or the action name.
     pub operation: String,
+    /// SHA-256 of the request (`METHOD path\n` ‖ body), zero if none.
+    pub request_digest: [u8; 32],
     /// Transaction time (ms since the Unix epoch) set by the leader.
     pub tx_time_ms: u64,
 }

@@ -78,6 +78,8 @@ pub struct Transaction {
     pub caller: String,
     /// What was done, e.g. `PUT /app/contracts/c1` or a governance action.
     pub operation: String,
+    /// SHA-256 of the request (`METHOD path\n` ‖ body), zero if none.
+    pub request_digest: [u8; 32],
     /// The signed request envelope (governance writes), else empty.
     pub envelope: Vec<u8>,
     /// Digest of application claims bound into the entry (zero if none).
@@ -234,6 +236,7 @@ impl Payload {
                 w.u64(t.tx_time_ms);
                 w.str16(&t.caller);
                 w.str16(&t.operation);
+                w.raw(&t.request_digest);
                 w.bytes32(&t.envelope);
                 w.raw(&t.claims_digest);
                 w.u32(t.reads.len() as u32);
@@ -283,6 +286,7 @@ impl Payload {
                 let tx_time_ms = r.u64("tx_time")?;
                 let caller = r.str16("caller")?;
                 let operation = r.str16("operation")?;
+                let request_digest = r.arr::<32>("request digest")?;
                 let envelope = r.bytes32("envelope")?;
                 let claims_digest = r.arr::<32>("claims digest")?;
                 let n = r.count("reads", 7)?;
@@ -315,6 +319,7 @@ impl Payload {
                     tx_time_ms,
                     caller,
                     operation,
+                    request_digest,
                     envelope,
                     claims_digest,
                     reads,
@@ -507,6 +512,7 @@ mod tests {
                     tx_time_ms: 1_700_000_000_000,
                     caller: "m1".into(),
                     operation: "PUT /app/x".into(),
+                    request_digest: [4; 32],
                     envelope: vec![1, 2, 3],
                     claims_digest: [5; 32],
                     reads: vec![Read { table: "p.t".into(), key: b"k".to_vec(), version: Some(TxId::new(1, 2)) }],
