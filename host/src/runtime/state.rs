@@ -58,6 +58,8 @@ pub(crate) struct HostState {
     pub proposal_id: Option<String>,
     pub tx: Transaction,
     pub writable: bool,
+    /// Governance tables are writable (the constitution applying a core action).
+    pub gov_writable: bool,
     pub limiter: Limiter,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
@@ -103,6 +105,7 @@ impl HostState {
 
     fn writable_table(&self, table: &str) -> Result<String, kv::KvError> {
         match self.resolve(table)? {
+            TableRef::Governance(n) if self.writable && self.gov_writable => Ok(n),
             TableRef::Governance(_) => Err(kv::KvError::ReadOnly),
             TableRef::Own(_) if !self.writable => Err(kv::KvError::ReadOnly),
             TableRef::Own(n) => Ok(n),

@@ -16,6 +16,7 @@
 pub mod build;
 pub mod entry;
 mod error;
+pub mod gov;
 mod ids;
 pub mod ledger_verify;
 pub mod merkle;

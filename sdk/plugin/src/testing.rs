@@ -46,6 +46,14 @@ pub fn set_read_only(read_only: bool) {
     let _ = read_only;
 }
 
+/// Let `gov.*` tables be written (as the host does for the constitution applying a core action).
+pub fn set_gov_writable(writable: bool) {
+    #[cfg(not(target_arch = "wasm32"))]
+    native::STATE.with(|s| s.borrow_mut().gov_writable = writable);
+    #[cfg(target_arch = "wasm32")]
+    let _ = writable;
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod native {
     use std::cell::RefCell;
@@ -63,6 +71,7 @@ pub(crate) mod native {
         pub caller: Option<Caller>,
         pub tx_time: u64,
         pub read_only: bool,
+        pub gov_writable: bool,
     }
 
     thread_local! {
@@ -78,7 +87,7 @@ pub(crate) mod native {
 
     fn check_write(s: &State, table: &str) -> Result<(), KvError> {
         check_table(table)?;
-        if s.read_only || table.starts_with("gov.") { Err(KvError::ReadOnly) } else { Ok(()) }
+        if s.read_only || (table.starts_with("gov.") && !s.gov_writable) { Err(KvError::ReadOnly) } else { Ok(()) }
     }
 
     pub fn get(table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
