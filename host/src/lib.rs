@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod fsutil;
+pub mod gov;
 pub mod http;
 pub mod ledger;
 pub mod node;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cgs_host::gov::{Genesis, GovConfig};
 use cgs_host::ledger::LedgerConfig;
-use cgs_host::node::{Node, NodeConfig, PluginSource};
+use cgs_host::node::{Creation, Node, NodeConfig, PluginSource};
 use cgs_host::runtime::RuntimeConfig;
 use clap::{Args, Parser, Subcommand};
 
@@ -30,7 +31,8 @@ enum Command {
     /// `--plugins` is given), prints the URL and next steps. Re-running on the same directory
     /// keeps the service certificate.
     Sandbox(SandboxArgs),
-    /// Run a node with plugins from a directory.
+    /// Run a production node: create the service from a genesis document on first start
+    /// (`--genesis FILE --plugins DIR`), or restart the service in DIR.
     Start(StartArgs),
 }
 
@@ -63,9 +65,13 @@ struct StartArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long)]
     listen: SocketAddr,
-    /// Directory of `*.wasm` plugins to load.
-    #[arg(long)]
-    plugins: PathBuf,
+    /// Create the service from this genesis JSON: `{"members":[{"public_key":PEM,
+    /// "member_data":{..}}],"constitution":BLAKE3,"plugins":[BLAKE3..]}` (only on first start).
+    #[arg(long, requires = "plugins")]
+    genesis: Option<PathBuf>,
+    /// Directory of `*.wasm` components the genesis refers to by BLAKE3.
+    #[arg(long, requires = "genesis")]
+    plugins: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -155,31 +161,45 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 (None, Some(ws)) => PluginSource::Build { workspace: ws },
                 (None, None) => PluginSource::Build { workspace: default_workspace()? },
             };
+            let fresh = !a.dir.join(cgs_core::store_format::FILE_NAME).exists();
+            if let (true, PluginSource::Build { workspace }) = (fresh, &plugins) {
+                eprintln!("building plugins reproducibly from {} ...", workspace.display());
+            }
             (
                 NodeConfig {
                     dir: a.dir,
                     listen: a.listen,
-                    plugins,
+                    creation: Creation::Sandbox { plugins },
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
+                    gov: GovConfig { insecure_virtual_attestation: true, ..GovConfig::default() },
                 },
                 true,
             )
         }
-        Command::Start(a) => (
-            NodeConfig {
-                dir: a.dir,
-                listen: a.listen,
-                plugins: PluginSource::Dir(a.plugins),
-                runtime: a.limits.runtime_config(),
-                ledger: a.ledger.ledger_config(),
-            },
-            false,
-        ),
+        Command::Start(a) => {
+            let creation = match (a.genesis, a.plugins) {
+                (Some(g), Some(p)) => {
+                    let text = std::fs::read_to_string(&g).map_err(|e| format!("cannot read {}: {e}", g.display()))?;
+                    let genesis: Genesis = serde_json::from_str(&text)
+                        .map_err(|e| format!("{} is not a valid genesis: {e}", g.display()))?;
+                    Creation::Genesis { genesis, plugins: PluginSource::Dir(p) }
+                }
+                _ => Creation::Existing,
+            };
+            (
+                NodeConfig {
+                    dir: a.dir,
+                    listen: a.listen,
+                    creation,
+                    runtime: a.limits.runtime_config(),
+                    ledger: a.ledger.ledger_config(),
+                    gov: GovConfig::default(),
+                },
+                false,
+            )
+        }
     };
-    if let PluginSource::Build { workspace } = &config.plugins {
-        eprintln!("building plugins reproducibly from {} ...", workspace.display());
-    }
     let node = Node::open(config).await?;
     print_banner(&node, sandbox);
 
@@ -233,17 +253,34 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
         node.ledger.applied()
     )?;
     writeln!(out, "  checkpoint key:      {}", node.ledger.identity().verifier_key)?;
+    let service = node.gov.service().unwrap_or_default();
+    writeln!(out, "  service:             {}", service["status"].as_str().unwrap_or("?"))?;
     writeln!(out, "  plugins (name version blake3):")?;
-    for p in &node.plugins {
+    for p in node.plugins() {
         writeln!(out, "    {:<14} {:<8} {}", p.info.name, p.info.version, p.blake3)?;
+    }
+    if !node.sandbox_members.is_empty() {
+        writeln!(out, "  members (keys under {}):", node.dir.join("members").display())?;
+        for m in &node.sandbox_members {
+            writeln!(out, "    {:<14} {}", m.name, m.id)?;
+        }
+    }
+    if let Some(opened) = &node.opened {
+        writeln!(out, "  the sandbox opened the service itself: {opened}")?;
     }
     writeln!(out)?;
     writeln!(out, "Next steps:")?;
-    writeln!(out, "  curl --cacert {cert} {url}/node/health")?;
+    writeln!(out, "  curl --cacert {cert} {url}/gov/service")?;
     writeln!(out, "  curl --cacert {cert} {url}/gov/plugins          # what runs: name, version, blake3")?;
-    writeln!(out, "  cargo run -q -p cgs-client -- plugin build       # rebuild locally; the hashes must match")?;
+    writeln!(
+        out,
+        "  cargo run -q -p cgs-client -- plugin verify contracts --url {url} --ca {cert}   # rebuild locally and compare"
+    )?;
+    if let Some(m) = node.sandbox_members.first() {
+        writeln!(out, "  export CGS_URL={url} CGS_CA={cert} CGS_KEY={}", m.key_path.display())?;
+        writeln!(out, "  cargo run -q -p cgs-client -- proposal list")?;
+    }
     writeln!(out, "  curl --cacert {cert} -X PUT -d '{{\"data\":{{\"purpose\":\"demo\"}}}}' {url}/app/contracts/demo")?;
-    writeln!(out, "  curl --cacert {cert} {url}/app/contracts")?;
     writeln!(out, "Stop with Ctrl-C.")?;
     writeln!(out)
 }

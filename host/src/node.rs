@@ -1,37 +1,68 @@
-//! A node: data directory, service identity, runtime, plugins and the HTTPS server.
+//! A node: data directory, service identity, ledger, runtime, governance and the HTTPS server.
 //!
-//! Data directory layout (see `docs/data-dir.md`):
+//! Data directory layout:
 //!
 //! ```text
 //! DIR/service-cert.pem        service certificate (clients pin it)
 //! DIR/ledger.redb             the ledger: replicated log, applied state, Merkle nodes
 //! DIR/node/service-key.pem    service key (owner-only; sealed to the TEE in production)
 //! DIR/node/node-signing.key   node Ed25519 key signing checkpoints (idem)
+//! DIR/node/token-signing.key  key signing member tokens (idem)
 //! DIR/node/ledger-secret      AES-256-GCM key of private tables (idem)
 //! DIR/cache/                  compiled plugins, authenticated (runtime::cache)
+//! DIR/members/                sandbox only: the demo members' keys
 //! ```
+//!
+//! A new data directory needs a service: a genesis (`start --genesis`) or the sandbox's demo
+//! consortium. Afterwards the plugins come from the ledger (the ones governance made active).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use cgs_core::plugin::Measurement;
+use cgs_core::Blake3Hash;
+use cgs_core::gov::{MessageType, ProposalBody, Vote};
+use cgs_core::plugin::{Measurement, World};
 use tokio::sync::watch;
 
+use crate::gov::{Genesis, GenesisMember, GovConfig, GovError, Governance};
 use crate::http::{self, Service};
 use crate::ledger::{Ledger, LedgerConfig, LedgerError, Router};
 use crate::runtime::{LoadError, Runtime, RuntimeConfig};
 use crate::tls::{ServiceIdentity, TlsError};
 
-/// Where a node gets its plugins at start.
+/// Where plugin components come from at service creation.
 #[derive(Debug, Clone)]
 pub enum PluginSource {
     /// Every `*.wasm` in a directory.
     Dir(PathBuf),
-    /// Build the workspace's default plugins reproducibly (`cgs plugin build`), then load them.
+    /// Build the workspace's default plugins reproducibly (`cgs plugin build`).
     Build {
         /// The source checkout.
         workspace: PathBuf,
+    },
+}
+
+/// How the service is created if the data directory holds none.
+#[derive(Debug, Clone)]
+pub enum Creation {
+    /// Never: the data directory must already hold a service.
+    Existing,
+    /// From a genesis document; its plugin hashes are looked up in `plugins`.
+    Genesis {
+        /// The genesis.
+        genesis: Genesis,
+        /// Where the components are.
+        plugins: PluginSource,
+    },
+    /// The sandbox: a demo consortium of three members whose keys are written under
+    /// `DIR/members`, every plugin of `plugins`, virtual attestation allowed; the sandbox acks
+    /// for its members and votes the service open.
+    Sandbox {
+        /// Where the components are.
+        plugins: PluginSource,
     },
 }
 
@@ -42,12 +73,14 @@ pub struct NodeConfig {
     pub dir: PathBuf,
     /// Listen address (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Plugins to load.
-    pub plugins: PluginSource,
+    /// Service creation.
+    pub creation: Creation,
     /// Runtime limits.
     pub runtime: RuntimeConfig,
     /// Ledger settings.
     pub ledger: LedgerConfig,
+    /// Governance settings.
+    pub gov: GovConfig,
 }
 
 /// Why a node could not start.
@@ -67,14 +100,6 @@ pub enum NodeError {
     /// Runtime setup.
     #[error(transparent)]
     Runtime(#[from] LoadError),
-    /// A plugin failed to load.
-    #[error("plugin {path}: {source}")]
-    Plugin {
-        /// The file.
-        path: String,
-        /// Why.
-        source: LoadError,
-    },
     /// Building plugins failed.
     #[error(transparent)]
     Build(#[from] cgs_core::build::BuildError),
@@ -84,6 +109,12 @@ pub enum NodeError {
     /// The ledger failed to open or start.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// Governance failed (creation, opening, loading plugins).
+    #[error("governance: {0}")]
+    Gov(#[from] GovError),
+    /// The configuration does not fit the data directory.
+    #[error("{0}")]
+    Config(String),
     /// Binding the listener failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -94,43 +125,112 @@ pub enum NodeError {
     },
 }
 
+/// A sandbox member: name, id, key file.
+#[derive(Debug, Clone)]
+pub struct SandboxMember {
+    /// Name (`isv`, `data-provider`, `code-provider`).
+    pub name: String,
+    /// Member id.
+    pub id: String,
+    /// PKCS#8 PEM private key file.
+    pub key_path: PathBuf,
+}
+
 /// A started node, ready to serve.
 pub struct Node {
     /// The runtime.
     pub runtime: Arc<Runtime>,
     /// The ledger.
     pub ledger: Arc<Ledger>,
+    /// Governance.
+    pub gov: Arc<Governance>,
     /// The service identity.
     pub identity: ServiceIdentity,
     /// The data directory.
     pub dir: PathBuf,
     /// Where the service certificate is.
     pub service_cert_path: PathBuf,
-    /// The loaded plugins.
-    pub plugins: Vec<Measurement>,
+    /// The sandbox's members (empty for other nodes).
+    pub sandbox_members: Vec<SandboxMember>,
+    /// What the sandbox did to open the service, if anything.
+    pub opened: Option<String>,
     listener: tokio::net::TcpListener,
     /// The address actually bound.
     pub local_addr: SocketAddr,
 }
 
-fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
-    let io = |source| NodeError::Dir { path: dir.display().to_string(), source };
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(io)? {
-        let p = e.map_err(io)?.path();
-        if p.extension().is_some_and(|x| x == "wasm") {
-            files.push(p);
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Dir { path: path.display().to_string(), source }
+}
+
+/// The components of a plugin source, by hash.
+fn load_blobs(source: &PluginSource) -> Result<BTreeMap<Blake3Hash, Vec<u8>>, NodeError> {
+    let files: Vec<PathBuf> = match source {
+        PluginSource::Dir(d) => {
+            let mut files = Vec::new();
+            for e in std::fs::read_dir(d).map_err(io_err(d))? {
+                let p = e.map_err(io_err(d))?.path();
+                if p.extension().is_some_and(|x| x == "wasm") {
+                    files.push(p);
+                }
+            }
+            files
         }
+        PluginSource::Build { workspace } => {
+            let req = cgs_core::build::BuildRequest::new(workspace);
+            cgs_core::build::build(&req)?.into_iter().map(|b| b.path).collect()
+        }
+    };
+    let mut blobs = BTreeMap::new();
+    for f in files {
+        let bytes = std::fs::read(&f).map_err(io_err(&f))?;
+        blobs.insert(Blake3Hash::of(&bytes), bytes);
     }
-    files.sort();
-    Ok(files)
+    Ok(blobs)
+}
+
+/// Names, roles and tenants of the sandbox's demo consortium.
+const SANDBOX_MEMBERS: &[(&str, &str)] =
+    &[("isv", "Contoso Software (ISV)"), ("data-provider", "Fabrikam Data"), ("code-provider", "Northwind Models")];
+
+fn sandbox_members(dir: &Path) -> Result<Vec<(SandboxMember, ed25519_dalek::SigningKey, String)>, NodeError> {
+    let mdir = dir.join("members");
+    std::fs::create_dir_all(&mdir).map_err(io_err(&mdir))?;
+    let mut out = Vec::new();
+    for (name, tenant) in SANDBOX_MEMBERS {
+        let key_path = mdir.join(format!("{name}.key"));
+        let key = match std::fs::read_to_string(&key_path) {
+            Ok(pem) => cgs_core::gov::signing_key_from_pem(&pem)
+                .map_err(|e| NodeError::Config(format!("{}: {e}", key_path.display())))?,
+            Err(_) => {
+                let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+                crate::fsutil::write_private(&key_path, cgs_core::gov::signing_key_to_pem(&key).as_bytes())
+                    .map_err(io_err(&key_path))?;
+                let pub_path = mdir.join(format!("{name}.pub"));
+                crate::fsutil::write_atomic(
+                    &pub_path,
+                    cgs_core::gov::verifying_key_to_pem(&key.verifying_key()).as_bytes(),
+                )
+                .map_err(io_err(&pub_path))?;
+                key
+            }
+        };
+        let id = cgs_core::gov::member_id(&key.verifying_key());
+        out.push((SandboxMember { name: name.to_string(), id, key_path }, key, tenant.to_string()));
+    }
+    Ok(out)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl Node {
-    /// Prepare the data directory, identity, runtime and plugins, and bind the listener.
+    /// Prepare the data directory, identity, ledger, runtime and governance (creating the
+    /// service if needed), and bind the listener.
     pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
         let dir = &config.dir;
-        std::fs::create_dir_all(dir).map_err(|source| NodeError::Dir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let identity = ServiceIdentity::load_or_create(dir, &[config.listen.ip().to_string()])?;
         // The log origin names this service in checkpoints; fixed at creation.
         let origin = {
@@ -139,24 +239,73 @@ impl Node {
         };
         let ledger = Ledger::open(dir, config.ledger.clone(), &origin, Router::default()).await?;
         ledger.initialize_single(&config.listen.to_string()).await?;
-        ledger.wait_for_leader(std::time::Duration::from_secs(30)).await?;
+        ledger.wait_for_leader(Duration::from_secs(30)).await?;
         ledger.record_node_key().await?;
         let runtime = Arc::new(Runtime::new(config.runtime.clone(), ledger.clone(), Some(&dir.join("cache")))?);
+        let gov = Arc::new(
+            Governance::new(
+                runtime.clone(),
+                ledger.clone(),
+                &dir.join("node").join("token-signing.key"),
+                config.gov.clone(),
+            )
+            .map_err(io_err(dir))?,
+        );
 
-        let files = match &config.plugins {
-            PluginSource::Dir(d) => plugin_files(d)?,
-            PluginSource::Build { workspace } => {
-                let req = cgs_core::build::BuildRequest::new(workspace);
-                cgs_core::build::build(&req)?.into_iter().map(|b| b.path).collect()
+        let mut sandbox_list = Vec::new();
+        let mut opened = None;
+        let created = gov.created()?;
+        match &config.creation {
+            Creation::Existing if !created => {
+                return Err(NodeError::Config(format!(
+                    "{} holds no service yet: create one with `cgs-host start --genesis FILE --plugins DIR` (or run `cgs-host sandbox`)",
+                    dir.display()
+                )));
             }
-        };
-        let mut plugins = Vec::new();
-        for f in files {
-            let bytes = std::fs::read(&f).map_err(|source| NodeError::Dir { path: f.display().to_string(), source })?;
-            let plugin =
-                runtime.load(&bytes).map_err(|source| NodeError::Plugin { path: f.display().to_string(), source })?;
-            plugins.push(Measurement { info: plugin.info.clone(), blake3: plugin.blake3, size: bytes.len() as u64 });
+            Creation::Genesis { .. } if created => {
+                return Err(NodeError::Config(format!(
+                    "{} already holds a service; restart it without --genesis",
+                    dir.display()
+                )));
+            }
+            Creation::Genesis { genesis, plugins } => {
+                let blobs = load_blobs(plugins)?;
+                gov.create_service(genesis, &blobs).await?;
+            }
+            Creation::Sandbox { plugins } => {
+                let members = sandbox_members(dir)?;
+                if !created {
+                    let blobs = load_blobs(plugins)?;
+                    let mut constitution = None;
+                    let mut apps = Vec::new();
+                    for (h, b) in &blobs {
+                        match cgs_core::plugin::read_info(b)?.world {
+                            World::Constitution => constitution = Some(h.to_hex()),
+                            World::AppPlugin => apps.push(h.to_hex()),
+                        }
+                    }
+                    let constitution =
+                        constitution.ok_or_else(|| NodeError::Config("the plugins include no constitution".into()))?;
+                    let genesis = Genesis {
+                        members: members
+                            .iter()
+                            .map(|(m, k, tenant)| GenesisMember {
+                                public_key: cgs_core::gov::verifying_key_to_pem(&k.verifying_key()),
+                                member_data: serde_json::json!({"name": m.name, "tenant": tenant, "roles": [m.name]}),
+                            })
+                            .collect(),
+                        constitution,
+                        plugins: apps,
+                        insecure_virtual_attestation: true,
+                    };
+                    gov.create_service(&genesis, &blobs).await?;
+                }
+                opened = Self::sandbox_open(&gov, &members).await?;
+                sandbox_list = members.into_iter().map(|(m, _, _)| m).collect();
+            }
+            Creation::Existing => {}
         }
+        gov.sync().await?;
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -165,13 +314,83 @@ impl Node {
         Ok(Node {
             runtime,
             ledger,
+            gov,
             identity,
             dir: dir.clone(),
             service_cert_path: dir.join("service-cert.pem"),
-            plugins,
+            sandbox_members: sandbox_list,
+            opened,
             listener,
             local_addr,
         })
+    }
+
+    /// Ack for every sandbox member and vote `transition_service_to_open`, if still Opening.
+    async fn sandbox_open(
+        gov: &Governance,
+        members: &[(SandboxMember, ed25519_dalek::SigningKey, String)],
+    ) -> Result<Option<String>, NodeError> {
+        if gov.service()?["status"] == "Open" {
+            return Ok(None);
+        }
+        let digest = {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match gov.state_digest() {
+                    Ok(d) => break d,
+                    Err(e) if e.code == "NotReady" && std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        for (m, key, _) in members {
+            let status = gov.list_members(Some(&m.id))?["status"].clone();
+            if status != "Active" {
+                let msg = cgs_core::gov::sign(
+                    key,
+                    MessageType::Ack,
+                    now_secs(),
+                    None,
+                    serde_json::json!({"state_digest": digest}).to_string().as_bytes(),
+                );
+                gov.ack(&m.id, &msg).await?;
+            }
+        }
+        let body = ProposalBody {
+            actions: vec![cgs_core::gov::ActionBody {
+                name: "transition_service_to_open".into(),
+                args: serde_json::json!({}),
+            }],
+        };
+        let payload = serde_json::to_vec(&body).map_err(|e| NodeError::Config(e.to_string()))?;
+        let proposal = cgs_core::gov::sign(&members[0].1, MessageType::Proposal, now_secs(), None, &payload);
+        let created = gov.propose(&proposal).await?;
+        let id = created.body["proposal_id"].as_str().unwrap_or_default().to_string();
+        for (_, key, _) in members {
+            let ballot = cgs_core::gov::sign(
+                key,
+                MessageType::Ballot,
+                now_secs(),
+                Some(&id),
+                serde_json::json!({"vote": Vote::Approve}).to_string().as_bytes(),
+            );
+            let r = gov.ballot(&id, &ballot).await?;
+            if r.body["state"] == "Accepted" {
+                break;
+            }
+        }
+        Ok(Some(format!("members acked the service state and voted transition_service_to_open (proposal {id})")))
+    }
+
+    /// The active plugins, with their measurements.
+    pub fn plugins(&self) -> Vec<Measurement> {
+        self.runtime
+            .registry()
+            .plugins()
+            .map(|p| Measurement { info: p.info.clone(), blake3: p.blake3, size: 0 })
+            .collect()
     }
 
     /// The HTTPS URL clients use.
@@ -185,8 +404,23 @@ impl Node {
     /// Serve until `shutdown` turns true.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
         let tls = self.identity.server_config()?;
-        let service = Arc::new(Service { runtime: self.runtime.clone(), ledger: self.ledger.clone() });
+        let service =
+            Arc::new(Service { runtime: self.runtime.clone(), ledger: self.ledger.clone(), gov: self.gov.clone() });
+        // Drop expired proposals once a minute.
+        let gov = self.gov.clone();
+        let ledger = self.ledger.clone();
+        let sweeper = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if ledger.is_leader()
+                    && let Err(e) = gov.drop_expired().await
+                {
+                    tracing::debug!(error = %e, "expiring proposals failed");
+                }
+            }
+        });
         let served = http::serve(self.listener, tls, service, shutdown).await;
+        sweeper.abort();
         self.ledger.shutdown().await;
         served.map_err(|source| NodeError::Listen { addr: self.local_addr, source })
     }

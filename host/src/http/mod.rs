@@ -4,6 +4,7 @@
 //! against the plugins' routes and run in the plugin runtime. Every error is the envelope
 //! `{"error":{"code":…,"message":…}}` with a fitting status.
 
+mod gov;
 mod node;
 mod request;
 
@@ -29,6 +30,8 @@ pub use request::{decode_path, parse_query};
 
 /// Largest request body accepted (1 MiB), per the API contract.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest plugin upload (`PUT /gov/blobs`).
+pub const MAX_BLOB_BYTES: usize = 32 << 20;
 
 /// What the HTTP layer serves.
 pub struct Service {
@@ -36,6 +39,8 @@ pub struct Service {
     pub runtime: Arc<Runtime>,
     /// The ledger.
     pub ledger: Arc<crate::ledger::Ledger>,
+    /// Governance.
+    pub gov: Arc<crate::gov::Governance>,
 }
 
 /// An error answer.
@@ -81,7 +86,7 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     resp
 }
 
-fn json_ok(value: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_ok(value: &serde_json::Value) -> Response<Full<Bytes>> {
     json_response(StatusCode::OK, serde_json::to_vec(value).unwrap_or_default())
 }
 
@@ -120,9 +125,11 @@ impl Service {
                 Some(_) => Err(not_found(&req)),
             };
         }
-        if path == "/gov/plugins" {
-            get_only(&req)?;
-            return Ok(self.plugins());
+        if let Some(rest) = path.strip_prefix("/gov")
+            && rest.starts_with('/')
+        {
+            let rest = rest.to_string();
+            return self.gov(req, &rest).await;
         }
         if let Some(rest) = path.strip_prefix("/app")
             && (rest.is_empty() || rest.starts_with('/'))
@@ -133,7 +140,7 @@ impl Service {
     }
 
     /// The active plugins with their measurements, routes and actions.
-    fn plugins(&self) -> Response<Full<Bytes>> {
+    pub(crate) fn plugins(&self) -> Response<Full<Bytes>> {
         let registry = self.runtime.registry();
         let value: Vec<serde_json::Value> = registry
             .plugins()
@@ -156,17 +163,14 @@ impl Service {
         json_ok(&serde_json::json!({ "value": value }))
     }
 
-    /// Authenticate the caller. Member login, user JWTs and clean-room sessions arrive with
-    /// governance and attestation; until then every credential is unknown.
+    /// Authenticate the caller: no `Authorization` header is anonymous; a bearer token must be
+    /// a member token of this service (user JWTs and clean-room sessions slot in here).
     fn authenticate(&self, req: &Request<Incoming>) -> Result<Caller, ApiError> {
-        if req.headers().contains_key(hyper::header::AUTHORIZATION) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "InvalidCredentials",
-                "the bearer token is not valid for this service",
-            ));
-        }
-        Ok(Caller::anonymous())
+        let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else { return Ok(Caller::anonymous()) };
+        let token = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", "use `Authorization: Bearer <token>`")
+        })?;
+        Ok(self.gov.authenticate(token.trim())?)
     }
 
     async fn app(&self, req: Request<Incoming>, rest: String) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -197,6 +201,14 @@ impl Service {
         let plugin = registry.get(&plugin).cloned().ok_or_else(|| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "PluginUnavailable", "the plugin was just removed")
         })?;
+        if !self.gov.is_open() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceNotOpen",
+                "the service is Opening: members must ack and accept transition_service_to_open first",
+            )
+            .with_header("retry-after", "5".into()));
+        }
         let caller = self.authenticate(&req)?;
         if !route.auth.admits(caller.kind) {
             let allowed = route.auth.names().join(", ");
@@ -221,7 +233,7 @@ impl Service {
             .filter(|(k, _)| !matches!(k.as_str(), "authorization" | "cookie" | "proxy-authorization"))
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
             .collect();
-        let body = read_body(req.into_body()).await?;
+        let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
         let preq = PluginRequest { plugin, route, params, path: rest, query, headers, body, caller };
         let result = self.runtime.handle(&preq).await;
         match result {
@@ -256,11 +268,11 @@ impl Service {
     }
 }
 
-fn not_found(req: &Request<Incoming>) -> ApiError {
+pub(crate) fn not_found(req: &Request<Incoming>) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "RouteNotFound", format!("no route for {} {}", req.method(), req.uri().path()))
 }
 
-fn method_not_allowed(allowed: &[&str]) -> ApiError {
+pub(crate) fn method_not_allowed(allowed: &[&str]) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
@@ -269,13 +281,13 @@ fn method_not_allowed(allowed: &[&str]) -> ApiError {
     .with_header("allow", allowed.join(", "))
 }
 
-async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",
-            format!("request bodies are limited to {} bytes", MAX_BODY_BYTES),
+            format!("request bodies are limited to {limit} bytes"),
         )),
         Err(e) => {
             Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidBody", format!("could not read the request body: {e}")))

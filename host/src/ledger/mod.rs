@@ -372,6 +372,7 @@ impl Ledger {
             plugin: String::new(),
             operation: "record node key".into(),
             request_digest: [0; 32],
+            envelope: Vec::new(),
             tx_time_ms: now_ms(),
         };
         self.commit(reads, writes, meta).await.map(|_| ()).map_err(|e| LedgerError::Raft(e.to_string()))
@@ -499,6 +500,22 @@ impl Ledger {
             .map_err(db_err)?;
         use sha2::Digest;
         Ok(sha2::Sha256::digest(pk).to_vec())
+    }
+
+    /// Roots of the latest `n` checkpoints, newest first.
+    pub fn recent_checkpoint_roots(&self, n: usize) -> Result<Vec<[u8; 32]>, LedgerError> {
+        let rtx = self.shared.db.begin_read().map_err(db_err)?;
+        let cps = rtx.open_table(fmt::CHECKPOINTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for r in cps.iter().map_err(db_err)?.rev().take(n) {
+            let (_, seqno) = r.map_err(db_err)?;
+            if let Payload::Signature(s) =
+                entry::Entry::decode(&self.entry_bytes(&rtx, seqno.value())?).map_err(db_err)?.payload
+            {
+                out.push(s.root);
+            }
+        }
+        Ok(out)
     }
 
     /// The latest signed checkpoint (C2SP note text).
@@ -764,7 +781,7 @@ impl Store for Ledger {
             caller: meta.caller,
             operation: meta.operation,
             request_digest: meta.request_digest,
-            envelope: Vec::new(),
+            envelope: meta.envelope,
             claims_digest: [0; 32],
             reads: reads.keys.into_iter().map(|(table, key, version)| Read { table, key, version }).collect(),
             table_reads: reads.tables.into_iter().map(|(table, version)| TableRead { table, version }).collect(),

@@ -698,6 +698,43 @@ impl Runtime {
         Ok(plugin)
     }
 
+    /// Install `plugin`, replacing the constitution if it is one (under any name).
+    pub fn replace(&self, plugin: Plugin) -> Result<Arc<Plugin>, LoadError> {
+        if plugin.info.world == World::Constitution {
+            let old: Vec<String> = self
+                .registry()
+                .plugins()
+                .filter(|p| p.info.world == World::Constitution && p.info.name != plugin.info.name)
+                .map(|p| p.info.name.clone())
+                .collect();
+            for name in old {
+                self.uninstall(&name);
+            }
+        }
+        self.install(plugin)
+    }
+
+    /// Remove the plugin `name` (its routes stop being served; calls in flight finish).
+    pub fn uninstall(&self, name: &str) {
+        let mut guard = match self.registry.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let current = guard.clone();
+        if current.plugins.contains_key(name) {
+            let mut next = Registry { plugins: current.plugins.clone(), routes: current.routes.clone() };
+            next.plugins.remove(name);
+            next.routes.replace(name, Vec::new());
+            *guard = Arc::new(next);
+            tracing::info!(plugin = %name, "plugin removed");
+        }
+    }
+
+    /// Transaction time now (ms since the epoch, never going backwards).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Prepare and install.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
         let plugin = self.prepare(bytes)?;
@@ -800,6 +837,7 @@ impl Runtime {
                 plugin: req.plugin.info.name.clone(),
                 operation,
                 request_digest,
+                envelope: Vec::new(),
                 tx_time_ms,
             };
             Some(PendingCommit { reads, writes, meta })

@@ -100,6 +100,8 @@ pub struct TxMeta {
     pub operation: String,
     /// SHA-256 of the request (`METHOD path\n` ‖ body), zero if none.
     pub request_digest: [u8; 32],
+    /// The raw signed envelope of a governance write (recorded in the ledger entry).
+    pub envelope: Vec<u8>,
     /// Transaction time (ms since the Unix epoch) set by the leader.
     pub tx_time_ms: u64,
 }

@@ -15,6 +15,7 @@ pub enum TxError {
 
 /// A transaction against a [`Snapshot`]. Reads see the transaction's own writes; nothing is
 /// visible elsewhere until the runtime commits the read and write sets.
+#[derive(Clone)]
 pub struct Transaction {
     snapshot: Arc<dyn Snapshot>,
     reads: BTreeMap<(String, Vec<u8>), Option<TxId>>,

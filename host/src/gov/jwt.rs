@@ -1,0 +1,101 @@
+//! Member bearer tokens: compact JWTs signed with EdDSA (Ed25519) by a service key.
+//!
+//! Claims: `iss` (log origin), `sub` (member id), `aud` = `cgs:member`, `iat`, `exp`. The key is
+//! kept in `DIR/node/token-signing.key` (development fallback: a plain owner-only file; on
+//! SEV-SNP it is generated in and sealed to the TEE like the other node keys).
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use ed25519_dalek::{Signer, SigningKey};
+
+/// Audience of member tokens.
+pub const MEMBER_AUDIENCE: &str = "cgs:member";
+
+/// The token signing key.
+pub struct TokenKey {
+    key: SigningKey,
+    issuer: String,
+}
+
+impl TokenKey {
+    /// Load (or create) the key at `path`; tokens name `issuer`.
+    pub fn load_or_create(path: &Path, issuer: &str) -> std::io::Result<Self> {
+        let seed: [u8; 32] = match std::fs::read(path) {
+            Ok(b) => b.try_into().map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not a 32-byte key", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let seed: [u8; 32] = rand::random();
+                crate::fsutil::write_private(path, &seed)?;
+                seed
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self { key: SigningKey::from_bytes(&seed), issuer: issuer.to_string() })
+    }
+
+    /// A token for `member_id`, valid `ttl` seconds from `now`; returns it and its expiry.
+    pub fn issue(&self, member_id: &str, now: u64, ttl: u64) -> (String, u64) {
+        let exp = now + ttl;
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT"});
+        let claims =
+            serde_json::json!({"iss": self.issuer, "sub": member_id, "aud": MEMBER_AUDIENCE, "iat": now, "exp": exp});
+        let signing_input = format!("{}.{}", B64URL.encode(header.to_string()), B64URL.encode(claims.to_string()));
+        let sig = self.key.sign(signing_input.as_bytes());
+        (format!("{signing_input}.{}", B64URL.encode(sig.to_bytes())), exp)
+    }
+
+    /// Verify a token; returns the member id.
+    pub fn verify(&self, token: &str, now: u64) -> Result<String, String> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err("the bearer token is not a JWT".into());
+        };
+        let sig = B64URL.decode(s).map_err(|_| "the token signature is not base64url".to_string())?;
+        let sig =
+            ed25519_dalek::Signature::from_slice(&sig).map_err(|_| "the token signature is malformed".to_string())?;
+        self.key
+            .verifying_key()
+            .verify_strict(format!("{h}.{c}").as_bytes(), &sig)
+            .map_err(|_| "the token was not issued by this service".to_string())?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&B64URL.decode(h).map_err(|_| "bad token header".to_string())?)
+                .map_err(|_| "bad token header".to_string())?;
+        if header["alg"] != "EdDSA" {
+            return Err("the token algorithm must be EdDSA".into());
+        }
+        let claims: serde_json::Value =
+            serde_json::from_slice(&B64URL.decode(c).map_err(|_| "bad token claims".to_string())?)
+                .map_err(|_| "bad token claims".to_string())?;
+        if claims["aud"] != MEMBER_AUDIENCE || claims["iss"] != self.issuer.as_str() {
+            return Err("the token is not a member token of this service".into());
+        }
+        if claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
+            return Err("the token has expired; log in again".into());
+        }
+        claims["sub"].as_str().map(str::to_string).ok_or_else(|| "the token names no member".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = TokenKey::load_or_create(&dir.path().join("k"), "cgs/x").unwrap();
+        let (t, exp) = k.issue("m1", 1000, 60);
+        assert_eq!(exp, 1060);
+        assert_eq!(k.verify(&t, 1001).unwrap(), "m1");
+        assert!(k.verify(&t, 1060).unwrap_err().contains("expired"));
+        let other = TokenKey::load_or_create(&dir.path().join("k2"), "cgs/x").unwrap();
+        assert!(other.verify(&t, 1001).is_err());
+        let mut bad = t.clone();
+        bad.push('A');
+        assert!(k.verify(&bad, 1001).is_err());
+        assert!(k.verify("a.b", 1001).is_err());
+    }
+}

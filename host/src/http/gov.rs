@@ -1,0 +1,127 @@
+//! `/gov/*`: service, members, proposals, ballots, acks, login, blobs.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{
+    ApiError, MAX_BLOB_BYTES, MAX_BODY_BYTES, Service, json_ok, method_not_allowed, not_found, parse_query, read_body,
+};
+use crate::gov::{GovError, Written};
+use crate::runtime::CallerKind;
+
+impl From<GovError> for ApiError {
+    fn from(e: GovError) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut a = ApiError::new(status, e.code, e.message);
+        if e.status == 503 {
+            a = a.with_header("retry-after", "1".into());
+        }
+        a
+    }
+}
+
+fn written(w: Written) -> Response<Full<Bytes>> {
+    let mut resp = json_ok(&w.body);
+    *resp.status_mut() = StatusCode::from_u16(w.status).unwrap_or(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(&w.tx_id.to_string()) {
+        resp.headers_mut().insert("x-cgs-tx-id", v);
+    }
+    resp
+}
+
+impl Service {
+    /// Route `/gov/...` (the path after `/gov`).
+    pub(super) async fn gov(&self, req: Request<Incoming>, rest: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+        let segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+        let m = req.method().clone();
+        let query = req.uri().query().map(str::to_string);
+        match (m, segs.as_slice()) {
+            (Method::GET, ["service"]) => Ok(json_ok(&self.gov.service()?)),
+            (Method::GET, ["constitution"]) => Ok(json_ok(&self.gov.constitution()?)),
+            (Method::GET, ["plugins"]) => Ok(self.plugins()),
+            (Method::GET, ["members"]) => {
+                self.member_only(&req)?;
+                Ok(json_ok(&self.gov.list_members(None)?))
+            }
+            (Method::GET, ["members", id]) => {
+                self.member_only(&req)?;
+                Ok(json_ok(&self.gov.list_members(Some(id))?))
+            }
+            (Method::GET, ["members", id, "state-digest"]) => {
+                Ok(json_ok(&serde_json::json!({"member_id": id, "state_digest": self.gov.state_digest()?})))
+            }
+            (Method::POST, ["members", id, "ack"]) => {
+                let id = id.to_string();
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                Ok(written(self.gov.ack(&id, &body).await?))
+            }
+            (Method::POST, ["login"]) => {
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                Ok(written(self.gov.login(&body).await?))
+            }
+            (Method::POST, ["proposals"]) => {
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                Ok(written(self.gov.propose(&body).await?))
+            }
+            (Method::GET, ["proposals"]) => {
+                self.member_only(&req)?;
+                let state = parse_query(query.as_deref().unwrap_or(""))?
+                    .into_iter()
+                    .find(|(k, _)| k == "state")
+                    .map(|(_, v)| v);
+                Ok(json_ok(&self.gov.list_proposals(None, state.as_deref())?))
+            }
+            (Method::GET, ["proposals", id]) => {
+                self.member_only(&req)?;
+                Ok(json_ok(&self.gov.list_proposals(Some(id), None)?))
+            }
+            (Method::POST, ["proposals", id, "ballots"]) => {
+                let id = id.to_string();
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                Ok(written(self.gov.ballot(&id, &body).await?))
+            }
+            (Method::POST, ["proposals", id, "withdraw"]) => {
+                let id = id.to_string();
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                Ok(written(self.gov.withdraw(&id, &body).await?))
+            }
+            (Method::PUT, ["blobs"]) => {
+                let caller = self.member_only(&req)?;
+                let body = read_body(req.into_body(), MAX_BLOB_BYTES).await?;
+                if body.is_empty() {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "EmptyBlob",
+                        "the request body is the blob; it is empty",
+                    ));
+                }
+                Ok(written(self.gov.put_blob(&caller, body).await?))
+            }
+            (_, ["service" | "constitution" | "plugins" | "members" | "proposals"])
+            | (_, ["members", _])
+            | (_, ["members", _, "state-digest"])
+            | (_, ["proposals", _]) => Err(method_not_allowed(&["GET"])),
+            (_, ["members", _, "ack"] | ["login"] | ["proposals", _, "ballots"] | ["proposals", _, "withdraw"]) => {
+                Err(method_not_allowed(&["POST"]))
+            }
+            (_, ["blobs"]) => Err(method_not_allowed(&["PUT"])),
+            _ => Err(not_found(&req)),
+        }
+    }
+
+    /// The caller must present a member bearer token.
+    fn member_only(&self, req: &Request<Incoming>) -> Result<crate::runtime::Caller, ApiError> {
+        let caller = self.authenticate(req)?;
+        if caller.kind != CallerKind::Member {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthenticated",
+                "this route needs a member bearer token (POST /gov/login with a signed login message)",
+            ));
+        }
+        Ok(caller)
+    }
+}
