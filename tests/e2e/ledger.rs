@@ -132,7 +132,7 @@ async fn tampering_fails_verification_at_the_right_seqno() {
     let (data, k, key) = ledger_with_entries(tmp.path()).await;
 
     // The untouched ledger verifies, with the key pinned.
-    let (ok, out, err) = cgs(&["ledger", "verify", data.to_str().unwrap(), "--key", &key]);
+    let (ok, out, err) = cgs(&["ledger", "verify", data.to_str().unwrap(), "--node-key", &key]);
     assert!(ok, "{err}");
     assert!(out.contains("ledger verifies"));
 
@@ -233,7 +233,7 @@ async fn tampering_fails_verification_at_the_right_seqno() {
 
     // A key that is not the node's is refused when a key is pinned.
     let stranger = "cgs/other+3c3c3c3c+AQ0xMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMg==";
-    let (ok, _, _) = cgs(&["ledger", "verify", data.to_str().unwrap(), "--key", stranger]);
+    let (ok, _, _) = cgs(&["ledger", "verify", data.to_str().unwrap(), "--node-key", stranger]);
     assert!(!ok);
 }
 
@@ -260,7 +260,7 @@ async fn receipts_from_the_service_verify_offline() {
             assert!(err.contains("NotReady") && Instant::now() < deadline, "{err}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (ok, out, err) = cgs(&["receipt", "verify", file_s, "--key", &key]);
+        let (ok, out, err) = cgs(&["receipt", "verify", file_s, "--node-key", &key]);
         assert!(ok, "{format}: {err}");
         assert!(out.contains(&format!("transaction {tx}")), "{out}");
     }
@@ -272,7 +272,7 @@ async fn receipts_from_the_service_verify_offline() {
     receipt["inclusion_proof"][0] = json!(flipped);
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, receipt.to_string()).unwrap();
-    let (ok, _, err) = cgs(&["receipt", "verify", bad.to_str().unwrap(), "--key", &key]);
+    let (ok, _, err) = cgs(&["receipt", "verify", bad.to_str().unwrap(), "--node-key", &key]);
     assert!(!ok, "a changed proof hash must fail");
     assert!(err.contains("does NOT verify"), "{err}");
     let cose = std::fs::read(dir.path().join("receipt.cose")).unwrap();
@@ -282,6 +282,6 @@ async fn receipts_from_the_service_verify_offline() {
     bad_cose[pos + 5] ^= 0x10;
     let badc = dir.path().join("bad.cose");
     std::fs::write(&badc, &bad_cose).unwrap();
-    let (ok, _, _) = cgs(&["receipt", "verify", badc.to_str().unwrap(), "--key", &key]);
+    let (ok, _, _) = cgs(&["receipt", "verify", badc.to_str().unwrap(), "--node-key", &key]);
     assert!(!ok);
 }

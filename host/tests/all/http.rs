@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use cgs_client::Client;
-use cgs_host::node::{Node, NodeConfig, PluginSource};
+use cgs_host::node::{Creation, Node, NodeConfig, PluginSource};
 use tokio::sync::watch;
 
 use crate::support::{fast_limits, plugin};
@@ -24,9 +24,10 @@ async fn start(plugins: &[&str]) -> Running {
     let config = NodeConfig {
         dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        plugins: PluginSource::Dir(pdir),
+        creation: Creation::Sandbox { plugins: PluginSource::Dir(pdir) },
         runtime: fast_limits(),
         ledger: cgs_host::ledger::LedgerConfig::default(),
+        gov: cgs_host::gov::GovConfig::default(),
     };
     let node = Node::open(config).await.unwrap();
     let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
@@ -41,7 +42,7 @@ fn code(r: &cgs_client::ApiResponse) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_envelopes_and_statuses() {
-    let n = start(&["contracts", "chaos"]).await;
+    let n = start(&["constitution", "contracts", "chaos"]).await;
     let c = &n.client;
 
     let health = c.get("/node/health").await.unwrap().ok_json().unwrap();
@@ -50,8 +51,8 @@ async fn error_envelopes_and_statuses() {
 
     let plugins = c.get("/gov/plugins").await.unwrap().ok_json().unwrap();
     let names: Vec<&str> = plugins["value"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["chaos", "contracts"]);
-    let contracts = &plugins["value"][1];
+    assert_eq!(names, vec!["chaos", "constitution", "contracts"]);
+    let contracts = &plugins["value"][2];
     assert_eq!(contracts["blake3"], cgs_core::Blake3Hash::of(plugin("contracts")).to_hex());
     assert_eq!(contracts["version"], "0.1.0");
     assert!(

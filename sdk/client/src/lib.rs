@@ -224,6 +224,118 @@ impl Client {
     }
 }
 
+/// A member acting on a service: signs governance messages with its key and logs in for bearer
+/// tokens when a route needs one.
+pub struct Member {
+    /// The client.
+    pub client: Client,
+    key: ed25519_dalek::SigningKey,
+    token: tokio::sync::Mutex<Option<(String, u64)>>,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Member {
+    /// A member with `key` (PKCS#8 PEM) on `client`.
+    pub fn new(client: Client, key_pem: &str) -> Result<Self, ClientError> {
+        let key = cgs_core::gov::signing_key_from_pem(key_pem)
+            .map_err(|e| ClientError::Certificate(format!("member key: {e}")))?;
+        Ok(Self { client, key, token: tokio::sync::Mutex::new(None) })
+    }
+
+    /// A member from a raw key (tests).
+    pub fn from_key(client: Client, key: ed25519_dalek::SigningKey) -> Self {
+        Self { client, key, token: tokio::sync::Mutex::new(None) }
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> String {
+        cgs_core::gov::member_id(&self.key.verifying_key())
+    }
+
+    /// Sign a governance message now.
+    pub fn sign(
+        &self,
+        msg_type: cgs_core::gov::MessageType,
+        proposal_id: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> Vec<u8> {
+        cgs_core::gov::sign(&self.key, msg_type, now_secs(), proposal_id, payload.to_string().as_bytes())
+    }
+
+    /// POST a signed message.
+    pub async fn post_signed(&self, path: &str, envelope: Vec<u8>) -> Result<ApiResponse, ClientError> {
+        self.client.request("POST", path, Some(envelope), &[("content-type", cgs_core::gov::CONTENT_TYPE)]).await
+    }
+
+    /// A bearer token (cached until a minute before expiry).
+    pub async fn token(&self) -> Result<String, ClientError> {
+        let mut t = self.token.lock().await;
+        if let Some((tok, exp)) = t.as_ref()
+            && (*exp as i64) > now_secs() + 60
+        {
+            return Ok(tok.clone());
+        }
+        // Signatures are deterministic: a nonce keeps two logins in the same second distinct.
+        let nonce: u64 = rand::random();
+        let msg = self.sign(cgs_core::gov::MessageType::Login, None, &serde_json::json!({"nonce": nonce}));
+        let r = self.post_signed("/gov/login", msg).await?.ok_json()?;
+        let tok = r["token"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol { status: 200, detail: "no token".into() })?
+            .to_string();
+        *t = Some((tok.clone(), r["expires_at"].as_u64().unwrap_or(0)));
+        Ok(tok)
+    }
+
+    /// A request with the member's bearer token.
+    pub async fn authed(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<ApiResponse, ClientError> {
+        let auth = format!("Bearer {}", self.token().await?);
+        let mut headers = vec![("authorization", auth.as_str())];
+        if body.is_some() && method == "PUT" && path == "/gov/blobs" {
+            headers.push(("content-type", "application/octet-stream"));
+        }
+        self.client.request(method, path, body, &headers).await
+    }
+
+    /// Create a proposal of `actions` (`[{"name","args"}]`); the answer has `proposal_id`, `state`.
+    pub async fn propose(&self, actions: serde_json::Value) -> Result<ApiResponse, ClientError> {
+        let msg = self.sign(cgs_core::gov::MessageType::Proposal, None, &serde_json::json!({"actions": actions}));
+        self.post_signed("/gov/proposals", msg).await
+    }
+
+    /// Vote on a proposal.
+    pub async fn vote(&self, proposal_id: &str, approve: bool) -> Result<ApiResponse, ClientError> {
+        let vote = if approve { "approve" } else { "reject" };
+        let msg = self.sign(cgs_core::gov::MessageType::Ballot, Some(proposal_id), &serde_json::json!({"vote": vote}));
+        self.post_signed(&format!("/gov/proposals/{proposal_id}/ballots"), msg).await
+    }
+
+    /// Withdraw one's proposal.
+    pub async fn withdraw(&self, proposal_id: &str) -> Result<ApiResponse, ClientError> {
+        let msg = self.sign(cgs_core::gov::MessageType::Withdrawal, Some(proposal_id), &serde_json::json!({}));
+        self.post_signed(&format!("/gov/proposals/{proposal_id}/withdraw"), msg).await
+    }
+
+    /// Acknowledge the current state digest (Accepted → Active).
+    pub async fn ack(&self) -> Result<ApiResponse, ClientError> {
+        let id = self.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let digest = loop {
+            let r = self.client.get(&format!("/gov/members/{id}/state-digest")).await?;
+            if r.status == 503 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            break r.ok_json()?["state_digest"].as_str().unwrap_or_default().to_string();
+        };
+        let msg = self.sign(cgs_core::gov::MessageType::Ack, None, &serde_json::json!({"state_digest": digest}));
+        self.post_signed(&format!("/gov/members/{id}/ack"), msg).await
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

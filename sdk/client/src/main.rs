@@ -16,6 +16,9 @@ struct Cli {
     /// Service certificate to trust (PEM), e.g. `sandbox/service-cert.pem`.
     #[arg(long, global = true, env = "CGS_CA")]
     ca: Option<PathBuf>,
+    /// The member's private key (PKCS#8 PEM, from `cgs keygen`), e.g. `sandbox/members/isv.key`.
+    #[arg(long, global = true, env = "CGS_KEY")]
+    key: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -26,7 +29,21 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build, measure and verify plugins.
+    /// Create a member key pair: PREFIX.key (PKCS#8 PEM, keep it secret) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Log in with `--key`: print a member bearer token.
+    Login,
+    /// Members of the consortium.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Proposals and ballots.
+    #[command(subcommand)]
+    Proposal(ProposalCommand),
+    /// Build, measure, publish and verify plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Fetch and verify receipts.
@@ -35,6 +52,59 @@ enum Command {
     /// Verify a ledger offline.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// List members.
+    List,
+    /// Show one member.
+    Show {
+        /// Member id.
+        id: String,
+    },
+    /// Acknowledge the service state with `--key` (Accepted → Active).
+    Ack,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProposalCommand {
+    /// Propose actions: `--action NAME --args JSON` (repeatable, in order) or `--file` holding
+    /// `{"actions":[{"name","args"}]}`.
+    Create {
+        /// Action name (`set_member`, `contracts.set_contract`, …).
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// JSON arguments of the preceding `--action` (default `{}`).
+        #[arg(long = "args")]
+        args: Vec<String>,
+        /// A file with the proposal body.
+        #[arg(long, conflicts_with = "actions")]
+        file: Option<PathBuf>,
+    },
+    /// List proposals.
+    List {
+        /// Only this state (Open, Accepted, Rejected, Withdrawn, Failed, Dropped).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show a proposal with its ballots and history.
+    Show {
+        /// Proposal id.
+        id: String,
+    },
+    /// Vote on a proposal.
+    Vote {
+        /// Proposal id.
+        id: String,
+        /// `approve` or `reject`.
+        vote: String,
+    },
+    /// Withdraw your proposal.
+    Withdraw {
+        /// Proposal id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,8 +126,8 @@ enum ReceiptCommand {
         file: PathBuf,
         /// The node's verifier key (`origin+keyid+base64`, from `GET /node/identity` or the
         /// sandbox banner), or a file containing it.
-        #[arg(long)]
-        key: String,
+        #[arg(long = "node-key")]
+        node_key: String,
     },
 }
 
@@ -71,8 +141,8 @@ enum LedgerCommand {
         dir: PathBuf,
         /// Accept checkpoints only from this verifier key (repeatable); default: the keys the
         /// ledger records, which are printed.
-        #[arg(long)]
-        key: Vec<String>,
+        #[arg(long = "node-key")]
+        node_key: Vec<String>,
     },
 }
 
@@ -86,6 +156,28 @@ enum PluginCommand {
     Measure {
         /// Directory of plugin components.
         dir: Option<PathBuf>,
+    },
+    /// Build a plugin reproducibly, upload it and propose it (`set_plugin`, or `set_constitution`
+    /// for a constitution). Prints the proposal id and the hash members will verify.
+    Publish {
+        /// The plugin (plugin or package name).
+        #[arg(short = 'p', long = "plugin")]
+        plugin: String,
+        /// The source checkout (default: the one around the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
+    /// Rebuild a plugin locally and compare its hash with the one the service runs (or the one
+    /// a proposal would install). Exits non-zero on a mismatch.
+    Verify {
+        /// The plugin name.
+        name: String,
+        /// Compare with the `set_plugin`/`set_constitution` of this proposal instead.
+        #[arg(long)]
+        proposal: Option<String>,
+        /// The source checkout (default: the one around the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
     },
 }
 
@@ -123,6 +215,24 @@ fn workspace(explicit: Option<&PathBuf>) -> Result<PathBuf, String> {
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
     cgs_core::build::find_workspace(&cwd)
         .ok_or_else(|| format!("{} is not inside a Cargo workspace; pass --workspace DIR", cwd.display()))
+}
+
+fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A scratch output directory for builds.
+fn tempdir_for(ws: &std::path::Path) -> Result<PathBuf, String> {
+    let (_, target, _) = cgs_core::build::plugin_packages(ws).map_err(|e| e.to_string())?;
+    let dir = target.join(format!("cgs-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
 }
 
 fn hex_str(b: &[u8]) -> String {
@@ -163,8 +273,274 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
     Ok(rt.block_on(f))
 }
 
+fn member(cli: &Cli) -> Result<cgs_client::Member, String> {
+    let path = cli.key.as_ref().ok_or("--key (or CGS_KEY) is required: the member's private key file")?;
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    cgs_client::Member::new(client(cli)?, &pem).map_err(|e| e.to_string())
+}
+
+/// Print a JSON answer: pretty JSON with `--json`, else through `text`.
+fn show(cli: &Cli, v: &serde_json::Value, text: impl FnOnce(&serde_json::Value) -> String) {
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!("{}", text(v));
+    }
+}
+
+fn ok_json(r: Result<cgs_client::ApiResponse, cgs_client::ClientError>) -> Result<serde_json::Value, String> {
+    r.map_err(|e| e.to_string())?.ok_json().map_err(|e| e.to_string())
+}
+
+fn proposal_line(p: &serde_json::Value) -> String {
+    let actions: Vec<&str> =
+        p["actions"].as_array().map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+    format!(
+        "{}  {:<9} by {}…  ballots {}  [{}]",
+        p["proposal_id"].as_str().unwrap_or("?"),
+        p["state"].as_str().unwrap_or("?"),
+        &p["proposer_id"].as_str().unwrap_or("?").chars().take(12).collect::<String>(),
+        p["ballots"].as_object().map(|b| b.len()).unwrap_or(0),
+        actions.join(", ")
+    )
+}
+
+/// The hash a plugin has on the service (active, or proposed by `proposal`).
+async fn service_hash(m: &cgs_client::Member, name: &str, proposal: Option<&str>) -> Result<String, String> {
+    match proposal {
+        Some(id) => {
+            let p = ok_json(m.authed("GET", &format!("/gov/proposals/{id}"), None).await)?;
+            p["actions"]
+                .as_array()
+                .and_then(|a| {
+                    a.iter().find(|x| {
+                        matches!(x["name"].as_str(), Some("set_plugin" | "set_constitution"))
+                            && x["args"]["name"] == name
+                    })
+                })
+                .and_then(|x| x["args"]["blake3"].as_str().map(str::to_string))
+                .ok_or_else(|| format!("proposal {id} does not install plugin `{name}`"))
+        }
+        None => {
+            let plugins = ok_json(m.client.get("/gov/plugins").await)?;
+            plugins["value"]
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == name))
+                .and_then(|p| p["blake3"].as_str().map(str::to_string))
+                .ok_or_else(|| format!("the service runs no plugin `{name}`"))
+        }
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), String> {
     match &cli.command {
+        Command::Keygen { out } => {
+            let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+            let priv_path = out.with_extension("key");
+            let pub_path = out.with_extension("pub");
+            write_secret(&priv_path, cgs_core::gov::signing_key_to_pem(&key).as_bytes())?;
+            std::fs::write(&pub_path, cgs_core::gov::verifying_key_to_pem(&key.verifying_key()))
+                .map_err(|e| format!("cannot write {}: {e}", pub_path.display()))?;
+            let id = cgs_core::gov::member_id(&key.verifying_key());
+            let v = serde_json::json!({"member_id": id, "private_key": priv_path, "public_key": pub_path});
+            show(cli, &v, |_| {
+                format!(
+                    "member id {id}\n  private key {} (keep it secret)\n  public key  {}",
+                    priv_path.display(),
+                    pub_path.display()
+                )
+            });
+            Ok(())
+        }
+        Command::Login => {
+            let m = member(cli)?;
+            let token = block_on(m.token())?.map_err(|e| e.to_string())?;
+            show(cli, &serde_json::json!({"token": token}), |_| token.clone());
+            Ok(())
+        }
+        Command::Member(c) => {
+            let m = member(cli)?;
+            match c {
+                MemberCommand::List => {
+                    let v = ok_json(block_on(m.authed("GET", "/gov/members", None))?)?;
+                    show(cli, &v, |v| {
+                        v["value"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|x| {
+                                        format!(
+                                            "{}  {:<8} {}",
+                                            x["member_id"].as_str().unwrap_or("?"),
+                                            x["status"].as_str().unwrap_or("?"),
+                                            x["member_data"]
+                                        )
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join("\n")
+                            })
+                            .unwrap_or_default()
+                    });
+                }
+                MemberCommand::Show { id } => {
+                    let v = ok_json(block_on(m.authed("GET", &format!("/gov/members/{id}"), None))?)?;
+                    show(cli, &v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+                }
+                MemberCommand::Ack => {
+                    let v = ok_json(block_on(m.ack())?)?;
+                    show(cli, &v, |v| {
+                        format!(
+                            "member {} is {}",
+                            v["member_id"].as_str().unwrap_or("?"),
+                            v["status"].as_str().unwrap_or("?")
+                        )
+                    });
+                }
+            }
+            Ok(())
+        }
+        Command::Proposal(c) => {
+            let m = member(cli)?;
+            match c {
+                ProposalCommand::Create { actions, args, file } => {
+                    let body: serde_json::Value = match file {
+                        Some(f) => {
+                            let t =
+                                std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+                            serde_json::from_str(&t).map_err(|e| format!("{} is not JSON: {e}", f.display()))?
+                        }
+                        None => {
+                            if actions.is_empty() {
+                                return Err("give at least one --action NAME [--args JSON], or --file".into());
+                            }
+                            let mut list = Vec::new();
+                            for (i, name) in actions.iter().enumerate() {
+                                let a = match args.get(i) {
+                                    Some(a) => serde_json::from_str(a)
+                                        .map_err(|e| format!("--args of `{name}` is not JSON: {e}"))?,
+                                    None => serde_json::json!({}),
+                                };
+                                list.push(serde_json::json!({"name": name, "args": a}));
+                            }
+                            serde_json::json!({"actions": list})
+                        }
+                    };
+                    let v = ok_json(block_on(m.propose(body["actions"].clone()))?)?;
+                    show(cli, &v, |v| {
+                        format!(
+                            "proposal {} is {}",
+                            v["proposal_id"].as_str().unwrap_or("?"),
+                            v["state"].as_str().unwrap_or("?")
+                        )
+                    });
+                }
+                ProposalCommand::List { state } => {
+                    let path = match state {
+                        Some(s) => format!("/gov/proposals?state={s}"),
+                        None => "/gov/proposals".into(),
+                    };
+                    let v = ok_json(block_on(m.authed("GET", &path, None))?)?;
+                    show(cli, &v, |v| {
+                        v["value"]
+                            .as_array()
+                            .map(|a| a.iter().map(proposal_line).collect::<Vec<_>>().join("\n"))
+                            .unwrap_or_default()
+                    });
+                }
+                ProposalCommand::Show { id } => {
+                    let v = ok_json(block_on(m.authed("GET", &format!("/gov/proposals/{id}"), None))?)?;
+                    show(cli, &v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+                }
+                ProposalCommand::Vote { id, vote } => {
+                    let approve = match vote.as_str() {
+                        "approve" => true,
+                        "reject" => false,
+                        other => return Err(format!("vote must be `approve` or `reject`, not `{other}`")),
+                    };
+                    let v = ok_json(block_on(m.vote(id, approve))?)?;
+                    show(cli, &v, |v| format!("proposal {id} is {}", v["state"].as_str().unwrap_or("?")));
+                }
+                ProposalCommand::Withdraw { id } => {
+                    let v = ok_json(block_on(m.withdraw(id))?)?;
+                    show(cli, &v, |v| format!("proposal {id} is {}", v["state"].as_str().unwrap_or("?")));
+                }
+            }
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Publish { plugin, workspace: ws }) => {
+            let m = member(cli)?;
+            let ws = workspace(ws.as_ref())?;
+            let out = tempdir_for(&ws)?;
+            let req = BuildRequest {
+                workspace: ws,
+                selection: Selection::Named(vec![plugin.clone()]),
+                out_dir: Some(out.clone()),
+                quiet: false,
+            };
+            let built = cgs_core::build::build(&req).map_err(|e| e.to_string())?;
+            let b = built.into_iter().next().ok_or("nothing was built")?;
+            let bytes = std::fs::read(&b.path).map_err(|e| e.to_string())?;
+            let up = ok_json(block_on(m.authed("PUT", "/gov/blobs", Some(bytes)))?)?;
+            let hash = up["blake3"].as_str().unwrap_or_default().to_string();
+            let action = match b.measurement.info.world {
+                cgs_core::plugin::World::Constitution => "set_constitution",
+                cgs_core::plugin::World::AppPlugin => "set_plugin",
+            };
+            let args = serde_json::json!({"name": b.measurement.info.name, "version": b.measurement.info.version, "blake3": hash});
+            let v = ok_json(block_on(m.propose(serde_json::json!([{"name": action, "args": args}])))?)?;
+            let _ = std::fs::remove_dir_all(&out);
+            let v = serde_json::json!({"proposal_id": v["proposal_id"], "state": v["state"], "action": action, "args": args});
+            show(cli, &v, |v| {
+                format!(
+                    "uploaded {} {} ({hash})\nproposal {} ({}) is {}; members verify with `cgs plugin verify {} --proposal {}`",
+                    args["name"].as_str().unwrap_or("?"),
+                    args["version"].as_str().unwrap_or("?"),
+                    v["proposal_id"].as_str().unwrap_or("?"),
+                    action,
+                    v["state"].as_str().unwrap_or("?"),
+                    args["name"].as_str().unwrap_or("?"),
+                    v["proposal_id"].as_str().unwrap_or("?"),
+                )
+            });
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Verify { name, proposal, workspace: ws }) => {
+            let ws = workspace(ws.as_ref())?;
+            let out = tempdir_for(&ws)?;
+            let req = BuildRequest {
+                workspace: ws,
+                selection: Selection::Named(vec![name.clone()]),
+                out_dir: Some(out.clone()),
+                quiet: true,
+            };
+            let built = cgs_core::build::build(&req).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_dir_all(&out);
+            let local = built.first().map(|b| b.measurement.blake3.to_hex()).ok_or("nothing was built")?;
+            let service = match (proposal, cli.key.is_some()) {
+                (Some(p), _) => block_on(service_hash(&member(cli)?, name, Some(p)))??,
+                (None, true) => block_on(service_hash(&member(cli)?, name, None))??,
+                (None, false) => {
+                    let c = client(cli)?;
+                    let plugins = ok_json(block_on(c.get("/gov/plugins"))?)?;
+                    plugins["value"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|p| p["name"] == name.as_str()))
+                        .and_then(|p| p["blake3"].as_str().map(str::to_string))
+                        .ok_or_else(|| format!("the service runs no plugin `{name}`"))?
+                }
+            };
+            let matches = local == service;
+            let what = if proposal.is_some() { "proposed" } else { "active" };
+            let v = serde_json::json!({"plugin": name, "local": local, what: service, "match": matches});
+            show(cli, &v, |_| {
+                if matches {
+                    format!("MATCH: {name} rebuilt locally = {what} on the service = {local}")
+                } else {
+                    format!("MISMATCH: {name} rebuilt locally is {local}, the {what} one is {service}")
+                }
+            });
+            if matches { Ok(()) } else { Err(format!("plugin `{name}` does not match a local rebuild")) }
+        }
         Command::Receipt(ReceiptCommand::Get { tx_id, format, out }) => {
             let c = client(cli)?;
             let path = format!("/node/receipt/{tx_id}{}", if format == "json" { "?format=json" } else { "" });
@@ -188,8 +564,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Receipt(ReceiptCommand::Verify { file, key }) => {
-            let key = read_key(key)?;
+        Command::Receipt(ReceiptCommand::Verify { file, node_key }) => {
+            let key = read_key(node_key)?;
             let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let v = cgs_core::receipt::verify(&bytes, &key).map_err(|e| format!("receipt does NOT verify: {e}"))?;
             let tx = v.tx_id.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
@@ -209,8 +585,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Ledger(LedgerCommand::Verify { dir, key }) => {
-            let keys = key.iter().map(|k| read_key(k)).collect::<Result<Vec<_>, _>>()?;
+        Command::Ledger(LedgerCommand::Verify { dir, node_key }) => {
+            let keys = node_key.iter().map(|k| read_key(k)).collect::<Result<Vec<_>, _>>()?;
             let r = cgs_core::ledger_verify::verify_data_dir(dir, &keys)
                 .map_err(|f| format!("ledger does NOT verify: {f}"))?;
             if cli.json {
