@@ -105,15 +105,18 @@ impl Sandbox {
 
     /// Start (or restart) a sandbox on the data directory `data`.
     pub async fn start_in(data: &Path, extra: &[&str]) -> Result<Sandbox> {
+        let mut args: Vec<std::ffi::OsString> = vec!["sandbox".into(), "--dir".into(), data.into()];
+        args.extend(["--listen", "127.0.0.1:0", "--log", "warn", "--plugins"].map(Into::into));
+        args.push(plugins_dir().into());
+        args.extend(extra.iter().map(Into::into));
+        Self::spawn(data, &args).await
+    }
+
+    /// Start `cgs-host` with `args` (which must make it listen on 127.0.0.1:0 and use `data`).
+    pub async fn spawn(data: &Path, args: &[std::ffi::OsString]) -> Result<Sandbox> {
         let bins = binaries();
         let mut child = Command::new(&bins.host)
-            .arg("sandbox")
-            .arg("--dir")
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-            .arg("--plugins")
-            .arg(plugins_dir())
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -151,6 +154,28 @@ impl Sandbox {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// A sandbox member (`isv`, `data-provider`, `code-provider`) acting through the client.
+    pub fn member(&self, name: &str) -> cgs_client::Member {
+        let pem = std::fs::read_to_string(self.data.join("members").join(format!("{name}.key"))).unwrap();
+        cgs_client::Member::new(self.client.clone(), &pem).unwrap()
+    }
+
+    /// Run the `cgs` CLI against this service with `key` (a key file); returns (success, stdout,
+    /// stderr).
+    pub fn cli(&self, key: Option<&Path>, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(&binaries().cli);
+        cmd.env("CGS_URL", &self.url).env("CGS_CA", &self.ca).env_remove("CGS_KEY").current_dir(workspace()).args(args);
+        if let Some(k) = key {
+            cmd.env("CGS_KEY", k);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// The node's checkpoint verifier key, from `GET /node/identity`.

@@ -5,15 +5,18 @@
 //! * `POST /chaos/write-then/{mode}` writes `{"key","value"}` and then misbehaves per `mode`
 //!   (`loop`, `alloc`, `panic`, `error`) — the write must never become visible;
 //! * `PUT|GET /chaos/kv/{key}` store and read values; `GET /chaos/readonly-write` tries to write on
-//!   a read-only route and `POST /chaos/gov-write` tries to write a governance table.
+//!   a read-only route and `POST /chaos/gov-write` tries to write a governance table;
+//! * governance actions `chaos.set_flag {"value"}` (writes the flag) and `chaos.fail_on_apply`
+//!   (validates, then fails after writing), and `GET /chaos/flag`.
 
 use std::hint::black_box;
 
-use cgs_plugin::{App, Auth, Error, Request, Response, Result, Router, Table, context, log};
+use cgs_plugin::{Action, ActionInfo, App, Auth, Error, Request, Response, Result, Router, Table, context, log};
 use serde::{Deserialize, Serialize};
 
 static KV: Table<str, String> = Table::new("kv");
 static GOV: Table<str, String> = Table::new("gov.members");
+static FLAGS: Table<str, serde_json::Value> = Table::new("flags");
 
 #[derive(Serialize, Deserialize)]
 struct Write {
@@ -49,6 +52,35 @@ impl App for Chaos {
                 Response::ok(&"wrote")
             })
             .get("/chaos/member-only", Auth::MEMBER, |_| Response::ok(&"member"))
+            .get("/chaos/flag", Auth::ANYONE, |_| Response::ok(&FLAGS.get("flag")?))
+    }
+
+    fn actions() -> Vec<ActionInfo> {
+        vec![
+            ActionInfo::new("chaos.set_flag", "set the flag: {\"value\": any}"),
+            ActionInfo::new("chaos.fail_on_apply", "validates, then fails when applied (after writing)"),
+        ]
+    }
+
+    fn validate_action(action: &Action) -> Result<()> {
+        match action.name.as_str() {
+            "chaos.set_flag" | "chaos.fail_on_apply" => Ok(()),
+            other => Err(Error::unknown_action(other)),
+        }
+    }
+
+    fn apply_action(action: &Action) -> Result<()> {
+        match action.name.as_str() {
+            "chaos.set_flag" => {
+                let args: serde_json::Value = action.args()?;
+                FLAGS.put("flag", &args["value"])
+            }
+            "chaos.fail_on_apply" => {
+                FLAGS.put("partial", &serde_json::json!("written before failing"))?;
+                Err(Error::conflict("ApplyFailed", "chaos.fail_on_apply fails on purpose"))
+            }
+            other => Err(Error::unknown_action(other)),
+        }
     }
 }
 

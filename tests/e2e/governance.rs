@@ -1,0 +1,357 @@
+//! Governance end to end: a consortium opens the service, admits a member, refuses bad messages;
+//! a plugin is upgraded by vote after members verify its hash; a failing apply changes nothing.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cgs_client::Member;
+use cgs_core::gov::MessageType;
+use cgs_e2e::{Sandbox, code, plugins_dir, workspace};
+use serde_json::json;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn keygen(sb_cli: impl Fn(&[&str]) -> (bool, String, String), prefix: &Path) -> String {
+    let (ok, out, err) = sb_cli(&["--json", "keygen", "--out", prefix.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["member_id"].as_str().unwrap().to_string()
+}
+
+fn pem(prefix: &Path) -> String {
+    std::fs::read_to_string(prefix.with_extension("pub")).unwrap()
+}
+
+fn cli_plain(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(&cgs_e2e::binaries().cli).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn proposal_id(r: cgs_client::ApiResponse) -> (String, String) {
+    let v = r.ok_json().unwrap();
+    (v["proposal_id"].as_str().unwrap().to_string(), v["state"].as_str().unwrap().to_string())
+}
+
+/// Three members create and open a service with `cgs-host start --genesis`; a fourth is proposed,
+/// accepted, acks and votes; bad messages are refused with the documented codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consortium_opens_the_service_and_admits_a_member() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys: Vec<_> = ["alice", "bob", "carol"].iter().map(|n| tmp.path().join(n)).collect();
+    for k in &keys {
+        keygen(cli_plain, k);
+    }
+    let measured = cgs_core::plugin::measure_dir(plugins_dir()).unwrap();
+    let constitution =
+        measured.iter().find(|(_, m)| m.info.world == cgs_core::plugin::World::Constitution).unwrap().1.blake3;
+    let apps: Vec<String> = measured
+        .iter()
+        .filter(|(_, m)| m.info.world == cgs_core::plugin::World::AppPlugin)
+        .map(|(_, m)| m.blake3.to_hex())
+        .collect();
+    let genesis = json!({
+        "members": keys.iter().zip(["alice", "bob", "carol"]).map(|(k, n)| json!({"public_key": pem(k), "member_data": {"name": n}})).collect::<Vec<_>>(),
+        "constitution": constitution,
+        "plugins": apps,
+    });
+    let genesis_path = tmp.path().join("genesis.json");
+    std::fs::write(&genesis_path, genesis.to_string()).unwrap();
+    let data = tmp.path().join("data");
+    let args: Vec<std::ffi::OsString> = vec![
+        "start".into(),
+        "--dir".into(),
+        data.clone().into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--log".into(),
+        "warn".into(),
+        "--genesis".into(),
+        genesis_path.into(),
+        "--plugins".into(),
+        plugins_dir().into(),
+    ];
+    let sb = Sandbox::spawn(&data, &args).await.unwrap();
+    let c = &sb.client;
+    assert_eq!(c.get("/gov/service").await.unwrap().ok_json().unwrap()["status"], "Opening");
+    let r = c.get("/app/contracts").await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (503, "ServiceNotOpen"));
+
+    let member =
+        |i: usize| Member::new(c.clone(), &std::fs::read_to_string(keys[i].with_extension("key")).unwrap()).unwrap();
+    let (alice, bob, carol) = (member(0), member(1), member(2));
+
+    // An Accepted (not yet active) member cannot propose.
+    let r = alice.propose(json!([{"name": "transition_service_to_open", "args": {}}])).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (403, "MemberNotActive"));
+
+    // The members ack (through the CLI) and open the service by unanimity.
+    for k in &keys {
+        let (ok, out, err) = sb.cli(Some(&k.with_extension("key")), &["member", "ack"]);
+        assert!(ok && out.contains("Active"), "{out}{err}");
+    }
+    let (ok, out, err) = sb.cli(
+        Some(&keys[0].with_extension("key")),
+        &["--json", "proposal", "create", "--action", "transition_service_to_open"],
+    );
+    assert!(ok, "{err}");
+    let open_id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["proposal_id"].as_str().unwrap().to_string();
+    for (i, k) in keys.iter().enumerate() {
+        let (ok, out, err) = sb.cli(Some(&k.with_extension("key")), &["proposal", "vote", &open_id, "approve"]);
+        assert!(ok, "{err}");
+        assert!(out.contains(if i == 2 { "Accepted" } else { "Open" }), "{out}");
+    }
+    assert_eq!(c.get("/gov/service").await.unwrap().ok_json().unwrap()["status"], "Open");
+    assert_eq!(c.get("/app/contracts").await.unwrap().status, 200);
+
+    // A fourth member is proposed and accepted.
+    let dave_key = tmp.path().join("dave");
+    let dave_id = keygen(cli_plain, &dave_key);
+    let (p4, state) = proposal_id(alice.propose(json!([{"name": "set_member", "args": {"public_key": pem(&dave_key), "member_data": {"name": "dave", "tenant": "auditors"}}}])).await.unwrap()).await;
+    assert_eq!(state, "Open");
+    for m in [&alice, &bob, &carol] {
+        m.vote(&p4, true).await.unwrap().ok().unwrap();
+    }
+    let shown = alice.authed("GET", &format!("/gov/proposals/{p4}"), None).await.unwrap().ok_json().unwrap();
+    assert_eq!(shown["state"], "Accepted");
+    assert_eq!(shown["final_votes"].as_object().unwrap().len(), 3);
+    assert!(shown["history"].as_array().unwrap().len() >= 2);
+    let dave = Member::new(c.clone(), &std::fs::read_to_string(dave_key.with_extension("key")).unwrap()).unwrap();
+    assert_eq!(dave.id(), dave_id);
+
+    // A new proposal the fourth member will vote on.
+    let (p5, _) = proposal_id(
+        bob.propose(json!([{"name": "set_action_threshold", "args": {"action": "set_member_data", "required": 2}}]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    // Inactive member: refused.
+    let r = dave.vote(&p5, true).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (403, "MemberNotActive"));
+    dave.ack().await.unwrap().ok().unwrap();
+    for m in [&alice, &bob, &carol] {
+        m.vote(&p5, true).await.unwrap().ok().unwrap();
+    }
+    let r = dave.vote(&p5, true).await.unwrap().ok_json().unwrap();
+    assert_eq!(r["state"], "Accepted", "unanimity now includes the fourth member");
+
+    // A non-member.
+    let stranger = Member::from_key(c.clone(), ed25519_dalek::SigningKey::from_bytes(&[42; 32]));
+    let r = stranger.propose(json!([{"name": "transition_service_to_open", "args": {}}])).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (401, "UnknownMember"));
+    // A bad signature: a valid message with one payload byte changed.
+    let (p6, _) = proposal_id(
+        alice.propose(json!([{"name": "set_recovery_threshold", "args": {"threshold": 2}}])).await.unwrap(),
+    )
+    .await;
+    let mut forged = bob.sign(MessageType::Ballot, Some(&p6), &json!({"vote": "approve"}));
+    let pos = forged.windows(7).position(|w| w == b"approve").unwrap();
+    forged[pos + 6] = b'd';
+    let r = bob.post_signed(&format!("/gov/proposals/{p6}/ballots"), forged).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (401, "InvalidSignature"));
+    // A replayed ballot.
+    let ballot = bob.sign(MessageType::Ballot, Some(&p6), &json!({"vote": "approve"}));
+    assert_eq!(bob.post_signed(&format!("/gov/proposals/{p6}/ballots"), ballot.clone()).await.unwrap().status, 200);
+    let r = bob.post_signed(&format!("/gov/proposals/{p6}/ballots"), ballot).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (409, "Replay"));
+    // A message ten minutes old.
+    let key =
+        cgs_core::gov::signing_key_from_pem(&std::fs::read_to_string(keys[2].with_extension("key")).unwrap()).unwrap();
+    let old = cgs_core::gov::sign(&key, MessageType::Ballot, now() - 600, Some(&p6), br#"{"vote":"approve"}"#);
+    let r = carol.post_signed(&format!("/gov/proposals/{p6}/ballots"), old).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "StaleMessage"));
+    // The wrong message type for the route.
+    let wrong = carol.sign(MessageType::Withdrawal, Some(&p6), &json!({}));
+    let r = carol.post_signed(&format!("/gov/proposals/{p6}/ballots"), wrong).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "WrongMessageType"));
+    // Only the proposer withdraws; a withdrawn proposal takes no more votes.
+    let r = bob.withdraw(&p6).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (403, "NotTheProposer"));
+    assert_eq!(alice.withdraw(&p6).await.unwrap().ok_json().unwrap()["state"], "Withdrawn");
+    let r = carol.vote(&p6, true).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (405, "ProposalNotOpen"));
+    // Unknown actions and bad arguments are refused at proposal time.
+    let r = alice.propose(json!([{"name": "nonexistent.action", "args": {}}])).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "UnknownAction"));
+    let r = alice.propose(json!([{"name": "set_member", "args": {"public_key": "junk"}}])).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "InvalidPublicKey"));
+}
+
+/// Copy the source tree (without build outputs).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if matches!(name.as_str(), "target" | ".git" | "sandbox") {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// An ISV publishes a new version of a plugin; members verify the hash against their own rebuild
+/// and vote; the new behaviour is served; an open proposal for the old version is dropped; the
+/// ledger records who voted for which hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_is_upgraded_by_vote() {
+    let mut sb = Sandbox::start(&[]).await.unwrap();
+    let (isv, dp, cp) = (sb.member("isv"), sb.member("data-provider"), sb.member("code-provider"));
+    let keys = ["isv", "data-provider", "code-provider"].map(|n| sb.data.join("members").join(format!("{n}.key")));
+
+    // An open proposal that uses an action of the current chaos plugin.
+    let (old, _) =
+        proposal_id(dp.propose(json!([{"name": "chaos.set_flag", "args": {"value": 1}}])).await.unwrap()).await;
+
+    // The ISV's new version: another response, version 0.2.0.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("isv-checkout");
+    copy_tree(&workspace(), &src);
+    let lib = src.join("tests/plugins/chaos/src/lib.rs");
+    let code_text = std::fs::read_to_string(&lib)
+        .unwrap()
+        .replace(r#"json!({"ok": true,"#, r#"json!({"ok": true, "release": "v2","#);
+    std::fs::write(&lib, code_text).unwrap();
+    let manifest = src.join("tests/plugins/chaos/Cargo.toml");
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&manifest).unwrap().replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1),
+    )
+    .unwrap();
+    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .current_dir(&src)
+        .args(["update", "--workspace", "--offline"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let src_s = src.to_str().unwrap();
+
+    let (ok, out, err) = sb.cli(Some(&keys[0]), &["--json", "plugin", "publish", "-p", "chaos", "--workspace", src_s]);
+    assert!(ok, "publish: {err}");
+    let published: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let upgrade = published["proposal_id"].as_str().unwrap().to_string();
+    let hash = published["args"]["blake3"].as_str().unwrap().to_string();
+    assert_eq!(published["args"]["version"], "0.2.0");
+
+    // Each member rebuilds from the same sources and compares with the proposed hash.
+    for k in &keys {
+        let (ok, out, err) =
+            sb.cli(Some(k), &["plugin", "verify", "chaos", "--proposal", &upgrade, "--workspace", src_s]);
+        assert!(ok && out.starts_with("MATCH"), "{out}{err}");
+    }
+    // The currently active plugin does not match the new sources (and verify says so).
+    let (ok, out, _) = sb.cli(Some(&keys[1]), &["plugin", "verify", "chaos", "--workspace", src_s]);
+    assert!(!ok && out.starts_with("MISMATCH"), "{out}");
+
+    for m in [&isv, &dp, &cp] {
+        m.vote(&upgrade, true).await.unwrap().ok().unwrap();
+    }
+    let p = isv.authed("GET", &format!("/gov/proposals/{upgrade}"), None).await.unwrap().ok_json().unwrap();
+    assert_eq!(p["state"], "Accepted");
+
+    // The new behaviour is served.
+    let ok_resp = sb.client.get("/app/chaos/ok").await.unwrap().ok_json().unwrap();
+    assert_eq!(ok_resp["release"], "v2");
+    let plugins = sb.client.get("/gov/plugins").await.unwrap().ok_json().unwrap();
+    let chaos = plugins["value"].as_array().unwrap().iter().find(|p| p["name"] == "chaos").unwrap().clone();
+    assert_eq!((chaos["version"].as_str(), chaos["blake3"].as_str()), (Some("0.2.0"), Some(hash.as_str())));
+    let (ok, out, err) = sb.cli(Some(&keys[2]), &["plugin", "verify", "chaos", "--workspace", src_s]);
+    assert!(ok && out.starts_with("MATCH"), "{out}{err}");
+
+    // The proposal for the old version was dropped.
+    let o = isv.authed("GET", &format!("/gov/proposals/{old}"), None).await.unwrap().ok_json().unwrap();
+    assert_eq!(o["state"], "Dropped", "{o}");
+    let r = cp.vote(&old, true).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (405, "ProposalNotOpen"));
+
+    // The ledger holds the signed ballots: who voted for which hash.
+    let data = sb.data.clone();
+    assert!(sb.terminate().unwrap().success());
+    let (voters, proposed_hash) = ledger_votes(&data, &upgrade, &hash);
+    let mut expected = vec![isv.id(), dp.id(), cp.id()];
+    expected.sort();
+    assert_eq!(voters, expected, "every ballot on the upgrade is in the ledger, signed by its member");
+    assert_eq!(proposed_hash, Some(isv.id()), "the signed proposal with the hash is in the ledger");
+    let (ok, _, err) = cli_plain(&["ledger", "verify", data.to_str().unwrap()]);
+    assert!(ok, "{err}");
+}
+
+/// The signers of the ballots on `proposal`, and of the proposal that installs `hash`, as the
+/// ledger records them.
+fn ledger_votes(data: &Path, proposal: &str, hash: &str) -> (Vec<String>, Option<String>) {
+    let db = redb::Database::open(data.join(cgs_core::store_format::FILE_NAME)).unwrap();
+    let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let ledger = rtx.open_table(cgs_core::store_format::LEDGER).unwrap();
+    let mut voters = Vec::new();
+    let mut proposed_hash = None;
+    for item in redb::ReadableTable::iter(&ledger).unwrap() {
+        let (_, v) = item.unwrap();
+        let e = cgs_core::entry::Entry::decode(v.value()).unwrap();
+        let cgs_core::entry::Payload::Transaction(t) = e.payload else { continue };
+        if t.envelope.is_empty() {
+            continue;
+        }
+        let env = cgs_core::gov::Envelope::parse(&t.envelope).unwrap();
+        match env.msg_type {
+            MessageType::Ballot if env.proposal_id.as_deref() == Some(proposal) => voters.push(env.member_id.clone()),
+            MessageType::Proposal => {
+                let body: cgs_core::gov::ProposalBody = env.json().unwrap();
+                if body.actions.iter().any(|a| a.name == "set_plugin" && a.args["blake3"] == hash) {
+                    proposed_hash = Some(env.member_id.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    voters.sort();
+    (voters, proposed_hash)
+}
+
+/// A proposal whose apply fails ends `Failed` and nothing of its actions is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_apply_changes_nothing() {
+    let sb = Sandbox::start(&[]).await.unwrap();
+    let (isv, dp, cp) = (sb.member("isv"), sb.member("data-provider"), sb.member("code-provider"));
+    let newcomer = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let newcomer_pem = cgs_core::gov::verifying_key_to_pem(&newcomer.verifying_key());
+    let newcomer_id = cgs_core::gov::member_id(&newcomer.verifying_key());
+    let (p, _) = proposal_id(
+        isv.propose(json!([
+            {"name": "set_member", "args": {"public_key": newcomer_pem, "member_data": {"name": "newcomer"}}},
+            {"name": "chaos.set_flag", "args": {"value": "should not stick"}},
+            {"name": "chaos.fail_on_apply", "args": {}},
+        ]))
+        .await
+        .unwrap(),
+    )
+    .await;
+    let before = sb.client.get("/app/chaos/flag").await.unwrap().ok_json().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = serde_json::Value::Null;
+    for m in [&isv, &dp, &cp] {
+        last = m.vote(&p, true).await.unwrap().ok_json().unwrap();
+    }
+    assert!(Instant::now() < deadline);
+    assert_eq!(last["state"], "Failed");
+    let shown = isv.authed("GET", &format!("/gov/proposals/{p}"), None).await.unwrap().ok_json().unwrap();
+    assert_eq!(shown["state"], "Failed");
+    assert!(shown["failure"].as_str().unwrap().contains("ApplyFailed"), "{shown}");
+    // Read back: no new member, flag unchanged.
+    let r = isv.authed("GET", &format!("/gov/members/{newcomer_id}"), None).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (404, "MemberNotFound"));
+    assert_eq!(
+        isv.authed("GET", "/gov/members", None).await.unwrap().ok_json().unwrap()["value"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(sb.client.get("/app/chaos/flag").await.unwrap().ok_json().unwrap(), before);
+}
