@@ -95,9 +95,12 @@ struct LimitArgs {
     plugin_instances: u32,
 }
 
-/// Ledger settings.
+/// Ledger and governance settings.
 #[derive(Args, Debug)]
 struct LedgerArgs {
+    /// Open proposals older than this many seconds are dropped (default: 7 days).
+    #[arg(long, default_value_t = GovConfig::default().proposal_ttl.as_secs())]
+    proposal_ttl_secs: u64,
     /// Sign a checkpoint after this many ledger entries…
     #[arg(long, default_value_t = LedgerConfig::default().signature_interval_txs)]
     signature_interval_txs: u64,
@@ -107,6 +110,10 @@ struct LedgerArgs {
 }
 
 impl LedgerArgs {
+    fn gov_config(&self) -> GovConfig {
+        GovConfig { proposal_ttl: Duration::from_secs(self.proposal_ttl_secs.max(1)), ..GovConfig::default() }
+    }
+
     fn ledger_config(&self) -> LedgerConfig {
         LedgerConfig {
             signature_interval_txs: self.signature_interval_txs.max(1),
@@ -172,7 +179,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     creation: Creation::Sandbox { plugins },
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
-                    gov: GovConfig { insecure_virtual_attestation: true, ..GovConfig::default() },
+                    gov: GovConfig { insecure_virtual_attestation: true, ..a.ledger.gov_config() },
                 },
                 true,
             )
@@ -194,7 +201,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     creation,
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
-                    gov: GovConfig::default(),
+                    gov: a.ledger.gov_config(),
                 },
                 false,
             )

@@ -154,6 +154,7 @@ pub struct Node {
     pub sandbox_members: Vec<SandboxMember>,
     /// What the sandbox did to open the service, if anything.
     pub opened: Option<String>,
+    gov_config: GovConfig,
     listener: tokio::net::TcpListener,
     /// The address actually bound.
     pub local_addr: SocketAddr,
@@ -320,6 +321,7 @@ impl Node {
             service_cert_path: dir.join("service-cert.pem"),
             sandbox_members: sandbox_list,
             opened,
+            gov_config: config.gov.clone(),
             listener,
             local_addr,
         })
@@ -406,12 +408,13 @@ impl Node {
         let tls = self.identity.server_config()?;
         let service =
             Arc::new(Service { runtime: self.runtime.clone(), ledger: self.ledger.clone(), gov: self.gov.clone() });
-        // Drop expired proposals once a minute.
+        // Drop expired proposals: every minute, or more often for short lifetimes.
         let gov = self.gov.clone();
         let ledger = self.ledger.clone();
+        let every = (self.gov_config.proposal_ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
         let sweeper = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                tokio::time::sleep(every).await;
                 if ledger.is_leader()
                     && let Err(e) = gov.drop_expired().await
                 {

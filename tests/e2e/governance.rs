@@ -236,7 +236,8 @@ async fn a_plugin_is_upgraded_by_vote() {
     assert!(st.success());
     let src_s = src.to_str().unwrap();
 
-    let (ok, out, err) = sb.cli(Some(&keys[0]), &["--json", "plugin", "publish", "-p", "chaos", "--workspace", src_s]);
+    let plugin_dir = src.join("tests/plugins/chaos");
+    let (ok, out, err) = sb.cli(Some(&keys[0]), &["--json", "plugin", "publish", plugin_dir.to_str().unwrap()]);
     assert!(ok, "publish: {err}");
     let published: serde_json::Value = serde_json::from_str(&out).unwrap();
     let upgrade = published["proposal_id"].as_str().unwrap().to_string();
@@ -354,4 +355,26 @@ async fn a_failing_apply_changes_nothing() {
         3
     );
     assert_eq!(sb.client.get("/app/chaos/flag").await.unwrap().ok_json().unwrap(), before);
+}
+
+/// Open proposals expire (`--proposal-ttl-secs`) and become `Dropped`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_proposals_expire() {
+    let sb = Sandbox::start(&["--proposal-ttl-secs", "2"]).await.unwrap();
+    let isv = sb.member("isv");
+    let (p, _) =
+        proposal_id(isv.propose(json!([{"name": "set_recovery_threshold", "args": {"threshold": 1}}])).await.unwrap())
+            .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let shown = isv.authed("GET", &format!("/gov/proposals/{p}"), None).await.unwrap().ok_json().unwrap();
+        if shown["state"] == "Dropped" {
+            assert_eq!(shown["history"].as_array().unwrap().last().unwrap()["reason"], "expired");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the proposal did not expire: {shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = sb.member("data-provider").vote(&p, true).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (405, "ProposalNotOpen"));
 }

@@ -160,10 +160,12 @@ enum PluginCommand {
     /// Build a plugin reproducibly, upload it and propose it (`set_plugin`, or `set_constitution`
     /// for a constitution). Prints the proposal id and the hash members will verify.
     Publish {
-        /// The plugin (plugin or package name).
-        #[arg(short = 'p', long = "plugin")]
-        plugin: String,
-        /// The source checkout (default: the one around the current directory).
+        /// The plugin's crate directory (e.g. `plugins/contracts`); or name it with `-p`.
+        dir: Option<PathBuf>,
+        /// The plugin (plugin or package name) in the workspace.
+        #[arg(short = 'p', long = "plugin", conflicts_with = "dir")]
+        plugin: Option<String>,
+        /// The source checkout (default: the one around DIR or the current directory).
         #[arg(long)]
         workspace: Option<PathBuf>,
     },
@@ -467,9 +469,33 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Plugin(PluginCommand::Publish { plugin, workspace: ws }) => {
+        Command::Plugin(PluginCommand::Publish { dir, plugin, workspace: ws }) => {
             let m = member(cli)?;
-            let ws = workspace(ws.as_ref())?;
+            let (ws, plugin) = match (dir, plugin) {
+                (Some(d), _) => {
+                    let manifest = std::fs::read_to_string(d.join("Cargo.toml"))
+                        .map_err(|e| format!("{} is not a crate directory: {e}", d.display()))?;
+                    let name = manifest
+                        .lines()
+                        .skip_while(|l| l.trim() != "[package]")
+                        .find_map(|l| {
+                            l.trim()
+                                .strip_prefix("name")
+                                .and_then(|r| r.trim().strip_prefix('='))
+                                .map(|v| v.trim().trim_matches('"').to_string())
+                        })
+                        .ok_or_else(|| format!("{}/Cargo.toml has no package name", d.display()))?;
+                    let abs = d.canonicalize().map_err(|e| e.to_string())?;
+                    let ws = match ws {
+                        Some(w) => w.clone(),
+                        None => cgs_core::build::find_workspace(&abs)
+                            .ok_or_else(|| format!("{} is not inside a Cargo workspace", d.display()))?,
+                    };
+                    (ws, name)
+                }
+                (None, Some(p)) => (workspace(ws.as_ref())?, p.clone()),
+                (None, None) => return Err("name the plugin: `cgs plugin publish DIR` or `-p NAME`".into()),
+            };
             let out = tempdir_for(&ws)?;
             let req = BuildRequest {
                 workspace: ws,
