@@ -624,8 +624,10 @@ impl Governance {
             let (status, body, caller, resync) = blocking(|| f(self, &mut g))?;
             match self.commit(g, operation, &caller, envelope.to_vec()).await {
                 Ok(tx_id) => {
-                    if resync {
-                        self.sync().await?;
+                    // Committed: a failure to load what was committed is the node's problem
+                    // (logged, retried at the next change or restart), not the caller's.
+                    if resync && let Err(e) = self.sync().await {
+                        tracing::error!(error = %e, "could not load the plugins governance made active");
                     }
                     return Ok(Written { status, body, tx_id });
                 }

@@ -698,6 +698,11 @@ impl Runtime {
         Ok(plugin)
     }
 
+    /// Whether `plugin` could be installed now (its routes conflict with no other plugin's).
+    pub fn check_install(&self, plugin: &Plugin) -> Result<(), LoadError> {
+        self.registry().routes.check(&plugin.info.name, &plugin.routes)
+    }
+
     /// Install `plugin`, replacing the constitution if it is one (under any name).
     pub fn replace(&self, plugin: Plugin) -> Result<Arc<Plugin>, LoadError> {
         if plugin.info.world == World::Constitution {

@@ -127,21 +127,44 @@ async fn three_replicas_apply_identically() {
     let router = Router::default();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Vec::new();
+    // Generous election timeouts: on a loaded machine, short ones cause needless elections.
+    let slow = |id| LedgerConfig {
+        heartbeat: Duration::from_millis(100),
+        election_timeout: Duration::from_millis(1000),
+        ..config(id)
+    };
     for (i, d) in dirs.iter().enumerate() {
-        nodes.push(Ledger::open(d.path(), config(i as u64 + 1), "cgs/three", router.clone()).await.unwrap());
+        nodes.push(Ledger::open(d.path(), slow(i as u64 + 1), "cgs/three", router.clone()).await.unwrap());
     }
     let members = (1..=3)
         .map(|i| (i, openraft::BasicNode::new(format!("node-{i}"))))
         .collect::<std::collections::BTreeMap<_, _>>();
     nodes[0].raft.initialize(members).await.unwrap();
-    let leader_id = nodes[0].wait_for_leader(Duration::from_secs(10)).await.unwrap();
-    let leader = nodes.iter().find(|n| n.is_leader()).or_else(|| nodes.get(leader_id as usize - 1)).unwrap().clone();
-    leader.record_node_key().await.unwrap();
+    // The current leader (leadership may move if the machine stalls; writes follow it).
+    let leader_of = |nodes: &Vec<Arc<Ledger>>| {
+        let nodes = nodes.clone();
+        async move {
+            let id = nodes[0].wait_for_leader(Duration::from_secs(20)).await.unwrap();
+            nodes[id as usize - 1].clone()
+        }
+    };
+    leader_of(&nodes).await.record_node_key().await.unwrap();
 
     let mut last = TxId::default();
     for i in 0..50u32 {
-        last = put(&*leader, "p.t", format!("k{i}").as_bytes(), &i.to_be_bytes()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        last = loop {
+            match put(&*leader_of(&nodes).await, "p.t", format!("k{i}").as_bytes(), &i.to_be_bytes()).await {
+                Ok(t) => break t,
+                Err(CommitError::Store(e)) if Instant::now() < deadline => {
+                    eprintln!("retrying after: {}", e.0);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("write {i}: {e}"),
+            }
+        };
     }
+    let leader = leader_of(&nodes).await;
     // A follower refuses writes.
     let follower = nodes.iter().find(|n| !n.is_leader()).unwrap().clone();
     assert!(matches!(put(&*follower, "p.t", b"x", b"y").await, Err(CommitError::Store(_))));
