@@ -106,7 +106,9 @@ async fn a_consortium_opens_the_service_and_admits_a_member() {
         assert!(out.contains(if i == 2 { "Accepted" } else { "Open" }), "{out}");
     }
     assert_eq!(c.get("/gov/service").await.unwrap().ok_json().unwrap()["status"], "Open");
-    assert_eq!(c.get("/app/contracts").await.unwrap().status, 200);
+    // Open: app routes answer (here: credentials are needed) instead of 503.
+    assert_eq!(c.get("/app/contracts").await.unwrap().status, 401);
+    assert_eq!(alice.authed("GET", "/app/contracts", None).await.unwrap().status, 200);
 
     // A fourth member is proposed and accepted.
     let dave_key = tmp.path().join("dave");

@@ -240,7 +240,7 @@ async fn tampering_fails_verification_at_the_right_seqno() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_from_the_service_verify_offline() {
     let sb = Sandbox::start(&[]).await.unwrap();
-    let r = sb.client.post_json("/app/contracts/c1/events", &json!({"step": "trained"})).await.unwrap();
+    let r = sb.client.put_json("/app/greetings/receipt", &json!({"text": "trained"})).await.unwrap();
     assert_eq!(r.status, 201);
     let tx = r.header("x-cgs-tx-id").unwrap().to_string();
     let key = sb.verifier_key().await.unwrap();

@@ -22,14 +22,21 @@ async fn sandbox_serves_plugin_routes_over_https() {
     assert_eq!((r.status, code(&r).as_str()), (404, "GreetingNotFound"));
 
     // The service plugins are loaded and routed.
-    let r = c.put_json("/app/contracts/collab-1", &json!({"data": {"purpose": "joint analytics"}})).await.unwrap();
-    assert_eq!(r.status, 201);
-    let list = c.get("/app/contracts").await.unwrap().ok_json().unwrap();
+    // The service plugins are loaded and routed (the collaboration test covers them in depth).
+    let isv = sb.member("isv");
+    let body = json!({"data": {"purpose": "joint analytics"}}).to_string().into_bytes();
+    let r = isv.authed("PUT", "/app/contracts/collab-1", Some(body)).await.unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let list = isv.authed("GET", "/app/contracts", None).await.unwrap().ok_json().unwrap();
     assert_eq!(list["value"][0]["id"], "collab-1");
-    let r = c.post_json("/app/contracts/collab-1/events", &json!({"step": "started"})).await.unwrap();
-    assert_eq!(r.status, 201);
-    let consent = c.get("/app/contracts/collab-1/consent/execution").await.unwrap().ok_json().unwrap();
-    assert_eq!(consent["status"], "disabled");
+    let r = isv.authed("POST", "/app/contracts/collab-1/events", Some(b"{}".to_vec())).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (405, "ContractNotAccepted"));
+    let consent =
+        isv.authed("GET", "/app/contracts/collab-1/consent/execution", None).await.unwrap().ok_json().unwrap();
+    assert_eq!(
+        (consent["status"].as_str(), consent["reason"]["code"].as_str()),
+        (Some("disabled"), Some("ContractNotAccepted"))
+    );
 
     // TLS: the certificate is pinned; a client trusting another certificate cannot connect.
     let other = tempfile::tempdir().unwrap();

@@ -38,6 +38,8 @@ pub fn binaries() -> &'static Binaries {
         let out = Command::new(cargo())
             .current_dir(workspace())
             .args(["build", "-p", "cgs-host", "-p", "cgs-client", "--bins", "--message-format=json-render-diagnostics"])
+            // `cargo bench` compiles this crate without debug assertions: run a release service then.
+            .args((!cfg!(debug_assertions)).then_some("--release"))
             .stderr(Stdio::piped())
             .output()
             .expect("run cargo build");

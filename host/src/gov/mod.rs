@@ -9,6 +9,7 @@
 
 mod jwt;
 mod records;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,7 +45,25 @@ pub mod tables {
     pub const ENVELOPES: &str = "gov.envelopes";
     /// Service: `status` → `{status, …}`.
     pub const SERVICE: &str = "gov.service";
+    /// Trusted JWT issuers: issuer → `{issuer, jwks | jwks_url, audience?}`.
+    pub const JWT_ISSUERS: &str = "gov.jwt_issuers";
+    /// User identities: `issuer|subject` → `{issuer, subject, data?}`.
+    pub const USER_IDENTITIES: &str = "gov.user_identities";
 }
+
+/// A bearer token whose signature was verified (registration is checked on every request).
+#[derive(Clone)]
+struct VerifiedToken {
+    kind: CallerKind,
+    id: String,
+    claims: Vec<(String, String)>,
+    exp: u64,
+    /// For users: the issuer record the token was verified against.
+    issuer: Option<(String, TxId)>,
+}
+
+/// Most verified tokens remembered (the cache is cleared when full).
+const TOKEN_CACHE: usize = 65_536;
 
 /// Governance settings.
 #[derive(Debug, Clone)]
@@ -169,6 +188,9 @@ pub struct Governance {
     tokens: jwt::TokenKey,
     config: GovConfig,
     open: AtomicBool,
+    /// SHA-256(token) → what its signature proved: an Ed25519 or RSA verification per request
+    /// would cost more than the request.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedToken>>,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -193,7 +215,7 @@ impl Governance {
         config: GovConfig,
     ) -> std::io::Result<Self> {
         let tokens = jwt::TokenKey::load_or_create(token_key_path, &ledger.identity().origin)?;
-        Ok(Self { runtime, ledger, tokens, config, open: AtomicBool::new(false) })
+        Ok(Self { runtime, ledger, tokens, config, open: AtomicBool::new(false), verified: Default::default() })
     }
 
     /// The runtime.
@@ -494,12 +516,14 @@ impl Governance {
         caller: &Caller,
         proposal_id: &str,
     ) -> Result<(), GovError> {
+        let all: Vec<GovAction> = actions.iter().map(Self::gov_action).collect();
         for a in actions {
             let plugin = self.owner(g, a)?;
             let ga = Self::gov_action(a);
             let call = if apply { GovCall::Apply(&ga) } else { GovCall::Validate(&ga) };
             let tx = std::mem::replace(&mut g.tx, Transaction::new(self.ledger.snapshot().map_err(internal)?));
-            let (reply, tx) = self.runtime.gov_call(&plugin, call, tx, caller, Some(proposal_id.to_string()), g.now_ms);
+            let (reply, tx) =
+                self.runtime.gov_call(&plugin, call, tx, caller, Some(proposal_id.to_string()), &all, g.now_ms);
             g.tx = tx;
             match reply {
                 Ok(GovReply::Done) => {}
@@ -548,7 +572,8 @@ impl Governance {
             ballots: &ballots,
             members: &members,
         };
-        let (reply, tx) = self.runtime.gov_call(&constitution, call, tx, caller, Some(p.proposal_id.clone()), g.now_ms);
+        let (reply, tx) =
+            self.runtime.gov_call(&constitution, call, tx, caller, Some(p.proposal_id.clone()), &actions, g.now_ms);
         g.tx = tx;
         let (outcome, reason) = match reply.map_err(dispatch)? {
             GovReply::Resolution { outcome, reason } => (outcome, reason),
@@ -787,12 +812,89 @@ impl Governance {
     /// Authenticate a bearer token: a member token issued by this service for a current member.
     pub fn authenticate(&self, token: &str) -> Result<Caller, GovError> {
         let now = self.runtime.now_ms() / 1000;
-        let sub = self.tokens.verify(token, now).map_err(|m| err(401, "InvalidCredentials", m))?;
+        let digest: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(token.as_bytes()).into()
+        };
         let mut g = self.begin()?;
-        let member = self
-            .member(&mut g, &sub)?
-            .ok_or_else(|| err(401, "InvalidCredentials", "the token's member no longer exists"))?;
-        Ok(Caller { kind: CallerKind::Member, id: sub, roles: member.roles(), contract_id: None, claims: vec![] })
+        let cached = self.verified.lock().ok().and_then(|c| c.get(&digest).filter(|v| v.exp > now).cloned());
+        let v = match cached {
+            Some(v) => v,
+            None => {
+                let v = self.verify_token(&mut g, token, now)?;
+                if let Ok(mut c) = self.verified.lock() {
+                    if c.len() >= TOKEN_CACHE {
+                        c.clear();
+                    }
+                    c.insert(digest, v.clone());
+                }
+                v
+            }
+        };
+        let invalid = |m: String| err(401, "InvalidCredentials", m);
+        match v.kind {
+            CallerKind::Member => {
+                let member =
+                    self.member(&mut g, &v.id)?.ok_or_else(|| invalid("the token's member no longer exists".into()))?;
+                Ok(Caller {
+                    kind: CallerKind::Member,
+                    id: v.id,
+                    roles: member.roles(),
+                    contract_id: None,
+                    claims: vec![],
+                })
+            }
+            _ => {
+                let (iss, version) = v.issuer.clone().unwrap_or_default();
+                let current = g.tx.get(tables::JWT_ISSUERS, iss.as_bytes()).map_err(internal)?.map(|r| r.version);
+                if current != Some(version) {
+                    // The issuer was removed or its keys changed since: verify again.
+                    if let Ok(mut c) = self.verified.lock() {
+                        c.remove(&digest);
+                    }
+                    if current.is_none() {
+                        return Err(invalid(format!("issuer `{iss}` is no longer trusted")));
+                    }
+                    return self.authenticate(token);
+                }
+                let identity: serde_json::Value = g.get(tables::USER_IDENTITIES, &v.id)?.ok_or_else(|| {
+                    invalid(format!("user `{}` is not a registered identity; propose set_user_identity", v.id))
+                })?;
+                let roles = identity["data"]["roles"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                Ok(Caller { kind: CallerKind::User, id: v.id, roles, contract_id: None, claims: v.claims })
+            }
+        }
+    }
+
+    /// Check a token's signature and lifetime: a member token of this service, or a user JWT of a
+    /// trusted issuer.
+    fn verify_token(&self, g: &mut GovTx, token: &str, now: u64) -> Result<VerifiedToken, GovError> {
+        let invalid = |m: String| err(401, "InvalidCredentials", m);
+        let parsed = users::parse(token).map_err(invalid)?;
+        if parsed.claims["aud"] == jwt::MEMBER_AUDIENCE {
+            let sub = self.tokens.verify(token, now).map_err(invalid)?;
+            let exp = parsed.claims["exp"].as_u64().unwrap_or(now);
+            return Ok(VerifiedToken { kind: CallerKind::Member, id: sub, claims: vec![], exp, issuer: None });
+        }
+        let iss = parsed.claims["iss"].as_str().ok_or_else(|| invalid("the token has no `iss`".into()))?.to_string();
+        let record =
+            g.tx.get(tables::JWT_ISSUERS, iss.as_bytes()).map_err(internal)?.ok_or_else(|| {
+                invalid(format!("issuer `{iss}` is not trusted by this service; propose set_jwt_issuer"))
+            })?;
+        let issuer: serde_json::Value =
+            serde_json::from_slice(&record.value).map_err(|e| internal(format!("corrupt issuer record: {e}")))?;
+        let sub = users::verify(&parsed, &issuer, now).map_err(invalid)?;
+        let exp = parsed.claims["exp"].as_u64().unwrap_or(now);
+        Ok(VerifiedToken {
+            kind: CallerKind::User,
+            id: format!("{iss}|{sub}"),
+            claims: users::flat_claims(&parsed.claims),
+            exp,
+            issuer: Some((iss, record.version)),
+        })
     }
 
     /// `PUT /gov/blobs` (member): store content-addressed bytes.

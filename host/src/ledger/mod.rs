@@ -365,7 +365,7 @@ impl Ledger {
             return Ok(());
         }
         let mut writes = WriteSet::new();
-        writes.insert(("sys.nodes".to_string(), key.clone()), Some(value));
+        writes.puts.insert(("sys.nodes".to_string(), key.clone()), Some(value));
         let reads = ReadSet { keys: vec![("sys.nodes".into(), key, current.map(|c| c.version))], tables: vec![] };
         let meta = TxMeta {
             caller: format!("node:{}", self.node_id),
@@ -786,14 +786,23 @@ impl Store for Ledger {
             reads: reads.keys.into_iter().map(|(table, key, version)| Read { table, key, version }).collect(),
             table_reads: reads.tables.into_iter().map(|(table, version)| TableRead { table, version }).collect(),
             writes: writes
+                .puts
                 .into_iter()
                 .map(|((table, key), value)| {
                     let value = match value {
                         Some(v) if entry::is_private_table(&table) => Some(self.secret.encrypt(&table, &key, &v)),
                         other => other,
                     };
-                    Write { table, key, value }
+                    Write { table, key, value, append: false }
                 })
+                // Appends are never to private tables (the runtime refuses them): their final key,
+                // which private values are bound to, is only known when ordered.
+                .chain(writes.appends.into_iter().map(|(table, prefix, value)| Write {
+                    table,
+                    key: prefix,
+                    value: Some(value),
+                    append: true,
+                }))
                 .collect(),
         };
         let payload = Payload::Transaction(t).encode();

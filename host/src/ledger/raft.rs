@@ -445,8 +445,14 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
                             }
                             None => {
                                 let enc = fmt::encode_tx_id(tx_id);
+                                let mut appends = 0u32;
                                 for w in &t.writes {
-                                    let k = fmt::state_key(&w.table, &w.key);
+                                    let k = if w.append {
+                                        appends += 1;
+                                        fmt::state_key(&w.table, &entry::append_key(&w.key, seqno, appends - 1))
+                                    } else {
+                                        fmt::state_key(&w.table, &w.key)
+                                    };
                                     match &w.value {
                                         Some(v) => {
                                             state

@@ -225,6 +225,22 @@ pub struct Executed {
     pub response: PluginResponse,
     /// What to commit, if the request wrote on a read-write route.
     pub commit: Option<PendingCommit>,
+    /// The plugin asked (`cgs-fill-tx: 1`) for the committed tx id in its JSON object body.
+    pub fill_tx: bool,
+}
+
+/// Header by which a plugin asks for `"tx_id"` and `"seqno"` in its JSON response body.
+pub const FILL_TX_HEADER: &str = "cgs-fill-tx";
+
+/// Add `"tx_id"` and `"seqno"` of `id` to a JSON object body (other bodies are left as they are).
+fn fill_tx(body: &mut Vec<u8>, id: TxId) {
+    if let Ok(serde_json::Value::Object(mut o)) = serde_json::from_slice::<serde_json::Value>(body) {
+        o.insert("tx_id".into(), serde_json::Value::String(id.to_string()));
+        o.insert("seqno".into(), serde_json::Value::from(id.seqno));
+        if let Ok(b) = serde_json::to_vec(&o) {
+            *body = b;
+        }
+    }
 }
 
 /// Read and write sets of an executed request.
@@ -361,6 +377,7 @@ struct Call<'a> {
     gov_writable: bool,
     tx_time_ms: u64,
     proposal_id: Option<String>,
+    proposal_actions: Vec<wit::Action>,
 }
 
 /// A governance action as the runtime passes it to plugins.
@@ -610,6 +627,7 @@ impl Runtime {
             gov_writable: false,
             tx_time_ms: self.clock.now_ms(),
             proposal_id: None,
+            proposal_actions: Vec::new(),
         };
         let (wit_routes, wit_actions) = self.run(setup, call).0.map_err(probe_err)?;
 
@@ -757,6 +775,9 @@ impl Runtime {
             match self.store.commit(tx.reads, tx.writes, tx.meta).await {
                 Ok(id) => {
                     let mut response = executed.response;
+                    if executed.fill_tx {
+                        fill_tx(&mut response.body, id);
+                    }
                     response.tx_id = Some(id);
                     return Ok(response);
                 }
@@ -809,6 +830,7 @@ impl Runtime {
             gov_writable: false,
             tx_time_ms,
             proposal_id: None,
+            proposal_actions: Vec::new(),
         };
         let (result, state) = self.run(setup, |store| {
             let inst = pre.instantiate(&mut *store)?;
@@ -825,7 +847,12 @@ impl Runtime {
                 detail: format!("returned the invalid HTTP status {}", response.status),
             });
         }
-        let headers = response.headers.into_iter().filter(|(k, v)| header_allowed(k, v)).collect();
+        let fill_tx = response.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case(FILL_TX_HEADER) && v == "1");
+        let headers = response
+            .headers
+            .into_iter()
+            .filter(|(k, v)| header_allowed(k, v) && !k.eq_ignore_ascii_case(FILL_TX_HEADER))
+            .collect();
         let commit = if writable && state.tx.has_writes() {
             let (reads, writes) = state.tx.into_sets();
             let operation = format!("{} /app{}", req.route.method, req.path);
@@ -852,6 +879,7 @@ impl Runtime {
         Ok(Executed {
             response: PluginResponse { status: response.status, headers, body: response.body, tx_id: None },
             commit,
+            fill_tx,
         })
     }
 
@@ -866,16 +894,18 @@ impl Runtime {
         tx: Transaction,
         caller: &Caller,
         proposal_id: Option<String>,
+        proposal_actions: &[GovAction],
         tx_time_ms: u64,
     ) -> (Result<GovReply, DispatchError>, Transaction) {
         let writable = matches!(call, GovCall::Apply(_));
         let gov_writable = writable && plugin.info.world == World::Constitution;
-        let setup = Call { plugin, caller, tx, writable, gov_writable, tx_time_ms, proposal_id };
+        let to_wit = |a: &GovAction| wit::Action { name: a.name.clone(), args: a.args.clone() };
+        let proposal_actions = proposal_actions.iter().map(to_wit).collect();
+        let setup = Call { plugin, caller, tx, writable, gov_writable, tx_time_ms, proposal_id, proposal_actions };
         let refused = |e: wit::Error| {
             let d = plugin_error(e);
             GovReply::Refused { status: d.status(), code: d.code().to_string(), message: d.message() }
         };
-        let to_wit = |a: &GovAction| wit::Action { name: a.name.clone(), args: a.args.clone() };
         let (result, state) = match (&plugin.pre, call) {
             (Pre::App(pre), GovCall::Validate(a)) => self.run(setup, |store| {
                 let inst = pre.instantiate(&mut *store)?;
@@ -968,6 +998,7 @@ impl Runtime {
             caller: call.caller.to_wit(),
             tx_time_ms: call.tx_time_ms,
             proposal_id: call.proposal_id,
+            proposal_actions: call.proposal_actions,
             tx: call.tx,
             writable: call.writable,
             gov_writable: call.gov_writable,

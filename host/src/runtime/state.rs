@@ -56,6 +56,8 @@ pub(crate) struct HostState {
     pub caller: types::Caller,
     pub tx_time_ms: u64,
     pub proposal_id: Option<String>,
+    /// During governance calls: every action of the proposal.
+    pub proposal_actions: Vec<types::Action>,
     pub tx: Transaction,
     pub writable: bool,
     /// Governance tables are writable (the constitution applying a core action).
@@ -78,6 +80,8 @@ impl WasiView for HostState {
 enum TableRef {
     Own(String),
     Governance(String),
+    /// Another plugin's table (`app.<plugin>.<table>`): read-only.
+    Other(String),
 }
 
 fn valid_table_name(name: &str) -> bool {
@@ -90,23 +94,35 @@ impl HostState {
         if !valid_table_name(table) {
             return Err(kv::KvError::InvalidTable);
         }
-        Ok(match table.strip_prefix("gov.") {
-            Some(rest) if !rest.is_empty() => TableRef::Governance(table.to_string()),
-            Some(_) => return Err(kv::KvError::InvalidTable),
-            None => TableRef::Own(format!("{}.{}", self.plugin, table)),
-        })
+        if let Some(rest) = table.strip_prefix("gov.") {
+            return if rest.is_empty() {
+                Err(kv::KvError::InvalidTable)
+            } else {
+                Ok(TableRef::Governance(table.into()))
+            };
+        }
+        if let Some(rest) = table.strip_prefix("app.") {
+            // `app.<plugin>.<table>`: never another plugin's private tables.
+            return match rest.split_once('.') {
+                Some((p, t)) if !p.is_empty() && !t.is_empty() && !t.starts_with("private.") => {
+                    Ok(TableRef::Other(rest.to_string()))
+                }
+                _ => Err(kv::KvError::InvalidTable),
+            };
+        }
+        Ok(TableRef::Own(format!("{}.{}", self.plugin, table)))
     }
 
     fn readable(&self, table: &str) -> Result<String, kv::KvError> {
         Ok(match self.resolve(table)? {
-            TableRef::Own(n) | TableRef::Governance(n) => n,
+            TableRef::Own(n) | TableRef::Governance(n) | TableRef::Other(n) => n,
         })
     }
 
     fn writable_table(&self, table: &str) -> Result<String, kv::KvError> {
         match self.resolve(table)? {
             TableRef::Governance(n) if self.writable && self.gov_writable => Ok(n),
-            TableRef::Governance(_) => Err(kv::KvError::ReadOnly),
+            TableRef::Governance(_) | TableRef::Other(_) => Err(kv::KvError::ReadOnly),
             TableRef::Own(_) if !self.writable => Err(kv::KvError::ReadOnly),
             TableRef::Own(n) => Ok(n),
         }
@@ -184,6 +200,19 @@ impl kv::Host for HostState {
             Err(e) => Err(self.store_failed(e)),
         }
     }
+
+    fn append(&mut self, table: String, prefix: Vec<u8>, value: Vec<u8>) -> Result<(), kv::KvError> {
+        let name = self.writable_table(&table)?;
+        // A private value is bound to its final key, which is only known once ordered.
+        if table.starts_with("private.") {
+            return Err(kv::KvError::InvalidTable);
+        }
+        if prefix.len() + 12 > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
+            return Err(kv::KvError::TooLarge);
+        }
+        self.tx.append(&name, &prefix, value);
+        Ok(())
+    }
 }
 
 impl context::Host for HostState {
@@ -201,6 +230,10 @@ impl context::Host for HostState {
 
     fn proposal_id(&mut self) -> Option<String> {
         self.proposal_id.clone()
+    }
+
+    fn proposal_actions(&mut self) -> Vec<types::Action> {
+        self.proposal_actions.clone()
     }
 }
 

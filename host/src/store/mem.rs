@@ -108,7 +108,12 @@ impl MemStore {
         }
         let id = TxId::new(1, inner.last.seqno + 1);
         let state = Arc::make_mut(&mut inner.state);
-        for ((table, key), value) in writes {
+        for (n, (table, prefix, value)) in writes.appends.into_iter().enumerate() {
+            state.table_versions.insert(table.clone(), id);
+            let key = super::append_key(&prefix, id.seqno, n as u32);
+            state.tables.entry(table).or_default().insert(key, (value, id));
+        }
+        for ((table, key), value) in writes.puts {
             state.table_versions.insert(table.clone(), id);
             let t = state.tables.entry(table).or_default();
             match value {

@@ -86,8 +86,36 @@ pub struct ReadSet {
     pub tables: Vec<(String, Option<TxId>)>,
 }
 
-/// What a transaction writes: `None` deletes.
-pub type WriteSet = std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>;
+/// What a transaction writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteSet {
+    /// Puts (`Some`) and deletes (`None`) by `(table, key)`.
+    pub puts: std::collections::BTreeMap<(String, Vec<u8>), Option<Vec<u8>>>,
+    /// Appends `(table, prefix, value)`: the key `prefix ‖ seqno ‖ n` is assigned when the
+    /// transaction is ordered.
+    pub appends: Vec<(String, Vec<u8>, Vec<u8>)>,
+}
+
+impl WriteSet {
+    /// No writes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether nothing is written.
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.appends.is_empty()
+    }
+}
+
+/// The key of the `n`-th append of the transaction at `seqno` under `prefix`.
+pub fn append_key(prefix: &[u8], seqno: u64, n: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 12);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&seqno.to_be_bytes());
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
 
 /// Who and what caused a transaction; recorded with it.
 #[derive(Debug, Clone, Default)]

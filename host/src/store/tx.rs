@@ -31,7 +31,7 @@ impl Transaction {
 
     /// The value at `key`: this transaction's write if any, else the snapshot's.
     pub fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Versioned>, TxError> {
-        if let Some(w) = self.writes.get(&(table.to_string(), key.to_vec())).cloned() {
+        if let Some(w) = self.writes.puts.get(&(table.to_string(), key.to_vec())).cloned() {
             // Our own write has no version yet; report the version it replaces.
             let prior = self.read_committed(table, key)?.map(|v| v.version);
             return Ok(w.map(|value| Versioned { value, version: prior.unwrap_or_default() }));
@@ -47,13 +47,19 @@ impl Transaction {
 
     /// Write `value` at `key`.
     pub fn put(&mut self, table: &str, key: &[u8], value: Vec<u8>) {
-        self.writes.insert((table.to_string(), key.to_vec()), Some(value));
+        self.writes.puts.insert((table.to_string(), key.to_vec()), Some(value));
+    }
+
+    /// Append `value` under `prefix ‖ seqno ‖ n`, the key assigned when the transaction is
+    /// ordered (not visible to this transaction's reads).
+    pub fn append(&mut self, table: &str, prefix: &[u8], value: Vec<u8>) {
+        self.writes.appends.push((table.to_string(), prefix.to_vec(), value));
     }
 
     /// Delete `key`; returns whether it existed (as this transaction sees it).
     pub fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, TxError> {
         let existed = self.get(table, key)?.is_some();
-        self.writes.insert((table.to_string(), key.to_vec()), None);
+        self.writes.puts.insert((table.to_string(), key.to_vec()), None);
         Ok(existed)
     }
 
@@ -65,6 +71,7 @@ impl Transaction {
         // `limit` after removing deleted keys.
         let own: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
             .writes
+            .puts
             .range((table.to_string(), Vec::new())..)
             .take_while(|((t, _), _)| t == table)
             .filter(|((_, k), _)| range.contains(k))

@@ -10,6 +10,8 @@ use crate::support::{fast_limits, plugin};
 
 struct Running {
     client: Client,
+    /// The sandbox member `isv`.
+    member: cgs_client::Member,
     _stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -33,7 +35,9 @@ async fn start(plugins: &[&str]) -> Running {
     let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
     let (tx, rx) = watch::channel(false);
     tokio::spawn(node.serve(rx));
-    Running { client, _stop: tx, _dir: dir }
+    let key = std::fs::read_to_string(dir.path().join("data/members/isv.key")).unwrap();
+    let member = cgs_client::Member::new(client.clone(), &key).unwrap();
+    Running { client, member, _stop: tx, _dir: dir }
 }
 
 fn code(r: &cgs_client::ApiResponse) -> String {
@@ -74,10 +78,13 @@ async fn error_envelopes_and_statuses() {
     assert_eq!(r.status, 405);
 
     // Bad input: never a 500.
-    let r = c.request("PUT", "/app/contracts/c1", Some(b"{not json".to_vec()), &[]).await.unwrap();
+    let m = &n.member;
+    let r = m.authed("PUT", "/app/contracts/c1", Some(b"{not json".to_vec())).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (400, "InvalidJson"));
-    let r = c.request("PUT", "/app/contracts/c1", Some(vec![b'x'; (1 << 20) + 1]), &[]).await.unwrap();
+    let r = m.authed("PUT", "/app/contracts/c1", Some(vec![b'x'; (1 << 20) + 1])).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (413, "PayloadTooLarge"));
+    let r = c.request("PUT", "/app/contracts/c1", Some(b"{}".to_vec()), &[]).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (401, "Unauthenticated"));
     let r = c.get("/app/contracts/a%zz").await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (400, "InvalidPath"));
     let r = c.get("/app/chaos/member-only").await.unwrap();
@@ -86,12 +93,16 @@ async fn error_envelopes_and_statuses() {
     assert_eq!((r.status, code(&r).as_str()), (401, "InvalidCredentials"));
 
     // A write reports its transaction id; the stale-version path answers 412.
-    let r = c.put_json("/app/contracts/c1", &serde_json::json!({"data": {"x": 1}})).await.unwrap();
+    let put = |v: serde_json::Value| m.authed("PUT", "/app/contracts/c1", Some(v.to_string().into_bytes()));
+    let r = put(serde_json::json!({"data": {"x": 1}})).await.unwrap();
     assert_eq!(r.status, 201);
     let tx = r.header("x-cgs-tx-id").expect("x-cgs-tx-id").to_string();
-    let r = c.put_json("/app/contracts/c1", &serde_json::json!({"version": "9.9", "data": {}})).await.unwrap();
+    // The plugin asked for the committed tx id in its body (`cgs-fill-tx`); the header is gone.
+    assert_eq!(r.json().unwrap()["tx_id"], tx.as_str());
+    assert!(r.header("cgs-fill-tx").is_none());
+    let r = put(serde_json::json!({"version": "9.9", "data": {}})).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (412, "PreconditionFailed"));
-    let got = c.get("/app/contracts/c1").await.unwrap().ok_json().unwrap();
+    let got = m.authed("GET", "/app/contracts/c1", None).await.unwrap().ok_json().unwrap();
     assert_eq!(got["version"], tx);
 
     // A plugin fault is a 500 with its own code, and the node keeps serving.

@@ -25,7 +25,7 @@ fn call(rt: &Runtime, method: Method, path: &str, body: &str) -> Result<PluginRe
         query: vec![],
         headers: vec![],
         body: body.as_bytes().to_vec(),
-        caller: Caller::anonymous(),
+        caller: Caller { kind: cgs_host::runtime::CallerKind::Member, id: "m".into(), ..Caller::anonymous() },
     };
     cgs_host::store::now(rt.handle(&req)).expect("in-memory commits complete at once")
 }

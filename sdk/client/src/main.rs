@@ -52,6 +52,209 @@ enum Command {
     /// Verify a ledger offline.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Clean-room contracts: drafts, proposals, revocation and deployment specs.
+    #[command(subcommand)]
+    Contract(ContractCommand),
+    /// Clean-room policies of contracts.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Consent of contracts: execution kill switches, logging and telemetry.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Audit events of contracts.
+    #[command(subcommand)]
+    Event(EventCommand),
+}
+
+/// Who may use a contract (omitted from the request when not given).
+#[derive(Args, Debug)]
+struct PartyArgs {
+    /// A member id that may read and amend the contract (repeatable; default: every member).
+    #[arg(long = "collaborator", value_name = "MEMBER_ID")]
+    collaborators: Vec<String>,
+    /// A user identity that may read the contract (repeatable).
+    #[arg(long = "user", value_name = "ISSUER|SUBJECT")]
+    users: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ContractCommand {
+    /// Create a draft contract.
+    Create {
+        /// Contract id (A-Z a-z 0-9 - _ .).
+        id: String,
+        /// The contract document: JSON, or @FILE (@- for stdin).
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: String,
+        #[command(flatten)]
+        parties: PartyArgs,
+    },
+    /// Amend a draft contract at its current version.
+    Update {
+        /// Contract id.
+        id: String,
+        /// The version you read (`cgs contract show`).
+        #[arg(long)]
+        version: String,
+        /// The new contract document: JSON, or @FILE (@- for stdin).
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: String,
+        #[command(flatten)]
+        parties: PartyArgs,
+    },
+    /// Show a contract.
+    Show {
+        /// Contract id.
+        id: String,
+    },
+    /// List contracts: `ID STATE VERSION`.
+    List {
+        /// Only this state (Draft, Proposed, Accepted, Revoked).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Propose accepting a contract (`contracts.set_contract`).
+    Propose {
+        /// Contract id.
+        id: String,
+        /// The version to accept (default: the current one).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Vote on a proposal (as `cgs proposal vote`).
+    Vote {
+        /// Proposal id.
+        proposal_id: String,
+        /// `approve` or `reject`.
+        vote: String,
+    },
+    /// Propose revoking an accepted contract (`contracts.revoke_contract`).
+    Revoke {
+        /// Contract id.
+        id: String,
+    },
+    /// Deployment specs.
+    #[command(subcommand)]
+    Spec(SpecCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SpecCommand {
+    /// Propose a contract's deployment spec (`contracts.set_deployment_spec`).
+    Propose {
+        /// Contract id.
+        id: String,
+        /// The deployment spec: JSON, or @FILE (@- for stdin).
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: String,
+    },
+    /// Show a contract's deployment spec.
+    Show {
+        /// Contract id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Propose adding or removing claims of a contract's clean-room policy
+    /// (`contracts.set_cleanroom_policy`).
+    #[command(group = clap::ArgGroup::new("op").required(true).args(["add", "remove"]))]
+    Propose {
+        /// Contract id.
+        id: String,
+        /// Add the claims.
+        #[arg(long)]
+        add: bool,
+        /// Remove the claims.
+        #[arg(long)]
+        remove: bool,
+        /// A claim (repeatable; values of one NAME make a list; `true`/`false` are booleans).
+        #[arg(long = "claim", value_name = "NAME=VALUE", required = true)]
+        claims: Vec<String>,
+    },
+    /// Show a contract's clean-room policy.
+    Show {
+        /// Contract id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConsentCommand {
+    /// Show a contract's consent status.
+    Show {
+        /// Contract id.
+        id: String,
+        /// Which consent.
+        #[arg(default_value = "execution", value_parser = ["execution", "logging", "telemetry"])]
+        kind: String,
+    },
+    /// Turn your execution kill switch on: the contract no longer runs.
+    Disable {
+        /// Contract id.
+        id: String,
+        /// Why (shown to the contract's parties).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Turn your execution kill switch off again.
+    Enable {
+        /// Contract id.
+        id: String,
+    },
+    /// Propose enabling or disabling logging or telemetry (`consent.enable_logging`, …).
+    Propose {
+        /// Contract id.
+        id: String,
+        /// The change.
+        #[arg(value_parser = ["enable-logging", "disable-logging", "enable-telemetry", "disable-telemetry"])]
+        change: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EventCommand {
+    /// Record an audit event of an accepted contract.
+    Add {
+        /// Contract id.
+        id: String,
+        /// The event: JSON, or @FILE (@- for stdin).
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: String,
+        /// Scope label of the event.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Id label of the event.
+        #[arg(long = "event-id")]
+        event_id: Option<String>,
+    },
+    /// List a contract's events: `SEQNO TX_ID TIMESTAMP SCOPE ID DATA`.
+    List {
+        /// Contract id.
+        id: String,
+        /// Only events with this scope.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Only events with this id.
+        #[arg(long = "event-id")]
+        event_id: Option<String>,
+        /// From this seqno (inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Up to this seqno (inclusive).
+        #[arg(long)]
+        to: Option<u64>,
+        /// At most this many events per page (service default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Newest first.
+        #[arg(long)]
+        newest_first: bool,
+        /// Follow `next_link` through every page.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,6 +510,369 @@ fn proposal_line(p: &serde_json::Value) -> String {
     )
 }
 
+/// Percent-encode a path segment or a query value.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `/app/contracts/{id}{rest}`.
+fn contract_path(id: &str, rest: &str) -> String {
+    format!("/app/contracts/{}{rest}", encode(id))
+}
+
+/// `path?query` (just `path` without a query).
+fn with_query(path: String, query: &[String]) -> String {
+    if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) }
+}
+
+/// A `JSON|@FILE` argument (`@-`: stdin).
+fn json_arg(flag: &str, arg: &str) -> Result<serde_json::Value, String> {
+    let (text, from) = match arg.strip_prefix('@') {
+        Some("-") => {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            (t, "stdin".to_string())
+        }
+        Some(path) => {
+            (std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?, path.to_string())
+        }
+        None => return serde_json::from_str(arg).map_err(|e| format!("{flag} is not JSON (or @FILE): {e}")),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{from} is not JSON: {e}"))
+}
+
+/// A JSON value as text: strings bare, `null` and `""` as `-`.
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) if s.is_empty() => "-".into(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON array as `a, b, c` (`-` when empty or absent).
+fn plain_list(v: &serde_json::Value) -> String {
+    match v.as_array().filter(|a| !a.is_empty()) {
+        Some(a) => a.iter().map(plain).collect::<Vec<_>>().join(", "),
+        None => "-".into(),
+    }
+}
+
+/// `{"claims":{NAME:[values]}}` from `NAME=VALUE` flags; `true`/`false` are booleans.
+fn claims_arg(claims: &[String]) -> Result<serde_json::Value, String> {
+    let mut map = serde_json::Map::new();
+    for c in claims {
+        let (name, value) = c
+            .split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| format!("--claim `{c}` is not NAME=VALUE"))?;
+        let value = match value {
+            "true" => serde_json::Value::Bool(true),
+            "false" => serde_json::Value::Bool(false),
+            v => serde_json::Value::String(v.into()),
+        };
+        if let serde_json::Value::Array(values) =
+            map.entry(name.to_string()).or_insert_with(|| serde_json::Value::Array(Vec::new()))
+        {
+            values.push(value);
+        }
+    }
+    Ok(serde_json::Value::Object(map))
+}
+
+/// The body of `PUT /app/contracts/{id}`.
+fn contract_body(version: Option<&str>, data: &str, parties: &PartyArgs) -> Result<serde_json::Value, String> {
+    let mut body = serde_json::json!({"data": json_arg("--data", data)?});
+    if let Some(v) = version {
+        body["version"] = v.into();
+    }
+    if !parties.collaborators.is_empty() {
+        body["collaborators"] = parties.collaborators.clone().into();
+    }
+    if !parties.users.is_empty() {
+        body["users"] = parties.users.clone().into();
+    }
+    Ok(body)
+}
+
+/// Print a new proposal's id and state (as `cgs proposal create`).
+fn show_proposal(cli: &Cli, v: &serde_json::Value) {
+    show(cli, v, |v| {
+        format!("proposal {} is {}", v["proposal_id"].as_str().unwrap_or("?"), v["state"].as_str().unwrap_or("?"))
+    });
+}
+
+/// Propose one action and print the proposal id and state.
+fn propose_action(cli: &Cli, m: &cgs_client::Member, name: &str, args: serde_json::Value) -> Result<(), String> {
+    let v = ok_json(block_on(m.propose(serde_json::json!([{"name": name, "args": args}])))?)?;
+    show_proposal(cli, &v);
+    Ok(())
+}
+
+/// Vote on a proposal and print its state.
+fn vote_on(cli: &Cli, m: &cgs_client::Member, id: &str, vote: &str) -> Result<(), String> {
+    let approve = match vote {
+        "approve" => true,
+        "reject" => false,
+        other => return Err(format!("vote must be `approve` or `reject`, not `{other}`")),
+    };
+    let v = ok_json(block_on(m.vote(id, approve))?)?;
+    show(cli, &v, |v| format!("proposal {id} is {}", v["state"].as_str().unwrap_or("?")));
+    Ok(())
+}
+
+fn contract_text(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        let label = if label.is_empty() { String::new() } else { format!("{label}:") };
+        out.push_str(&format!("{label:<15}{value}\n"));
+    };
+    line("id", plain(&v["id"]));
+    line("state", plain(&v["state"]));
+    line("version", plain(&v["version"]));
+    line("proposal_id", plain(&v["proposal_id"]));
+    match v["final_votes"].as_array().filter(|a| !a.is_empty()) {
+        Some(votes) => {
+            for (i, b) in votes.iter().enumerate() {
+                let label = if i == 0 { "final_votes" } else { "" };
+                line(label, format!("{} {}", plain(&b["member_id"]), plain(&b["vote"])));
+            }
+        }
+        None => line("final_votes", "-".into()),
+    }
+    if v["collaborators"].is_array() {
+        line("collaborators", plain_list(&v["collaborators"]));
+    }
+    if v["users"].as_array().is_some_and(|u| !u.is_empty()) {
+        line("users", plain_list(&v["users"]));
+    }
+    out.push_str("data:\n");
+    out.push_str(&serde_json::to_string_pretty(&v["data"]).unwrap_or_default());
+    out
+}
+
+fn run_contract(cli: &Cli, c: &ContractCommand) -> Result<(), String> {
+    let m = member(cli)?;
+    match c {
+        ContractCommand::Create { id, data, parties } | ContractCommand::Update { id, data, parties, .. } => {
+            let version = match c {
+                ContractCommand::Update { version, .. } => Some(version.as_str()),
+                _ => None,
+            };
+            let body = contract_body(version, data, parties)?;
+            let v = ok_json(block_on(m.authed("PUT", &contract_path(id, ""), Some(body.to_string().into_bytes())))?)?;
+            let what = if version.is_some() { "updated" } else { "created" };
+            show(cli, &v, |v| format!("contract {id} {what} (version {})", plain(&v["tx_id"])));
+        }
+        ContractCommand::Show { id } => {
+            let v = ok_json(block_on(m.authed("GET", &contract_path(id, ""), None))?)?;
+            show(cli, &v, contract_text);
+        }
+        ContractCommand::List { state } => {
+            let query: Vec<String> = state.iter().map(|s| format!("state={}", encode(s))).collect();
+            let v = ok_json(block_on(m.authed("GET", &with_query("/app/contracts".into(), &query), None))?)?;
+            show(cli, &v, |v| {
+                v["value"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| format!("{}  {:<8} {}", plain(&x["id"]), plain(&x["state"]), plain(&x["version"])))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            });
+        }
+        ContractCommand::Propose { id, version } => {
+            let v = block_on(async {
+                let version = match version {
+                    Some(v) => v.clone(),
+                    None => {
+                        let c = ok_json(m.authed("GET", &contract_path(id, ""), None).await)?;
+                        c["version"].as_str().map(str::to_string).ok_or("the contract has no `version`")?
+                    }
+                };
+                let args = serde_json::json!({"contract_id": id, "version": version});
+                ok_json(m.propose(serde_json::json!([{"name": "contracts.set_contract", "args": args}])).await)
+            })??;
+            show_proposal(cli, &v);
+        }
+        ContractCommand::Vote { proposal_id, vote } => vote_on(cli, &m, proposal_id, vote)?,
+        ContractCommand::Revoke { id } => {
+            propose_action(cli, &m, "contracts.revoke_contract", serde_json::json!({"contract_id": id}))?;
+        }
+        ContractCommand::Spec(SpecCommand::Propose { id, data }) => {
+            let args = serde_json::json!({"contract_id": id, "data": json_arg("--data", data)?});
+            propose_action(cli, &m, "contracts.set_deployment_spec", args)?;
+        }
+        ContractCommand::Spec(SpecCommand::Show { id }) => {
+            let v = ok_json(block_on(m.authed("GET", &contract_path(id, "/deployment-spec"), None))?)?;
+            show(cli, &v, |v| {
+                format!(
+                    "accepted by proposal: {}\nopen proposals:       {}\ndata:\n{}",
+                    plain(&v["accepted_proposal_id"]),
+                    plain_list(&v["proposal_ids"]),
+                    serde_json::to_string_pretty(&v["data"]).unwrap_or_default()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+fn run_policy(cli: &Cli, c: &PolicyCommand) -> Result<(), String> {
+    let m = member(cli)?;
+    match c {
+        PolicyCommand::Propose { id, add: _, remove, claims } => {
+            let args = serde_json::json!({
+                "contract_id": id,
+                "type": if *remove { "remove" } else { "add" },
+                "claims": claims_arg(claims)?,
+            });
+            propose_action(cli, &m, "contracts.set_cleanroom_policy", args)?;
+        }
+        PolicyCommand::Show { id } => {
+            let v = ok_json(block_on(m.authed("GET", &contract_path(id, "/cleanroom-policy"), None))?)?;
+            show(cli, &v, |v| {
+                format!(
+                    "accepted by proposals: {}\nopen proposals:        {}\npolicy:\n{}",
+                    plain_list(&v["accepted_proposal_ids"]),
+                    plain_list(&v["proposal_ids"]),
+                    serde_json::to_string_pretty(&v["policy"]).unwrap_or_default()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+fn run_consent(cli: &Cli, c: &ConsentCommand) -> Result<(), String> {
+    let m = member(cli)?;
+    match c {
+        ConsentCommand::Show { id, kind } => {
+            let v = ok_json(block_on(m.authed("GET", &contract_path(id, &format!("/consent/{kind}")), None))?)?;
+            show(cli, &v, |v| match v["status"].as_str() {
+                Some("disabled") if v["reason"].is_object() => {
+                    format!("{kind}: disabled ({}: {})", plain(&v["reason"]["code"]), plain(&v["reason"]["message"]))
+                }
+                status => format!("{kind}: {}", status.unwrap_or("?")),
+            });
+        }
+        ConsentCommand::Disable { id, .. } | ConsentCommand::Enable { id } => {
+            let (action, body) = match c {
+                ConsentCommand::Disable { reason, .. } => {
+                    ("disable", reason.as_ref().map(|r| serde_json::json!({"reason": r}).to_string().into_bytes()))
+                }
+                _ => ("enable", None),
+            };
+            let path = contract_path(id, &format!("/consent/execution/{action}"));
+            let v = ok_json(block_on(m.authed("POST", &path, body))?)?;
+            show(cli, &v, |v| {
+                format!(
+                    "your execution kill switch for contract {id} is {} (tx {})",
+                    if action == "disable" { "on" } else { "off" },
+                    plain(&v["tx_id"])
+                )
+            });
+        }
+        ConsentCommand::Propose { id, change } => {
+            let action = format!("consent.{}", change.replace('-', "_"));
+            propose_action(cli, &m, &action, serde_json::json!({"contract_id": id}))?;
+        }
+    }
+    Ok(())
+}
+
+fn event_line(e: &serde_json::Value) -> String {
+    format!(
+        "{} {} {} {} {} {}",
+        plain(&e["seqno"]),
+        plain(&e["tx_id"]),
+        plain(&e["timestamp"]),
+        plain(&e["scope"]),
+        plain(&e["id"]),
+        e["data"]
+    )
+}
+
+fn run_event(cli: &Cli, c: &EventCommand) -> Result<(), String> {
+    let m = member(cli)?;
+    match c {
+        EventCommand::Add { id, data, scope, event_id } => {
+            let body = json_arg("--data", data)?;
+            let mut query = Vec::new();
+            if let Some(s) = scope {
+                query.push(format!("scope={}", encode(s)));
+            }
+            if let Some(i) = event_id {
+                query.push(format!("id={}", encode(i)));
+            }
+            let path = with_query(contract_path(id, "/events"), &query);
+            let v = ok_json(block_on(m.authed("POST", &path, Some(body.to_string().into_bytes())))?)?;
+            show(cli, &v, |v| {
+                format!(
+                    "event recorded: seqno {}, tx {}, timestamp {}",
+                    plain(&v["seqno"]),
+                    plain(&v["tx_id"]),
+                    plain(&v["timestamp"])
+                )
+            });
+        }
+        EventCommand::List { id, scope, event_id, from, to, limit, newest_first, all } => {
+            let mut query = Vec::new();
+            if let Some(s) = scope {
+                query.push(format!("scope={}", encode(s)));
+            }
+            if let Some(i) = event_id {
+                query.push(format!("id={}", encode(i)));
+            }
+            query.extend(from.map(|n| format!("from={n}")));
+            query.extend(to.map(|n| format!("to={n}")));
+            query.extend(limit.map(|n| format!("limit={n}")));
+            if *newest_first {
+                query.push("order=desc".into());
+            }
+            let path = with_query(contract_path(id, "/events"), &query);
+            let v = block_on(async {
+                let first = ok_json(m.authed("GET", &path, None).await)?;
+                if !*all {
+                    return Ok(first);
+                }
+                let mut value = first["value"].as_array().cloned().unwrap_or_default();
+                let mut next = first["next_link"].as_str().map(str::to_string);
+                while let Some(link) = next.take() {
+                    if !link.starts_with("/app/") {
+                        return Err(format!("unexpected next_link `{link}`"));
+                    }
+                    let page = ok_json(m.authed("GET", &link, None).await)?;
+                    value.extend(page["value"].as_array().cloned().unwrap_or_default());
+                    next = page["next_link"].as_str().map(str::to_string);
+                }
+                Ok(serde_json::json!({"value": value, "next_link": null}))
+            })??;
+            show(cli, &v, |v| {
+                let mut lines: Vec<String> =
+                    v["value"].as_array().map(|a| a.iter().map(event_line).collect()).unwrap_or_default();
+                if let Some(next) = v["next_link"].as_str() {
+                    lines.push(format!("(more: --all, or GET {next})"));
+                }
+                lines.join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The hash a plugin has on the service (active, or proposed by `proposal`).
 async fn service_hash(m: &cgs_client::Member, name: &str, proposal: Option<&str>) -> Result<String, String> {
     match proposal {
@@ -453,15 +1019,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     let v = ok_json(block_on(m.authed("GET", &format!("/gov/proposals/{id}"), None))?)?;
                     show(cli, &v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
                 }
-                ProposalCommand::Vote { id, vote } => {
-                    let approve = match vote.as_str() {
-                        "approve" => true,
-                        "reject" => false,
-                        other => return Err(format!("vote must be `approve` or `reject`, not `{other}`")),
-                    };
-                    let v = ok_json(block_on(m.vote(id, approve))?)?;
-                    show(cli, &v, |v| format!("proposal {id} is {}", v["state"].as_str().unwrap_or("?")));
-                }
+                ProposalCommand::Vote { id, vote } => vote_on(cli, &m, id, vote)?,
                 ProposalCommand::Withdraw { id } => {
                     let v = ok_json(block_on(m.withdraw(id))?)?;
                     show(cli, &v, |v| format!("proposal {id} is {}", v["state"].as_str().unwrap_or("?")));
@@ -469,6 +1027,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Contract(c) => run_contract(cli, c),
+        Command::Policy(c) => run_policy(cli, c),
+        Command::Consent(c) => run_consent(cli, c),
+        Command::Event(c) => run_event(cli, c),
         Command::Plugin(PluginCommand::Publish { dir, plugin, workspace: ws }) => {
             let m = member(cli)?;
             let (ws, plugin) = match (dir, plugin) {

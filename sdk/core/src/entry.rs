@@ -58,15 +58,27 @@ pub struct TableRead {
     pub version: Option<TxId>,
 }
 
-/// A write: `value` `None` deletes.
+/// A write: `value` `None` deletes. An append (`append`) writes under
+/// `key ‖ seqno (u64 BE) ‖ n (u32 BE)`, `n` counting the transaction's appends in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
     /// Internal table name.
     pub table: String,
-    /// The key.
+    /// The key (for an append: the prefix).
     pub key: Vec<u8>,
     /// The new value (AES-256-GCM ciphertext for private tables), or `None` to delete.
     pub value: Option<Vec<u8>>,
+    /// An append: the key is completed when the transaction is ordered.
+    pub append: bool,
+}
+
+/// The key of the `n`-th append of the transaction at `seqno` under `prefix`.
+pub fn append_key(prefix: &[u8], seqno: u64, n: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 12);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&seqno.to_be_bytes());
+    k.extend_from_slice(&n.to_be_bytes());
+    k
 }
 
 /// A transaction entry.
@@ -254,12 +266,16 @@ impl Payload {
                 for x in &t.writes {
                     w.str16(&x.table);
                     w.bytes32(&x.key);
-                    match &x.value {
-                        Some(v) => {
+                    match (&x.value, x.append) {
+                        (Some(v), false) => {
                             w.u8(0);
                             w.bytes32(v);
                         }
-                        None => w.u8(1),
+                        (None, _) => w.u8(1),
+                        (Some(v), true) => {
+                            w.u8(2);
+                            w.bytes32(v);
+                        }
                     }
                 }
             }
@@ -308,12 +324,13 @@ impl Payload {
                 for _ in 0..n {
                     let table = r.str16("write table")?;
                     let key = r.bytes32("write key")?;
-                    let value = match r.u8("write op")? {
-                        0 => Some(r.bytes32("write value")?),
-                        1 => None,
+                    let (value, append) = match r.u8("write op")? {
+                        0 => (Some(r.bytes32("write value")?), false),
+                        1 => (None, false),
+                        2 => (Some(r.bytes32("append value")?), true),
                         other => return Err(DecodeError(format!("invalid write op {other}"))),
                     };
-                    writes.push(Write { table, key, value });
+                    writes.push(Write { table, key, value, append });
                 }
                 Payload::Transaction(Transaction {
                     tx_time_ms,
@@ -518,8 +535,9 @@ mod tests {
                     reads: vec![Read { table: "p.t".into(), key: b"k".to_vec(), version: Some(TxId::new(1, 2)) }],
                     table_reads: vec![TableRead { table: "p.t".into(), version: None }],
                     writes: vec![
-                        Write { table: "p.t".into(), key: b"k".to_vec(), value: Some(b"v".to_vec()) },
-                        Write { table: "p.t".into(), key: b"z".to_vec(), value: None },
+                        Write { table: "p.t".into(), key: b"k".to_vec(), value: Some(b"v".to_vec()), append: false },
+                        Write { table: "p.t".into(), key: b"z".to_vec(), value: None, append: false },
+                        Write { table: "p.log".into(), key: b"c1".to_vec(), value: Some(b"e".to_vec()), append: true },
                     ],
                 }),
             },

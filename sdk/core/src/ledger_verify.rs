@@ -164,8 +164,15 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
                     replay.invalid.push(key);
                     report.invalid_transactions += 1;
                 } else {
+                    let mut appends = 0u32;
                     for w in &t.writes {
-                        let sk = (w.table.clone(), w.key.clone());
+                        let final_key = if w.append {
+                            appends += 1;
+                            crate::entry::append_key(&w.key, key, appends - 1)
+                        } else {
+                            w.key.clone()
+                        };
+                        let sk = (w.table.clone(), final_key);
                         match &w.value {
                             Some(val) => {
                                 replay.state.insert(sk, (tx_id, val.clone()));

@@ -23,3 +23,9 @@ pub fn plugin_name() -> String {
 pub fn proposal_id() -> Option<String> {
     sys::proposal_id()
 }
+
+/// While validating or applying a governance action: every action of the proposal, in order
+/// (empty otherwise). Lets an action insist on standing alone, or on its companions.
+pub fn proposal_actions() -> Vec<crate::Action> {
+    sys::proposal_actions()
+}

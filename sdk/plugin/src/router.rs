@@ -73,6 +73,9 @@ impl Router {
                 format!("{:?} callers may not call {:?} {}", req.caller.kind, req.method, req.route),
             ));
         }
+        // Natively, one dispatch is one transaction: its appends share a seqno.
+        #[cfg(not(target_arch = "wasm32"))]
+        crate::testing::native::STATE.with(|s| s.borrow_mut().append_tx = None);
         (def.handler)(req)
     }
 

@@ -97,6 +97,9 @@ mod imp {
     ) -> Result<Vec<RawEntry>, KvError> {
         kv::range(table, start, end, limit, reverse).map(|v| v.into_iter().map(entry).collect()).map_err(err)
     }
+    pub fn append(table: &str, prefix: &[u8], value: &[u8]) -> Result<(), KvError> {
+        kv::append(table, prefix, value).map_err(err)
+    }
     pub fn caller() -> Caller {
         Caller::from_wit(context::current_caller())
     }
@@ -108,6 +111,9 @@ mod imp {
     }
     pub fn proposal_id() -> Option<String> {
         context::proposal_id()
+    }
+    pub fn proposal_actions() -> Vec<crate::Action> {
+        context::proposal_actions().into_iter().map(|a| crate::Action { name: a.name, args: a.args }).collect()
     }
     pub fn log(level: crate::log::Level, message: &str) {
         let level = match level {

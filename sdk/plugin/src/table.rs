@@ -178,6 +178,17 @@ impl<K: Key + ?Sized, V: Serialize + DeserializeOwned> Table<K, V> {
         sys::put(self.name, &key.encode(), &bytes).map_err(|e| Error::from_kv(e, self.name))
     }
 
+    /// Append `value` under a key the ledger assigns when the transaction is ordered:
+    /// `prefix ‖ seqno (u64 BE) ‖ n (u32 BE)`. Appended keys sort in ledger order, so a table of
+    /// appends is a log per prefix; the new entry is not visible to this request's own reads.
+    /// Not for `private.*` tables.
+    pub fn append(&self, prefix: &K, value: &V) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| {
+            Error::internal("SerializationFailed", format!("could not encode a value for `{}`: {e}", self.name))
+        })?;
+        sys::append(self.name, &prefix.encode(), &bytes).map_err(|e| Error::from_kv(e, self.name))
+    }
+
     /// Remove `key`; returns whether it existed.
     pub fn delete(&self, key: &K) -> Result<bool> {
         sys::delete(self.name, &key.encode()).map_err(|e| Error::from_kv(e, self.name))

@@ -54,6 +54,23 @@ pub fn set_gov_writable(writable: bool) {
     let _ = writable;
 }
 
+/// Set the proposal that [`context::proposal_id`](crate::context::proposal_id) and
+/// [`context::proposal_actions`](crate::context::proposal_actions) report (`None`: no proposal).
+pub fn set_proposal(proposal: Option<(&str, Vec<crate::Action>)>) {
+    #[cfg(not(target_arch = "wasm32"))]
+    native::STATE.with(|s| s.borrow_mut().proposal = proposal.map(|(id, a)| (id.to_string(), a)));
+    #[cfg(target_arch = "wasm32")]
+    let _ = proposal;
+}
+
+/// The version (tx id) the last native write got; appended keys end with its seqno.
+pub fn last_seqno() -> u64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    return native::STATE.with(|s| s.borrow().seqno);
+    #[cfg(target_arch = "wasm32")]
+    0
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod native {
     use std::cell::RefCell;
@@ -72,6 +89,10 @@ pub(crate) mod native {
         pub tx_time: u64,
         pub read_only: bool,
         pub gov_writable: bool,
+        pub proposal: Option<(String, Vec<crate::Action>)>,
+        /// The seqno and count of appends of the current native transaction (one
+        /// `Router::dispatch`): its appends share the seqno, as in one real transaction.
+        pub append_tx: Option<(u64, u32)>,
     }
 
     thread_local! {
@@ -116,6 +137,30 @@ pub(crate) mod native {
             s.seqno += 1;
             let v = TxId { term: 1, seqno: s.seqno };
             s.tables.entry(table.to_string()).or_default().insert(key.to_vec(), (value.to_vec(), v));
+            Ok(())
+        })
+    }
+
+    pub fn append(table: &str, prefix: &[u8], value: &[u8]) -> Result<(), KvError> {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            check_write(&s, table)?;
+            if table.starts_with("private.") {
+                return Err(KvError::InvalidTable);
+            }
+            let (seqno, n) = match s.append_tx {
+                Some((seqno, n)) => (seqno, n + 1),
+                None => {
+                    s.seqno += 1;
+                    (s.seqno, 0)
+                }
+            };
+            s.append_tx = Some((seqno, n));
+            let v = TxId { term: 1, seqno };
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(&seqno.to_be_bytes());
+            key.extend_from_slice(&n.to_be_bytes());
+            s.tables.entry(table.to_string()).or_default().insert(key, (value.to_vec(), v));
             Ok(())
         })
     }
@@ -168,7 +213,11 @@ pub(crate) mod native {
     }
 
     pub fn proposal_id() -> Option<String> {
-        None
+        STATE.with(|s| s.borrow().proposal.as_ref().map(|p| p.0.clone()))
+    }
+
+    pub fn proposal_actions() -> Vec<crate::Action> {
+        STATE.with(|s| s.borrow().proposal.as_ref().map(|p| p.1.clone()).unwrap_or_default())
     }
 
     pub fn log(level: crate::log::Level, message: &str) {
