@@ -272,7 +272,13 @@ fn run(action: &Action, apply: bool) -> Result<()> {
         }
         "set_user_identity" => {
             let (issuer, subject) = (str_arg(&args, "issuer")?, str_arg(&args, "subject")?);
-            if !JWT_ISSUERS.contains(issuer)? {
+            // An issuer trusted by an earlier action of the same proposal counts (when applying,
+            // that action has already written it).
+            let same_proposal = cgs_plugin::context::proposal_actions().iter().any(|a| {
+                a.name == "set_jwt_issuer"
+                    && serde_json::from_str::<Value>(&a.args).is_ok_and(|v| v["issuer"].as_str() == Some(issuer))
+            });
+            if !JWT_ISSUERS.contains(issuer)? && !(same_proposal && !apply) {
                 return Err(Error::not_found(
                     "IssuerNotFound",
                     format!("issuer `{issuer}` is not trusted; propose set_jwt_issuer first"),
