@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app_matrix;
 mod cli;
 mod collaboration;
 mod governance;

@@ -585,7 +585,9 @@ impl Governance {
             GovOutcome::Rejected => p.transition(ProposalState::Rejected, g.now_ms, Some(reason)),
             GovOutcome::Accepted => {
                 let before = g.tx.clone();
-                match self.run_actions(g, &p.actions.clone(), true, caller, &p.proposal_id.clone()) {
+                // Actions apply on behalf of their proposer, whoever cast the deciding ballot.
+                let proposer = member_caller(&p.proposer_id);
+                match self.run_actions(g, &p.actions.clone(), true, &proposer, &p.proposal_id.clone()) {
                     Ok(()) => {
                         p.final_votes = Some(p.ballots.clone());
                         p.transition(ProposalState::Accepted, g.now_ms, Some(reason));

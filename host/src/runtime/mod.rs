@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cgs_core::Blake3Hash;
 use cgs_core::plugin::{PluginInfo, World};
@@ -152,7 +152,15 @@ pub struct Plugin {
     pub actions: Vec<ActionInfo>,
     name: Arc<str>,
     pre: Pre,
+    /// A call of this plugin once took longer than [`INLINE_BUDGET`]: its calls leave the async
+    /// worker (`block_in_place`) from then on.
+    slow: AtomicBool,
 }
+
+/// Calls up to this long run on the async worker that received the request: handing a 20 µs
+/// call to another thread costs more than the call (context switches dominated a profile of
+/// the consent check). A plugin that once exceeds it is moved off the worker for good.
+const INLINE_BUDGET: Duration = Duration::from_millis(2);
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -592,6 +600,7 @@ impl Runtime {
             routes: Vec::new(),
             actions: Vec::new(),
             pre,
+            slow: AtomicBool::new(false),
         };
         let (routes, actions) = self.probe(&plugin)?;
         plugin.routes = routes;
@@ -770,7 +779,17 @@ impl Runtime {
     pub async fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
         let mut attempt = 0;
         loop {
-            let executed = off_executor(|| self.execute(req))?;
+            let executed = if req.plugin.slow.load(Ordering::Relaxed) {
+                off_executor(|| self.execute(req))?
+            } else {
+                let started = Instant::now();
+                let executed = self.execute(req);
+                if started.elapsed() > INLINE_BUDGET {
+                    tracing::debug!(plugin = %req.plugin.info.name, "slow call: later calls run off the async worker");
+                    req.plugin.slow.store(true, Ordering::Relaxed);
+                }
+                executed?
+            };
             let Some(tx) = executed.commit else { return Ok(executed.response) };
             match self.store.commit(tx.reads, tx.writes, tx.meta).await {
                 Ok(id) => {
