@@ -42,6 +42,8 @@ struct Settings {
     conns_consent: usize,
     conns_events: usize,
     only: Option<String>,
+    /// Offered load (req/s over all connections) of the paced consent run; 0 skips it.
+    consent_rate: f64,
 }
 
 fn secs(s: &str, what: &str) -> Result<Duration> {
@@ -68,9 +70,12 @@ impl Settings {
             "conns-consent" => self.conns_consent = count(value, "--conns-consent")?,
             "conns-events" => self.conns_events = count(value, "--conns-events")?,
             "only" => match value {
-                "consent" | "events" => self.only = Some(value.to_string()),
-                _ => bail!("--only: expected `consent` or `events`, got `{value}`"),
+                "consent" | "consent-paced" | "events" => self.only = Some(value.to_string()),
+                _ => bail!("--only: expected `consent`, `consent-paced` or `events`, got `{value}`"),
             },
+            "consent-rate" => {
+                self.consent_rate = value.trim().parse().with_context(|| format!("--consent-rate: `{value}`"))?
+            }
             _ => bail!("unknown option --{key}"),
         }
         Ok(())
@@ -83,8 +88,9 @@ impl Settings {
             conns_consent: 64,
             conns_events: 256,
             only: None,
+            consent_rate: 15_000.0,
         };
-        for key in ["duration", "warmup", "conns-consent", "conns-events", "only"] {
+        for key in ["duration", "warmup", "conns-consent", "conns-events", "only", "consent-rate"] {
             let var = format!("APP_LOAD_{}", key.replace('-', "_").to_uppercase());
             if let Ok(v) = std::env::var(&var) {
                 s.set(key, &v).with_context(|| format!("environment variable {var}"))?;
@@ -100,7 +106,7 @@ impl Settings {
             if opt == "help" {
                 println!(
                     "app_load [--duration SECS] [--warmup SECS] [--conns-consent N] [--conns-events N] \
-                     [--only consent|events]"
+                     [--only consent|consent-paced|events] [--consent-rate REQ_PER_S]"
                 );
                 std::process::exit(0);
             }
@@ -228,10 +234,22 @@ async fn drive(
     work: Workload,
     measure_from: Instant,
     end: Instant,
+    pace: Option<(Instant, Duration)>,
 ) -> Tally {
     let mut t = Tally { latencies_us: Vec::with_capacity(4096), ..Tally::default() };
+    let mut sent: u32 = 0;
     loop {
-        let start = Instant::now();
+        // Paced: request k is due at first + k * interval; latency counts from when it was due,
+        // so a late server is not hidden by the client waiting for it (coordinated omission).
+        let start = match pace {
+            Some((first, interval)) => {
+                let due = first + interval * sent;
+                sent += 1;
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
         if start >= end {
             break;
         }
@@ -288,7 +306,7 @@ struct Outcome {
     tally: Tally,
 }
 
-async fn run_scenario(target: &Target, work: Workload, conns: usize, s: &Settings) -> Outcome {
+async fn run_scenario(target: &Target, work: Workload, conns: usize, s: &Settings, rate: Option<f64>) -> Outcome {
     eprintln!("== {}: {} {} over {conns} connections", work.name, work.method, work.path);
     // Open every connection first, so that connection setup is not part of the measurement.
     let mut set = tokio::task::JoinSet::new();
@@ -316,9 +334,15 @@ async fn run_scenario(target: &Target, work: Workload, conns: usize, s: &Setting
     let measure_from = start + s.warmup;
     let end = measure_from + s.duration;
     eprintln!("   warm-up {:.1} s, measuring {:.1} s", s.warmup.as_secs_f64(), s.duration.as_secs_f64());
+    if let Some(r) = rate {
+        eprintln!("   offered load: {r} req/s, paced per connection (latency counted from when a request was due)");
+    }
     let mut set = tokio::task::JoinSet::new();
-    for sender in senders {
-        set.spawn(drive(sender, target.clone(), work.clone(), measure_from, end));
+    // Paced: each connection offers rate / conns req/s, the connections staggered evenly.
+    let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
+    for (i, sender) in senders.into_iter().enumerate() {
+        let pace = interval.map(|iv| (start + iv.mul_f64(i as f64 / conns as f64), iv));
+        set.spawn(drive(sender, target.clone(), work.clone(), measure_from, end, pace));
     }
     let mut tally = Tally::default();
     while let Some(r) = set.join_next().await {
@@ -470,7 +494,18 @@ async fn main() -> Result<()> {
             body: None,
             authorization: authorization.clone(),
         };
-        outcomes.push(run_scenario(&target, work, settings.conns_consent, &settings).await);
+        outcomes.push(run_scenario(&target, work, settings.conns_consent, &settings, None).await);
+    }
+    if want("consent-paced") && settings.consent_rate > 0.0 {
+        let work = Workload {
+            name: "consent-paced",
+            method: hyper::Method::GET,
+            path: format!("/app/contracts/{CONTRACT}/consent/execution"),
+            body: None,
+            authorization: authorization.clone(),
+        };
+        outcomes
+            .push(run_scenario(&target, work, settings.conns_consent, &settings, Some(settings.consent_rate)).await);
     }
     if want("events") {
         let body = json!({"step": "bench", "rows": 42, "ok": true}).to_string();
@@ -481,7 +516,7 @@ async fn main() -> Result<()> {
             body: Some(Bytes::from(body)),
             authorization,
         };
-        outcomes.push(run_scenario(&target, work, settings.conns_events, &settings).await);
+        outcomes.push(run_scenario(&target, work, settings.conns_events, &settings, None).await);
     }
     report(&mut outcomes);
     drop(sb);

@@ -16,7 +16,7 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -152,15 +152,18 @@ pub struct Plugin {
     pub actions: Vec<ActionInfo>,
     name: Arc<str>,
     pre: Pre,
-    /// A call of this plugin once took longer than [`INLINE_BUDGET`]: its calls leave the async
-    /// worker (`block_in_place`) from then on.
-    slow: AtomicBool,
+    /// Calls in a row that took longer than [`INLINE_BUDGET`]; at [`SLOW_STRIKES`] the plugin's
+    /// calls leave the async worker (`block_in_place`) for good.
+    slow: AtomicU32,
 }
 
 /// Calls up to this long run on the async worker that received the request: handing a 20 µs
 /// call to another thread costs more than the call (context switches dominated a profile of
-/// the consent check). A plugin that once exceeds it is moved off the worker for good.
+/// the consent check). A plugin whose calls exceed it [`SLOW_STRIKES`] times in a row (a first
+/// call may be slow: cold pages) is moved off the worker for good.
 const INLINE_BUDGET: Duration = Duration::from_millis(2);
+/// See [`INLINE_BUDGET`].
+const SLOW_STRIKES: u32 = 3;
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -600,7 +603,7 @@ impl Runtime {
             routes: Vec::new(),
             actions: Vec::new(),
             pre,
-            slow: AtomicBool::new(false),
+            slow: AtomicU32::new(0),
         };
         let (routes, actions) = self.probe(&plugin)?;
         plugin.routes = routes;
@@ -779,14 +782,28 @@ impl Runtime {
     pub async fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
         let mut attempt = 0;
         loop {
-            let executed = if req.plugin.slow.load(Ordering::Relaxed) {
+            let executed = if req.plugin.slow.load(Ordering::Relaxed) >= SLOW_STRIKES {
                 off_executor(|| self.execute(req))?
             } else {
                 let started = Instant::now();
-                let executed = self.execute(req);
+                // wasmtime-wasi's synchronous stdio shims (a guest printing, or panicking) enter
+                // tokio with `block_on`, which panics on an async worker. Such a call is
+                // re-executed off the worker (nothing was committed), and the plugin's calls
+                // stay there.
+                let executed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(req))) {
+                    Ok(executed) => executed,
+                    Err(_) => {
+                        tracing::debug!(plugin = %req.plugin.info.name, "a call needed blocking WASI I/O: calls run off the async worker from now on");
+                        req.plugin.slow.store(SLOW_STRIKES, Ordering::Relaxed);
+                        off_executor(|| self.execute(req))
+                    }
+                };
                 if started.elapsed() > INLINE_BUDGET {
-                    tracing::debug!(plugin = %req.plugin.info.name, "slow call: later calls run off the async worker");
-                    req.plugin.slow.store(true, Ordering::Relaxed);
+                    if req.plugin.slow.fetch_add(1, Ordering::Relaxed) + 1 == SLOW_STRIKES {
+                        tracing::info!(plugin = %req.plugin.info.name, "slow calls: they run off the async worker from now on");
+                    }
+                } else {
+                    req.plugin.slow.store(0, Ordering::Relaxed);
                 }
                 executed?
             };

@@ -278,7 +278,7 @@ fn run(action: &Action, apply: bool) -> Result<()> {
                 a.name == "set_jwt_issuer"
                     && serde_json::from_str::<Value>(&a.args).is_ok_and(|v| v["issuer"].as_str() == Some(issuer))
             });
-            if !JWT_ISSUERS.contains(issuer)? && !(same_proposal && !apply) {
+            if !JWT_ISSUERS.contains(issuer)? && (!same_proposal || apply) {
                 return Err(Error::not_found(
                     "IssuerNotFound",
                     format!("issuer `{issuer}` is not trusted; propose set_jwt_issuer first"),
