@@ -112,11 +112,27 @@ struct LedgerArgs {
     /// …or this many milliseconds after the first unsigned entry.
     #[arg(long, default_value_t = LedgerConfig::default().signature_interval.as_millis() as u64)]
     signature_interval_ms: u64,
+    /// Fetch JWT issuers' `jwks_url` when it starts with this prefix (repeatable), e.g.
+    /// `https://login.example.com/`. Without it, only issuers with inline JWKS are usable.
+    #[arg(long = "jwks-url-allow", value_name = "PREFIX")]
+    jwks_url_allow: Vec<String>,
+    /// PEM certificates trusted (besides the Mozilla roots) when fetching a JWKS.
+    #[arg(long = "jwks-ca", value_name = "FILE")]
+    jwks_ca: Option<PathBuf>,
 }
 
 impl LedgerArgs {
-    fn gov_config(&self) -> GovConfig {
-        GovConfig { proposal_ttl: Duration::from_secs(self.proposal_ttl_secs.max(1)), ..GovConfig::default() }
+    fn gov_config(&self) -> Result<GovConfig, String> {
+        let jwks_ca_pem = match &self.jwks_ca {
+            Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?),
+            None => None,
+        };
+        Ok(GovConfig {
+            proposal_ttl: Duration::from_secs(self.proposal_ttl_secs.max(1)),
+            jwks_url_allow: self.jwks_url_allow.clone(),
+            jwks_ca_pem,
+            ..GovConfig::default()
+        })
     }
 
     fn ledger_config(&self) -> LedgerConfig {
@@ -184,7 +200,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     creation: Creation::Sandbox { plugins },
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
-                    gov: GovConfig { insecure_virtual_attestation: true, ..a.ledger.gov_config() },
+                    gov: GovConfig { insecure_virtual_attestation: true, ..a.ledger.gov_config()? },
                 },
                 true,
             )
@@ -206,7 +222,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     creation,
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
-                    gov: a.ledger.gov_config(),
+                    gov: a.ledger.gov_config()?,
                 },
                 false,
             )
@@ -291,8 +307,11 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
     if let Some(m) = node.sandbox_members.first() {
         writeln!(out, "  export CGS_URL={url} CGS_CA={cert} CGS_KEY={}", m.key_path.display())?;
         writeln!(out, "  cargo run -q -p cgs-client -- proposal list")?;
+        writeln!(
+            out,
+            "  cargo run -q -p cgs-client -- contract create demo --data '{{\"purpose\":\"demo\"}}'   # then propose, vote: README, \"A clean-room collaboration\""
+        )?;
     }
-    writeln!(out, "  curl --cacert {cert} -X PUT -d '{{\"data\":{{\"purpose\":\"demo\"}}}}' {url}/app/contracts/demo")?;
     writeln!(out, "Stop with Ctrl-C.")?;
     writeln!(out)
 }

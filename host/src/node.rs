@@ -422,8 +422,17 @@ impl Node {
                 }
             }
         });
+        // Fetch issuers' JWKS given by URL (allowed by the operator) when due.
+        let gov = self.gov.clone();
+        let jwks = tokio::spawn(async move {
+            loop {
+                gov.refresh_jwks().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
         let served = http::serve(self.listener, tls, service, shutdown).await;
         sweeper.abort();
+        jwks.abort();
         self.ledger.shutdown().await;
         served.map_err(|source| NodeError::Listen { addr: self.local_addr, source })
     }

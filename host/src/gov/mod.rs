@@ -7,6 +7,7 @@
 //! one ledger transaction per governance write (with the raw signed envelope recorded in the ledger
 //! entry), and swaps plugins in the runtime once a change is committed.
 
+pub mod jwks;
 mod jwt;
 mod records;
 pub mod users;
@@ -76,6 +77,10 @@ pub struct GovConfig {
     pub token_ttl: Duration,
     /// Whether virtual (insecure) attestation evidence is accepted.
     pub insecure_virtual_attestation: bool,
+    /// URL prefixes (`https://…`) this node fetches issuers' `jwks_url` from.
+    pub jwks_url_allow: Vec<String>,
+    /// Extra PEM roots trusted when fetching a JWKS (besides the Mozilla roots).
+    pub jwks_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for GovConfig {
@@ -85,6 +90,8 @@ impl Default for GovConfig {
             max_clock_skew: Duration::from_secs(300),
             token_ttl: Duration::from_secs(3600),
             insecure_virtual_attestation: false,
+            jwks_url_allow: Vec::new(),
+            jwks_ca_pem: None,
         }
     }
 }
@@ -191,6 +198,8 @@ pub struct Governance {
     /// SHA-256(token) → what its signature proved: an Ed25519 or RSA verification per request
     /// would cost more than the request.
     verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedToken>>,
+    /// Issuers' keys fetched from their `jwks_url`.
+    jwks: jwks::JwksFetcher,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -215,7 +224,9 @@ impl Governance {
         config: GovConfig,
     ) -> std::io::Result<Self> {
         let tokens = jwt::TokenKey::load_or_create(token_key_path, &ledger.identity().origin)?;
-        Ok(Self { runtime, ledger, tokens, config, open: AtomicBool::new(false), verified: Default::default() })
+        let jwks = jwks::JwksFetcher::new(config.jwks_url_allow.clone(), config.jwks_ca_pem.as_deref())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Self { runtime, ledger, tokens, config, open: AtomicBool::new(false), verified: Default::default(), jwks })
     }
 
     /// The runtime.
@@ -886,8 +897,13 @@ impl Governance {
             g.tx.get(tables::JWT_ISSUERS, iss.as_bytes()).map_err(internal)?.ok_or_else(|| {
                 invalid(format!("issuer `{iss}` is not trusted by this service; propose set_jwt_issuer"))
             })?;
-        let issuer: serde_json::Value =
+        let mut issuer: serde_json::Value =
             serde_json::from_slice(&record.value).map_err(|e| internal(format!("corrupt issuer record: {e}")))?;
+        if !issuer["jwks"]["keys"].is_array()
+            && let Some(url) = issuer["jwks_url"].as_str()
+        {
+            issuer["jwks"] = self.jwks.keys(url).map_err(invalid)?;
+        }
         let sub = users::verify(&parsed, &issuer, now).map_err(invalid)?;
         let exp = parsed.claims["exp"].as_u64().unwrap_or(now);
         Ok(VerifiedToken {
@@ -897,6 +913,24 @@ impl Governance {
             exp,
             issuer: Some((iss, record.version)),
         })
+    }
+
+    /// Fetch the JWKS of trusted issuers given by URL that are due (see [`jwks`]).
+    pub async fn refresh_jwks(&self) {
+        let urls: Vec<String> = match self.begin().and_then(|mut g| g.scan::<serde_json::Value>(tables::JWT_ISSUERS)) {
+            Ok(issuers) => issuers
+                .into_iter()
+                .filter(|(_, i)| !i["jwks"]["keys"].is_array())
+                .filter_map(|(_, i)| i["jwks_url"].as_str().map(str::to_string))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e.message, "reading JWT issuers failed");
+                return;
+            }
+        };
+        if !urls.is_empty() {
+            self.jwks.refresh(&urls).await;
+        }
     }
 
     /// `PUT /gov/blobs` (member): store content-addressed bytes.

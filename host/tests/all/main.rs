@@ -8,3 +8,4 @@ mod support;
 mod http;
 mod ledger;
 mod runtime;
+mod users;

@@ -1,0 +1,144 @@
+//! Users whose issuer publishes its keys at a URL: the node fetches the JWKS over HTTPS only from
+//! URL prefixes the operator allows, and a registered user's JWT is then accepted for the
+//! contracts that name them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cgs_client::{Client, Member};
+use cgs_host::gov::users::{ed25519_jwk, sign_eddsa};
+use cgs_host::node::{Creation, Node, NodeConfig, PluginSource};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::support::{fast_limits, plugin};
+
+/// An HTTPS server answering every request with `body`; counts requests.
+async fn jwks_server(dir: &std::path::Path, body: String) -> (String, String, Arc<AtomicUsize>) {
+    let id = cgs_host::tls::ServiceIdentity::load_or_create(dir, &[]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(id.server_config().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/", listener.local_addr().unwrap().port());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, body, counter) = (acceptor.clone(), body.clone(), counter.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(body.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (url, id.service_cert_pem.clone(), hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_fetched_from_an_allowed_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let jwks = serde_json::json!({"keys": [ed25519_jwk(&idp.verifying_key(), "k1")]}).to_string();
+    let (jwks_url, jwks_ca, hits) = jwks_server(&dir.path().join("idp"), jwks).await;
+
+    let pdir = dir.path().join("plugins");
+    std::fs::create_dir_all(&pdir).unwrap();
+    for p in ["constitution", "contracts", "consent", "audit"] {
+        std::fs::write(pdir.join(format!("{p}.wasm")), plugin(p)).unwrap();
+    }
+    let gov = cgs_host::gov::GovConfig {
+        jwks_url_allow: vec![jwks_url.clone()],
+        jwks_ca_pem: Some(jwks_ca.into_bytes()),
+        ..Default::default()
+    };
+    let config = NodeConfig {
+        dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        creation: Creation::Sandbox { plugins: PluginSource::Dir(pdir) },
+        runtime: fast_limits(),
+        ledger: cgs_host::ledger::LedgerConfig::default(),
+        gov,
+    };
+    let node = Node::open(config).await.unwrap();
+    let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(node.serve(rx));
+    let members: Vec<Member> = ["isv", "data-provider", "code-provider"]
+        .iter()
+        .map(|m| {
+            let key = std::fs::read_to_string(dir.path().join(format!("data/members/{m}.key"))).unwrap();
+            Member::new(client.clone(), &key).unwrap()
+        })
+        .collect();
+
+    // Two issuers by URL: one the operator allows, one it does not.
+    let other_url = "https://idp.elsewhere.example/keys";
+    let actions = serde_json::json!([
+        {"name": "set_jwt_issuer", "args": {"issuer": "https://idp.test", "jwks_url": jwks_url}},
+        {"name": "set_jwt_issuer", "args": {"issuer": "https://idp.other", "jwks_url": other_url}},
+        {"name": "set_user_identity", "args": {"issuer": "https://idp.test", "subject": "alice"}},
+        {"name": "set_user_identity", "args": {"issuer": "https://idp.other", "subject": "bob"}},
+    ]);
+    let p = members[0].propose(actions).await.unwrap().ok_json().unwrap();
+    let id = p["proposal_id"].as_str().unwrap().to_string();
+    let mut state = String::new();
+    for m in &members {
+        state = m.vote(&id, true).await.unwrap().ok_json().unwrap()["state"].as_str().unwrap().to_string();
+    }
+    assert_eq!(state, "Accepted");
+    let body = serde_json::json!({"data": {}, "users": ["https://idp.test|alice", "https://idp.other|bob"]});
+    let r = members[0].authed("PUT", "/app/contracts/c", Some(body.to_string().into_bytes())).await.unwrap();
+    assert_eq!(r.status, 201);
+
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let token = |iss: &str, sub: &str| sign_eddsa(&idp, "k1", &serde_json::json!({"iss": iss, "sub": sub, "exp": exp}));
+    let get = |tok: String| {
+        let client = client.clone();
+        async move {
+            let auth = format!("Bearer {tok}");
+            client.request("GET", "/app/contracts/c", None, &[("authorization", auth.as_str())]).await.unwrap()
+        }
+    };
+    // The node fetches the allowed URL in the background; the user is accepted once it has.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = get(token("https://idp.test", "alice")).await;
+        if r.status == 200 {
+            break;
+        }
+        let msg = r.error().map(|e| e.error.message).unwrap_or_default();
+        assert!(msg.contains("not been fetched yet") && Instant::now() < deadline, "{}: {msg}", r.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+    // A token the published key did not sign is refused.
+    let forged = sign_eddsa(
+        &ed25519_dalek::SigningKey::from_bytes(&[10; 32]),
+        "k1",
+        &serde_json::json!({"iss": "https://idp.test", "sub": "alice", "exp": exp}),
+    );
+    let r = get(forged).await;
+    assert_eq!(r.status, 401);
+    // An issuer whose URL the operator did not allow: refused, naming the flag; never fetched.
+    let r = get(token("https://idp.other", "bob")).await;
+    assert_eq!(r.status, 401);
+    let msg = r.error().unwrap().error.message;
+    assert!(msg.contains("--jwks-url-allow"), "{msg}");
+}
