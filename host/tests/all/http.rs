@@ -8,15 +8,28 @@ use tokio::sync::watch;
 
 use crate::support::{fast_limits, plugin};
 
-struct Running {
-    client: Client,
+pub(crate) struct Running {
+    pub client: Client,
     /// The sandbox member `isv`.
-    member: cgs_client::Member,
+    pub member: cgs_client::Member,
     _stop: watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// The sandbox member `name` (`isv`, `data-provider`, `code-provider`).
+    pub fn member(&self, name: &str) -> cgs_client::Member {
+        let key = std::fs::read_to_string(self.dir.path().join(format!("data/members/{name}.key"))).unwrap();
+        cgs_client::Member::new(self.client.clone(), &key).unwrap()
+    }
 }
 
 async fn start(plugins: &[&str]) -> Running {
+    start_with(plugins, cgs_host::gov::GovConfig::default()).await
+}
+
+/// An in-process sandbox node serving `plugins` with governance settings `gov`.
+pub(crate) async fn start_with(plugins: &[&str], gov: cgs_host::gov::GovConfig) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let pdir = dir.path().join("plugins");
     std::fs::create_dir_all(&pdir).unwrap();
@@ -29,7 +42,7 @@ async fn start(plugins: &[&str]) -> Running {
         creation: Creation::Sandbox { plugins: PluginSource::Dir(pdir) },
         runtime: fast_limits(),
         ledger: cgs_host::ledger::LedgerConfig::default(),
-        gov: cgs_host::gov::GovConfig::default(),
+        gov,
     };
     let node = Node::open(config).await.unwrap();
     let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
@@ -37,7 +50,7 @@ async fn start(plugins: &[&str]) -> Running {
     tokio::spawn(node.serve(rx));
     let key = std::fs::read_to_string(dir.path().join("data/members/isv.key")).unwrap();
     let member = cgs_client::Member::new(client.clone(), &key).unwrap();
-    Running { client, member, _stop: tx, _dir: dir }
+    Running { client, member, _stop: tx, dir }
 }
 
 fn code(r: &cgs_client::ApiResponse) -> String {

@@ -2,18 +2,13 @@
 //! URL prefixes the operator allows, and a registered user's JWT is then accepted for the
 //! contracts that name them.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cgs_client::{Client, Member};
+use cgs_client::Member;
 use cgs_host::gov::users::{ed25519_jwk, sign_eddsa};
-use cgs_host::node::{Creation, Node, NodeConfig, PluginSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
-
-use crate::support::{fast_limits, plugin};
 
 /// An HTTPS server answering every request with `body`; counts requests.
 async fn jwks_server(dir: &std::path::Path, body: String) -> (String, String, Arc<AtomicUsize>) {
@@ -58,35 +53,14 @@ async fn jwks_fetched_from_an_allowed_url() {
     let jwks = serde_json::json!({"keys": [ed25519_jwk(&idp.verifying_key(), "k1")]}).to_string();
     let (jwks_url, jwks_ca, hits) = jwks_server(&dir.path().join("idp"), jwks).await;
 
-    let pdir = dir.path().join("plugins");
-    std::fs::create_dir_all(&pdir).unwrap();
-    for p in ["constitution", "contracts", "consent", "audit"] {
-        std::fs::write(pdir.join(format!("{p}.wasm")), plugin(p)).unwrap();
-    }
     let gov = cgs_host::gov::GovConfig {
         jwks_url_allow: vec![jwks_url.clone()],
         jwks_ca_pem: Some(jwks_ca.into_bytes()),
         ..Default::default()
     };
-    let config = NodeConfig {
-        dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        creation: Creation::Sandbox { plugins: PluginSource::Dir(pdir) },
-        runtime: fast_limits(),
-        ledger: cgs_host::ledger::LedgerConfig::default(),
-        gov,
-    };
-    let node = Node::open(config).await.unwrap();
-    let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
-    let (_stop, rx) = watch::channel(false);
-    tokio::spawn(node.serve(rx));
-    let members: Vec<Member> = ["isv", "data-provider", "code-provider"]
-        .iter()
-        .map(|m| {
-            let key = std::fs::read_to_string(dir.path().join(format!("data/members/{m}.key"))).unwrap();
-            Member::new(client.clone(), &key).unwrap()
-        })
-        .collect();
+    let node = crate::http::start_with(&["constitution", "contracts", "consent", "audit"], gov).await;
+    let client = node.client.clone();
+    let members: Vec<Member> = ["isv", "data-provider", "code-provider"].iter().map(|m| node.member(m)).collect();
 
     // Two issuers by URL: one the operator allows, one it does not.
     let other_url = "https://idp.elsewhere.example/keys";
