@@ -148,6 +148,9 @@ async fn three_members_collaborate_on_a_clean_room() {
     };
     let r = as_user("analyst", "/app/contracts/collab").await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(as_user("analyst", "/gov/members").await.status, 200, "users read the member list");
+    let r = as_user("analyst", "/gov/proposals").await;
+    assert_eq!((r.status, code(&r).as_str()), (403, "CallerKindNotAllowed"), "proposals are for members");
     let r = as_user("outsider", "/app/contracts/collab").await;
     assert_eq!((r.status, code(&r).as_str()), (403, "NotAContractParty"));
     let r = as_user("stranger", "/app/contracts/collab").await;

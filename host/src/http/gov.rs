@@ -43,11 +43,11 @@ impl Service {
             (Method::GET, ["constitution"]) => Ok(json_ok(&self.gov.constitution()?)),
             (Method::GET, ["plugins"]) => Ok(self.plugins()),
             (Method::GET, ["members"]) => {
-                self.member_only(&req)?;
+                self.member_or_user(&req)?;
                 Ok(json_ok(&self.gov.list_members(None)?))
             }
             (Method::GET, ["members", id]) => {
-                self.member_only(&req)?;
+                self.member_or_user(&req)?;
                 Ok(json_ok(&self.gov.list_members(Some(id))?))
             }
             (Method::GET, ["members", id, "state-digest"]) => {
@@ -114,14 +114,28 @@ impl Service {
 
     /// The caller must present a member bearer token.
     fn member_only(&self, req: &Request<Incoming>) -> Result<crate::runtime::Caller, ApiError> {
+        self.caller_of(req, &[CallerKind::Member])
+    }
+
+    /// The caller must present a member token or a registered user's JWT.
+    fn member_or_user(&self, req: &Request<Incoming>) -> Result<crate::runtime::Caller, ApiError> {
+        self.caller_of(req, &[CallerKind::Member, CallerKind::User])
+    }
+
+    fn caller_of(&self, req: &Request<Incoming>, kinds: &[CallerKind]) -> Result<crate::runtime::Caller, ApiError> {
         let caller = self.authenticate(req)?;
-        if caller.kind != CallerKind::Member {
-            return Err(ApiError::new(
+        if kinds.contains(&caller.kind) {
+            return Ok(caller);
+        }
+        let who = if kinds.contains(&CallerKind::User) { "member or user" } else { "member" };
+        Err(if caller.kind == CallerKind::Anonymous {
+            ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "Unauthenticated",
-                "this route needs a member bearer token (POST /gov/login with a signed login message)",
-            ));
-        }
-        Ok(caller)
+                format!("this route needs a {who} bearer token (members: POST /gov/login with a signed login message)"),
+            )
+        } else {
+            ApiError::new(StatusCode::FORBIDDEN, "CallerKindNotAllowed", format!("this route is open to a {who} only"))
+        })
     }
 }
