@@ -7,8 +7,11 @@
 //! * `virtual`: development evidence (measurement, host_data, report_data in clear) that proves
 //!   nothing and is accepted only where explicitly allowed.
 //!
-//! This crate parses and validates the shape of evidence. Cryptographic verification of SNP
-//! reports against the pinned AMD roots and policy evaluation are added by the attestation work.
+//! [`Evidence::check_shape`] validates encodings only. [`verify`] does the full check: for `snp`,
+//! the AMD signature chain from pinned roots ([`roots`]), certificate validity at a given time,
+//! the VCEK↔report binding and the [`VerifyPolicy`] (guest policy, VMPL, minimum TCB, allowed
+//! measurement / host_data / report_data); `virtual` evidence passes only when the policy allows
+//! it and is then marked insecure. See `../shared/reference/sev-snp.md` §7 for the checklist.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,6 +19,16 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
+
+pub mod policy;
+pub mod roots;
+pub mod snp;
+mod verify;
+
+pub use policy::{Tcb, VerifyPolicy};
+pub use roots::{Generation, GenerationAnchors, Pin, TrustAnchors};
+pub use snp::{SigningKey, SnpClaims};
+pub use verify::{VerifiedEvidence, VerifyError, verify, verify_with_anchors};
 
 /// Size of an SEV-SNP attestation report.
 pub const SNP_REPORT_LEN: usize = 1184;

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attest;
 pub mod fsutil;
 pub mod gov;
 pub mod http;

@@ -406,8 +406,15 @@ impl Node {
     /// Serve until `shutdown` turns true.
     pub async fn serve(self, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
         let tls = self.identity.server_config()?;
-        let service =
-            Arc::new(Service { runtime: self.runtime.clone(), ledger: self.ledger.clone(), gov: self.gov.clone() });
+        let service = Arc::new(Service {
+            runtime: self.runtime.clone(),
+            ledger: self.ledger.clone(),
+            gov: self.gov.clone(),
+            evidence: Arc::new(crate::attest::NodeEvidence::new(
+                self.ledger.public_key(),
+                self.identity.service_cert_pem.clone(),
+            )),
+        });
         // Drop expired proposals: every minute, or more often for short lifetimes.
         let gov = self.gov.clone();
         let ledger = self.ledger.clone();

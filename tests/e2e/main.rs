@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app_matrix;
+mod attestation;
 mod cli;
 mod collaboration;
 mod governance;

@@ -12,6 +12,8 @@ use ed25519_dalek::{Signer, SigningKey};
 
 /// Audience of member tokens.
 pub const MEMBER_AUDIENCE: &str = "cgs:member";
+/// Audience of clean-room session tokens.
+pub const CLEANROOM_AUDIENCE: &str = "cgs:cleanroom";
 
 /// The token signing key.
 pub struct TokenKey {
@@ -45,6 +47,40 @@ impl TokenKey {
         let signing_input = format!("{}.{}", B64URL.encode(header.to_string()), B64URL.encode(claims.to_string()));
         let sig = self.key.sign(signing_input.as_bytes());
         (format!("{signing_input}.{}", B64URL.encode(sig.to_bytes())), exp)
+    }
+
+    /// A token with these `claims` (`iss` is added), for clean-room sessions.
+    pub fn issue_claims(&self, mut claims: serde_json::Value) -> String {
+        claims["iss"] = self.issuer.clone().into();
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT"});
+        let signing_input = format!("{}.{}", B64URL.encode(header.to_string()), B64URL.encode(claims.to_string()));
+        let sig = self.key.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", B64URL.encode(sig.to_bytes()))
+    }
+
+    /// Verify a token of this service for `audience`; returns its claims.
+    pub fn verify_claims(&self, token: &str, now: u64, audience: &str) -> Result<serde_json::Value, String> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err("the bearer token is not a JWT".into());
+        };
+        let sig = B64URL.decode(s).map_err(|_| "the token signature is not base64url".to_string())?;
+        let sig =
+            ed25519_dalek::Signature::from_slice(&sig).map_err(|_| "the token signature is malformed".to_string())?;
+        self.key
+            .verifying_key()
+            .verify_strict(format!("{h}.{c}").as_bytes(), &sig)
+            .map_err(|_| "the token was not issued by this service".to_string())?;
+        let claims: serde_json::Value =
+            serde_json::from_slice(&B64URL.decode(c).map_err(|_| "bad token claims".to_string())?)
+                .map_err(|_| "bad token claims".to_string())?;
+        if claims["aud"] != audience || claims["iss"] != self.issuer.as_str() {
+            return Err(format!("the token is not a `{audience}` token of this service"));
+        }
+        if claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
+            return Err("the token has expired".into());
+        }
+        Ok(claims)
     }
 
     /// Verify a token; returns the member id.

@@ -10,6 +10,7 @@
 pub mod jwks;
 mod jwt;
 mod records;
+pub mod sessions;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ struct VerifiedToken {
     exp: u64,
     /// For users: the issuer record the token was verified against.
     issuer: Option<(String, TxId)>,
+    /// For clean-room sessions: the contract.
+    contract_id: Option<String>,
 }
 
 /// Most verified tokens remembered (the cache is cleared when full).
@@ -200,6 +203,8 @@ pub struct Governance {
     verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedToken>>,
     /// Issuers' keys fetched from their `jwks_url`.
     jwks: jwks::JwksFetcher,
+    /// Outstanding clean-room nonces.
+    nonces: sessions::Nonces,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -226,7 +231,16 @@ impl Governance {
         let tokens = jwt::TokenKey::load_or_create(token_key_path, &ledger.identity().origin)?;
         let jwks = jwks::JwksFetcher::new(config.jwks_url_allow.clone(), config.jwks_ca_pem.as_deref())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        Ok(Self { runtime, ledger, tokens, config, open: AtomicBool::new(false), verified: Default::default(), jwks })
+        Ok(Self {
+            runtime,
+            ledger,
+            tokens,
+            config,
+            open: AtomicBool::new(false),
+            verified: Default::default(),
+            jwks,
+            nonces: Default::default(),
+        })
     }
 
     /// The runtime.
@@ -857,6 +871,13 @@ impl Governance {
                     claims: vec![],
                 })
             }
+            CallerKind::Cleanroom => Ok(Caller {
+                kind: CallerKind::Cleanroom,
+                id: v.id,
+                roles: vec![],
+                contract_id: v.contract_id,
+                claims: v.claims,
+            }),
             _ => {
                 let (iss, version) = v.issuer.clone().unwrap_or_default();
                 let current = g.tx.get(tables::JWT_ISSUERS, iss.as_bytes()).map_err(internal)?.map(|r| r.version);
@@ -890,7 +911,29 @@ impl Governance {
         if parsed.claims["aud"] == jwt::MEMBER_AUDIENCE {
             let sub = self.tokens.verify(token, now).map_err(invalid)?;
             let exp = parsed.claims["exp"].as_u64().unwrap_or(now);
-            return Ok(VerifiedToken { kind: CallerKind::Member, id: sub, claims: vec![], exp, issuer: None });
+            return Ok(VerifiedToken {
+                kind: CallerKind::Member,
+                id: sub,
+                claims: vec![],
+                exp,
+                issuer: None,
+                contract_id: None,
+            });
+        }
+        if parsed.claims["aud"] == jwt::CLEANROOM_AUDIENCE {
+            let c = self.tokens.verify_claims(token, now, jwt::CLEANROOM_AUDIENCE).map_err(invalid)?;
+            let claims = c["claims"]
+                .as_object()
+                .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+                .unwrap_or_default();
+            return Ok(VerifiedToken {
+                kind: CallerKind::Cleanroom,
+                id: c["sub"].as_str().unwrap_or_default().to_string(),
+                claims,
+                exp: c["exp"].as_u64().unwrap_or(now),
+                issuer: None,
+                contract_id: c["contract_id"].as_str().map(str::to_string),
+            });
         }
         let iss = parsed.claims["iss"].as_str().ok_or_else(|| invalid("the token has no `iss`".into()))?.to_string();
         let record =
@@ -912,7 +955,96 @@ impl Governance {
             claims: users::flat_claims(&parsed.claims),
             exp,
             issuer: Some((iss, record.version)),
+            contract_id: None,
         })
+    }
+
+    /// `GET /cleanroom/nonce`.
+    pub fn cleanroom_nonce(&self) -> serde_json::Value {
+        serde_json::json!({"nonce": self.nonces.issue(), "expires_in": sessions::NONCE_TTL.as_secs()})
+    }
+
+    /// `POST /app/contracts/{id}/cleanroom/session`: verify the evidence, its binding to the
+    /// presented key and nonce, and the contract's clean-room policy; answer a session token.
+    pub fn cleanroom_session(&self, contract_id: &str, body: &[u8]) -> Result<serde_json::Value, GovError> {
+        use base64::Engine as _;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SessionRequest {
+            evidence: serde_json::Value,
+            public_key: String,
+            nonce: String,
+        }
+        let req: SessionRequest = serde_json::from_slice(body)
+            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"evidence\",\"public_key\",\"nonce\"}}: {e}")))?;
+        let public_key = base64::engine::general_purpose::STANDARD
+            .decode(&req.public_key)
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 4096)
+            .ok_or_else(|| err(400, "InvalidPublicKey", "`public_key` must be base64 of 1-4096 bytes"))?;
+        let evidence = cgs_attestation::Evidence::from_json(req.evidence.to_string().as_bytes())
+            .map_err(|e| err(400, "InvalidEvidence", e.to_string()))?;
+        let mut g = self.begin()?;
+        let contract: serde_json::Value = g
+            .get("contracts.contracts", contract_id)?
+            .ok_or_else(|| err(404, "ContractNotFound", format!("contract `{contract_id}` does not exist")))?;
+        match contract["state"].as_str() {
+            Some("Accepted") => {}
+            Some("Revoked") => {
+                return Err(err(405, "ContractRevoked", format!("contract `{contract_id}` was revoked")));
+            }
+            _ => return Err(err(405, "ContractNotAccepted", format!("contract `{contract_id}` is not accepted"))),
+        }
+        // The nonce is used up by this attempt, whatever its outcome.
+        if !self.nonces.take(&req.nonce) {
+            return Err(err(
+                400,
+                "InvalidNonce",
+                "the nonce is unknown, already used or expired; GET /cleanroom/nonce for a fresh one",
+            ));
+        }
+        let policy = cgs_attestation::VerifyPolicy {
+            allow_virtual: self.config.insecure_virtual_attestation,
+            ..Default::default()
+        };
+        let verified = cgs_attestation::verify(&evidence, &policy, std::time::SystemTime::now()).map_err(|e| {
+            if evidence.is_virtual() && !self.config.insecure_virtual_attestation {
+                err(
+                    403,
+                    "VirtualEvidenceRefused",
+                    format!("virtual (insecure) evidence is not accepted by this service: {e}"),
+                )
+            } else {
+                err(403, "EvidenceRejected", e.to_string())
+            }
+        })?;
+        if verified.claims.report_data != sessions::expected_report_data(&public_key, &req.nonce) {
+            return Err(err(
+                400,
+                "ReportDataMismatch",
+                "the evidence's report_data is not SHA-256(public_key ‖ nonce) zero-padded to 64 bytes",
+            ));
+        }
+        let claims = verified.flat_claims();
+        let stored: Option<serde_json::Value> = g.get("contracts.policies", contract_id)?;
+        let policy = stored.and_then(|p| p["claims"].as_object().cloned()).unwrap_or_default();
+        if let Some(why) = sessions::policy_mismatch(&policy, &claims) {
+            return Err(err(403, "PolicyMismatch", format!("contract `{contract_id}`: {why}")));
+        }
+        let now = self.runtime.now_ms() / 1000;
+        let exp = now + sessions::SESSION_TTL_SECS;
+        let session_id = hex::encode(&sha256_hex(&public_key).as_bytes()[..16]);
+        let claims_obj: serde_json::Map<String, serde_json::Value> =
+            claims.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let token = self.tokens.issue_claims(serde_json::json!({
+            "aud": jwt::CLEANROOM_AUDIENCE, "sub": session_id, "contract_id": contract_id,
+            "iat": now, "exp": exp, "claims": claims_obj,
+            "key_digest": sha256_hex(&public_key),
+        }));
+        Ok(serde_json::json!({
+            "token": token, "expires_at": exp, "session_id": session_id,
+            "contract_id": contract_id, "insecure": verified.insecure(),
+        }))
     }
 
     /// Fetch the JWKS of trusted issuers given by URL that are due (see [`jwks`]).

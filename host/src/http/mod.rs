@@ -41,6 +41,8 @@ pub struct Service {
     pub ledger: Arc<crate::ledger::Ledger>,
     /// Governance.
     pub gov: Arc<crate::gov::Governance>,
+    /// This node's evidence, for `GET /node/attestation`.
+    pub evidence: Arc<crate::attest::NodeEvidence>,
 }
 
 /// An error answer.
@@ -118,12 +120,17 @@ impl Service {
                     "checkpoint" => self.checkpoint(),
                     "consistency" => self.consistency(query.as_deref()),
                     "identity" => Ok(self.identity()),
+                    "attestation" => self.attestation(),
                     _ => Err(not_found(&req)),
                 },
                 Some(("tx", id)) => self.tx_status(id),
                 Some(("receipt", id)) => self.receipt(id, query.as_deref()),
                 Some(_) => Err(not_found(&req)),
             };
+        }
+        if path == "/cleanroom/nonce" {
+            get_only(&req)?;
+            return Ok(json_ok(&self.gov.cleanroom_nonce()));
         }
         if let Some(rest) = path.strip_prefix("/gov")
             && rest.starts_with('/')
@@ -183,6 +190,21 @@ impl Service {
         })?;
         let segments = decode_path(&rest)?;
         let seg_refs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        // Attested clean-room sessions are the host's: evidence checks need the attestation crate.
+        if let ["contracts", id, "cleanroom", "session"] = seg_refs.as_slice() {
+            if method != Method::Post {
+                return Err(method_not_allowed(&["POST"]));
+            }
+            if !self.gov.is_open() {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceNotOpen", "the service is Opening")
+                    .with_header("retry-after", "5".into()));
+            }
+            let id = id.to_string();
+            let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+            let gov = self.gov.clone();
+            let answer = gov.cleanroom_session(&id, &body)?;
+            return Ok(json_ok(&answer));
+        }
         let registry = self.runtime.registry();
         let (plugin, route, params) = match registry.find_route(method, &seg_refs) {
             RouteMatch::Found { plugin, route, params } => (plugin, route, params),

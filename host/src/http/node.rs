@@ -107,6 +107,25 @@ impl Service {
         Ok(json_ok(&self.ledger.consistency(from, to).map_err(ledger_error)?))
     }
 
+    /// `GET /node/attestation`: evidence, node key, service certificate and the active plugin
+    /// set, signed by the node key.
+    pub(super) fn attestation(&self) -> Result<Response<Full<Bytes>>, ApiError> {
+        let registry = self.runtime.registry();
+        let mut plugins = Vec::new();
+        let mut constitution = serde_json::Value::Null;
+        for p in registry.plugins() {
+            let entry = serde_json::json!({"name": p.info.name, "version": p.info.version, "blake3": p.blake3});
+            if p.info.world == cgs_core::plugin::World::Constitution {
+                constitution = entry;
+            } else {
+                plugins.push(entry);
+            }
+        }
+        let ledger = self.ledger.clone();
+        let doc = self.evidence.document(plugins, constitution, |d| ledger.sign_attestation(d));
+        Ok(json_ok(&doc))
+    }
+
     pub(super) fn identity(&self) -> Response<Full<Bytes>> {
         json_ok(&serde_json::to_value(self.ledger.identity()).unwrap_or_default())
     }

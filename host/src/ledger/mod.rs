@@ -378,7 +378,17 @@ impl Ledger {
         self.commit(reads, writes, meta).await.map(|_| ()).map_err(|e| LedgerError::Raft(e.to_string()))
     }
 
-    /// This node's signing identity.
+    /// Sign the node attestation document `doc` with the node key.
+    pub fn sign_attestation(&self, doc: &serde_json::Value) -> [u8; 64] {
+        self.signer.sign_attestation(doc)
+    }
+
+    /// The node's public key (raw Ed25519).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signer.public_key().to_bytes()
+    }
+
+    /// This node's identity.
     pub fn identity(&self) -> NodeIdentity {
         NodeIdentity {
             node_id: self.node_id,

@@ -78,6 +78,12 @@ impl NodeSigner {
             .build()
     }
 
+    /// Sign the node attestation document `doc` (see `cgs_core::node_attestation`).
+    pub fn sign_attestation(&self, doc: &serde_json::Value) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        self.key.sign(&cgs_core::node_attestation::signed_bytes(doc)).to_bytes()
+    }
+
     /// Sign the COSE Sig_structure of a receipt with detached payload `root`.
     pub fn sign_receipt_root(&self, root: &[u8; 32]) -> [u8; 64] {
         let unsigned = coset::CoseSign1Builder::new().protected(Self::receipt_protected_header(&self.kid())).build();

@@ -20,6 +20,7 @@ pub mod gov;
 mod ids;
 pub mod ledger_verify;
 pub mod merkle;
+pub mod node_attestation;
 pub mod note;
 pub mod plugin;
 pub mod receipt;

@@ -1,0 +1,192 @@
+//! `GET /node/attestation` and `cgs verify service`: a collaborator checks the node's evidence,
+//! its binding to the node key, the signed plugin set, the TLS certificate and a local rebuild of
+//! every plugin — and learns which check failed when one does.
+
+use cgs_e2e::{Sandbox, binaries, plugins_dir};
+use sha2::Digest;
+
+fn expected_measurement() -> String {
+    hex::encode(sha2::Sha384::digest(std::fs::read(&binaries().host).unwrap()))
+}
+
+const ZERO_HOST_DATA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_service_checks_evidence_binding_and_plugins() {
+    let sb = Sandbox::start(&[]).await.unwrap();
+    let doc = sb.client.get("/node/attestation").await.unwrap().ok_json().unwrap();
+    assert_eq!(doc["evidence"]["kind"], "virtual");
+    assert_eq!(doc["insecure"], true, "virtual evidence is marked insecure");
+    cgs_core::node_attestation::verify_signature(&doc).unwrap();
+    let names: Vec<&str> = doc["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"contracts") && doc["constitution"]["name"] == "constitution", "{doc}");
+
+    let m = expected_measurement();
+    let (ok, out, err) =
+        sb.cli(None, &["verify", "service", "--measurement", &m, "--host-data", ZERO_HOST_DATA, "--allow-virtual"]);
+    assert!(ok, "{out}{err}");
+    for check in [
+        "evidence",
+        "measurement",
+        "host_data",
+        "node key binding",
+        "plugin set signature",
+        "TLS certificate",
+        "plugin contracts",
+        "plugin constitution",
+    ] {
+        assert!(out.contains(&format!("PASS {check}")), "{check}: {out}");
+    }
+    assert!(out.contains("INSECURE"), "{out}");
+
+    // Virtual evidence is refused unless allowed; a wrong measurement is named.
+    let (ok, out, _) = sb.cli(None, &["verify", "service", "--measurement", &m, "--host-data", ZERO_HOST_DATA]);
+    assert!(!ok);
+    assert!(out.contains("FAIL evidence") && out.contains("--allow-virtual"), "{out}");
+    let other = "ab".repeat(48);
+    let (ok, out, _) =
+        sb.cli(None, &["verify", "service", "--measurement", &other, "--host-data", ZERO_HOST_DATA, "--allow-virtual"]);
+    assert!(!ok);
+    assert!(out.contains("FAIL measurement") && out.contains("PASS host_data"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_service_names_a_plugin_that_differs_from_the_local_rebuild() {
+    // The service runs an `audit` component whose bytes differ from what this checkout builds
+    // (same name and version, one extra custom section).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(plugins_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let audit = dir.join("audit.wasm");
+    let mut bytes = std::fs::read(&audit).unwrap();
+    let name = b"not-what-you-built";
+    bytes.extend_from_slice(&[0, (1 + name.len() + 1) as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.push(0x2a);
+    std::fs::write(&audit, &bytes).unwrap();
+
+    let data = tmp.path().join("data");
+    let args: Vec<std::ffi::OsString> = vec![
+        "sandbox".into(),
+        "--dir".into(),
+        data.clone().into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--log".into(),
+        "warn".into(),
+        "--plugins".into(),
+        dir.into(),
+    ];
+    let sb = Sandbox::spawn(&data, &args).await.unwrap();
+    let (ok, out, err) = sb.cli(
+        None,
+        &[
+            "verify",
+            "service",
+            "--measurement",
+            &expected_measurement(),
+            "--host-data",
+            ZERO_HOST_DATA,
+            "--allow-virtual",
+        ],
+    );
+    assert!(!ok, "{out}{err}");
+    assert!(out.contains("FAIL plugin audit: MISMATCH"), "{out}");
+    assert!(out.contains("PASS plugin contracts") && out.contains("1 check(s) failed"), "{out}");
+}
+
+/// A clean room with virtual evidence that satisfies the contract's policy gets a session bound
+/// to that contract, checks consent and writes an event with it; a reused nonce, evidence with
+/// another host_data and a report_data not bound to the key are refused with specific codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attested_cleanroom_sessions() {
+    use base64::Engine as _;
+    use serde_json::json;
+    let sb = Sandbox::start(&[]).await.unwrap();
+    let members = [sb.member("isv"), sb.member("data-provider"), sb.member("code-provider")];
+    let host_data = "11".repeat(32);
+    let decide = |actions: serde_json::Value| {
+        let members = &members;
+        async move {
+            let p = members[0].propose(actions).await.unwrap().ok_json().unwrap();
+            let id = p["proposal_id"].as_str().unwrap().to_string();
+            let mut state = p["state"].as_str().unwrap().to_string();
+            for m in members {
+                if state == "Open" {
+                    state = m.vote(&id, true).await.unwrap().ok_json().unwrap()["state"].as_str().unwrap().to_string();
+                }
+            }
+            state
+        }
+    };
+    for id in ["room", "other"] {
+        let r =
+            members[0].authed("PUT", &format!("/app/contracts/{id}"), Some(b"{\"data\":{}}".to_vec())).await.unwrap();
+        assert_eq!(r.status, 201);
+        let v = members[0].authed("GET", &format!("/app/contracts/{id}"), None).await.unwrap().ok_json().unwrap();
+        let set = json!([{"name": "contracts.set_contract", "args": {"contract_id": id, "version": v["version"]}}]);
+        assert_eq!(decide(set).await, "Accepted");
+    }
+    let policy = json!([{"name": "contracts.set_cleanroom_policy", "args": {"contract_id": "room", "type": "add", "claims": {"x-ms-sevsnpvm-hostdata": [host_data]}}}]);
+    assert_eq!(decide(policy).await, "Accepted");
+
+    let public_key: [u8; 32] = [7; 32];
+    let pk_b64 = base64::engine::general_purpose::STANDARD.encode(public_key);
+    let session = |contract: &'static str, host_data: String, bind: bool| {
+        let client = sb.client.clone();
+        let pk_b64 = pk_b64.clone();
+        async move {
+            let nonce =
+                client.get("/cleanroom/nonce").await.unwrap().ok_json().unwrap()["nonce"].as_str().unwrap().to_string();
+            let mut h = sha2::Sha256::new();
+            h.update(public_key);
+            h.update(if bind { nonce.as_bytes() } else { b"another nonce".as_slice() });
+            let report_data = format!("{}{}", hex::encode(h.finalize()), "00".repeat(32));
+            let evidence = json!({"kind": "virtual", "measurement": "22".repeat(48), "host_data": host_data, "report_data": report_data});
+            let body = json!({"evidence": evidence, "public_key": pk_b64, "nonce": nonce});
+            let r = client.post_json(&format!("/app/contracts/{contract}/cleanroom/session"), &body).await.unwrap();
+            (r, body)
+        }
+    };
+    let (r, body) = session("room", host_data.clone(), true).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let s = r.json().unwrap();
+    assert_eq!((s["contract_id"].as_str(), s["insecure"].as_bool()), (Some("room"), Some(true)));
+    let auth = format!("Bearer {}", s["token"].as_str().unwrap());
+    let h = [("authorization", auth.as_str())];
+    let consent = sb.client.request("GET", "/app/contracts/room/consent/execution", None, &h).await.unwrap();
+    assert_eq!(consent.json().unwrap()["status"], "enabled");
+    let ev = sb
+        .client
+        .request("POST", "/app/contracts/room/events?scope=run", Some(b"{\"rows\":3}".to_vec()), &h)
+        .await
+        .unwrap();
+    assert_eq!(ev.status, 201, "{}", String::from_utf8_lossy(&ev.body));
+    let r = sb.client.request("GET", "/app/contracts/other/consent/execution", None, &h).await.unwrap();
+    assert_eq!(
+        (r.status, cgs_e2e::code(&r).as_str()),
+        (403, "NotAContractParty"),
+        "a session is bound to one contract"
+    );
+    let events = members[1].authed("GET", "/app/contracts/room/events", None).await.unwrap().ok_json().unwrap();
+    assert_eq!(events["value"][0]["data"]["rows"], 3);
+
+    // The same request again: its nonce is used up.
+    let r = sb.client.post_json("/app/contracts/room/cleanroom/session", &body).await.unwrap();
+    assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (400, "InvalidNonce"));
+    // Another host_data: the contract's policy does not admit it.
+    let (r, _) = session("room", "33".repeat(32), true).await;
+    assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (403, "PolicyMismatch"));
+    // report_data not bound to the key and nonce.
+    let (r, _) = session("room", host_data.clone(), false).await;
+    assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (400, "ReportDataMismatch"));
+    // A contract without a policy admits no clean room; an unknown contract is named.
+    let (r, _) = session("other", host_data.clone(), true).await;
+    assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (403, "PolicyMismatch"));
+    let (r, _) = session("nope", host_data, true).await;
+    assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (404, "ContractNotFound"));
+}
