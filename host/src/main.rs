@@ -312,6 +312,16 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
             "  cargo run -q -p cgs-client -- contract create demo --data '{{\"purpose\":\"demo\"}}'   # then propose, vote: README, \"A clean-room collaboration\""
         )?;
     }
+    // The evidence is virtual here: its measurement is the SHA-384 of this executable.
+    if let Ok(bytes) = std::env::current_exe().and_then(std::fs::read) {
+        use sha2::Digest;
+        let m = hex::encode(sha2::Sha384::digest(&bytes));
+        writeln!(
+            out,
+            "  cargo run -q -p cgs-client -- verify service --url {url} --ca {cert} --measurement {m} --host-data {} --allow-virtual",
+            "0".repeat(64)
+        )?;
+    }
     writeln!(out, "Stop with Ctrl-C.")?;
     writeln!(out)
 }
