@@ -175,6 +175,40 @@ async fn attested_cleanroom_sessions() {
     let events = members[1].authed("GET", "/app/contracts/room/events", None).await.unwrap().ok_json().unwrap();
     assert_eq!(events["value"][0]["data"]["rows"], 3);
 
+    // ID tokens: refused until governance enables the issuer; then signed with a published key;
+    // after a rotation old tokens still verify and new ones use the new key.
+    let token_req = json!({"sub": "spark-job", "aud": "api://storage"}).to_string().into_bytes();
+    let r = sb.client.request("POST", "/app/contracts/room/oauth/token", Some(token_req.clone()), &h).await.unwrap();
+    assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (405, "IssuerNotEnabled"));
+    let enable = json!([{"name": "oidc.enable_issuer", "args": {}}, {"name": "oidc.set_issuer_url", "args": {"url": "https://issuer.example/cgs"}}]);
+    assert_eq!(decide(enable).await, "Accepted");
+    let disco = sb.client.get("/.well-known/openid-configuration").await.unwrap().ok_json().unwrap();
+    assert_eq!(disco["issuer"], "https://issuer.example/cgs");
+    assert_eq!(disco["id_token_signing_alg_values_supported"], json!(["EdDSA"]));
+    let id_token = |client: cgs_client::Client, auth: String| async move {
+        let h = [("authorization", auth.as_str())];
+        let r = client.request("POST", "/app/contracts/room/oauth/token", Some(token_req_bytes()), &h).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json().unwrap()["id_token"].as_str().unwrap().to_string()
+    };
+    let first = id_token(sb.client.clone(), auth.clone()).await;
+    let keys = sb.client.get("/oidc/keys").await.unwrap().ok_json().unwrap();
+    let claims = verify_jwt(&first, &keys);
+    assert_eq!(
+        (claims["iss"].as_str(), claims["sub"].as_str(), claims["aud"].as_str()),
+        (Some("https://issuer.example/cgs"), Some("spark-job"), Some("api://storage"))
+    );
+    assert_eq!(claims["contract_id"], "room");
+    assert_eq!(decide(json!([{"name": "oidc.rotate_key", "args": {}}])).await, "Accepted");
+    let keys = sb.client.get("/oidc/keys").await.unwrap().ok_json().unwrap();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+    verify_jwt(&first, &keys);
+    let second = id_token(sb.client.clone(), auth.clone()).await;
+    verify_jwt(&second, &keys);
+    assert_ne!(jwt_kid(&first), jwt_kid(&second), "new tokens use the new key");
+    let r = members[0].authed("POST", "/app/contracts/room/oauth/token", Some(token_req)).await.unwrap();
+    assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (403, "CallerKindNotAllowed"), "only attested sessions");
+
     // The same request again: its nonce is used up.
     let r = sb.client.post_json("/app/contracts/room/cleanroom/session", &body).await.unwrap();
     assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (400, "InvalidNonce"));
@@ -189,4 +223,35 @@ async fn attested_cleanroom_sessions() {
     assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (403, "PolicyMismatch"));
     let (r, _) = session("nope", host_data, true).await;
     assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (404, "ContractNotFound"));
+}
+
+fn token_req_bytes() -> Vec<u8> {
+    serde_json::json!({"sub": "spark-job", "aud": "api://storage"}).to_string().into_bytes()
+}
+
+fn jwt_kid(token: &str) -> String {
+    use base64::Engine as _;
+    let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&h).unwrap()["kid"].as_str().unwrap().to_string()
+}
+
+/// Verify an EdDSA JWT against a JWKS; returns its claims.
+fn verify_jwt(token: &str, jwks: &serde_json::Value) -> serde_json::Value {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let kid = jwt_kid(token);
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("the token's key is published");
+    assert_eq!(jwk["alg"], "EdDSA");
+    let x: [u8; 32] = b64.decode(jwk["x"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&x).unwrap();
+    let sig: [u8; 64] = b64.decode(parts[2]).unwrap().try_into().unwrap();
+    key.verify_strict(format!("{}.{}", parts[0], parts[1]).as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
+        .expect("the ID token verifies with the published key");
+    serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap()
 }

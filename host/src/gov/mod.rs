@@ -9,6 +9,7 @@
 
 pub mod jwks;
 mod jwt;
+pub mod oidc;
 mod records;
 pub mod sessions;
 pub mod users;
@@ -543,6 +544,10 @@ impl Governance {
     ) -> Result<(), GovError> {
         let all: Vec<GovAction> = actions.iter().map(Self::gov_action).collect();
         for a in actions {
+            if a.name.starts_with("oidc.") {
+                self.oidc_action(g, a, apply)?;
+                continue;
+            }
             let plugin = self.owner(g, a)?;
             let ga = Self::gov_action(a);
             let call = if apply { GovCall::Apply(&ga) } else { GovCall::Validate(&ga) };
@@ -957,6 +962,127 @@ impl Governance {
             issuer: Some((iss, record.version)),
             contract_id: None,
         })
+    }
+
+    /// Check (and with `apply`, perform) a host-owned `oidc.*` action.
+    fn oidc_action(&self, g: &mut GovTx, a: &ActionBody, apply: bool) -> Result<(), GovError> {
+        let mut config: serde_json::Value =
+            g.get(oidc::CONFIG, "config")?.unwrap_or_else(|| serde_json::json!({"enabled": false}));
+        let no_args = |a: &ActionBody| {
+            if a.args.as_object().is_none_or(|o| o.is_empty()) {
+                Ok(())
+            } else {
+                Err(err(400, "InvalidActionArgs", format!("{} takes no arguments", a.name)))
+            }
+        };
+        let new_key = |g: &mut GovTx| -> Result<(), GovError> {
+            let k = oidc::KeyRecord::generate(g.now_ms);
+            g.put(oidc::KEYS, &k.kid.clone(), &k)
+        };
+        match a.name.as_str() {
+            "oidc.enable_issuer" => {
+                no_args(a)?;
+                if apply {
+                    config["enabled"] = true.into();
+                    g.put(oidc::CONFIG, "config", &config)?;
+                    if g.scan::<oidc::KeyRecord>(oidc::KEYS)?.is_empty() {
+                        new_key(g)?;
+                    }
+                }
+            }
+            "oidc.set_issuer_url" => {
+                let url = a.args["url"].as_str().filter(|u| u.starts_with("https://") && u.len() <= 2048).ok_or_else(
+                    || err(400, "InvalidActionArgs", "oidc.set_issuer_url takes {\"url\": \"https://…\"}"),
+                )?;
+                if apply {
+                    config["issuer_url"] = url.trim_end_matches('/').into();
+                    g.put(oidc::CONFIG, "config", &config)?;
+                }
+            }
+            "oidc.rotate_key" => {
+                no_args(a)?;
+                if config["enabled"] != true {
+                    return Err(err(405, "IssuerNotEnabled", "propose oidc.enable_issuer first"));
+                }
+                if apply {
+                    new_key(g)?;
+                }
+            }
+            other => return Err(err(400, "UnknownAction", format!("`{other}` is not an oidc action"))),
+        }
+        Ok(())
+    }
+
+    /// The issuer's configuration and keys (newest last), or 404 `IssuerNotEnabled`.
+    fn oidc_state(&self) -> Result<(serde_json::Value, Vec<oidc::KeyRecord>), GovError> {
+        let mut g = self.begin()?;
+        let config: serde_json::Value = g.get(oidc::CONFIG, "config")?.unwrap_or_default();
+        if config["enabled"] != true {
+            return Err(err(404, "IssuerNotEnabled", "the OIDC issuer is not enabled; propose oidc.enable_issuer"));
+        }
+        let mut keys: Vec<oidc::KeyRecord> = g.scan(oidc::KEYS)?.into_iter().map(|(_, k)| k).collect();
+        keys.sort_by_key(|k| k.created_at_ms);
+        Ok((config, keys))
+    }
+
+    /// `GET /.well-known/openid-configuration`; `default_issuer` when no URL was set.
+    pub fn oidc_discovery(&self, default_issuer: &str) -> Result<serde_json::Value, GovError> {
+        let (config, _) = self.oidc_state()?;
+        let issuer = config["issuer_url"].as_str().unwrap_or(default_issuer).to_string();
+        Ok(serde_json::json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/oidc/keys"),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["EdDSA"],
+        }))
+    }
+
+    /// `GET /oidc/keys`: every live key.
+    pub fn oidc_keys(&self) -> Result<serde_json::Value, GovError> {
+        let (_, keys) = self.oidc_state()?;
+        Ok(serde_json::json!({"keys": keys.iter().filter_map(oidc::KeyRecord::jwk).collect::<Vec<_>>()}))
+    }
+
+    /// `POST /app/contracts/{id}/oauth/token` by a clean-room session of that contract.
+    pub fn oidc_token(
+        &self,
+        caller: &Caller,
+        contract_id: &str,
+        body: &[u8],
+        default_issuer: &str,
+    ) -> Result<serde_json::Value, GovError> {
+        if caller.kind != CallerKind::Cleanroom || caller.contract_id.as_deref() != Some(contract_id) {
+            return Err(err(
+                403,
+                "CallerKindNotAllowed",
+                format!("ID tokens are issued to attested clean-room sessions of contract `{contract_id}` only"),
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TokenRequest {
+            sub: String,
+            aud: String,
+        }
+        let req: TokenRequest = serde_json::from_slice(body)
+            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"sub\",\"aud\"}}: {e}")))?;
+        if req.sub.is_empty() || req.sub.len() > 256 || req.aud.is_empty() || req.aud.len() > 256 {
+            return Err(err(400, "InvalidTokenRequest", "`sub` and `aud` are 1-256 characters"));
+        }
+        let (config, keys) = self.oidc_state().map_err(|e| GovError { status: 405, ..e })?;
+        let key = keys.last().ok_or_else(|| internal("the issuer has no key"))?;
+        let issuer = config["issuer_url"].as_str().unwrap_or(default_issuer);
+        let now = self.runtime.now_ms() / 1000;
+        let exp = now + oidc::ID_TOKEN_TTL_SECS;
+        let claims = serde_json::json!({
+            "iss": issuer, "sub": req.sub, "aud": req.aud, "iat": now, "nbf": now, "exp": exp,
+            "contract_id": contract_id, "session_id": caller.id,
+        });
+        let token = key.sign(&claims).ok_or_else(|| internal("a corrupt OIDC key"))?;
+        Ok(
+            serde_json::json!({"id_token": token, "token_type": "Bearer", "expires_in": oidc::ID_TOKEN_TTL_SECS, "kid": key.kid}),
+        )
     }
 
     /// `GET /cleanroom/nonce`.

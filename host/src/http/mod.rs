@@ -128,6 +128,14 @@ impl Service {
                 Some(_) => Err(not_found(&req)),
             };
         }
+        if path == "/.well-known/openid-configuration" || path == "/oidc/keys" {
+            get_only(&req)?;
+            return Ok(json_ok(&if path == "/oidc/keys" {
+                self.gov.oidc_keys()?
+            } else {
+                self.gov.oidc_discovery(&default_issuer(&req))?
+            }));
+        }
         if path == "/cleanroom/nonce" {
             get_only(&req)?;
             return Ok(json_ok(&self.gov.cleanroom_nonce()));
@@ -190,6 +198,23 @@ impl Service {
         })?;
         let segments = decode_path(&rest)?;
         let seg_refs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        // ID tokens for attested sessions are signed with the service's OIDC keys.
+        if let ["contracts", id, "oauth", "token"] = seg_refs.as_slice() {
+            if method != Method::Post {
+                return Err(method_not_allowed(&["POST"]));
+            }
+            let caller = self.authenticate(&req)?;
+            if caller.kind == CallerKind::Anonymous {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthenticated",
+                    "POST /app/contracts/{id}/oauth/token needs a clean-room session token",
+                ));
+            }
+            let (id, issuer) = (id.to_string(), default_issuer(&req));
+            let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+            return Ok(json_ok(&self.gov.oidc_token(&caller, &id, &body, &issuer)?));
+        }
         // Attested clean-room sessions are the host's: evidence checks need the attestation crate.
         if let ["contracts", id, "cleanroom", "session"] = seg_refs.as_slice() {
             if method != Method::Post {
@@ -372,4 +397,16 @@ pub async fn serve(
         _ = tokio::time::sleep(Duration::from_secs(5)) => tracing::warn!("closing connections that did not finish in 5 s"),
     }
     Ok(())
+}
+
+/// The issuer URL when governance set none: this service as the client reached it.
+fn default_issuer(req: &Request<Incoming>) -> String {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    format!("https://{host}")
 }
