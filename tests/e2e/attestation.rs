@@ -209,6 +209,69 @@ async fn attested_cleanroom_sessions() {
     let r = members[0].authed("POST", "/app/contracts/room/oauth/token", Some(token_req)).await.unwrap();
     assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (403, "CallerKindNotAllowed"), "only attested sessions");
 
+    // Secrets: a member puts one (stored encrypted); a session holding an X25519 key gets it
+    // sealed with HPKE and opens it; members cannot release it.
+    {
+        use hpke::{Deserializable as _, Kem as _, Serializable as _};
+        type Kem = hpke::kem::X25519HkdfSha256;
+        let (sk, pk) = Kem::gen_keypair(&mut rand::rngs::OsRng);
+        let pk_bytes = pk.to_bytes().to_vec();
+        let nonce =
+            sb.client.get("/cleanroom/nonce").await.unwrap().ok_json().unwrap()["nonce"].as_str().unwrap().to_string();
+        let mut hsh = sha2::Sha256::new();
+        hsh.update(&pk_bytes);
+        hsh.update(nonce.as_bytes());
+        let evidence = json!({"kind": "virtual", "measurement": "22".repeat(48), "host_data": host_data,
+            "report_data": format!("{}{}", hex::encode(hsh.finalize()), "00".repeat(32))});
+        let body = json!({"evidence": evidence, "public_key": base64::engine::general_purpose::STANDARD.encode(&pk_bytes), "nonce": nonce});
+        let s2 = sb.client.post_json("/app/contracts/room/cleanroom/session", &body).await.unwrap().ok_json().unwrap();
+        let auth2 = format!("Bearer {}", s2["token"].as_str().unwrap());
+        let r = members[1]
+            .authed("PUT", "/app/contracts/room/secrets/storage-key", Some(br#"{"value":"s3cr3t-value"}"#.to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let r = sb
+            .client
+            .request(
+                "POST",
+                "/app/contracts/room/secrets/storage-key/release",
+                None,
+                &[("authorization", auth2.as_str())],
+            )
+            .await
+            .unwrap();
+        let sealed = r.ok_json().unwrap();
+        assert!(!sealed.to_string().contains("s3cr3t"), "the answer holds no plaintext");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let enc =
+            <Kem as hpke::Kem>::EncappedKey::from_bytes(&b64.decode(sealed["enc"].as_str().unwrap()).unwrap()).unwrap();
+        let plain = hpke::single_shot_open::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
+            &hpke::OpModeR::Base,
+            &sk,
+            &enc,
+            b"cgs-secret-release-v1",
+            &b64.decode(sealed["ciphertext"].as_str().unwrap()).unwrap(),
+            b"room/storage-key",
+        )
+        .unwrap();
+        assert_eq!(plain, b"s3cr3t-value");
+        let r = members[0].authed("POST", "/app/contracts/room/secrets/storage-key/release", None).await.unwrap();
+        assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (403, "CallerKindNotAllowed"));
+        let r = sb
+            .client
+            .request("POST", "/app/contracts/room/secrets/nope/release", None, &[("authorization", auth2.as_str())])
+            .await
+            .unwrap();
+        assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (404, "SecretNotFound"));
+        let big = format!("{{\"value\":\"{}\"}}", "x".repeat(26 << 10));
+        let r = members[0].authed("PUT", "/app/contracts/room/secrets/big", Some(big.into_bytes())).await.unwrap();
+        assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (413, "SecretTooLarge"));
+        // Secrets are encrypted in the ledger: the value is not in the ledger file.
+        let ledger = std::fs::read(sb.data.join("ledger.redb")).unwrap();
+        assert!(!ledger.windows(12).any(|w| w == b"s3cr3t-value"), "the secret is stored encrypted");
+    }
+
     // The same request again: its nonce is used up.
     let r = sb.client.post_json("/app/contracts/room/cleanroom/session", &body).await.unwrap();
     assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (400, "InvalidNonce"));

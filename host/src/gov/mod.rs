@@ -67,6 +67,15 @@ struct VerifiedToken {
     contract_id: Option<String>,
 }
 
+/// The caller claim holding a clean-room session's public key (base64).
+pub const SESSION_KEY_CLAIM: &str = "x-cgs-session-key";
+/// Secrets: `<contract>/<name>` → `{"value","set_by","at_ms"}` (private: encrypted in the ledger).
+const SECRETS: &str = "gov.private.secrets";
+/// HPKE `info` of secret releases.
+pub const SECRET_INFO: &[u8] = b"cgs-secret-release-v1";
+/// Largest secret value.
+pub const MAX_SECRET_BYTES: usize = 25 << 10;
+
 /// Most verified tokens remembered (the cache is cleared when full).
 const TOKEN_CACHE: usize = 65_536;
 
@@ -927,10 +936,13 @@ impl Governance {
         }
         if parsed.claims["aud"] == jwt::CLEANROOM_AUDIENCE {
             let c = self.tokens.verify_claims(token, now, jwt::CLEANROOM_AUDIENCE).map_err(invalid)?;
-            let claims = c["claims"]
+            let mut claims: Vec<(String, String)> = c["claims"]
                 .as_object()
                 .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
                 .unwrap_or_default();
+            if let Some(k) = c["session_key"].as_str() {
+                claims.push((SESSION_KEY_CLAIM.into(), k.to_string()));
+            }
             return Ok(VerifiedToken {
                 kind: CallerKind::Cleanroom,
                 id: c["sub"].as_str().unwrap_or_default().to_string(),
@@ -1085,6 +1097,126 @@ impl Governance {
         )
     }
 
+    /// `PUT /app/contracts/{id}/secrets/{name}` by a collaborator: `{"value"}` (≤ 25 KiB), kept in
+    /// a private table (encrypted in the ledger). The value is never logged or returned.
+    pub async fn put_secret(
+        &self,
+        caller: &Caller,
+        contract_id: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Written, GovError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PutSecret {
+            value: String,
+        }
+        if caller.kind != CallerKind::Member {
+            return Err(err(403, "CallerKindNotAllowed", "secrets are put by members"));
+        }
+        let ok_name = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok_name {
+            return Err(err(400, "InvalidSecretName", "secret names are 1-64 chars of A-Z a-z 0-9 - _ ."));
+        }
+        let req: PutSecret = serde_json::from_slice(body)
+            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"value\"}}: {e}")))?;
+        if req.value.len() > MAX_SECRET_BYTES {
+            return Err(err(413, "SecretTooLarge", format!("a secret is at most {MAX_SECRET_BYTES} bytes")));
+        }
+        let mut attempts = 0;
+        loop {
+            let mut g = self.begin()?;
+            let contract: serde_json::Value = g
+                .get("contracts.contracts", contract_id)?
+                .ok_or_else(|| err(404, "ContractNotFound", format!("contract `{contract_id}` does not exist")))?;
+            let party = contract["created_by"] == caller.id.as_str()
+                || contract["collaborators"].as_array().is_none_or(|c| c.iter().any(|m| m == caller.id.as_str()));
+            if !party {
+                return Err(err(
+                    403,
+                    "NotAContractParty",
+                    format!("member {} is not a collaborator of contract `{contract_id}`", caller.id),
+                ));
+            }
+            g.put(
+                SECRETS,
+                &format!("{contract_id}/{name}"),
+                &serde_json::json!({"value": req.value, "set_by": caller.id, "at_ms": g.now_ms}),
+            )?;
+            match self.commit(g, &format!("put secret {contract_id}/{name}"), &caller.id, Vec::new()).await {
+                Ok(tx_id) => {
+                    return Ok(Written {
+                        status: 200,
+                        body: serde_json::json!({"contract_id": contract_id, "name": name}),
+                        tx_id,
+                    });
+                }
+                Err(e) if e.code == "TransactionConflict" && attempts < 8 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `POST /app/contracts/{id}/secrets/{name}/release` by a clean-room session of that contract:
+    /// the value sealed with HPKE (RFC 9180, base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+    /// ChaCha20-Poly1305) to the session's public key; `info` = `cgs-secret-release-v1`, `aad` =
+    /// `<contract>/<name>`.
+    pub fn release_secret(
+        &self,
+        caller: &Caller,
+        contract_id: &str,
+        name: &str,
+    ) -> Result<serde_json::Value, GovError> {
+        use base64::Engine as _;
+        use hpke::{Deserializable as _, Serializable as _};
+        if caller.kind != CallerKind::Cleanroom || caller.contract_id.as_deref() != Some(contract_id) {
+            return Err(err(
+                403,
+                "CallerKindNotAllowed",
+                format!("secrets of contract `{contract_id}` are released to its attested clean-room sessions only"),
+            ));
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = caller
+            .claims
+            .iter()
+            .find(|(k, _)| k == SESSION_KEY_CLAIM)
+            .and_then(|(_, v)| b64.decode(v).ok())
+            .and_then(|k| <hpke::kem::X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&k).ok())
+            .ok_or_else(|| {
+                err(
+                    400,
+                    "SessionKeyNotX25519",
+                    "the session's public key is not a 32-byte X25519 key; open a session with one",
+                )
+            })?;
+        let mut g = self.begin()?;
+        let aad = format!("{contract_id}/{name}");
+        let secret: serde_json::Value = g
+            .get(SECRETS, &aad)?
+            .ok_or_else(|| err(404, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`")))?;
+        let value = secret["value"].as_str().unwrap_or_default();
+        let mut rng = rand::rngs::OsRng;
+        let (enc, ciphertext) = hpke::single_shot_seal::<
+            hpke::aead::ChaCha20Poly1305,
+            hpke::kdf::HkdfSha256,
+            hpke::kem::X25519HkdfSha256,
+            _,
+        >(
+            &hpke::OpModeS::Base, &key, SECRET_INFO, value.as_bytes(), aad.as_bytes(), &mut rng
+        )
+        .map_err(|e| internal(format!("HPKE: {e}")))?;
+        Ok(serde_json::json!({
+            "suite": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
+            "info": String::from_utf8_lossy(SECRET_INFO),
+            "aad": aad,
+            "enc": b64.encode(enc.to_bytes()),
+            "ciphertext": b64.encode(ciphertext),
+        }))
+    }
+
     /// `GET /cleanroom/nonce`.
     pub fn cleanroom_nonce(&self) -> serde_json::Value {
         serde_json::json!({"nonce": self.nonces.issue(), "expires_in": sessions::NONCE_TTL.as_secs()})
@@ -1166,6 +1298,7 @@ impl Governance {
             "aud": jwt::CLEANROOM_AUDIENCE, "sub": session_id, "contract_id": contract_id,
             "iat": now, "exp": exp, "claims": claims_obj,
             "key_digest": sha256_hex(&public_key),
+            "session_key": base64::engine::general_purpose::STANDARD.encode(&public_key),
         }));
         Ok(serde_json::json!({
             "token": token, "expires_at": exp, "session_id": session_id,

@@ -198,6 +198,36 @@ impl Service {
         })?;
         let segments = decode_path(&rest)?;
         let seg_refs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        // Secrets live in a private governance table and are released sealed to a session key.
+        match seg_refs.as_slice() {
+            ["contracts", id, "secrets", name] | ["contracts", id, "secrets", name, "release"] => {
+                let release = seg_refs.len() == 5;
+                let want = if release { Method::Post } else { Method::Put };
+                if method != want {
+                    return Err(method_not_allowed(&[want.as_str()]));
+                }
+                let caller = self.authenticate(&req)?;
+                if caller.kind == CallerKind::Anonymous {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "Unauthenticated",
+                        "secrets need a member token (put) or a clean-room session token (release)",
+                    ));
+                }
+                let (id, name) = (id.to_string(), name.to_string());
+                if release {
+                    return Ok(json_ok(&self.gov.release_secret(&caller, &id, &name)?));
+                }
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                let w = self.gov.put_secret(&caller, &id, &name, &body).await?;
+                let mut resp = json_ok(&w.body);
+                if let Ok(v) = HeaderValue::from_str(&w.tx_id.to_string()) {
+                    resp.headers_mut().insert("x-cgs-tx-id", v);
+                }
+                return Ok(resp);
+            }
+            _ => {}
+        }
         // ID tokens for attested sessions are signed with the service's OIDC keys.
         if let ["contracts", id, "oauth", "token"] = seg_refs.as_slice() {
             if method != Method::Post {
