@@ -1,7 +1,9 @@
 //! This node's attestation evidence and the signed attestation document (`GET /node/attestation`).
 //!
-//! On SEV-SNP hardware the report would come from `/dev/sev-guest` with `report_data` =
-//! SHA-256(node public key) ‖ 0³²; that path is not built yet, so every node presents **virtual**
+//! Built with `--features sev-guest` and running where `/dev/sev-guest` exists, the node asks the
+//! AMD Secure Processor for an extended report (VMPL 0) with `report_data` = SHA-256(node public
+//! key) ‖ 0³², and presents it with the VCEK (or VLEK) and ASK/ARK from the host's certificate
+//! table as `snp` evidence. Otherwise (or if that fails, which is logged) it presents **virtual**
 //! evidence, marked insecure: `measurement` = SHA-384 of the running `cgs-host` executable (so a
 //! collaborator can at least tell builds apart), `host_data` = 32 zero bytes, `report_data` bound
 //! to the node key. Verifiers refuse virtual evidence unless explicitly allowed.
@@ -27,6 +29,13 @@ impl NodeEvidence {
     /// The evidence (`{"kind":"virtual",…}` per API.md).
     pub fn evidence(&self) -> &serde_json::Value {
         self.evidence.get_or_init(|| {
+            #[cfg(feature = "sev-guest")]
+            if std::path::Path::new("/dev/sev-guest").exists() {
+                match snp_evidence(&self.node_public_key) {
+                    Ok(e) => return e,
+                    Err(e) => tracing::error!(error = %e, "no SEV-SNP report: presenting virtual (insecure) evidence"),
+                }
+            }
             let measurement: Vec<u8> = std::env::current_exe()
                 .and_then(std::fs::read)
                 .map(|b| sha2::Sha384::digest(&b).to_vec())
@@ -50,7 +59,7 @@ impl NodeEvidence {
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut doc = serde_json::json!({
             "evidence": self.evidence(),
-            "insecure": true,
+            "insecure": self.evidence()["kind"] != "snp",
             "node_public_key": b64.encode(self.node_public_key),
             "service_cert": self.service_cert_pem,
             "plugins": plugins,
@@ -60,4 +69,27 @@ impl NodeEvidence {
         doc["signature"] = b64.encode(sig).into();
         doc
     }
+}
+
+/// This node's SEV-SNP extended report and certificates, bound to `node_public_key`.
+#[cfg(feature = "sev-guest")]
+fn snp_evidence(node_public_key: &[u8; 32]) -> Result<serde_json::Value, String> {
+    use sev::firmware::guest::Firmware;
+    use sev::firmware::host::CertType;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut fw = Firmware::open().map_err(|e| format!("/dev/sev-guest: {e}"))?;
+    let report_data = cgs_core::node_attestation::report_data_for(node_public_key);
+    let (report, certs) =
+        fw.get_ext_report(None, Some(report_data), Some(0)).map_err(|e| format!("SNP_GET_EXT_REPORT: {e}"))?;
+    let certs = certs.ok_or("the host supplied no certificate table (VCEK) with the report")?;
+    let find = |t: CertType| certs.iter().find(|c| c.cert_type == t).map(|c| b64.encode(&c.data));
+    let vcek =
+        find(CertType::VCEK).or_else(|| find(CertType::VLEK)).ok_or("no VCEK or VLEK in the certificate table")?;
+    Ok(serde_json::json!({
+        "kind": "snp",
+        "report": b64.encode(&report),
+        "vcek": vcek,
+        "ask": find(CertType::ASK),
+        "ark": find(CertType::ARK),
+    }))
 }
