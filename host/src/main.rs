@@ -312,14 +312,13 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
             "  cargo run -q -p cgs-client -- contract create demo --data '{{\"purpose\":\"demo\"}}'   # then propose, vote: README, \"A clean-room collaboration\""
         )?;
     }
-    // The evidence is virtual here: its measurement is the SHA-384 of this executable.
-    if let Ok(bytes) = std::env::current_exe().and_then(std::fs::read) {
-        use sha2::Digest;
-        let m = hex::encode(sha2::Sha384::digest(&bytes));
+    // The command to check this service; its evidence (virtual here) is computed once and kept.
+    let ev = node.evidence.evidence();
+    if let (Some(m), Some(h)) = (ev["measurement"].as_str(), ev["host_data"].as_str()) {
+        let insecure = if ev["kind"] == "virtual" { " --allow-virtual" } else { "" };
         writeln!(
             out,
-            "  cargo run -q -p cgs-client -- verify service --url {url} --ca {cert} --measurement {m} --host-data {} --allow-virtual",
-            "0".repeat(64)
+            "  cargo run -q -p cgs-client -- verify service --url {url} --ca {cert} --measurement {m} --host-data {h}{insecure}"
         )?;
     }
     writeln!(out, "Stop with Ctrl-C.")?;

@@ -158,6 +158,8 @@ pub struct Node {
     listener: tokio::net::TcpListener,
     /// The address actually bound.
     pub local_addr: SocketAddr,
+    /// This node's evidence (`GET /node/attestation`), computed on first use.
+    pub evidence: Arc<crate::attest::NodeEvidence>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -312,7 +314,10 @@ impl Node {
             .await
             .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let evidence =
+            Arc::new(crate::attest::NodeEvidence::new(ledger.public_key(), identity.service_cert_pem.clone()));
         Ok(Node {
+            evidence,
             runtime,
             ledger,
             gov,

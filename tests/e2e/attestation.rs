@@ -69,19 +69,7 @@ async fn verify_service_names_a_plugin_that_differs_from_the_local_rebuild() {
     bytes.push(0x2a);
     std::fs::write(&audit, &bytes).unwrap();
 
-    let data = tmp.path().join("data");
-    let args: Vec<std::ffi::OsString> = vec![
-        "sandbox".into(),
-        "--dir".into(),
-        data.clone().into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--log".into(),
-        "warn".into(),
-        "--plugins".into(),
-        dir.into(),
-    ];
-    let sb = Sandbox::spawn(&data, &args).await.unwrap();
+    let sb = Sandbox::start_with_plugins(&tmp.path().join("data"), &dir, &[]).await.unwrap();
     let (ok, out, err) = sb.cli(
         None,
         &[

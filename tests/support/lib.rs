@@ -107,9 +107,14 @@ impl Sandbox {
 
     /// Start (or restart) a sandbox on the data directory `data`.
     pub async fn start_in(data: &Path, extra: &[&str]) -> Result<Sandbox> {
+        Self::start_with_plugins(data, plugins_dir(), extra).await
+    }
+
+    /// Start (or restart) a sandbox on `data` serving the components in `plugins`.
+    pub async fn start_with_plugins(data: &Path, plugins: &Path, extra: &[&str]) -> Result<Sandbox> {
         let mut args: Vec<std::ffi::OsString> = vec!["sandbox".into(), "--dir".into(), data.into()];
         args.extend(["--listen", "127.0.0.1:0", "--log", "warn", "--plugins"].map(Into::into));
-        args.push(plugins_dir().into());
+        args.push(plugins.into());
         args.extend(extra.iter().map(Into::into));
         Self::spawn(data, &args).await
     }

@@ -41,15 +41,12 @@ impl TokenKey {
     /// A token for `member_id`, valid `ttl` seconds from `now`; returns it and its expiry.
     pub fn issue(&self, member_id: &str, now: u64, ttl: u64) -> (String, u64) {
         let exp = now + ttl;
-        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT"});
-        let claims =
-            serde_json::json!({"iss": self.issuer, "sub": member_id, "aud": MEMBER_AUDIENCE, "iat": now, "exp": exp});
-        let signing_input = format!("{}.{}", B64URL.encode(header.to_string()), B64URL.encode(claims.to_string()));
-        let sig = self.key.sign(signing_input.as_bytes());
-        (format!("{signing_input}.{}", B64URL.encode(sig.to_bytes())), exp)
+        let token =
+            self.issue_claims(serde_json::json!({"sub": member_id, "aud": MEMBER_AUDIENCE, "iat": now, "exp": exp}));
+        (token, exp)
     }
 
-    /// A token with these `claims` (`iss` is added), for clean-room sessions.
+    /// A token with these `claims` (`iss` is added): member and clean-room session tokens.
     pub fn issue_claims(&self, mut claims: serde_json::Value) -> String {
         claims["iss"] = self.issuer.clone().into();
         let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT"});
@@ -58,12 +55,11 @@ impl TokenKey {
         format!("{signing_input}.{}", B64URL.encode(sig.to_bytes()))
     }
 
-    /// Verify a token of this service for `audience`; returns its claims.
+    /// Verify a token of this service for `audience` (signature, algorithm, issuer, audience,
+    /// expiry); returns its claims.
     pub fn verify_claims(&self, token: &str, now: u64, audience: &str) -> Result<serde_json::Value, String> {
-        let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err("the bearer token is not a JWT".into());
-        };
+        let (h, rest) = token.split_once('.').ok_or("the bearer token is not a JWT")?;
+        let (c, s) = rest.split_once('.').filter(|(_, s)| !s.contains('.')).ok_or("the bearer token is not a JWT")?;
         let sig = B64URL.decode(s).map_err(|_| "the token signature is not base64url".to_string())?;
         let sig =
             ed25519_dalek::Signature::from_slice(&sig).map_err(|_| "the token signature is malformed".to_string())?;
@@ -71,46 +67,26 @@ impl TokenKey {
             .verifying_key()
             .verify_strict(format!("{h}.{c}").as_bytes(), &sig)
             .map_err(|_| "the token was not issued by this service".to_string())?;
-        let claims: serde_json::Value =
-            serde_json::from_slice(&B64URL.decode(c).map_err(|_| "bad token claims".to_string())?)
-                .map_err(|_| "bad token claims".to_string())?;
+        let json = |part: &str, what: &str| -> Result<serde_json::Value, String> {
+            serde_json::from_slice(&B64URL.decode(part).map_err(|_| format!("bad token {what}"))?)
+                .map_err(|_| format!("bad token {what}"))
+        };
+        if json(h, "header")?["alg"] != "EdDSA" {
+            return Err("the token algorithm must be EdDSA".into());
+        }
+        let claims = json(c, "claims")?;
         if claims["aud"] != audience || claims["iss"] != self.issuer.as_str() {
             return Err(format!("the token is not a `{audience}` token of this service"));
         }
         if claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
-            return Err("the token has expired".into());
+            return Err("the token has expired; get a new one (members: log in again)".into());
         }
         Ok(claims)
     }
 
-    /// Verify a token; returns the member id.
+    /// Verify a member token; returns the member id.
     pub fn verify(&self, token: &str, now: u64) -> Result<String, String> {
-        let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err("the bearer token is not a JWT".into());
-        };
-        let sig = B64URL.decode(s).map_err(|_| "the token signature is not base64url".to_string())?;
-        let sig =
-            ed25519_dalek::Signature::from_slice(&sig).map_err(|_| "the token signature is malformed".to_string())?;
-        self.key
-            .verifying_key()
-            .verify_strict(format!("{h}.{c}").as_bytes(), &sig)
-            .map_err(|_| "the token was not issued by this service".to_string())?;
-        let header: serde_json::Value =
-            serde_json::from_slice(&B64URL.decode(h).map_err(|_| "bad token header".to_string())?)
-                .map_err(|_| "bad token header".to_string())?;
-        if header["alg"] != "EdDSA" {
-            return Err("the token algorithm must be EdDSA".into());
-        }
-        let claims: serde_json::Value =
-            serde_json::from_slice(&B64URL.decode(c).map_err(|_| "bad token claims".to_string())?)
-                .map_err(|_| "bad token claims".to_string())?;
-        if claims["aud"] != MEMBER_AUDIENCE || claims["iss"] != self.issuer.as_str() {
-            return Err("the token is not a member token of this service".into());
-        }
-        if claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
-            return Err("the token has expired; log in again".into());
-        }
+        let claims = self.verify_claims(token, now, MEMBER_AUDIENCE)?;
         claims["sub"].as_str().map(str::to_string).ok_or_else(|| "the token names no member".to_string())
     }
 }

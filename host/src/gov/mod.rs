@@ -1064,13 +1064,7 @@ impl Governance {
         body: &[u8],
         default_issuer: &str,
     ) -> Result<serde_json::Value, GovError> {
-        if caller.kind != CallerKind::Cleanroom || caller.contract_id.as_deref() != Some(contract_id) {
-            return Err(err(
-                403,
-                "CallerKindNotAllowed",
-                format!("ID tokens are issued to attested clean-room sessions of contract `{contract_id}` only"),
-            ));
-        }
+        require_session(caller, contract_id, "ID tokens are issued")?;
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct TokenRequest {
@@ -1171,13 +1165,7 @@ impl Governance {
     ) -> Result<serde_json::Value, GovError> {
         use base64::Engine as _;
         use hpke::{Deserializable as _, Serializable as _};
-        if caller.kind != CallerKind::Cleanroom || caller.contract_id.as_deref() != Some(contract_id) {
-            return Err(err(
-                403,
-                "CallerKindNotAllowed",
-                format!("secrets of contract `{contract_id}` are released to its attested clean-room sessions only"),
-            ));
-        }
+        require_session(caller, contract_id, "secrets are released")?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let key = caller
             .claims
@@ -1291,13 +1279,14 @@ impl Governance {
         }
         let now = self.runtime.now_ms() / 1000;
         let exp = now + sessions::SESSION_TTL_SECS;
-        let session_id = hex::encode(&sha256_hex(&public_key).as_bytes()[..16]);
+        let key_digest = sha256_hex(&public_key);
+        let session_id = key_digest[..32].to_string();
         let claims_obj: serde_json::Map<String, serde_json::Value> =
             claims.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
         let token = self.tokens.issue_claims(serde_json::json!({
             "aud": jwt::CLEANROOM_AUDIENCE, "sub": session_id, "contract_id": contract_id,
             "iat": now, "exp": exp, "claims": claims_obj,
-            "key_digest": sha256_hex(&public_key),
+            "key_digest": key_digest,
             "session_key": base64::engine::general_purpose::STANDARD.encode(&public_key),
         }));
         Ok(serde_json::json!({
@@ -1431,6 +1420,18 @@ impl Governance {
             serde_json::json!({"name": current["name"], "version": current["version"], "blake3": current["blake3"], "actions": actions}),
         )
     }
+}
+
+/// The caller must be an attested clean-room session of `contract_id`; `what` says what is refused.
+fn require_session(caller: &Caller, contract_id: &str, what: &str) -> Result<(), GovError> {
+    if caller.kind == CallerKind::Cleanroom && caller.contract_id.as_deref() == Some(contract_id) {
+        return Ok(());
+    }
+    Err(err(
+        403,
+        "CallerKindNotAllowed",
+        format!("{what} to attested clean-room sessions of contract `{contract_id}` only"),
+    ))
 }
 
 fn member_caller(id: &str) -> Caller {

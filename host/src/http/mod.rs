@@ -188,6 +188,15 @@ impl Service {
         Ok(self.gov.authenticate(token.trim())?)
     }
 
+    /// The caller, who must have presented credentials (`hint` says which, for a 401).
+    fn credentialed(&self, req: &Request<Incoming>, hint: &str) -> Result<Caller, ApiError> {
+        let caller = self.authenticate(req)?;
+        if caller.kind == CallerKind::Anonymous {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", hint));
+        }
+        Ok(caller)
+    }
+
     async fn app(&self, req: Request<Incoming>, rest: String) -> Result<Response<Full<Bytes>>, ApiError> {
         let method = Method::parse(req.method().as_str()).ok_or_else(|| {
             ApiError::new(
@@ -206,14 +215,8 @@ impl Service {
                 if method != want {
                     return Err(method_not_allowed(&[want.as_str()]));
                 }
-                let caller = self.authenticate(&req)?;
-                if caller.kind == CallerKind::Anonymous {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "Unauthenticated",
-                        "secrets need a member token (put) or a clean-room session token (release)",
-                    ));
-                }
+                let caller = self
+                    .credentialed(&req, "secrets need a member token (put) or a clean-room session token (release)")?;
                 let (id, name) = (id.to_string(), name.to_string());
                 if release {
                     return Ok(json_ok(&self.gov.release_secret(&caller, &id, &name)?));
@@ -233,14 +236,8 @@ impl Service {
             if method != Method::Post {
                 return Err(method_not_allowed(&["POST"]));
             }
-            let caller = self.authenticate(&req)?;
-            if caller.kind == CallerKind::Anonymous {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthenticated",
-                    "POST /app/contracts/{id}/oauth/token needs a clean-room session token",
-                ));
-            }
+            let caller =
+                self.credentialed(&req, "POST /app/contracts/{id}/oauth/token needs a clean-room session token")?;
             let (id, issuer) = (id.to_string(), default_issuer(&req));
             let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
             return Ok(json_ok(&self.gov.oidc_token(&caller, &id, &body, &issuer)?));

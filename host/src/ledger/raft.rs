@@ -445,14 +445,8 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
                             }
                             None => {
                                 let enc = fmt::encode_tx_id(tx_id);
-                                let mut appends = 0u32;
-                                for w in &t.writes {
-                                    let k = if w.append {
-                                        appends += 1;
-                                        fmt::state_key(&w.table, &entry::append_key(&w.key, seqno, appends - 1))
-                                    } else {
-                                        fmt::state_key(&w.table, &w.key)
-                                    };
+                                for (w, key) in t.resolved_writes(seqno) {
+                                    let k = fmt::state_key(&w.table, &key);
                                     match &w.value {
                                         Some(v) => {
                                             state

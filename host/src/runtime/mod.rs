@@ -802,7 +802,8 @@ impl Runtime {
                     if req.plugin.slow.fetch_add(1, Ordering::Relaxed) + 1 == SLOW_STRIKES {
                         tracing::info!(plugin = %req.plugin.info.name, "slow calls: they run off the async worker from now on");
                     }
-                } else {
+                } else if req.plugin.slow.load(Ordering::Relaxed) != 0 {
+                    // Only write the shared counter when it changes: every request passes here.
                     req.plugin.slow.store(0, Ordering::Relaxed);
                 }
                 executed?

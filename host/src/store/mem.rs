@@ -110,7 +110,7 @@ impl MemStore {
         let state = Arc::make_mut(&mut inner.state);
         for (n, (table, prefix, value)) in writes.appends.into_iter().enumerate() {
             state.table_versions.insert(table.clone(), id);
-            let key = super::append_key(&prefix, id.seqno, n as u32);
+            let key = cgs_core::entry::append_key(&prefix, id.seqno, n as u32);
             state.tables.entry(table).or_default().insert(key, (value, id));
         }
         for ((table, key), value) in writes.puts {

@@ -108,15 +108,6 @@ impl WriteSet {
     }
 }
 
-/// The key of the `n`-th append of the transaction at `seqno` under `prefix`.
-pub fn append_key(prefix: &[u8], seqno: u64, n: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + 12);
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(&seqno.to_be_bytes());
-    k.extend_from_slice(&n.to_be_bytes());
-    k
-}
-
 /// Who and what caused a transaction; recorded with it.
 #[derive(Debug, Clone, Default)]
 pub struct TxMeta {

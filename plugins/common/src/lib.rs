@@ -181,6 +181,11 @@ pub fn contract_arg(args: &serde_json::Value) -> Result<&str> {
     Ok(id)
 }
 
+/// A clean-room policy: claim name → the values it may take. A set of claims satisfies it when
+/// every claim of the policy (AND) has one of its values (OR); the host evaluates it when a clean
+/// room opens a session (`host/src/gov/sessions.rs`).
+pub type Policy = std::collections::BTreeMap<String, Vec<serde_json::Value>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,57 +224,5 @@ mod tests {
         assert!(!c.admits("other", &room));
         assert!(!c.admits("c", &Caller::anonymous()));
         assert!(contract(None, vec![]).admits("c", &Caller::member("anyone")));
-    }
-}
-
-/// A clean-room policy: claim name → the values it may take. A set of claims satisfies it when
-/// every claim of the policy (AND) has one of its values (OR).
-pub type Policy = std::collections::BTreeMap<String, Vec<serde_json::Value>>;
-
-/// The text a claim value is compared as (claims of evidence and tokens are strings).
-pub fn claim_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Why `claims` do not satisfy `policy` (`None`: they do). An empty policy admits nothing.
-pub fn policy_mismatch(policy: &Policy, claims: &[(String, String)]) -> Option<String> {
-    if policy.is_empty() {
-        return Some("the contract has no clean-room policy".into());
-    }
-    for (claim, allowed) in policy {
-        let got: Vec<&str> = claims.iter().filter(|(k, _)| k == claim).map(|(_, v)| v.as_str()).collect();
-        if got.is_empty() {
-            return Some(format!("claim `{claim}` is missing"));
-        }
-        if !got.iter().any(|g| allowed.iter().any(|a| claim_text(a) == *g)) {
-            return Some(format!("claim `{claim}` is `{}`, not one the policy allows", got[0]));
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod policy_tests {
-    use super::*;
-
-    #[test]
-    fn and_across_claims_or_across_values() {
-        let mut p = Policy::new();
-        p.insert("x-ms-sevsnpvm-hostdata".into(), vec!["aa".into(), "bb".into()]);
-        p.insert("x-ms-sevsnpvm-is-debuggable".into(), vec![false.into()]);
-        let claims = |h: &str, d: &str| {
-            vec![
-                ("x-ms-sevsnpvm-hostdata".to_string(), h.to_string()),
-                ("x-ms-sevsnpvm-is-debuggable".into(), d.into()),
-            ]
-        };
-        assert_eq!(policy_mismatch(&p, &claims("bb", "false")), None);
-        assert!(policy_mismatch(&p, &claims("cc", "false")).unwrap().contains("hostdata"));
-        assert!(policy_mismatch(&p, &claims("aa", "true")).unwrap().contains("debuggable"));
-        assert!(policy_mismatch(&p, &claims("aa", "false")[..1]).unwrap().contains("missing"));
-        assert!(policy_mismatch(&Policy::new(), &claims("aa", "false")).is_some());
     }
 }

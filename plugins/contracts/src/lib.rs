@@ -69,12 +69,13 @@ fn final_votes(proposal_id: &str) -> Result<Vec<serde_json::Value>> {
         .collect())
 }
 
-fn effective_state(id: &str, c: &Contract, proposed: &dyn Fn(&str) -> Result<bool>) -> Result<State> {
-    Ok(if c.state == State::Draft && proposed(id)? { State::Proposed } else { c.state })
+/// The state to show: a draft named by an open `set_contract` proposal is Proposed.
+fn effective_state(c: &Contract, proposed: bool) -> State {
+    if c.state == State::Draft && proposed { State::Proposed } else { c.state }
 }
 
-fn view(id: &str, c: &Contract, version: TxId, state: State, with_votes: bool) -> Result<serde_json::Value> {
-    let mut v = serde_json::json!({
+fn view(id: &str, c: &Contract, version: TxId, state: State) -> serde_json::Value {
+    serde_json::json!({
         "id": id,
         "version": version,
         "state": state,
@@ -84,20 +85,7 @@ fn view(id: &str, c: &Contract, version: TxId, state: State, with_votes: bool) -
         "created_by": c.created_by,
         "updated_by": c.updated_by,
         "proposal_id": c.proposal_id,
-    });
-    if with_votes {
-        v["final_votes"] = match &c.proposal_id {
-            Some(p) => serde_json::Value::Array(final_votes(p)?),
-            None => serde_json::Value::Array(Vec::new()),
-        };
-        if let Some(r) = &c.revoked_by {
-            v["revoked_by_proposal_id"] = r.clone().into();
-        }
-        if state == State::Proposed {
-            v["open_proposal_ids"] = open_proposals(SET_CONTRACT, id, None)?.into();
-        }
-    }
-    Ok(v)
+    })
 }
 
 fn check_parties(body: &PutContract) -> Result<()> {
@@ -197,8 +185,20 @@ fn put_contract(req: &Request) -> Result<Response> {
 fn get_contract(req: &Request) -> Result<Response> {
     let id = req.param("id")?;
     let c = authorize(&CONTRACTS, id, &req.caller)?;
-    let state = effective_state(id, &c.value, &|id| Ok(!open_proposals(SET_CONTRACT, id, None)?.is_empty()))?;
-    Response::ok(&view(id, &c.value, c.version, state, true)?)
+    let open = open_proposals(SET_CONTRACT, id, None)?;
+    let state = effective_state(&c.value, !open.is_empty());
+    let mut v = view(id, &c.value, c.version, state);
+    v["final_votes"] = match &c.value.proposal_id {
+        Some(p) => final_votes(p)?.into(),
+        None => serde_json::Value::Array(Vec::new()),
+    };
+    if let Some(r) = &c.value.revoked_by {
+        v["revoked_by_proposal_id"] = r.clone().into();
+    }
+    if state == State::Proposed {
+        v["open_proposal_ids"] = open.into();
+    }
+    Response::ok(&v)
 }
 
 fn list_contracts(req: &Request) -> Result<Response> {
@@ -229,9 +229,9 @@ fn list_contracts(req: &Request) -> Result<Response> {
         if !c.value.admits(&id, &req.caller) {
             continue;
         }
-        let state = effective_state(&id, &c.value, &|id| Ok(proposed.contains(id)))?;
+        let state = effective_state(&c.value, proposed.contains(&id));
         if want.is_none_or(|w| w == state) {
-            value.push(view(&id, &c.value, c.version, state, false)?);
+            value.push(view(&id, &c.value, c.version, state));
         }
     }
     Response::ok(&serde_json::json!({"value": value, "next_link": null}))

@@ -81,6 +81,23 @@ pub fn append_key(prefix: &[u8], seqno: u64, n: u32) -> Vec<u8> {
     k
 }
 
+impl Transaction {
+    /// Each write with the key it is stored under once the transaction is at `seqno`: an
+    /// append's prefix completed with `seqno ‖ n`, `n` counting the appends in order.
+    pub fn resolved_writes(&self, seqno: u64) -> impl Iterator<Item = (&Write, Vec<u8>)> {
+        let mut appends = 0u32;
+        self.writes.iter().map(move |w| {
+            let key = if w.append {
+                appends += 1;
+                append_key(&w.key, seqno, appends - 1)
+            } else {
+                w.key.clone()
+            };
+            (w, key)
+        })
+    }
+}
+
 /// A transaction entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Transaction {

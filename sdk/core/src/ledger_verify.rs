@@ -164,14 +164,7 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
                     replay.invalid.push(key);
                     report.invalid_transactions += 1;
                 } else {
-                    let mut appends = 0u32;
-                    for w in &t.writes {
-                        let final_key = if w.append {
-                            appends += 1;
-                            crate::entry::append_key(&w.key, key, appends - 1)
-                        } else {
-                            w.key.clone()
-                        };
+                    for (w, final_key) in t.resolved_writes(key) {
                         let sk = (w.table.clone(), final_key);
                         match &w.value {
                             Some(val) => {
