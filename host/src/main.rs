@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cgs_host::gov::{Genesis, GovConfig};
+use cgs_host::http::HttpLimits;
 use cgs_host::ledger::LedgerConfig;
 use cgs_host::node::{Creation, Node, NodeConfig, PluginSource};
 use cgs_host::runtime::RuntimeConfig;
@@ -60,6 +61,8 @@ struct SandboxArgs {
     limits: LimitArgs,
     #[command(flatten)]
     ledger: LedgerArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +84,8 @@ struct StartArgs {
     limits: LimitArgs,
     #[command(flatten)]
     ledger: LedgerArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 /// Per-call plugin limits.
@@ -98,6 +103,43 @@ struct LimitArgs {
     /// Plugin instances that may run at once (size of the instance pool).
     #[arg(long, default_value_t = RuntimeConfig::default().max_instances)]
     plugin_instances: u32,
+}
+
+/// HTTPS connection limits.
+#[derive(Args, Debug)]
+struct HttpArgs {
+    /// Connections served at once; one more gets `503 ServiceBusy` (`retry-after: 1`) and is
+    /// closed. The open-file soft limit is raised to fit (up to the hard limit), else this is
+    /// lowered.
+    #[arg(long, default_value_t = HttpLimits::default().max_connections)]
+    max_connections: usize,
+    /// A new connection must send a complete request header within this many milliseconds of
+    /// its TLS handshake.
+    #[arg(long, default_value_t = HttpLimits::default().header_read_timeout.as_millis() as u64)]
+    header_read_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this many milliseconds without a
+    /// new request.
+    #[arg(long, default_value_t = HttpLimits::default().idle_timeout.as_millis() as u64)]
+    idle_timeout_ms: u64,
+    /// A request body must arrive within this many milliseconds (`408 RequestTimeout`).
+    #[arg(long, default_value_t = HttpLimits::default().body_timeout.as_millis() as u64)]
+    body_timeout_ms: u64,
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(long, default_value_t = HttpLimits::default().h2_max_concurrent_streams)]
+    h2_max_streams: u32,
+}
+
+impl HttpArgs {
+    fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
+            body_timeout: Duration::from_millis(self.body_timeout_ms.max(1)),
+            h2_max_concurrent_streams: self.h2_max_streams.max(1),
+            ..HttpLimits::default()
+        }
+    }
 }
 
 /// Ledger and governance settings.
@@ -119,6 +161,14 @@ struct LedgerArgs {
     /// PEM certificates trusted (besides the Mozilla roots) when fetching a JWKS.
     #[arg(long = "jwks-ca", value_name = "FILE")]
     jwks_ca: Option<PathBuf>,
+    /// How often issuers' keys fetched from a `jwks_url` are refreshed (seconds). Tokens of keys
+    /// that vanish are refused from the next refresh on.
+    #[arg(long = "jwks-refresh-secs", default_value_t = cgs_host::gov::jwks::REFRESH.as_secs())]
+    jwks_refresh_secs: u64,
+    /// Most clean-room nonces outstanding on this node (each lives 120 s); beyond, nonce
+    /// requests answer 503 ServiceBusy.
+    #[arg(long = "max-nonces", default_value_t = cgs_host::gov::sessions::MAX_NONCES)]
+    max_nonces: usize,
 }
 
 impl LedgerArgs {
@@ -131,6 +181,8 @@ impl LedgerArgs {
             proposal_ttl: Duration::from_secs(self.proposal_ttl_secs.max(1)),
             jwks_url_allow: self.jwks_url_allow.clone(),
             jwks_ca_pem,
+            jwks_refresh: Duration::from_secs(self.jwks_refresh_secs.max(1)),
+            max_nonces: self.max_nonces.max(1),
             ..GovConfig::default()
         })
     }
@@ -200,7 +252,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     creation: Creation::Sandbox { plugins },
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
-                    gov: GovConfig { insecure_virtual_attestation: true, ..a.ledger.gov_config()? },
+                    http: a.http.limits(),
+                    gov: a.ledger.gov_config()?,
                 },
                 true,
             )
@@ -222,6 +275,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     creation,
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
+                    http: a.http.limits(),
                     gov: a.ledger.gov_config()?,
                 },
                 false,

@@ -81,6 +81,8 @@ pub struct NodeConfig {
     pub ledger: LedgerConfig,
     /// Governance settings.
     pub gov: GovConfig,
+    /// HTTPS connection limits and timeouts.
+    pub http: http::HttpLimits,
 }
 
 /// Why a node could not start.
@@ -155,6 +157,7 @@ pub struct Node {
     /// What the sandbox did to open the service, if anything.
     pub opened: Option<String>,
     gov_config: GovConfig,
+    http_limits: http::HttpLimits,
     listener: tokio::net::TcpListener,
     /// The address actually bound.
     pub local_addr: SocketAddr,
@@ -327,6 +330,7 @@ impl Node {
             sandbox_members: sandbox_list,
             opened,
             gov_config: config.gov.clone(),
+            http_limits: config.http,
             listener,
             local_addr,
         })
@@ -442,7 +446,7 @@ impl Node {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        let served = http::serve(self.listener, tls, service, shutdown).await;
+        let served = http::serve(self.listener, tls, service, self.http_limits, shutdown).await;
         sweeper.abort();
         jwks.abort();
         self.ledger.shutdown().await;

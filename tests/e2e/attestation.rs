@@ -128,8 +128,15 @@ async fn attested_cleanroom_sessions() {
         let client = sb.client.clone();
         let pk_b64 = pk_b64.clone();
         async move {
-            let nonce =
-                client.get("/cleanroom/nonce").await.unwrap().ok_json().unwrap()["nonce"].as_str().unwrap().to_string();
+            let nonce = client
+                .get(&format!("/cleanroom/nonce?contract_id={contract}"))
+                .await
+                .unwrap()
+                .ok_json()
+                .unwrap()["nonce"]
+                .as_str()
+                .unwrap()
+                .to_string();
             let mut h = sha2::Sha256::new();
             h.update(public_key);
             h.update(if bind { nonce.as_bytes() } else { b"another nonce".as_slice() });
@@ -165,10 +172,14 @@ async fn attested_cleanroom_sessions() {
 
     // ID tokens: refused until governance enables the issuer; then signed with a published key;
     // after a rotation old tokens still verify and new ones use the new key.
-    let token_req = json!({"sub": "spark-job", "aud": "api://storage"}).to_string().into_bytes();
+    let token_req = json!({"aud": "api://storage"}).to_string().into_bytes();
     let r = sb.client.request("POST", "/app/contracts/room/oauth/token", Some(token_req.clone()), &h).await.unwrap();
     assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (405, "IssuerNotEnabled"));
-    let enable = json!([{"name": "oidc.enable_issuer", "args": {}}, {"name": "oidc.set_issuer_url", "args": {"url": "https://issuer.example/cgs"}}]);
+    let enable = json!([
+        {"name": "oidc.enable_issuer", "args": {}},
+        {"name": "oidc.set_issuer_url", "args": {"url": "https://issuer.example/cgs"}},
+        {"name": "oidc.set_audiences", "args": {"contract_id": "room", "audiences": ["api://storage"]}},
+    ]);
     assert_eq!(decide(enable).await, "Accepted");
     let disco = sb.client.get("/.well-known/openid-configuration").await.unwrap().ok_json().unwrap();
     assert_eq!(disco["issuer"], "https://issuer.example/cgs");
@@ -184,9 +195,13 @@ async fn attested_cleanroom_sessions() {
     let claims = verify_jwt(&first, &keys);
     assert_eq!(
         (claims["iss"].as_str(), claims["sub"].as_str(), claims["aud"].as_str()),
-        (Some("https://issuer.example/cgs"), Some("spark-job"), Some("api://storage"))
+        (Some("https://issuer.example/cgs"), Some("room"), Some("api://storage")),
+        "the subject is the contract's, never the caller's choice"
     );
     assert_eq!(claims["contract_id"], "room");
+    assert_eq!(claims["x-cgs-insecure-attestation"], true, "a virtual session's token says so");
+    assert!(claims["jti"].as_str().is_some_and(|j| j.len() == 32));
+    assert!(claims["exp"].as_u64().unwrap() <= s["expires_at"].as_u64().unwrap(), "never outlives the session");
     assert_eq!(decide(json!([{"name": "oidc.rotate_key", "args": {}}])).await, "Accepted");
     let keys = sb.client.get("/oidc/keys").await.unwrap().ok_json().unwrap();
     assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
@@ -204,8 +219,10 @@ async fn attested_cleanroom_sessions() {
         type Kem = hpke::kem::X25519HkdfSha256;
         let (sk, pk) = Kem::gen_keypair(&mut rand::rngs::OsRng);
         let pk_bytes = pk.to_bytes().to_vec();
-        let nonce =
-            sb.client.get("/cleanroom/nonce").await.unwrap().ok_json().unwrap()["nonce"].as_str().unwrap().to_string();
+        let nonce = sb.client.get("/cleanroom/nonce?contract_id=room").await.unwrap().ok_json().unwrap()["nonce"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let mut hsh = sha2::Sha256::new();
         hsh.update(&pk_bytes);
         hsh.update(nonce.as_bytes());
@@ -277,7 +294,7 @@ async fn attested_cleanroom_sessions() {
 }
 
 fn token_req_bytes() -> Vec<u8> {
-    serde_json::json!({"sub": "spark-job", "aud": "api://storage"}).to_string().into_bytes()
+    serde_json::json!({"aud": "api://storage"}).to_string().into_bytes()
 }
 
 fn jwt_kid(token: &str) -> String {

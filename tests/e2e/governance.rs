@@ -77,7 +77,9 @@ async fn a_consortium_opens_the_service_and_admits_a_member() {
     ];
     let sb = Sandbox::spawn(&data, &args).await.unwrap();
     let c = &sb.client;
-    assert_eq!(c.get("/gov/service").await.unwrap().ok_json().unwrap()["status"], "Opening");
+    let service = c.get("/gov/service").await.unwrap().ok_json().unwrap();
+    assert_eq!(service["status"], "Opening");
+    assert_eq!(service["insecure_virtual_attestation"], false, "the genesis did not allow virtual evidence");
     let r = c.get("/app/contracts").await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (503, "ServiceNotOpen"));
 
@@ -277,10 +279,13 @@ async fn a_plugin_is_upgraded_by_vote() {
     let r = cp.vote(&old, true).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (405, "ProposalNotOpen"));
 
-    // The ledger holds the signed ballots: who voted for which hash.
+    // The ledger holds the signed ballots: who voted for which hash. They are encrypted in the
+    // files (a proposal names policies and users); a member fetches them through the API and
+    // checks them offline against the digests the ledger commits to.
+    let envelopes = signed_messages(&isv, &sb).await;
     let data = sb.data.clone();
     assert!(sb.terminate().unwrap().success());
-    let (voters, proposed_hash) = ledger_votes(&data, &upgrade, &hash);
+    let (voters, proposed_hash) = ledger_votes(&data, &envelopes, &upgrade, &hash);
     let mut expected = vec![isv.id(), dp.id(), cp.id()];
     expected.sort();
     assert_eq!(voters, expected, "every ballot on the upgrade is in the ledger, signed by its member");
@@ -289,9 +294,38 @@ async fn a_plugin_is_upgraded_by_vote() {
     assert!(ok, "{err}");
 }
 
-/// The signers of the ballots on `proposal`, and of the proposal that installs `hash`, as the
-/// ledger records them.
-fn ledger_votes(data: &Path, proposal: &str, hash: &str) -> (Vec<String>, Option<String>) {
+/// Every signed governance message the service recorded, by seqno, as a member reads them from
+/// `GET /node/entry/{tx}`.
+async fn signed_messages(member: &Member, sb: &Sandbox) -> std::collections::BTreeMap<u64, Vec<u8>> {
+    use base64::Engine as _;
+    let health = sb.client.get("/node/health").await.unwrap().ok_json().unwrap();
+    let last: cgs_core::TxId = health["last_tx"].as_str().unwrap().parse().unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for seqno in 1..=last.seqno {
+        for term in 1..=last.term {
+            let r = member.authed("GET", &format!("/node/entry/{term}.{seqno}"), None).await.unwrap();
+            if r.status == 404 {
+                continue;
+            }
+            let e = r.ok_json().unwrap();
+            if let Some(env) = e["envelope"].as_str() {
+                out.insert(seqno, base64::engine::general_purpose::STANDARD.decode(env).unwrap());
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// The signers of the ballots on `proposal`, and of the proposal that installs `hash`: the ledger
+/// file commits to each signed message by its SHA-256 (the message itself is encrypted there).
+fn ledger_votes(
+    data: &Path,
+    envelopes: &std::collections::BTreeMap<u64, Vec<u8>>,
+    proposal: &str,
+    hash: &str,
+) -> (Vec<String>, Option<String>) {
+    use sha2::Digest;
     let db = redb::Database::open(data.join(cgs_core::store_format::FILE_NAME)).unwrap();
     let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
     let ledger = rtx.open_table(cgs_core::store_format::LEDGER).unwrap();
@@ -300,11 +334,15 @@ fn ledger_votes(data: &Path, proposal: &str, hash: &str) -> (Vec<String>, Option
     for item in redb::ReadableTable::iter(&ledger).unwrap() {
         let (_, v) = item.unwrap();
         let e = cgs_core::entry::Entry::decode(v.value()).unwrap();
+        let seqno = e.seqno;
         let cgs_core::entry::Payload::Transaction(t) = e.payload else { continue };
         if t.envelope.is_empty() {
             continue;
         }
-        let env = cgs_core::gov::Envelope::parse(&t.envelope).unwrap();
+        let plain = envelopes.get(&seqno).expect("the API returns every recorded signed message");
+        assert_eq!(sha2::Sha256::digest(plain).as_slice(), t.request_digest, "the ledger commits to the message");
+        let env = cgs_core::gov::Envelope::parse(plain).unwrap();
+        assert!(!t.envelope.windows(env.payload.len()).any(|w| w == env.payload), "the payload is encrypted");
         match env.msg_type {
             MessageType::Ballot if env.proposal_id.as_deref() == Some(proposal) => voters.push(env.member_id.clone()),
             MessageType::Proposal => {

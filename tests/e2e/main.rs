@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app_matrix;
+mod attacks;
+mod attacks_http;
 mod attestation;
 mod cli;
 mod collaboration;

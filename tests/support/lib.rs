@@ -157,6 +157,11 @@ impl Sandbox {
         Ok(Sandbox { child, url, ca, data: data.to_path_buf(), _tmp: None, client })
     }
 
+    /// The process id of the `cgs-host` process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kill the process without warning (SIGKILL) and wait for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

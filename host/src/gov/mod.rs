@@ -7,10 +7,13 @@
 //! one ledger transaction per governance write (with the raw signed envelope recorded in the ledger
 //! entry), and swaps plugins in the runtime once a change is committed.
 
+mod auth;
+mod cleanroom;
 pub mod jwks;
 mod jwt;
 pub mod oidc;
 mod records;
+mod secrets;
 pub mod sessions;
 pub mod users;
 
@@ -31,6 +34,7 @@ use crate::runtime::{
 };
 use crate::store::{CommitError, Store, Transaction, TxMeta};
 pub use records::{HistoryItem, MemberRecord, ProposalRecord, ProposalState};
+pub use secrets::MAX_SECRET_BYTES;
 
 /// Governance tables (internal names).
 pub mod tables {
@@ -50,8 +54,11 @@ pub mod tables {
     pub const SERVICE: &str = "gov.service";
     /// Trusted JWT issuers: issuer → `{issuer, jwks | jwks_url, audience?}`.
     pub const JWT_ISSUERS: &str = "gov.jwt_issuers";
-    /// User identities: `issuer|subject` → `{issuer, subject, data?}`.
+    /// User identities: hex of `blind(issuer|subject)` → `{issuer, subject, data?}` (encrypted).
     pub const USER_IDENTITIES: &str = "gov.user_identities";
+    /// What genesis fixed for good: `config` → `{"insecure_virtual_attestation"}`. A `sys.` table:
+    /// no plugin (not even the constitution) can reach it.
+    pub const CREATION: &str = "sys.service";
 }
 
 /// A bearer token whose signature was verified (registration is checked on every request).
@@ -63,21 +70,19 @@ struct VerifiedToken {
     exp: u64,
     /// For users: the issuer record the token was verified against.
     issuer: Option<(String, TxId)>,
+    /// For users of an issuer given by `jwks_url`: the URL and the generation of its keys then.
+    jwks: Option<(String, u64)>,
     /// For clean-room sessions: the contract.
     contract_id: Option<String>,
+    /// For clean-room sessions: the version of the contract's clean-room policy it was admitted
+    /// under (`None`: no policy record then).
+    policy_version: Option<String>,
 }
 
 /// The caller claim holding a clean-room session's public key (base64).
 pub const SESSION_KEY_CLAIM: &str = "x-cgs-session-key";
-/// Secrets: `<contract>/<name>` → `{"value","set_by","at_ms"}` (private: encrypted in the ledger).
-const SECRETS: &str = "gov.private.secrets";
 /// HPKE `info` of secret releases.
 pub const SECRET_INFO: &[u8] = b"cgs-secret-release-v1";
-/// Largest secret value.
-pub const MAX_SECRET_BYTES: usize = 25 << 10;
-
-/// Most verified tokens remembered (the cache is cleared when full).
-const TOKEN_CACHE: usize = 65_536;
 
 /// Governance settings.
 #[derive(Debug, Clone)]
@@ -88,12 +93,14 @@ pub struct GovConfig {
     pub max_clock_skew: Duration,
     /// Lifetime of member bearer tokens.
     pub token_ttl: Duration,
-    /// Whether virtual (insecure) attestation evidence is accepted.
-    pub insecure_virtual_attestation: bool,
     /// URL prefixes (`https://…`) this node fetches issuers' `jwks_url` from.
     pub jwks_url_allow: Vec<String>,
     /// Extra PEM roots trusted when fetching a JWKS (besides the Mozilla roots).
     pub jwks_ca_pem: Option<Vec<u8>>,
+    /// How often a JWKS fetched from a `jwks_url` is refreshed.
+    pub jwks_refresh: Duration,
+    /// Most clean-room nonces outstanding on this node (then `503 ServiceBusy`).
+    pub max_nonces: usize,
 }
 
 impl Default for GovConfig {
@@ -102,9 +109,10 @@ impl Default for GovConfig {
             proposal_ttl: Duration::from_secs(7 * 24 * 3600),
             max_clock_skew: Duration::from_secs(300),
             token_ttl: Duration::from_secs(3600),
-            insecure_virtual_attestation: false,
             jwks_url_allow: Vec::new(),
             jwks_ca_pem: None,
+            jwks_refresh: jwks::REFRESH,
+            max_nonces: sessions::MAX_NONCES,
         }
     }
 }
@@ -140,7 +148,8 @@ pub struct Genesis {
     /// BLAKE3s of the app plugins.
     #[serde(default)]
     pub plugins: Vec<String>,
-    /// Accept virtual (insecure) attestation evidence.
+    /// Accept virtual (insecure) attestation evidence from clean rooms (and, later, joining
+    /// nodes): fixed at creation, shown in `GET /gov/service`.
     #[serde(default)]
     pub insecure_virtual_attestation: bool,
 }
@@ -239,8 +248,10 @@ impl Governance {
         config: GovConfig,
     ) -> std::io::Result<Self> {
         let tokens = jwt::TokenKey::load_or_create(token_key_path, &ledger.identity().origin)?;
-        let jwks = jwks::JwksFetcher::new(config.jwks_url_allow.clone(), config.jwks_ca_pem.as_deref())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let max_nonces = config.max_nonces;
+        let jwks =
+            jwks::JwksFetcher::new(config.jwks_url_allow.clone(), config.jwks_ca_pem.as_deref(), config.jwks_refresh)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Ok(Self {
             runtime,
             ledger,
@@ -249,7 +260,7 @@ impl Governance {
             open: AtomicBool::new(false),
             verified: Default::default(),
             jwks,
-            nonces: Default::default(),
+            nonces: sessions::Nonces::with_capacity(max_nonces),
         })
     }
 
@@ -334,10 +345,11 @@ impl Governance {
                 &serde_json::json!({"version": info.version, "blake3": h, "world": "app-plugin"}),
             )?;
         }
+        g.put(tables::SERVICE, "status", &serde_json::json!({"status": "Opening", "created_at_ms": g.now_ms}))?;
         g.put(
-            tables::SERVICE,
-            "status",
-            &serde_json::json!({"status": "Opening", "created_at_ms": g.now_ms, "insecure_virtual_attestation": genesis.insecure_virtual_attestation}),
+            tables::CREATION,
+            "config",
+            &serde_json::json!({"insecure_virtual_attestation": genesis.insecure_virtual_attestation}),
         )?;
         let id = self.commit(g, "create service", "genesis", Vec::new()).await?;
         self.sync().await?;
@@ -472,7 +484,9 @@ impl Governance {
         {
             return Err(err(400, "ProposalIdMismatch", "cgs.msg.proposal_id must be the proposal id of the URL"));
         }
-        let digest = sha256_hex(bytes);
+        // Keyed on what was signed, not on the bytes: `Envelope::parse` admits one encoding only,
+        // and the identity would not change even if it admitted more.
+        let digest = env.digest();
         if g.get::<serde_json::Value>(tables::ENVELOPES, &digest)?.is_some() {
             return Err(err(409, "Replay", "this signed message was already submitted"));
         }
@@ -554,7 +568,7 @@ impl Governance {
         let all: Vec<GovAction> = actions.iter().map(Self::gov_action).collect();
         for a in actions {
             if a.name.starts_with("oidc.") {
-                self.oidc_action(g, a, apply)?;
+                self.oidc_action(g, a, apply, caller)?;
                 continue;
             }
             let plugin = self.owner(g, a)?;
@@ -712,7 +726,7 @@ impl Governance {
                 return Err(err(400, "InvalidProposal", "a proposal needs at least one action"));
             }
             let caller = member_caller(&env.member_id);
-            let id = sha256_hex(envelope);
+            let id = env.digest();
             this.run_actions(g, &body.actions, false, &caller, &id)?;
             let mut p = ProposalRecord::new(id.clone(), env.member_id.clone(), body.actions, g.now_ms);
             let changed = this.resolve_and_apply(g, &mut p, &caller)?;
@@ -850,451 +864,6 @@ impl Governance {
         .await
     }
 
-    /// Authenticate a bearer token: a member token issued by this service for a current member.
-    pub fn authenticate(&self, token: &str) -> Result<Caller, GovError> {
-        let now = self.runtime.now_ms() / 1000;
-        let digest: [u8; 32] = {
-            use sha2::Digest;
-            sha2::Sha256::digest(token.as_bytes()).into()
-        };
-        let mut g = self.begin()?;
-        let cached = self.verified.lock().ok().and_then(|c| c.get(&digest).filter(|v| v.exp > now).cloned());
-        let v = match cached {
-            Some(v) => v,
-            None => {
-                let v = self.verify_token(&mut g, token, now)?;
-                if let Ok(mut c) = self.verified.lock() {
-                    if c.len() >= TOKEN_CACHE {
-                        c.clear();
-                    }
-                    c.insert(digest, v.clone());
-                }
-                v
-            }
-        };
-        let invalid = |m: String| err(401, "InvalidCredentials", m);
-        match v.kind {
-            CallerKind::Member => {
-                let member =
-                    self.member(&mut g, &v.id)?.ok_or_else(|| invalid("the token's member no longer exists".into()))?;
-                Ok(Caller {
-                    kind: CallerKind::Member,
-                    id: v.id,
-                    roles: member.roles(),
-                    contract_id: None,
-                    claims: vec![],
-                })
-            }
-            CallerKind::Cleanroom => Ok(Caller {
-                kind: CallerKind::Cleanroom,
-                id: v.id,
-                roles: vec![],
-                contract_id: v.contract_id,
-                claims: v.claims,
-            }),
-            _ => {
-                let (iss, version) = v.issuer.clone().unwrap_or_default();
-                let current = g.tx.get(tables::JWT_ISSUERS, iss.as_bytes()).map_err(internal)?.map(|r| r.version);
-                if current != Some(version) {
-                    // The issuer was removed or its keys changed since: verify again.
-                    if let Ok(mut c) = self.verified.lock() {
-                        c.remove(&digest);
-                    }
-                    if current.is_none() {
-                        return Err(invalid(format!("issuer `{iss}` is no longer trusted")));
-                    }
-                    return self.authenticate(token);
-                }
-                let identity: serde_json::Value = g.get(tables::USER_IDENTITIES, &v.id)?.ok_or_else(|| {
-                    invalid(format!("user `{}` is not a registered identity; propose set_user_identity", v.id))
-                })?;
-                let roles = identity["data"]["roles"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
-                Ok(Caller { kind: CallerKind::User, id: v.id, roles, contract_id: None, claims: v.claims })
-            }
-        }
-    }
-
-    /// Check a token's signature and lifetime: a member token of this service, or a user JWT of a
-    /// trusted issuer.
-    fn verify_token(&self, g: &mut GovTx, token: &str, now: u64) -> Result<VerifiedToken, GovError> {
-        let invalid = |m: String| err(401, "InvalidCredentials", m);
-        let parsed = users::parse(token).map_err(invalid)?;
-        if parsed.claims["aud"] == jwt::MEMBER_AUDIENCE {
-            let sub = self.tokens.verify(token, now).map_err(invalid)?;
-            let exp = parsed.claims["exp"].as_u64().unwrap_or(now);
-            return Ok(VerifiedToken {
-                kind: CallerKind::Member,
-                id: sub,
-                claims: vec![],
-                exp,
-                issuer: None,
-                contract_id: None,
-            });
-        }
-        if parsed.claims["aud"] == jwt::CLEANROOM_AUDIENCE {
-            let c = self.tokens.verify_claims(token, now, jwt::CLEANROOM_AUDIENCE).map_err(invalid)?;
-            let mut claims: Vec<(String, String)> = c["claims"]
-                .as_object()
-                .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
-                .unwrap_or_default();
-            if let Some(k) = c["session_key"].as_str() {
-                claims.push((SESSION_KEY_CLAIM.into(), k.to_string()));
-            }
-            return Ok(VerifiedToken {
-                kind: CallerKind::Cleanroom,
-                id: c["sub"].as_str().unwrap_or_default().to_string(),
-                claims,
-                exp: c["exp"].as_u64().unwrap_or(now),
-                issuer: None,
-                contract_id: c["contract_id"].as_str().map(str::to_string),
-            });
-        }
-        let iss = parsed.claims["iss"].as_str().ok_or_else(|| invalid("the token has no `iss`".into()))?.to_string();
-        let record =
-            g.tx.get(tables::JWT_ISSUERS, iss.as_bytes()).map_err(internal)?.ok_or_else(|| {
-                invalid(format!("issuer `{iss}` is not trusted by this service; propose set_jwt_issuer"))
-            })?;
-        let mut issuer: serde_json::Value =
-            serde_json::from_slice(&record.value).map_err(|e| internal(format!("corrupt issuer record: {e}")))?;
-        if !issuer["jwks"]["keys"].is_array()
-            && let Some(url) = issuer["jwks_url"].as_str()
-        {
-            issuer["jwks"] = self.jwks.keys(url).map_err(invalid)?;
-        }
-        let sub = users::verify(&parsed, &issuer, now).map_err(invalid)?;
-        let exp = parsed.claims["exp"].as_u64().unwrap_or(now);
-        Ok(VerifiedToken {
-            kind: CallerKind::User,
-            id: format!("{iss}|{sub}"),
-            claims: users::flat_claims(&parsed.claims),
-            exp,
-            issuer: Some((iss, record.version)),
-            contract_id: None,
-        })
-    }
-
-    /// Check (and with `apply`, perform) a host-owned `oidc.*` action.
-    fn oidc_action(&self, g: &mut GovTx, a: &ActionBody, apply: bool) -> Result<(), GovError> {
-        let mut config: serde_json::Value =
-            g.get(oidc::CONFIG, "config")?.unwrap_or_else(|| serde_json::json!({"enabled": false}));
-        let no_args = |a: &ActionBody| {
-            if a.args.as_object().is_none_or(|o| o.is_empty()) {
-                Ok(())
-            } else {
-                Err(err(400, "InvalidActionArgs", format!("{} takes no arguments", a.name)))
-            }
-        };
-        let new_key = |g: &mut GovTx| -> Result<(), GovError> {
-            let k = oidc::KeyRecord::generate(g.now_ms);
-            g.put(oidc::KEYS, &k.kid.clone(), &k)
-        };
-        match a.name.as_str() {
-            "oidc.enable_issuer" => {
-                no_args(a)?;
-                if apply {
-                    config["enabled"] = true.into();
-                    g.put(oidc::CONFIG, "config", &config)?;
-                    if g.scan::<oidc::KeyRecord>(oidc::KEYS)?.is_empty() {
-                        new_key(g)?;
-                    }
-                }
-            }
-            "oidc.set_issuer_url" => {
-                let url = a.args["url"].as_str().filter(|u| u.starts_with("https://") && u.len() <= 2048).ok_or_else(
-                    || err(400, "InvalidActionArgs", "oidc.set_issuer_url takes {\"url\": \"https://…\"}"),
-                )?;
-                if apply {
-                    config["issuer_url"] = url.trim_end_matches('/').into();
-                    g.put(oidc::CONFIG, "config", &config)?;
-                }
-            }
-            "oidc.rotate_key" => {
-                no_args(a)?;
-                if config["enabled"] != true {
-                    return Err(err(405, "IssuerNotEnabled", "propose oidc.enable_issuer first"));
-                }
-                if apply {
-                    new_key(g)?;
-                }
-            }
-            other => return Err(err(400, "UnknownAction", format!("`{other}` is not an oidc action"))),
-        }
-        Ok(())
-    }
-
-    /// The issuer's configuration and keys (newest last), or 404 `IssuerNotEnabled`.
-    fn oidc_state(&self) -> Result<(serde_json::Value, Vec<oidc::KeyRecord>), GovError> {
-        let mut g = self.begin()?;
-        let config: serde_json::Value = g.get(oidc::CONFIG, "config")?.unwrap_or_default();
-        if config["enabled"] != true {
-            return Err(err(404, "IssuerNotEnabled", "the OIDC issuer is not enabled; propose oidc.enable_issuer"));
-        }
-        let mut keys: Vec<oidc::KeyRecord> = g.scan(oidc::KEYS)?.into_iter().map(|(_, k)| k).collect();
-        keys.sort_by_key(|k| k.created_at_ms);
-        Ok((config, keys))
-    }
-
-    /// `GET /.well-known/openid-configuration`; `default_issuer` when no URL was set.
-    pub fn oidc_discovery(&self, default_issuer: &str) -> Result<serde_json::Value, GovError> {
-        let (config, _) = self.oidc_state()?;
-        let issuer = config["issuer_url"].as_str().unwrap_or(default_issuer).to_string();
-        Ok(serde_json::json!({
-            "issuer": issuer,
-            "jwks_uri": format!("{issuer}/oidc/keys"),
-            "response_types_supported": ["id_token"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["EdDSA"],
-        }))
-    }
-
-    /// `GET /oidc/keys`: every live key.
-    pub fn oidc_keys(&self) -> Result<serde_json::Value, GovError> {
-        let (_, keys) = self.oidc_state()?;
-        Ok(serde_json::json!({"keys": keys.iter().filter_map(oidc::KeyRecord::jwk).collect::<Vec<_>>()}))
-    }
-
-    /// `POST /app/contracts/{id}/oauth/token` by a clean-room session of that contract.
-    pub fn oidc_token(
-        &self,
-        caller: &Caller,
-        contract_id: &str,
-        body: &[u8],
-        default_issuer: &str,
-    ) -> Result<serde_json::Value, GovError> {
-        require_session(caller, contract_id, "ID tokens are issued")?;
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct TokenRequest {
-            sub: String,
-            aud: String,
-        }
-        let req: TokenRequest = serde_json::from_slice(body)
-            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"sub\",\"aud\"}}: {e}")))?;
-        if req.sub.is_empty() || req.sub.len() > 256 || req.aud.is_empty() || req.aud.len() > 256 {
-            return Err(err(400, "InvalidTokenRequest", "`sub` and `aud` are 1-256 characters"));
-        }
-        let (config, keys) = self.oidc_state().map_err(|e| GovError { status: 405, ..e })?;
-        let key = keys.last().ok_or_else(|| internal("the issuer has no key"))?;
-        let issuer = config["issuer_url"].as_str().unwrap_or(default_issuer);
-        let now = self.runtime.now_ms() / 1000;
-        let exp = now + oidc::ID_TOKEN_TTL_SECS;
-        let claims = serde_json::json!({
-            "iss": issuer, "sub": req.sub, "aud": req.aud, "iat": now, "nbf": now, "exp": exp,
-            "contract_id": contract_id, "session_id": caller.id,
-        });
-        let token = key.sign(&claims).ok_or_else(|| internal("a corrupt OIDC key"))?;
-        Ok(
-            serde_json::json!({"id_token": token, "token_type": "Bearer", "expires_in": oidc::ID_TOKEN_TTL_SECS, "kid": key.kid}),
-        )
-    }
-
-    /// `PUT /app/contracts/{id}/secrets/{name}` by a collaborator: `{"value"}` (≤ 25 KiB), kept in
-    /// a private table (encrypted in the ledger). The value is never logged or returned.
-    pub async fn put_secret(
-        &self,
-        caller: &Caller,
-        contract_id: &str,
-        name: &str,
-        body: &[u8],
-    ) -> Result<Written, GovError> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct PutSecret {
-            value: String,
-        }
-        if caller.kind != CallerKind::Member {
-            return Err(err(403, "CallerKindNotAllowed", "secrets are put by members"));
-        }
-        let ok_name = !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !ok_name {
-            return Err(err(400, "InvalidSecretName", "secret names are 1-64 chars of A-Z a-z 0-9 - _ ."));
-        }
-        let req: PutSecret = serde_json::from_slice(body)
-            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"value\"}}: {e}")))?;
-        if req.value.len() > MAX_SECRET_BYTES {
-            return Err(err(413, "SecretTooLarge", format!("a secret is at most {MAX_SECRET_BYTES} bytes")));
-        }
-        let mut attempts = 0;
-        loop {
-            let mut g = self.begin()?;
-            let contract: serde_json::Value = g
-                .get("contracts.contracts", contract_id)?
-                .ok_or_else(|| err(404, "ContractNotFound", format!("contract `{contract_id}` does not exist")))?;
-            let party = contract["created_by"] == caller.id.as_str()
-                || contract["collaborators"].as_array().is_none_or(|c| c.iter().any(|m| m == caller.id.as_str()));
-            if !party {
-                return Err(err(
-                    403,
-                    "NotAContractParty",
-                    format!("member {} is not a collaborator of contract `{contract_id}`", caller.id),
-                ));
-            }
-            g.put(
-                SECRETS,
-                &format!("{contract_id}/{name}"),
-                &serde_json::json!({"value": req.value, "set_by": caller.id, "at_ms": g.now_ms}),
-            )?;
-            match self.commit(g, &format!("put secret {contract_id}/{name}"), &caller.id, Vec::new()).await {
-                Ok(tx_id) => {
-                    return Ok(Written {
-                        status: 200,
-                        body: serde_json::json!({"contract_id": contract_id, "name": name}),
-                        tx_id,
-                    });
-                }
-                Err(e) if e.code == "TransactionConflict" && attempts < 8 => attempts += 1,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// `POST /app/contracts/{id}/secrets/{name}/release` by a clean-room session of that contract:
-    /// the value sealed with HPKE (RFC 9180, base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-    /// ChaCha20-Poly1305) to the session's public key; `info` = `cgs-secret-release-v1`, `aad` =
-    /// `<contract>/<name>`.
-    pub fn release_secret(
-        &self,
-        caller: &Caller,
-        contract_id: &str,
-        name: &str,
-    ) -> Result<serde_json::Value, GovError> {
-        use base64::Engine as _;
-        use hpke::{Deserializable as _, Serializable as _};
-        require_session(caller, contract_id, "secrets are released")?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let key = caller
-            .claims
-            .iter()
-            .find(|(k, _)| k == SESSION_KEY_CLAIM)
-            .and_then(|(_, v)| b64.decode(v).ok())
-            .and_then(|k| <hpke::kem::X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&k).ok())
-            .ok_or_else(|| {
-                err(
-                    400,
-                    "SessionKeyNotX25519",
-                    "the session's public key is not a 32-byte X25519 key; open a session with one",
-                )
-            })?;
-        let mut g = self.begin()?;
-        let aad = format!("{contract_id}/{name}");
-        let secret: serde_json::Value = g
-            .get(SECRETS, &aad)?
-            .ok_or_else(|| err(404, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`")))?;
-        let value = secret["value"].as_str().unwrap_or_default();
-        let mut rng = rand::rngs::OsRng;
-        let (enc, ciphertext) = hpke::single_shot_seal::<
-            hpke::aead::ChaCha20Poly1305,
-            hpke::kdf::HkdfSha256,
-            hpke::kem::X25519HkdfSha256,
-            _,
-        >(
-            &hpke::OpModeS::Base, &key, SECRET_INFO, value.as_bytes(), aad.as_bytes(), &mut rng
-        )
-        .map_err(|e| internal(format!("HPKE: {e}")))?;
-        Ok(serde_json::json!({
-            "suite": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
-            "info": String::from_utf8_lossy(SECRET_INFO),
-            "aad": aad,
-            "enc": b64.encode(enc.to_bytes()),
-            "ciphertext": b64.encode(ciphertext),
-        }))
-    }
-
-    /// `GET /cleanroom/nonce`.
-    pub fn cleanroom_nonce(&self) -> serde_json::Value {
-        serde_json::json!({"nonce": self.nonces.issue(), "expires_in": sessions::NONCE_TTL.as_secs()})
-    }
-
-    /// `POST /app/contracts/{id}/cleanroom/session`: verify the evidence, its binding to the
-    /// presented key and nonce, and the contract's clean-room policy; answer a session token.
-    pub fn cleanroom_session(&self, contract_id: &str, body: &[u8]) -> Result<serde_json::Value, GovError> {
-        use base64::Engine as _;
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct SessionRequest {
-            evidence: serde_json::Value,
-            public_key: String,
-            nonce: String,
-        }
-        let req: SessionRequest = serde_json::from_slice(body)
-            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"evidence\",\"public_key\",\"nonce\"}}: {e}")))?;
-        let public_key = base64::engine::general_purpose::STANDARD
-            .decode(&req.public_key)
-            .ok()
-            .filter(|k| !k.is_empty() && k.len() <= 4096)
-            .ok_or_else(|| err(400, "InvalidPublicKey", "`public_key` must be base64 of 1-4096 bytes"))?;
-        let evidence = cgs_attestation::Evidence::from_json(req.evidence.to_string().as_bytes())
-            .map_err(|e| err(400, "InvalidEvidence", e.to_string()))?;
-        let mut g = self.begin()?;
-        let contract: serde_json::Value = g
-            .get("contracts.contracts", contract_id)?
-            .ok_or_else(|| err(404, "ContractNotFound", format!("contract `{contract_id}` does not exist")))?;
-        match contract["state"].as_str() {
-            Some("Accepted") => {}
-            Some("Revoked") => {
-                return Err(err(405, "ContractRevoked", format!("contract `{contract_id}` was revoked")));
-            }
-            _ => return Err(err(405, "ContractNotAccepted", format!("contract `{contract_id}` is not accepted"))),
-        }
-        // The nonce is used up by this attempt, whatever its outcome.
-        if !self.nonces.take(&req.nonce) {
-            return Err(err(
-                400,
-                "InvalidNonce",
-                "the nonce is unknown, already used or expired; GET /cleanroom/nonce for a fresh one",
-            ));
-        }
-        let policy = cgs_attestation::VerifyPolicy {
-            allow_virtual: self.config.insecure_virtual_attestation,
-            ..Default::default()
-        };
-        let verified = cgs_attestation::verify(&evidence, &policy, std::time::SystemTime::now()).map_err(|e| {
-            if evidence.is_virtual() && !self.config.insecure_virtual_attestation {
-                err(
-                    403,
-                    "VirtualEvidenceRefused",
-                    format!("virtual (insecure) evidence is not accepted by this service: {e}"),
-                )
-            } else {
-                err(403, "EvidenceRejected", e.to_string())
-            }
-        })?;
-        if verified.claims.report_data != sessions::expected_report_data(&public_key, &req.nonce) {
-            return Err(err(
-                400,
-                "ReportDataMismatch",
-                "the evidence's report_data is not SHA-256(public_key ‖ nonce) zero-padded to 64 bytes",
-            ));
-        }
-        let claims = verified.flat_claims();
-        let stored: Option<serde_json::Value> = g.get("contracts.policies", contract_id)?;
-        let policy = stored.and_then(|p| p["claims"].as_object().cloned()).unwrap_or_default();
-        if let Some(why) = sessions::policy_mismatch(&policy, &claims) {
-            return Err(err(403, "PolicyMismatch", format!("contract `{contract_id}`: {why}")));
-        }
-        let now = self.runtime.now_ms() / 1000;
-        let exp = now + sessions::SESSION_TTL_SECS;
-        let key_digest = sha256_hex(&public_key);
-        let session_id = key_digest[..32].to_string();
-        let claims_obj: serde_json::Map<String, serde_json::Value> =
-            claims.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-        let token = self.tokens.issue_claims(serde_json::json!({
-            "aud": jwt::CLEANROOM_AUDIENCE, "sub": session_id, "contract_id": contract_id,
-            "iat": now, "exp": exp, "claims": claims_obj,
-            "key_digest": key_digest,
-            "session_key": base64::engine::general_purpose::STANDARD.encode(&public_key),
-        }));
-        Ok(serde_json::json!({
-            "token": token, "expires_at": exp, "session_id": session_id,
-            "contract_id": contract_id, "insecure": verified.insecure(),
-        }))
-    }
-
     /// Fetch the JWKS of trusted issuers given by URL that are due (see [`jwks`]).
     pub async fn refresh_jwks(&self) {
         let urls: Vec<String> = match self.begin().and_then(|mut g| g.scan::<serde_json::Value>(tables::JWT_ISSUERS)) {
@@ -1350,7 +919,8 @@ impl Governance {
             "plugins": plugins,
             "member_count": members.len(),
             "active_member_count": members.iter().filter(|(_, m)| m.status == "Active").count(),
-            "insecure_virtual_attestation": status["insecure_virtual_attestation"].as_bool().unwrap_or(false) || self.config.insecure_virtual_attestation,
+            // Decided at creation and recorded in the ledger; never how this node was started.
+            "insecure_virtual_attestation": self.accepts_virtual_evidence(&mut g)?,
         }))
     }
 
@@ -1420,18 +990,6 @@ impl Governance {
             serde_json::json!({"name": current["name"], "version": current["version"], "blake3": current["blake3"], "actions": actions}),
         )
     }
-}
-
-/// The caller must be an attested clean-room session of `contract_id`; `what` says what is refused.
-fn require_session(caller: &Caller, contract_id: &str, what: &str) -> Result<(), GovError> {
-    if caller.kind == CallerKind::Cleanroom && caller.contract_id.as_deref() == Some(contract_id) {
-        return Ok(());
-    }
-    Err(err(
-        403,
-        "CallerKindNotAllowed",
-        format!("{what} to attested clean-room sessions of contract `{contract_id}` only"),
-    ))
 }
 
 fn member_caller(id: &str) -> Caller {

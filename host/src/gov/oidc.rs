@@ -1,10 +1,18 @@
 //! The service as an OIDC issuer for attested clean rooms.
 //!
 //! Host-owned governance actions (the keys are the node's, never a plugin's):
-//! `oidc.enable_issuer {}`, `oidc.set_issuer_url {"url"}`, `oidc.rotate_key {}`. Signing keys
+//! `oidc.enable_issuer {}`, `oidc.set_issuer_url {"url"}`, `oidc.rotate_key {}`,
+//! `oidc.retire_key {"kid"}` and `oidc.set_audiences {"contract_id", "audiences"}`. Signing keys
 //! (Ed25519) are generated while the accepting transaction runs and kept in the private (encrypted)
-//! governance table `gov.private.oidc_keys`; every key stays published in `/oidc/keys`, so a token
-//! signed before a rotation verifies until it expires, and new tokens use the newest key.
+//! governance table `gov.private.oidc_keys`; every key stays published in `/oidc/keys` until it is
+//! retired by proposal, so a token signed before a rotation verifies until it expires, and new
+//! tokens use the newest key.
+//!
+//! What a token says is governance's, not the caller's: `iss` is the issuer URL set by proposal
+//! (no token, and no discovery document, before one is set — never the request's `Host`), `sub`
+//! is the contract id (a clean room of contract B cannot speak for contract A), `aud` must be one
+//! of the contract's audiences set by proposal, `exp` never exceeds the session's, and each token
+//! has a `jti`. Tokens of sessions admitted on virtual evidence carry `x-cgs-insecure-attestation`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -14,6 +22,10 @@ use ed25519_dalek::Signer as _;
 pub const KEYS: &str = "gov.private.oidc_keys";
 /// `config` → `{"enabled", "issuer_url"?}`.
 pub const CONFIG: &str = "gov.oidc";
+/// Contract id → `{"audiences": [..]}`: the `aud` values its clean rooms may ask for.
+pub const AUDIENCES: &str = "gov.oidc_audiences";
+/// Most audiences per contract.
+pub const MAX_AUDIENCES: usize = 16;
 /// Lifetime of ID tokens.
 pub const ID_TOKEN_TTL_SECS: u64 = 3600;
 
@@ -58,5 +70,229 @@ impl KeyRecord {
         let input = format!("{}.{}", B64URL.encode(header.to_string()), B64URL.encode(claims.to_string()));
         let sig = self.key()?.sign(input.as_bytes());
         Some(format!("{input}.{}", B64URL.encode(sig.to_bytes())))
+    }
+}
+
+use super::{
+    ActionBody, Caller, GovError, GovTx, Governance, auth::SESSION_EXP_CLAIM, cleanroom, err, internal,
+    sessions::require_session,
+};
+
+impl Governance {
+    /// Check (and with `apply`, perform) a host-owned `oidc.*` action proposed by `proposer`.
+    pub(super) fn oidc_action(
+        &self,
+        g: &mut GovTx,
+        a: &ActionBody,
+        apply: bool,
+        proposer: &Caller,
+    ) -> Result<(), GovError> {
+        let mut config: serde_json::Value =
+            g.get(CONFIG, "config")?.unwrap_or_else(|| serde_json::json!({"enabled": false}));
+        let no_args = |a: &ActionBody| {
+            if a.args.as_object().is_none_or(|o| o.is_empty()) {
+                Ok(())
+            } else {
+                Err(err(400, "InvalidActionArgs", format!("{} takes no arguments", a.name)))
+            }
+        };
+        let new_key = |g: &mut GovTx| -> Result<(), GovError> {
+            let k = KeyRecord::generate(g.now_ms);
+            g.put(KEYS, &k.kid.clone(), &k)
+        };
+        let require_enabled = |config: &serde_json::Value| {
+            if config["enabled"] == true {
+                Ok(())
+            } else {
+                Err(err(405, "IssuerNotEnabled", "propose oidc.enable_issuer first"))
+            }
+        };
+        match a.name.as_str() {
+            "oidc.enable_issuer" => {
+                no_args(a)?;
+                if apply {
+                    config["enabled"] = true.into();
+                    g.put(CONFIG, "config", &config)?;
+                    if g.scan::<KeyRecord>(KEYS)?.is_empty() {
+                        new_key(g)?;
+                    }
+                }
+            }
+            "oidc.set_issuer_url" => {
+                let url = a.args["url"].as_str().filter(|u| u.starts_with("https://") && u.len() <= 2048).ok_or_else(
+                    || err(400, "InvalidActionArgs", "oidc.set_issuer_url takes {\"url\": \"https://…\"}"),
+                )?;
+                if apply {
+                    config["issuer_url"] = url.trim_end_matches('/').into();
+                    g.put(CONFIG, "config", &config)?;
+                }
+            }
+            "oidc.rotate_key" => {
+                no_args(a)?;
+                require_enabled(&config)?;
+                if apply {
+                    new_key(g)?;
+                }
+            }
+            "oidc.retire_key" => {
+                let kid = a.args["kid"]
+                    .as_str()
+                    .ok_or_else(|| err(400, "InvalidActionArgs", "oidc.retire_key takes {\"kid\"}"))?;
+                let mut keys: Vec<KeyRecord> = g.scan(KEYS)?.into_iter().map(|(_, k)| k).collect();
+                keys.sort_by_key(|k| k.created_at_ms);
+                if !keys.iter().any(|k| k.kid == kid) {
+                    return Err(err(404, "KeyNotFound", format!("the issuer has no key `{kid}`")));
+                }
+                if keys.last().is_some_and(|k| k.kid == kid) {
+                    return Err(err(
+                        405,
+                        "SigningKeyInUse",
+                        format!("`{kid}` is the key new tokens are signed with: propose oidc.rotate_key first"),
+                    ));
+                }
+                if apply {
+                    g.tx.delete(KEYS, kid.as_bytes()).map_err(internal)?;
+                }
+            }
+            "oidc.set_audiences" => {
+                let id = a.args["contract_id"]
+                    .as_str()
+                    .ok_or_else(|| err(400, "InvalidActionArgs", "`contract_id` (a string) is required"))?;
+                let audiences: Vec<String> = a.args["audiences"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(|a| a.as_str().map(str::to_string)).collect())
+                    .filter(|v: &Vec<String>| {
+                        (1..=MAX_AUDIENCES).contains(&v.len())
+                            && a.args["audiences"].as_array().is_some_and(|all| all.len() == v.len())
+                            && v.iter().all(|a| (1..=256).contains(&a.len()))
+                    })
+                    .ok_or_else(|| {
+                        err(
+                            400,
+                            "InvalidActionArgs",
+                            format!("`audiences` is a list of 1-{MAX_AUDIENCES} strings of 1-256 characters"),
+                        )
+                    })?;
+                let contract = cleanroom::contract(g, id)?;
+                if !contract.admits(id, proposer) {
+                    return Err(err(
+                        403,
+                        "NotAContractParty",
+                        format!("member {} is not a collaborator of contract `{id}`", proposer.id),
+                    ));
+                }
+                if apply {
+                    g.put(AUDIENCES, id, &serde_json::json!({"audiences": audiences}))?;
+                }
+            }
+            other => return Err(err(400, "UnknownAction", format!("`{other}` is not an oidc action"))),
+        }
+        Ok(())
+    }
+
+    /// The issuer's configuration and keys (newest last), or 404 `IssuerNotEnabled`.
+    fn oidc_state(&self, g: &mut GovTx) -> Result<(serde_json::Value, Vec<KeyRecord>), GovError> {
+        let config: serde_json::Value = g.get(CONFIG, "config")?.unwrap_or_default();
+        if config["enabled"] != true {
+            return Err(err(404, "IssuerNotEnabled", "the OIDC issuer is not enabled; propose oidc.enable_issuer"));
+        }
+        let mut keys: Vec<KeyRecord> = g.scan(KEYS)?.into_iter().map(|(_, k)| k).collect();
+        keys.sort_by_key(|k| k.created_at_ms);
+        Ok((config, keys))
+    }
+
+    /// The issuer URL governance set, or 405 `IssuerUrlNotSet`.
+    fn issuer_url(config: &serde_json::Value) -> Result<String, GovError> {
+        config["issuer_url"].as_str().map(str::to_string).ok_or_else(|| {
+            err(
+                405,
+                "IssuerUrlNotSet",
+                "no issuer URL is set: propose oidc.set_issuer_url with the URL where the discovery \
+                 document and keys are published (the issuer is never taken from a request)",
+            )
+        })
+    }
+
+    /// `GET /.well-known/openid-configuration`.
+    pub fn oidc_discovery(&self) -> Result<serde_json::Value, GovError> {
+        let mut g = self.begin()?;
+        let (config, _) = self.oidc_state(&mut g)?;
+        let issuer = Self::issuer_url(&config)?;
+        Ok(serde_json::json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/oidc/keys"),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["EdDSA"],
+        }))
+    }
+
+    /// `GET /oidc/keys`: every key not retired.
+    pub fn oidc_keys(&self) -> Result<serde_json::Value, GovError> {
+        let mut g = self.begin()?;
+        let (_, keys) = self.oidc_state(&mut g)?;
+        Ok(serde_json::json!({"keys": keys.iter().filter_map(KeyRecord::jwk).collect::<Vec<_>>()}))
+    }
+
+    /// `POST /app/contracts/{id}/oauth/token` `{"aud", "sub"?}` by a clean-room session of that
+    /// contract (whose standing `authenticate` checked).
+    pub fn oidc_token(&self, caller: &Caller, contract_id: &str, body: &[u8]) -> Result<serde_json::Value, GovError> {
+        require_session(caller, contract_id, "ID tokens are issued")?;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TokenRequest {
+            aud: String,
+            #[serde(default)]
+            sub: Option<String>,
+        }
+        let req: TokenRequest = serde_json::from_slice(body)
+            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"aud\", \"sub\"?}}: {e}")))?;
+        if req.sub.as_deref().is_some_and(|s| s != contract_id) {
+            return Err(err(
+                403,
+                "SubjectNotAllowed",
+                format!("the subject of this contract's tokens is `{contract_id}`; it cannot be chosen"),
+            ));
+        }
+        let mut g = self.begin()?;
+        let (config, keys) = self.oidc_state(&mut g).map_err(|e| GovError { status: 405, ..e })?;
+        let issuer = Self::issuer_url(&config)?;
+        let allowed: Vec<String> = g
+            .get::<serde_json::Value>(AUDIENCES, contract_id)?
+            .and_then(|v| serde_json::from_value(v["audiences"].clone()).ok())
+            .unwrap_or_default();
+        if !allowed.contains(&req.aud) {
+            return Err(err(
+                403,
+                "AudienceNotAllowed",
+                if allowed.is_empty() {
+                    format!("contract `{contract_id}` has no token audiences; propose oidc.set_audiences")
+                } else {
+                    format!("`{}` is not an audience of contract `{contract_id}` ({})", req.aud, allowed.join(", "))
+                },
+            ));
+        }
+        let key = keys.last().ok_or_else(|| internal("the issuer has no key"))?;
+        let now = self.runtime.now_ms() / 1000;
+        let session_exp = caller
+            .claims
+            .iter()
+            .find(|(k, _)| k == SESSION_EXP_CLAIM)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(now);
+        let exp = (now + ID_TOKEN_TTL_SECS).min(session_exp);
+        let mut claims = serde_json::json!({
+            "iss": issuer, "sub": contract_id, "aud": req.aud, "iat": now, "nbf": now, "exp": exp,
+            "jti": hex::encode(rand::random::<[u8; 16]>()),
+            "contract_id": contract_id, "session_id": caller.id,
+        });
+        if caller.claims.iter().any(|(k, v)| k == "x-ms-sevsnpvm-is-virtual" && v == "true") {
+            claims["x-cgs-insecure-attestation"] = true.into();
+        }
+        let token = key.sign(&claims).ok_or_else(|| internal("a corrupt OIDC key"))?;
+        Ok(serde_json::json!({
+            "id_token": token, "token_type": "Bearer", "expires_in": exp.saturating_sub(now), "kid": key.kid,
+            "jti": claims["jti"],
+        }))
     }
 }

@@ -6,8 +6,13 @@
 //! service allows it), the binding, and the contract's accepted clean-room policy (AND across
 //! claims, OR across values), and answers a session token (EdDSA JWT, audience `cgs:cleanroom`)
 //! bound to that contract: the `cleanroom` caller kind the clean-room plugins admit.
+//!
+//! Nonces are bound to the contract they were asked for (`GET /cleanroom/nonce?contract_id=`),
+//! capped ([`MAX_NONCES`], then `503 ServiceBusy`). A session is admitted only while its contract
+//! may run (accepted, no kill switch on), and its token remembers the version of the clean-room
+//! policy it was admitted under: every later use re-checks all three (`auth.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,29 +22,203 @@ use sha2::Digest;
 pub const NONCE_TTL: Duration = Duration::from_secs(120);
 /// How long a session token is valid.
 pub const SESSION_TTL_SECS: u64 = 3600;
-/// Most outstanding nonces (oldest dropped beyond).
-const MAX_NONCES: usize = 100_000;
+/// Most outstanding nonces by default (`--max-nonces`); beyond, `GET /cleanroom/nonce` answers
+/// 503 until some expire.
+pub const MAX_NONCES: usize = 100_000;
 
-/// Outstanding nonces of this node.
+/// Outstanding nonces of this node, each bound to the contract it was asked for.
+///
+/// Issue and take are O(1) (amortized): expired nonces leave from the front of the issue-ordered
+/// queue; a nonce taken early leaves the map at once and its queue slot when it reaches the front.
+pub struct Nonces {
+    inner: Mutex<NonceState>,
+    cap: usize,
+}
+
 #[derive(Default)]
-pub struct Nonces(Mutex<HashMap<String, Instant>>);
+struct NonceState {
+    live: HashMap<String, (Instant, String)>,
+    order: VecDeque<(Instant, String)>,
+}
+
+/// Why no nonce was issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NonceRefused {
+    /// As many nonces are outstanding as the node keeps.
+    Full,
+}
+
+impl Default for Nonces {
+    fn default() -> Self {
+        Self::with_capacity(MAX_NONCES)
+    }
+}
 
 impl Nonces {
-    /// A fresh nonce (hex of 32 random bytes).
-    pub fn issue(&self) -> String {
-        let nonce = hex::encode(rand::random::<[u8; 32]>());
-        if let Ok(mut m) = self.0.lock() {
-            if m.len() >= MAX_NONCES {
-                m.retain(|_, at| at.elapsed() < NONCE_TTL);
-            }
-            m.insert(nonce.clone(), Instant::now());
-        }
-        nonce
+    /// A store holding at most `cap` outstanding nonces.
+    pub fn with_capacity(cap: usize) -> Self {
+        Self { inner: Mutex::new(NonceState::default()), cap }
     }
 
-    /// Use `nonce`: true once, if it was issued here less than [`NONCE_TTL`] ago.
-    pub fn take(&self, nonce: &str) -> bool {
-        self.0.lock().ok().and_then(|mut m| m.remove(nonce)).is_some_and(|at| at.elapsed() < NONCE_TTL)
+    /// A fresh nonce (hex of 32 random bytes) for `contract_id`.
+    pub fn issue(&self, contract_id: &str) -> Result<String, NonceRefused> {
+        let mut guard = self.inner.lock().map_err(|_| NonceRefused::Full)?;
+        let NonceState { live, order } = &mut *guard;
+        let now = Instant::now();
+        while let Some((at, _)) = order.front() {
+            if now.duration_since(*at) < NONCE_TTL {
+                break;
+            }
+            if let Some((at, n)) = order.pop_front()
+                && live.get(&n).is_some_and(|(t, _)| *t == at)
+            {
+                live.remove(&n);
+            }
+        }
+        // Slots of nonces taken early are dropped now and then: amortized O(1) per issue.
+        if order.len() >= 2 * self.cap.max(1) {
+            order.retain(|(at, n)| live.get(n).is_some_and(|(t, _)| t == at));
+        }
+        let s = &mut *guard;
+        if s.live.len() >= self.cap {
+            return Err(NonceRefused::Full);
+        }
+        let nonce = hex::encode(rand::random::<[u8; 32]>());
+        s.live.insert(nonce.clone(), (now, contract_id.to_string()));
+        s.order.push_back((now, nonce.clone()));
+        Ok(nonce)
+    }
+
+    /// Use `nonce` for `contract_id`: true once, if it was issued here for that contract less
+    /// than [`NONCE_TTL`] ago. A nonce presented for another contract is used up all the same.
+    pub fn take(&self, nonce: &str, contract_id: &str) -> bool {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|mut s| s.live.remove(nonce))
+            .is_some_and(|(at, c)| at.elapsed() < NONCE_TTL && c == contract_id)
+    }
+}
+
+use super::{Caller, CallerKind, GovError, Governance, cleanroom, err, jwt, sha256_hex, tables};
+
+/// The caller must be an attested clean-room session of `contract_id`; `what` says what is refused.
+pub(super) fn require_session(caller: &Caller, contract_id: &str, what: &str) -> Result<(), GovError> {
+    if caller.kind == CallerKind::Cleanroom && caller.contract_id.as_deref() == Some(contract_id) {
+        return Ok(());
+    }
+    Err(err(
+        403,
+        "CallerKindNotAllowed",
+        format!("{what} to attested clean-room sessions of contract `{contract_id}` only"),
+    ))
+}
+
+impl Governance {
+    /// `GET /cleanroom/nonce?contract_id=…`.
+    pub fn cleanroom_nonce(&self, contract_id: &str) -> Result<serde_json::Value, GovError> {
+        let valid = (1..=128).contains(&contract_id.len())
+            && contract_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            return Err(err(
+                400,
+                "InvalidContractId",
+                "`contract_id` (the contract the session is for) is 1-128 chars of A-Z a-z 0-9 - _ .",
+            ));
+        }
+        let nonce = self.nonces.issue(contract_id).map_err(|NonceRefused::Full| {
+            err(
+                503,
+                "ServiceBusy",
+                format!("{} nonces are outstanding on this node; retry when some have expired", self.nonces.cap),
+            )
+        })?;
+        Ok(serde_json::json!({"nonce": nonce, "contract_id": contract_id, "expires_in": NONCE_TTL.as_secs()}))
+    }
+
+    /// Whether this service accepts virtual (insecure) evidence: fixed at creation, in a table
+    /// no plugin can write.
+    pub(super) fn accepts_virtual_evidence(&self, g: &mut super::GovTx) -> Result<bool, GovError> {
+        let config: Option<serde_json::Value> = g.get(tables::CREATION, "config")?;
+        Ok(config.is_some_and(|c| c["insecure_virtual_attestation"] == true))
+    }
+
+    /// `POST /app/contracts/{id}/cleanroom/session`: verify the evidence, its binding to the
+    /// presented key and nonce, that the contract may run and its clean-room policy; answer a
+    /// session token.
+    pub fn cleanroom_session(&self, contract_id: &str, body: &[u8]) -> Result<serde_json::Value, GovError> {
+        use base64::Engine as _;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SessionRequest {
+            evidence: serde_json::Value,
+            public_key: String,
+            nonce: String,
+        }
+        let req: SessionRequest = serde_json::from_slice(body)
+            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"evidence\",\"public_key\",\"nonce\"}}: {e}")))?;
+        let public_key = base64::engine::general_purpose::STANDARD
+            .decode(&req.public_key)
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 4096)
+            .ok_or_else(|| err(400, "InvalidPublicKey", "`public_key` must be base64 of 1-4096 bytes"))?;
+        let evidence = cgs_attestation::Evidence::from_json(req.evidence.to_string().as_bytes())
+            .map_err(|e| err(400, "InvalidEvidence", e.to_string()))?;
+        let mut g = self.begin()?;
+        cleanroom::require_execution(&mut g, contract_id)?;
+        // The nonce is used up by this attempt, whatever its outcome.
+        if !self.nonces.take(&req.nonce, contract_id) {
+            return Err(err(
+                400,
+                "InvalidNonce",
+                format!(
+                    "the nonce is unknown, already used, expired or was asked for another contract; \
+                     GET /cleanroom/nonce?contract_id={contract_id} for a fresh one"
+                ),
+            ));
+        }
+        let allow_virtual = self.accepts_virtual_evidence(&mut g)?;
+        let policy = cgs_attestation::VerifyPolicy { allow_virtual, ..Default::default() };
+        let verified = cgs_attestation::verify(&evidence, &policy, std::time::SystemTime::now()).map_err(|e| {
+            if evidence.is_virtual() && !allow_virtual {
+                err(
+                    403,
+                    "VirtualEvidenceRefused",
+                    format!("virtual (insecure) evidence is not accepted by this service: {e}"),
+                )
+            } else {
+                err(403, "EvidenceRejected", e.to_string())
+            }
+        })?;
+        if verified.claims.report_data != expected_report_data(&public_key, &req.nonce) {
+            return Err(err(
+                400,
+                "ReportDataMismatch",
+                "the evidence's report_data is not SHA-256(public_key ‖ nonce) zero-padded to 64 bytes",
+            ));
+        }
+        let claims = verified.flat_claims();
+        let (policy, policy_version) = cleanroom::policy(&mut g, contract_id)?;
+        if let Some(why) = policy_mismatch(&policy.claims, &claims) {
+            return Err(err(403, "PolicyMismatch", format!("contract `{contract_id}`: {why}")));
+        }
+        let now = self.runtime.now_ms() / 1000;
+        let exp = now + SESSION_TTL_SECS;
+        let key_digest = sha256_hex(&public_key);
+        let session_id = key_digest[..32].to_string();
+        let claims_obj: serde_json::Map<String, serde_json::Value> =
+            claims.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let token = self.tokens.issue_claims(serde_json::json!({
+            "aud": jwt::CLEANROOM_AUDIENCE, "sub": session_id, "contract_id": contract_id,
+            "iat": now, "exp": exp, "claims": claims_obj,
+            "key_digest": key_digest,
+            "session_key": base64::engine::general_purpose::STANDARD.encode(&public_key),
+            "policy_version": policy_version,
+        }));
+        Ok(serde_json::json!({
+            "token": token, "expires_at": exp, "session_id": session_id,
+            "contract_id": contract_id, "insecure": verified.insecure(),
+        }))
     }
 }
 
@@ -83,12 +262,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nonces_are_single_use() {
+    fn nonces_are_single_use_and_bound_to_their_contract() {
         let n = Nonces::default();
-        let a = n.issue();
-        assert!(n.take(&a));
-        assert!(!n.take(&a));
-        assert!(!n.take("never-issued"));
+        let a = n.issue("c1").unwrap();
+        assert!(n.take(&a, "c1"));
+        assert!(!n.take(&a, "c1"));
+        assert!(!n.take("never-issued", "c1"));
+        let b = n.issue("c1").unwrap();
+        assert!(!n.take(&b, "c2"), "asked for c1");
+        assert!(!n.take(&b, "c1"), "used up by the attempt");
+    }
+
+    #[test]
+    fn nonces_are_capped() {
+        let n = Nonces::with_capacity(3);
+        let taken = n.issue("c").unwrap();
+        n.issue("c").unwrap();
+        n.issue("c").unwrap();
+        assert_eq!(n.issue("c"), Err(NonceRefused::Full));
+        assert!(n.take(&taken, "c"));
+        n.issue("c").unwrap();
+        assert_eq!(n.issue("c"), Err(NonceRefused::Full));
     }
 
     #[test]

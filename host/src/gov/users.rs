@@ -1,10 +1,11 @@
 //! User JWTs from governance-registered issuers (`gov.jwt_issuers`) for registered identities
-//! (`gov.user_identities`, key `issuer|subject`).
+//! (`gov.user_identities`, encrypted in the ledger, keyed by [`identity_key`]: the ledger files
+//! do not name users).
 //!
 //! Algorithms: RS256 (RSA ≥ 2048 bits), ES256 (P-256) and EdDSA (Ed25519), with the key taken from
 //! the issuer's JWKS (`kid` must match when the token names one). Claims: `iss` and `sub`
 //! (required), `exp` (required, in the future), `nbf` (if present, not in the future beyond
-//! [`LEEWAY_SECS`]), and `aud` (must include the issuer record's `audience` when it sets one).
+//! [`LEEWAY_SECS`]), and `aud` (must include the issuer record's `audience`, which every issuer has).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -27,7 +28,13 @@ fn b64json(part: &str, what: &str) -> Result<serde_json::Value, String> {
     serde_json::from_slice(&bytes).map_err(|_| format!("the token {what} is not JSON"))
 }
 
-/// Split a compact JWS.
+/// The `gov.user_identities` key of user `issuer|subject`: hex of its blinded form (the
+/// constitution writes it the same way, with `kv.blind`).
+pub fn identity_key(user: &str, blind: impl FnOnce(&[u8]) -> [u8; 32]) -> String {
+    hex::encode(blind(user.as_bytes()))
+}
+
+/// Split a compact JWS into header, claims and signature (no verification).
 pub fn parse(token: &str) -> Result<Parsed, String> {
     let mut parts = token.split('.');
     let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -88,7 +95,7 @@ pub fn verify_with(p: &Parsed, jwk: &serde_json::Value) -> Result<(), String> {
     }
 }
 
-/// Verify `p` against an issuer record (`{"issuer", "jwks": {"keys": [..]}, "audience"?}`) at
+/// Verify `p` against an issuer record (`{"issuer", "jwks": {"keys": [..]}, "audience"}`) at
 /// `now` (seconds): signature, expiry, not-before and audience. Returns the subject.
 pub fn verify(p: &Parsed, issuer: &serde_json::Value, now: u64) -> Result<String, String> {
     let iss = p.claims["iss"].as_str().unwrap_or_default();
@@ -116,15 +123,18 @@ pub fn verify(p: &Parsed, issuer: &serde_json::Value, now: u64) -> Result<String
     if p.claims["nbf"].as_u64().is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
         return Err("the token is not valid yet (`nbf`)".into());
     }
-    if let Some(want) = issuer["audience"].as_str() {
-        let ok = match &p.claims["aud"] {
-            serde_json::Value::String(a) => a == want,
-            serde_json::Value::Array(a) => a.iter().any(|a| a == want),
-            _ => false,
-        };
-        if !ok {
-            return Err(format!("the token's audience is not `{want}`"));
-        }
+    // Every issuer names the audience of this service's tokens (`set_jwt_issuer` requires it):
+    // a token the issuer minted for another application is not a credential here.
+    let want = issuer["audience"].as_str().filter(|a| !a.is_empty()).ok_or_else(|| {
+        format!("issuer `{iss}` was registered without an `audience`; propose set_jwt_issuer again with one")
+    })?;
+    let ok = match &p.claims["aud"] {
+        serde_json::Value::String(a) => a == want,
+        serde_json::Value::Array(a) => a.iter().any(|a| a == want),
+        _ => false,
+    };
+    if !ok {
+        return Err(format!("the token's audience is not `{want}`"));
     }
     p.claims["sub"]
         .as_str()
@@ -189,10 +199,13 @@ mod tests {
         let es_bad = format!("E{}", &ES_SIG[1..]);
         assert!(verify_with(&parse(&format!("eyJhbGciOiJSUzI1NiJ9.{PAYLOAD}.{rs_bad}")).unwrap(), &rsa).is_err());
         assert!(verify_with(&parse(&format!("eyJhbGciOiJFUzI1NiJ9.{PAYLOAD}.{es_bad}")).unwrap(), &ec).is_err());
-        // The RFC tokens carry `exp` 1300819380 and no `sub`.
-        let issuer = serde_json::json!({"issuer": "joe", "jwks": {"keys": [rsa]}});
-        assert_eq!(verify(&rs, &issuer, 1_300_819_000).unwrap_err(), "the token has no `sub`");
+        // The RFC tokens carry `exp` 1300819380 and neither `aud` nor `sub`.
+        let issuer = serde_json::json!({"issuer": "joe", "audience": "cgs", "jwks": {"keys": [rsa.clone()]}});
+        assert_eq!(verify(&rs, &issuer, 1_300_819_000).unwrap_err(), "the token's audience is not `cgs`");
         assert_eq!(verify(&rs, &issuer, 1_400_000_000).unwrap_err(), "the token has expired");
+        // An issuer record without an audience admits no token at all.
+        let no_aud = serde_json::json!({"issuer": "joe", "jwks": {"keys": [rsa]}});
+        assert!(verify(&rs, &no_aud, 1_300_819_000).unwrap_err().contains("without an `audience`"));
     }
 
     #[test]

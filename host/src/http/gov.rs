@@ -2,12 +2,12 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::{
-    ApiError, MAX_BLOB_BYTES, MAX_BODY_BYTES, Service, json_ok, method_not_allowed, not_found, parse_query, read_body,
+    ApiError, Incoming, MAX_BLOB_BYTES, MAX_BODY_BYTES, Service, json_ok, method_not_allowed, not_found, parse_query,
+    read_body,
 };
 use crate::gov::{GovError, Written};
 use crate::runtime::CallerKind;

@@ -4,26 +4,25 @@
 //! against the plugins' routes and run in the plugin runtime. Every error is the envelope
 //! `{"error":{"code":…,"message":…}}` with a fitting status.
 
+mod conn;
 mod gov;
 mod node;
 mod request;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use cgs_core::ErrorEnvelope;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+
+pub use conn::HttpLimits;
+// Request bodies as routes see them: read with `read_body`; one left unread is discarded (up to
+// a bound) before the answer, so early answers end cleanly over HTTP/1.1 and HTTP/2.
+use conn::Incoming;
 
 use crate::runtime::{Caller, CallerKind, Method, PluginRequest, RouteMatch, Runtime};
 pub use request::{decode_path, parse_query};
@@ -93,8 +92,17 @@ pub(crate) fn json_ok(value: &serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 impl Service {
-    /// Answer one request.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Answer one request. A body the route did not read is discarded (within the body
+    /// policy) before the answer goes out: answering while the client still uploads makes HTTP/2
+    /// reset the stream after the answer, which clients such as curl take as a failed exchange.
+    pub(crate) async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        policy: conn::BodyPolicy,
+    ) -> Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let (body, unread) = Incoming::new(body, policy, parts.headers.contains_key(hyper::header::EXPECT));
+        let req = Request::from_parts(parts, body);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let result = self.route(req).await;
@@ -102,6 +110,7 @@ impl Service {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
+        conn::discard_unread(unread, policy).await;
         tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
         resp
     }
@@ -124,7 +133,8 @@ impl Service {
                     _ => Err(not_found(&req)),
                 },
                 Some(("tx", id)) => self.tx_status(id),
-                Some(("receipt", id)) => self.receipt(id, query.as_deref()),
+                Some(("receipt", id)) => self.receipt(&req, id, query.as_deref()),
+                Some(("entry", id)) => self.entry(&req, id),
                 Some(_) => Err(not_found(&req)),
             };
         }
@@ -133,12 +143,20 @@ impl Service {
             return Ok(json_ok(&if path == "/oidc/keys" {
                 self.gov.oidc_keys()?
             } else {
-                self.gov.oidc_discovery(&default_issuer(&req))?
+                self.gov.oidc_discovery()?
             }));
         }
         if path == "/cleanroom/nonce" {
             get_only(&req)?;
-            return Ok(json_ok(&self.gov.cleanroom_nonce()));
+            let contract = parse_query(query.as_deref().unwrap_or(""))?.into_iter().find(|(k, _)| k == "contract_id");
+            let Some((_, contract)) = contract else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MissingParameter",
+                    "name the contract the session is for: GET /cleanroom/nonce?contract_id=<id>",
+                ));
+            };
+            return Ok(json_ok(&self.gov.cleanroom_nonce(&contract)?));
         }
         if let Some(rest) = path.strip_prefix("/gov")
             && rest.starts_with('/')
@@ -178,14 +196,15 @@ impl Service {
         json_ok(&serde_json::json!({ "value": value }))
     }
 
-    /// Authenticate the caller: no `Authorization` header is anonymous; a bearer token must be
-    /// a member token of this service (user JWTs and clean-room sessions slot in here).
+    /// Authenticate the caller: no `Authorization` header is anonymous; a bearer token is a
+    /// member's, a registered user's or a clean-room session's, and what it entitles to is
+    /// checked for this request (a request other than `GET` may change state).
     fn authenticate(&self, req: &Request<Incoming>) -> Result<Caller, ApiError> {
         let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else { return Ok(Caller::anonymous()) };
         let token = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", "use `Authorization: Bearer <token>`")
         })?;
-        Ok(self.gov.authenticate(token.trim())?)
+        Ok(self.gov.authenticate(token.trim(), req.method() != hyper::Method::GET)?)
     }
 
     /// The caller, who must have presented credentials (`hint` says which, for a 401).
@@ -211,18 +230,24 @@ impl Service {
         match seg_refs.as_slice() {
             ["contracts", id, "secrets", name] | ["contracts", id, "secrets", name, "release"] => {
                 let release = seg_refs.len() == 5;
-                let want = if release { Method::Post } else { Method::Put };
-                if method != want {
-                    return Err(method_not_allowed(&[want.as_str()]));
+                let allowed: &[Method] = if release { &[Method::Post] } else { &[Method::Put, Method::Delete] };
+                if !allowed.contains(&method) {
+                    return Err(method_not_allowed(&allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>()));
                 }
-                let caller = self
-                    .credentialed(&req, "secrets need a member token (put) or a clean-room session token (release)")?;
+                let caller = self.credentialed(
+                    &req,
+                    "secrets need a member token (put, delete) or a clean-room session token (release)",
+                )?;
                 let (id, name) = (id.to_string(), name.to_string());
                 if release {
                     return Ok(json_ok(&self.gov.release_secret(&caller, &id, &name)?));
                 }
-                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
-                let w = self.gov.put_secret(&caller, &id, &name, &body).await?;
+                let w = if method == Method::Delete {
+                    self.gov.delete_secret(&caller, &id, &name).await?
+                } else {
+                    let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                    self.gov.put_secret(&caller, &id, &name, &body).await?
+                };
                 let mut resp = json_ok(&w.body);
                 if let Ok(v) = HeaderValue::from_str(&w.tx_id.to_string()) {
                     resp.headers_mut().insert("x-cgs-tx-id", v);
@@ -238,9 +263,9 @@ impl Service {
             }
             let caller =
                 self.credentialed(&req, "POST /app/contracts/{id}/oauth/token needs a clean-room session token")?;
-            let (id, issuer) = (id.to_string(), default_issuer(&req));
+            let id = id.to_string();
             let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
-            return Ok(json_ok(&self.gov.oidc_token(&caller, &id, &body, &issuer)?));
+            return Ok(json_ok(&self.gov.oidc_token(&caller, &id, &body)?));
         }
         // Attested clean-room sessions are the host's: evidence checks need the attestation crate.
         if let ["contracts", id, "cleanroom", "session"] = seg_refs.as_slice() {
@@ -355,85 +380,35 @@ pub(crate) fn method_not_allowed(allowed: &[&str]) -> ApiError {
     .with_header("allow", allowed.join(", "))
 }
 
+/// The request body, at most `limit` bytes, within the body timeout (`408 RequestTimeout`).
 async fn read_body(body: Incoming, limit: usize) -> Result<Vec<u8>, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes().to_vec()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+    match body.read(limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(conn::BodyError::TooLarge) => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLarge",
             format!("request bodies are limited to {limit} bytes"),
         )),
-        Err(e) => {
+        Err(conn::BodyError::TimedOut(t)) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeout",
+            format!("the request body did not arrive within {} ms", t.as_millis()),
+        )),
+        Err(conn::BodyError::Read(e)) => {
             Err(ApiError::new(StatusCode::BAD_REQUEST, "InvalidBody", format!("could not read the request body: {e}")))
         }
     }
 }
 
-/// Serve HTTPS on `listener` until `shutdown` turns true, then stop accepting and give open
-/// connections up to five seconds to finish.
+/// Serve HTTPS on `listener` until `shutdown` turns true, within `limits` (connection cap,
+/// timeouts, HTTP/2 limits: see `conn`), then stop accepting and give open connections up to
+/// five seconds to finish.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     service: Arc<Service>,
-    mut shutdown: watch::Receiver<bool>,
+    limits: HttpLimits,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let svc = service_fn(move |req| {
-                let service = service.clone();
-                async move { Ok::<_, Infallible>(service.handle(req).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {},
-        _ = tokio::time::sleep(Duration::from_secs(5)) => tracing::warn!("closing connections that did not finish in 5 s"),
-    }
-    Ok(())
-}
-
-/// The issuer URL when governance set none: this service as the client reached it.
-fn default_issuer(req: &Request<Incoming>) -> String {
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| "localhost".into());
-    format!("https://{host}")
+    conn::Server::new(tls, service, limits).run(listener, shutdown).await
 }

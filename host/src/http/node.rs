@@ -1,13 +1,18 @@
-//! `/node/*`: health, transaction status, receipts, checkpoints, consistency proofs.
+//! `/node/*`: health, transaction status, receipts and entries (for who may read them),
+//! checkpoints, consistency proofs.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use cgs_core::TxId;
+use cgs_core::entry::Payload;
 use http_body_util::Full;
 use hyper::header::HeaderValue;
-use hyper::{Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 
-use super::{ApiError, Service, json_ok, parse_query};
+use super::{ApiError, Incoming, Service, json_ok, parse_query};
 use crate::ledger::LedgerError;
+use crate::runtime::CallerKind;
 
 fn ledger_error(e: LedgerError) -> ApiError {
     match e {
@@ -48,10 +53,61 @@ impl Service {
         }
     }
 
-    pub(super) fn receipt(&self, id: &str, query: Option<&str>) -> Result<Response<Full<Bytes>>, ApiError> {
+    /// The entry at `id` if the caller may read it (see `Governance::authorize_tx_read`):
+    /// signature entries (checkpoints) are for any credentialed caller; raft membership and blank
+    /// entries for members.
+    fn readable_entry(
+        &self,
+        req: &Request<Incoming>,
+        id: &str,
+    ) -> Result<(TxId, Vec<u8>, cgs_core::entry::Entry), ApiError> {
         let tx = tx_id(id)?;
-        let format = parse_query(query.unwrap_or(""))?.into_iter().find(|(k, _)| k == "format").map(|(_, v)| v);
-        let data = self.ledger.receipt(tx).map_err(|e| match e {
+        let caller = self.credentialed(
+            req,
+            "receipts and entries are for the transaction's writer, its contract's parties, or members \
+             (governance): send a bearer token",
+        )?;
+        let (bytes, entry) = self.ledger.entry(tx).map_err(ledger_error)?;
+        match &entry.payload {
+            Payload::Transaction(t) => self.gov.authorize_tx_read(&caller, t)?,
+            Payload::Signature(_) => {}
+            Payload::Blank | Payload::Membership(_) => {
+                if caller.kind != CallerKind::Member {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "NotAllowedToRead",
+                        "replication entries are for members",
+                    ));
+                }
+            }
+        }
+        Ok((tx, bytes, entry))
+    }
+
+    /// `GET /node/receipt/{id}[?format=json|cose][&entry=true]`: the inclusion proof of the
+    /// transaction against a signed checkpoint. It carries the entry only when asked
+    /// (`entry=true`): a receipt handed on proves inclusion without disclosing the write set.
+    pub(super) fn receipt(
+        &self,
+        req: &Request<Incoming>,
+        id: &str,
+        query: Option<&str>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let q = parse_query(query.unwrap_or(""))?;
+        let format = q.iter().find(|(k, _)| k == "format").map(|(_, v)| v.clone());
+        let with_entry = match q.iter().find(|(k, _)| k == "entry").map(|(_, v)| v.as_str()) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameter",
+                    format!("`entry` is true or false, not `{other}`"),
+                ));
+            }
+        };
+        let (tx, _, _) = self.readable_entry(req, id)?;
+        let data = self.ledger.receipt(tx, with_entry).map_err(|e| match e {
             LedgerError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "TransactionInvalid", m),
             other => ledger_error(other),
         })?;
@@ -68,6 +124,53 @@ impl Service {
                 format!("format `{other}` is not json or cose"),
             )),
         }
+    }
+
+    /// `GET /node/entry/{id}`: the entry as the ledger holds it, with what the caller may read of
+    /// it decrypted: the signed governance message, and the values written (never those of the
+    /// host's `gov.private.*` tables: contract secrets, signing keys).
+    pub(super) fn entry(&self, req: &Request<Incoming>, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+        let (tx, bytes, entry) = self.readable_entry(req, id)?;
+        let mut doc = serde_json::json!({
+            "tx_id": tx.to_string(),
+            "seqno": tx.seqno,
+            "entry": B64.encode(&bytes),
+        });
+        match &entry.payload {
+            Payload::Transaction(t) => {
+                doc["kind"] = "transaction".into();
+                doc["tx_time_ms"] = t.tx_time_ms.into();
+                doc["caller"] = t.caller.clone().into();
+                doc["operation"] = t.operation.clone().into();
+                doc["request_digest"] = hex::encode(t.request_digest).into();
+                if let Some(env) = self.ledger.open_envelope(t).map_err(ledger_error)? {
+                    doc["envelope"] = B64.encode(env).into();
+                }
+                let mut writes = Vec::new();
+                for (w, key) in t.resolved_writes(tx.seqno) {
+                    let op = match (&w.value, w.append) {
+                        (None, _) => "delete",
+                        (Some(_), true) => "append",
+                        (Some(_), false) => "put",
+                    };
+                    let mut item = serde_json::json!({"table": w.table, "key": B64.encode(&key), "op": op});
+                    if let Some(v) = &w.value {
+                        if w.table.starts_with("gov.private.") {
+                            item["value_withheld"] = true.into();
+                        } else {
+                            item["value"] =
+                                B64.encode(self.ledger.open_value(&w.table, &key, v).map_err(ledger_error)?).into();
+                        }
+                    }
+                    writes.push(item);
+                }
+                doc["writes"] = writes.into();
+            }
+            Payload::Signature(_) => doc["kind"] = "signature".into(),
+            Payload::Membership(_) => doc["kind"] = "membership".into(),
+            Payload::Blank => doc["kind"] = "blank".into(),
+        }
+        Ok(json_ok(&doc))
     }
 
     pub(super) fn checkpoint(&self) -> Result<Response<Full<Bytes>>, ApiError> {

@@ -233,7 +233,13 @@ impl Ledger {
                         meta.insert("format", fmt::FORMAT_VERSION.to_be_bytes().as_slice()).map_err(db_err)?;
                     }
                     Some(f) if f == fmt::FORMAT_VERSION.to_be_bytes() => {}
-                    Some(f) => return Err(LedgerError::Db(format!("unsupported ledger format {f:?}"))),
+                    Some(f) => {
+                        return Err(LedgerError::Db(format!(
+                            "this data directory holds ledger format {f:?}, this build reads format {} (format 2 \
+                             encrypts every plugin table): start with a new data directory",
+                            fmt::FORMAT_VERSION
+                        )));
+                    }
                 }
                 let stored =
                     meta.get("origin").map_err(db_err)?.map(|v| String::from_utf8_lossy(v.value()).into_owned());
@@ -424,6 +430,43 @@ impl Ledger {
         tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seqno)).await.is_ok_and(|r| r.is_ok())
     }
 
+    /// The entry at `tx` as stored (private values and signed messages encrypted) and decoded;
+    /// `NotFound` unless `tx` is an applied entry of that term.
+    pub fn entry(&self, tx: TxId) -> Result<(Vec<u8>, entry::Entry), LedgerError> {
+        if self.status(tx)?.is_none() {
+            return Err(LedgerError::NotFound(format!("no transaction {tx}")));
+        }
+        let rtx = self.shared.db.begin_read().map_err(db_err)?;
+        let bytes = self.entry_bytes(&rtx, tx.seqno)?;
+        let e = entry::Entry::decode(&bytes).map_err(db_err)?;
+        if e.tx_id() != tx {
+            return Err(LedgerError::NotFound(format!("no transaction {tx} (seqno {} is {})", tx.seqno, e.tx_id())));
+        }
+        Ok((bytes, e))
+    }
+
+    /// The signed governance message an entry records (decrypted), if any.
+    pub fn open_envelope(&self, t: &entry::Transaction) -> Result<Option<Vec<u8>>, LedgerError> {
+        if t.envelope.is_empty() {
+            return Ok(None);
+        }
+        self.secret.decrypt_envelope(&t.request_digest, &t.envelope).map(Some).map_err(db_err)
+    }
+
+    /// The plaintext of a value written at `key` of `table` (decrypted if the table is private).
+    pub fn open_value(&self, table: &str, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, LedgerError> {
+        if entry::is_private_table(table) {
+            self.secret.decrypt(table, key, stored).map_err(db_err)
+        } else {
+            Ok(stored.to_vec())
+        }
+    }
+
+    /// The service's keyed hash of `data` (see `Snapshot::blind`).
+    pub fn blind(&self, data: &[u8]) -> [u8; 32] {
+        self.secret.blind(data)
+    }
+
     fn entry_bytes(&self, rtx: &redb::ReadTransaction, seqno: u64) -> Result<Vec<u8>, LedgerError> {
         let log = rtx.open_table(fmt::LEDGER).map_err(db_err)?;
         let v = log.get(seqno).map_err(db_err)?.ok_or_else(|| LedgerError::NotFound(format!("no entry {seqno}")))?;
@@ -450,7 +493,7 @@ impl Ledger {
     }
 
     /// A receipt for a committed transaction.
-    pub fn receipt(&self, tx: TxId) -> Result<ReceiptData, LedgerError> {
+    pub fn receipt(&self, tx: TxId, with_entry: bool) -> Result<ReceiptData, LedgerError> {
         match self.status(tx)? {
             Some(TxStatus::Committed) => {}
             Some(TxStatus::Pending) => {
@@ -480,13 +523,13 @@ impl Ledger {
             signature: &sig.cose_signature,
             tx_id: tx,
             leaf_input: &leaf_input,
-            entry: &bytes,
+            entry: with_entry.then_some(bytes.as_slice()),
         });
         let json = cgs_core::receipt::JsonReceipt {
             tx_id: tx.to_string(),
             leaf_index: tx.seqno - 1,
             leaf_input: hex::encode(leaf_input),
-            entry: Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+            entry: with_entry.then(|| base64::engine::general_purpose::STANDARD.encode(&bytes)),
             tree_size: sig.tree_size,
             inclusion_proof: path.iter().map(hex::encode).collect(),
             checkpoint: sig.note,
@@ -725,6 +768,10 @@ fn store_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Snapshot for LedgerSnapshot {
+    fn blind(&self, data: &[u8]) -> [u8; 32] {
+        self.secret.blind(data)
+    }
+
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
         let t = self.tx.open_table(fmt::STATE).map_err(store_err)?;
         let Some(v) = t.get(fmt::state_key(table, key).as_slice()).map_err(store_err)? else { return Ok(None) };
@@ -791,7 +838,13 @@ impl Store for Ledger {
             caller: meta.caller,
             operation: meta.operation,
             request_digest: meta.request_digest,
-            envelope: meta.envelope,
+            // Signed governance messages name policies, specs and users: encrypted, bound to
+            // their digest (which stays in clear, so a member holding a message can find it).
+            envelope: if meta.envelope.is_empty() {
+                meta.envelope
+            } else {
+                self.secret.encrypt_envelope(&meta.envelope)
+            },
             claims_digest: [0; 32],
             reads: reads.keys.into_iter().map(|(table, key, version)| Read { table, key, version }).collect(),
             table_reads: reads.tables.into_iter().map(|(table, version)| TableRead { table, version }).collect(),
@@ -805,13 +858,14 @@ impl Store for Ledger {
                     };
                     Write { table, key, value, append: false }
                 })
-                // Appends are never to private tables (the runtime refuses them): their final key,
-                // which private values are bound to, is only known when ordered.
-                .chain(writes.appends.into_iter().map(|(table, prefix, value)| Write {
-                    table,
-                    key: prefix,
-                    value: Some(value),
-                    append: true,
+                // An appended value's final key is only known when ordered: it is bound to its prefix.
+                .chain(writes.appends.into_iter().map(|(table, prefix, value)| {
+                    let value = if entry::is_private_table(&table) {
+                        self.secret.encrypt_append(&table, &prefix, &value)
+                    } else {
+                        value
+                    };
+                    Write { table, key: prefix, value: Some(value), append: true }
                 }))
                 .collect(),
         };

@@ -108,8 +108,8 @@ pub struct ReceiptParts<'a> {
     pub tx_id: cgs_core::TxId,
     /// SHA-256 of the entry.
     pub leaf_input: &'a [u8; 32],
-    /// The entry bytes.
-    pub entry: &'a [u8],
+    /// The entry bytes, for callers allowed to read what the transaction wrote.
+    pub entry: Option<&'a [u8]>,
 }
 
 /// Encode a COSE receipt (RFC 9942 layout) from its parts.
@@ -127,12 +127,14 @@ pub fn encode_cose_receipt(p: &ReceiptParts<'_>) -> Vec<u8> {
         Value::Integer(cgs_core::receipt::INCLUSION_PROOFS.into()),
         Value::Array(vec![Value::Bytes(proof_bytes)]),
     )]);
-    let unprotected = coset::HeaderBuilder::new()
+    let mut unprotected = coset::HeaderBuilder::new()
         .value(cgs_core::receipt::VDP, vdp)
         .text_value(cgs_core::receipt::TX_ID_LABEL.into(), Value::Text(p.tx_id.to_string()))
-        .text_value(cgs_core::receipt::LEAF_INPUT_LABEL.into(), Value::Bytes(p.leaf_input.to_vec()))
-        .text_value(cgs_core::receipt::ENTRY_LABEL.into(), Value::Bytes(p.entry.to_vec()))
-        .build();
+        .text_value(cgs_core::receipt::LEAF_INPUT_LABEL.into(), Value::Bytes(p.leaf_input.to_vec()));
+    if let Some(entry) = p.entry {
+        unprotected = unprotected.text_value(cgs_core::receipt::ENTRY_LABEL.into(), Value::Bytes(entry.to_vec()));
+    }
+    let unprotected = unprotected.build();
     let sign1 = coset::CoseSign1Builder::new()
         .protected(NodeSigner::receipt_protected_header(p.kid))
         .unprotected(unprotected)

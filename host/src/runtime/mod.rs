@@ -110,6 +110,16 @@ impl Caller {
         Self { kind: CallerKind::Anonymous, id: String::new(), roles: vec![], contract_id: None, claims: vec![] }
     }
 
+    /// The caller as ledger entries record it: member ids and session ids as they are, a user
+    /// (`issuer|subject`, a person's identity) as `user:` + hex of its blinded form, so the
+    /// ledger files do not name users.
+    pub fn recorded_id(&self, blind: impl FnOnce(&[u8]) -> [u8; 32]) -> String {
+        match self.kind {
+            CallerKind::User => format!("user:{}", hex::encode(blind(self.id.as_bytes()))),
+            _ => self.id.clone(),
+        }
+    }
+
     fn to_wit(&self) -> wit::Caller {
         wit::Caller {
             kind: match self.kind {
@@ -891,18 +901,14 @@ impl Runtime {
             .filter(|(k, v)| header_allowed(k, v) && !k.eq_ignore_ascii_case(FILL_TX_HEADER))
             .collect();
         let commit = if writable && state.tx.has_writes() {
-            let (reads, writes) = state.tx.into_sets();
             let operation = format!("{} /app{}", req.route.method, req.path);
-            let request_digest = {
-                use sha2::Digest;
-                let mut h = sha2::Sha256::new();
-                h.update(operation.as_bytes());
-                h.update(b"\n");
-                h.update(&req.body);
-                h.finalize().into()
-            };
+            // Keyed, so that the ledger files do not confirm guesses of a small request body
+            // (a kill-switch reason, a short event).
+            let request_digest = state.tx.blind(&[operation.as_bytes(), b"\n", &req.body].concat());
+            let caller = req.caller.recorded_id(|d| state.tx.blind(d));
+            let (reads, writes) = state.tx.into_sets();
             let meta = TxMeta {
-                caller: req.caller.id.clone(),
+                caller,
                 plugin: req.plugin.info.name.clone(),
                 operation,
                 request_digest,
@@ -1039,6 +1045,7 @@ impl Runtime {
             tx: call.tx,
             writable: call.writable,
             gov_writable: call.gov_writable,
+            is_constitution: call.plugin.info.world == World::Constitution,
             limiter: Limiter {
                 memory_bytes: self.config.memory_bytes,
                 table_elements: self.config.table_elements,

@@ -62,6 +62,8 @@ pub(crate) struct HostState {
     pub writable: bool,
     /// Governance tables are writable (the constitution applying a core action).
     pub gov_writable: bool,
+    /// The plugin is the constitution (it reads every governance table but `gov.private.*`).
+    pub is_constitution: bool,
     pub limiter: Limiter,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
@@ -75,6 +77,12 @@ impl WasiView for HostState {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
+
+/// The governance tables (after `gov.`) an app plugin may read: who the members are, the
+/// proposals (a plugin derives states from open proposals), the service status and what runs.
+/// Everything else — `private.*` above all, but also user identities, issuers, node policy — is
+/// refused as `invalid-table`, as if it did not exist.
+pub const APP_READABLE_GOV_TABLES: &[&str] = &["members", "proposals", "service", "plugins", "constitution"];
 
 /// A table name a plugin uses, resolved to the internal name.
 enum TableRef {
@@ -95,16 +103,25 @@ impl HostState {
             return Err(kv::KvError::InvalidTable);
         }
         if let Some(rest) = table.strip_prefix("gov.") {
-            return if rest.is_empty() {
-                Err(kv::KvError::InvalidTable)
+            // `gov.private.*` (contract secrets, OIDC signing keys) is the host's alone; the
+            // constitution sees the rest; an app plugin sees what it needs to follow governance.
+            let visible = if self.is_constitution {
+                !rest.is_empty() && !rest.starts_with("private.")
             } else {
-                Ok(TableRef::Governance(table.into()))
+                APP_READABLE_GOV_TABLES.contains(&rest)
             };
+            return if visible { Ok(TableRef::Governance(table.into())) } else { Err(kv::KvError::InvalidTable) };
         }
         if let Some(rest) = table.strip_prefix("app.") {
             // `app.<plugin>.<table>`: never another plugin's private tables.
+            // `p` must be a plugin: `app.gov.<t>` would otherwise be a back door to `gov.<t>`.
             return match rest.split_once('.') {
-                Some((p, t)) if !p.is_empty() && !t.is_empty() && !t.starts_with("private.") => {
+                Some((p, t))
+                    if !p.is_empty()
+                        && !super::RESERVED_NAMES.contains(&p)
+                        && !t.is_empty()
+                        && !t.starts_with("private.") =>
+                {
                     Ok(TableRef::Other(rest.to_string()))
                 }
                 _ => Err(kv::KvError::InvalidTable),
@@ -203,15 +220,15 @@ impl kv::Host for HostState {
 
     fn append(&mut self, table: String, prefix: Vec<u8>, value: Vec<u8>) -> Result<(), kv::KvError> {
         let name = self.writable_table(&table)?;
-        // A private value is bound to its final key, which is only known once ordered.
-        if table.starts_with("private.") {
-            return Err(kv::KvError::InvalidTable);
-        }
         if prefix.len() + 12 > MAX_KEY_BYTES || value.len() > MAX_VALUE_BYTES {
             return Err(kv::KvError::TooLarge);
         }
         self.tx.append(&name, &prefix, value);
         Ok(())
+    }
+
+    fn blind(&mut self, data: Vec<u8>) -> Vec<u8> {
+        self.tx.blind(&data).to_vec()
     }
 }
 

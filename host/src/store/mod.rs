@@ -75,6 +75,9 @@ pub trait Snapshot: Send + Sync {
     fn range(&self, table: &str, range: &KeyRange, limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError>;
     /// The tx id of the last write to any key of `table` (for detecting phantoms in range reads).
     fn table_version(&self, table: &str) -> Result<Option<TxId>, StoreError>;
+    /// A keyed hash of `data` under the service's blinding key (derived from the ledger secret):
+    /// what stands for confidential data in keys, which the ledger files show.
+    fn blind(&self, data: &[u8]) -> [u8; 32];
 }
 
 /// What a transaction read: checked at commit time.
@@ -117,9 +120,10 @@ pub struct TxMeta {
     pub plugin: String,
     /// `METHOD /path` of the request, or the action name.
     pub operation: String,
-    /// SHA-256 of the request (`METHOD path\n` ‖ body), zero if none.
+    /// A digest of the request: keyed (`blind`) for plugin requests, SHA-256 of the signed message
+    /// for governance writes.
     pub request_digest: [u8; 32],
-    /// The raw signed envelope of a governance write (recorded in the ledger entry).
+    /// The raw signed envelope of a governance write (recorded encrypted in the ledger entry).
     pub envelope: Vec<u8>,
     /// Transaction time (ms since the Unix epoch) set by the leader.
     pub tx_time_ms: u64,

@@ -45,6 +45,11 @@ impl Transaction {
         Ok(v)
     }
 
+    /// The service's keyed hash of `data` (see [`Snapshot::blind`]).
+    pub fn blind(&self, data: &[u8]) -> [u8; 32] {
+        self.snapshot.blind(data)
+    }
+
     /// Write `value` at `key`.
     pub fn put(&mut self, table: &str, key: &[u8], value: Vec<u8>) {
         self.writes.puts.insert((table.to_string(), key.to_vec()), Some(value));

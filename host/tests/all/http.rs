@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use cgs_client::Client;
+use cgs_host::http::HttpLimits;
 use cgs_host::node::{Creation, Node, NodeConfig, PluginSource};
 use tokio::sync::watch;
 
@@ -30,6 +31,11 @@ async fn start(plugins: &[&str]) -> Running {
 
 /// An in-process sandbox node serving `plugins` with governance settings `gov`.
 pub(crate) async fn start_with(plugins: &[&str], gov: cgs_host::gov::GovConfig) -> Running {
+    start_limited(plugins, gov, HttpLimits::default()).await
+}
+
+/// An in-process sandbox node with HTTPS limits `http`.
+async fn start_limited(plugins: &[&str], gov: cgs_host::gov::GovConfig, http: HttpLimits) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let pdir = dir.path().join("plugins");
     std::fs::create_dir_all(&pdir).unwrap();
@@ -43,6 +49,7 @@ pub(crate) async fn start_with(plugins: &[&str], gov: cgs_host::gov::GovConfig) 
         runtime: fast_limits(),
         ledger: cgs_host::ledger::LedgerConfig::default(),
         gov,
+        http,
     };
     let node = Node::open(config).await.unwrap();
     let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
@@ -123,4 +130,133 @@ async fn error_envelopes_and_statuses() {
     assert_eq!((r.status, code(&r).as_str()), (500, "PluginPanicked"));
     assert!(r.error().unwrap().error.message.contains("chaos panic requested"));
     assert_eq!(c.get("/app/chaos/ok").await.unwrap().status, 200);
+}
+
+/// A raw client connection (HTTP/2 by ALPN, or HTTP/1.1) to the node behind `client`.
+enum Raw {
+    H1(hyper::client::conn::http1::SendRequest<RawBody>),
+    H2(hyper::client::conn::http2::SendRequest<RawBody>),
+}
+
+type RawBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// A body fed from a channel.
+struct Chan(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for Chan {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+impl Raw {
+    async fn connect(n: &Running, h2: bool) -> Raw {
+        let ca = std::fs::read(n.dir.path().join("data/service-cert.pem")).unwrap();
+        let mut tls = cgs_client::tls_config(&ca).unwrap();
+        tls.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+        let addr: SocketAddr = n.client.url().trim_start_matches("https://").parse().unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+        let io = hyper_util::rt::TokioIo::new(tls);
+        if h2 {
+            let (s, c) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+            tokio::spawn(c);
+            Raw::H2(s)
+        } else {
+            let (s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(c);
+            Raw::H1(s)
+        }
+    }
+
+    /// Send a request whose body comes from the returned sender; (status, error code).
+    async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: RawBody) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let mut b = hyper::Request::builder().method(method).uri(format!("https://127.0.0.1{path}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(body).unwrap();
+        let fut = async {
+            let resp = match self {
+                Raw::H1(s) => {
+                    s.ready().await.unwrap();
+                    s.send_request(req).await.unwrap()
+                }
+                Raw::H2(s) => {
+                    s.ready().await.unwrap();
+                    s.send_request(req).await.unwrap()
+                }
+            };
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            (status, v["error"]["code"].as_str().unwrap_or("<no envelope>").to_string())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), fut).await.expect("an answer within 20 s")
+    }
+}
+
+fn full(b: &'static [u8]) -> RawBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes::Bytes::from_static(b)).boxed()
+}
+
+/// The HTTPS limits in process: early answers wait for the body (HTTP/1.1 and HTTP/2), trickled
+/// bodies get 408, connections over the cap get 503 ServiceBusy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_timeout_early_answers_and_connection_cap() {
+    use http_body_util::BodyExt;
+    let limits =
+        HttpLimits { max_connections: 6, body_timeout: std::time::Duration::from_millis(800), ..HttpLimits::default() };
+    let n = start_limited(&["constitution", "contracts"], cgs_host::gov::GovConfig::default(), limits).await;
+    let token = format!("Bearer {}", n.member.token().await.unwrap());
+    for h2 in [false, true] {
+        let mut c = Raw::connect(&n, h2).await;
+        // Early answer (bad credentials): the server reads the whole trickled body first.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let upload = tokio::spawn(async move {
+            for i in 0..8 {
+                if i > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                tx.send(bytes::Bytes::from(vec![b'x'; 8 << 10])).await.map_err(|_| "body dropped")?;
+            }
+            Ok::<_, &str>(std::time::Instant::now())
+        });
+        let headers = [("authorization", "Bearer nope"), ("content-length", "65536")];
+        let answer = c.send("PUT", "/app/contracts/c1", &headers, Chan(rx).boxed()).await;
+        let answered = std::time::Instant::now();
+        assert_eq!(answer, (401, "InvalidCredentials".to_string()), "h2={h2}");
+        let uploaded = upload.await.unwrap().unwrap_or_else(|e| panic!("h2={h2}: upload failed: {e}"));
+        assert!(uploaded <= answered, "h2={h2}: answered before the body was read");
+        // A trickled body: 408 after the body timeout.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(bytes::Bytes::from_static(b"{")).await.unwrap();
+        let headers = [("authorization", token.as_str()), ("content-length", "100")];
+        let t = std::time::Instant::now();
+        let answer = c.send("PUT", "/app/contracts/c1", &headers, Chan(rx).boxed()).await;
+        assert_eq!(answer, (408, "RequestTimeout".to_string()), "h2={h2}");
+        assert!(t.elapsed() >= std::time::Duration::from_millis(750), "h2={h2}: {:?}", t.elapsed());
+        drop(tx);
+    }
+    // The cap: the node's own client may hold a connection; fill the rest.
+    let mut held = Vec::new();
+    let refused = loop {
+        assert!(held.len() <= 6, "more connections served than the cap");
+        let mut c = Raw::connect(&n, held.len() % 2 == 0).await;
+        let answer = c.send("GET", "/node/health", &[], full(b"")).await;
+        if answer.0 != 200 {
+            break answer;
+        }
+        held.push(c);
+    };
+    assert_eq!(refused, (503, "ServiceBusy".to_string()));
+    assert!(held.len() >= 5, "{} served", held.len());
 }

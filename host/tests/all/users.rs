@@ -2,16 +2,16 @@
 //! URL prefixes the operator allows, and a registered user's JWT is then accepted for the
 //! contracts that name them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cgs_client::Member;
 use cgs_host::gov::users::{ed25519_jwk, sign_eddsa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// An HTTPS server answering every request with `body`; counts requests.
-async fn jwks_server(dir: &std::path::Path, body: String) -> (String, String, Arc<AtomicUsize>) {
+/// An HTTPS server answering every request with the current `body`; counts requests.
+async fn jwks_server(dir: &std::path::Path, body: Arc<Mutex<String>>) -> (String, String, Arc<AtomicUsize>) {
     let id = cgs_host::tls::ServiceIdentity::load_or_create(dir, &[]).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(id.server_config().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -33,6 +33,7 @@ async fn jwks_server(dir: &std::path::Path, body: String) -> (String, String, Ar
                     }
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
+                let body = body.lock().unwrap().clone();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
@@ -51,11 +52,13 @@ async fn jwks_fetched_from_an_allowed_url() {
     let dir = tempfile::tempdir().unwrap();
     let idp = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     let jwks = serde_json::json!({"keys": [ed25519_jwk(&idp.verifying_key(), "k1")]}).to_string();
-    let (jwks_url, jwks_ca, hits) = jwks_server(&dir.path().join("idp"), jwks).await;
+    let served = Arc::new(Mutex::new(jwks));
+    let (jwks_url, jwks_ca, hits) = jwks_server(&dir.path().join("idp"), served.clone()).await;
 
     let gov = cgs_host::gov::GovConfig {
         jwks_url_allow: vec![jwks_url.clone()],
         jwks_ca_pem: Some(jwks_ca.into_bytes()),
+        jwks_refresh: Duration::from_secs(1),
         ..Default::default()
     };
     let node = crate::http::start_with(&["constitution", "contracts", "consent", "audit"], gov).await;
@@ -65,8 +68,8 @@ async fn jwks_fetched_from_an_allowed_url() {
     // Two issuers by URL: one the operator allows, one it does not.
     let other_url = "https://idp.elsewhere.example/keys";
     let actions = serde_json::json!([
-        {"name": "set_jwt_issuer", "args": {"issuer": "https://idp.test", "jwks_url": jwks_url}},
-        {"name": "set_jwt_issuer", "args": {"issuer": "https://idp.other", "jwks_url": other_url}},
+        {"name": "set_jwt_issuer", "args": {"issuer": "https://idp.test", "jwks_url": jwks_url, "audience": "cgs"}},
+        {"name": "set_jwt_issuer", "args": {"issuer": "https://idp.other", "jwks_url": other_url, "audience": "cgs"}},
         {"name": "set_user_identity", "args": {"issuer": "https://idp.test", "subject": "alice"}},
         {"name": "set_user_identity", "args": {"issuer": "https://idp.other", "subject": "bob"}},
     ]);
@@ -82,7 +85,9 @@ async fn jwks_fetched_from_an_allowed_url() {
     assert_eq!(r.status, 201);
 
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
-    let token = |iss: &str, sub: &str| sign_eddsa(&idp, "k1", &serde_json::json!({"iss": iss, "sub": sub, "exp": exp}));
+    let token = |iss: &str, sub: &str| {
+        sign_eddsa(&idp, "k1", &serde_json::json!({"iss": iss, "sub": sub, "aud": "cgs", "exp": exp}))
+    };
     let get = |tok: String| {
         let client = client.clone();
         async move {
@@ -106,13 +111,46 @@ async fn jwks_fetched_from_an_allowed_url() {
     let forged = sign_eddsa(
         &ed25519_dalek::SigningKey::from_bytes(&[10; 32]),
         "k1",
-        &serde_json::json!({"iss": "https://idp.test", "sub": "alice", "exp": exp}),
+        &serde_json::json!({"iss": "https://idp.test", "sub": "alice", "aud": "cgs", "exp": exp}),
     );
     let r = get(forged).await;
     assert_eq!(r.status, 401);
+    // A token minted by the issuer for another application (another audience) is refused.
+    let other_app = sign_eddsa(
+        &idp,
+        "k1",
+        &serde_json::json!({"iss": "https://idp.test", "sub": "alice", "aud": "another-app", "exp": exp}),
+    );
+    let r = get(other_app).await;
+    assert_eq!(r.status, 401, "{:?}", r.error());
+    assert!(r.error().unwrap().error.message.contains("audience"));
     // An issuer whose URL the operator did not allow: refused, naming the flag; never fetched.
     let r = get(token("https://idp.other", "bob")).await;
     assert_eq!(r.status, 401);
     let msg = r.error().unwrap().error.message;
     assert!(msg.contains("--jwks-url-allow"), "{msg}");
+
+    // The issuer rotates: k1 vanishes from its JWKS. Alice's k1 token was verified (and cached)
+    // before; once the node refreshes the keys, it is refused — a cached verification never
+    // outlives the key that made it. A token of the new key is accepted.
+    let alice = token("https://idp.test", "alice");
+    assert_eq!(get(alice.clone()).await.status, 200);
+    let idp2 = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+    *served.lock().unwrap() = serde_json::json!({"keys": [ed25519_jwk(&idp2.verifying_key(), "k2")]}).to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = get(alice.clone()).await;
+        if r.status == 401 {
+            assert!(r.error().unwrap().error.message.contains("kid"), "{:?}", r.error());
+            break;
+        }
+        assert!(Instant::now() < deadline, "a token of a vanished key is still accepted after the refresh");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let new = sign_eddsa(
+        &idp2,
+        "k2",
+        &serde_json::json!({"iss": "https://idp.test", "sub": "alice", "aud": "cgs", "exp": exp}),
+    );
+    assert_eq!(get(new).await.status, 200);
 }

@@ -11,9 +11,12 @@
 //!
 //! Storage: the `events` table is an append log per contract (`<contract>\0 ‖ seqno ‖ n`, keys
 //! assigned by the ledger at commit, so they sort in ledger order and concurrent writers never
-//! conflict); the `index` table holds empty entries under `<contract>\0s\0<scope>\0`,
-//! `<contract>\0i\0<id>\0` and `<contract>\0b\0<scope>\0<id>\0` with the same seqno (the event
-//! is its transaction's first append, so its key is `<contract>\0 ‖ seqno ‖ 0`).
+//! conflict); the `index` table holds empty entries under `<contract>\0s\0<B(scope)>`,
+//! `<contract>\0i\0<B(id)>` and `<contract>\0b\0<B(scope ‖ 0 ‖ id)>` with the same seqno (the
+//! event is its transaction's first append, so its key is `<contract>\0 ‖ seqno ‖ 0`). Both tables
+//! are encrypted in the ledger (plugin tables are private by default); keys are not, so the
+//! scope and id in index keys are blinded (`B` = `cgs_plugin::blind`, 32 bytes): the ledger files
+//! reveal neither.
 
 use cgs_cleanroom::{CONTRACTS, State, authorize};
 use cgs_plugin::{App, Auth, Error, Request, Response, Result, Router, Table, TxId, context};
@@ -53,24 +56,15 @@ fn log_prefix(contract: &str) -> Vec<u8> {
 
 fn index_prefix(contract: &str, scope: Option<&str>, id: Option<&str>) -> Option<Vec<u8>> {
     let mut k = log_prefix(contract);
-    match (scope, id) {
+    let (tag, label): (&[u8], Vec<u8>) = match (scope, id) {
         (None, None) => return None,
-        (Some(s), None) => {
-            k.extend_from_slice(b"s\0");
-            k.extend_from_slice(s.as_bytes());
-        }
-        (None, Some(i)) => {
-            k.extend_from_slice(b"i\0");
-            k.extend_from_slice(i.as_bytes());
-        }
-        (Some(s), Some(i)) => {
-            k.extend_from_slice(b"b\0");
-            k.extend_from_slice(s.as_bytes());
-            k.push(0);
-            k.extend_from_slice(i.as_bytes());
-        }
-    }
-    k.push(0);
+        (Some(s), None) => (b"s\0", s.as_bytes().to_vec()),
+        (None, Some(i)) => (b"i\0", i.as_bytes().to_vec()),
+        (Some(s), Some(i)) => (b"b\0", [s.as_bytes(), b"\0", i.as_bytes()].concat()),
+    };
+    k.extend_from_slice(tag);
+    // Scope and id are the clean room's words: blinded, since keys are visible in the ledger.
+    k.extend_from_slice(&cgs_plugin::blind(&[tag, &label].concat()));
     Some(k)
 }
 

@@ -34,7 +34,10 @@ const CORE_ACTIONS: &[(&str, &str)] = &[
     ("remove_plugin", "remove an app plugin: {\"name\"}"),
     ("set_constitution", "replace the constitution: {\"name\", \"version\", \"blake3\"}"),
     ("set_action_threshold", "approvals an action needs: {\"action\", \"required\": n} (0 = unanimity again)"),
-    ("set_jwt_issuer", "trust a JWT issuer: {\"issuer\", \"jwks\": {keys:[..]}} or {\"issuer\", \"jwks_url\"}"),
+    (
+        "set_jwt_issuer",
+        "trust a JWT issuer: {\"issuer\", \"audience\", \"jwks\": {keys:[..]}} or {\"issuer\", \"audience\", \"jwks_url\"}",
+    ),
     ("remove_jwt_issuer", "stop trusting a JWT issuer: {\"issuer\"}"),
     ("set_user_identity", "register a user of a trusted issuer: {\"issuer\", \"subject\", \"data\"?}"),
     ("remove_user_identity", "unregister a user: {\"issuer\", \"subject\"}"),
@@ -158,8 +161,11 @@ fn check_plugin_ref(args: &Value) -> Result<PluginRef> {
     Ok(r)
 }
 
+/// The key of a user identity: hex of the blinded `issuer|subject`, so that the ledger files do
+/// not name users (the record's value is encrypted; the host looks users up the same way).
 fn user_key(issuer: &str, subject: &str) -> String {
-    format!("{issuer}|{subject}")
+    let blinded = cgs_plugin::blind(format!("{issuer}|{subject}").as_bytes());
+    blinded.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Validate (and with `apply`, carry out) a core action.
@@ -247,6 +253,15 @@ fn run(action: &Action, apply: bool) -> Result<()> {
         }
         "set_jwt_issuer" => {
             let issuer = str_arg(&args, "issuer")?;
+            // Without an audience, any token the issuer minted for any other application would
+            // be accepted here.
+            if !args.get("audience").and_then(Value::as_str).is_some_and(|a| !a.is_empty() && a.len() <= 512) {
+                return Err(bad(
+                    "InvalidActionArgs",
+                    "set_jwt_issuer needs `audience`: the `aud` this service's tokens carry (1-512 chars); \
+                     without it a token minted for any other application of the issuer would be accepted",
+                ));
+            }
             match (args.get("jwks"), args.get("jwks_url")) {
                 (Some(j), None) if j.get("keys").is_some_and(Value::is_array) => {}
                 (None, Some(u)) if u.as_str().is_some_and(|u| u.starts_with("https://")) => {}

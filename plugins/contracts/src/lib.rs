@@ -413,11 +413,19 @@ fn act(action: &Action, apply: bool) -> Result<()> {
                         }
                     }
                     PolicyOp::Remove => {
-                        // Removing what is not there is a no-op.
+                        // Removing what is not there is a no-op. Removing a claim's last values
+                        // would drop the constraint and admit *more* clean rooms: refused.
                         if let Some(have) = p.claims.get_mut(claim) {
                             have.retain(|h| !values.contains(h));
                             if have.is_empty() {
-                                p.claims.remove(claim);
+                                return Err(Error::bad_request(
+                                    "PolicyWouldLoosen",
+                                    format!(
+                                        "removing these values empties claim `{claim}`, which would drop the \
+                                         constraint and admit clean rooms with any `{claim}`; add the values that \
+                                         should be allowed instead, or leave at least one"
+                                    ),
+                                ));
                             }
                         }
                     }
@@ -561,6 +569,11 @@ mod tests {
             serde_json::json!({"contract_id": "c", "type": "remove", "claims": {"h": ["a", "zz"], "absent": ["x"]}}),
         );
         run(M1, &rm, true).unwrap();
+        // Emptying a claim would loosen the policy: refused when proposed and when applied.
+        let empty =
+            action(SET_POLICY, serde_json::json!({"contract_id": "c", "type": "remove", "claims": {"d": false}}));
+        assert_eq!(run(M1, &empty, false).unwrap_err().code, "PolicyWouldLoosen");
+        assert_eq!(run(M1, &empty, true).unwrap_err().code, "PolicyWouldLoosen");
         let p = as_member(M1, Request::new(Method::Get, "/contracts/{id}/cleanroom-policy", &[("id", "c")])).unwrap();
         let p: serde_json::Value = p.body_json().unwrap();
         assert_eq!(p["policy"], serde_json::json!({"d": [false], "h": ["b"]}));

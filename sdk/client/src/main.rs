@@ -337,13 +337,22 @@ enum ProposalCommand {
 
 #[derive(Subcommand, Debug)]
 enum ReceiptCommand {
-    /// Fetch the receipt of a committed transaction (`<term>.<seqno>`) from the service.
+    /// Fetch the receipt of a committed transaction (`<term>.<seqno>`) from the service. Receipts
+    /// are for the transaction's writer, its contract's parties and (governance) members: sign in
+    /// with `--key` (a member) or `--token`.
     Get {
         /// The transaction id.
         tx_id: String,
         /// `cose` (RFC 9942 COSE_Sign1, default) or `json`.
         #[arg(long, default_value = "cose")]
         format: String,
+        /// Include the ledger entry (what the transaction wrote; private values stay encrypted):
+        /// without it the receipt proves inclusion of the entry's hash and discloses nothing else.
+        #[arg(long)]
+        with_entry: bool,
+        /// A bearer token to use instead of `--key` (a user's JWT or a clean-room session token).
+        #[arg(long, env = "CGS_TOKEN")]
+        token: Option<String>,
         /// Write it to this file (default: stdout; COSE is binary).
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
@@ -1157,13 +1166,29 @@ fn run(cli: &Cli) -> Result<(), String> {
         Command::Verify(VerifyCommand::Service { measurement, host_data, allow_virtual, workspace: ws }) => {
             verify_service(cli, measurement, host_data, *allow_virtual, ws.as_ref())
         }
-        Command::Receipt(ReceiptCommand::Get { tx_id, format, out }) => {
-            let c = client(cli)?;
-            let path = format!("/node/receipt/{tx_id}{}", if format == "json" { "?format=json" } else { "" });
+        Command::Receipt(ReceiptCommand::Get { tx_id, format, with_entry, token, out }) => {
+            let mut query = Vec::new();
+            if format == "json" {
+                query.push("format=json".to_string());
+            }
+            if *with_entry {
+                query.push("entry=true".to_string());
+            }
+            let path = with_query(format!("/node/receipt/{}", encode(tx_id)), &query);
+            let get = |path: &str| -> Result<cgs_client::ApiResponse, String> {
+                match token {
+                    Some(t) => {
+                        let auth = format!("Bearer {t}");
+                        block_on(client(cli)?.request("GET", path, None, &[("authorization", auth.as_str())]))?
+                            .map_err(|e| e.to_string())
+                    }
+                    None => block_on(member(cli)?.authed("GET", path, None))?.map_err(|e| e.to_string()),
+                }
+            };
             // A checkpoint covers a new transaction within ~100 ms: wait for it briefly.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             let r = loop {
-                let r = block_on(c.get(&path))?.map_err(|e| e.to_string())?;
+                let r = get(&path)?;
                 let not_ready = r.error().is_some_and(|e| e.error.code == "NotReady");
                 if !not_ready || std::time::Instant::now() > deadline {
                     break r;
@@ -1203,6 +1228,14 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         Command::Ledger(LedgerCommand::Verify { dir, node_key }) => {
             let keys = node_key.iter().map(|k| read_key(k)).collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                // Whoever wrote the files could also have written the keys they are checked with.
+                eprintln!(
+                    "WARNING: no --node-key given: checkpoints are checked against the node keys recorded in this \
+                     ledger itself, so this proves the files are consistent, NOT that a node you trust signed \
+                     them. Pin the key from `cgs verify service` or GET /node/identity with --node-key."
+                );
+            }
             let r = cgs_core::ledger_verify::verify_data_dir(dir, &keys)
                 .map_err(|f| format!("ledger does NOT verify: {f}"))?;
             if cli.json {
@@ -1228,6 +1261,11 @@ fn run(cli: &Cli) -> Result<(), String> {
                 );
                 for k in &r.node_keys {
                     println!("  node key:        {k}");
+                }
+                if keys.is_empty() {
+                    println!("  trust:           UNPINNED: checked against the keys recorded in the ledger itself");
+                } else {
+                    println!("  trust:           checkpoints signed by the pinned --node-key");
                 }
             }
             Ok(())

@@ -103,13 +103,16 @@ impl Transaction {
 pub struct Transaction {
     /// Transaction time, ms since the Unix epoch, set by the leader.
     pub tx_time_ms: u64,
-    /// The caller's id (empty if anonymous).
+    /// The caller's id: member or session id, `user:<hex of the blinded issuer|subject>`, empty if
+    /// anonymous.
     pub caller: String,
     /// What was done, e.g. `PUT /app/contracts/c1` or a governance action.
     pub operation: String,
-    /// SHA-256 of the request (`METHOD path\n` ‖ body), zero if none.
+    /// For a plugin request, the keyed hash (`kv.blind`) of `METHOD path\n` ‖ body; for a
+    /// governance write, SHA-256 of its signed message.
     pub request_digest: [u8; 32],
-    /// The signed request envelope (governance writes), else empty.
+    /// The signed message of a governance write, encrypted with the ledger secret and bound to
+    /// `request_digest` (docs/ledger.md); else empty.
     pub envelope: Vec<u8>,
     /// Digest of application claims bound into the entry (zero if none).
     pub claims_digest: [u8; 32],
@@ -171,7 +174,7 @@ impl Writer {
     }
     /// Length-prefixed (u16) UTF-8; callers keep names below 64 KiB.
     fn str16(&mut self, s: &str) {
-        let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+        let b = &s.as_bytes()[..s.floor_char_boundary(u16::MAX as usize)];
         self.u16(b.len() as u16);
         self.raw(b);
     }
@@ -525,11 +528,23 @@ pub fn leaf_input(entry_bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(entry_bytes).into()
 }
 
-/// Whether an internal table name is private (its values are encrypted): the part after the
-/// namespace (`<plugin>.` or `gov.`) starts with `private.`.
+/// Whether an internal table is private: its values are encrypted with the ledger secret in
+/// entries and in the state (docs/ledger.md, "What the ledger files reveal"). Plugin tables
+/// (`<plugin>.<table>`) are private unless the table's name starts with `public.`. Governance
+/// tables (`gov.<table>`) are public — members, plugins, the constitution, service status —
+/// except `gov.private.*` (the host's secrets) and [`CONFIDENTIAL_GOV_TABLES`]; `sys.*` is public.
 pub fn is_private_table(table: &str) -> bool {
-    table.split_once('.').is_some_and(|(_, rest)| rest.starts_with("private."))
+    match table.split_once('.') {
+        Some(("gov", rest)) => rest.starts_with("private.") || CONFIDENTIAL_GOV_TABLES.contains(&table),
+        Some(("sys", _)) | None => false,
+        Some((_, rest)) => !rest.starts_with("public."),
+    }
 }
+
+/// Governance tables that plugins may read but the ledger files must not reveal: proposals
+/// (their actions carry clean-room policies, deployment specs and user identities; so do the
+/// signed messages recorded in entries, which are encrypted too) and the registered users.
+pub const CONFIDENTIAL_GOV_TABLES: &[&str] = &["gov.proposals", "gov.user_identities"];
 
 #[cfg(test)]
 mod tests {
@@ -614,7 +629,12 @@ mod tests {
     fn private_tables() {
         assert!(is_private_table("secrets.private.values"));
         assert!(is_private_table("gov.private.recovery"));
-        assert!(!is_private_table("contracts.drafts"));
-        assert!(!is_private_table("private.x"));
+        assert!(is_private_table("contracts.contracts"), "plugin tables are private by default");
+        assert!(is_private_table("audit.events"));
+        assert!(!is_private_table("notes.public.index"), "unless named public.*");
+        assert!(!is_private_table("gov.members"), "governance tables are public by default");
+        assert!(is_private_table("gov.proposals") && is_private_table("gov.user_identities"));
+        assert!(!is_private_table("sys.nodes"));
+        assert!(!is_private_table("no-namespace"));
     }
 }

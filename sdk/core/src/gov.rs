@@ -7,7 +7,6 @@
 //! seconds since the Unix epoch; `"cgs.msg.proposal_id"` = text for ballots and withdrawals.
 //! Member id = lowercase hex SHA-256 of the raw 32-byte Ed25519 public key.
 
-use coset::{CborSerializable, Label, TaggedCborSerializable};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -78,9 +77,12 @@ pub fn signing_key_from_pem(pem: &str) -> Result<SigningKey, KeyError> {
     SigningKey::from_pkcs8_pem(pem).map_err(|e| KeyError(format!("not a PKCS#8 PEM Ed25519 private key: {e}")))
 }
 
-/// Encode a private key as PKCS#8 PEM.
+/// Encode a private key as PKCS#8 v1 PEM (RFC 8410 form, the one `openssl genpkey -algorithm
+/// ed25519` writes and OpenSSL 3.0 and Python's `cryptography` read). [`signing_key_from_pem`]
+/// reads v1 and v2 (with the public key).
 pub fn signing_key_to_pem(key: &SigningKey) -> String {
-    key.to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF).map(|p| p.to_string()).unwrap_or_default()
+    let v1 = ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+    v1.to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF).map(|p| p.to_string()).unwrap_or_default()
 }
 
 /// Parse a PEM (SPKI) Ed25519 public key.
@@ -93,7 +95,8 @@ pub fn verifying_key_to_pem(key: &VerifyingKey) -> String {
     key.to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF).unwrap_or_default()
 }
 
-/// Sign a governance message: a tagged COSE_Sign1 with `payload` attached.
+/// Sign a governance message: a tagged COSE_Sign1 with `payload` attached, in deterministic
+/// (canonical) CBOR — the only form [`Envelope::parse`] accepts.
 pub fn sign(
     key: &SigningKey,
     msg_type: MessageType,
@@ -101,21 +104,91 @@ pub fn sign(
     proposal_id: Option<&str>,
     payload: &[u8],
 ) -> Vec<u8> {
+    use ciborium::Value;
     let kid = member_id(&key.verifying_key());
-    let mut h = coset::HeaderBuilder::new()
-        .algorithm(coset::iana::Algorithm::EdDSA)
-        .key_id(kid.into_bytes())
-        .text_value(MSG_TYPE.into(), ciborium::Value::Text(msg_type.as_str().into()))
-        .text_value(MSG_CREATED_AT.into(), ciborium::Value::Integer(created_at.into()));
+    let mut header = vec![
+        (Value::Integer(1.into()), Value::Integer((-8).into())),
+        (Value::Integer(4.into()), Value::Bytes(kid.into_bytes())),
+        (Value::Text(MSG_TYPE.into()), Value::Text(msg_type.as_str().into())),
+        (Value::Text(MSG_CREATED_AT.into()), Value::Integer(created_at.into())),
+    ];
     if let Some(p) = proposal_id {
-        h = h.text_value(MSG_PROPOSAL_ID.into(), ciborium::Value::Text(p.into()));
+        header.push((Value::Text(MSG_PROPOSAL_ID.into()), Value::Text(p.into())));
     }
-    let sign1 = coset::CoseSign1Builder::new()
-        .protected(h.build())
-        .payload(payload.to_vec())
-        .create_signature(b"", |data| key.sign(data).to_bytes().to_vec())
-        .build();
-    sign1.to_tagged_vec().unwrap_or_default()
+    // A map of integers, text and bytes always encodes.
+    let protected = canonical(&Value::Map(header)).unwrap_or_default();
+    let tbs = sig_structure(&protected, payload);
+    let signature = key.sign(&tbs).to_bytes().to_vec();
+    let msg = Value::Tag(
+        COSE_SIGN1_TAG,
+        Box::new(Value::Array(vec![
+            Value::Bytes(protected),
+            Value::Map(Vec::new()),
+            Value::Bytes(payload.to_vec()),
+            Value::Bytes(signature),
+        ])),
+    );
+    canonical(&msg).unwrap_or_default()
+}
+
+/// CBOR tag of COSE_Sign1 (RFC 9052).
+const COSE_SIGN1_TAG: u64 = 18;
+
+/// The COSE `Sig_structure` of a COSE_Sign1 with empty external AAD: what the signature covers.
+fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
+    use ciborium::Value;
+    let s = Value::Array(vec![
+        Value::Text("Signature1".into()),
+        Value::Bytes(protected.to_vec()),
+        Value::Bytes(Vec::new()),
+        Value::Bytes(payload.to_vec()),
+    ]);
+    canonical(&s).unwrap_or_default()
+}
+
+/// Deterministic encoding (RFC 8949 §4.2.1): shortest heads, definite lengths, map keys sorted
+/// by their encoded bytes and unique. `None` for values that have no such form here (floats,
+/// duplicate keys).
+fn canonical(v: &ciborium::Value) -> Option<Vec<u8>> {
+    use ciborium::Value;
+    fn sorted(v: &Value) -> Option<Value> {
+        Some(match v {
+            Value::Float(_) => return None,
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect::<Option<_>>()?),
+            Value::Tag(t, inner) => Value::Tag(*t, Box::new(sorted(inner)?)),
+            Value::Map(m) => {
+                let mut entries: Vec<(Vec<u8>, Value, Value)> = Vec::with_capacity(m.len());
+                for (k, val) in m {
+                    let k = sorted(k)?;
+                    let mut kb = Vec::new();
+                    ciborium::into_writer(&k, &mut kb).ok()?;
+                    entries.push((kb, k, sorted(val)?));
+                }
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return None;
+                }
+                Value::Map(entries.into_iter().map(|(_, k, v)| (k, v)).collect())
+            }
+            other => other.clone(),
+        })
+    }
+    let mut out = Vec::new();
+    ciborium::into_writer(&sorted(v)?, &mut out).ok()?;
+    Some(out)
+}
+
+/// Decode `bytes` as one CBOR item that is already in deterministic form.
+fn decode_canonical(bytes: &[u8], what: &str) -> Result<ciborium::Value, EnvelopeError> {
+    let value: ciborium::Value =
+        ciborium::from_reader(bytes).map_err(|e| EnvelopeError::Malformed(format!("{what} is not CBOR: {e}")))?;
+    if canonical(&value).as_deref() != Some(bytes) {
+        return Err(EnvelopeError::Malformed(format!(
+            "{what} is not in deterministic CBOR (RFC 8949 §4.2.1: shortest lengths, definite lengths, \
+             sorted unique map keys, no trailing bytes)"
+        )));
+    }
+    Ok(value)
 }
 
 /// Why a signed message is not acceptable (before membership checks).
@@ -143,39 +216,72 @@ pub struct Envelope {
     pub proposal_id: Option<String>,
     /// The attached payload.
     pub payload: Vec<u8>,
-    sign1: coset::CoseSign1,
+    /// The bytes the signature covers (the COSE `Sig_structure`).
+    signed: Vec<u8>,
+    signature: Vec<u8>,
 }
 
 impl Envelope {
-    /// Parse a (tagged or untagged) COSE_Sign1 governance message.
+    /// Parse a governance message: a **tagged** COSE_Sign1 (`d2 84 …`) in deterministic CBOR,
+    /// with an empty unprotected header and the payload attached. Any other encoding of the same
+    /// signed content is refused, so a captured message cannot be re-encoded into a "new" one.
     pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        use ciborium::Value;
         let bad = |m: &str| EnvelopeError::Malformed(m.to_string());
-        let sign1 = coset::CoseSign1::from_tagged_slice(bytes)
-            .or_else(|_| coset::CoseSign1::from_slice(bytes))
-            .map_err(|e| EnvelopeError::Malformed(format!("not a COSE_Sign1: {e}")))?;
-        let p = &sign1.protected.header;
-        if p.alg != Some(coset::RegisteredLabelWithPrivate::Assigned(coset::iana::Algorithm::EdDSA)) {
+        let outer = decode_canonical(bytes, "the message")?;
+        let Value::Tag(COSE_SIGN1_TAG, inner) = outer else {
+            return Err(bad("the message must be a COSE_Sign1 with its tag 18 (first byte 0xd2)"));
+        };
+        let Value::Array(parts) = *inner else { return Err(bad("a COSE_Sign1 is an array of four items")) };
+        let [protected, unprotected, payload, signature]: [Value; 4] =
+            parts.try_into().map_err(|_| bad("a COSE_Sign1 is an array of four items"))?;
+        let Value::Bytes(protected) = protected else { return Err(bad("the protected header must be a byte string")) };
+        match unprotected {
+            Value::Map(m) if m.is_empty() => {}
+            _ => return Err(bad("the unprotected header must be an empty map")),
+        }
+        let Value::Bytes(payload) = payload else { return Err(bad("the payload must be attached (a byte string)")) };
+        let Value::Bytes(signature) = signature else { return Err(bad("the signature must be a byte string")) };
+        let Value::Map(header) = decode_canonical(&protected, "the protected header")? else {
+            return Err(bad("the protected header must be a map"));
+        };
+        let mut alg = None;
+        let mut kid = None;
+        let (mut msg_type, mut created_at, mut proposal_id) = (None, None, None);
+        for (label, value) in header {
+            match (label, value) {
+                (Value::Integer(l), v) if i128::from(l) == 1 => alg = Some(v),
+                (Value::Integer(l), Value::Bytes(k)) if i128::from(l) == 4 => kid = Some(k),
+                (Value::Text(l), Value::Text(t)) if l == MSG_TYPE => msg_type = MessageType::parse(&t),
+                (Value::Text(l), Value::Integer(i)) if l == MSG_CREATED_AT => created_at = i64::try_from(i).ok(),
+                (Value::Text(l), Value::Text(t)) if l == MSG_PROPOSAL_ID => proposal_id = Some(t),
+                (Value::Text(l), _) if l == MSG_PROPOSAL_ID => return Err(bad("cgs.msg.proposal_id is not text")),
+                (l, _) => {
+                    return Err(EnvelopeError::Malformed(format!(
+                        "unexpected protected header {l:?}: only alg, kid, cgs.msg.type, cgs.msg.created_at and \
+                         cgs.msg.proposal_id are allowed"
+                    )));
+                }
+            }
+        }
+        if !matches!(alg, Some(Value::Integer(a)) if i128::from(a) == -8) {
             return Err(bad("alg must be EdDSA (-8)"));
         }
-        let member_id = String::from_utf8(p.key_id.clone()).map_err(|_| bad("kid is not a member id"))?;
+        let member_id = kid.and_then(|k| String::from_utf8(k).ok()).ok_or_else(|| bad("kid is not a member id"))?;
         if member_id.len() != 64 || !member_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(bad("kid must be the signer's member id (64 lowercase hex digits)"));
         }
-        let header = |name: &str| p.rest.iter().find(|(l, _)| *l == Label::Text(name.into())).map(|(_, v)| v);
-        let msg_type = header(MSG_TYPE)
-            .and_then(|v| v.as_text())
-            .and_then(MessageType::parse)
-            .ok_or_else(|| bad("cgs.msg.type is missing or unknown"))?;
-        let created_at = header(MSG_CREATED_AT)
-            .and_then(|v| v.as_integer())
-            .and_then(|i| i64::try_from(i).ok())
-            .ok_or_else(|| bad("cgs.msg.created_at is missing or not an integer"))?;
-        let proposal_id = match header(MSG_PROPOSAL_ID) {
-            Some(v) => Some(v.as_text().ok_or_else(|| bad("cgs.msg.proposal_id is not text"))?.to_string()),
-            None => None,
-        };
-        let payload = sign1.payload.clone().ok_or_else(|| bad("the payload must be attached"))?;
-        Ok(Self { member_id, msg_type, created_at, proposal_id, payload, sign1 })
+        let msg_type = msg_type.ok_or_else(|| bad("cgs.msg.type is missing or unknown"))?;
+        let created_at = created_at.ok_or_else(|| bad("cgs.msg.created_at is missing or not an integer"))?;
+        let signed = sig_structure(&protected, &payload);
+        Ok(Self { member_id, msg_type, created_at, proposal_id, payload, signed, signature })
+    }
+
+    /// The message's identity: SHA-256 of what was signed (the `Sig_structure`), hex. It does not
+    /// depend on the encoding, so replay detection and proposal ids keyed on it cannot be evaded
+    /// by re-encoding.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(&self.signed))
     }
 
     /// Verify the signature with the member's key (and that the key is the `kid`'s).
@@ -183,10 +289,8 @@ impl Envelope {
         if member_id(key) != self.member_id {
             return Err(EnvelopeError::BadSignature);
         }
-        self.sign1.verify_signature(b"", |sig, data| {
-            let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| EnvelopeError::BadSignature)?;
-            key.verify_strict(data, &sig).map_err(|_| EnvelopeError::BadSignature)
-        })
+        let sig = ed25519_dalek::Signature::from_slice(&self.signature).map_err(|_| EnvelopeError::BadSignature)?;
+        key.verify_strict(&self.signed, &sig).map_err(|_| EnvelopeError::BadSignature)
     }
 
     /// The payload as JSON.
@@ -263,6 +367,109 @@ mod tests {
         bad[pos] = b'b';
         assert_eq!(Envelope::parse(&bad).unwrap().verify(&key.verifying_key()), Err(EnvelopeError::BadSignature));
         assert!(Envelope::parse(b"nope").is_err());
+    }
+
+    /// Every other encoding of a signed message is refused; the identity is what was signed.
+    #[test]
+    fn re_encodings_are_refused() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let msg = sign(&key, MessageType::Login, 1_700_000_000, None, br#"{"nonce":"n"}"#);
+        assert_eq!(msg[..2], [0xd2, 0x84], "tag 18 in its one-byte head, array of 4");
+        let env = Envelope::parse(&msg).unwrap();
+        env.verify(&key.verifying_key()).unwrap();
+        // The same content re-encoded: without the tag, with the tag in a two-byte head, with an
+        // indefinite-length array, with a non-shortest length, with trailing bytes, with a
+        // non-empty unprotected header.
+        let untagged = msg[1..].to_vec();
+        let long_tag = [&[0xd8, 0x12][..], &msg[1..]].concat();
+        let mut indefinite = vec![0xd2, 0x9f];
+        indefinite.extend_from_slice(&msg[2..]);
+        indefinite.push(0xff);
+        let trailing = [&msg[..], &[0][..]].concat();
+        let protected_len = msg[2];
+        assert!(protected_len >= 0x58, "the protected header is a byte string with a one-byte length");
+        let mut wide_len = vec![0xd2, 0x84, 0x59, 0];
+        wide_len.extend_from_slice(&msg[3..]);
+        let unprotected_at = 4 + msg[3] as usize;
+        assert_eq!(msg[unprotected_at], 0xa0);
+        let mut with_unprotected = msg[..unprotected_at].to_vec();
+        with_unprotected.extend_from_slice(&[0xa1, 0x04, 0x41, 0x00]);
+        with_unprotected.extend_from_slice(&msg[unprotected_at + 1..]);
+        for (name, bytes) in [
+            ("untagged", untagged),
+            ("two-byte tag head", long_tag),
+            ("indefinite array", indefinite),
+            ("trailing byte", trailing),
+            ("two-byte length", wide_len),
+            ("unprotected header", with_unprotected),
+        ] {
+            let e = Envelope::parse(&bytes).err().unwrap_or_else(|| panic!("{name} was accepted"));
+            assert!(matches!(e, EnvelopeError::Malformed(_)), "{name}: {e}");
+        }
+        // The identity is SHA-256 of the Sig_structure: stable, and different per message.
+        assert_eq!(env.digest(), Envelope::parse(&msg).unwrap().digest());
+        let other = sign(&key, MessageType::Login, 1_700_000_001, None, br#"{"nonce":"n"}"#);
+        assert_ne!(env.digest(), Envelope::parse(&other).unwrap().digest());
+    }
+
+    #[test]
+    fn protected_header_must_be_canonical_and_known() {
+        use ciborium::Value;
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let kid = member_id(&key.verifying_key());
+        let build = |header: Vec<(Value, Value)>, encode: fn(&Value) -> Vec<u8>| {
+            let protected = encode(&Value::Map(header));
+            let tbs = sig_structure(&protected, b"{}");
+            let sig = key.sign(&tbs).to_bytes().to_vec();
+            let msg = Value::Tag(
+                18,
+                Box::new(Value::Array(vec![
+                    Value::Bytes(protected),
+                    Value::Map(vec![]),
+                    Value::Bytes(b"{}".to_vec()),
+                    Value::Bytes(sig),
+                ])),
+            );
+            canonical(&msg).unwrap()
+        };
+        let plain = |v: &Value| {
+            let mut out = Vec::new();
+            ciborium::into_writer(v, &mut out).unwrap();
+            out
+        };
+        let base = || {
+            vec![
+                (Value::Integer(1.into()), Value::Integer((-8).into())),
+                (Value::Integer(4.into()), Value::Bytes(kid.clone().into_bytes())),
+                (Value::Text(MSG_TYPE.into()), Value::Text("login".into())),
+                (Value::Text(MSG_CREATED_AT.into()), Value::Integer(5.into())),
+            ]
+        };
+        Envelope::parse(&build(base(), |v| canonical(v).unwrap())).unwrap();
+        // Keys out of order (validly signed by the member, but not deterministic).
+        let mut reversed = base();
+        reversed.reverse();
+        assert!(Envelope::parse(&build(reversed, plain)).is_err());
+        // An unknown header.
+        let mut extra = base();
+        extra.push((Value::Text("x".into()), Value::Integer(1.into())));
+        assert!(Envelope::parse(&build(extra, |v| canonical(v).unwrap())).is_err());
+        // A duplicate label.
+        let mut dup = base();
+        dup.push((Value::Text(MSG_TYPE.into()), Value::Text("ack".into())));
+        assert!(Envelope::parse(&build(dup, plain)).is_err());
+    }
+
+    #[test]
+    fn private_keys_are_pkcs8_v1() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let pem = signing_key_to_pem(&key);
+        // RFC 8410 §7 / `openssl genpkey -algorithm ed25519`: 48 bytes, version 0, no public key.
+        assert!(pem.contains("MC4CAQAwBQYDK2VwBCIEI"), "{pem}");
+        // v2 files (with the public key, as earlier versions wrote) still read.
+        let v2 = key.to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF).unwrap();
+        assert!(v2.contains("MFECAQEw"), "{}", v2.as_str());
+        assert_eq!(signing_key_from_pem(&v2).unwrap().to_bytes(), key.to_bytes());
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub fn verify_cose(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedReceipt, 
     let sign1 = coset::CoseSign1::from_tagged_slice(bytes)
         .or_else(|_| coset::CoseSign1::from_slice(bytes))
         .map_err(|e| malformed(format!("not a COSE_Sign1: {e}")))?;
+    if sign1.payload.is_some() {
+        return Err(malformed("the payload must be detached (nil): it is the root the verifier recomputes"));
+    }
     let p = &sign1.protected.header;
     if p.alg != Some(coset::RegisteredLabelWithPrivate::Assigned(coset::iana::Algorithm::EdDSA)) {
         return Err(malformed("alg is not EdDSA"));
@@ -178,6 +181,9 @@ pub fn verify_cose(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedReceipt, 
         }
         None => None,
     };
+    if tx_id.is_some_and(|t| t.seqno != leaf_index.wrapping_add(1)) {
+        return Err(malformed("cgs.tx_id is not the transaction at the leaf index (seqno = leaf index + 1)"));
+    }
     let root = merkle::root_from_inclusion_proof(&merkle::leaf_hash(&leaf), leaf_index, tree_size, &path)?;
     sign1.verify_detached_signature(&root, b"", |sig, data| {
         let sig = Signature::from_slice(sig).map_err(|_| ReceiptError::BadSignature)?;
@@ -193,6 +199,9 @@ pub fn verify_json(r: &JsonReceipt, key: &VerifierKey) -> Result<VerifiedReceipt
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| malformed("leaf_input is not 32 bytes of hex"))?;
+    if tx_id.seqno != r.leaf_index.wrapping_add(1) {
+        return Err(malformed("tx_id is not the transaction at leaf_index (seqno = leaf_index + 1)"));
+    }
     let entry = match &r.entry {
         Some(e) => Some(check_entry(
             &B64.decode(e).map_err(|_| malformed("entry is not base64"))?,

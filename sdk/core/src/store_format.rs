@@ -1,4 +1,4 @@
-//! The node's data file, `DIR/ledger.redb` (format 1): the tables the host writes and offline
+//! The node's data file, `DIR/ledger.redb` (format 2): the tables the host writes and offline
 //! verification reads. Byte layouts are in `docs/ledger.md`.
 
 use redb::TableDefinition;
@@ -8,7 +8,7 @@ use crate::TxId;
 /// The file name of the ledger database in the data directory.
 pub const FILE_NAME: &str = "ledger.redb";
 /// The format version stored under `meta["format"]`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The replicated (raft) log: raft index → encoded [`crate::entry::RaftRecord`].
 pub const RAFT_LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("raft_log");

@@ -144,7 +144,11 @@ impl Error {
         match e {
             KvError::InvalidTable => Error::internal(
                 "InvalidTable",
-                format!("`{table}` is not a valid table name (1-64 chars of a-z 0-9 _ - .)"),
+                format!(
+                    "`{table}` is not a table this plugin may use (names are 1-64 chars of a-z 0-9 _ - .; \
+                     app plugins read gov.members, gov.proposals, gov.service, gov.plugins and \
+                     gov.constitution only, and no plugin reads gov.private.*)"
+                ),
             ),
             KvError::ReadOnly => Error::forbidden(
                 "TableReadOnly",

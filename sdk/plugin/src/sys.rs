@@ -100,6 +100,13 @@ mod imp {
     pub fn append(table: &str, prefix: &[u8], value: &[u8]) -> Result<(), KvError> {
         kv::append(table, prefix, value).map_err(err)
     }
+    pub fn blind(data: &[u8]) -> [u8; 32] {
+        let b = kv::blind(data);
+        let mut out = [0u8; 32];
+        let n = b.len().min(32);
+        out[..n].copy_from_slice(&b[..n]);
+        out
+    }
     pub fn caller() -> Caller {
         Caller::from_wit(context::current_caller())
     }

@@ -47,6 +47,13 @@ impl<'de> serde::Deserialize<'de> for TxId {
     }
 }
 
+/// 32 bytes that stand for `data` in a key (the host's keyed hash under a key derived from the
+/// ledger secret): equal inputs give equal outputs on every node, and the ledger files, where
+/// keys are visible, reveal nothing of `data`. Use it for confidential parts of keys.
+pub fn blind(data: &[u8]) -> [u8; 32] {
+    sys::blind(data)
+}
+
 /// A table key: encoded so that byte order is the key's natural order.
 pub trait Key {
     /// The owned form returned by scans.

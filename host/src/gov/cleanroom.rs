@@ -1,0 +1,151 @@
+//! What the host reads of the clean-room plugins' state, typed in one place.
+//!
+//! Sessions, secrets, ID tokens and receipts are the host's, but who is a party to a contract,
+//! whether it is accepted, its clean-room policy and the members' kill switches are kept by the
+//! `contracts` and `consent` plugins. These views name exactly the fields the host relies on (the
+//! plugins' records carry more); they are the host side of that contract, and a record that no
+//! longer parses is a `503 StoreUnavailable`, never a silent "allowed".
+
+use serde::Deserialize;
+
+use super::{GovError, GovTx, err, internal};
+use crate::runtime::{Caller, CallerKind};
+
+/// `contracts.contracts`: contract id → [`ContractView`].
+pub const CONTRACTS: &str = "contracts.contracts";
+/// `contracts.policies`: contract id → [`PolicyView`].
+pub const POLICIES: &str = "contracts.policies";
+/// `consent.kill-switches`: `<contract>/<member>` → [`KillSwitchView`].
+pub const KILL_SWITCHES: &str = "consent.kill-switches";
+
+/// A contract's lifecycle state as stored (`Proposed` is derived, never stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ContractState {
+    /// Being drafted.
+    Draft,
+    /// (Derived by the plugin; not stored.)
+    Proposed,
+    /// Accepted by the consortium.
+    Accepted,
+    /// Revoked after acceptance.
+    Revoked,
+}
+
+/// The parts of a contract record the host uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContractView {
+    /// State.
+    pub state: ContractState,
+    /// Member ids that are parties; `None`: every member.
+    #[serde(default)]
+    pub collaborators: Option<Vec<String>>,
+    /// Users (`issuer|subject`) that are parties.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// The creator (always a party).
+    pub created_by: String,
+}
+
+impl ContractView {
+    /// Whether `caller` is a party to contract `id` (the same rule as `cgs_cleanroom::authorize`).
+    pub fn admits(&self, id: &str, caller: &Caller) -> bool {
+        match caller.kind {
+            CallerKind::Member => {
+                self.created_by == caller.id || self.collaborators.as_ref().is_none_or(|c| c.contains(&caller.id))
+            }
+            CallerKind::User => self.users.contains(&caller.id),
+            CallerKind::Cleanroom => caller.contract_id.as_deref() == Some(id),
+            CallerKind::Anonymous => false,
+        }
+    }
+}
+
+/// The accepted clean-room policy of a contract.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PolicyView {
+    /// Claim → allowed values.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One member's execution kill switch.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KillSwitchView {
+    /// On.
+    pub disabled: bool,
+    /// Why (the member's words).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Contract `id`, or 404 `ContractNotFound`.
+pub(super) fn contract(g: &mut GovTx, id: &str) -> Result<ContractView, GovError> {
+    g.get(CONTRACTS, id)?.ok_or_else(|| err(404, "ContractNotFound", format!("contract `{id}` does not exist")))
+}
+
+/// The contract's policy and the version (tx id) it is at: sessions remember the version they
+/// were admitted under.
+pub(super) fn policy(g: &mut GovTx, id: &str) -> Result<(PolicyView, Option<String>), GovError> {
+    match g.tx.get(POLICIES, id.as_bytes()).map_err(internal)? {
+        Some(v) => {
+            let p: PolicyView = serde_json::from_slice(&v.value)
+                .map_err(|e| internal(format!("corrupt {POLICIES} record of `{id}`: {e}")))?;
+            Ok((p, Some(v.version.to_string())))
+        }
+        None => Ok((PolicyView::default(), None)),
+    }
+}
+
+/// The members whose execution kill switch for contract `id` is on, with their reasons.
+pub(super) fn kill_switches_on(g: &mut GovTx, id: &str) -> Result<Vec<(String, Option<String>)>, GovError> {
+    let prefix = format!("{id}/");
+    let range = crate::store::KeyRange {
+        start: Some(prefix.clone().into_bytes()),
+        end: Some(format!("{id}0").into_bytes()), // '0' follows '/'
+    };
+    let entries = g.tx.range(KILL_SWITCHES, &range, 10_000, false).map_err(internal)?;
+    let mut on = Vec::new();
+    for e in entries {
+        let s: KillSwitchView =
+            serde_json::from_slice(&e.value).map_err(|er| internal(format!("corrupt {KILL_SWITCHES} record: {er}")))?;
+        if s.disabled {
+            let member = String::from_utf8_lossy(&e.key[prefix.len()..]).into_owned();
+            on.push((member, s.reason));
+        }
+    }
+    Ok(on)
+}
+
+/// Whether contract `id` may run now: accepted, and no collaborator's kill switch is on.
+/// `405 ContractRevoked`, `405 ContractNotAccepted`, `405 ContractDisabled` (naming who): the
+/// contract's state does not allow it.
+pub(super) fn require_execution(g: &mut GovTx, id: &str) -> Result<ContractView, GovError> {
+    let c = contract(g, id)?;
+    match c.state {
+        ContractState::Accepted => {}
+        ContractState::Revoked => {
+            return Err(err(
+                405,
+                "ContractRevoked",
+                format!("contract `{id}` was revoked: its clean rooms may no longer act"),
+            ));
+        }
+        _ => return Err(err(405, "ContractNotAccepted", format!("contract `{id}` is not accepted"))),
+    }
+    let on = kill_switches_on(g, id)?;
+    if !on.is_empty() {
+        let who: Vec<String> = on
+            .iter()
+            .map(|(m, r)| match r {
+                Some(r) => format!("{m}: {r}"),
+                None => m.clone(),
+            })
+            .collect();
+        return Err(err(
+            405,
+            "ContractDisabled",
+            format!("execution of contract `{id}` is disabled by member(s) {}", who.join("; ")),
+        ));
+    }
+    Ok(c)
+}

@@ -1,0 +1,186 @@
+//! Per-contract secrets: put by a member collaborator, released only to attested clean-room
+//! sessions of the contract, sealed with HPKE (RFC 9180) to the session's key.
+//!
+//! A secret belongs to the member who put it: only that member replaces or deletes it (`403
+//! NotSecretOwner` for anyone else), and nothing is accepted once the contract is revoked (`405
+//! ContractRevoked`). Values live in the private governance table `gov.private.secrets`
+//! (encrypted in the ledger, never readable by a plugin, never logged or returned in clear).
+
+use super::{
+    Caller, CallerKind, GovError, Governance, SECRET_INFO, SESSION_KEY_CLAIM, Written, cleanroom, err, internal,
+    sessions::require_session,
+};
+
+/// Secrets: `<contract>/<name>` → [`SecretRecord`] (private: encrypted in the ledger).
+pub(super) const SECRETS: &str = "gov.private.secrets";
+/// Largest secret value.
+pub const MAX_SECRET_BYTES: usize = 25 << 10;
+
+/// A stored secret.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SecretRecord {
+    value: String,
+    /// The member who put it: its owner.
+    set_by: String,
+    at_ms: u64,
+}
+
+fn check_name(name: &str) -> Result<(), GovError> {
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok { Ok(()) } else { Err(err(400, "InvalidSecretName", "secret names are 1-64 chars of A-Z a-z 0-9 - _ .")) }
+}
+
+impl Governance {
+    /// `PUT /app/contracts/{id}/secrets/{name}` `{"value"}` (≤ 25 KiB) by a member collaborator;
+    /// a secret that exists may be replaced by its owner only.
+    pub async fn put_secret(
+        &self,
+        caller: &Caller,
+        contract_id: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Written, GovError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PutSecret {
+            value: String,
+        }
+        if caller.kind != CallerKind::Member {
+            return Err(err(403, "CallerKindNotAllowed", "secrets are put by members"));
+        }
+        check_name(name)?;
+        let req: PutSecret = serde_json::from_slice(body)
+            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"value\"}}: {e}")))?;
+        if req.value.len() > MAX_SECRET_BYTES {
+            return Err(err(413, "SecretTooLarge", format!("a secret is at most {MAX_SECRET_BYTES} bytes")));
+        }
+        let key = format!("{contract_id}/{name}");
+        self.write(b"", &format!("put secret {key}"), |_, g| {
+            self.secret_owner_check(g, caller, contract_id, name)?;
+            g.put(
+                SECRETS,
+                &key,
+                &SecretRecord { value: req.value.clone(), set_by: caller.id.clone(), at_ms: g.now_ms },
+            )?;
+            Ok((200, serde_json::json!({"contract_id": contract_id, "name": name}), caller.id.clone(), false))
+        })
+        .await
+    }
+
+    /// `DELETE /app/contracts/{id}/secrets/{name}` by the secret's owner.
+    pub async fn delete_secret(&self, caller: &Caller, contract_id: &str, name: &str) -> Result<Written, GovError> {
+        if caller.kind != CallerKind::Member {
+            return Err(err(403, "CallerKindNotAllowed", "secrets are deleted by the member who put them"));
+        }
+        check_name(name)?;
+        let key = format!("{contract_id}/{name}");
+        self.write(b"", &format!("delete secret {key}"), |_, g| {
+            if !self.secret_owner_check(g, caller, contract_id, name)? {
+                return Err(err(404, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`")));
+            }
+            g.tx.delete(SECRETS, key.as_bytes()).map_err(internal)?;
+            Ok((
+                200,
+                serde_json::json!({"contract_id": contract_id, "name": name, "deleted": true}),
+                caller.id.clone(),
+                false,
+            ))
+        })
+        .await
+    }
+
+    /// The caller may change secret `name` of the contract: a collaborator, the contract not
+    /// revoked, and the secret absent or the caller's. Returns whether it exists.
+    fn secret_owner_check(
+        &self,
+        g: &mut super::GovTx,
+        caller: &Caller,
+        contract_id: &str,
+        name: &str,
+    ) -> Result<bool, GovError> {
+        let contract = cleanroom::contract(g, contract_id)?;
+        if !contract.admits(contract_id, caller) {
+            return Err(err(
+                403,
+                "NotAContractParty",
+                format!("member {} is not a collaborator of contract `{contract_id}`", caller.id),
+            ));
+        }
+        if contract.state == cleanroom::ContractState::Revoked {
+            return Err(err(
+                405,
+                "ContractRevoked",
+                format!("contract `{contract_id}` was revoked: its secrets can no longer be changed"),
+            ));
+        }
+        match g.get::<SecretRecord>(SECRETS, &format!("{contract_id}/{name}"))? {
+            Some(s) if s.set_by != caller.id => Err(err(
+                403,
+                "NotSecretOwner",
+                format!(
+                    "secret `{name}` of contract `{contract_id}` belongs to member {}; only it may change it",
+                    s.set_by
+                ),
+            )),
+            Some(_) => Ok(true),
+            None => Ok(false),
+        }
+    }
+
+    /// `POST /app/contracts/{id}/secrets/{name}/release` by a clean-room session of that contract
+    /// (whose standing `authenticate` checked): the value sealed with HPKE (RFC 9180, base mode,
+    /// DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305) to the session's public key;
+    /// `info` = `cgs-secret-release-v1`, `aad` = `<contract>/<name>`.
+    pub fn release_secret(
+        &self,
+        caller: &Caller,
+        contract_id: &str,
+        name: &str,
+    ) -> Result<serde_json::Value, GovError> {
+        use base64::Engine as _;
+        use hpke::{Deserializable as _, Serializable as _};
+        require_session(caller, contract_id, "secrets are released")?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = caller
+            .claims
+            .iter()
+            .find(|(k, _)| k == SESSION_KEY_CLAIM)
+            .and_then(|(_, v)| b64.decode(v).ok())
+            .and_then(|k| <hpke::kem::X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&k).ok())
+            .ok_or_else(|| {
+                err(
+                    400,
+                    "SessionKeyNotX25519",
+                    "the session's public key is not a 32-byte X25519 key; open a session with one",
+                )
+            })?;
+        let mut g = self.begin()?;
+        let aad = format!("{contract_id}/{name}");
+        let secret: SecretRecord = g
+            .get(SECRETS, &aad)?
+            .ok_or_else(|| err(404, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`")))?;
+        let mut rng = rand::rngs::OsRng;
+        let (enc, ciphertext) = hpke::single_shot_seal::<
+            hpke::aead::ChaCha20Poly1305,
+            hpke::kdf::HkdfSha256,
+            hpke::kem::X25519HkdfSha256,
+            _,
+        >(
+            &hpke::OpModeS::Base,
+            &key,
+            SECRET_INFO,
+            secret.value.as_bytes(),
+            aad.as_bytes(),
+            &mut rng,
+        )
+        .map_err(|e| internal(format!("HPKE: {e}")))?;
+        Ok(serde_json::json!({
+            "suite": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
+            "info": String::from_utf8_lossy(SECRET_INFO),
+            "aad": aad,
+            "enc": b64.encode(enc.to_bytes()),
+            "ciphertext": b64.encode(ciphertext),
+        }))
+    }
+}
