@@ -445,6 +445,28 @@ async fn id_tokens_say_what_governance_decided() {
     let pk = [9u8; 32];
     let b = open_session(c, "b", &host_data, &pk).await.ok_json().unwrap();
     let b_token = b["token"].as_str().unwrap().to_string();
+
+    // (Item 1.) A clean room of contract B presenting the same public key as A's clean room is
+    // not A's session: it cannot read the receipts of what A's session wrote.
+    let a = open_session(c, "a", &host_data, &pk).await.ok_json().unwrap();
+    assert_ne!(a["session_id"], b["session_id"], "session ids are per admission, not per key");
+    let a_token = a["token"].as_str().unwrap().to_string();
+    let ev = bearer(c, &a_token, "POST", "/app/contracts/a/events", Some(json!({"secret": "of a"}))).await;
+    assert_eq!(ev.status, 201);
+    let tx = ev.header("x-cgs-tx-id").unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = bearer(c, &a_token, "GET", &format!("/node/receipt/{tx}"), None).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(r.status == 503 && Instant::now() < deadline, "{}", String::from_utf8_lossy(&r.body));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for path in [format!("/node/receipt/{tx}"), format!("/node/entry/{tx}")] {
+        let r = bearer(c, &b_token, "GET", &path, None).await;
+        assert_eq!(status_code(&r), (403, "NotAllowedToRead".into()), "{path}");
+    }
     let ask = |body: Value| bearer(c, &b_token, "POST", "/app/contracts/b/oauth/token", Some(body));
 
     // Enabled, but no issuer URL: no token, no discovery — a spoofed Host header changes nothing.

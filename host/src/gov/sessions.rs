@@ -205,7 +205,13 @@ impl Governance {
         let now = self.runtime.now_ms() / 1000;
         let exp = now + SESSION_TTL_SECS;
         let key_digest = sha256_hex(&public_key);
-        let session_id = key_digest[..32].to_string();
+        // Unique per admission (the nonce is single-use), never derived from the key alone: a
+        // clean room of another contract may present the same public key (its report_data is its
+        // own to choose), and ledger entries name their writer by session id.
+        let session_id = sha256_hex(
+            &[b"cgs-session\0", contract_id.as_bytes(), b"\0", req.nonce.as_bytes(), b"\0", &public_key].concat(),
+        )[..32]
+            .to_string();
         let claims_obj: serde_json::Map<String, serde_json::Value> =
             claims.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
         let token = self.tokens.issue_claims(serde_json::json!({

@@ -652,7 +652,15 @@ impl Ledger {
 
     /// Stop raft, the proposers and the signer.
     pub async fn shutdown(&self) {
-        self.stop_tasks();
+        let tasks: Vec<_> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for t in &tasks {
+            t.abort();
+        }
+        // Wait until they are gone: an aborted task drops what it holds (the raft handle, and
+        // through it the database) only when it next runs, and the file stays locked until then.
+        for t in tasks {
+            let _ = t.await;
+        }
         let _ = self.raft.shutdown().await;
     }
 

@@ -1,0 +1,312 @@
+//! `cgs_core::ledger_verify::verify_data_dir`: what `cgs ledger verify DIR` does, on a
+//! `ledger.redb` this target writes (in a tmpfs directory) from a fuzzed sequence of operations.
+//!
+//! The input (`arbitrary`) is a list of operations — blank and membership records, transactions
+//! whose reads see the current or a stale version, checkpoints (signature entries the harness
+//! signs with the test node key over the recomputed root), term changes, and raw payload bytes —
+//! and an optional tamper: one byte of one stored entry changed, with or without the node's
+//! stored leaf hash updated to match.
+//!
+//! The harness writes what a node writes: the replicated log (one record per operation), the
+//! ledger (its expansion), the level-0 Merkle leaves, and — when the node "applied" everything —
+//! the state and the refused transactions of a replay of the ledger (read-set check, then
+//! writes; appends completed with `seqno ‖ n`).
+//!
+//! Properties:
+//! * nothing panics, whatever the entries;
+//! * an honest ledger (no raw payloads, no tamper) verifies, and the report counts its entries,
+//!   transactions, refused transactions, checkpoints and state keys;
+//! * a tampered entry never verifies when the stored leaf still names the original; when the
+//!   leaf was rewritten too, it does not verify if the node applied it (the replicated log
+//!   differs) or a later checkpoint covers it.
+#![no_main]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use arbitrary::Arbitrary;
+use base64::Engine as _;
+use cgs_core::TxId;
+use cgs_core::entry::{Entry, Payload, RaftBody, RaftRecord, Read, SignatureEntry, TableRead, Transaction, Write};
+use cgs_core::ledger_verify::verify_data_dir;
+use cgs_core::merkle::{CompactTree, leaf_hash};
+use cgs_core::store_format as fmt;
+use libfuzzer_sys::fuzz_target;
+use sha2::{Digest, Sha256};
+
+const TABLES: &[&str] = &["contracts.contracts", "audit.events", "consent.options"];
+const KEYS: &[&[u8]] = &[b"a", b"b", b"c\0d"];
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Blank,
+    Membership(Vec<u8>),
+    Tx { reads: Vec<(u8, u8, bool)>, scans: Vec<(u8, bool)>, writes: Vec<(u8, u8, Option<Vec<u8>>, bool)> },
+    Checkpoint,
+    NewTerm,
+    Raw(Vec<u8>),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Tamper {
+    entry: u16,
+    pos: u16,
+    mask: u8,
+    rehash: bool,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    register_key: bool,
+    applied_all: bool,
+    pin: bool,
+    ops: Vec<Op>,
+    tamper: Option<Tamper>,
+}
+
+/// The replay the node would have done (the state it would hold).
+#[derive(Default)]
+struct Model {
+    state: BTreeMap<(String, Vec<u8>), (TxId, Vec<u8>)>,
+    tables: BTreeMap<String, TxId>,
+    invalid: Vec<u64>,
+    transactions: u64,
+}
+
+impl Model {
+    fn apply(&mut self, seqno: u64, tx_id: TxId, t: &Transaction) {
+        self.transactions += 1;
+        let conflict =
+            t.reads.iter().any(|r| self.state.get(&(r.table.clone(), r.key.clone())).map(|(v, _)| *v) != r.version)
+                || t.table_reads.iter().any(|r| self.tables.get(&r.table).copied() != r.version);
+        if conflict {
+            self.invalid.push(seqno);
+            return;
+        }
+        for (w, key) in t.resolved_writes(seqno) {
+            match &w.value {
+                Some(v) => {
+                    self.state.insert((w.table.clone(), key), (tx_id, v.clone()));
+                }
+                None => {
+                    self.state.remove(&(w.table.clone(), key));
+                }
+            }
+            self.tables.insert(w.table.clone(), tx_id);
+        }
+    }
+}
+
+/// `CGS_FUZZ_DEBUG=1`: print what each input built and the verdict.
+static DEBUG: LazyLock<bool> = LazyLock::new(|| std::env::var_os("CGS_FUZZ_DEBUG").is_some());
+
+static DIR: LazyLock<PathBuf> = LazyLock::new(|| {
+    let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let d = base.join(format!("cgs-fuzz-ledger-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+});
+
+struct Built {
+    raft: Vec<Vec<u8>>,
+    ledger: Vec<Vec<u8>>,
+    leaves: Vec<[u8; 32]>,
+    model: Model,
+    checkpoints: Vec<u64>,
+    honest: bool,
+}
+
+fn build(input: &Input) -> Built {
+    let key = cgs_fuzz::node_key();
+    let mut b = Built {
+        raft: vec![],
+        ledger: vec![],
+        leaves: vec![],
+        model: Model::default(),
+        checkpoints: vec![],
+        honest: true,
+    };
+    let mut term = 1u64;
+    let mut tree = CompactTree::new();
+    let mut ops: Vec<Op> = Vec::new();
+    if input.register_key {
+        let record = serde_json::json!({
+            "public_key": base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes()),
+            "origin": cgs_fuzz::ORIGIN,
+        });
+        let t = Transaction {
+            operation: "record node key".into(),
+            writes: vec![Write {
+                table: "sys.nodes".into(),
+                key: 1u64.to_be_bytes().to_vec(),
+                value: Some(record.to_string().into_bytes()),
+                append: false,
+            }],
+            ..Transaction::default()
+        };
+        ops.push(Op::Raw(Payload::Transaction(t).encode()));
+    }
+    let user_ops = input.ops.iter().take(40);
+    for op in ops.iter().chain(user_ops) {
+        let seqno = b.ledger.len() as u64 + 1;
+        let body = match op {
+            Op::NewTerm => {
+                term += 1;
+                continue;
+            }
+            Op::Blank => RaftBody::Blank,
+            Op::Membership(m) => RaftBody::Membership(m.clone()),
+            Op::Tx { reads, scans, writes } => {
+                let mut t = Transaction {
+                    tx_time_ms: seqno,
+                    caller: "m1".into(),
+                    operation: "PUT /app/x".into(),
+                    ..Transaction::default()
+                };
+                for (tb, k, current) in reads.iter().take(4) {
+                    let (table, key) = (TABLES[*tb as usize % TABLES.len()], KEYS[*k as usize % KEYS.len()]);
+                    let seen = b.model.state.get(&(table.to_string(), key.to_vec())).map(|(v, _)| *v);
+                    let version = if *current { seen } else { Some(TxId::new(term, seqno + 7)) };
+                    t.reads.push(Read { table: table.into(), key: key.to_vec(), version });
+                }
+                for (tb, current) in scans.iter().take(2) {
+                    let table = TABLES[*tb as usize % TABLES.len()];
+                    let version = if *current { b.model.tables.get(table).copied() } else { Some(TxId::new(0, 1)) };
+                    t.table_reads.push(TableRead { table: table.into(), version });
+                }
+                for (tb, k, value, append) in writes.iter().take(4) {
+                    let (table, key) = (TABLES[*tb as usize % TABLES.len()], KEYS[*k as usize % KEYS.len()]);
+                    let append = *append && value.is_some();
+                    t.writes.push(Write { table: table.into(), key: key.to_vec(), value: value.clone(), append });
+                }
+                RaftBody::Batch(vec![Payload::Transaction(t).encode()])
+            }
+            Op::Checkpoint => {
+                let size = seqno - 1;
+                let root = tree.root();
+                let s = SignatureEntry {
+                    tx_time_ms: seqno,
+                    node_id: 1,
+                    tree_size: size,
+                    root,
+                    note: cgs_fuzz::receipts::checkpoint(&key, size, &root),
+                    cose_signature: cgs_fuzz::receipts::sign_root(&key, &root),
+                };
+                if !input.register_key {
+                    b.honest = false; // no key is recorded for node 1: must fail
+                }
+                b.checkpoints.push(size);
+                RaftBody::Batch(vec![Payload::Signature(s).encode()])
+            }
+            Op::Raw(p) => {
+                if !(input.register_key && b.ledger.is_empty()) {
+                    b.honest = false;
+                }
+                RaftBody::Batch(vec![p.clone()])
+            }
+        };
+        let rec = RaftRecord { term, index: b.raft.len() as u64, body };
+        for bytes in rec.expand(seqno) {
+            if let Ok(e) = Entry::decode(&bytes)
+                && let Payload::Transaction(t) = &e.payload
+            {
+                b.model.apply(e.seqno, e.tx_id(), t);
+            }
+            let leaf = leaf_hash(&Sha256::digest(&bytes));
+            tree.push(leaf);
+            b.leaves.push(leaf);
+            b.ledger.push(bytes);
+        }
+        b.raft.push(rec.encode());
+    }
+    b
+}
+
+fn write_db(b: &Built, ledger: &[Vec<u8>], leaves: &[[u8; 32]], applied: u64) {
+    let path = DIR.join(fmt::FILE_NAME);
+    let _ = std::fs::remove_file(&path);
+    let db = redb::Database::create(&path).unwrap();
+    let w = db.begin_write().unwrap();
+    {
+        let mut meta = w.open_table(fmt::META).unwrap();
+        meta.insert("format", fmt::FORMAT_VERSION.to_be_bytes().as_slice()).unwrap();
+        meta.insert("origin", cgs_fuzz::ORIGIN.as_bytes()).unwrap();
+        meta.insert("ledger_size", applied.to_be_bytes().as_slice()).unwrap();
+        let mut raft = w.open_table(fmt::RAFT_LOG).unwrap();
+        for (i, r) in b.raft.iter().enumerate() {
+            raft.insert(i as u64, r.as_slice()).unwrap();
+        }
+        let mut log = w.open_table(fmt::LEDGER).unwrap();
+        for (i, e) in ledger.iter().enumerate() {
+            log.insert(i as u64 + 1, e.as_slice()).unwrap();
+        }
+        let mut merkle = w.open_table(fmt::MERKLE).unwrap();
+        for (i, l) in leaves.iter().enumerate() {
+            merkle.insert((0u8, i as u64), l.as_slice()).unwrap();
+        }
+        let mut invalid = w.open_table(fmt::INVALID).unwrap();
+        let mut state = w.open_table(fmt::STATE).unwrap();
+        if applied > 0 {
+            for s in &b.model.invalid {
+                invalid.insert(*s, ()).unwrap();
+            }
+            for ((table, key), (version, value)) in &b.model.state {
+                state
+                    .insert(fmt::state_key(table, key).as_slice(), fmt::encode_versioned(*version, value).as_slice())
+                    .unwrap();
+            }
+        }
+        w.open_table(fmt::TABLE_VERSIONS).unwrap();
+        w.open_table(fmt::CHECKPOINTS).unwrap();
+    }
+    w.commit().unwrap();
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(input) = Input::arbitrary(&mut arbitrary::Unstructured::new(data)) else { return };
+    let b = build(&input);
+    let n = b.ledger.len() as u64;
+    let applied = if input.applied_all { n } else { 0 };
+    let pinned = if input.pin { vec![cgs_fuzz::node_verifier()] } else { vec![] };
+
+    write_db(&b, &b.ledger, &b.leaves, applied);
+    let honest = verify_data_dir(&DIR, &pinned);
+    if *DEBUG {
+        eprintln!(
+            "entries {n} applied {applied} checkpoints {} honest {} -> {:?}",
+            b.checkpoints.len(),
+            b.honest,
+            honest.as_ref().map(|r| r.entries)
+        );
+    }
+    if b.honest {
+        let r = honest.as_ref().unwrap_or_else(|f| panic!("an honest ledger does not verify: {f}"));
+        assert_eq!(r.entries, n);
+        assert_eq!(r.checkpoints, b.checkpoints.len() as u64);
+        assert_eq!(r.transactions, b.model.transactions);
+        if applied > 0 {
+            assert_eq!(r.invalid_transactions, b.model.invalid.len() as u64);
+            assert_eq!(r.state_keys, b.model.state.len() as u64);
+        }
+    }
+    let Some(t) = &input.tamper else { return };
+    if n == 0 || honest.is_err() {
+        return;
+    }
+    let i = t.entry as usize % b.ledger.len();
+    let mut ledger = b.ledger.clone();
+    let pos = t.pos as usize % ledger[i].len();
+    ledger[i][pos] ^= t.mask | 1;
+    let mut leaves = b.leaves.clone();
+    if t.rehash {
+        leaves[i] = leaf_hash(&Sha256::digest(&ledger[i]));
+    }
+    write_db(&b, &ledger, &leaves, applied);
+    let tampered = verify_data_dir(&DIR, &pinned);
+    let covered = b.checkpoints.iter().any(|size| *size > i as u64);
+    if !t.rehash || applied > 0 || covered {
+        let r = tampered.as_ref().err();
+        assert!(r.is_some(), "entry {} tampered (rehash {}, covered {covered}) still verifies", i + 1, t.rehash);
+    }
+});
