@@ -191,7 +191,7 @@ fn build(input: &Input) -> Built {
                     tree_size: size,
                     root,
                     note: cgs_fuzz::receipts::checkpoint(&key, size, &root),
-                    cose_signature: cgs_fuzz::receipts::sign_root(&key, &root),
+                    cose_signature: cgs_fuzz::receipts::sign_root(&key, size, &root),
                 };
                 if !input.register_key {
                     b.honest = false; // no key is recorded for node 1: must fail

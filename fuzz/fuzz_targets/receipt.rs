@@ -8,9 +8,9 @@
 //!   SHA-256 is the leaf input and has that tx id;
 //! * no single-byte mutation of a verified receipt verifies to *different* facts (tx id, leaf
 //!   index, tree size, root, leaf input, entry): unsigned headers may be re-encoded or dropped,
-//!   but what the receipt proves may not change (two known gaps, findings F3 and F4 of
-//!   RELIABILITY-fuzz.md, are allowed for: the term of an entry-less receipt's tx id and the
-//!   tree size of a COSE receipt);
+//!   but what the receipt proves may not change (findings F3 and F4 of RELIABILITY.md, both
+//!   fixed: an entry-less receipt reports no tx id, a COSE receipt's tree size is signed);
+//! * a receipt without the entry never reports a tx id (its term would be unbound);
 //! * a JSON receipt that deserializes re-serializes to an equal value.
 #![no_main]
 
@@ -36,16 +36,6 @@ fn check_consistent(v: &VerifiedReceipt) {
     }
 }
 
-/// Whether two verified receipts name the same transaction. Known gap (RELIABILITY-fuzz.md,
-/// finding F3): without the entry nothing binds the *term* of the tx id (the leaf input is the
-/// hash of the entry, which holds it), so an entry-less receipt is only held to its seqno.
-fn same_tx(v: &VerifiedReceipt, w: &VerifiedReceipt) -> bool {
-    match (v.tx_id, w.tx_id) {
-        (Some(a), Some(b)) if v.entry.is_none() || w.entry.is_none() => a.seqno == b.seqno,
-        (a, b) => a == b,
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     if let Ok(j) = serde_json::from_slice::<JsonReceipt>(data) {
         let again: JsonReceipt = serde_json::from_slice(&serde_json::to_vec(&j).unwrap()).unwrap();
@@ -56,19 +46,16 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(a, b, "verification is not deterministic");
     let Ok(v) = a else { return };
     check_consistent(&v);
-    // Known gap (RELIABILITY-fuzz.md, finding F4): a COSE receipt signs only the root; its tree
-    // size sits in the unsigned `vdp` header, and RFC 9162 paths of some (index, size) pairs
-    // compute the same root (leaf 1 of 3 and of 4), so a COSE receipt's size is not bound.
-    let cose = serde_json::from_slice::<JsonReceipt>(data).is_err();
+    assert!(v.entry.is_some() || v.tx_id.is_none(), "an entry-less receipt named a transaction");
     for m in cgs_fuzz::mutations(data, 8) {
         if let Ok(w) = verify(&m, &KEY) {
             check_consistent(&w);
             // Unsigned headers may be dropped (the tx id, the entry), never changed.
             let same = w.leaf_index == v.leaf_index
-                && (w.tree_size == v.tree_size || cose)
+                && w.tree_size == v.tree_size
                 && w.root == v.root
                 && w.leaf_input == v.leaf_input
-                && (w.tx_id.is_none() || v.tx_id.is_none() || same_tx(&v, &w))
+                && (w.tx_id.is_none() || v.tx_id.is_none() || w.tx_id == v.tx_id)
                 && (w.entry.is_none() || v.entry.is_none() || w.entry == v.entry);
             assert!(same, "a mutated receipt verifies to different facts:\n{v:?}\n{w:?}");
         }

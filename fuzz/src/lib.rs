@@ -125,22 +125,13 @@ pub mod receipts {
     use ed25519_dalek::Signer;
     use sha2::{Digest, Sha256};
 
-    pub fn protected_header(kid: &[u8]) -> coset::Header {
-        coset::HeaderBuilder::new()
-            .algorithm(coset::iana::Algorithm::EdDSA)
-            .key_id(kid.to_vec())
-            .value(cgs_core::receipt::VDS, Value::Integer(cgs_core::receipt::RFC9162_SHA256.into()))
-            .build()
-    }
-
     pub fn kid(key: &SigningKey) -> Vec<u8> {
         Sha256::digest(key.verifying_key().as_bytes()).to_vec()
     }
 
-    /// Sign the COSE Sig_structure of a receipt with detached payload `root`.
-    pub fn sign_root(key: &SigningKey, root: &[u8; 32]) -> [u8; 64] {
-        let unsigned = coset::CoseSign1Builder::new().protected(protected_header(&kid(key))).build();
-        key.sign(&unsigned.tbs_detached_data(root, b"")).to_bytes()
+    /// Sign the COSE Sig_structure of a receipt with detached payload `root` of a tree of `size`.
+    pub fn sign_root(key: &SigningKey, size: u64, root: &[u8; 32]) -> [u8; 64] {
+        key.sign(&cgs_core::receipt::signed_root_bytes(&kid(key), size, root)).to_bytes()
     }
 
     /// A C2SP checkpoint note of `size`/`root` signed by `key` under [`ORIGIN`].
@@ -187,9 +178,9 @@ pub mod receipts {
             unprotected = unprotected.text_value(cgs_core::receipt::ENTRY_LABEL.into(), Value::Bytes(e.to_vec()));
         }
         let sign1 = coset::CoseSign1Builder::new()
-            .protected(protected_header(&kid(key)))
+            .protected(cgs_core::receipt::protected_header(&kid(key), tree_size))
             .unprotected(unprotected.build())
-            .signature(sign_root(key, root).to_vec())
+            .signature(sign_root(key, tree_size, root).to_vec())
             .build();
         if tagged { sign1.to_tagged_vec().unwrap() } else { sign1.to_vec().unwrap() }
     }

@@ -208,6 +208,74 @@ async fn ledger_reads_need_the_right_to_read_what_was_written() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Review finding H1 and M3: reading a governance transaction is not reading everything it
+/// wrote. The ballot that accepts a contract rewrites that contract; a member outside its
+/// `collaborators` may read the ballot (`GET /node/entry`) but not the contract in it, and nobody
+/// gets another member's signed login back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governance_entries_do_not_hand_out_the_contracts_they_touch() {
+    let mut sb = Sandbox::start(&[]).await.unwrap();
+    let (isv, dp, cp) = (sb.member("isv"), sb.member("data-provider"), sb.member("code-provider"));
+    let draft = json!({"data": {"terms": "MARKER-H1-TERMS"}, "collaborators": [isv.id(), dp.id()]});
+    assert_eq!(call(&isv, "PUT", "/app/contracts/deal", Some(draft)).await.status, 201);
+    let v = ok(&isv, "GET", "/app/contracts/deal", None).await;
+    let set = json!([{"name": "contracts.set_contract", "args": {"contract_id": "deal", "version": v["version"]}}]);
+    let r = isv.propose(set).await.unwrap().ok_json().unwrap();
+    let id = r["proposal_id"].as_str().unwrap().to_string();
+    let mut deciding = None;
+    for m in [&isv, &dp, &cp] {
+        let r = m.vote(&id, true).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        if r.json().unwrap()["state"] == "Accepted" {
+            deciding = Some(r.header("x-cgs-tx-id").expect("a ballot names its transaction").to_string());
+            break;
+        }
+    }
+    let tx = deciding.expect("the proposal is accepted");
+
+    let values = |e: &Value| -> Vec<u8> {
+        e["writes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["value"].as_str())
+            .flat_map(|v| B64.decode(v).unwrap())
+            .collect()
+    };
+    // A party sees the accepted contract in the ballot's entry.
+    let e = ok(&dp, "GET", &format!("/node/entry/{tx}"), None).await;
+    assert!(contains(&values(&e), b"MARKER-H1-TERMS"), "{e}");
+    assert!(e["envelope"].is_string(), "members see ballots");
+    // The member outside it reads the ballot, but the contract's value is withheld.
+    let e = ok(&cp, "GET", &format!("/node/entry/{tx}"), None).await;
+    assert_eq!(e["operation"], "ballot");
+    assert!(!contains(&values(&e), b"MARKER-H1"), "a non-party read the contract through a ballot: {e}");
+    let withheld: Vec<&Value> = e["writes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["table"] == "contracts.contracts" && w["value_withheld"] == true)
+        .collect();
+    assert_eq!(withheld.len(), 1, "{e}");
+
+    // Logins: every member may read the transaction, nobody gets the signed login back.
+    let (term, last) = tx.split_once('.').unwrap();
+    let mut logins = 0;
+    for seqno in 1..=last.parse::<u64>().unwrap() {
+        let r = call(&cp, "GET", &format!("/node/entry/{term}.{seqno}"), None).await;
+        if r.status != 200 {
+            continue;
+        }
+        let e = r.json().unwrap();
+        if e["operation"] == "login" {
+            logins += 1;
+            assert!(e["envelope"].is_null() && e["envelope_withheld"] == true, "{e}");
+        }
+    }
+    assert!(logins >= 1, "the sandbox's members logged in");
+    assert!(sb.terminate().unwrap().success());
+}
+
 /// Item 2: a captured signed message re-posted in another encoding — tag removed, tag in a
 /// two-byte head, indefinite lengths — is refused, and the same bytes again are a replay: a
 /// captured login yields no new token, a withdrawn proposal does not come back.
@@ -328,8 +396,16 @@ async fn consent_is_enforced_on_every_session_use() {
         assert_eq!(status_code(&r), (405, "ContractDisabled".into()), "{what}");
         assert!(r.error().unwrap().error.message.contains(&cp.id()), "{what}");
     }
+    // A new session is refused; the anonymous caller learns neither who nor why (finding M1),
+    // and with evidence the policy refuses, not even that the switch is on.
     let r = open_session(c, "room", &host_data, &pk).await;
     assert_eq!(status_code(&r), (405, "ContractDisabled".into()));
+    let msg = r.error().unwrap().error.message;
+    assert!(!msg.contains(&cp.id()) && !msg.contains("audit finding"), "{msg}");
+    let r = open_session(c, "room", &"99".repeat(32), &pk).await;
+    assert_eq!(status_code(&r), (403, "PolicyMismatch".into()));
+    let r = session_with_nonce(c, "room", &host_data, &pk, "not-a-nonce").await;
+    assert_eq!(status_code(&r), (400, "InvalidNonce".into()));
     ok(&cp, "POST", "/app/contracts/room/consent/execution/enable", None).await;
     assert_eq!(bearer(c, &token, "POST", "/app/contracts/room/secrets/db/release", None).await.status, 200);
 
@@ -540,15 +616,20 @@ async fn secrets_belong_to_the_member_who_put_them() {
     let r = call(&dp, "DELETE", "/app/contracts/room/secrets/storage-key", None).await;
     assert_eq!(status_code(&r), (404, "SecretNotFound".into()));
     ok(&dp, "PUT", "/app/contracts/room/secrets/other", Some(json!({"value": "v"}))).await;
-    // After revocation nothing is accepted, not even from the owner.
+    // After revocation nothing new is accepted, not even from the owner; the owner may still
+    // withdraw theirs (finding M9), nobody else.
     let revoke = json!([{"name": "contracts.revoke_contract", "args": {"contract_id": "room"}}]);
     assert_eq!(decide(&everyone, revoke).await, "Accepted");
-    for (method, body) in [("PUT", Some(json!({"value": "late"}))), ("DELETE", None)] {
-        let r = call(&dp, method, "/app/contracts/room/secrets/other", body.clone()).await;
-        assert_eq!(status_code(&r), (405, "ContractRevoked".into()), "{method}");
-        let r = call(&dp, method, "/app/contracts/room/secrets/new", body).await;
-        assert_eq!(status_code(&r), (405, "ContractRevoked".into()), "{method} new");
-    }
+    let late = Some(json!({"value": "late"}));
+    let r = call(&dp, "PUT", "/app/contracts/room/secrets/other", late.clone()).await;
+    assert_eq!(status_code(&r), (405, "ContractRevoked".into()));
+    let r = call(&dp, "PUT", "/app/contracts/room/secrets/new", late).await;
+    assert_eq!(status_code(&r), (405, "ContractRevoked".into()));
+    let r = call(&isv, "DELETE", "/app/contracts/room/secrets/other", None).await;
+    assert_eq!(status_code(&r), (403, "NotSecretOwner".into()));
+    ok(&dp, "DELETE", "/app/contracts/room/secrets/other", None).await;
+    let r = call(&dp, "DELETE", "/app/contracts/room/secrets/other", None).await;
+    assert_eq!(status_code(&r), (404, "SecretNotFound".into()));
 }
 
 /// Item 9: an invited member (Accepted, not yet acked) logs in and may read and ack — nothing

@@ -261,6 +261,7 @@ async fn attested_cleanroom_sessions() {
         )
         .unwrap();
         assert_eq!(plain, b"s3cr3t-value");
+        assert_eq!(sealed["set_by"], members[1].id(), "a release names who put the secret");
         let r = members[0].authed("POST", "/app/contracts/room/secrets/storage-key/release", None).await.unwrap();
         assert_eq!((r.status, cgs_e2e::code(&r).as_str()), (403, "CallerKindNotAllowed"));
         let r = sb

@@ -211,6 +211,31 @@ fn receipt(o: &mut Out) {
                 assert!(cgs_core::receipt::verify(&bytes, &vk).is_err());
                 o.put("receipt", "regression-attached-payload", bytes);
             }
+            if index == 1 && size == 3 {
+                // Regression (F4): the tree size of a COSE receipt was unsigned; leaf 1 of a tree of
+                // 3 and of 4 have the same path, so `[3, 1, path]` → `[4, 1, path]` verified.
+                use coset::TaggedCborSerializable;
+                let mut s = coset::CoseSign1::from_tagged_slice(&cose_variants[0].1).unwrap();
+                let proof = ciborium::Value::Array(vec![
+                    ciborium::Value::Integer(4.into()),
+                    ciborium::Value::Integer(1.into()),
+                    ciborium::Value::Array(p.iter().map(|h| ciborium::Value::Bytes(h.to_vec())).collect()),
+                ]);
+                let mut proof_bytes = Vec::new();
+                ciborium::into_writer(&proof, &mut proof_bytes).unwrap();
+                let vdp = ciborium::Value::Map(vec![(
+                    ciborium::Value::Integer(cgs_core::receipt::INCLUSION_PROOFS.into()),
+                    ciborium::Value::Array(vec![ciborium::Value::Bytes(proof_bytes)]),
+                )]);
+                for (l, v) in s.unprotected.rest.iter_mut() {
+                    if *l == coset::Label::Int(cgs_core::receipt::VDP) {
+                        *v = vdp.clone();
+                    }
+                }
+                let bytes = s.to_tagged_vec().unwrap();
+                assert!(cgs_core::receipt::verify(&bytes, &vk).is_err());
+                o.put("receipt", "regression-cose-tree-size-unsigned", bytes);
+            }
             for (name, bytes) in cose_variants {
                 cgs_core::receipt::verify(&bytes, &vk).unwrap();
                 o.put("receipt", &format!("cose-{size}-{index}-{name}"), bytes);

@@ -243,6 +243,60 @@ impl Governance {
     }
 }
 
+impl Governance {
+    /// Whether `caller`, already allowed to read transaction `t` ([`Self::authorize_tx_read`]), may
+    /// see the value it wrote at `table`/`key` decrypted (`GET /node/entry`). Reading a
+    /// transaction is not reading everything it wrote: a governance transaction (an accepted
+    /// proposal) rewrites contracts, and a member who may read the ballot need not be a party to
+    /// them.
+    ///
+    /// * `gov.private.*` (contract secrets, signing keys): never.
+    /// * Public tables (`sys.*`, `gov.*` but the confidential ones, `<plugin>.public.*`): yes.
+    /// * Confidential governance tables (proposals, user identities): members.
+    /// * A plugin's private tables, in a transaction of contract `id` (a route under
+    ///   `/app/contracts/{id}`): its writer and the parties of `id` (those already let in).
+    /// * A plugin's private tables, in another plugin route's transaction: its writer only.
+    /// * A plugin's private tables, in a governance transaction: the parties of the contract the
+    ///   key names (`<id>` or `<id>/…`, the convention of the contracts and consent plugins);
+    ///   nobody when the key names no contract.
+    pub fn value_readable(
+        &self,
+        caller: &Caller,
+        t: &cgs_core::entry::Transaction,
+        table: &str,
+        key: &[u8],
+    ) -> Result<bool, GovError> {
+        if table.starts_with("gov.private.") {
+            return Ok(false);
+        }
+        if !cgs_core::entry::is_private_table(table) {
+            return Ok(true);
+        }
+        if table.starts_with("gov.") {
+            return Ok(caller.kind == CallerKind::Member);
+        }
+        let writer = !t.caller.is_empty() && t.caller == caller.recorded_id(|d| self.ledger.blind(d));
+        Ok(match tx_scope(&t.operation) {
+            TxScope::Contract(_) => true,
+            TxScope::App => writer,
+            TxScope::Governance => {
+                let Ok(key) = std::str::from_utf8(key) else { return Ok(false) };
+                let id = key.split_once('/').map_or(key, |(id, _)| id);
+                let mut g = self.begin()?;
+                g.get::<cleanroom::ContractView>(cleanroom::CONTRACTS, id)?.is_some_and(|c| c.admits(id, caller))
+            }
+        })
+    }
+
+    /// Whether `caller` may see the signed governance message recorded with `t`: members, for
+    /// proposals, ballots, withdrawals and acks. Never a login (a member's signed login is theirs
+    /// alone; handing it to others only helps replay it elsewhere).
+    pub fn envelope_readable(caller: &Caller, t: &cgs_core::entry::Transaction) -> bool {
+        caller.kind == CallerKind::Member
+            && matches!(t.operation.as_str(), "proposal" | "ballot" | "withdrawal" | "ack")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

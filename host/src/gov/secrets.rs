@@ -2,8 +2,10 @@
 //! sessions of the contract, sealed with HPKE (RFC 9180) to the session's key.
 //!
 //! A secret belongs to the member who put it: only that member replaces or deletes it (`403
-//! NotSecretOwner` for anyone else), and nothing is accepted once the contract is revoked (`405
-//! ContractRevoked`). Values live in the private governance table `gov.private.secrets`
+//! NotSecretOwner` for anyone else); once the contract is revoked nothing new is accepted (`405
+//! ContractRevoked`), but an owner may still delete theirs. A release names the owner (`set_by`):
+//! names are first come, first served among collaborators, so a clean room checks who put the
+//! secret it is about to use (review finding M9). Values live in the private governance table `gov.private.secrets`
 //! (encrypted in the ledger, never readable by a plugin, never logged or returned in clear).
 
 use super::{
@@ -57,7 +59,7 @@ impl Governance {
         }
         let key = format!("{contract_id}/{name}");
         self.write(b"", &format!("put secret {key}"), |_, g| {
-            self.secret_owner_check(g, caller, contract_id, name)?;
+            self.secret_owner_check(g, caller, contract_id, name, false)?;
             g.put(
                 SECRETS,
                 &key,
@@ -76,7 +78,7 @@ impl Governance {
         check_name(name)?;
         let key = format!("{contract_id}/{name}");
         self.write(b"", &format!("delete secret {key}"), |_, g| {
-            if !self.secret_owner_check(g, caller, contract_id, name)? {
+            if !self.secret_owner_check(g, caller, contract_id, name, true)? {
                 return Err(err(404, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`")));
             }
             g.tx.delete(SECRETS, key.as_bytes()).map_err(internal)?;
@@ -91,13 +93,15 @@ impl Governance {
     }
 
     /// The caller may change secret `name` of the contract: a collaborator, the contract not
-    /// revoked, and the secret absent or the caller's. Returns whether it exists.
+    /// revoked (unless `deleting`: an owner may always withdraw a secret), and the secret absent
+    /// or the caller's. Returns whether it exists.
     fn secret_owner_check(
         &self,
         g: &mut super::GovTx,
         caller: &Caller,
         contract_id: &str,
         name: &str,
+        deleting: bool,
     ) -> Result<bool, GovError> {
         let contract = cleanroom::contract(g, contract_id)?;
         if !contract.admits(contract_id, caller) {
@@ -107,7 +111,7 @@ impl Governance {
                 format!("member {} is not a collaborator of contract `{contract_id}`", caller.id),
             ));
         }
-        if contract.state == cleanroom::ContractState::Revoked {
+        if contract.state == cleanroom::ContractState::Revoked && !deleting {
             return Err(err(
                 405,
                 "ContractRevoked",
@@ -179,6 +183,8 @@ impl Governance {
             "suite": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
             "info": String::from_utf8_lossy(SECRET_INFO),
             "aad": aad,
+            "set_by": secret.set_by,
+            "set_at_ms": secret.at_ms,
             "enc": b64.encode(enc.to_bytes()),
             "ciphertext": b64.encode(ciphertext),
         }))

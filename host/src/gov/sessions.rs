@@ -164,8 +164,10 @@ impl Governance {
             .ok_or_else(|| err(400, "InvalidPublicKey", "`public_key` must be base64 of 1-4096 bytes"))?;
         let evidence = cgs_attestation::Evidence::from_json(req.evidence.to_string().as_bytes())
             .map_err(|e| err(400, "InvalidEvidence", e.to_string()))?;
+        // Until the evidence, its binding and the policy are checked, the caller is anonymous:
+        // nothing about the contract's state is said before that, and after it (an admitted
+        // clean room of the contract) not who pulled a kill switch or why (review finding M1).
         let mut g = self.begin()?;
-        cleanroom::require_execution(&mut g, contract_id)?;
         // The nonce is used up by this attempt, whatever its outcome.
         if !self.nonces.take(&req.nonce, contract_id) {
             return Err(err(
@@ -202,6 +204,14 @@ impl Governance {
         if let Some(why) = policy_mismatch(&policy.claims, &claims) {
             return Err(err(403, "PolicyMismatch", format!("contract `{contract_id}`: {why}")));
         }
+        cleanroom::require_execution(&mut g, contract_id).map_err(|e| match e.code.as_str() {
+            "ContractDisabled" => err(
+                405,
+                "ContractDisabled",
+                format!("execution of contract `{contract_id}` is disabled by a collaborator's kill switch"),
+            ),
+            _ => e,
+        })?;
         let now = self.runtime.now_ms() / 1000;
         let exp = now + SESSION_TTL_SECS;
         let key_digest = sha256_hex(&public_key);

@@ -60,7 +60,7 @@ impl Service {
         &self,
         req: &Request<Incoming>,
         id: &str,
-    ) -> Result<(TxId, Vec<u8>, cgs_core::entry::Entry), ApiError> {
+    ) -> Result<(TxId, Vec<u8>, cgs_core::entry::Entry, crate::runtime::Caller), ApiError> {
         let tx = tx_id(id)?;
         let caller = self.credentialed(
             req,
@@ -81,7 +81,7 @@ impl Service {
                 }
             }
         }
-        Ok((tx, bytes, entry))
+        Ok((tx, bytes, entry, caller))
     }
 
     /// `GET /node/receipt/{id}[?format=json|cose][&entry=true]`: the inclusion proof of the
@@ -106,7 +106,7 @@ impl Service {
                 ));
             }
         };
-        let (tx, _, _) = self.readable_entry(req, id)?;
+        let (tx, ..) = self.readable_entry(req, id)?;
         let data = self.ledger.receipt(tx, with_entry).map_err(|e| match e {
             LedgerError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "TransactionInvalid", m),
             other => ledger_error(other),
@@ -127,10 +127,12 @@ impl Service {
     }
 
     /// `GET /node/entry/{id}`: the entry as the ledger holds it, with what the caller may read of
-    /// it decrypted: the signed governance message, and the values written (never those of the
-    /// host's `gov.private.*` tables: contract secrets, signing keys).
+    /// it decrypted (`Governance::value_readable`, `Governance::envelope_readable`): the signed
+    /// governance message, for members, never a login; the values written, each only to those who
+    /// may read it (never the host's `gov.private.*`: contract secrets, signing keys). A refused
+    /// transaction (status `Invalid`) shows no value and no message: nothing vouched for them.
     pub(super) fn entry(&self, req: &Request<Incoming>, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
-        let (tx, bytes, entry) = self.readable_entry(req, id)?;
+        let (tx, bytes, entry, caller) = self.readable_entry(req, id)?;
         let mut doc = serde_json::json!({
             "tx_id": tx.to_string(),
             "seqno": tx.seqno,
@@ -138,13 +140,21 @@ impl Service {
         });
         match &entry.payload {
             Payload::Transaction(t) => {
+                let refused = self.ledger.status(tx).map_err(ledger_error)? == Some(crate::ledger::TxStatus::Invalid);
                 doc["kind"] = "transaction".into();
                 doc["tx_time_ms"] = t.tx_time_ms.into();
                 doc["caller"] = t.caller.clone().into();
                 doc["operation"] = t.operation.clone().into();
                 doc["request_digest"] = hex::encode(t.request_digest).into();
-                if let Some(env) = self.ledger.open_envelope(t).map_err(ledger_error)? {
-                    doc["envelope"] = B64.encode(env).into();
+                if refused {
+                    doc["refused"] = true.into();
+                }
+                if !refused && crate::gov::Governance::envelope_readable(&caller, t) {
+                    if let Some(env) = self.ledger.open_envelope(t).map_err(ledger_error)? {
+                        doc["envelope"] = B64.encode(env).into();
+                    }
+                } else if !t.envelope.is_empty() {
+                    doc["envelope_withheld"] = true.into();
                 }
                 let mut writes = Vec::new();
                 for (w, key) in t.resolved_writes(tx.seqno) {
@@ -155,11 +165,11 @@ impl Service {
                     };
                     let mut item = serde_json::json!({"table": w.table, "key": B64.encode(&key), "op": op});
                     if let Some(v) = &w.value {
-                        if w.table.starts_with("gov.private.") {
-                            item["value_withheld"] = true.into();
-                        } else {
+                        if !refused && self.gov.value_readable(&caller, t, &w.table, &key)? {
                             item["value"] =
                                 B64.encode(self.ledger.open_value(&w.table, &key, v).map_err(ledger_error)?).into();
+                        } else {
+                            item["value_withheld"] = true.into();
                         }
                     }
                     writes.push(item);

@@ -699,7 +699,7 @@ impl Ledger {
             tree_size: applied,
             root,
             note: self.signer.sign_checkpoint(applied, &root),
-            cose_signature: self.signer.sign_receipt_root(&root),
+            cose_signature: self.signer.sign_receipt_root(applied, &root),
         });
         self.propose(payload.encode()).await.map_err(|e| LedgerError::Raft(e.to_string()))?;
         Ok(true)

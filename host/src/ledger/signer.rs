@@ -69,26 +69,16 @@ impl NodeSigner {
         format!("{text}\n\u{2014} {} {}\n", self.origin, B64.encode(raw))
     }
 
-    /// The protected header of this node's receipts.
-    pub fn receipt_protected_header(kid: &[u8]) -> coset::Header {
-        coset::HeaderBuilder::new()
-            .algorithm(coset::iana::Algorithm::EdDSA)
-            .key_id(kid.to_vec())
-            .value(cgs_core::receipt::VDS, ciborium::Value::Integer(cgs_core::receipt::RFC9162_SHA256.into()))
-            .build()
-    }
-
     /// Sign the node attestation document `doc` (see `cgs_core::node_attestation`).
     pub fn sign_attestation(&self, doc: &serde_json::Value) -> [u8; 64] {
         use ed25519_dalek::Signer as _;
         self.key.sign(&cgs_core::node_attestation::signed_bytes(doc)).to_bytes()
     }
 
-    /// Sign the COSE Sig_structure of a receipt with detached payload `root`.
-    pub fn sign_receipt_root(&self, root: &[u8; 32]) -> [u8; 64] {
-        let unsigned = coset::CoseSign1Builder::new().protected(Self::receipt_protected_header(&self.kid())).build();
-        let tbs = unsigned.tbs_detached_data(root, b"");
-        self.key.sign(&tbs).to_bytes()
+    /// Sign the COSE Sig_structure of a receipt with detached payload `root`, the root of the
+    /// tree of `tree_size` (`cgs_core::receipt::signed_root_bytes`).
+    pub fn sign_receipt_root(&self, tree_size: u64, root: &[u8; 32]) -> [u8; 64] {
+        self.key.sign(&cgs_core::receipt::signed_root_bytes(&self.kid(), tree_size, root)).to_bytes()
     }
 }
 
@@ -136,7 +126,7 @@ pub fn encode_cose_receipt(p: &ReceiptParts<'_>) -> Vec<u8> {
     }
     let unprotected = unprotected.build();
     let sign1 = coset::CoseSign1Builder::new()
-        .protected(NodeSigner::receipt_protected_header(p.kid))
+        .protected(cgs_core::receipt::protected_header(p.kid, p.tree_size))
         .unprotected(unprotected)
         .signature(p.signature.to_vec())
         .build();

@@ -1209,7 +1209,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             let key = read_key(node_key)?;
             let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let v = cgs_core::receipt::verify(&bytes, &key).map_err(|e| format!("receipt does NOT verify: {e}"))?;
-            let tx = v.tx_id.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+            // Without the entry a receipt proves a leaf: the seqno is leaf + 1, the term unproven.
+            let tx = v.tx_id.map(|t| t.to_string()).unwrap_or_else(|| format!("?.{}", v.leaf_index + 1));
             if cli.json {
                 println!(
                     "{}",

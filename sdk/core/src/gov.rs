@@ -191,6 +191,55 @@ fn decode_canonical(bytes: &[u8], what: &str) -> Result<ciborium::Value, Envelop
     Ok(value)
 }
 
+/// The largest protected header accepted (the five known headers take under 150 bytes).
+const MAX_PROTECTED_HEADER: usize = 1024;
+
+/// A reader of CBOR item heads in deterministic encoding: shortest-form arguments, definite
+/// lengths only.
+struct Heads<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Heads<'a> {
+    /// The next head: (major type, argument).
+    fn head(&mut self) -> Result<(u8, u64), EnvelopeError> {
+        let bad = |m: &str| EnvelopeError::Malformed(m.to_string());
+        let first = *self.bytes.get(self.pos).ok_or_else(|| bad("the message is cut short"))?;
+        self.pos += 1;
+        let (major, info) = (first >> 5, first & 0x1f);
+        let (len, min) = match info {
+            0..=23 => return Ok((major, u64::from(info))),
+            24 => (1, 24),
+            25 => (2, 0x100),
+            26 => (4, 0x1_0000),
+            27 => (8, 0x1_0000_0000),
+            _ => return Err(bad("indefinite lengths and reserved heads are not deterministic CBOR")),
+        };
+        let raw = self.bytes.get(self.pos..self.pos + len).ok_or_else(|| bad("the message is cut short"))?;
+        self.pos += len;
+        let arg = raw.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        if arg < min {
+            return Err(bad("a length is not in its shortest form (not deterministic CBOR)"));
+        }
+        Ok((major, arg))
+    }
+
+    /// The next item, which must be a byte string; its contents.
+    fn bstr(&mut self, what: &str) -> Result<&'a [u8], EnvelopeError> {
+        let bad = |m: &str| EnvelopeError::Malformed(m.to_string());
+        let (major, len) = self.head()?;
+        if major != 2 {
+            return Err(bad(what));
+        }
+        let end = usize::try_from(len).ok().and_then(|l| self.pos.checked_add(l)).filter(|e| *e <= self.bytes.len());
+        let end = end.ok_or_else(|| bad("the message is cut short"))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+}
+
 /// Why a signed message is not acceptable (before membership checks).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -228,20 +277,28 @@ impl Envelope {
     pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         use ciborium::Value;
         let bad = |m: &str| EnvelopeError::Malformed(m.to_string());
-        let outer = decode_canonical(bytes, "the message")?;
-        let Value::Tag(COSE_SIGN1_TAG, inner) = outer else {
+        // The outer structure is walked head by head, never decoded into a `Value` tree: an
+        // outsider's bytes cannot make the parser allocate more than they sent (review finding
+        // M6: 1 MiB of nested empty arrays once took ~100 MiB).
+        let mut r = Heads { bytes, pos: 0 };
+        if r.head()? != (6, COSE_SIGN1_TAG) {
             return Err(bad("the message must be a COSE_Sign1 with its tag 18 (first byte 0xd2)"));
-        };
-        let Value::Array(parts) = *inner else { return Err(bad("a COSE_Sign1 is an array of four items")) };
-        let [protected, unprotected, payload, signature]: [Value; 4] =
-            parts.try_into().map_err(|_| bad("a COSE_Sign1 is an array of four items"))?;
-        let Value::Bytes(protected) = protected else { return Err(bad("the protected header must be a byte string")) };
-        match unprotected {
-            Value::Map(m) if m.is_empty() => {}
-            _ => return Err(bad("the unprotected header must be an empty map")),
         }
-        let Value::Bytes(payload) = payload else { return Err(bad("the payload must be attached (a byte string)")) };
-        let Value::Bytes(signature) = signature else { return Err(bad("the signature must be a byte string")) };
+        if r.head()? != (4, 4) {
+            return Err(bad("a COSE_Sign1 is an array of four items"));
+        }
+        let protected = r.bstr("the protected header must be a byte string")?.to_vec();
+        if r.head()? != (5, 0) {
+            return Err(bad("the unprotected header must be an empty map"));
+        }
+        let payload = r.bstr("the payload must be attached (a byte string)")?.to_vec();
+        let signature = r.bstr("the signature must be a byte string")?.to_vec();
+        if r.pos != bytes.len() {
+            return Err(bad("trailing bytes after the COSE_Sign1"));
+        }
+        if protected.len() > MAX_PROTECTED_HEADER {
+            return Err(bad("the protected header is over 1 KiB"));
+        }
         let Value::Map(header) = decode_canonical(&protected, "the protected header")? else {
             return Err(bad("the protected header must be a map"));
         };
@@ -348,6 +405,31 @@ pub struct AckBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outer_structure_is_checked_without_decoding_it() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let msg = sign(&key, MessageType::Ballot, 1_700_000_000, Some("p1"), b"{}");
+        // 1 MiB of nested arrays where the payload belongs, or instead of the message.
+        let mut nested = msg[..4].to_vec();
+        nested.extend(std::iter::repeat_n(0x81, 1 << 20));
+        assert!(Envelope::parse(&nested).is_err());
+        assert!(Envelope::parse(&vec![0x80; 1 << 20]).is_err());
+        // Non-shortest lengths, indefinite lengths and trailing bytes.
+        let mut long = vec![0xd2, 0x98, 0x04];
+        long.extend(&msg[2..]);
+        assert!(Envelope::parse(&long).is_err());
+        let mut indefinite = vec![0xd2, 0x9f];
+        indefinite.extend(&msg[2..]);
+        indefinite.push(0xff);
+        assert!(Envelope::parse(&indefinite).is_err());
+        let mut trailing = msg.clone();
+        trailing.push(0);
+        assert!(Envelope::parse(&trailing).is_err());
+        // Cut short.
+        assert!(Envelope::parse(&msg[..msg.len() - 1]).is_err());
+        assert!(Envelope::parse(&msg).is_ok());
+    }
 
     #[test]
     fn sign_parse_verify() {

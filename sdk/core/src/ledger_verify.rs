@@ -247,7 +247,8 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
                 if cp.size != s.tree_size || cp.root != s.root || cp.origin != origin {
                     return fail(key, "the signed checkpoint names another size, root or origin than its entry");
                 }
-                verify_cose_root(&vk, &s.root, &s.cose_signature).map_err(|reason| Failure { seqno: key, reason })?;
+                verify_cose_root(&vk, s.tree_size, &s.root, &s.cose_signature)
+                    .map_err(|reason| Failure { seqno: key, reason })?;
                 last_checkpoint_size = s.tree_size;
                 report.last_checkpoint = Some((s.tree_size, key));
             }
@@ -349,20 +350,13 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
     Ok(report)
 }
 
-/// Check the Ed25519 signature of the COSE receipt Sig_structure over `root`, as the host
-/// builds it: protected header `{1: -8, 4: SHA-256(public key), 395: 1}`, detached payload.
-fn verify_cose_root(key: &VerifierKey, root: &[u8; 32], signature: &[u8; 64]) -> Result<(), String> {
+/// Check the Ed25519 signature of the COSE receipt Sig_structure over the root of the tree of
+/// `size`, as the host builds it (`receipt::signed_root_bytes`).
+fn verify_cose_root(key: &VerifierKey, size: u64, root: &[u8; 32], signature: &[u8; 64]) -> Result<(), String> {
     let kid = Sha256::digest(key.key.as_bytes()).to_vec();
-    let protected = coset::HeaderBuilder::new()
-        .algorithm(coset::iana::Algorithm::EdDSA)
-        .key_id(kid)
-        .value(crate::receipt::VDS, ciborium::Value::Integer(crate::receipt::RFC9162_SHA256.into()))
-        .build();
-    let sign1 = coset::CoseSign1Builder::new().protected(protected).signature(signature.to_vec()).build();
-    sign1
-        .verify_detached_signature(root, b"", |sig, data| {
-            let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|e| e.to_string())?;
-            key.key.verify_strict(data, &sig).map_err(|e| e.to_string())
-        })
+    let data = crate::receipt::signed_root_bytes(&kid, size, root);
+    let sig = ed25519_dalek::Signature::from_bytes(signature);
+    key.key
+        .verify_strict(&data, &sig)
         .map_err(|e| format!("the COSE signature over the checkpoint root does not verify: {e}"))
 }

@@ -3,7 +3,10 @@
 //! Two encodings of the same facts:
 //!
 //! * **COSE** (RFC 9942 layout): a tagged COSE_Sign1 whose protected header holds `alg` = EdDSA
-//!   (-8), `kid` and `vds` (395) = 1 (`RFC9162_SHA256`); the unprotected header holds `vdp` (396)
+//!   (-8), `kid`, `vds` (395) = 1 (`RFC9162_SHA256`) and, under the private text label
+//!   `cgs.tree_size`, the size of the tree whose root is signed (RFC 9162 paths of some
+//!   (index, size) pairs give the same root, so an unsigned size could be changed); the
+//!   unprotected header holds `vdp` (396)
 //!   = `{-1: [bstr .cbor [tree-size, leaf-index, [+ bstr]]]}` and, under the private text labels
 //!   `cgs.tx_id`, `cgs.leaf_input` and `cgs.entry`, the transaction id, the leaf input and the
 //!   entry bytes. The payload is detached: it is the Merkle root, which the verifier recomputes.
@@ -11,7 +14,9 @@
 //!   "checkpoint"}` where `checkpoint` is the C2SP signed note for `tree_size`.
 //!
 //! Verification recomputes the leaf from the entry (if given), the root from the inclusion proof,
-//! and checks the signature over that root with the node key.
+//! and checks the signature over that root with the node key. A receipt without the entry proves
+//! a leaf, not a transaction: the tx id's term is in the entry, so [`VerifiedReceipt::tx_id`] is
+//! `None` then (the seqno is still checked against the leaf index).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -32,12 +37,32 @@ pub const VDP: i64 = 396;
 pub const RFC9162_SHA256: i64 = 1;
 /// Proof type of inclusion proofs in `vdp`.
 pub const INCLUSION_PROOFS: i64 = -1;
+/// Private protected header: the tree size the signed root is of (unsigned integer).
+pub const TREE_SIZE_LABEL: &str = "cgs.tree_size";
 /// Private unprotected header: the tx id (text).
 pub const TX_ID_LABEL: &str = "cgs.tx_id";
 /// Private unprotected header: the leaf input (32 bytes).
 pub const LEAF_INPUT_LABEL: &str = "cgs.leaf_input";
 /// Private unprotected header: the entry bytes.
 pub const ENTRY_LABEL: &str = "cgs.entry";
+
+/// The protected header of a node's receipts for the tree of `tree_size`: `{1: -8, 4: kid,
+/// 395: 1, "cgs.tree_size": tree_size}`. The node signs it with the root when it signs a
+/// checkpoint; every receipt against that checkpoint carries that signature.
+pub fn protected_header(kid: &[u8], tree_size: u64) -> coset::Header {
+    coset::HeaderBuilder::new()
+        .algorithm(coset::iana::Algorithm::EdDSA)
+        .key_id(kid.to_vec())
+        .value(VDS, ciborium::Value::Integer(RFC9162_SHA256.into()))
+        .text_value(TREE_SIZE_LABEL.into(), ciborium::Value::Integer(tree_size.into()))
+        .build()
+}
+
+/// The bytes a node signs for the root of the tree of `tree_size` (the COSE `Sig_structure` with
+/// [`protected_header`] and the root as detached payload).
+pub fn signed_root_bytes(kid: &[u8], tree_size: u64, root: &[u8; 32]) -> Vec<u8> {
+    coset::CoseSign1Builder::new().protected(protected_header(kid, tree_size)).build().tbs_detached_data(root, b"")
+}
 
 /// The JSON form of a receipt (`GET /node/receipt/{tx_id}?format=json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +87,7 @@ pub struct JsonReceipt {
 /// What a verified receipt proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedReceipt {
-    /// The transaction, if the receipt names it.
+    /// The transaction, if the receipt names it and carries its entry (which binds its term).
     pub tx_id: Option<TxId>,
     /// Leaf index.
     pub leaf_index: u64,
@@ -157,6 +182,18 @@ pub fn verify_cose(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedReceipt, 
             .ok_or_else(|| malformed(format!("{what} is not an unsigned integer")))
     };
     let tree_size = num(&arr[0], "tree size")?;
+    let signed_size = p
+        .rest
+        .iter()
+        .find(|(l, _)| *l == Label::Text(TREE_SIZE_LABEL.into()))
+        .and_then(|(_, v)| v.as_integer())
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| malformed("the protected header has no cgs.tree_size: the tree size is not signed"))?;
+    if signed_size != tree_size {
+        return Err(malformed(format!(
+            "the proof is for a tree of {tree_size}, the signature for one of {signed_size}"
+        )));
+    }
     let leaf_index = num(&arr[1], "leaf index")?;
     let path: Vec<Vec<u8>> = arr[2]
         .as_array()
@@ -189,6 +226,8 @@ pub fn verify_cose(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedReceipt, 
         let sig = Signature::from_slice(sig).map_err(|_| ReceiptError::BadSignature)?;
         key.verify_strict(data, &sig).map_err(|_| ReceiptError::BadSignature)
     })?;
+    // Without the entry the tx id's term is not bound to anything signed (finding F3).
+    let tx_id = if entry.is_some() { tx_id } else { None };
     Ok(VerifiedReceipt { tx_id, leaf_index, tree_size, root, leaf_input: leaf, entry })
 }
 
@@ -222,7 +261,8 @@ pub fn verify_json(r: &JsonReceipt, key: &VerifierKey) -> Result<VerifiedReceipt
     }
     merkle::verify_inclusion(&merkle::leaf_hash(&leaf), r.leaf_index, r.tree_size, &path, &cp.root)?;
     Ok(VerifiedReceipt {
-        tx_id: Some(tx_id),
+        // Without the entry the tx id's term is not bound to anything signed (finding F3).
+        tx_id: entry.is_some().then_some(tx_id),
         leaf_index: r.leaf_index,
         tree_size: r.tree_size,
         root: cp.root,
