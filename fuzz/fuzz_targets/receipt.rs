@@ -25,6 +25,10 @@ fn check_consistent(v: &VerifiedReceipt) {
     assert!(v.leaf_index < v.tree_size, "leaf {} outside a tree of {}", v.leaf_index, v.tree_size);
     if let Some(t) = v.tx_id {
         assert_eq!(t.seqno, v.leaf_index + 1, "the receipt names tx {t} but proves leaf {}", v.leaf_index);
+        assert_eq!(v.claimed_tx_id, Some(t));
+    }
+    if let Some(t) = v.claimed_tx_id {
+        assert_eq!(t.seqno, v.leaf_index + 1, "the receipt claims tx {t} but proves leaf {}", v.leaf_index);
     }
     if let Some(e) = &v.entry {
         let bytes = e.encode();

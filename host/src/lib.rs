@@ -12,6 +12,7 @@ pub mod gov;
 pub mod http;
 pub mod ledger;
 pub mod node;
+pub mod reconcile;
 pub mod runtime;
 pub mod store;
 pub mod tls;

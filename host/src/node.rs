@@ -114,6 +114,9 @@ pub enum NodeError {
     /// Governance failed (creation, opening, loading plugins).
     #[error("governance: {0}")]
     Gov(#[from] GovError),
+    /// The active plugins could not be loaded.
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
     /// The configuration does not fit the data directory.
     #[error("{0}")]
     Config(String),
@@ -248,10 +251,12 @@ impl Node {
         ledger.wait_for_leader(Duration::from_secs(30)).await?;
         ledger.record_node_key().await?;
         let runtime = Arc::new(Runtime::new(config.runtime.clone(), ledger.clone(), Some(&dir.join("cache")))?);
+        let reconciler = crate::reconcile::Reconciler::start(runtime.clone(), ledger.clone())?;
         let gov = Arc::new(
             Governance::new(
                 runtime.clone(),
                 ledger.clone(),
+                reconciler,
                 &dir.join("node").join("token-signing.key"),
                 config.gov.clone(),
             )
@@ -311,7 +316,6 @@ impl Node {
             }
             Creation::Existing => {}
         }
-        gov.sync().await?;
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

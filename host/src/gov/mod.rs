@@ -19,7 +19,6 @@ pub mod users;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cgs_core::gov::{AckBody, ActionBody, BallotBody, Envelope, MessageType, ProposalBody, Vote};
@@ -216,7 +215,8 @@ pub struct Governance {
     ledger: Arc<Ledger>,
     tokens: jwt::TokenKey,
     config: GovConfig,
-    open: AtomicBool,
+    /// Loads what the applied state makes active; writes that change it wait for it.
+    reconciler: Arc<crate::reconcile::Reconciler>,
     /// SHA-256(token) → what its signature proved: an Ed25519 or RSA verification per request
     /// would cost more than the request.
     verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], VerifiedToken>>,
@@ -244,6 +244,7 @@ impl Governance {
     pub fn new(
         runtime: Arc<Runtime>,
         ledger: Arc<Ledger>,
+        reconciler: Arc<crate::reconcile::Reconciler>,
         token_key_path: &std::path::Path,
         config: GovConfig,
     ) -> std::io::Result<Self> {
@@ -257,7 +258,7 @@ impl Governance {
             ledger,
             tokens,
             config,
-            open: AtomicBool::new(false),
+            reconciler,
             verified: Default::default(),
             jwks,
             nonces: sessions::Nonces::with_capacity(max_nonces),
@@ -271,7 +272,7 @@ impl Governance {
 
     /// Whether the service is open (app routes served).
     pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
+        self.reconciler.is_open()
     }
 
     fn begin(&self) -> Result<GovTx, GovError> {
@@ -352,7 +353,7 @@ impl Governance {
             &serde_json::json!({"insecure_virtual_attestation": genesis.insecure_virtual_attestation}),
         )?;
         let id = self.commit(g, "create service", "genesis", Vec::new()).await?;
-        self.sync().await?;
+        self.installed(id).await?;
         Ok(id)
     }
 
@@ -377,61 +378,19 @@ impl Governance {
         })
     }
 
-    /// Load the plugins and constitution the ledger says are active into the runtime, and
-    /// refresh the service status. Called at start and after every committed plugin change.
-    pub async fn sync(&self) -> Result<(), GovError> {
-        blocking(|| self.sync_now())
-    }
-
-    fn sync_now(&self) -> Result<(), GovError> {
-        let mut g = self.begin()?;
-        let mut wanted: BTreeMap<String, Blake3Hash> = BTreeMap::new();
-        for (name, v) in g.scan::<serde_json::Value>(tables::PLUGINS)? {
-            let h: Blake3Hash = v["blake3"].as_str().unwrap_or_default().parse().map_err(internal)?;
-            wanted.insert(name, h);
+    /// Wait until the reconciler has loaded what transaction `id` made active (plugins, the
+    /// constitution, the service status), so that the answer to the write that changed them
+    /// is followed by requests that see the change.
+    async fn installed(&self, id: TxId) -> Result<(), GovError> {
+        if self.reconciler.caught_up(id.seqno, std::time::Duration::from_secs(120)).await {
+            Ok(())
+        } else {
+            Err(err(
+                503,
+                "NotReady",
+                format!("transaction {id} committed, but the node has not loaded what it made active yet; retry"),
+            ))
         }
-        let constitution: Option<serde_json::Value> = g.get(tables::CONSTITUTION, "current")?;
-        let constitution = match constitution {
-            Some(c) => Some((
-                c["name"].as_str().unwrap_or_default().to_string(),
-                c["blake3"].as_str().unwrap_or_default().parse::<Blake3Hash>().map_err(internal)?,
-            )),
-            None => None,
-        };
-        let registry = self.runtime.registry();
-        // Install what changed: the constitution first (it may be replaced under another name).
-        let mut install: Vec<Blake3Hash> = Vec::new();
-        if let Some((name, h)) = &constitution
-            && registry.get(name).is_none_or(|p| p.blake3 != *h)
-        {
-            install.push(*h);
-        }
-        for (name, h) in &wanted {
-            if registry.get(name).is_none_or(|p| p.blake3 != *h) {
-                install.push(*h);
-            }
-        }
-        for h in install {
-            let bytes =
-                g.tx.get(tables::BLOBS, h.to_hex().as_bytes())
-                    .map_err(internal)?
-                    .ok_or_else(|| internal(format!("active plugin {h} has no blob")))?;
-            let plugin = self
-                .runtime
-                .prepare(&bytes.value)
-                .map_err(|e| internal(format!("active plugin {h} does not load: {e}")))?;
-            self.runtime.replace(plugin).map_err(|e| internal(format!("active plugin {h} does not install: {e}")))?;
-        }
-        for p in self.runtime.registry().plugins() {
-            let keep =
-                wanted.contains_key(&p.info.name) || constitution.as_ref().is_some_and(|(n, _)| n == &p.info.name);
-            if !keep {
-                self.runtime.uninstall(&p.info.name);
-            }
-        }
-        let status: Option<serde_json::Value> = g.get(tables::SERVICE, "status")?;
-        self.open.store(status.is_some_and(|s| s["status"] == "Open"), Ordering::Release);
-        Ok(())
     }
 
     fn member(&self, g: &mut GovTx, id: &str) -> Result<Option<MemberRecord>, GovError> {
@@ -701,13 +660,16 @@ impl Governance {
         let mut attempts = 0;
         loop {
             let mut g = self.begin()?;
-            let (status, body, caller, resync) = blocking(|| f(self, &mut g))?;
+            let (status, body, caller, _) = blocking(|| f(self, &mut g))?;
+            // What the reconciler acts on (plugins, constitution, service status): the answer
+            // waits until this node has loaded it.
+            let resync = g.tx.writes_any(crate::ledger::INSTALLED_STATE);
             match self.commit(g, operation, &caller, envelope.to_vec()).await {
                 Ok(tx_id) => {
                     // Committed: a failure to load what was committed is the node's problem
-                    // (logged, retried at the next change or restart), not the caller's.
-                    if resync && let Err(e) = self.sync().await {
-                        tracing::error!(error = %e, "could not load the plugins governance made active");
+                    // (the reconciler logs it and retries at the next change or restart).
+                    if resync && let Err(e) = self.installed(tx_id).await {
+                        tracing::error!(error = %e.message, "installed state not reconciled in time");
                     }
                     return Ok(Written { status, body, tx_id });
                 }

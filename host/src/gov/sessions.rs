@@ -200,6 +200,8 @@ impl Governance {
             ));
         }
         let claims = verified.flat_claims();
+        // An unknown contract is named (`404 ContractNotFound`) to a caller with good evidence.
+        cleanroom::contract(&mut g, contract_id)?;
         let (policy, policy_version) = cleanroom::policy(&mut g, contract_id)?;
         if let Some(why) = policy_mismatch(&policy.claims, &claims) {
             return Err(err(403, "PolicyMismatch", format!("contract `{contract_id}`: {why}")));

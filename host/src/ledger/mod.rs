@@ -35,6 +35,11 @@ use crate::store::{
 use crypto::LedgerSecret;
 use signer::NodeSigner;
 
+/// The tables whose applied changes a node acts on beyond serving them: the active plugins and
+/// constitution (load or unload code) and the service status (open the app routes). Every
+/// replica learns of them from [`Ledger::installed_state_changes`] as it applies entries.
+pub const INSTALLED_STATE: &[&str] = &["gov.plugins", "gov.constitution", "gov.service"];
+
 /// Ledger settings.
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
@@ -264,6 +269,8 @@ impl Ledger {
         let last_non_signature = meta_u64(&db, "last_non_signature")?;
         let last_checkpoint = meta_u64(&db, "last_checkpoint")?;
         let (applied_tx, _) = tokio::sync::watch::channel(applied);
+        // At open, what is applied is taken as changed: the reconciler loads it once.
+        let (installed_tx, _) = tokio::sync::watch::channel(applied);
         let shared = Arc::new(raft::Shared {
             db,
             applied: applied.into(),
@@ -273,6 +280,7 @@ impl Ledger {
             sign_now: tokio::sync::Notify::new(),
             signature_interval_txs: config.signature_interval_txs.max(1),
             applied_tx,
+            installed_tx,
         });
 
         let log = raft::LogStore::new(shared.clone()).map_err(db_err)?;
@@ -490,6 +498,12 @@ impl Ledger {
                 sig_seqno.value()
             ))),
         }
+    }
+
+    /// The seqno of the last applied transaction that changed [`INSTALLED_STATE`] (at open: the
+    /// applied size), as it changes.
+    pub fn installed_state_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.installed_tx.subscribe()
     }
 
     /// A receipt for a committed transaction.

@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub signature_interval_txs: u64,
     /// Tells waiters about progress of `applied`.
     pub applied_tx: tokio::sync::watch::Sender<u64>,
+    /// The seqno of the last applied transaction that wrote one of [`super::INSTALLED_STATE`]:
+    /// what the node must act on (load plugins, open the service), on every replica.
+    pub installed_tx: tokio::sync::watch::Sender<u64>,
 }
 
 /// Encode an openraft entry as a replicated-log record.
@@ -407,6 +410,7 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     let mut last_checkpoint = shared.last_checkpoint.load(Ordering::Acquire);
     let mut size = shared.applied.load(Ordering::Acquire);
     let mut term = shared.applied_term.load(Ordering::Acquire);
+    let mut installed = None;
     {
         let mut ledger = tx.open_table(fmt::LEDGER).map_err(|e| e.to_string())?;
         let mut state = tx.open_table(fmt::STATE).map_err(|e| e.to_string())?;
@@ -446,6 +450,9 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
                             None => {
                                 let enc = fmt::encode_tx_id(tx_id);
                                 for (w, key) in t.resolved_writes(seqno) {
+                                    if super::INSTALLED_STATE.contains(&w.table.as_str()) {
+                                        installed = Some(seqno);
+                                    }
                                     let k = fmt::state_key(&w.table, &key);
                                     match &w.value {
                                         Some(v) => {
@@ -495,6 +502,9 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     shared.last_non_signature.store(last_non_sig, Ordering::Release);
     shared.last_checkpoint.store(last_checkpoint, Ordering::Release);
     shared.applied_tx.send_replace(size);
+    if let Some(seqno) = installed {
+        shared.installed_tx.send_replace(seqno);
+    }
     if last_non_sig.saturating_sub(last_checkpoint) >= shared.signature_interval_txs {
         shared.sign_now.notify_one();
     }

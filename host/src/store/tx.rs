@@ -108,6 +108,12 @@ impl Transaction {
         !self.writes.is_empty()
     }
 
+    /// Whether the transaction writes any of `tables`.
+    pub fn writes_any(&self, tables: &[&str]) -> bool {
+        self.writes.puts.keys().any(|(t, _)| tables.contains(&t.as_str()))
+            || self.writes.appends.iter().any(|(t, _, _)| tables.contains(&t.as_str()))
+    }
+
     /// The read and write sets, for commit.
     pub fn into_sets(self) -> (ReadSet, WriteSet) {
         let reads = ReadSet {

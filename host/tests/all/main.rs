@@ -7,5 +7,6 @@ mod support;
 
 mod http;
 mod ledger;
+mod replicas;
 mod runtime;
 mod users;

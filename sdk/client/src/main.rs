@@ -1209,12 +1209,16 @@ fn run(cli: &Cli) -> Result<(), String> {
             let key = read_key(node_key)?;
             let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             let v = cgs_core::receipt::verify(&bytes, &key).map_err(|e| format!("receipt does NOT verify: {e}"))?;
-            // Without the entry a receipt proves a leaf: the seqno is leaf + 1, the term unproven.
-            let tx = v.tx_id.map(|t| t.to_string()).unwrap_or_else(|| format!("?.{}", v.leaf_index + 1));
+            // Without the entry a receipt proves a leaf: the seqno is leaf + 1, the term claimed.
+            let tx = match (v.tx_id, v.claimed_tx_id) {
+                (Some(t), _) => t.to_string(),
+                (None, Some(t)) => format!("{t} (term as claimed: only the entry, --with-entry, proves it)"),
+                (None, None) => format!("?.{}", v.leaf_index + 1),
+            };
             if cli.json {
                 println!(
                     "{}",
-                    serde_json::json!({"valid": true, "tx_id": tx, "leaf_index": v.leaf_index, "tree_size": v.tree_size, "root": hex_str(&v.root)})
+                    serde_json::json!({"valid": true, "tx_id": v.claimed_tx_id.map(|t| t.to_string()), "tx_id_proven": v.tx_id.is_some(), "leaf_index": v.leaf_index, "tree_size": v.tree_size, "root": hex_str(&v.root)})
                 );
             } else {
                 println!(

@@ -89,6 +89,9 @@ pub struct JsonReceipt {
 pub struct VerifiedReceipt {
     /// The transaction, if the receipt names it and carries its entry (which binds its term).
     pub tx_id: Option<TxId>,
+    /// The transaction the receipt names, proven or not: its seqno is checked against the leaf
+    /// index; without the entry its term is only claimed.
+    pub claimed_tx_id: Option<TxId>,
     /// Leaf index.
     pub leaf_index: u64,
     /// Tree size.
@@ -227,8 +230,9 @@ pub fn verify_cose(bytes: &[u8], key: &VerifyingKey) -> Result<VerifiedReceipt, 
         key.verify_strict(data, &sig).map_err(|_| ReceiptError::BadSignature)
     })?;
     // Without the entry the tx id's term is not bound to anything signed (finding F3).
+    let claimed_tx_id = tx_id;
     let tx_id = if entry.is_some() { tx_id } else { None };
-    Ok(VerifiedReceipt { tx_id, leaf_index, tree_size, root, leaf_input: leaf, entry })
+    Ok(VerifiedReceipt { tx_id, claimed_tx_id, leaf_index, tree_size, root, leaf_input: leaf, entry })
 }
 
 /// Verify a JSON receipt with the node's note verifier key.
@@ -263,6 +267,7 @@ pub fn verify_json(r: &JsonReceipt, key: &VerifierKey) -> Result<VerifiedReceipt
     Ok(VerifiedReceipt {
         // Without the entry the tx id's term is not bound to anything signed (finding F3).
         tx_id: entry.is_some().then_some(tx_id),
+        claimed_tx_id: Some(tx_id),
         leaf_index: r.leaf_index,
         tree_size: r.tree_size,
         root: cp.root,

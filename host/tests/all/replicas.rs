@@ -1,0 +1,151 @@
+//! Three replicas in one process (real ledgers over the in-process raft router, real runtimes,
+//! real components): a plugin that governance activates on the leader is loaded and served by
+//! every follower from its own applied state, by its own reconciler — nothing on the leader's
+//! write path touches a follower.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cgs_core::gov::{MessageType, sign};
+use cgs_host::gov::{Genesis, GenesisMember, GovConfig, Governance};
+use cgs_host::ledger::{Ledger, LedgerConfig, Router};
+use cgs_host::reconcile::Reconciler;
+use cgs_host::runtime::{Caller, CallerKind, Method, PluginRequest, RouteMatch, Runtime};
+
+use crate::support::{fast_limits, plugin};
+
+struct Replica {
+    ledger: Arc<Ledger>,
+    runtime: Arc<Runtime>,
+    gov: Governance,
+    _dir: tempfile::TempDir,
+}
+
+async fn replica(id: u64, router: &Router) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    // Replicas of one service share its ledger secret (here by copying it).
+    std::fs::create_dir_all(dir.path().join("node")).unwrap();
+    std::fs::write(dir.path().join("node").join("ledger-secret"), [9u8; 32]).unwrap();
+    let config = LedgerConfig {
+        node_id: id,
+        signature_interval: Duration::from_millis(20),
+        heartbeat: Duration::from_millis(100),
+        election_timeout: Duration::from_millis(1000),
+        ..LedgerConfig::default()
+    };
+    let ledger = Ledger::open(dir.path(), config, "cgs/replicas", router.clone()).await.unwrap();
+    let runtime = Arc::new(Runtime::new(fast_limits(), ledger.clone(), None).unwrap());
+    let reconciler = Reconciler::start(runtime.clone(), ledger.clone()).unwrap();
+    let gov = Governance::new(
+        runtime.clone(),
+        ledger.clone(),
+        reconciler,
+        &dir.path().join("node").join("token-signing.key"),
+        GovConfig::default(),
+    )
+    .unwrap();
+    Replica { ledger, runtime, gov, _dir: dir }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// `GET path` through a replica's own runtime, as its HTTP layer would serve it.
+fn get(rt: &Runtime, path: &str) -> Result<serde_json::Value, String> {
+    let registry = rt.registry();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let RouteMatch::Found { plugin, route, params } = registry.find_route(Method::Get, &segments) else {
+        return Err(format!("no route for GET {path}"));
+    };
+    let req = PluginRequest {
+        plugin: registry.get(&plugin).unwrap().clone(),
+        route,
+        params,
+        path: path.to_string(),
+        query: vec![],
+        headers: vec![],
+        body: vec![],
+        caller: Caller { kind: CallerKind::Member, id: "m".into(), ..Caller::anonymous() },
+    };
+    let r =
+        cgs_host::store::now(rt.handle(&req)).ok_or("a GET never waits for a commit")?.map_err(|e| format!("{e:?}"))?;
+    serde_json::from_slice(&r.body).map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_activated_on_the_leader_is_served_by_every_follower() {
+    let router = Router::default();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(replica(id, &router).await);
+    }
+    let voters = (1..=3).map(|i| (i, openraft::BasicNode::new(format!("node-{i}")))).collect::<BTreeMap<_, _>>();
+    nodes[0].ledger.raft.initialize(voters).await.unwrap();
+    let leader = nodes[0].ledger.wait_for_leader(Duration::from_secs(20)).await.unwrap() as usize - 1;
+    let l = &nodes[leader];
+    l.ledger.record_node_key().await.unwrap();
+
+    // Genesis on the leader: one member, the constitution, no app plugin.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let member = cgs_core::gov::member_id(&key.verifying_key());
+    let (constitution, greetings) = (plugin("constitution"), plugin("greetings"));
+    let blobs: BTreeMap<_, _> =
+        [constitution, greetings].iter().map(|b| (cgs_core::Blake3Hash::of(b), b.to_vec())).collect();
+    let genesis = Genesis {
+        members: vec![GenesisMember {
+            public_key: cgs_core::gov::verifying_key_to_pem(&key.verifying_key()),
+            member_data: serde_json::json!({"name": "m"}),
+        }],
+        constitution: cgs_core::Blake3Hash::of(constitution).to_hex(),
+        plugins: vec![],
+        insecure_virtual_attestation: false,
+    };
+    l.gov.create_service(&genesis, &blobs).await.unwrap();
+    let digest = l.gov.state_digest().unwrap();
+    let ack = sign(
+        &key,
+        MessageType::Ack,
+        now_secs(),
+        None,
+        serde_json::json!({"state_digest": digest}).to_string().as_bytes(),
+    );
+    l.gov.ack(&member, &ack).await.unwrap();
+    for n in &nodes {
+        assert!(n.runtime.registry().get("greetings").is_none(), "nothing is active yet");
+    }
+
+    // set_plugin, voted on the leader.
+    let caller = Caller { kind: CallerKind::Member, id: member.clone(), ..Caller::anonymous() };
+    l.gov.put_blob(&caller, greetings.to_vec()).await.unwrap();
+    let hash = cgs_core::Blake3Hash::of(greetings).to_hex();
+    let actions = serde_json::json!({"actions": [{"name": "set_plugin", "args": {"name": "greetings", "version": "0.1.0", "blake3": hash}}]});
+    let proposal = sign(&key, MessageType::Proposal, now_secs(), None, actions.to_string().as_bytes());
+    let created = l.gov.propose(&proposal).await.unwrap();
+    let id = created.body["proposal_id"].as_str().unwrap().to_string();
+    let ballot = sign(&key, MessageType::Ballot, now_secs(), Some(&id), br#"{"vote":"approve"}"#);
+    let voted = l.gov.ballot(&id, &ballot).await.unwrap();
+    assert_eq!(voted.body["state"], "Accepted", "{}", voted.body);
+    let target = l.ledger.applied();
+
+    // Every replica loads it from what it applied, and serves it.
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(n.ledger.wait_applied(target, Duration::from_secs(20)).await, "replica {} did not apply", i + 1);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = n.runtime.registry().get("greetings") {
+                assert_eq!(p.blake3.to_hex(), hash, "replica {}", i + 1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica {} never loaded the plugin", i + 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Its own route table answers (the plugin itself: a greeting nobody wrote).
+        let r = get(&n.runtime, "/greetings/nobody");
+        assert!(r.as_ref().is_err_and(|e| e.contains("GreetingNotFound")), "replica {}: {r:?}", i + 1);
+    }
+    for n in &nodes {
+        n.ledger.shutdown().await;
+    }
+}
