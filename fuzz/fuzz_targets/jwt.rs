@@ -1,5 +1,5 @@
-//! Bearer tokens: user JWTs of registered issuers (`host/src/gov/users.rs`: `parse`, `verify`,
-//! `flat_claims`) and the service's own member / clean-room tokens (`host/src/gov/jwt.rs`:
+//! Bearer tokens: user JWTs of registered issuers (`host/src/auth/users.rs`: `parse`, `verify`,
+//! `flat_claims`) and the service's own member / clean-room tokens (`host/src/auth/jwt.rs`:
 //! `TokenKey::verify_claims`), both compiled into the fuzz crate with `#[path]`.
 //!
 //! The input is the token text (what follows `Authorization: Bearer `).

@@ -4,8 +4,8 @@
 //!   generator verify inside the targets;
 //! * the deterministic SEV-SNP test PKI of `attestation/tests/generated.rs`;
 //! * host sources that have no heavy dependencies, compiled here with `#[path]` (the fuzz crate
-//!   must not depend on `cgs-host`, which pulls in wasmtime): `host/src/gov/users.rs` (user JWTs),
-//!   `host/src/gov/jwt.rs` (member and clean-room tokens) and `host/src/http/request.rs` (path
+//!   must not depend on `cgs-host`, which pulls in wasmtime): `host/src/auth/users.rs` (user JWTs),
+//!   `host/src/auth/jwt.rs` (member and clean-room tokens) and `host/src/http/request.rs` (path
 //!   and query parsing, with a small `ApiError` shim).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -13,12 +13,12 @@
 pub mod host_http;
 pub mod snp_pki;
 
-/// `host/src/gov/users.rs`: JWTs of governance-registered issuers (`parse`, `verify`).
-#[path = "../../host/src/gov/users.rs"]
+/// `host/src/auth/users.rs`: JWTs of governance-registered issuers (`parse`, `verify`).
+#[path = "../../host/src/auth/users.rs"]
 pub mod users;
 
-/// `host/src/gov/jwt.rs`: the service's own EdDSA member / clean-room tokens.
-#[path = "../../host/src/gov/jwt.rs"]
+/// `host/src/auth/jwt.rs`: the service's own EdDSA member / clean-room tokens.
+#[path = "../../host/src/auth/jwt.rs"]
 pub mod jwt;
 
 /// What `jwt.rs` needs of `host/src/fsutil.rs`.
@@ -82,7 +82,7 @@ pub fn issuer_record() -> serde_json::Value {
 /// Seed of the service token key of the `jwt` target.
 pub const TOKEN_SEED: [u8; 32] = [13; 32];
 
-/// The service's token key (as `host/src/gov/jwt.rs` loads it), issuer [`ORIGIN`].
+/// The service's token key (as `host/src/auth/jwt.rs` loads it), issuer [`ORIGIN`].
 pub fn token_key() -> jwt::TokenKey {
     let dir = std::env::temp_dir().join(format!("cgs-fuzz-token-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -7,6 +7,10 @@
 #![warn(missing_docs)]
 
 pub mod attest;
+pub mod auth;
+pub mod cleanroom;
+pub mod error;
+pub mod executor;
 pub mod fsutil;
 pub mod gov;
 pub mod http;
@@ -14,5 +18,8 @@ pub mod ledger;
 pub mod node;
 pub mod reconcile;
 pub mod runtime;
+pub mod schema;
+pub mod service;
 pub mod store;
 pub mod tls;
+pub mod txn;

@@ -163,11 +163,11 @@ struct LedgerArgs {
     jwks_ca: Option<PathBuf>,
     /// How often issuers' keys fetched from a `jwks_url` are refreshed (seconds). Tokens of keys
     /// that vanish are refused from the next refresh on.
-    #[arg(long = "jwks-refresh-secs", default_value_t = cgs_host::gov::jwks::REFRESH.as_secs())]
+    #[arg(long = "jwks-refresh-secs", default_value_t = cgs_host::auth::jwks::REFRESH.as_secs())]
     jwks_refresh_secs: u64,
     /// Most clean-room nonces outstanding on this node (each lives 120 s); beyond, nonce
     /// requests answer 503 ServiceBusy.
-    #[arg(long = "max-nonces", default_value_t = cgs_host::gov::sessions::MAX_NONCES)]
+    #[arg(long = "max-nonces", default_value_t = cgs_host::cleanroom::sessions::MAX_NONCES)]
     max_nonces: usize,
 }
 

@@ -149,6 +149,10 @@ pub struct Node {
     pub ledger: Arc<Ledger>,
     /// Governance.
     pub gov: Arc<Governance>,
+    /// Callers and their credentials.
+    pub auth: Arc<crate::auth::Auth>,
+    /// Clean-room sessions, secrets, ID tokens.
+    pub cleanroom: Arc<crate::cleanroom::Cleanroom>,
     /// The service identity.
     pub identity: ServiceIdentity,
     /// The data directory.
@@ -252,16 +256,15 @@ impl Node {
         ledger.record_node_key().await?;
         let runtime = Arc::new(Runtime::new(config.runtime.clone(), ledger.clone(), Some(&dir.join("cache")))?);
         let reconciler = crate::reconcile::Reconciler::start(runtime.clone(), ledger.clone())?;
-        let gov = Arc::new(
-            Governance::new(
-                runtime.clone(),
-                ledger.clone(),
-                reconciler,
-                &dir.join("node").join("token-signing.key"),
-                config.gov.clone(),
-            )
-            .map_err(io_err(dir))?,
-        );
+        let services = crate::service::Services::new(
+            runtime.clone(),
+            ledger.clone(),
+            reconciler,
+            &dir.join("node").join("token-signing.key"),
+            config.gov.clone(),
+        )
+        .map_err(io_err(dir))?;
+        let gov = services.gov.clone();
 
         let mut sandbox_list = Vec::new();
         let mut opened = None;
@@ -328,6 +331,8 @@ impl Node {
             runtime,
             ledger,
             gov,
+            auth: services.auth,
+            cleanroom: services.cleanroom,
             identity,
             dir: dir.clone(),
             service_cert_path: dir.join("service-cert.pem"),
@@ -353,7 +358,7 @@ impl Node {
             loop {
                 match gov.state_digest() {
                     Ok(d) => break d,
-                    Err(e) if e.code == "NotReady" && std::time::Instant::now() < deadline => {
+                    Err(e) if e.kind == crate::error::ErrorKind::NotReady && std::time::Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(20)).await
                     }
                     Err(e) => return Err(e.into()),
@@ -423,6 +428,8 @@ impl Node {
             runtime: self.runtime.clone(),
             ledger: self.ledger.clone(),
             gov: self.gov.clone(),
+            auth: self.auth.clone(),
+            cleanroom: self.cleanroom.clone(),
             evidence: Arc::new(crate::attest::NodeEvidence::new(
                 self.ledger.public_key(),
                 self.identity.service_cert_pem.clone(),
@@ -443,10 +450,10 @@ impl Node {
             }
         });
         // Fetch issuers' JWKS given by URL (allowed by the operator) when due.
-        let gov = self.gov.clone();
+        let auth = self.auth.clone();
         let jwks = tokio::spawn(async move {
             loop {
-                gov.refresh_jwks().await;
+                auth.refresh_jwks().await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });

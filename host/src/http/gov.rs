@@ -9,27 +9,41 @@ use super::{
     ApiError, Incoming, MAX_BLOB_BYTES, MAX_BODY_BYTES, Service, json_ok, method_not_allowed, not_found, parse_query,
     read_body,
 };
-use crate::gov::{GovError, Written};
+use crate::error::{ErrorKind, ServiceError};
 use crate::runtime::CallerKind;
+use crate::txn::Written;
 
-impl From<GovError> for ApiError {
-    fn from(e: GovError) -> Self {
-        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut a = ApiError::new(status, e.code, e.message);
-        if e.status == 503 {
-            a = a.with_header("retry-after", "1".into());
-        }
-        a
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = match e.kind {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::NotAllowedInState => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Contended | ErrorKind::NotReady | ErrorKind::Busy | ErrorKind::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::Plugin(s) => StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+        let a = ApiError::new(status, e.code, e.message);
+        if status == StatusCode::SERVICE_UNAVAILABLE { a.with_header("retry-after", "1".into()) } else { a }
     }
 }
 
-fn written(w: Written) -> Response<Full<Bytes>> {
+pub(super) fn written(w: Written) -> Response<Full<Bytes>> {
     let mut resp = json_ok(&w.body);
-    *resp.status_mut() = StatusCode::from_u16(w.status).unwrap_or(StatusCode::OK);
-    if let Ok(v) = HeaderValue::from_str(&w.tx_id.to_string()) {
+    with_tx_id(&mut resp, w.tx_id);
+    resp
+}
+
+/// Name the transaction that committed a write (`x-cgs-tx-id`), for receipts and status.
+pub(super) fn with_tx_id(resp: &mut Response<Full<Bytes>>, tx: cgs_core::TxId) {
+    if let Ok(v) = HeaderValue::from_str(&tx.to_string()) {
         resp.headers_mut().insert("x-cgs-tx-id", v);
     }
-    resp
 }
 
 impl Service {

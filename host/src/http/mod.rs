@@ -40,6 +40,10 @@ pub struct Service {
     pub ledger: Arc<crate::ledger::Ledger>,
     /// Governance.
     pub gov: Arc<crate::gov::Governance>,
+    /// Callers and their credentials.
+    pub auth: Arc<crate::auth::Auth>,
+    /// Clean-room sessions, secrets, ID tokens.
+    pub cleanroom: Arc<crate::cleanroom::Cleanroom>,
     /// This node's evidence, for `GET /node/attestation`.
     pub evidence: Arc<crate::attest::NodeEvidence>,
 }
@@ -141,9 +145,9 @@ impl Service {
         if path == "/.well-known/openid-configuration" || path == "/oidc/keys" {
             get_only(&req)?;
             return Ok(json_ok(&if path == "/oidc/keys" {
-                self.gov.oidc_keys()?
+                self.cleanroom.oidc_keys()?
             } else {
-                self.gov.oidc_discovery()?
+                self.cleanroom.oidc_discovery()?
             }));
         }
         if path == "/cleanroom/nonce" {
@@ -156,7 +160,7 @@ impl Service {
                     "name the contract the session is for: GET /cleanroom/nonce?contract_id=<id>",
                 ));
             };
-            return Ok(json_ok(&self.gov.cleanroom_nonce(&contract)?));
+            return Ok(json_ok(&self.cleanroom.cleanroom_nonce(&contract)?));
         }
         if let Some(rest) = path.strip_prefix("/gov")
             && rest.starts_with('/')
@@ -204,7 +208,13 @@ impl Service {
         let token = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", "use `Authorization: Bearer <token>`")
         })?;
-        Ok(self.gov.authenticate(token.trim(), req.method() != hyper::Method::GET)?)
+        let a = self.auth.authenticate(token.trim(), req.method() != hyper::Method::GET)?;
+        // A clean-room session acts only while its contract may run, under the policy it was
+        // admitted with: checked on every use.
+        if let Some(session) = &a.session {
+            self.cleanroom.require_standing(session)?;
+        }
+        Ok(a.caller)
     }
 
     /// The caller, who must have presented credentials (`hint` says which, for a 401).
@@ -214,6 +224,58 @@ impl Service {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthenticated", hint));
         }
         Ok(caller)
+    }
+
+    /// The host's own routes below `/app` (in the route table under `runtime::HOST_ROUTES`):
+    /// clean-room sessions, secrets and ID tokens.
+    async fn host_route(
+        &self,
+        req: Request<Incoming>,
+        route: &crate::runtime::Route,
+        params: &[(String, String)],
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let id = param("id");
+        match (route.method, route.template.as_str()) {
+            // Attested clean-room sessions: evidence checks need the attestation crate.
+            (Method::Post, "/contracts/{id}/cleanroom/session") => {
+                if !self.gov.is_open() {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceNotOpen",
+                        "the service is Opening",
+                    )
+                    .with_header("retry-after", "5".into()));
+                }
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                Ok(json_ok(&self.cleanroom.cleanroom_session(&id, &body)?))
+            }
+            // ID tokens for attested sessions are signed with the service's OIDC keys.
+            (Method::Post, "/contracts/{id}/oauth/token") => {
+                let caller =
+                    self.credentialed(&req, "POST /app/contracts/{id}/oauth/token needs a clean-room session token")?;
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                Ok(json_ok(&self.cleanroom.oidc_token(&caller, &id, &body)?))
+            }
+            // Secrets live in a private governance table and are released sealed to a session key.
+            (method, template) => {
+                let caller = self.credentialed(
+                    &req,
+                    "secrets need a member token (put, delete) or a clean-room session token (release)",
+                )?;
+                let name = param("name");
+                if template.ends_with("/release") {
+                    return Ok(json_ok(&self.cleanroom.release_secret(&caller, &id, &name)?));
+                }
+                let w = if method == Method::Delete {
+                    self.cleanroom.delete_secret(&caller, &id, &name).await?
+                } else {
+                    let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                    self.cleanroom.put_secret(&caller, &id, &name, &body).await?
+                };
+                Ok(gov::written(w))
+            }
+        }
     }
 
     async fn app(&self, req: Request<Incoming>, rest: String) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -226,64 +288,12 @@ impl Service {
         })?;
         let segments = decode_path(&rest)?;
         let seg_refs: Vec<&str> = segments.iter().map(String::as_str).collect();
-        // Secrets live in a private governance table and are released sealed to a session key.
-        match seg_refs.as_slice() {
-            ["contracts", id, "secrets", name] | ["contracts", id, "secrets", name, "release"] => {
-                let release = seg_refs.len() == 5;
-                let allowed: &[Method] = if release { &[Method::Post] } else { &[Method::Put, Method::Delete] };
-                if !allowed.contains(&method) {
-                    return Err(method_not_allowed(&allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>()));
-                }
-                let caller = self.credentialed(
-                    &req,
-                    "secrets need a member token (put, delete) or a clean-room session token (release)",
-                )?;
-                let (id, name) = (id.to_string(), name.to_string());
-                if release {
-                    return Ok(json_ok(&self.gov.release_secret(&caller, &id, &name)?));
-                }
-                let w = if method == Method::Delete {
-                    self.gov.delete_secret(&caller, &id, &name).await?
-                } else {
-                    let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
-                    self.gov.put_secret(&caller, &id, &name, &body).await?
-                };
-                let mut resp = json_ok(&w.body);
-                if let Ok(v) = HeaderValue::from_str(&w.tx_id.to_string()) {
-                    resp.headers_mut().insert("x-cgs-tx-id", v);
-                }
-                return Ok(resp);
-            }
-            _ => {}
-        }
-        // ID tokens for attested sessions are signed with the service's OIDC keys.
-        if let ["contracts", id, "oauth", "token"] = seg_refs.as_slice() {
-            if method != Method::Post {
-                return Err(method_not_allowed(&["POST"]));
-            }
-            let caller =
-                self.credentialed(&req, "POST /app/contracts/{id}/oauth/token needs a clean-room session token")?;
-            let id = id.to_string();
-            let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
-            return Ok(json_ok(&self.gov.oidc_token(&caller, &id, &body)?));
-        }
-        // Attested clean-room sessions are the host's: evidence checks need the attestation crate.
-        if let ["contracts", id, "cleanroom", "session"] = seg_refs.as_slice() {
-            if method != Method::Post {
-                return Err(method_not_allowed(&["POST"]));
-            }
-            if !self.gov.is_open() {
-                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceNotOpen", "the service is Opening")
-                    .with_header("retry-after", "5".into()));
-            }
-            let id = id.to_string();
-            let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
-            let gov = self.gov.clone();
-            let answer = gov.cleanroom_session(&id, &body)?;
-            return Ok(json_ok(&answer));
-        }
         let registry = self.runtime.registry();
         let (plugin, route, params) = match registry.find_route(method, &seg_refs) {
+            RouteMatch::Found { plugin, route, params } if plugin == crate::runtime::HOST_ROUTES => {
+                drop(registry);
+                return self.host_route(req, &route, &params).await;
+            }
             RouteMatch::Found { plugin, route, params } => (plugin, route, params),
             RouteMatch::MethodNotAllowed(allowed) => {
                 let names: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
@@ -345,10 +355,8 @@ impl Service {
                         resp.headers_mut().append(k, v);
                     }
                 }
-                if let Some(tx) = r.tx_id
-                    && let Ok(v) = HeaderValue::from_str(&tx.to_string())
-                {
-                    resp.headers_mut().insert("x-cgs-tx-id", v);
+                if let Some(tx) = r.tx_id {
+                    gov::with_tx_id(&mut resp, tx);
                 }
                 Ok(resp)
             }

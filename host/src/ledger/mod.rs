@@ -132,6 +132,8 @@ pub struct Ledger {
     signer: Arc<NodeSigner>,
     secret: Arc<LedgerSecret>,
     node_id: u64,
+    /// Whether this node's key is in the applied state (checkpoints are signed only then).
+    key_recorded: std::sync::atomic::AtomicBool,
     proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -313,6 +315,7 @@ impl Ledger {
             signer,
             secret,
             node_id: config.node_id,
+            key_recorded: Default::default(),
             proposals,
             tasks: Mutex::new(Vec::new()),
         });
@@ -702,6 +705,17 @@ impl Ledger {
         if last_non_sig <= last_cp || applied == 0 {
             return Ok(false);
         }
+        // A checkpoint verifies only against a key the ledger records: none is signed before this
+        // node's key is applied (`record_node_key`), or `cgs ledger verify` would refuse it.
+        if !self.key_recorded.load(Ordering::Acquire) {
+            let snap = self.snapshot().map_err(db_err)?;
+            if snap.get("sys.nodes", &self.node_id.to_be_bytes()).map_err(db_err)?.is_none() {
+                // A leader whose key is not recorded yet (a new leader after a failover) records it.
+                self.record_node_key().await?;
+                return Ok(false);
+            }
+            self.key_recorded.store(true, Ordering::Release);
+        }
         let root = {
             let rtx = self.shared.db.begin_read().map_err(db_err)?;
             let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
@@ -760,12 +774,7 @@ struct ReadNodes(redb::ReadOnlyTable<(u8, u64), &'static [u8]>);
 
 impl merkle::Nodes for ReadNodes {
     fn node(&self, level: u8, index: u64) -> Result<merkle::Hash, String> {
-        let v = self
-            .0
-            .get((level, index))
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("missing Merkle node ({level},{index})"))?;
-        v.value().try_into().map_err(|_| "a Merkle node is not 32 bytes".to_string())
+        raft::read_node(&self.0, level, index)
     }
 }
 

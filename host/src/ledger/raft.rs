@@ -379,16 +379,24 @@ pub struct StateMachine {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// A Merkle node of the `MERKLE` table (read-only or being written).
+pub(crate) fn read_node(
+    table: &impl redb::ReadableTable<(u8, u64), &'static [u8]>,
+    level: u8,
+    index: u64,
+) -> Result<merkle::Hash, String> {
+    let v = table
+        .get((level, index))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("missing Merkle node ({level},{index})"))?;
+    v.value().try_into().map_err(|_| "a Merkle node is not 32 bytes".to_string())
+}
+
 struct RedbNodes<'a, 't>(&'a mut redb::Table<'t, (u8, u64), &'static [u8]>);
 
 impl merkle::Nodes for RedbNodes<'_, '_> {
     fn node(&self, level: u8, index: u64) -> Result<merkle::Hash, String> {
-        let v = self
-            .0
-            .get((level, index))
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("missing Merkle node ({level},{index})"))?;
-        v.value().try_into().map_err(|_| "a Merkle node is not 32 bytes".to_string())
+        read_node(&*self.0, level, index)
     }
 }
 
@@ -553,13 +561,7 @@ impl RaftStateMachine<C> for StateMachine {
         }
         let shared = self.shared.clone();
         // redb's writer lock may wait for the log writer's fsync: keep that off the async worker.
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| apply_batch(&shared, entries))
-            }
-            _ => apply_batch(&shared, entries),
-        };
-        result.map_err(store_err)
+        crate::executor::off_executor(|| apply_batch(&shared, entries)).map_err(store_err)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

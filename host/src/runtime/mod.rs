@@ -25,10 +25,12 @@ use cgs_core::plugin::{PluginInfo, World};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store as WasmStore, Trap};
 use wasmtime_wasi::WasiCtx;
+
+use crate::executor::off_executor;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use error::{DispatchError, FaultKind, LoadError};
-pub use routes::{Access, CallerKinds, Method, Route, RouteMatch, RouteTable};
+pub use routes::{Access, CallerKinds, HOST as HOST_ROUTES, Method, Route, RouteMatch, RouteTable, host_routes};
 
 use crate::store::{Store, Transaction, TxId, TxMeta};
 use bindings::types as wit;
@@ -274,15 +276,6 @@ pub struct PendingCommit {
     pub meta: TxMeta,
 }
 
-/// Run synchronous plugin work off the async executor when on a multi-threaded tokio runtime
-/// (WASI's synchronous stdio may block on the runtime; a slow plugin must not stall other tasks).
-fn off_executor<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 /// Interfaces a plugin may import. Versions of WASI 0.2.x are accepted.
 fn import_allowed(name: &str) -> bool {
     const CGS: &[&str] =
@@ -313,7 +306,7 @@ fn import_allowed(name: &str) -> bool {
 }
 
 /// Names a plugin may not take.
-const RESERVED_NAMES: &[&str] = &["gov", "sys", "node", "app", "cleanroom", "oidc", "private", "public"];
+const RESERVED_NAMES: &[&str] = &["gov", "sys", "node", "app", "cleanroom", "oidc", "private", "public", routes::HOST];
 
 /// Link only the WASI interfaces in the allow-list, configured deny-by-default per call (no
 /// environment, arguments, files, sockets or clocks; stdin empty; stdout/stderr to a bounded

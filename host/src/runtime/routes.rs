@@ -194,10 +194,38 @@ impl Route {
     }
 }
 
-/// All installed routes, by plugin.
-#[derive(Debug, Clone, Default)]
+/// The owner of the host's own routes in the table (a name no plugin may take).
+pub const HOST: &str = "host";
+
+/// The host's own routes below `/app`: clean-room sessions, secrets and ID tokens are the host's
+/// (evidence checks, HPKE, the OIDC keys), but they live in the contracts' path space, so they
+/// are in the same table as plugin routes — a plugin that declares one of them is refused at
+/// load (`RouteConflict`), and a request is matched against both at once.
+pub fn host_routes() -> Vec<Route> {
+    [
+        (Method::Post, "/contracts/{id}/cleanroom/session", CallerKinds::ANONYMOUS, Access::ReadOnly),
+        (Method::Put, "/contracts/{id}/secrets/{name}", CallerKinds::MEMBER, Access::ReadWrite),
+        (Method::Delete, "/contracts/{id}/secrets/{name}", CallerKinds::MEMBER, Access::ReadWrite),
+        (Method::Post, "/contracts/{id}/secrets/{name}/release", CallerKinds::CLEANROOM, Access::ReadOnly),
+        (Method::Post, "/contracts/{id}/oauth/token", CallerKinds::CLEANROOM, Access::ReadOnly),
+    ]
+    .into_iter()
+    // The templates are constants (a test checks that every one parses).
+    .filter_map(|(m, t, auth, access)| Route::new(m, t, CallerKinds(auth), access).ok())
+    .collect()
+}
+
+/// All installed routes, by plugin (and the host's, under [`HOST`]).
+#[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<(String, Route)>,
+}
+
+impl Default for RouteTable {
+    /// The host's routes, no plugin's.
+    fn default() -> Self {
+        Self { routes: host_routes().into_iter().map(|r| (HOST.to_string(), r)).collect() }
+    }
 }
 
 /// The result of matching a request.
@@ -281,6 +309,28 @@ mod tests {
     fn r(m: Method, t: &str) -> Route {
         let access = if m == Method::Get { Access::ReadOnly } else { Access::ReadWrite };
         Route::new(m, t, CallerKinds(15), access).unwrap()
+    }
+
+    #[test]
+    fn host_routes_are_in_the_table_and_conflict_with_plugins() {
+        assert_eq!(host_routes().len(), 5);
+        let table = RouteTable::default();
+        let RouteMatch::Found { plugin, route, params } =
+            table.find(Method::Post, &["contracts", "c1", "cleanroom", "session"])
+        else {
+            panic!("the host's session route is in the table")
+        };
+        assert_eq!((plugin.as_str(), route.template.as_str()), (HOST, "/contracts/{id}/cleanroom/session"));
+        assert_eq!(params, vec![("id".to_string(), "c1".to_string())]);
+        assert_eq!(
+            table.find(Method::Get, &["contracts", "c1", "secrets", "k"]),
+            RouteMatch::MethodNotAllowed(vec![Method::Put, Method::Delete])
+        );
+        // A plugin may not take a host route, under any parameter names.
+        let err = table.check("evil", &[r(Method::Post, "/contracts/{x}/oauth/token")]).unwrap_err();
+        assert!(matches!(err, LoadError::RouteConflict(_, owner) if owner == HOST));
+        // Its other routes under /contracts are fine.
+        table.check("contracts", &[r(Method::Get, "/contracts/{id}")]).unwrap();
     }
 
     #[test]

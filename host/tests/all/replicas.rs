@@ -12,13 +12,14 @@ use cgs_host::gov::{Genesis, GenesisMember, GovConfig, Governance};
 use cgs_host::ledger::{Ledger, LedgerConfig, Router};
 use cgs_host::reconcile::Reconciler;
 use cgs_host::runtime::{Caller, CallerKind, Method, PluginRequest, RouteMatch, Runtime};
+use cgs_host::service::Services;
 
 use crate::support::{fast_limits, plugin};
 
 struct Replica {
     ledger: Arc<Ledger>,
     runtime: Arc<Runtime>,
-    gov: Governance,
+    gov: Arc<Governance>,
     _dir: tempfile::TempDir,
 }
 
@@ -37,7 +38,7 @@ async fn replica(id: u64, router: &Router) -> Replica {
     let ledger = Ledger::open(dir.path(), config, "cgs/replicas", router.clone()).await.unwrap();
     let runtime = Arc::new(Runtime::new(fast_limits(), ledger.clone(), None).unwrap());
     let reconciler = Reconciler::start(runtime.clone(), ledger.clone()).unwrap();
-    let gov = Governance::new(
+    let services = Services::new(
         runtime.clone(),
         ledger.clone(),
         reconciler,
@@ -45,7 +46,7 @@ async fn replica(id: u64, router: &Router) -> Replica {
         GovConfig::default(),
     )
     .unwrap();
-    Replica { ledger, runtime, gov, _dir: dir }
+    Replica { ledger, runtime, gov: services.gov, _dir: dir }
 }
 
 fn now_secs() -> i64 {

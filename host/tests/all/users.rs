@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cgs_client::Member;
-use cgs_host::gov::users::{ed25519_jwk, sign_eddsa};
+use cgs_host::auth::users::{ed25519_jwk, sign_eddsa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An HTTPS server answering every request with the current `body`; counts requests.

@@ -183,7 +183,7 @@ pub fn contract_arg(args: &serde_json::Value) -> Result<&str> {
 
 /// A clean-room policy: claim name → the values it may take. A set of claims satisfies it when
 /// every claim of the policy (AND) has one of its values (OR); the host evaluates it when a clean
-/// room opens a session (`host/src/gov/sessions.rs`).
+/// room opens a session (`host/src/cleanroom/sessions.rs`).
 pub type Policy = std::collections::BTreeMap<String, Vec<serde_json::Value>>;
 
 #[cfg(test)]

@@ -8,10 +8,12 @@
 //! secret it is about to use (review finding M9). Values live in the private governance table `gov.private.secrets`
 //! (encrypted in the ledger, never readable by a plugin, never logged or returned in clear).
 
-use super::{
-    Caller, CallerKind, GovError, Governance, SECRET_INFO, SESSION_KEY_CLAIM, Written, cleanroom, err, internal,
-    sessions::require_session,
-};
+use super::{Cleanroom, SECRET_INFO, err, sessions::require_session};
+use crate::auth::SESSION_KEY_CLAIM;
+use crate::cleanroom;
+use crate::error::{ErrorKind, ServiceError};
+use crate::runtime::{Caller, CallerKind};
+use crate::txn::{Cause, StateTx, Written};
 
 /// Secrets: `<contract>/<name>` → [`SecretRecord`] (private: encrypted in the ledger).
 pub(super) const SECRETS: &str = "gov.private.secrets";
@@ -27,13 +29,17 @@ struct SecretRecord {
     at_ms: u64,
 }
 
-fn check_name(name: &str) -> Result<(), GovError> {
+fn check_name(name: &str) -> Result<(), ServiceError> {
     let ok =
         !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok { Ok(()) } else { Err(err(400, "InvalidSecretName", "secret names are 1-64 chars of A-Z a-z 0-9 - _ .")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(err(ErrorKind::Invalid, "InvalidSecretName", "secret names are 1-64 chars of A-Z a-z 0-9 - _ ."))
+    }
 }
 
-impl Governance {
+impl Cleanroom {
     /// `PUT /app/contracts/{id}/secrets/{name}` `{"value"}` (≤ 25 KiB) by a member collaborator;
     /// a secret that exists may be replaced by its owner only.
     pub async fn put_secret(
@@ -42,54 +48,65 @@ impl Governance {
         contract_id: &str,
         name: &str,
         body: &[u8],
-    ) -> Result<Written, GovError> {
+    ) -> Result<Written, ServiceError> {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct PutSecret {
             value: String,
         }
         if caller.kind != CallerKind::Member {
-            return Err(err(403, "CallerKindNotAllowed", "secrets are put by members"));
+            return Err(err(ErrorKind::Forbidden, "CallerKindNotAllowed", "secrets are put by members"));
         }
         check_name(name)?;
         let req: PutSecret = serde_json::from_slice(body)
-            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"value\"}}: {e}")))?;
+            .map_err(|e| err(ErrorKind::Invalid, "InvalidJson", format!("expected {{\"value\"}}: {e}")))?;
         if req.value.len() > MAX_SECRET_BYTES {
-            return Err(err(413, "SecretTooLarge", format!("a secret is at most {MAX_SECRET_BYTES} bytes")));
+            return Err(err(
+                ErrorKind::TooLarge,
+                "SecretTooLarge",
+                format!("a secret is at most {MAX_SECRET_BYTES} bytes"),
+            ));
         }
         let key = format!("{contract_id}/{name}");
-        self.write(b"", &format!("put secret {key}"), |_, g| {
-            self.secret_owner_check(g, caller, contract_id, name, false)?;
-            g.put(
-                SECRETS,
-                &key,
-                &SecretRecord { value: req.value.clone(), set_by: caller.id.clone(), at_ms: g.now_ms },
-            )?;
-            Ok((200, serde_json::json!({"contract_id": contract_id, "name": name}), caller.id.clone(), false))
-        })
-        .await
+        let operation = format!("put secret {key}");
+        self.core
+            .write(Cause { operation: &operation, envelope: b"" }, |g| {
+                self.secret_owner_check(g, caller, contract_id, name, false)?;
+                g.put(
+                    SECRETS,
+                    &key,
+                    &SecretRecord { value: req.value.clone(), set_by: caller.id.clone(), at_ms: g.now_ms },
+                )?;
+                Ok((serde_json::json!({"contract_id": contract_id, "name": name}), caller.id.clone()))
+            })
+            .await
     }
 
     /// `DELETE /app/contracts/{id}/secrets/{name}` by the secret's owner.
-    pub async fn delete_secret(&self, caller: &Caller, contract_id: &str, name: &str) -> Result<Written, GovError> {
+    pub async fn delete_secret(&self, caller: &Caller, contract_id: &str, name: &str) -> Result<Written, ServiceError> {
         if caller.kind != CallerKind::Member {
-            return Err(err(403, "CallerKindNotAllowed", "secrets are deleted by the member who put them"));
+            return Err(err(
+                ErrorKind::Forbidden,
+                "CallerKindNotAllowed",
+                "secrets are deleted by the member who put them",
+            ));
         }
         check_name(name)?;
         let key = format!("{contract_id}/{name}");
-        self.write(b"", &format!("delete secret {key}"), |_, g| {
-            if !self.secret_owner_check(g, caller, contract_id, name, true)? {
-                return Err(err(404, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`")));
-            }
-            g.tx.delete(SECRETS, key.as_bytes()).map_err(internal)?;
-            Ok((
-                200,
-                serde_json::json!({"contract_id": contract_id, "name": name, "deleted": true}),
-                caller.id.clone(),
-                false,
-            ))
-        })
-        .await
+        let operation = format!("delete secret {key}");
+        self.core
+            .write(Cause { operation: &operation, envelope: b"" }, |g| {
+                if !self.secret_owner_check(g, caller, contract_id, name, true)? {
+                    return Err(err(
+                        ErrorKind::NotFound,
+                        "SecretNotFound",
+                        format!("contract `{contract_id}` has no secret `{name}`"),
+                    ));
+                }
+                g.tx.delete(SECRETS, key.as_bytes()).map_err(ServiceError::unavailable)?;
+                Ok((serde_json::json!({"contract_id": contract_id, "name": name, "deleted": true}), caller.id.clone()))
+            })
+            .await
     }
 
     /// The caller may change secret `name` of the contract: a collaborator, the contract not
@@ -97,30 +114,30 @@ impl Governance {
     /// or the caller's. Returns whether it exists.
     fn secret_owner_check(
         &self,
-        g: &mut super::GovTx,
+        g: &mut StateTx,
         caller: &Caller,
         contract_id: &str,
         name: &str,
         deleting: bool,
-    ) -> Result<bool, GovError> {
+    ) -> Result<bool, ServiceError> {
         let contract = cleanroom::contract(g, contract_id)?;
         if !contract.admits(contract_id, caller) {
             return Err(err(
-                403,
+                ErrorKind::Forbidden,
                 "NotAContractParty",
                 format!("member {} is not a collaborator of contract `{contract_id}`", caller.id),
             ));
         }
         if contract.state == cleanroom::ContractState::Revoked && !deleting {
             return Err(err(
-                405,
+                ErrorKind::NotAllowedInState,
                 "ContractRevoked",
                 format!("contract `{contract_id}` was revoked: its secrets can no longer be changed"),
             ));
         }
         match g.get::<SecretRecord>(SECRETS, &format!("{contract_id}/{name}"))? {
             Some(s) if s.set_by != caller.id => Err(err(
-                403,
+                ErrorKind::Forbidden,
                 "NotSecretOwner",
                 format!(
                     "secret `{name}` of contract `{contract_id}` belongs to member {}; only it may change it",
@@ -141,7 +158,7 @@ impl Governance {
         caller: &Caller,
         contract_id: &str,
         name: &str,
-    ) -> Result<serde_json::Value, GovError> {
+    ) -> Result<serde_json::Value, ServiceError> {
         use base64::Engine as _;
         use hpke::{Deserializable as _, Serializable as _};
         require_session(caller, contract_id, "secrets are released")?;
@@ -154,16 +171,16 @@ impl Governance {
             .and_then(|k| <hpke::kem::X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&k).ok())
             .ok_or_else(|| {
                 err(
-                    400,
+                    ErrorKind::Invalid,
                     "SessionKeyNotX25519",
                     "the session's public key is not a 32-byte X25519 key; open a session with one",
                 )
             })?;
-        let mut g = self.begin()?;
+        let mut g = self.core.begin()?;
         let aad = format!("{contract_id}/{name}");
-        let secret: SecretRecord = g
-            .get(SECRETS, &aad)?
-            .ok_or_else(|| err(404, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`")))?;
+        let secret: SecretRecord = g.get(SECRETS, &aad)?.ok_or_else(|| {
+            err(ErrorKind::NotFound, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`"))
+        })?;
         let mut rng = rand::rngs::OsRng;
         let (enc, ciphertext) = hpke::single_shot_seal::<
             hpke::aead::ChaCha20Poly1305,
@@ -178,7 +195,7 @@ impl Governance {
             aad.as_bytes(),
             &mut rng,
         )
-        .map_err(|e| internal(format!("HPKE: {e}")))?;
+        .map_err(|e| ServiceError::unavailable(format!("HPKE: {e}")))?;
         Ok(serde_json::json!({
             "suite": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
             "info": String::from_utf8_lossy(SECRET_INFO),

@@ -100,35 +100,43 @@ impl Nonces {
     }
 }
 
-use super::{Caller, CallerKind, GovError, Governance, cleanroom, err, jwt, sha256_hex, tables};
+use super::{Cleanroom, accepts_virtual_evidence, err};
+use crate::auth::jwt;
+use crate::cleanroom;
+use crate::error::{ErrorKind, ServiceError};
+use crate::runtime::{Caller, CallerKind};
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(b))
+}
 
 /// The caller must be an attested clean-room session of `contract_id`; `what` says what is refused.
-pub(super) fn require_session(caller: &Caller, contract_id: &str, what: &str) -> Result<(), GovError> {
+pub fn require_session(caller: &Caller, contract_id: &str, what: &str) -> Result<(), ServiceError> {
     if caller.kind == CallerKind::Cleanroom && caller.contract_id.as_deref() == Some(contract_id) {
         return Ok(());
     }
     Err(err(
-        403,
+        ErrorKind::Forbidden,
         "CallerKindNotAllowed",
         format!("{what} to attested clean-room sessions of contract `{contract_id}` only"),
     ))
 }
 
-impl Governance {
+impl Cleanroom {
     /// `GET /cleanroom/nonce?contract_id=…`.
-    pub fn cleanroom_nonce(&self, contract_id: &str) -> Result<serde_json::Value, GovError> {
+    pub fn cleanroom_nonce(&self, contract_id: &str) -> Result<serde_json::Value, ServiceError> {
         let valid = (1..=128).contains(&contract_id.len())
             && contract_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !valid {
             return Err(err(
-                400,
+                ErrorKind::Invalid,
                 "InvalidContractId",
                 "`contract_id` (the contract the session is for) is 1-128 chars of A-Z a-z 0-9 - _ .",
             ));
         }
         let nonce = self.nonces.issue(contract_id).map_err(|NonceRefused::Full| {
             err(
-                503,
+                ErrorKind::Busy,
                 "ServiceBusy",
                 format!("{} nonces are outstanding on this node; retry when some have expired", self.nonces.cap),
             )
@@ -136,17 +144,10 @@ impl Governance {
         Ok(serde_json::json!({"nonce": nonce, "contract_id": contract_id, "expires_in": NONCE_TTL.as_secs()}))
     }
 
-    /// Whether this service accepts virtual (insecure) evidence: fixed at creation, in a table
-    /// no plugin can write.
-    pub(super) fn accepts_virtual_evidence(&self, g: &mut super::GovTx) -> Result<bool, GovError> {
-        let config: Option<serde_json::Value> = g.get(tables::CREATION, "config")?;
-        Ok(config.is_some_and(|c| c["insecure_virtual_attestation"] == true))
-    }
-
     /// `POST /app/contracts/{id}/cleanroom/session`: verify the evidence, its binding to the
     /// presented key and nonce, that the contract may run and its clean-room policy; answer a
     /// session token.
-    pub fn cleanroom_session(&self, contract_id: &str, body: &[u8]) -> Result<serde_json::Value, GovError> {
+    pub fn cleanroom_session(&self, contract_id: &str, body: &[u8]) -> Result<serde_json::Value, ServiceError> {
         use base64::Engine as _;
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -155,23 +156,26 @@ impl Governance {
             public_key: String,
             nonce: String,
         }
-        let req: SessionRequest = serde_json::from_slice(body)
-            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"evidence\",\"public_key\",\"nonce\"}}: {e}")))?;
+        let req: SessionRequest = serde_json::from_slice(body).map_err(|e| {
+            err(ErrorKind::Invalid, "InvalidJson", format!("expected {{\"evidence\",\"public_key\",\"nonce\"}}: {e}"))
+        })?;
         let public_key = base64::engine::general_purpose::STANDARD
             .decode(&req.public_key)
             .ok()
             .filter(|k| !k.is_empty() && k.len() <= 4096)
-            .ok_or_else(|| err(400, "InvalidPublicKey", "`public_key` must be base64 of 1-4096 bytes"))?;
+            .ok_or_else(|| {
+                err(ErrorKind::Invalid, "InvalidPublicKey", "`public_key` must be base64 of 1-4096 bytes")
+            })?;
         let evidence = cgs_attestation::Evidence::from_json(req.evidence.to_string().as_bytes())
-            .map_err(|e| err(400, "InvalidEvidence", e.to_string()))?;
+            .map_err(|e| err(ErrorKind::Invalid, "InvalidEvidence", e.to_string()))?;
         // Until the evidence, its binding and the policy are checked, the caller is anonymous:
         // nothing about the contract's state is said before that, and after it (an admitted
         // clean room of the contract) not who pulled a kill switch or why (review finding M1).
-        let mut g = self.begin()?;
+        let mut g = self.core.begin()?;
         // The nonce is used up by this attempt, whatever its outcome.
         if !self.nonces.take(&req.nonce, contract_id) {
             return Err(err(
-                400,
+                ErrorKind::Invalid,
                 "InvalidNonce",
                 format!(
                     "the nonce is unknown, already used, expired or was asked for another contract; \
@@ -179,22 +183,22 @@ impl Governance {
                 ),
             ));
         }
-        let allow_virtual = self.accepts_virtual_evidence(&mut g)?;
+        let allow_virtual = accepts_virtual_evidence(&mut g)?;
         let policy = cgs_attestation::VerifyPolicy { allow_virtual, ..Default::default() };
         let verified = cgs_attestation::verify(&evidence, &policy, std::time::SystemTime::now()).map_err(|e| {
             if evidence.is_virtual() && !allow_virtual {
                 err(
-                    403,
+                    ErrorKind::Forbidden,
                     "VirtualEvidenceRefused",
                     format!("virtual (insecure) evidence is not accepted by this service: {e}"),
                 )
             } else {
-                err(403, "EvidenceRejected", e.to_string())
+                err(ErrorKind::Forbidden, "EvidenceRejected", e.to_string())
             }
         })?;
         if verified.claims.report_data != expected_report_data(&public_key, &req.nonce) {
             return Err(err(
-                400,
+                ErrorKind::Invalid,
                 "ReportDataMismatch",
                 "the evidence's report_data is not SHA-256(public_key ‖ nonce) zero-padded to 64 bytes",
             ));
@@ -204,17 +208,17 @@ impl Governance {
         cleanroom::contract(&mut g, contract_id)?;
         let (policy, policy_version) = cleanroom::policy(&mut g, contract_id)?;
         if let Some(why) = policy_mismatch(&policy.claims, &claims) {
-            return Err(err(403, "PolicyMismatch", format!("contract `{contract_id}`: {why}")));
+            return Err(err(ErrorKind::Forbidden, "PolicyMismatch", format!("contract `{contract_id}`: {why}")));
         }
         cleanroom::require_execution(&mut g, contract_id).map_err(|e| match e.code.as_str() {
             "ContractDisabled" => err(
-                405,
+                ErrorKind::NotAllowedInState,
                 "ContractDisabled",
                 format!("execution of contract `{contract_id}` is disabled by a collaborator's kill switch"),
             ),
             _ => e,
         })?;
-        let now = self.runtime.now_ms() / 1000;
+        let now = self.core.runtime.now_ms() / 1000;
         let exp = now + SESSION_TTL_SECS;
         let key_digest = sha256_hex(&public_key);
         // Unique per admission (the nonce is single-use), never derived from the key alone: a
@@ -226,7 +230,7 @@ impl Governance {
             .to_string();
         let claims_obj: serde_json::Map<String, serde_json::Value> =
             claims.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-        let token = self.tokens.issue_claims(serde_json::json!({
+        let token = self.auth.tokens().issue_claims(serde_json::json!({
             "aud": jwt::CLEANROOM_AUDIENCE, "sub": session_id, "contract_id": contract_id,
             "iat": now, "exp": exp, "claims": claims_obj,
             "key_digest": key_digest,

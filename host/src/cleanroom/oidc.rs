@@ -73,128 +73,132 @@ impl KeyRecord {
     }
 }
 
-use super::{
-    ActionBody, Caller, GovError, GovTx, Governance, auth::SESSION_EXP_CLAIM, cleanroom, err, internal,
-    sessions::require_session,
-};
+use cgs_core::gov::ActionBody;
 
-impl Governance {
-    /// Check (and with `apply`, perform) a host-owned `oidc.*` action proposed by `proposer`.
-    pub(super) fn oidc_action(
-        &self,
-        g: &mut GovTx,
-        a: &ActionBody,
-        apply: bool,
-        proposer: &Caller,
-    ) -> Result<(), GovError> {
-        let mut config: serde_json::Value =
-            g.get(CONFIG, "config")?.unwrap_or_else(|| serde_json::json!({"enabled": false}));
-        let no_args = |a: &ActionBody| {
-            if a.args.as_object().is_none_or(|o| o.is_empty()) {
-                Ok(())
-            } else {
-                Err(err(400, "InvalidActionArgs", format!("{} takes no arguments", a.name)))
-            }
-        };
-        let new_key = |g: &mut GovTx| -> Result<(), GovError> {
-            let k = KeyRecord::generate(g.now_ms);
-            g.put(KEYS, &k.kid.clone(), &k)
-        };
-        let require_enabled = |config: &serde_json::Value| {
-            if config["enabled"] == true {
-                Ok(())
-            } else {
-                Err(err(405, "IssuerNotEnabled", "propose oidc.enable_issuer first"))
-            }
-        };
-        match a.name.as_str() {
-            "oidc.enable_issuer" => {
-                no_args(a)?;
-                if apply {
-                    config["enabled"] = true.into();
-                    g.put(CONFIG, "config", &config)?;
-                    if g.scan::<KeyRecord>(KEYS)?.is_empty() {
-                        new_key(g)?;
-                    }
-                }
-            }
-            "oidc.set_issuer_url" => {
-                let url = a.args["url"].as_str().filter(|u| u.starts_with("https://") && u.len() <= 2048).ok_or_else(
-                    || err(400, "InvalidActionArgs", "oidc.set_issuer_url takes {\"url\": \"https://…\"}"),
-                )?;
-                if apply {
-                    config["issuer_url"] = url.trim_end_matches('/').into();
-                    g.put(CONFIG, "config", &config)?;
-                }
-            }
-            "oidc.rotate_key" => {
-                no_args(a)?;
-                require_enabled(&config)?;
-                if apply {
+use super::{Cleanroom, err, sessions::require_session};
+use crate::auth::SESSION_EXP_CLAIM;
+use crate::cleanroom;
+use crate::error::{ErrorKind, ServiceError};
+use crate::runtime::Caller;
+use crate::txn::StateTx;
+
+/// Check (and with `apply`, perform) a host-owned `oidc.*` action proposed by `proposer`, in
+/// the transaction of the governance write that carries it.
+pub fn action(g: &mut StateTx, a: &ActionBody, apply: bool, proposer: &Caller) -> Result<(), ServiceError> {
+    let mut config: serde_json::Value =
+        g.get(CONFIG, "config")?.unwrap_or_else(|| serde_json::json!({"enabled": false}));
+    let no_args = |a: &ActionBody| {
+        if a.args.as_object().is_none_or(|o| o.is_empty()) {
+            Ok(())
+        } else {
+            Err(err(ErrorKind::Invalid, "InvalidActionArgs", format!("{} takes no arguments", a.name)))
+        }
+    };
+    let new_key = |g: &mut StateTx| -> Result<(), ServiceError> {
+        let k = KeyRecord::generate(g.now_ms);
+        g.put(KEYS, &k.kid.clone(), &k)
+    };
+    let require_enabled = |config: &serde_json::Value| {
+        if config["enabled"] == true {
+            Ok(())
+        } else {
+            Err(err(ErrorKind::NotAllowedInState, "IssuerNotEnabled", "propose oidc.enable_issuer first"))
+        }
+    };
+    match a.name.as_str() {
+        "oidc.enable_issuer" => {
+            no_args(a)?;
+            if apply {
+                config["enabled"] = true.into();
+                g.put(CONFIG, "config", &config)?;
+                if g.scan::<KeyRecord>(KEYS)?.is_empty() {
                     new_key(g)?;
                 }
             }
-            "oidc.retire_key" => {
-                let kid = a.args["kid"]
-                    .as_str()
-                    .ok_or_else(|| err(400, "InvalidActionArgs", "oidc.retire_key takes {\"kid\"}"))?;
-                let mut keys: Vec<KeyRecord> = g.scan(KEYS)?.into_iter().map(|(_, k)| k).collect();
-                keys.sort_by_key(|k| k.created_at_ms);
-                if !keys.iter().any(|k| k.kid == kid) {
-                    return Err(err(404, "KeyNotFound", format!("the issuer has no key `{kid}`")));
-                }
-                if keys.last().is_some_and(|k| k.kid == kid) {
-                    return Err(err(
-                        405,
-                        "SigningKeyInUse",
-                        format!("`{kid}` is the key new tokens are signed with: propose oidc.rotate_key first"),
-                    ));
-                }
-                if apply {
-                    g.tx.delete(KEYS, kid.as_bytes()).map_err(internal)?;
-                }
-            }
-            "oidc.set_audiences" => {
-                let id = a.args["contract_id"]
-                    .as_str()
-                    .ok_or_else(|| err(400, "InvalidActionArgs", "`contract_id` (a string) is required"))?;
-                let audiences: Vec<String> = a.args["audiences"]
-                    .as_array()
-                    .map(|v| v.iter().filter_map(|a| a.as_str().map(str::to_string)).collect())
-                    .filter(|v: &Vec<String>| {
-                        (1..=MAX_AUDIENCES).contains(&v.len())
-                            && a.args["audiences"].as_array().is_some_and(|all| all.len() == v.len())
-                            && v.iter().all(|a| (1..=256).contains(&a.len()))
-                    })
-                    .ok_or_else(|| {
-                        err(
-                            400,
-                            "InvalidActionArgs",
-                            format!("`audiences` is a list of 1-{MAX_AUDIENCES} strings of 1-256 characters"),
-                        )
-                    })?;
-                let contract = cleanroom::contract(g, id)?;
-                if !contract.admits(id, proposer) {
-                    return Err(err(
-                        403,
-                        "NotAContractParty",
-                        format!("member {} is not a collaborator of contract `{id}`", proposer.id),
-                    ));
-                }
-                if apply {
-                    g.put(AUDIENCES, id, &serde_json::json!({"audiences": audiences}))?;
-                }
-            }
-            other => return Err(err(400, "UnknownAction", format!("`{other}` is not an oidc action"))),
         }
-        Ok(())
+        "oidc.set_issuer_url" => {
+            let url =
+                a.args["url"].as_str().filter(|u| u.starts_with("https://") && u.len() <= 2048).ok_or_else(|| {
+                    err(ErrorKind::Invalid, "InvalidActionArgs", "oidc.set_issuer_url takes {\"url\": \"https://…\"}")
+                })?;
+            if apply {
+                config["issuer_url"] = url.trim_end_matches('/').into();
+                g.put(CONFIG, "config", &config)?;
+            }
+        }
+        "oidc.rotate_key" => {
+            no_args(a)?;
+            require_enabled(&config)?;
+            if apply {
+                new_key(g)?;
+            }
+        }
+        "oidc.retire_key" => {
+            let kid = a.args["kid"]
+                .as_str()
+                .ok_or_else(|| err(ErrorKind::Invalid, "InvalidActionArgs", "oidc.retire_key takes {\"kid\"}"))?;
+            let mut keys: Vec<KeyRecord> = g.scan(KEYS)?.into_iter().map(|(_, k)| k).collect();
+            keys.sort_by_key(|k| k.created_at_ms);
+            if !keys.iter().any(|k| k.kid == kid) {
+                return Err(err(ErrorKind::NotFound, "KeyNotFound", format!("the issuer has no key `{kid}`")));
+            }
+            if keys.last().is_some_and(|k| k.kid == kid) {
+                return Err(err(
+                    ErrorKind::NotAllowedInState,
+                    "SigningKeyInUse",
+                    format!("`{kid}` is the key new tokens are signed with: propose oidc.rotate_key first"),
+                ));
+            }
+            if apply {
+                g.tx.delete(KEYS, kid.as_bytes()).map_err(ServiceError::unavailable)?;
+            }
+        }
+        "oidc.set_audiences" => {
+            let id = a.args["contract_id"]
+                .as_str()
+                .ok_or_else(|| err(ErrorKind::Invalid, "InvalidActionArgs", "`contract_id` (a string) is required"))?;
+            let audiences: Vec<String> = a.args["audiences"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|a| a.as_str().map(str::to_string)).collect())
+                .filter(|v: &Vec<String>| {
+                    (1..=MAX_AUDIENCES).contains(&v.len())
+                        && a.args["audiences"].as_array().is_some_and(|all| all.len() == v.len())
+                        && v.iter().all(|a| (1..=256).contains(&a.len()))
+                })
+                .ok_or_else(|| {
+                    err(
+                        ErrorKind::Invalid,
+                        "InvalidActionArgs",
+                        format!("`audiences` is a list of 1-{MAX_AUDIENCES} strings of 1-256 characters"),
+                    )
+                })?;
+            let contract = cleanroom::contract(g, id)?;
+            if !contract.admits(id, proposer) {
+                return Err(err(
+                    ErrorKind::Forbidden,
+                    "NotAContractParty",
+                    format!("member {} is not a collaborator of contract `{id}`", proposer.id),
+                ));
+            }
+            if apply {
+                g.put(AUDIENCES, id, &serde_json::json!({"audiences": audiences}))?;
+            }
+        }
+        other => return Err(err(ErrorKind::Invalid, "UnknownAction", format!("`{other}` is not an oidc action"))),
     }
+    Ok(())
+}
 
+impl Cleanroom {
     /// The issuer's configuration and keys (newest last), or 404 `IssuerNotEnabled`.
-    fn oidc_state(&self, g: &mut GovTx) -> Result<(serde_json::Value, Vec<KeyRecord>), GovError> {
+    fn oidc_state(&self, g: &mut StateTx) -> Result<(serde_json::Value, Vec<KeyRecord>), ServiceError> {
         let config: serde_json::Value = g.get(CONFIG, "config")?.unwrap_or_default();
         if config["enabled"] != true {
-            return Err(err(404, "IssuerNotEnabled", "the OIDC issuer is not enabled; propose oidc.enable_issuer"));
+            return Err(err(
+                ErrorKind::NotFound,
+                "IssuerNotEnabled",
+                "the OIDC issuer is not enabled; propose oidc.enable_issuer",
+            ));
         }
         let mut keys: Vec<KeyRecord> = g.scan(KEYS)?.into_iter().map(|(_, k)| k).collect();
         keys.sort_by_key(|k| k.created_at_ms);
@@ -202,10 +206,10 @@ impl Governance {
     }
 
     /// The issuer URL governance set, or 405 `IssuerUrlNotSet`.
-    fn issuer_url(config: &serde_json::Value) -> Result<String, GovError> {
+    fn issuer_url(config: &serde_json::Value) -> Result<String, ServiceError> {
         config["issuer_url"].as_str().map(str::to_string).ok_or_else(|| {
             err(
-                405,
+                ErrorKind::NotAllowedInState,
                 "IssuerUrlNotSet",
                 "no issuer URL is set: propose oidc.set_issuer_url with the URL where the discovery \
                  document and keys are published (the issuer is never taken from a request)",
@@ -214,8 +218,8 @@ impl Governance {
     }
 
     /// `GET /.well-known/openid-configuration`.
-    pub fn oidc_discovery(&self) -> Result<serde_json::Value, GovError> {
-        let mut g = self.begin()?;
+    pub fn oidc_discovery(&self) -> Result<serde_json::Value, ServiceError> {
+        let mut g = self.core.begin()?;
         let (config, _) = self.oidc_state(&mut g)?;
         let issuer = Self::issuer_url(&config)?;
         Ok(serde_json::json!({
@@ -228,15 +232,20 @@ impl Governance {
     }
 
     /// `GET /oidc/keys`: every key not retired.
-    pub fn oidc_keys(&self) -> Result<serde_json::Value, GovError> {
-        let mut g = self.begin()?;
+    pub fn oidc_keys(&self) -> Result<serde_json::Value, ServiceError> {
+        let mut g = self.core.begin()?;
         let (_, keys) = self.oidc_state(&mut g)?;
         Ok(serde_json::json!({"keys": keys.iter().filter_map(KeyRecord::jwk).collect::<Vec<_>>()}))
     }
 
     /// `POST /app/contracts/{id}/oauth/token` `{"aud", "sub"?}` by a clean-room session of that
     /// contract (whose standing `authenticate` checked).
-    pub fn oidc_token(&self, caller: &Caller, contract_id: &str, body: &[u8]) -> Result<serde_json::Value, GovError> {
+    pub fn oidc_token(
+        &self,
+        caller: &Caller,
+        contract_id: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, ServiceError> {
         require_session(caller, contract_id, "ID tokens are issued")?;
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -246,16 +255,17 @@ impl Governance {
             sub: Option<String>,
         }
         let req: TokenRequest = serde_json::from_slice(body)
-            .map_err(|e| err(400, "InvalidJson", format!("expected {{\"aud\", \"sub\"?}}: {e}")))?;
+            .map_err(|e| err(ErrorKind::Invalid, "InvalidJson", format!("expected {{\"aud\", \"sub\"?}}: {e}")))?;
         if req.sub.as_deref().is_some_and(|s| s != contract_id) {
             return Err(err(
-                403,
+                ErrorKind::Forbidden,
                 "SubjectNotAllowed",
                 format!("the subject of this contract's tokens is `{contract_id}`; it cannot be chosen"),
             ));
         }
-        let mut g = self.begin()?;
-        let (config, keys) = self.oidc_state(&mut g).map_err(|e| GovError { status: 405, ..e })?;
+        let mut g = self.core.begin()?;
+        let (config, keys) =
+            self.oidc_state(&mut g).map_err(|e| ServiceError { kind: ErrorKind::NotAllowedInState, ..e })?;
         let issuer = Self::issuer_url(&config)?;
         let allowed: Vec<String> = g
             .get::<serde_json::Value>(AUDIENCES, contract_id)?
@@ -263,7 +273,7 @@ impl Governance {
             .unwrap_or_default();
         if !allowed.contains(&req.aud) {
             return Err(err(
-                403,
+                ErrorKind::Forbidden,
                 "AudienceNotAllowed",
                 if allowed.is_empty() {
                     format!("contract `{contract_id}` has no token audiences; propose oidc.set_audiences")
@@ -272,8 +282,8 @@ impl Governance {
                 },
             ));
         }
-        let key = keys.last().ok_or_else(|| internal("the issuer has no key"))?;
-        let now = self.runtime.now_ms() / 1000;
+        let key = keys.last().ok_or_else(|| ServiceError::unavailable("the issuer has no key"))?;
+        let now = self.core.runtime.now_ms() / 1000;
         let session_exp = caller
             .claims
             .iter()
@@ -289,7 +299,7 @@ impl Governance {
         if caller.claims.iter().any(|(k, v)| k == "x-ms-sevsnpvm-is-virtual" && v == "true") {
             claims["x-cgs-insecure-attestation"] = true.into();
         }
-        let token = key.sign(&claims).ok_or_else(|| internal("a corrupt OIDC key"))?;
+        let token = key.sign(&claims).ok_or_else(|| ServiceError::unavailable("a corrupt OIDC key"))?;
         Ok(serde_json::json!({
             "id_token": token, "token_type": "Bearer", "expires_in": exp.saturating_sub(now), "kid": key.kid,
             "jti": claims["jti"],

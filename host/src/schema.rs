@@ -1,0 +1,60 @@
+//! The host-owned governance tables: their names and the records the host reads in them.
+//! Governance writes them (through the constitution and the host's own actions); the
+//! authentication, clean-room and reconciler code read them. Plugin tables are never parsed
+//! here: what the host needs of a plugin it learns through the plugin's typed export.
+
+use serde::{Deserialize, Serialize};
+
+/// Governance tables (internal names).
+pub mod tables {
+    /// Members: member id → [`super::MemberRecord`].
+    pub const MEMBERS: &str = "gov.members";
+    /// Active app plugins: name → `{version, blake3, world}`.
+    pub const PLUGINS: &str = "gov.plugins";
+    /// The constitution: `current` → `{name, version, blake3}`.
+    pub const CONSTITUTION: &str = "gov.constitution";
+    /// Uploaded blobs: BLAKE3 hex → bytes.
+    pub const BLOBS: &str = "gov.blobs";
+    /// Proposals: id → [`crate::gov::ProposalRecord`].
+    pub const PROPOSALS: &str = "gov.proposals";
+    /// Seen envelopes: SHA-256 hex → tx time (replay protection).
+    pub const ENVELOPES: &str = "gov.envelopes";
+    /// Service: `status` → `{status, …}`.
+    pub const SERVICE: &str = "gov.service";
+    /// Trusted JWT issuers: issuer → `{issuer, jwks | jwks_url, audience?}`.
+    pub const JWT_ISSUERS: &str = "gov.jwt_issuers";
+    /// User identities: hex of `blind(issuer|subject)` → `{issuer, subject, data?}` (encrypted).
+    pub const USER_IDENTITIES: &str = "gov.user_identities";
+    /// What genesis fixed for good: `config` → `{"insecure_virtual_attestation"}`. A `sys.` table:
+    /// no plugin (not even the constitution) can reach it.
+    pub const CREATION: &str = "sys.service";
+}
+
+/// A member (`gov.members`), as the constitution writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Base64 of the raw 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// `Accepted` or `Active`.
+    pub status: String,
+    /// Member data (name, tenant, roles).
+    pub data: serde_json::Value,
+}
+
+impl MemberRecord {
+    /// The public key.
+    pub fn key(&self) -> Result<ed25519_dalek::VerifyingKey, String> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD.decode(&self.public_key).map_err(|e| e.to_string())?;
+        let raw: [u8; 32] = raw.try_into().map_err(|_| "a member key is not 32 bytes".to_string())?;
+        ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|e| e.to_string())
+    }
+
+    /// Roles from `data.roles`.
+    pub fn roles(&self) -> Vec<String> {
+        self.data["roles"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+}
