@@ -1,0 +1,292 @@
+//! `cgs plugin`: build plugins reproducibly, measure, publish and verify them. The reproducible
+//! build (`cgs_core::build`) is reached through this module only (`cgs verify service` rebuilds
+//! with [`build_into`]).
+
+use std::path::{Path, PathBuf};
+
+use cgs_client::{Client, Member};
+use cgs_core::build::{self, BuildError, BuildRequest, BuiltPlugin, Selection};
+use cgs_core::plugin::{Measurement, World};
+use clap::{Args, Subcommand};
+
+use super::common::{block_on, client, member, ok_json, propose, show};
+use super::{CliError, Result};
+use crate::Cli;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PluginCommand {
+    /// Build plugins reproducibly (pinned toolchain, --locked, `plugin` profile, remapped paths)
+    /// and print `name version blake3` for each.
+    Build(BuildArgs),
+    /// Print `name version blake3` for every `*.wasm` in DIR (default: the build output,
+    /// `target/plugins`).
+    Measure {
+        /// Directory of plugin components.
+        dir: Option<PathBuf>,
+    },
+    /// Build a plugin reproducibly, upload it and propose it (`set_plugin`, or `set_constitution`
+    /// for a constitution). Prints the proposal id and the hash members will verify.
+    Publish {
+        /// The plugin's crate directory (e.g. `plugins/contracts`); or name it with `-p`.
+        dir: Option<PathBuf>,
+        /// The plugin (plugin or package name) in the workspace.
+        #[arg(short = 'p', long = "plugin", conflicts_with = "dir")]
+        plugin: Option<String>,
+        /// The source checkout (default: the one around DIR or the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
+    /// Rebuild a plugin locally and compare its hash with the one the service runs (or the one
+    /// a proposal would install). Exits non-zero on a mismatch.
+    Verify {
+        /// The plugin name.
+        name: String,
+        /// Compare with the `set_plugin`/`set_constitution` of this proposal instead.
+        #[arg(long)]
+        proposal: Option<String>,
+        /// The source checkout (default: the one around the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BuildArgs {
+    /// Plugins to build, by plugin or package name (default: the service's plugins).
+    #[arg(short = 'p', long = "plugin")]
+    plugins: Vec<String>,
+    /// Build every plugin package, including examples and test plugins.
+    #[arg(long, conflicts_with = "plugins")]
+    all: bool,
+    /// Where to put the components (default: `<target-dir>/plugins`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The source checkout (default: the one around the current directory).
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+}
+
+impl From<BuildError> for CliError {
+    fn from(e: BuildError) -> Self {
+        CliError::Build(Box::new(e))
+    }
+}
+
+pub(crate) fn run(cli: &Cli, command: &PluginCommand) -> Result {
+    match command {
+        PluginCommand::Build(args) => build_plugins(cli, args),
+        PluginCommand::Measure { dir } => measure(cli, dir.as_deref()),
+        PluginCommand::Publish { dir, plugin, workspace: ws } => {
+            publish(cli, dir.as_deref(), plugin.as_deref(), ws.as_deref())
+        }
+        PluginCommand::Verify { name, proposal, workspace: ws } => {
+            verify(cli, name, proposal.as_deref(), ws.as_deref())
+        }
+    }
+}
+
+/// `cgs plugin build`.
+fn build_plugins(cli: &Cli, args: &BuildArgs) -> Result {
+    let ws = workspace(args.workspace.as_deref())?;
+    let selection = if args.all {
+        Selection::All
+    } else if args.plugins.is_empty() {
+        Selection::Default
+    } else {
+        Selection::Named(args.plugins.clone())
+    };
+    let req = BuildRequest { workspace: ws, selection, out_dir: args.out.clone(), quiet: false };
+    let built = build::build(&req)?;
+    if let Some(dir) = built.first().and_then(|b| b.path.parent()) {
+        eprintln!("built {} plugin(s) into {}", built.len(), dir.display());
+    }
+    let items: Vec<_> = built.into_iter().map(|b| b.measurement).collect();
+    print_measurements(cli.json, &items)
+}
+
+/// `cgs plugin measure`.
+fn measure(cli: &Cli, dir: Option<&Path>) -> Result {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let ws = workspace(None)?;
+            let (_, target, _) = build::plugin_packages(&ws)?;
+            target.join("plugins")
+        }
+    };
+    let found = cgs_core::plugin::measure_dir(&dir)?;
+    if found.is_empty() {
+        return Err(CliError::NoPlugins { dir });
+    }
+    let items: Vec<_> = found.into_iter().map(|(_, m)| m).collect();
+    print_measurements(cli.json, &items)
+}
+
+/// `cgs plugin publish`.
+fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path>) -> Result {
+    let m = member(cli)?;
+    let (ws, plugin) = match (dir, plugin) {
+        (Some(d), _) => {
+            let name = package_name(d)?;
+            let abs = d.canonicalize()?;
+            let ws = match ws {
+                Some(w) => w.to_path_buf(),
+                None => build::find_workspace(&abs)
+                    .ok_or_else(|| CliError::NoWorkspace { path: d.to_path_buf(), suggest_flag: false })?,
+            };
+            (ws, name)
+        }
+        (None, Some(p)) => (workspace(ws)?, p.to_string()),
+        (None, None) => return Err(CliError::usage("name the plugin: `cgs plugin publish DIR` or `-p NAME`")),
+    };
+    let out = scratch_dir(&ws)?;
+    let built = build_into(ws, vec![plugin], &out, false)?;
+    let b = built.into_iter().next().ok_or(CliError::NothingBuilt)?;
+    let bytes = std::fs::read(&b.path)?;
+    let up = ok_json(block_on(m.authed("PUT", "/gov/blobs", Some(bytes)))?)?;
+    let hash = up["blake3"].as_str().unwrap_or_default().to_string();
+    let action = match b.measurement.info.world {
+        World::Constitution => "set_constitution",
+        World::AppPlugin => "set_plugin",
+    };
+    let args =
+        serde_json::json!({"name": b.measurement.info.name, "version": b.measurement.info.version, "blake3": hash});
+    let v = propose(&m, serde_json::json!([{"name": action, "args": args}]))?;
+    let _ = std::fs::remove_dir_all(&out);
+    let v = serde_json::json!({"proposal_id": v["proposal_id"], "state": v["state"], "action": action, "args": args});
+    show(cli, &v, |v| {
+        format!(
+            "uploaded {} {} ({hash})\nproposal {} ({}) is {}; members verify with `cgs plugin verify {} --proposal {}`",
+            args["name"].as_str().unwrap_or("?"),
+            args["version"].as_str().unwrap_or("?"),
+            v["proposal_id"].as_str().unwrap_or("?"),
+            action,
+            v["state"].as_str().unwrap_or("?"),
+            args["name"].as_str().unwrap_or("?"),
+            v["proposal_id"].as_str().unwrap_or("?"),
+        )
+    });
+    Ok(())
+}
+
+/// `cgs plugin verify`: exits non-zero on a mismatch.
+fn verify(cli: &Cli, name: &str, proposal: Option<&str>, ws: Option<&Path>) -> Result {
+    let ws = workspace(ws)?;
+    let out = scratch_dir(&ws)?;
+    let built = build_into(ws, vec![name.to_string()], &out, true)?;
+    let _ = std::fs::remove_dir_all(&out);
+    let local = built.first().map(|b| b.measurement.blake3.to_hex()).ok_or(CliError::NothingBuilt)?;
+    let service = match proposal {
+        Some(p) => block_on(proposed_hash(&member(cli)?, name, p))??,
+        // The plugin list needs no login; a `--key` given must still be usable.
+        None => {
+            let c = if cli.key.is_some() { member(cli)?.client } else { client(cli)? };
+            block_on(active_hash(&c, name))??
+        }
+    };
+    let matches = local == service;
+    let what = if proposal.is_some() { "proposed" } else { "active" };
+    let v = serde_json::json!({"plugin": name, "local": local, what: service, "match": matches});
+    show(cli, &v, |_| {
+        if matches {
+            format!("MATCH: {name} rebuilt locally = {what} on the service = {local}")
+        } else {
+            format!("MISMATCH: {name} rebuilt locally is {local}, the {what} one is {service}")
+        }
+    });
+    if matches { Ok(()) } else { Err(CliError::Mismatch { name: name.to_string() }) }
+}
+
+/// The source checkout: `explicit`, else the workspace around the current directory.
+pub(super) fn workspace(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(w) = explicit {
+        return Ok(w.to_path_buf());
+    }
+    let cwd = std::env::current_dir()?;
+    build::find_workspace(&cwd).ok_or(CliError::NoWorkspace { path: cwd, suggest_flag: true })
+}
+
+/// A scratch output directory for builds, under the workspace's target directory; the caller
+/// removes it.
+pub(super) fn scratch_dir(ws: &Path) -> Result<PathBuf> {
+    let (_, target, _) = build::plugin_packages(ws)?;
+    let dir = target.join(format!("cgs-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Build the plugins `names` of `ws` reproducibly into `out`.
+pub(super) fn build_into(ws: PathBuf, names: Vec<String>, out: &Path, quiet: bool) -> Result<Vec<BuiltPlugin>> {
+    let req =
+        BuildRequest { workspace: ws, selection: Selection::Named(names), out_dir: Some(out.to_path_buf()), quiet };
+    Ok(build::build(&req)?)
+}
+
+/// The package name in `dir/Cargo.toml`.
+fn package_name(dir: &Path) -> Result<String> {
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .map_err(|source| CliError::NotACrate { dir: dir.to_path_buf(), source })?;
+    manifest
+        .lines()
+        .skip_while(|l| l.trim() != "[package]")
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("name")
+                .and_then(|r| r.trim().strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
+        .ok_or_else(|| CliError::NoPackageName { dir: dir.to_path_buf() })
+}
+
+/// The hash of plugin `name` in the `set_plugin`/`set_constitution` of proposal `id`.
+async fn proposed_hash(m: &Member, name: &str, id: &str) -> Result<String> {
+    let p = ok_json(m.authed("GET", &format!("/gov/proposals/{id}"), None).await)?;
+    p["actions"]
+        .as_array()
+        .and_then(|a| {
+            a.iter().find(|x| {
+                matches!(x["name"].as_str(), Some("set_plugin" | "set_constitution")) && x["args"]["name"] == name
+            })
+        })
+        .and_then(|x| x["args"]["blake3"].as_str().map(str::to_string))
+        .ok_or_else(|| CliError::NotProposed { proposal: id.to_string(), name: name.to_string() })
+}
+
+/// The hash of the active plugin `name`.
+async fn active_hash(c: &Client, name: &str) -> Result<String> {
+    let plugins = ok_json(c.get("/gov/plugins").await)?;
+    plugins["value"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["blake3"].as_str().map(str::to_string))
+        .ok_or_else(|| CliError::NoSuchPlugin { name: name.to_string() })
+}
+
+/// `name version blake3` lines, or a JSON array with `--json`.
+fn print_measurements(json: bool, items: &[Measurement]) -> Result {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items).map_err(CliError::Encode)?);
+    } else {
+        for m in items {
+            println!("{m}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_name_from_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = package_name(dir.path()).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{} is not a crate directory: ", dir.path().display())), "{e}");
+        std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\nname = \"no\"\n").unwrap();
+        let e = package_name(dir.path()).unwrap_err().to_string();
+        assert_eq!(e, format!("{}/Cargo.toml has no package name", dir.path().display()));
+        std::fs::write(dir.path().join("Cargo.toml"), "[package]\nversion = \"1\"\nname = \"chaos\"\n").unwrap();
+        assert_eq!(package_name(dir.path()).unwrap(), "chaos");
+    }
+}

@@ -1,0 +1,137 @@
+//! `cgs proposal`: proposals and ballots.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::common::{authed, block_on, lines, member, ok_json, pretty, propose, read_to_string, show, show_proposal};
+use super::common::{show_state, vote_on};
+use super::{CliError, Result};
+use crate::Cli;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ProposalCommand {
+    /// Propose actions: `--action NAME --args JSON` (repeatable, in order) or `--file` holding
+    /// `{"actions":[{"name","args"}]}`.
+    Create {
+        /// Action name (`set_member`, `contracts.set_contract`, …).
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// JSON arguments of the preceding `--action` (default `{}`).
+        #[arg(long = "args")]
+        args: Vec<String>,
+        /// A file with the proposal body.
+        #[arg(long, conflicts_with = "actions")]
+        file: Option<PathBuf>,
+    },
+    /// List proposals.
+    List {
+        /// Only this state (Open, Accepted, Rejected, Withdrawn, Failed, Dropped).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show a proposal with its ballots and history.
+    Show {
+        /// Proposal id.
+        id: String,
+    },
+    /// Vote on a proposal.
+    Vote {
+        /// Proposal id.
+        id: String,
+        /// `approve` or `reject`.
+        vote: String,
+    },
+    /// Withdraw your proposal.
+    Withdraw {
+        /// Proposal id.
+        id: String,
+    },
+}
+
+pub(crate) fn run(cli: &Cli, command: &ProposalCommand) -> Result {
+    let m = member(cli)?;
+    match command {
+        ProposalCommand::Create { actions, args, file } => {
+            let body = match file {
+                Some(f) => serde_json::from_str(&read_to_string(f)?)
+                    .map_err(|source| CliError::NotJson { what: f.display().to_string(), source })?,
+                None => actions_body(actions, args)?,
+            };
+            let v = propose(&m, body["actions"].clone())?;
+            show_proposal(cli, &v);
+        }
+        ProposalCommand::List { state } => {
+            let path = match state {
+                Some(s) => format!("/gov/proposals?state={s}"),
+                None => "/gov/proposals".into(),
+            };
+            let v = authed(&m, "GET", &path, None)?;
+            show(cli, &v, |v| lines(v, proposal_line).join("\n"));
+        }
+        ProposalCommand::Show { id } => {
+            let v = authed(&m, "GET", &format!("/gov/proposals/{id}"), None)?;
+            show(cli, &v, pretty);
+        }
+        ProposalCommand::Vote { id, vote } => vote_on(cli, &m, id, vote)?,
+        ProposalCommand::Withdraw { id } => {
+            let v = ok_json(block_on(m.withdraw(id))?)?;
+            show_state(cli, id, &v);
+        }
+    }
+    Ok(())
+}
+
+/// `{"actions":[{"name","args"}]}` from `--action NAME [--args JSON]` pairs.
+fn actions_body(actions: &[String], args: &[String]) -> Result<Value> {
+    if actions.is_empty() {
+        return Err(CliError::usage("give at least one --action NAME [--args JSON], or --file"));
+    }
+    let mut list = Vec::new();
+    for (i, name) in actions.iter().enumerate() {
+        let a = match args.get(i) {
+            Some(a) => serde_json::from_str(a)
+                .map_err(|source| CliError::NotJson { what: format!("--args of `{name}`"), source })?,
+            None => serde_json::json!({}),
+        };
+        list.push(serde_json::json!({"name": name, "args": a}));
+    }
+    Ok(serde_json::json!({"actions": list}))
+}
+
+/// `ID  STATE     by PROPOSER…  ballots N  [ACTIONS]`.
+fn proposal_line(p: &Value) -> String {
+    let actions: Vec<&str> =
+        p["actions"].as_array().map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+    format!(
+        "{}  {:<9} by {}…  ballots {}  [{}]",
+        p["proposal_id"].as_str().unwrap_or("?"),
+        p["state"].as_str().unwrap_or("?"),
+        &p["proposer_id"].as_str().unwrap_or("?").chars().take(12).collect::<String>(),
+        p["ballots"].as_object().map(|b| b.len()).unwrap_or(0),
+        actions.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_pair_with_their_args() {
+        let b = actions_body(&["a".into(), "b".into()], &[r#"{"x":1}"#.into()]).unwrap();
+        assert_eq!(b, serde_json::json!({"actions": [{"name": "a", "args": {"x": 1}}, {"name": "b", "args": {}}]}));
+        let e = actions_body(&[], &[]).unwrap_err().to_string();
+        assert_eq!(e, "give at least one --action NAME [--args JSON], or --file");
+        let e = actions_body(&["a".into()], &["{".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("--args of `a` is not JSON: EOF"), "{e}");
+    }
+
+    #[test]
+    fn proposal_lines() {
+        let p = serde_json::json!({"proposal_id": "p1", "state": "Open", "proposer_id": "0123456789abcdef",
+            "ballots": {"m1": "approve"}, "actions": [{"name": "set_member"}, {"name": "set_plugin"}]});
+        assert_eq!(proposal_line(&p), "p1  Open      by 0123456789ab…  ballots 1  [set_member, set_plugin]");
+    }
+}
