@@ -21,12 +21,9 @@ pub mod users;
 #[path = "../../host/src/auth/jwt.rs"]
 pub mod jwt;
 
-/// What `jwt.rs` needs of `host/src/fsutil.rs`.
-pub mod fsutil {
-    pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-        std::fs::write(path, bytes)
-    }
-}
+/// `host/src/fsutil.rs` (std only): what `jwt.rs` uses to load its key.
+#[path = "../../host/src/fsutil.rs"]
+pub mod fsutil;
 
 use ed25519_dalek::SigningKey;
 

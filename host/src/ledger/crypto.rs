@@ -61,23 +61,7 @@ impl LedgerSecret {
 
     /// Load the secret from `path`, creating it if absent.
     pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
-        match std::fs::read(path) {
-            Ok(b) => {
-                let bytes: [u8; 32] = b.try_into().map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{} is not a 32-byte secret", path.display()),
-                    )
-                })?;
-                Ok(Self::from_bytes(&bytes))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes: [u8; 32] = rand::random();
-                crate::fsutil::write_private(path, &bytes)?;
-                Ok(Self::from_bytes(&bytes))
-            }
-            Err(e) => Err(e),
-        }
+        Ok(Self::from_bytes(&crate::fsutil::load_or_create_secret(path, "secret")?))
     }
 
     /// Encrypt `value` for `table`/`key`.

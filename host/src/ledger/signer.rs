@@ -22,17 +22,7 @@ pub struct NodeSigner {
 impl NodeSigner {
     /// Load the key from `path` (creating it if absent) for the log `origin`.
     pub fn load_or_create(path: &Path, origin: &str) -> std::io::Result<Self> {
-        let seed: [u8; 32] = match std::fs::read(path) {
-            Ok(b) => b.try_into().map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not a 32-byte key", path.display()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let seed: [u8; 32] = rand::random();
-                crate::fsutil::write_private(path, &seed)?;
-                seed
-            }
-            Err(e) => return Err(e),
-        };
+        let seed = crate::fsutil::load_or_create_secret(path, "key")?;
         Ok(Self::from_seed(&seed, origin))
     }
 
