@@ -5,34 +5,8 @@ use std::collections::BTreeMap;
 use cgs_core::gov::{ActionBody, Vote};
 use serde::{Deserialize, Serialize};
 
-/// A member (`gov.members`), as the constitution writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberRecord {
-    /// Base64 of the raw 32-byte Ed25519 public key.
-    pub public_key: String,
-    /// `Accepted` or `Active`.
-    pub status: String,
-    /// Member data (name, tenant, roles).
-    pub data: serde_json::Value,
-}
-
-impl MemberRecord {
-    /// The public key.
-    pub fn key(&self) -> Result<ed25519_dalek::VerifyingKey, String> {
-        use base64::Engine as _;
-        let raw = base64::engine::general_purpose::STANDARD.decode(&self.public_key).map_err(|e| e.to_string())?;
-        let raw: [u8; 32] = raw.try_into().map_err(|_| "a member key is not 32 bytes".to_string())?;
-        ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|e| e.to_string())
-    }
-
-    /// Roles from `data.roles`.
-    pub fn roles(&self) -> Vec<String> {
-        self.data["roles"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
-    }
-}
+/// A member (`gov.members`), as the constitution writes it: the type both share, from cgs-core.
+pub use cgs_core::gov::MemberRecord;
 
 /// Proposal states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

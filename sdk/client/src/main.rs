@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cgs_core::build::{BuildRequest, Selection};
+use cgs_build::{BuildRequest, Selection};
 use clap::{Args, Parser, Subcommand};
 
 /// CGS command-line tool: measure and build plugins, and (with a running service) govern it.
@@ -452,7 +452,7 @@ fn workspace(explicit: Option<&PathBuf>) -> Result<PathBuf, String> {
         return Ok(w.clone());
     }
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
-    cgs_core::build::find_workspace(&cwd)
+    cgs_build::find_workspace(&cwd)
         .ok_or_else(|| format!("{} is not inside a Cargo workspace; pass --workspace DIR", cwd.display()))
 }
 
@@ -468,7 +468,7 @@ fn write_secret(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
 
 /// A scratch output directory for builds.
 fn tempdir_for(ws: &std::path::Path) -> Result<PathBuf, String> {
-    let (_, target, _) = cgs_core::build::plugin_packages(ws).map_err(|e| e.to_string())?;
+    let (_, target, _) = cgs_build::plugin_packages(ws).map_err(|e| e.to_string())?;
     let dir = target.join(format!("cgs-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     Ok(dir)
@@ -1084,7 +1084,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     let abs = d.canonicalize().map_err(|e| e.to_string())?;
                     let ws = match ws {
                         Some(w) => w.clone(),
-                        None => cgs_core::build::find_workspace(&abs)
+                        None => cgs_build::find_workspace(&abs)
                             .ok_or_else(|| format!("{} is not inside a Cargo workspace", d.display()))?,
                     };
                     (ws, name)
@@ -1099,7 +1099,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 out_dir: Some(out.clone()),
                 quiet: false,
             };
-            let built = cgs_core::build::build(&req).map_err(|e| e.to_string())?;
+            let built = cgs_build::build(&req).map_err(|e| e.to_string())?;
             let b = built.into_iter().next().ok_or("nothing was built")?;
             let bytes = std::fs::read(&b.path).map_err(|e| e.to_string())?;
             let up = ok_json(block_on(m.authed("PUT", "/gov/blobs", Some(bytes)))?)?;
@@ -1135,7 +1135,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 out_dir: Some(out.clone()),
                 quiet: true,
             };
-            let built = cgs_core::build::build(&req).map_err(|e| e.to_string())?;
+            let built = cgs_build::build(&req).map_err(|e| e.to_string())?;
             let _ = std::fs::remove_dir_all(&out);
             let local = built.first().map(|b| b.measurement.blake3.to_hex()).ok_or("nothing was built")?;
             let service = match (proposal, cli.key.is_some()) {
@@ -1237,7 +1237,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                      them. Pin the key from `cgs verify service` or GET /node/identity with --node-key."
                 );
             }
-            let r = cgs_core::ledger_verify::verify_data_dir(dir, &keys)
+            let r = cgs_ledger_format::verify::verify_data_dir(dir, &keys)
                 .map_err(|f| format!("ledger does NOT verify: {f}"))?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?);
@@ -1281,7 +1281,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 Selection::Named(args.plugins.clone())
             };
             let req = BuildRequest { workspace: ws, selection, out_dir: args.out.clone(), quiet: false };
-            let built = cgs_core::build::build(&req).map_err(|e| e.to_string())?;
+            let built = cgs_build::build(&req).map_err(|e| e.to_string())?;
             if let Some(dir) = built.first().and_then(|b| b.path.parent()) {
                 eprintln!("built {} plugin(s) into {}", built.len(), dir.display());
             }
@@ -1293,11 +1293,11 @@ fn run(cli: &Cli) -> Result<(), String> {
                 Some(d) => d.clone(),
                 None => {
                     let ws = workspace(None)?;
-                    let (_, target, _) = cgs_core::build::plugin_packages(&ws).map_err(|e| e.to_string())?;
+                    let (_, target, _) = cgs_build::plugin_packages(&ws).map_err(|e| e.to_string())?;
                     target.join("plugins")
                 }
             };
-            let found = cgs_core::plugin::measure_dir(&dir).map_err(|e| e.to_string())?;
+            let found = cgs_build::measure_dir(&dir).map_err(|e| e.to_string())?;
             if found.is_empty() {
                 return Err(format!("no *.wasm plugins in {}; run `cgs plugin build` first", dir.display()));
             }
@@ -1413,7 +1413,7 @@ fn verify_service(
         out_dir: Some(out.clone()),
         quiet: true,
     };
-    let built = cgs_core::build::build(&req);
+    let built = cgs_build::build(&req);
     let _ = std::fs::remove_dir_all(&out);
     match built {
         Ok(built) => {
