@@ -1,4 +1,4 @@
-//! `cgs_core::ledger_verify::verify_data_dir`: what `cgs ledger verify DIR` does, on a
+//! `cgs_ledger_format::verify::verify_data_dir`: what `cgs ledger verify DIR` does, on a
 //! `ledger.redb` this target writes (in a tmpfs directory) from a fuzzed sequence of operations.
 //!
 //! The input (`arbitrary`) is a list of operations — blank and membership records, transactions
@@ -29,9 +29,9 @@ use arbitrary::Arbitrary;
 use base64::Engine as _;
 use cgs_core::TxId;
 use cgs_core::entry::{Entry, Payload, RaftBody, RaftRecord, Read, SignatureEntry, TableRead, Transaction, Write};
-use cgs_core::ledger_verify::verify_data_dir;
 use cgs_core::merkle::{CompactTree, leaf_hash};
-use cgs_core::store_format as fmt;
+use cgs_ledger_format::store_format as fmt;
+use cgs_ledger_format::verify::verify_data_dir;
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 

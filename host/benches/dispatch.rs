@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cgs_core::build::{BuildRequest, Selection};
+use cgs_build::{BuildRequest, Selection};
 use cgs_host::runtime::{Caller, Method, PluginRequest, RouteMatch, Runtime, RuntimeConfig};
 use cgs_host::store::{MemStore, now};
 
@@ -55,7 +55,7 @@ fn main() {
     }
     let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let out = tempfile::tempdir().unwrap();
-    let built = cgs_core::build::build(&BuildRequest {
+    let built = cgs_build::build(&BuildRequest {
         workspace: ws,
         selection: Selection::Named(vec!["chaos".into(), "greetings".into(), "contracts".into()]),
         out_dir: Some(out.path().to_path_buf()),

@@ -241,7 +241,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 (None, Some(ws)) => PluginSource::Build { workspace: ws },
                 (None, None) => PluginSource::Build { workspace: default_workspace()? },
             };
-            let fresh = !a.dir.join(cgs_core::store_format::FILE_NAME).exists();
+            let fresh = !a.dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
             if let (true, PluginSource::Build { workspace }) = (fresh, &plugins) {
                 eprintln!("building plugins reproducibly from {} ...", workspace.display());
             }
@@ -299,11 +299,11 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
 /// current directory.
 fn default_workspace() -> Result<PathBuf, String> {
     let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    if let Some(ws) = built_from.parent().and_then(cgs_core::build::find_workspace) {
+    if let Some(ws) = built_from.parent().and_then(cgs_build::find_workspace) {
         return Ok(ws);
     }
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
-    cgs_core::build::find_workspace(&cwd).ok_or_else(|| {
+    cgs_build::find_workspace(&cwd).ok_or_else(|| {
         "no CGS source checkout found to build plugins from; pass --plugins DIR (built with `cgs plugin build`) or --workspace DIR"
             .to_string()
     })
@@ -331,7 +331,7 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
     writeln!(
         out,
         "  ledger:              {} ({} entries)",
-        node.dir.join(cgs_core::store_format::FILE_NAME).display(),
+        node.dir.join(cgs_ledger_format::store_format::FILE_NAME).display(),
         node.ledger.applied()
     )?;
     writeln!(out, "  checkpoint key:      {}", node.ledger.identity().verifier_key)?;

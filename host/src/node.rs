@@ -104,7 +104,7 @@ pub enum NodeError {
     Runtime(#[from] LoadError),
     /// Building plugins failed.
     #[error(transparent)]
-    Build(#[from] cgs_core::build::BuildError),
+    Build(#[from] cgs_build::BuildError),
     /// Reading plugins failed.
     #[error(transparent)]
     Measure(#[from] cgs_core::plugin::PluginError),
@@ -190,8 +190,8 @@ fn load_blobs(source: &PluginSource) -> Result<BTreeMap<Blake3Hash, Vec<u8>>, No
             files
         }
         PluginSource::Build { workspace } => {
-            let req = cgs_core::build::BuildRequest::new(workspace);
-            cgs_core::build::build(&req)?.into_iter().map(|b| b.path).collect()
+            let req = cgs_build::BuildRequest::new(workspace);
+            cgs_build::build(&req)?.into_iter().map(|b| b.path).collect()
         }
     };
     let mut blobs = BTreeMap::new();

@@ -3,8 +3,6 @@
 //! authentication, clean-room and reconciler code read them. Plugin tables are never parsed
 //! here: what the host needs of a plugin it learns through the plugin's typed export.
 
-use serde::{Deserialize, Serialize};
-
 /// Governance tables (internal names).
 pub mod tables {
     /// Members: member id → [`super::MemberRecord`].
@@ -30,31 +28,6 @@ pub mod tables {
     pub const CREATION: &str = "sys.service";
 }
 
-/// A member (`gov.members`), as the constitution writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberRecord {
-    /// Base64 of the raw 32-byte Ed25519 public key.
-    pub public_key: String,
-    /// `Accepted` or `Active`.
-    pub status: String,
-    /// Member data (name, tenant, roles).
-    pub data: serde_json::Value,
-}
-
-impl MemberRecord {
-    /// The public key.
-    pub fn key(&self) -> Result<ed25519_dalek::VerifyingKey, String> {
-        use base64::Engine as _;
-        let raw = base64::engine::general_purpose::STANDARD.decode(&self.public_key).map_err(|e| e.to_string())?;
-        let raw: [u8; 32] = raw.try_into().map_err(|_| "a member key is not 32 bytes".to_string())?;
-        ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|e| e.to_string())
-    }
-
-    /// Roles from `data.roles`.
-    pub fn roles(&self) -> Vec<String> {
-        self.data["roles"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
-            .unwrap_or_default()
-    }
-}
+/// A member (`gov.members`), as the constitution writes it: the type the constitution and the
+/// host share.
+pub use cgs_core::gov::MemberRecord;

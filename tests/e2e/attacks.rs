@@ -186,7 +186,7 @@ async fn ledger_reads_need_the_right_to_read_what_was_written() {
 
     let data = sb.data.clone();
     assert!(sb.terminate().unwrap().success());
-    let file = std::fs::read(data.join(cgs_core::store_format::FILE_NAME)).unwrap();
+    let file = std::fs::read(data.join(cgs_ledger_format::store_format::FILE_NAME)).unwrap();
     for marker in [
         "MARKER-DRAFT-TERMS",
         "MARKER-USER-SUBJECT",
@@ -450,13 +450,13 @@ async fn a_malicious_plugin_cannot_read_governance_secrets() {
     // The ISV publishes `snoop`; the members approve it (as they would a plugin they did not
     // read closely enough).
     let dir = tempfile::tempdir().unwrap();
-    let req = cgs_core::build::BuildRequest {
+    let req = cgs_build::BuildRequest {
         workspace: cgs_e2e::workspace(),
-        selection: cgs_core::build::Selection::Named(vec!["snoop".into()]),
+        selection: cgs_build::Selection::Named(vec!["snoop".into()]),
         out_dir: Some(dir.path().to_path_buf()),
         quiet: true,
     };
-    cgs_core::build::build(&req).unwrap();
+    cgs_build::build(&req).unwrap();
     let bytes = std::fs::read(dir.path().join("snoop.wasm")).unwrap();
     let r = isv.authed("PUT", "/gov/blobs", Some(bytes)).await.unwrap().ok_json().unwrap();
     let hash = r["blake3"].as_str().unwrap().to_string();
@@ -758,8 +758,11 @@ async fn nonces_issuers_policies_and_virtual_evidence() {
     let data_copy = tmp.path().join("copy");
     std::fs::create_dir_all(&data_copy).unwrap();
     assert!(sb.terminate().unwrap().success());
-    std::fs::copy(data.join(cgs_core::store_format::FILE_NAME), data_copy.join(cgs_core::store_format::FILE_NAME))
-        .unwrap();
+    std::fs::copy(
+        data.join(cgs_ledger_format::store_format::FILE_NAME),
+        data_copy.join(cgs_ledger_format::store_format::FILE_NAME),
+    )
+    .unwrap();
     let out = std::process::Command::new(&cgs_e2e::binaries().cli)
         .args(["ledger", "verify", data_copy.to_str().unwrap()])
         .output()

@@ -46,7 +46,7 @@ async fn a_consortium_opens_the_service_and_admits_a_member() {
     for k in &keys {
         keygen(cli_plain, k);
     }
-    let measured = cgs_core::plugin::measure_dir(plugins_dir()).unwrap();
+    let measured = cgs_build::measure_dir(plugins_dir()).unwrap();
     let constitution =
         measured.iter().find(|(_, m)| m.info.world == cgs_core::plugin::World::Constitution).unwrap().1.blake3;
     let apps: Vec<String> = measured
@@ -326,9 +326,9 @@ fn ledger_votes(
     hash: &str,
 ) -> (Vec<String>, Option<String>) {
     use sha2::Digest;
-    let db = redb::Database::open(data.join(cgs_core::store_format::FILE_NAME)).unwrap();
+    let db = redb::Database::open(data.join(cgs_ledger_format::store_format::FILE_NAME)).unwrap();
     let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let ledger = rtx.open_table(cgs_core::store_format::LEDGER).unwrap();
+    let ledger = rtx.open_table(cgs_ledger_format::store_format::LEDGER).unwrap();
     let mut voters = Vec::new();
     let mut proposed_hash = None;
     for item in redb::ReadableTable::iter(&ledger).unwrap() {

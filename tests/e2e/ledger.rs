@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cgs_core::ledger_verify::verify_data_dir;
-use cgs_core::store_format as fmt;
 use cgs_e2e::{Sandbox, binaries};
+use cgs_ledger_format::store_format as fmt;
+use cgs_ledger_format::verify::verify_data_dir;
 use redb::{ReadableDatabase, ReadableTable};
 use serde_json::json;
 

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use cgs_core::build::{BuildRequest, Selection};
+use cgs_build::{BuildRequest, Selection};
 
 /// The source checkout.
 pub fn workspace() -> PathBuf {
@@ -75,7 +75,7 @@ pub fn plugins_dir() -> &'static Path {
             out_dir: Some(dir.path().to_path_buf()),
             quiet: true,
         };
-        cgs_core::build::build(&req).unwrap_or_else(|e| panic!("building plugins failed: {e}"));
+        cgs_build::build(&req).unwrap_or_else(|e| panic!("building plugins failed: {e}"));
         dir
     })
     .path()

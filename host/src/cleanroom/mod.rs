@@ -109,11 +109,14 @@ pub struct ContractView {
 impl ContractView {
     /// Whether `caller` is a party to contract `id` (the same rule as `cgs_cleanroom::authorize`).
     pub fn admits(&self, id: &str, caller: &Caller) -> bool {
+        let parties = cgs_core::contract::Parties {
+            created_by: &self.created_by,
+            collaborators: self.collaborators.as_deref(),
+            users: &self.users,
+        };
         match caller.kind {
-            CallerKind::Member => {
-                self.created_by == caller.id || self.collaborators.as_ref().is_none_or(|c| c.contains(&caller.id))
-            }
-            CallerKind::User => self.users.contains(&caller.id),
+            CallerKind::Member => parties.has_member(&caller.id),
+            CallerKind::User => parties.has_user(&caller.id),
             CallerKind::Cleanroom => caller.contract_id.as_deref() == Some(id),
             CallerKind::Anonymous => false,
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use cgs_core::TxId;
 use cgs_core::entry::{self, Payload, Read, SignatureEntry, TableRead, Transaction, Write};
-use cgs_core::store_format as fmt;
+use cgs_ledger_format::store_format as fmt;
 use openraft::BasicNode;
 use redb::{Database, ReadableDatabase, ReadableTable};
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use cgs_core::TxId;
 use cgs_core::entry::{self, Payload, RaftBody, RaftRecord};
-use cgs_core::store_format as fmt;
+use cgs_ledger_format::store_format as fmt;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader,

@@ -1,5 +1,5 @@
 //! Host integration tests, one binary (as wasmtime does): real plugin components built by the
-//! build (`cgs_core::build`), a real runtime, real TLS.
+//! build (`cgs_build`), a real runtime, real TLS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

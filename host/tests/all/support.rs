@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use cgs_core::build::{BuildRequest, Selection};
+use cgs_build::{BuildRequest, Selection};
 use cgs_host::runtime::{Runtime, RuntimeConfig};
 use cgs_host::store::MemStore;
 
@@ -30,7 +30,7 @@ fn built() -> &'static Built {
             out_dir: Some(dir.path().to_path_buf()),
             quiet: true,
         };
-        let built = cgs_core::build::build(&req).unwrap_or_else(|e| panic!("building test plugins failed: {e}"));
+        let built = cgs_build::build(&req).unwrap_or_else(|e| panic!("building test plugins failed: {e}"));
         let bytes = built
             .into_iter()
             .map(|b| (b.measurement.info.name.clone(), std::fs::read(&b.path).expect("read plugin")))

@@ -207,18 +207,7 @@ fn list(req: &Request) -> Result<Response> {
     Response::ok(&serde_json::json!({"value": value, "next_link": next_link}))
 }
 
-/// Percent-encode a query value.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use cgs_core::contract::percent_encode as encode;
 
 struct Audit;
 

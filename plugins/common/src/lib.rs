@@ -68,16 +68,25 @@ pub struct Contract {
 }
 
 impl Contract {
+    /// Its parties (the rule the host applies too: `cgs_core::contract::Parties`).
+    pub fn parties(&self) -> cgs_core::contract::Parties<'_> {
+        cgs_core::contract::Parties {
+            created_by: &self.created_by,
+            collaborators: self.collaborators.as_deref(),
+            users: &self.users,
+        }
+    }
+
     /// Whether `member_id` is a collaborator.
     pub fn is_collaborator(&self, member_id: &str) -> bool {
-        self.created_by == member_id || self.collaborators.as_ref().is_none_or(|c| c.iter().any(|m| m == member_id))
+        self.parties().has_member(member_id)
     }
 
     /// Whether `caller` is a party to contract `id` (see the module docs).
     pub fn admits(&self, id: &str, caller: &Caller) -> bool {
         match caller.kind {
             CallerKind::Member => self.is_collaborator(&caller.id),
-            CallerKind::User => self.users.contains(&caller.id),
+            CallerKind::User => self.parties().has_user(&caller.id),
             CallerKind::Cleanroom => caller.contract_id.as_deref() == Some(id),
             CallerKind::Anonymous => false,
         }

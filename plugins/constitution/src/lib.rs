@@ -64,16 +64,8 @@ const VETO_ACTIONS: &[&str] = &[
 /// Actions that need no votes.
 const NO_VOTE_ACTIONS: &[&str] = &["consent.disable_logging", "consent.disable_telemetry"];
 
-/// A member record in `gov.members`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MemberRecord {
-    /// Base64 of the raw 32-byte Ed25519 public key.
-    pub public_key: String,
-    /// `Accepted` or `Active`.
-    pub status: String,
-    /// Member data (name, tenant, roles).
-    pub data: Value,
-}
+/// A member record in `gov.members` (the host reads the same type).
+pub use cgs_core::gov::MemberRecord;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PluginRef {
@@ -102,37 +94,19 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The raw key of an Ed25519 SPKI PEM (`-----BEGIN PUBLIC KEY-----`): the DER is the fixed
-/// prefix `302a300506032b6570032100` followed by the 32-byte key.
-pub fn ed25519_key_from_pem(pem: &str) -> Result<[u8; 32]> {
+/// The member id and the base64 of the raw key of an Ed25519 SPKI PEM
+/// (`-----BEGIN PUBLIC KEY-----`), parsed with cgs-core as the host parses genesis members' keys.
+pub fn member_from_pem(pem: &str) -> Result<(String, String)> {
     use base64::Engine as _;
-    let body: String = pem.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("-----")).collect();
     if !pem.contains("-----BEGIN PUBLIC KEY-----") {
         return Err(bad(
             "InvalidPublicKey",
             "`public_key` must be a PEM Ed25519 public key (-----BEGIN PUBLIC KEY-----)",
         ));
     }
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .map_err(|_| bad("InvalidPublicKey", "`public_key` is not valid PEM base64"))?;
-    const PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-    if der.len() != 44 || der[..12] != PREFIX {
-        return Err(bad("InvalidPublicKey", "`public_key` is not an Ed25519 key"));
-    }
-    let mut k = [0u8; 32];
-    k.copy_from_slice(&der[12..]);
-    Ok(k)
-}
-
-/// Member id: lowercase hex SHA-256 of the raw key.
-pub fn member_id(key: &[u8; 32]) -> String {
-    use sha2::Digest;
-    hex_lower(&sha2::Sha256::digest(key))
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let key = cgs_core::gov::verifying_key_from_pem(pem)
+        .map_err(|e| bad("InvalidPublicKey", format!("`public_key` is {e}")))?;
+    Ok((cgs_core::gov::member_id(&key), base64::engine::general_purpose::STANDARD.encode(key.as_bytes())))
 }
 
 fn obj(v: &Value, what: &str) -> Result<()> {
@@ -173,16 +147,13 @@ fn run(action: &Action, apply: bool) -> Result<()> {
     let args = parse(action)?;
     match action.name.as_str() {
         "set_member" => {
-            let key = ed25519_key_from_pem(str_arg(&args, "public_key")?)?;
+            let (id, public_key) = member_from_pem(str_arg(&args, "public_key")?)?;
             let data = args.get("member_data").cloned().unwrap_or(Value::Object(Default::default()));
             obj(&data, "member_data")?;
-            let id = member_id(&key);
             if MEMBERS.contains(&id)? {
                 return Err(Error::conflict("MemberExists", format!("member {id} already exists")));
             }
             if apply {
-                use base64::Engine as _;
-                let public_key = base64::engine::general_purpose::STANDARD.encode(key);
                 MEMBERS.put(&id, &MemberRecord { public_key, status: "Accepted".into(), data })?;
             }
         }
@@ -557,12 +528,17 @@ mod tests {
         let set = action("set_member", serde_json::json!({"public_key": PEM, "member_data": {"name": "dp"}}));
         DefaultConstitution::validate_action(&set).unwrap();
         DefaultConstitution::apply_action(&set).unwrap();
-        let id = member_id(&ed25519_key_from_pem(PEM).unwrap());
+        let (id, _) = member_from_pem(PEM).unwrap();
         assert_eq!(MEMBERS.get(&id).unwrap().unwrap().status, "Accepted");
         assert_eq!(DefaultConstitution::validate_action(&set).unwrap_err().code, "MemberExists");
         // Bad inputs are 400s naming what is wrong.
         for (name, args, code) in [
             ("set_member", serde_json::json!({"public_key": "x"}), "InvalidPublicKey"),
+            (
+                "set_member",
+                serde_json::json!({"public_key": "-----BEGIN PUBLIC KEY-----\nbm9wZQ==\n-----END PUBLIC KEY-----\n"}),
+                "InvalidPublicKey",
+            ),
             ("set_member", serde_json::json!({}), "InvalidActionArgs"),
             ("set_plugin", serde_json::json!({"name": "p", "version": "1", "blake3": "xyz"}), "InvalidActionArgs"),
             ("add_node_measurement", serde_json::json!({"measurement": "ab"}), "InvalidActionArgs"),

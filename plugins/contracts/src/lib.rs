@@ -144,7 +144,7 @@ fn put_contract(req: &Request) -> Result<Response> {
                     format!("contract `{id}` is in open proposal {p}; withdraw it to amend the draft"),
                 ));
             }
-            let sent: TxId = v.parse()?;
+            let sent = cgs_plugin::parse_version(v)?;
             if sent != cur.version {
                 return Err(Error::precondition_failed(
                     "PreconditionFailed",
@@ -353,7 +353,7 @@ fn act(action: &Action, apply: bool) -> Result<()> {
                     format!("contract `{id}` is {:?}", c.value.state),
                 ));
             }
-            let sent: TxId = args.version.parse()?;
+            let sent = cgs_plugin::parse_version(&args.version)?;
             if sent != c.version {
                 return Err(Error::precondition_failed(
                     "PreconditionFailed",

@@ -95,6 +95,36 @@ pub fn verifying_key_to_pem(key: &VerifyingKey) -> String {
     key.to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF).unwrap_or_default()
 }
 
+/// A member as recorded in `gov.members` (JSON), keyed by member id: written by the constitution
+/// (and by genesis), read by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Base64 of the raw 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// `Accepted` or `Active`.
+    pub status: String,
+    /// Member data (name, tenant, roles).
+    pub data: serde_json::Value,
+}
+
+impl MemberRecord {
+    /// The public key.
+    pub fn key(&self) -> Result<VerifyingKey, String> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD.decode(&self.public_key).map_err(|e| e.to_string())?;
+        let raw: [u8; 32] = raw.try_into().map_err(|_| "a member key is not 32 bytes".to_string())?;
+        VerifyingKey::from_bytes(&raw).map_err(|e| e.to_string())
+    }
+
+    /// Roles from `data.roles`.
+    pub fn roles(&self) -> Vec<String> {
+        self.data["roles"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Sign a governance message: a tagged COSE_Sign1 with `payload` attached, in deterministic
 /// (canonical) CBOR — the only form [`Envelope::parse`] accepts.
 pub fn sign(
@@ -563,5 +593,23 @@ mod tests {
         let pubpem = verifying_key_to_pem(&key.verifying_key());
         assert_eq!(verifying_key_from_pem(&pubpem).unwrap(), key.verifying_key());
         assert!(verifying_key_from_pem("junk").is_err());
+    }
+
+    #[test]
+    fn member_record_json_is_stable() {
+        use base64::Engine as _;
+        let key = SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let rec = MemberRecord {
+            public_key: base64::engine::general_purpose::STANDARD.encode(key.as_bytes()),
+            status: "Active".into(),
+            data: serde_json::json!({"name": "dp", "roles": ["operator", 3]}),
+        };
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(json.as_object().unwrap().keys().collect::<Vec<_>>(), ["data", "public_key", "status"]);
+        assert_eq!(serde_json::from_value::<MemberRecord>(json).unwrap(), rec);
+        assert_eq!(rec.key().unwrap(), key);
+        assert_eq!(rec.roles(), ["operator"]);
+        let short = MemberRecord { public_key: "AAAA".into(), ..rec };
+        assert!(short.key().is_err());
     }
 }

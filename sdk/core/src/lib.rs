@@ -7,24 +7,26 @@
 //! * the ledger entry format ([`entry`]) and the **verifiers** of RFC 9162 proofs ([`merkle`]),
 //!   C2SP signed checkpoints ([`note`]) and COSE receipts ([`receipt`]) — independent of the
 //!   host's prover code;
-//! * reproducible plugin builds from a source tree ([`build`]), shared by `cgs plugin build`,
-//!   the sandbox and the tests so that all of them produce the same bytes.
+//! * the governance wire format and the `gov.members` record ([`gov`]).
+//!
+//! It does no IO (no files, processes, sockets or clocks: times are arguments) and builds for
+//! `wasm32-wasip2`, so plugins share its types. The ledger's data file (`redb` tables and the
+//! offline verifier) is in `cgs-ledger-format`; reproducible plugin builds, which run cargo, are
+//! in `cgs-build`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod build;
+pub mod contract;
 pub mod entry;
 mod error;
 pub mod gov;
 mod ids;
-pub mod ledger_verify;
 pub mod merkle;
 pub mod node_attestation;
 pub mod note;
 pub mod plugin;
 pub mod receipt;
-pub mod store_format;
 
 pub use error::{ErrorBody, ErrorEnvelope};
 pub use ids::{Blake3Hash, ParseIdError, TxId};

@@ -6,7 +6,6 @@
 //! the hash that members vote on.
 
 use std::fmt;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -82,14 +81,6 @@ pub enum PluginError {
     /// The info section is not valid.
     #[error("invalid `cgs-plugin-info` section: {0}")]
     InvalidInfo(String),
-    /// Reading a file failed.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The error.
-        source: std::io::Error,
-    },
 }
 
 /// Whether `name` is a valid plugin name.
@@ -144,22 +135,6 @@ pub fn read_info(component: &[u8]) -> Result<PluginInfo, PluginError> {
 /// Measure a component: its declared info and its BLAKE3.
 pub fn measure(component: &[u8]) -> Result<Measurement, PluginError> {
     Ok(Measurement { info: read_info(component)?, blake3: Blake3Hash::of(component), size: component.len() as u64 })
-}
-
-/// Measure every `*.wasm` file in `dir`, sorted by plugin name.
-pub fn measure_dir(dir: &Path) -> Result<Vec<(std::path::PathBuf, Measurement)>, PluginError> {
-    let io = |source| PluginError::Io { path: dir.display().to_string(), source };
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
-        if path.extension().is_some_and(|e| e == "wasm") {
-            let bytes =
-                std::fs::read(&path).map_err(|source| PluginError::Io { path: path.display().to_string(), source })?;
-            out.push((path, measure(&bytes)?));
-        }
-    }
-    out.sort_by(|a, b| a.1.info.name.cmp(&b.1.info.name));
-    Ok(out)
 }
 
 #[cfg(test)]

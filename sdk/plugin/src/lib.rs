@@ -45,7 +45,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use http::{Access, Auth, Caller, CallerKind, Method, Request, Response};
 pub use resolver::{Ballot, Member, MemberStatus, Outcome, Proposal, Resolution, Vote};
 pub use router::{Handler, Router};
-pub use table::{Key, Table, TxId, Versioned, blind};
+pub use table::{Key, Table, TxId, Versioned, blind, parse_version};
 
 /// A governance action as proposed: `name` and JSON `args`.
 #[derive(Debug, Clone, PartialEq, Eq)]

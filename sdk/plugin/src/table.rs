@@ -1,6 +1,5 @@
 //! Typed tables over the host's transactional `kv`.
 
-use std::fmt;
 use std::marker::PhantomData;
 
 use serde::Serialize;
@@ -9,42 +8,16 @@ use serde::de::DeserializeOwned;
 use crate::sys::{self, RawEntry};
 use crate::{Error, Result};
 
-/// A transaction id, `<term>.<seqno>`; the version of a key is the id of its last write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TxId {
-    /// The replication term.
-    pub term: u64,
-    /// The ledger sequence number.
-    pub seqno: u64,
-}
+/// A transaction id, `<term>.<seqno>`; the version of a key is the id of its last write. The
+/// host's type, from `cgs-core`.
+pub use cgs_core::TxId;
 
-impl fmt::Display for TxId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.term, self.seqno)
-    }
-}
-
-impl std::str::FromStr for TxId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad =
-            || Error::bad_request("InvalidVersion", format!("`{s}` is not a version (expected `<term>.<seqno>`)"));
-        let (t, n) = s.split_once('.').ok_or_else(bad)?;
-        Ok(TxId { term: t.parse().map_err(|_| bad())?, seqno: n.parse().map_err(|_| bad())? })
-    }
-}
-
-impl Serialize for TxId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for TxId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(|e: Error| serde::de::Error::custom(e.message))
-    }
+/// Parse a version a client sent (`<term>.<seqno>`, each part a `u64`); anything else is a
+/// `400 InvalidVersion`.
+pub fn parse_version(s: &str) -> Result<TxId> {
+    let bad = || Error::bad_request("InvalidVersion", format!("`{s}` is not a version (expected `<term>.<seqno>`)"));
+    let (t, n) = s.split_once('.').ok_or_else(bad)?;
+    Ok(TxId { term: t.parse().map_err(|_| bad())?, seqno: n.parse().map_err(|_| bad())? })
 }
 
 /// 32 bytes that stand for `data` in a key (the host's keyed hash under a key derived from the
@@ -222,5 +195,22 @@ impl<K: Key + ?Sized, V: Serialize + DeserializeOwned> Table<K, V> {
     /// Every entry in key order, up to `limit`.
     pub fn all(&self, limit: u32) -> Result<Vec<(K::Owned, Versioned<V>)>> {
         self.range(None, None, limit, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_core_tx_ids_parsed_as_before() {
+        assert_eq!(parse_version("2.118").unwrap(), cgs_core::TxId::new(2, 118));
+        // What plugins always accepted from clients stays accepted.
+        assert_eq!(parse_version("01.+2").unwrap(), TxId { term: 1, seqno: 2 });
+        for bad in ["", "1", "x", "1.", "1.2.3", "-1.2"] {
+            let e = parse_version(bad).unwrap_err();
+            assert_eq!((e.kind, e.code.as_str()), (crate::ErrorKind::BadRequest, "InvalidVersion"), "{bad}");
+        }
+        assert_eq!(serde_json::to_string(&TxId::new(3, 4)).unwrap(), "\"3.4\"");
     }
 }

@@ -117,18 +117,7 @@ pub(crate) fn plain_list(v: &Value) -> String {
     }
 }
 
-/// Percent-encode a path segment or a query value.
-pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use cgs_core::contract::percent_encode as encode;
 
 /// `/app/contracts/{id}{rest}`.
 pub(crate) fn contract_path(id: &str, rest: &str) -> String {

@@ -108,7 +108,7 @@ pub(crate) enum CliError {
     NothingBuilt,
     /// A directory of plugin components could not be measured.
     #[error(transparent)]
-    Plugin(#[from] cgs_core::plugin::PluginError),
+    Plugin(#[from] cgs_build::MeasureError),
     /// `cgs plugin measure`: no components in the directory.
     #[error("no *.wasm plugins in {}; run `cgs plugin build` first", dir.display())]
     NoPlugins {

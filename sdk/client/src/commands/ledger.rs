@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cgs_core::ledger_verify::verify_data_dir;
+use cgs_ledger_format::verify::verify_data_dir;
 use clap::Subcommand;
 
 use super::common::read_key;

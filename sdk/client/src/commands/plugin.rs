@@ -1,11 +1,11 @@
 //! `cgs plugin`: build plugins reproducibly, measure, publish and verify them. The reproducible
-//! build (`cgs_core::build`) is reached through this module only (`cgs verify service` rebuilds
+//! build (`cgs_build`) is reached through this module only (`cgs verify service` rebuilds
 //! with [`build_into`]).
 
 use std::path::{Path, PathBuf};
 
+use cgs_build::{self as build, BuildError, BuildRequest, BuiltPlugin, Selection};
 use cgs_client::{Client, Member};
-use cgs_core::build::{self, BuildError, BuildRequest, BuiltPlugin, Selection};
 use cgs_core::plugin::{Measurement, World};
 use clap::{Args, Subcommand};
 
@@ -114,7 +114,7 @@ fn measure(cli: &Cli, dir: Option<&Path>) -> Result {
             target.join("plugins")
         }
     };
-    let found = cgs_core::plugin::measure_dir(&dir)?;
+    let found = cgs_build::measure_dir(&dir)?;
     if found.is_empty() {
         return Err(CliError::NoPlugins { dir });
     }

@@ -21,13 +21,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::Engine as _;
+use cgs_core::TxId;
+use cgs_core::entry::{Entry, Payload};
+use cgs_core::merkle::{self, CompactTree};
+use cgs_core::note::{self, VerifierKey};
 use redb::{ReadableDatabase, ReadableTable};
 use sha2::{Digest, Sha256};
 
-use crate::TxId;
-use crate::entry::{Entry, Payload};
-use crate::merkle::{self, CompactTree};
-use crate::note::{self, VerifierKey};
 use crate::store_format as fmt;
 
 /// What a successful verification found.
@@ -323,7 +323,7 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
         if k.value() != want_index {
             return fail(next_seqno, format!("replicated log record {want_index} is missing (next is {})", k.value()));
         }
-        let rec = crate::entry::RaftRecord::decode(v.value())
+        let rec = cgs_core::entry::RaftRecord::decode(v.value())
             .map_err(|e| Failure { seqno: next_seqno, reason: format!("replicated log record {want_index}: {e}") })?;
         if rec.index != want_index || rec.term < last_term {
             return fail(next_seqno, format!("replicated log record {want_index} is out of place"));
@@ -354,7 +354,7 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
 /// `size`, as the host builds it (`receipt::signed_root_bytes`).
 fn verify_cose_root(key: &VerifierKey, size: u64, root: &[u8; 32], signature: &[u8; 64]) -> Result<(), String> {
     let kid = Sha256::digest(key.key.as_bytes()).to_vec();
-    let data = crate::receipt::signed_root_bytes(&kid, size, root);
+    let data = cgs_core::receipt::signed_root_bytes(&kid, size, root);
     let sig = ed25519_dalek::Signature::from_bytes(signature);
     key.key
         .verify_strict(&data, &sig)

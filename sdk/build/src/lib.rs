@@ -1,4 +1,4 @@
-//! Reproducible plugin builds.
+//! `cgs-build`: reproducible plugin builds, and the measurement of built plugins on disk.
 //!
 //! A plugin is any workspace package with `[package.metadata.cgs] plugin = "<name>"`. It is built
 //! with the pinned toolchain (`rust-toolchain.toml`), `--locked`, `--target wasm32-wasip2` and the
@@ -15,9 +15,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cgs_core::plugin::{self, Measurement, PluginError};
 use serde::Deserialize;
-
-use crate::plugin::{self, Measurement};
 
 /// The target plugins are built for.
 pub const TARGET: &str = "wasm32-wasip2";
@@ -371,4 +370,71 @@ pub fn find_workspace(start: &Path) -> Option<PathBuf> {
         dir = d.parent();
     }
     None
+}
+
+/// Why measuring a directory of components failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeasureError {
+    /// Reading a file failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file is not a usable plugin.
+    #[error(transparent)]
+    Invalid(#[from] PluginError),
+}
+
+/// Measure every `*.wasm` file in `dir`, sorted by plugin name.
+pub fn measure_dir(dir: &Path) -> Result<Vec<(PathBuf, Measurement)>, MeasureError> {
+    let io = |source| MeasureError::Io { path: dir.display().to_string(), source };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let bytes =
+                std::fs::read(&path).map_err(|source| MeasureError::Io { path: path.display().to_string(), source })?;
+            out.push((path, plugin::measure(&bytes)?));
+        }
+    }
+    out.sort_by(|a, b| a.1.info.name.cmp(&b.1.info.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty component with a `cgs-plugin-info` section.
+    fn component(name: &str) -> Vec<u8> {
+        let payload = format!(r#"{{"name":"{name}","version":"0.1.0","world":"app-plugin"}}"#);
+        let mut section = vec![plugin::INFO_SECTION.len() as u8];
+        section.extend_from_slice(plugin::INFO_SECTION.as_bytes());
+        section.extend_from_slice(payload.as_bytes());
+        let mut c = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0, section.len() as u8];
+        c.extend_from_slice(&section);
+        c
+    }
+
+    #[test]
+    fn measures_the_wasm_files_of_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.wasm"), component("beta")).unwrap();
+        std::fs::write(dir.path().join("a.wasm"), component("alpha")).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a plugin").unwrap();
+        let found = measure_dir(dir.path()).unwrap();
+        let names: Vec<&str> = found.iter().map(|(_, m)| m.info.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "beta"]);
+        assert_eq!(found[0].0, dir.path().join("a.wasm"));
+
+        std::fs::write(dir.path().join("c.wasm"), b"junk").unwrap();
+        assert!(matches!(measure_dir(dir.path()), Err(MeasureError::Invalid(PluginError::NotAComponent(_)))));
+        let missing = dir.path().join("missing");
+        let e = measure_dir(&missing).unwrap_err();
+        assert!(e.to_string().starts_with(&format!("cannot read {}: ", missing.display())), "{e}");
+    }
 }

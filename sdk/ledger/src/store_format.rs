@@ -1,18 +1,17 @@
 //! The node's data file, `DIR/ledger.redb` (format 2): the tables the host writes and offline
 //! verification reads. Byte layouts are in `docs/ledger.md`.
 
+use cgs_core::TxId;
 use redb::TableDefinition;
-
-use crate::TxId;
 
 /// The file name of the ledger database in the data directory.
 pub const FILE_NAME: &str = "ledger.redb";
 /// The format version stored under `meta["format"]`.
 pub const FORMAT_VERSION: u32 = 2;
 
-/// The replicated (raft) log: raft index → encoded [`crate::entry::RaftRecord`].
+/// The replicated (raft) log: raft index → encoded [`cgs_core::entry::RaftRecord`].
 pub const RAFT_LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("raft_log");
-/// The ledger: seqno → encoded [`crate::entry::Entry`], written as records are applied (the
+/// The ledger: seqno → encoded [`cgs_core::entry::Entry`], written as records are applied (the
 /// expansion of the raft log).
 pub const LEDGER: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("ledger");
 /// Small records: `format`, `origin`, `vote`, `committed`, `purged`, `applied` (raft log ids as
@@ -76,4 +75,23 @@ pub fn encode_versioned(version: TxId, value: &[u8]) -> Vec<u8> {
 /// Inverse of [`encode_versioned`].
 pub fn decode_versioned(b: &[u8]) -> Option<(TxId, &[u8])> {
     Some((decode_tx_id(b)?, &b[16..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_round_trip() {
+        let k = state_key("contracts.contracts", b"c\0d");
+        assert_eq!(k, b"contracts.contracts\0c\0d");
+        assert_eq!(split_state_key(&k), Some(("contracts.contracts", &b"c\0d"[..])));
+        assert_eq!(split_state_key(b"no separator"), None);
+        let v = TxId::new(2, 0x0102);
+        assert_eq!(encode_tx_id(v), [0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(decode_tx_id(&encode_tx_id(v)), Some(v));
+        assert_eq!(decode_tx_id(&[0; 15]), None);
+        let stored = encode_versioned(v, b"value");
+        assert_eq!(decode_versioned(&stored), Some((v, &b"value"[..])));
+    }
 }

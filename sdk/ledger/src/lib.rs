@@ -1,0 +1,14 @@
+//! `cgs-ledger-format`: the node's data file, `DIR/ledger.redb`.
+//!
+//! * its tables and byte layouts ([`store_format`]), written by the host and read back by
+//! * the offline verifier of a stopped node's data directory ([`verify`], `cgs ledger verify
+//!   DIR`), independent of the host's code.
+//!
+//! The entry format, the Merkle tree and the checkpoint and receipt verifiers it relies on are
+//! IO-free and live in `cgs-core`; this crate adds the storage engine (`redb`) and the files.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod store_format;
+pub mod verify;
