@@ -1,7 +1,7 @@
 //! The host-owned governance tables: their names and the records the host reads in them.
 //! Governance writes them (through the constitution and the host's own actions); the
-//! authentication, clean-room and reconciler code read them. Plugin tables are never parsed
-//! here: what the host needs of a plugin it learns through the plugin's typed export.
+//! authentication, clean-room and reconciler code read them. (What the host reads of the
+//! clean-room plugins' tables is in `cleanroom/mod.rs`, as typed views.)
 
 /// Governance tables (internal names).
 pub mod tables {

@@ -1,6 +1,6 @@
 //! The proposal lifecycle, as a pure state machine: ballots, withdrawal, expiry, supersession,
 //! the constitution's resolution and the outcome of applying the actions. No IO and no wasm: the
-//! engine (`gov/mod.rs`) asks the constitution and runs the actions, and feeds what came back
+//! engine (`gov/actions.rs`) asks the constitution and runs the actions, and feeds what came back
 //! into these transitions, which decide the next state and refuse what the state does not allow.
 //!
 //! ```text

@@ -8,11 +8,23 @@
 //! * an RFC 9162 Merkle tree over every entry, signed checkpoints (C2SP notes) every N entries or
 //!   T ms, COSE receipts, consistency proofs;
 //! * private tables encrypted with the ledger secret before they reach an entry or the state.
+//!
+//! Layout: `raft.rs` (the raft types and the state its parts share), `log_store.rs` (the raft log,
+//! group-committed by a writer thread), `state_machine.rs` (applying records: read-set checks,
+//! writes, Merkle leaves, checkpoints), `network.rs` (the in-process raft network), `tasks.rs`
+//! (the proposers and the checkpoint signer), `store.rs` (the ledger as a `Store`), `proofs.rs`
+//! (entries, receipts, consistency proofs, the state digest), `merkle.rs`, `signer.rs`, `crypto.rs`.
 
 pub mod crypto;
+mod log_store;
 pub mod merkle;
+mod network;
+mod proofs;
 mod raft;
 pub mod signer;
+mod state_machine;
+mod store;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,18 +34,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use cgs_core::TxId;
-use cgs_core::entry::{self, Payload, Read, SignatureEntry, TableRead, Transaction, Write};
 use cgs_ledger_format::store_format as fmt;
 use openraft::BasicNode;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-pub use raft::{ApplyResult, Outcome, Proposal, Raft, Router, TypeConfig};
+pub use network::Router;
+pub use raft::{ApplyResult, Outcome, Proposal, Raft, TypeConfig};
 
-use crate::store::{
-    CommitError, CommitFuture, Entry, KeyRange, ReadSet, Snapshot, Store, StoreError, TxMeta, Versioned, WriteSet,
-};
+use crate::store::{ReadSet, Store, TxMeta, WriteSet};
 use crypto::LedgerSecret;
 use signer::NodeSigner;
+use tasks::{Pending, proposer, signature_loop};
 
 /// The tables whose applied changes a node acts on beyond serving them: the active plugins and
 /// constitution (load or unload code) and the service status (open the app routes). Every
@@ -138,68 +149,6 @@ pub struct Ledger {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// A payload waiting to be proposed, and who waits for its outcome.
-struct Pending {
-    payload: Vec<u8>,
-    done: tokio::sync::oneshot::Sender<Result<(TxId, Outcome), CommitError>>,
-}
-
-/// Most payloads in one raft record.
-const MAX_BATCH: usize = 4096;
-/// Most payload bytes in one raft record.
-const MAX_BATCH_BYTES: usize = 8 << 20;
-
-/// Group commit: take everything queued (up to a limit) as one raft record. Two of these run, so
-/// that while one record is being replicated and flushed the next is already formed and queued
-/// behind it (openraft 0.9 flushes one append at a time).
-async fn proposer(raft: Raft, rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Pending>>>) {
-    loop {
-        let batch = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut bytes = first.payload.len();
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        bytes += p.payload.len();
-                        batch.push(p);
-                    }
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        let (payloads, waiters): (Vec<Vec<u8>>, Vec<_>) = batch.into_iter().map(|p| (p.payload, p.done)).unzip();
-        match raft.client_write(Proposal(payloads)).await {
-            Ok(resp) => {
-                let mut outcomes = resp.data.0.into_iter();
-                for w in waiters {
-                    let r = match outcomes.next() {
-                        Some((id, Outcome::Applied)) => Ok((id, Outcome::Applied)),
-                        Some((_, Outcome::Conflict(why))) => Err(CommitError::Conflict(why)),
-                        None => {
-                            Err(CommitError::Store(StoreError("the record applied fewer entries than proposed".into())))
-                        }
-                    };
-                    let _ = w.send(r);
-                }
-            }
-            Err(e) => {
-                let msg = match &e {
-                    openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)) => {
-                        format!("this node is not the leader (leader: {:?})", f.leader_id)
-                    }
-                    other => other.to_string(),
-                };
-                for w in waiters {
-                    let _ = w.send(Err(CommitError::Store(StoreError(msg.clone()))));
-                }
-            }
-        }
-    }
-}
-
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -285,8 +234,8 @@ impl Ledger {
             installed_tx,
         });
 
-        let log = raft::LogStore::new(shared.clone()).map_err(db_err)?;
-        let sm = raft::StateMachine { shared: shared.clone() };
+        let log = log_store::LogStore::new(shared.clone()).map_err(db_err)?;
+        let sm = state_machine::StateMachine { shared: shared.clone() };
         let hb = config.heartbeat.as_millis().max(1) as u64;
         let et = config.election_timeout.as_millis().max(hb as u128 * 2) as u64;
         let raft_config = openraft::Config {
@@ -441,225 +390,15 @@ impl Ledger {
         tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seqno)).await.is_ok_and(|r| r.is_ok())
     }
 
-    /// The entry at `tx` as stored (private values and signed messages encrypted) and decoded;
-    /// `NotFound` unless `tx` is an applied entry of that term.
-    pub fn entry(&self, tx: TxId) -> Result<(Vec<u8>, entry::Entry), LedgerError> {
-        if self.status(tx)?.is_none() {
-            return Err(LedgerError::NotFound(format!("no transaction {tx}")));
-        }
-        let rtx = self.shared.db.begin_read().map_err(db_err)?;
-        let bytes = self.entry_bytes(&rtx, tx.seqno)?;
-        let e = entry::Entry::decode(&bytes).map_err(db_err)?;
-        if e.tx_id() != tx {
-            return Err(LedgerError::NotFound(format!("no transaction {tx} (seqno {} is {})", tx.seqno, e.tx_id())));
-        }
-        Ok((bytes, e))
-    }
-
-    /// The signed governance message an entry records (decrypted), if any.
-    pub fn open_envelope(&self, t: &entry::Transaction) -> Result<Option<Vec<u8>>, LedgerError> {
-        if t.envelope.is_empty() {
-            return Ok(None);
-        }
-        self.secret.decrypt_envelope(&t.request_digest, &t.envelope).map(Some).map_err(db_err)
-    }
-
-    /// The plaintext of a value written at `key` of `table` (decrypted if the table is private).
-    pub fn open_value(&self, table: &str, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, LedgerError> {
-        if entry::is_private_table(table) {
-            self.secret.decrypt(table, key, stored).map_err(db_err)
-        } else {
-            Ok(stored.to_vec())
-        }
-    }
-
     /// The service's keyed hash of `data` (see `Snapshot::blind`).
     pub fn blind(&self, data: &[u8]) -> [u8; 32] {
         self.secret.blind(data)
-    }
-
-    fn entry_bytes(&self, rtx: &redb::ReadTransaction, seqno: u64) -> Result<Vec<u8>, LedgerError> {
-        let log = rtx.open_table(fmt::LEDGER).map_err(db_err)?;
-        let v = log.get(seqno).map_err(db_err)?.ok_or_else(|| LedgerError::NotFound(format!("no entry {seqno}")))?;
-        Ok(v.value().to_vec())
-    }
-
-    /// The signature entry of the first checkpoint whose tree contains `seqno`.
-    fn covering_checkpoint(
-        &self,
-        rtx: &redb::ReadTransaction,
-        seqno: u64,
-    ) -> Result<Option<SignatureEntry>, LedgerError> {
-        let cps = rtx.open_table(fmt::CHECKPOINTS).map_err(db_err)?;
-        let Some(found) = cps.range(seqno..).map_err(db_err)?.next() else { return Ok(None) };
-        let (_, sig_seqno) = found.map_err(db_err)?;
-        let bytes = self.entry_bytes(rtx, sig_seqno.value())?;
-        match entry::Entry::decode(&bytes).map_err(db_err)?.payload {
-            Payload::Signature(s) => Ok(Some(s)),
-            _ => Err(LedgerError::Db(format!(
-                "checkpoint index points at entry {} which is not a signature",
-                sig_seqno.value()
-            ))),
-        }
     }
 
     /// The seqno of the last applied transaction that changed [`INSTALLED_STATE`] (at open: the
     /// applied size), as it changes.
     pub fn installed_state_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.installed_tx.subscribe()
-    }
-
-    /// A receipt for a committed transaction.
-    pub fn receipt(&self, tx: TxId, with_entry: bool) -> Result<ReceiptData, LedgerError> {
-        match self.status(tx)? {
-            Some(TxStatus::Committed) => {}
-            Some(TxStatus::Pending) => {
-                return Err(LedgerError::NotReady(format!("transaction {tx} is not committed yet")));
-            }
-            Some(TxStatus::Invalid) => {
-                return Err(LedgerError::Invalid(format!(
-                    "transaction {tx} is invalid: it was not committed at this id"
-                )));
-            }
-            None => return Err(LedgerError::NotFound(format!("no transaction {tx}"))),
-        }
-        let rtx = self.shared.db.begin_read().map_err(db_err)?;
-        let sig = self
-            .covering_checkpoint(&rtx, tx.seqno)?
-            .ok_or_else(|| LedgerError::NotReady(format!("no signed checkpoint covers {tx} yet; retry shortly")))?;
-        let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
-        let path = merkle::inclusion_proof(&nodes, tx.seqno - 1, sig.tree_size).map_err(LedgerError::Db)?;
-        let bytes = self.entry_bytes(&rtx, tx.seqno)?;
-        let leaf_input = entry::leaf_input(&bytes);
-        let kid = self.node_kid(sig.node_id)?;
-        let cose = signer::encode_cose_receipt(&signer::ReceiptParts {
-            kid: &kid,
-            tree_size: sig.tree_size,
-            leaf_index: tx.seqno - 1,
-            path: &path,
-            signature: &sig.cose_signature,
-            tx_id: tx,
-            leaf_input: &leaf_input,
-            entry: with_entry.then_some(bytes.as_slice()),
-        });
-        let json = cgs_core::receipt::JsonReceipt {
-            tx_id: tx.to_string(),
-            leaf_index: tx.seqno - 1,
-            leaf_input: hex::encode(leaf_input),
-            entry: with_entry.then(|| base64::engine::general_purpose::STANDARD.encode(&bytes)),
-            tree_size: sig.tree_size,
-            inclusion_proof: path.iter().map(hex::encode).collect(),
-            checkpoint: sig.note,
-        };
-        Ok(ReceiptData { cose, json })
-    }
-
-    /// The COSE `kid` of a node: SHA-256 of its public key (this node's, or one recorded).
-    fn node_kid(&self, node_id: u64) -> Result<Vec<u8>, LedgerError> {
-        if node_id == self.node_id {
-            return Ok(self.signer.kid().to_vec());
-        }
-        let snap = self.snapshot().map_err(db_err)?;
-        let rec = snap
-            .get("sys.nodes", &node_id.to_be_bytes())
-            .map_err(db_err)?
-            .ok_or_else(|| LedgerError::Db(format!("node {node_id} has no recorded key")))?;
-        let id: serde_json::Value = serde_json::from_slice(&rec.value).map_err(db_err)?;
-        let pk = base64::engine::general_purpose::STANDARD
-            .decode(id["public_key"].as_str().unwrap_or_default())
-            .map_err(db_err)?;
-        use sha2::Digest;
-        Ok(sha2::Sha256::digest(pk).to_vec())
-    }
-
-    /// Roots of the latest `n` checkpoints, newest first.
-    pub fn recent_checkpoint_roots(&self, n: usize) -> Result<Vec<[u8; 32]>, LedgerError> {
-        let rtx = self.shared.db.begin_read().map_err(db_err)?;
-        let cps = rtx.open_table(fmt::CHECKPOINTS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for r in cps.iter().map_err(db_err)?.rev().take(n) {
-            let (_, seqno) = r.map_err(db_err)?;
-            if let Payload::Signature(s) =
-                entry::Entry::decode(&self.entry_bytes(&rtx, seqno.value())?).map_err(db_err)?.payload
-            {
-                out.push(s.root);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The latest signed checkpoint (C2SP note text).
-    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, LedgerError> {
-        let size = self.shared.last_checkpoint.load(Ordering::Acquire);
-        if size == 0 {
-            return Ok(None);
-        }
-        let rtx = self.shared.db.begin_read().map_err(db_err)?;
-        Ok(self.covering_checkpoint(&rtx, size)?.map(|s| (s.tree_size, s.note)))
-    }
-
-    /// A consistency proof between two tree sizes (both ≤ the applied size), with the signed
-    /// checkpoints of those sizes when they exist.
-    pub fn consistency(&self, from: u64, to: u64) -> Result<serde_json::Value, LedgerError> {
-        let applied = self.shared.applied.load(Ordering::Acquire);
-        if from == 0 || from > to {
-            return Err(LedgerError::Invalid(format!("a consistency proof needs 0 < from ≤ to (got {from}, {to})")));
-        }
-        if to > applied {
-            return Err(LedgerError::Invalid(format!("the tree has {applied} entries; `to` must not exceed that")));
-        }
-        let rtx = self.shared.db.begin_read().map_err(db_err)?;
-        let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
-        let proof = merkle::consistency_proof(&nodes, from, to).map_err(LedgerError::Db)?;
-        let root_from = merkle::root(&nodes, from).map_err(LedgerError::Db)?;
-        let root_to = merkle::root(&nodes, to).map_err(LedgerError::Db)?;
-        let cps = rtx.open_table(fmt::CHECKPOINTS).map_err(db_err)?;
-        let note_of = |size: u64| -> Result<Option<String>, LedgerError> {
-            match cps.get(size).map_err(db_err)? {
-                Some(s) => match entry::Entry::decode(&self.entry_bytes(&rtx, s.value())?).map_err(db_err)?.payload {
-                    Payload::Signature(sig) => Ok(Some(sig.note)),
-                    _ => Ok(None),
-                },
-                None => Ok(None),
-            }
-        };
-        Ok(serde_json::json!({
-            "from": from,
-            "to": to,
-            "root_from": hex::encode(root_from),
-            "root_to": hex::encode(root_to),
-            "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
-            "checkpoint_from": note_of(from)?,
-            "checkpoint_to": note_of(to)?,
-        }))
-    }
-
-    /// A digest of everything applied: `(applied, Merkle root, SHA-256 over the raw state and
-    /// table versions)`. Equal on replicas that applied the same log.
-    pub fn state_digest(&self) -> Result<(u64, String, String), LedgerError> {
-        use sha2::Digest;
-        let rtx = self.shared.db.begin_read().map_err(db_err)?;
-        let applied = self.shared.applied.load(Ordering::Acquire);
-        let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
-        let root = merkle::root(&nodes, applied).map_err(LedgerError::Db)?;
-        let mut h = sha2::Sha256::new();
-        for table in [fmt::STATE] {
-            let t = rtx.open_table(table).map_err(db_err)?;
-            for r in t.iter().map_err(db_err)? {
-                let (k, v) = r.map_err(db_err)?;
-                h.update((k.value().len() as u64).to_be_bytes());
-                h.update(k.value());
-                h.update((v.value().len() as u64).to_be_bytes());
-                h.update(v.value());
-            }
-        }
-        let versions = rtx.open_table(fmt::TABLE_VERSIONS).map_err(db_err)?;
-        for r in versions.iter().map_err(db_err)? {
-            let (k, v) = r.map_err(db_err)?;
-            h.update(k.value().as_bytes());
-            h.update(v.value());
-        }
-        Ok((applied, hex::encode(root), hex::encode(h.finalize())))
     }
 
     /// The number of applied entries (the tree size).
@@ -688,224 +427,10 @@ impl Ledger {
             }
         }
     }
-
-    /// Queue a payload for the next raft record and wait for its outcome.
-    async fn propose(&self, payload: Vec<u8>) -> Result<(TxId, Outcome), CommitError> {
-        propose(&self.proposals, payload).await
-    }
-
-    /// Propose a signed checkpoint of everything applied, if anything is unsigned.
-    async fn sign_checkpoint(&self) -> Result<bool, LedgerError> {
-        if !self.is_leader() {
-            return Ok(false);
-        }
-        let applied = self.shared.applied.load(Ordering::Acquire);
-        let last_non_sig = self.shared.last_non_signature.load(Ordering::Acquire);
-        let last_cp = self.shared.last_checkpoint.load(Ordering::Acquire);
-        if last_non_sig <= last_cp || applied == 0 {
-            return Ok(false);
-        }
-        // A checkpoint verifies only against a key the ledger records: none is signed before this
-        // node's key is applied (`record_node_key`), or `cgs ledger verify` would refuse it.
-        if !self.key_recorded.load(Ordering::Acquire) {
-            let snap = self.snapshot().map_err(db_err)?;
-            if snap.get("sys.nodes", &self.node_id.to_be_bytes()).map_err(db_err)?.is_none() {
-                // A leader whose key is not recorded yet (a new leader after a failover) records it.
-                self.record_node_key().await?;
-                return Ok(false);
-            }
-            self.key_recorded.store(true, Ordering::Release);
-        }
-        let root = {
-            let rtx = self.shared.db.begin_read().map_err(db_err)?;
-            let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
-            merkle::root(&nodes, applied).map_err(LedgerError::Db)?
-        };
-        let payload = Payload::Signature(SignatureEntry {
-            tx_time_ms: now_ms(),
-            node_id: self.node_id,
-            tree_size: applied,
-            root,
-            note: self.signer.sign_checkpoint(applied, &root),
-            cose_signature: self.signer.sign_receipt_root(applied, &root),
-        });
-        self.propose(payload.encode()).await.map_err(|e| LedgerError::Raft(e.to_string()))?;
-        Ok(true)
-    }
 }
 
 impl Drop for Ledger {
     fn drop(&mut self) {
         self.stop_tasks();
-    }
-}
-
-async fn propose(
-    proposals: &tokio::sync::mpsc::UnboundedSender<Pending>,
-    payload: Vec<u8>,
-) -> Result<(TxId, Outcome), CommitError> {
-    let (done, rx) = tokio::sync::oneshot::channel();
-    proposals
-        .send(Pending { payload, done })
-        .map_err(|_| CommitError::Store(StoreError("the ledger is shut down".into())))?;
-    rx.await.map_err(|_| CommitError::Store(StoreError("the ledger is shut down".into())))?
-}
-
-async fn signature_loop(ledger: std::sync::Weak<Ledger>, interval: Duration) {
-    loop {
-        let notify = match ledger.upgrade() {
-            Some(l) => l.shared.clone(),
-            None => return,
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = notify.sign_now.notified() => {}
-        }
-        drop(notify);
-        let Some(l) = ledger.upgrade() else { return };
-        if let Err(e) = l.sign_checkpoint().await {
-            tracing::debug!(error = %e, "checkpoint not signed");
-        }
-    }
-}
-
-/// Merkle nodes from a read transaction.
-struct ReadNodes(redb::ReadOnlyTable<(u8, u64), &'static [u8]>);
-
-impl merkle::Nodes for ReadNodes {
-    fn node(&self, level: u8, index: u64) -> Result<merkle::Hash, String> {
-        raft::read_node(&self.0, level, index)
-    }
-}
-
-/// A consistent view of applied state (a redb read transaction), decrypting private tables.
-struct LedgerSnapshot {
-    tx: redb::ReadTransaction,
-    secret: Arc<LedgerSecret>,
-}
-
-impl LedgerSnapshot {
-    fn value(&self, table: &str, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
-        if entry::is_private_table(table) {
-            self.secret.decrypt(table, key, stored).map_err(|e| StoreError(e.to_string()))
-        } else {
-            Ok(stored.to_vec())
-        }
-    }
-}
-
-fn store_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
-}
-
-impl Snapshot for LedgerSnapshot {
-    fn blind(&self, data: &[u8]) -> [u8; 32] {
-        self.secret.blind(data)
-    }
-
-    fn get(&self, table: &str, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
-        let t = self.tx.open_table(fmt::STATE).map_err(store_err)?;
-        let Some(v) = t.get(fmt::state_key(table, key).as_slice()).map_err(store_err)? else { return Ok(None) };
-        let (version, stored) = fmt::decode_versioned(v.value()).ok_or_else(|| store_err("corrupt state value"))?;
-        Ok(Some(Versioned { value: self.value(table, key, stored)?, version }))
-    }
-
-    fn range(&self, table: &str, range: &KeyRange, limit: usize, reverse: bool) -> Result<Vec<Entry>, StoreError> {
-        let t = self.tx.open_table(fmt::STATE).map_err(store_err)?;
-        let lo = fmt::state_key(table, range.start.as_deref().unwrap_or_default());
-        let hi = match &range.end {
-            Some(e) => fmt::state_key(table, e),
-            None => {
-                let mut h = table.as_bytes().to_vec();
-                h.push(1);
-                h
-            }
-        };
-        if lo >= hi {
-            return Ok(Vec::new());
-        }
-        let iter = t.range(lo.as_slice()..hi.as_slice()).map_err(store_err)?;
-        let mut out = Vec::new();
-        type Item<'a> =
-            Result<(redb::AccessGuard<'a, &'static [u8]>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
-        let mut push = |r: Item<'_>| -> Result<bool, StoreError> {
-            let (k, v) = r.map_err(store_err)?;
-            let (_, key) = fmt::split_state_key(k.value()).ok_or_else(|| store_err("corrupt state key"))?;
-            let (version, stored) = fmt::decode_versioned(v.value()).ok_or_else(|| store_err("corrupt state value"))?;
-            out.push(Entry { key: key.to_vec(), value: self.value(table, key, stored)?, version });
-            Ok(out.len() < limit)
-        };
-        if reverse {
-            for r in iter.rev() {
-                if !push(r)? {
-                    break;
-                }
-            }
-        } else {
-            for r in iter {
-                if !push(r)? {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn table_version(&self, table: &str) -> Result<Option<TxId>, StoreError> {
-        let t = self.tx.open_table(fmt::TABLE_VERSIONS).map_err(store_err)?;
-        Ok(t.get(table).map_err(store_err)?.and_then(|v| fmt::decode_tx_id(v.value())))
-    }
-}
-
-impl Store for Ledger {
-    fn snapshot(&self) -> Result<Arc<dyn Snapshot>, StoreError> {
-        let tx = self.shared.db.begin_read().map_err(store_err)?;
-        Ok(Arc::new(LedgerSnapshot { tx, secret: self.secret.clone() }))
-    }
-
-    fn commit(&self, reads: ReadSet, writes: WriteSet, meta: TxMeta) -> CommitFuture {
-        let t = Transaction {
-            tx_time_ms: meta.tx_time_ms,
-            caller: meta.caller,
-            operation: meta.operation,
-            request_digest: meta.request_digest,
-            // Signed governance messages name policies, specs and users: encrypted, bound to
-            // their digest (which stays in clear, so a member holding a message can find it).
-            envelope: if meta.envelope.is_empty() {
-                meta.envelope
-            } else {
-                self.secret.encrypt_envelope(&meta.envelope)
-            },
-            claims_digest: [0; 32],
-            reads: reads.keys.into_iter().map(|(table, key, version)| Read { table, key, version }).collect(),
-            table_reads: reads.tables.into_iter().map(|(table, version)| TableRead { table, version }).collect(),
-            writes: writes
-                .puts
-                .into_iter()
-                .map(|((table, key), value)| {
-                    let value = match value {
-                        Some(v) if entry::is_private_table(&table) => Some(self.secret.encrypt(&table, &key, &v)),
-                        other => other,
-                    };
-                    Write { table, key, value, append: false }
-                })
-                // An appended value's final key is only known when ordered: it is bound to its prefix.
-                .chain(writes.appends.into_iter().map(|(table, prefix, value)| {
-                    let value = if entry::is_private_table(&table) {
-                        self.secret.encrypt_append(&table, &prefix, &value)
-                    } else {
-                        value
-                    };
-                    Write { table, key: prefix, value: Some(value), append: true }
-                }))
-                .collect(),
-        };
-        let payload = Payload::Transaction(t).encode();
-        let proposals = self.proposals.clone();
-        Box::pin(async move { propose(&proposals, payload).await.map(|(id, _)| id) })
-    }
-
-    fn last_committed(&self) -> TxId {
-        self.last_applied()
     }
 }

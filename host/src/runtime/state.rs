@@ -118,7 +118,7 @@ impl HostState {
             return match rest.split_once('.') {
                 Some((p, t))
                     if !p.is_empty()
-                        && !super::RESERVED_NAMES.contains(&p)
+                        && !super::load::RESERVED_NAMES.contains(&p)
                         && !t.is_empty()
                         && !t.starts_with("private.") =>
                 {

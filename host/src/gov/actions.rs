@@ -1,0 +1,206 @@
+//! Actions and resolutions: the plugin that owns an action, the host's checks of plugin blobs,
+//! validating and applying actions, and asking the constitution to resolve a proposal.
+
+use std::sync::Arc;
+
+use cgs_core::Blake3Hash;
+use cgs_core::gov::{ActionBody, Vote};
+use cgs_core::plugin::World;
+
+use super::{Changes, ErrorKind, Governance, Next, ProposalRecord, Resolution, dispatch, err, member_caller, tables};
+use crate::error::ServiceError;
+use crate::runtime::{Caller, GovAction, GovCall, GovMember, GovOutcome, GovReply, Plugin};
+use crate::store::{Store as _, Transaction};
+use crate::txn::StateTx;
+
+impl Governance {
+    /// The plugin that owns an action, and the host's own check of it.
+    fn owner(&self, g: &mut StateTx, action: &ActionBody) -> Result<Arc<Plugin>, ServiceError> {
+        let registry = self.core.runtime.registry();
+        let plugin = match action.name.split_once('.') {
+            Some((p, _)) => registry.get(p).cloned().ok_or_else(|| {
+                err(ErrorKind::Invalid, "UnknownAction", format!("no plugin `{p}` owns `{}`", action.name))
+            })?,
+            None => registry
+                .plugins()
+                .find(|p| p.info.world == World::Constitution)
+                .cloned()
+                .ok_or_else(|| ServiceError::unavailable("no constitution is installed"))?,
+        };
+        if !plugin.actions.iter().any(|a| a.name == action.name) {
+            return Err(err(
+                ErrorKind::Invalid,
+                "UnknownAction",
+                format!("`{}` is not an action of plugin `{}`", action.name, plugin.info.name),
+            ));
+        }
+        if matches!(action.name.as_str(), "set_plugin" | "set_constitution") {
+            self.check_plugin_blob(g, action)?;
+        }
+        Ok(plugin)
+    }
+
+    /// `set_plugin` / `set_constitution`: the blob exists and is a component of the named world,
+    /// name and version, that compiles and probes.
+    fn check_plugin_blob(&self, g: &mut StateTx, action: &ActionBody) -> Result<(), ServiceError> {
+        let get = |k: &str| action.args.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let (name, version, hash) = (get("name"), get("version"), get("blake3"));
+        let h: Blake3Hash = hash
+            .parse()
+            .map_err(|e: cgs_core::ParseIdError| err(ErrorKind::Invalid, "InvalidActionArgs", e.to_string()))?;
+        let blob =
+            g.tx.get(tables::BLOBS, h.to_hex().as_bytes()).map_err(ServiceError::unavailable)?.ok_or_else(|| {
+                err(ErrorKind::Invalid, "BlobNotFound", format!("no blob {hash}; upload it with PUT /gov/blobs first"))
+            })?;
+        let plugin = self
+            .core
+            .runtime
+            .prepare(&blob.value)
+            .map_err(|e| err(ErrorKind::Invalid, "InvalidPlugin", format!("blob {hash}: {e}")))?;
+        let want_world = if action.name == "set_constitution" { World::Constitution } else { World::AppPlugin };
+        if plugin.info.world != want_world {
+            return Err(err(
+                ErrorKind::Invalid,
+                "InvalidPlugin",
+                format!("blob {hash} implements `{}`, `{}` needs `{want_world}`", plugin.info.world, action.name),
+            ));
+        }
+        if plugin.info.name != name || plugin.info.version != version {
+            return Err(err(
+                ErrorKind::Invalid,
+                "InvalidPlugin",
+                format!("blob {hash} is {} {}, not {name} {version}", plugin.info.name, plugin.info.version),
+            ));
+        }
+        Ok(())
+    }
+
+    fn gov_action(a: &ActionBody) -> GovAction {
+        GovAction { name: a.name.clone(), args: a.args.to_string() }
+    }
+
+    /// Run validate (or apply) of every action; the first refusal is returned.
+    pub(super) fn run_actions(
+        &self,
+        g: &mut StateTx,
+        actions: &[ActionBody],
+        apply: bool,
+        caller: &Caller,
+        proposal_id: &str,
+    ) -> Result<(), ServiceError> {
+        let all: Vec<GovAction> = actions.iter().map(Self::gov_action).collect();
+        for a in actions {
+            if a.name.starts_with("oidc.") {
+                crate::cleanroom::oidc::action(g, a, apply, caller)?;
+                continue;
+            }
+            let plugin = self.owner(g, a)?;
+            let ga = Self::gov_action(a);
+            let call = if apply { GovCall::Apply(&ga) } else { GovCall::Validate(&ga) };
+            let tx = std::mem::replace(
+                &mut g.tx,
+                Transaction::new(self.core.ledger.snapshot().map_err(ServiceError::unavailable)?),
+            );
+            let (reply, tx) =
+                self.core.runtime.gov_call(&plugin, call, tx, caller, Some(proposal_id.to_string()), &all, g.now_ms);
+            g.tx = tx;
+            match reply {
+                Ok(GovReply::Done) => {}
+                Ok(GovReply::Refused { status, code, message }) => {
+                    return Err(ServiceError {
+                        kind: ErrorKind::Plugin(status),
+                        code,
+                        message: format!("{}: {message}", a.name),
+                    });
+                }
+                Ok(GovReply::Resolution { .. }) => return Err(ServiceError::unavailable("unexpected resolution")),
+                Err(e) => return Err(dispatch(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ask the constitution; on acceptance apply every action in this transaction, and record
+    /// the new state (`Accepted`, `Rejected`, or `Failed` with nothing of the actions written).
+    pub(super) fn resolve_and_apply(
+        &self,
+        g: &mut StateTx,
+        p: &mut ProposalRecord,
+        caller: &Caller,
+    ) -> Result<(), ServiceError> {
+        let constitution = self
+            .core
+            .runtime
+            .registry()
+            .plugins()
+            .find(|p| p.info.world == World::Constitution)
+            .cloned()
+            .ok_or_else(|| ServiceError::unavailable("no constitution is installed"))?;
+        let members: Vec<GovMember> = self
+            .members(g)?
+            .into_iter()
+            .map(|(id, m)| GovMember { id, active: m.status == "Active", roles: m.roles(), data: m.data.to_string() })
+            .collect();
+        let ballots: Vec<(String, bool)> = p.ballots.iter().map(|(m, v)| (m.clone(), *v == Vote::Approve)).collect();
+        let actions: Vec<GovAction> = p.actions.iter().map(Self::gov_action).collect();
+        let tx = std::mem::replace(
+            &mut g.tx,
+            Transaction::new(self.core.ledger.snapshot().map_err(ServiceError::unavailable)?),
+        );
+        let call = GovCall::Resolve {
+            id: &p.proposal_id,
+            proposer_id: &p.proposer_id,
+            actions: &actions,
+            created_at_ms: p.created_at_ms,
+            ballots: &ballots,
+            members: &members,
+        };
+        let (reply, tx) = self.core.runtime.gov_call(
+            &constitution,
+            call,
+            tx,
+            caller,
+            Some(p.proposal_id.clone()),
+            &actions,
+            g.now_ms,
+        );
+        g.tx = tx;
+        let resolution = match reply.map_err(dispatch)? {
+            GovReply::Resolution { outcome: GovOutcome::Open, .. } => Resolution::Open,
+            GovReply::Resolution { outcome: GovOutcome::Rejected, reason } => Resolution::Rejected(reason),
+            GovReply::Resolution { outcome: GovOutcome::Accepted, reason } => Resolution::Accepted(reason),
+            other => return Err(ServiceError::unavailable(format!("the constitution answered {other:?} to resolve"))),
+        };
+        if let Next::Apply { reason } = p.resolve(resolution, g.now_ms) {
+            let before = g.tx.clone();
+            // Actions apply on behalf of their proposer, whoever cast the deciding ballot.
+            let proposer = member_caller(&p.proposer_id);
+            let outcome = self.run_actions(g, &p.actions.clone(), true, &proposer, &p.proposal_id.clone());
+            if outcome.is_err() {
+                g.tx = before; // all or nothing
+            }
+            let changes = p.applied(outcome.map_err(|e| format!("{}: {}", e.code, e.message)), reason, g.now_ms);
+            self.drop_superseded(g, p, &changes)?;
+        }
+        Ok(())
+    }
+
+    /// After a plugin or the constitution changed, drop open proposals whose actions depend on it
+    /// (the meaning of what members voted on changed).
+    fn drop_superseded(
+        &self,
+        g: &mut StateTx,
+        accepted: &ProposalRecord,
+        changes: &Changes,
+    ) -> Result<(), ServiceError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for (id, mut other) in g.scan::<ProposalRecord>(tables::PROPOSALS)? {
+            if other.supersede(&accepted.proposal_id, changes, g.now_ms) {
+                g.put(tables::PROPOSALS, &id, &other)?;
+            }
+        }
+        Ok(())
+    }
+}

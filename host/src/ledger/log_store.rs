@@ -1,0 +1,260 @@
+//! The raft log in redb: appends return at once; a writer thread commits everything queued in
+//! one durable transaction (group commit) and then reports the flush.
+
+// openraft's storage traits fix the error type (`StorageError`, ~200 bytes); helpers use it too.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+use cgs_ledger_format::store_format as fmt;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, OptionalSend, RaftLogReader, Vote};
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::raft::{C, SErr, Shared, entry_of, meta_json, read_err, record_of, store_err};
+
+enum Job {
+    Append { entries: Vec<(LogId<u64>, Vec<u8>)>, callback: LogFlushed<C> },
+    Truncate { from: u64, done: tokio::sync::oneshot::Sender<Result<(), String>> },
+    Meta { key: &'static str, value: Vec<u8>, done: Option<tokio::sync::oneshot::Sender<Result<(), String>>> },
+}
+
+/// The raft log in redb: appends return at once, a writer thread commits everything queued in
+/// one durable transaction (group commit) and then reports the flush.
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+    cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl LogStore {
+    pub(crate) fn new(shared: Arc<Shared>) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>> = Arc::default();
+        let (db_shared, cache2) = (shared.clone(), cache.clone());
+        std::thread::Builder::new().name("cgs-log-writer".into()).spawn(move || writer(db_shared, cache2, rx))?;
+        Ok(Self { shared, cache, jobs: tx })
+    }
+
+    fn send(&self, job: Job) -> Result<(), SErr> {
+        self.jobs.send(job).map_err(|_| store_err("the log writer has stopped"))
+    }
+
+    fn last_in_db(&self) -> Result<Option<LogId<u64>>, SErr> {
+        let tx = self.shared.db.begin_read().map_err(read_err)?;
+        let t = match tx.open_table(fmt::RAFT_LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        match t.last().map_err(read_err)? {
+            Some((_, v)) => Ok(Some(entry_of(v.value()).map_err(read_err)?.log_id)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The writer thread: batch every queued job into one durable redb transaction.
+fn writer(shared: Arc<Shared>, cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>>, rx: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 8192 {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let result = (|| -> Result<(), String> {
+            let mut tx = shared.db.begin_write().map_err(|e| e.to_string())?;
+            tx.set_durability(redb::Durability::Immediate).map_err(|e| e.to_string())?;
+            {
+                let mut log = tx.open_table(fmt::RAFT_LOG).map_err(|e| e.to_string())?;
+                let mut meta = tx.open_table(fmt::META).map_err(|e| e.to_string())?;
+                for job in &batch {
+                    match job {
+                        Job::Append { entries, .. } => {
+                            for (id, bytes) in entries {
+                                log.insert(id.index, bytes.as_slice()).map_err(|e| e.to_string())?;
+                            }
+                        }
+                        Job::Truncate { from, .. } => {
+                            let doomed: Vec<u64> = log
+                                .range(*from..)
+                                .map_err(|e| e.to_string())?
+                                .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+                                .collect();
+                            for k in doomed {
+                                log.remove(k).map_err(|e| e.to_string())?;
+                            }
+                        }
+                        Job::Meta { key, value, .. } => {
+                            meta.insert(*key, value.as_slice()).map_err(|e| e.to_string())?;
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(|e| e.to_string())
+        })();
+        for job in batch {
+            match job {
+                Job::Append { entries, callback } => {
+                    if result.is_ok() {
+                        if let Ok(mut c) = cache.lock() {
+                            for (id, _) in &entries {
+                                if c.get(&id.index).is_some_and(|e| e.log_id == *id) {
+                                    c.remove(&id.index);
+                                }
+                            }
+                        }
+                        callback.log_io_completed(Ok(()));
+                    } else {
+                        let msg = result.clone().err().unwrap_or_default();
+                        callback.log_io_completed(Err(std::io::Error::other(msg)));
+                    }
+                }
+                Job::Truncate { done, .. } => {
+                    let _ = done.send(result.clone());
+                }
+                Job::Meta { done, .. } => {
+                    if let Some(d) = done {
+                        let _ = d.send(result.clone());
+                    }
+                }
+            }
+        }
+    }
+    let _ = &shared;
+}
+
+impl RaftLogReader<C> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<C>>, SErr> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => Some(e + 1),
+            Bound::Excluded(e) => Some(*e),
+            Bound::Unbounded => None,
+        };
+        let cached: BTreeMap<u64, Entry<C>> = {
+            let c = self.cache.lock().map_err(|_| read_err("log cache poisoned"))?;
+            match end {
+                Some(e) => c.range(start..e).map(|(k, v)| (*k, v.clone())).collect(),
+                None => c.range(start..).map(|(k, v)| (*k, v.clone())).collect(),
+            }
+        };
+        let mut out = BTreeMap::new();
+        let first_cached = cached.keys().next().copied();
+        let db_end = match (first_cached, end) {
+            (Some(f), Some(e)) => Some(f.min(e)),
+            (Some(f), None) => Some(f),
+            (None, e) => e,
+        };
+        if db_end.is_none_or(|e| e > start) {
+            let tx = self.shared.db.begin_read().map_err(read_err)?;
+            match tx.open_table(fmt::RAFT_LOG) {
+                Ok(t) => {
+                    let iter = match db_end {
+                        Some(e) => t.range(start..e),
+                        None => t.range(start..),
+                    }
+                    .map_err(read_err)?;
+                    for r in iter {
+                        let (_, v) = r.map_err(read_err)?;
+                        let e = entry_of(v.value()).map_err(read_err)?;
+                        out.insert(e.log_id.index, e);
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(read_err(e)),
+            }
+        }
+        out.extend(cached);
+        Ok(out.into_values().collect())
+    }
+}
+
+impl RaftLogStorage<C> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, SErr> {
+        let purged: Option<LogId<u64>> = meta_json(&self.shared.db, "purged")?;
+        let cached =
+            self.cache.lock().map_err(|_| read_err("log cache poisoned"))?.values().next_back().map(|e| e.log_id);
+        let last = match cached {
+            Some(c) => Some(c),
+            None => self.last_in_db()?,
+        };
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last.or(purged) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), SErr> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let value = serde_json::to_vec(vote).map_err(store_err)?;
+        self.send(Job::Meta { key: "vote", value, done: Some(tx) })?;
+        rx.await.map_err(store_err)?.map_err(store_err)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, SErr> {
+        meta_json(&self.shared.db, "vote")
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
+        let value = serde_json::to_vec(&committed).map_err(store_err)?;
+        self.send(Job::Meta { key: "committed", value, done: None })
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, SErr> {
+        Ok(meta_json::<Option<LogId<u64>>>(&self.shared.db, "committed")?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        {
+            let mut c = self.cache.lock().map_err(|_| store_err("log cache poisoned"))?;
+            for e in entries {
+                encoded.push((e.log_id, record_of(&e).encode()));
+                c.insert(e.log_id.index, e);
+            }
+        }
+        self.send(Job::Append { entries: encoded, callback })
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        {
+            let mut c = self.cache.lock().map_err(|_| store_err("log cache poisoned"))?;
+            let doomed: Vec<u64> = c.range(log_id.index..).map(|(k, _)| *k).collect();
+            for k in doomed {
+                c.remove(&k);
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Job::Truncate { from: log_id.index, done: tx })?;
+        rx.await.map_err(store_err)?.map_err(store_err)
+    }
+
+    /// A ledger never forgets: purging only records how far snapshots would allow it.
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let value = serde_json::to_vec(&log_id).map_err(store_err)?;
+        self.send(Job::Meta { key: "purged", value, done: Some(tx) })?;
+        rx.await.map_err(store_err)?.map_err(store_err)
+    }
+}

@@ -1,0 +1,258 @@
+//! Executing a request for a plugin route: [`Runtime::handle`] runs it in a fresh instance,
+//! commits its write set and re-executes it after a commit conflict; [`Runtime::execute`] is
+//! one run, without the commit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::bindings::types as wit;
+use super::instance::{Call, plugin_error};
+use super::registry::{INLINE_BUDGET, Pre, SLOW_STRIKES};
+use super::{Access, Caller, DispatchError, FaultKind, Method, Plugin, Route, Runtime};
+use crate::executor::off_executor;
+use crate::store::{Transaction, TxId, TxMeta};
+
+/// One request for a plugin route.
+#[derive(Debug, Clone)]
+pub struct PluginRequest {
+    /// The plugin (from the registry snapshot that matched the route).
+    pub plugin: Arc<Plugin>,
+    /// The matched route.
+    pub route: Route,
+    /// Path parameters.
+    pub params: Vec<(String, String)>,
+    /// Path below `/app`.
+    pub path: String,
+    /// Decoded query parameters.
+    pub query: Vec<(String, String)>,
+    /// Headers (lowercase names).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// The caller.
+    pub caller: Caller,
+}
+
+/// A plugin's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers the plugin set (filtered by the host).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// The transaction that committed its writes, if it wrote.
+    pub tx_id: Option<TxId>,
+}
+
+/// A request executed but not yet committed.
+pub struct Executed {
+    /// The plugin's response (`tx_id` is set once committed).
+    pub response: PluginResponse,
+    /// What to commit, if the request wrote on a read-write route.
+    pub commit: Option<PendingCommit>,
+    /// The plugin asked (`cgs-fill-tx: 1`) for the committed tx id in its JSON object body.
+    pub fill_tx: bool,
+}
+
+/// Header by which a plugin asks for `"tx_id"` and `"seqno"` in its JSON response body.
+pub const FILL_TX_HEADER: &str = "cgs-fill-tx";
+
+/// Add `"tx_id"` and `"seqno"` of `id` to a JSON object body (other bodies are left as they are).
+fn fill_tx(body: &mut Vec<u8>, id: TxId) {
+    if let Ok(serde_json::Value::Object(mut o)) = serde_json::from_slice::<serde_json::Value>(body) {
+        o.insert("tx_id".into(), serde_json::Value::String(id.to_string()));
+        o.insert("seqno".into(), serde_json::Value::from(id.seqno));
+        if let Ok(b) = serde_json::to_vec(&o) {
+            *body = b;
+        }
+    }
+}
+
+/// Read and write sets of an executed request.
+pub struct PendingCommit {
+    /// What it read.
+    pub reads: crate::store::ReadSet,
+    /// What it wrote.
+    pub writes: crate::store::WriteSet,
+    /// Who and what.
+    pub meta: TxMeta,
+}
+
+impl Runtime {
+    /// Run one request: execute it in a fresh instance and, if it wrote, commit its write set;
+    /// a commit conflict re-executes it. Writes commit only if the plugin returns a response on a
+    /// read-write route.
+    pub async fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
+        let mut attempt = 0;
+        loop {
+            let executed = if req.plugin.slow.load(Ordering::Relaxed) >= SLOW_STRIKES {
+                off_executor(|| self.execute(req))?
+            } else {
+                let started = Instant::now();
+                // wasmtime-wasi's synchronous stdio shims (a guest printing, or panicking) enter
+                // tokio with `block_on`, which panics on an async worker. Such a call is
+                // re-executed off the worker (nothing was committed), and the plugin's calls
+                // stay there.
+                let executed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(req))) {
+                    Ok(executed) => executed,
+                    Err(_) => {
+                        tracing::debug!(plugin = %req.plugin.info.name, "a call needed blocking WASI I/O: calls run off the async worker from now on");
+                        req.plugin.slow.store(SLOW_STRIKES, Ordering::Relaxed);
+                        off_executor(|| self.execute(req))
+                    }
+                };
+                if started.elapsed() > INLINE_BUDGET {
+                    if req.plugin.slow.fetch_add(1, Ordering::Relaxed) + 1 == SLOW_STRIKES {
+                        tracing::info!(plugin = %req.plugin.info.name, "slow calls: they run off the async worker from now on");
+                    }
+                } else if req.plugin.slow.load(Ordering::Relaxed) != 0 {
+                    // Only write the shared counter when it changes: every request passes here.
+                    req.plugin.slow.store(0, Ordering::Relaxed);
+                }
+                executed?
+            };
+            let Some(tx) = executed.commit else { return Ok(executed.response) };
+            match self.store.commit(tx.reads, tx.writes, tx.meta).await {
+                Ok(id) => {
+                    let mut response = executed.response;
+                    if executed.fill_tx {
+                        fill_tx(&mut response.body, id);
+                    }
+                    response.tx_id = Some(id);
+                    return Ok(response);
+                }
+                Err(crate::store::CommitError::Conflict(why)) => {
+                    attempt += 1;
+                    if attempt > self.config.conflict_retries {
+                        return Err(DispatchError::Conflict(attempt));
+                    }
+                    tracing::debug!(plugin = %req.plugin.info.name, attempt, %why, "re-executing after a conflict");
+                }
+                Err(crate::store::CommitError::Store(e)) => return Err(DispatchError::Store(e.0)),
+            }
+        }
+    }
+
+    /// Execute one request in a fresh instance against a snapshot, without committing: the
+    /// response, and the read and write sets to commit if the request wrote.
+    pub fn execute(&self, req: &PluginRequest) -> Result<Executed, DispatchError> {
+        let Pre::App(pre) = &req.plugin.pre else {
+            return Err(DispatchError::Plugin {
+                status: 404,
+                code: "RouteNotFound".into(),
+                message: "the constitution serves no routes".into(),
+            });
+        };
+        let writable = req.route.access == Access::ReadWrite;
+        let wit_req = wit::Request {
+            method: match req.route.method {
+                Method::Get => wit::Method::Get,
+                Method::Put => wit::Method::Put,
+                Method::Post => wit::Method::Post,
+                Method::Patch => wit::Method::Patch,
+                Method::Delete => wit::Method::Delete,
+            },
+            path: req.path.clone(),
+            route: req.route.template.clone(),
+            params: req.params.clone(),
+            query: req.query.clone(),
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+            caller: req.caller.to_wit(),
+        };
+        let snapshot = self.store.snapshot().map_err(|e| DispatchError::Store(e.to_string()))?;
+        let tx_time_ms = self.clock.now_ms();
+        let setup = Call {
+            plugin: &req.plugin,
+            caller: &req.caller,
+            tx: Transaction::new(snapshot),
+            writable,
+            gov_writable: false,
+            tx_time_ms,
+            proposal_id: None,
+            proposal_actions: Vec::new(),
+        };
+        let (result, state) = self.run(setup, |store| {
+            let inst = pre.instantiate(&mut *store)?;
+            inst.cgs_plugin_http_handler().call_handle(&mut *store, &wit_req)
+        });
+        let response = match result? {
+            Ok(r) => r,
+            Err(e) => return Err(plugin_error(e)),
+        };
+        if !(200..=599).contains(&response.status) {
+            return Err(DispatchError::Fault {
+                plugin: req.plugin.info.name.clone(),
+                kind: FaultKind::Trap,
+                detail: format!("returned the invalid HTTP status {}", response.status),
+            });
+        }
+        let fill_tx = response.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case(FILL_TX_HEADER) && v == "1");
+        let headers = response
+            .headers
+            .into_iter()
+            .filter(|(k, v)| header_allowed(k, v) && !k.eq_ignore_ascii_case(FILL_TX_HEADER))
+            .collect();
+        let commit = if writable && state.tx.has_writes() {
+            let operation = format!("{} /app{}", req.route.method, req.path);
+            // Keyed, so that the ledger files do not confirm guesses of a small request body
+            // (a kill-switch reason, a short event).
+            let request_digest = state.tx.blind(&[operation.as_bytes(), b"\n", &req.body].concat());
+            let caller = req.caller.recorded_id(|d| state.tx.blind(d));
+            let (reads, writes) = state.tx.into_sets();
+            let meta = TxMeta {
+                caller,
+                plugin: req.plugin.info.name.clone(),
+                operation,
+                request_digest,
+                envelope: Vec::new(),
+                tx_time_ms,
+            };
+            Some(PendingCommit { reads, writes, meta })
+        } else {
+            None
+        };
+        Ok(Executed {
+            response: PluginResponse { status: response.status, headers, body: response.body, tx_id: None },
+            commit,
+            fill_tx,
+        })
+    }
+}
+
+/// Headers a plugin may set on its response.
+fn header_allowed(name: &str, value: &str) -> bool {
+    let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let reserved = matches!(
+        name,
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "date"
+            | "server"
+    ) || name.starts_with("x-cgs-")
+        || name.starts_with("proxy-");
+    token && !reserved && value.len() <= 4096 && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_headers_are_filtered() {
+        assert!(header_allowed("content-type", "application/json"));
+        assert!(header_allowed("location", "/app/x"));
+        assert!(!header_allowed("x-cgs-tx-id", "1.1"));
+        assert!(!header_allowed("content-length", "3"));
+        assert!(!header_allowed("Content-Type", "x"));
+        assert!(!header_allowed("x-a", "a\r\nb: c"));
+    }
+}

@@ -1,0 +1,151 @@
+//! The installed plugins: [`Plugin`], the [`Registry`] snapshot every call reads, and
+//! installing, replacing and removing plugins atomically.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use cgs_core::Blake3Hash;
+use cgs_core::plugin::{PluginInfo, World};
+
+use super::state::HostState;
+use super::{LoadError, Method, Route, RouteMatch, RouteTable, Runtime, bindings};
+
+/// A governance action a plugin owns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ActionInfo {
+    /// `<plugin>.<action>` or a core action name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+}
+
+pub(super) enum Pre {
+    App(bindings::app::AppPluginPre<HostState>),
+    Constitution(bindings::gov::ConstitutionPre<HostState>),
+}
+
+/// An installed plugin.
+pub struct Plugin {
+    /// Name, version and world, as declared in the component.
+    pub info: PluginInfo,
+    /// The measurement: BLAKE3 of the component bytes.
+    pub blake3: Blake3Hash,
+    /// Its routes (app plugins).
+    pub routes: Vec<Route>,
+    /// The governance actions it owns.
+    pub actions: Vec<ActionInfo>,
+    pub(super) name: Arc<str>,
+    pub(super) pre: Pre,
+    /// Calls in a row that took longer than [`INLINE_BUDGET`]; at [`SLOW_STRIKES`] the plugin's
+    /// calls leave the async worker (`block_in_place`) for good.
+    pub(super) slow: AtomicU32,
+}
+
+/// Calls up to this long run on the async worker that received the request: handing a 20 µs
+/// call to another thread costs more than the call (context switches dominated a profile of
+/// the consent check). A plugin whose calls exceed it [`SLOW_STRIKES`] times in a row (a first
+/// call may be slow: cold pages) is moved off the worker for good.
+pub(super) const INLINE_BUDGET: Duration = Duration::from_millis(2);
+/// See [`INLINE_BUDGET`].
+pub(super) const SLOW_STRIKES: u32 = 3;
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("info", &self.info).field("blake3", &self.blake3).finish_non_exhaustive()
+    }
+}
+
+/// The installed plugins and their routes: replaced as a whole, so every call sees one
+/// consistent version.
+#[derive(Default)]
+pub struct Registry {
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    routes: RouteTable,
+}
+
+impl Registry {
+    /// A plugin by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(name)
+    }
+
+    /// All plugins, by name.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+
+    /// Match a request path below `/app` (segments already percent-decoded).
+    pub fn find_route(&self, method: Method, segments: &[&str]) -> RouteMatch {
+        self.routes.find(method, segments)
+    }
+}
+
+impl Runtime {
+    /// Install a prepared plugin, replacing any plugin of the same name, atomically: calls that
+    /// already started keep the version they matched; later calls see the new one.
+    pub fn install(&self, plugin: Plugin) -> Result<Arc<Plugin>, LoadError> {
+        let mut guard = match self.registry.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let current = guard.clone();
+        current.routes.check(&plugin.info.name, &plugin.routes)?;
+        if plugin.info.world == World::Constitution
+            && let Some(other) = current
+                .plugins
+                .values()
+                .find(|p| p.info.world == World::Constitution && p.info.name != plugin.info.name)
+        {
+            return Err(LoadError::WrongWorld {
+                declared: "constitution".into(),
+                detail: format!("plugin `{}` is already the constitution; replace it instead", other.info.name),
+            });
+        }
+        let plugin = Arc::new(plugin);
+        let mut next = Registry { plugins: current.plugins.clone(), routes: current.routes.clone() };
+        next.routes.replace(&plugin.info.name, plugin.routes.clone());
+        next.plugins.insert(plugin.info.name.clone(), plugin.clone());
+        *guard = Arc::new(next);
+        tracing::info!(plugin = %plugin.info.name, version = %plugin.info.version, blake3 = %plugin.blake3, "plugin installed");
+        Ok(plugin)
+    }
+
+    /// Whether `plugin` could be installed now (its routes conflict with no other plugin's).
+    pub fn check_install(&self, plugin: &Plugin) -> Result<(), LoadError> {
+        self.registry().routes.check(&plugin.info.name, &plugin.routes)
+    }
+
+    /// Install `plugin`, replacing the constitution if it is one (under any name).
+    pub fn replace(&self, plugin: Plugin) -> Result<Arc<Plugin>, LoadError> {
+        if plugin.info.world == World::Constitution {
+            let old: Vec<String> = self
+                .registry()
+                .plugins()
+                .filter(|p| p.info.world == World::Constitution && p.info.name != plugin.info.name)
+                .map(|p| p.info.name.clone())
+                .collect();
+            for name in old {
+                self.uninstall(&name);
+            }
+        }
+        self.install(plugin)
+    }
+
+    /// Remove the plugin `name` (its routes stop being served; calls in flight finish).
+    pub fn uninstall(&self, name: &str) {
+        let mut guard = match self.registry.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let current = guard.clone();
+        if current.plugins.contains_key(name) {
+            let mut next = Registry { plugins: current.plugins.clone(), routes: current.routes.clone() };
+            next.plugins.remove(name);
+            next.routes.replace(name, Vec::new());
+            *guard = Arc::new(next);
+            tracing::info!(plugin = %name, "plugin removed");
+        }
+    }
+}
