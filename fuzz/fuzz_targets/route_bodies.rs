@@ -72,14 +72,7 @@ fn caller(name: &str) -> Caller {
 }
 
 fn method(m: &str) -> Option<Method> {
-    Some(match m {
-        "GET" => Method::Get,
-        "PUT" => Method::Put,
-        "POST" => Method::Post,
-        "PATCH" => Method::Patch,
-        "DELETE" => Method::Delete,
-        _ => return None,
-    })
+    Method::parse(m)
 }
 
 /// Match decoded segments against a route template, as the host does.

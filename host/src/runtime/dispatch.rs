@@ -161,7 +161,7 @@ impl Runtime {
             query: req.query.clone(),
             headers: req.headers.clone(),
             body: req.body.clone(),
-            caller: req.caller.to_wit(),
+            caller: super::caller::to_wit(&req.caller),
         };
         let snapshot = self.store.snapshot().map_err(|e| DispatchError::Store(e.to_string()))?;
         let tx_time_ms = self.clock.now_ms();

@@ -1,54 +1,8 @@
 //! Plugin routes: parsing templates, detecting conflicts, matching request paths.
 
-use std::fmt;
-
 use super::LoadError;
 
-/// HTTP methods plugin routes may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Method {
-    /// GET
-    Get,
-    /// PUT
-    Put,
-    /// POST
-    Post,
-    /// PATCH
-    Patch,
-    /// DELETE
-    Delete,
-}
-
-impl Method {
-    /// From an HTTP method name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "GET" => Method::Get,
-            "PUT" => Method::Put,
-            "POST" => Method::Post,
-            "PATCH" => Method::Patch,
-            "DELETE" => Method::Delete,
-            _ => return None,
-        })
-    }
-
-    /// The HTTP method name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Put => "PUT",
-            Method::Post => "POST",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use cgs_core::caller::Method;
 
 /// Whether a route writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod caller;
 pub mod contract;
 pub mod entry;
 mod error;

@@ -8,40 +8,25 @@ use serde::de::DeserializeOwned;
 use crate::sys::bindings::app::cgs::plugin::types as wit;
 use crate::{Error, Result};
 
-/// HTTP methods a plugin route can serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
-    /// GET
-    Get,
-    /// PUT
-    Put,
-    /// POST
-    Post,
-    /// PATCH
-    Patch,
-    /// DELETE
-    Delete,
+pub use cgs_core::caller::{Caller, CallerKind, Method};
+
+pub(crate) fn method_to_wit(m: Method) -> wit::Method {
+    match m {
+        Method::Get => wit::Method::Get,
+        Method::Put => wit::Method::Put,
+        Method::Post => wit::Method::Post,
+        Method::Patch => wit::Method::Patch,
+        Method::Delete => wit::Method::Delete,
+    }
 }
 
-impl Method {
-    pub(crate) fn to_wit(self) -> wit::Method {
-        match self {
-            Method::Get => wit::Method::Get,
-            Method::Put => wit::Method::Put,
-            Method::Post => wit::Method::Post,
-            Method::Patch => wit::Method::Patch,
-            Method::Delete => wit::Method::Delete,
-        }
-    }
-
-    pub(crate) fn from_wit(m: wit::Method) -> Self {
-        match m {
-            wit::Method::Get => Method::Get,
-            wit::Method::Put => Method::Put,
-            wit::Method::Post => Method::Post,
-            wit::Method::Patch => Method::Patch,
-            wit::Method::Delete => Method::Delete,
-        }
+fn method_from_wit(m: wit::Method) -> Method {
+    match m {
+        wit::Method::Get => Method::Get,
+        wit::Method::Put => Method::Put,
+        wit::Method::Post => Method::Post,
+        wit::Method::Patch => Method::Patch,
+        wit::Method::Delete => Method::Delete,
     }
 }
 
@@ -106,59 +91,14 @@ impl BitOr for Auth {
     }
 }
 
-/// The kind of principal behind a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CallerKind {
-    /// No credentials.
-    Anonymous,
-    /// A consortium member.
-    Member,
-    /// A user of a registered issuer.
-    User,
-    /// An attested clean-room session.
-    Cleanroom,
-}
-
-/// Who is calling, as authenticated by the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The kind of principal.
-    pub kind: CallerKind,
-    /// Member id, `issuer|subject`, or session id; empty when anonymous.
-    pub id: String,
-    /// Roles (e.g. `operator`).
-    pub roles: Vec<String>,
-    /// The contract a clean-room session is bound to.
-    pub contract_id: Option<String>,
-    /// Attested or token claims.
-    pub claims: Vec<(String, String)>,
-}
-
-impl Caller {
-    /// An anonymous caller.
-    pub fn anonymous() -> Self {
-        Self { kind: CallerKind::Anonymous, id: String::new(), roles: vec![], contract_id: None, claims: vec![] }
-    }
-
-    /// A member caller with the given id (for native tests).
-    pub fn member(id: impl Into<String>) -> Self {
-        Self { kind: CallerKind::Member, id: id.into(), ..Self::anonymous() }
-    }
-
-    /// Whether the caller holds `role`.
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
-    }
-
-    pub(crate) fn from_wit(c: wit::Caller) -> Self {
-        let kind = match c.kind {
-            wit::CallerKind::Anonymous => CallerKind::Anonymous,
-            wit::CallerKind::Member => CallerKind::Member,
-            wit::CallerKind::User => CallerKind::User,
-            wit::CallerKind::Cleanroom => CallerKind::Cleanroom,
-        };
-        Self { kind, id: c.id, roles: c.roles, contract_id: c.contract_id, claims: c.claims }
-    }
+pub(crate) fn caller_from_wit(c: wit::Caller) -> Caller {
+    let kind = match c.kind {
+        wit::CallerKind::Anonymous => CallerKind::Anonymous,
+        wit::CallerKind::Member => CallerKind::Member,
+        wit::CallerKind::User => CallerKind::User,
+        wit::CallerKind::Cleanroom => CallerKind::Cleanroom,
+    };
+    Caller { kind, id: c.id, roles: c.roles, contract_id: c.contract_id, claims: c.claims }
 }
 
 /// A request routed to this plugin.
@@ -257,14 +197,14 @@ impl Request {
 
     pub(crate) fn from_wit(r: wit::Request) -> Self {
         Self {
-            method: Method::from_wit(r.method),
+            method: method_from_wit(r.method),
             path: r.path,
             route: r.route,
             params: r.params,
             query: r.query,
             headers: r.headers,
             body: r.body,
-            caller: Caller::from_wit(r.caller),
+            caller: caller_from_wit(r.caller),
         }
     }
 }

@@ -83,7 +83,7 @@ impl Router {
         self.routes
             .iter()
             .map(|r| wit::Route {
-                method: r.method.to_wit(),
+                method: crate::http::method_to_wit(r.method),
                 path: r.path.to_string(),
                 auth: r.auth.to_wit(),
                 access: match r.access {

@@ -108,7 +108,7 @@ mod imp {
         out
     }
     pub fn caller() -> Caller {
-        Caller::from_wit(context::current_caller())
+        crate::http::caller_from_wit(context::current_caller())
     }
     pub fn tx_time() -> u64 {
         context::tx_time()
