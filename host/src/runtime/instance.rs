@@ -37,7 +37,7 @@ impl Runtime {
         let wasi = WasiCtx::builder().stdout(stderr.clone()).stderr(stderr.clone()).build();
         let state = HostState {
             plugin: call.plugin.name.clone(),
-            caller: super::caller::to_wit(&call.caller),
+            caller: super::caller::to_wit(call.caller),
             tx_time_ms: call.tx_time_ms,
             proposal_id: call.proposal_id,
             proposal_actions: call.proposal_actions,
