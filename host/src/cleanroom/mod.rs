@@ -141,6 +141,20 @@ pub struct KillSwitchView {
     pub reason: Option<String>,
 }
 
+/// Contract `id` if `member` is one of its collaborators: 404 `ContractNotFound`, 403
+/// `NotAContractParty`.
+pub fn collaborator_of(g: &mut StateTx, id: &str, member: &Caller) -> Result<ContractView, ServiceError> {
+    let contract = contract(g, id)?;
+    if !contract.admits(id, member) {
+        return Err(err(
+            ErrorKind::Forbidden,
+            "NotAContractParty",
+            format!("member {} is not a collaborator of contract `{id}`", member.id),
+        ));
+    }
+    Ok(contract)
+}
+
 /// Contract `id`, or 404 `ContractNotFound`.
 pub fn contract(g: &mut StateTx, id: &str) -> Result<ContractView, ServiceError> {
     g.get(CONTRACTS, id)?

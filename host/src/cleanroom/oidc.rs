@@ -172,14 +172,7 @@ pub fn action(g: &mut StateTx, a: &ActionBody, apply: bool, proposer: &Caller) -
                         format!("`audiences` is a list of 1-{MAX_AUDIENCES} strings of 1-256 characters"),
                     )
                 })?;
-            let contract = cleanroom::contract(g, id)?;
-            if !contract.admits(id, proposer) {
-                return Err(err(
-                    ErrorKind::Forbidden,
-                    "NotAContractParty",
-                    format!("member {} is not a collaborator of contract `{id}`", proposer.id),
-                ));
-            }
+            cleanroom::collaborator_of(g, id, proposer)?;
             if apply {
                 g.put(AUDIENCES, id, &serde_json::json!({"audiences": audiences}))?;
             }

@@ -120,14 +120,7 @@ impl Cleanroom {
         name: &str,
         deleting: bool,
     ) -> Result<bool, ServiceError> {
-        let contract = cleanroom::contract(g, contract_id)?;
-        if !contract.admits(contract_id, caller) {
-            return Err(err(
-                ErrorKind::Forbidden,
-                "NotAContractParty",
-                format!("member {} is not a collaborator of contract `{contract_id}`", caller.id),
-            ));
-        }
+        let contract = cleanroom::collaborator_of(g, contract_id, caller)?;
         if contract.state == cleanroom::ContractState::Revoked && !deleting {
             return Err(err(
                 ErrorKind::NotAllowedInState,

@@ -22,8 +22,7 @@ impl Governance {
                 err(ErrorKind::Invalid, "UnknownAction", format!("no plugin `{p}` owns `{}`", action.name))
             })?,
             None => registry
-                .plugins()
-                .find(|p| p.info.world == World::Constitution)
+                .constitution()
                 .cloned()
                 .ok_or_else(|| ServiceError::unavailable("no constitution is installed"))?,
         };
@@ -132,8 +131,7 @@ impl Governance {
             .core
             .runtime
             .registry()
-            .plugins()
-            .find(|p| p.info.world == World::Constitution)
+            .constitution()
             .cloned()
             .ok_or_else(|| ServiceError::unavailable("no constitution is installed"))?;
         let members: Vec<GovMember> = self

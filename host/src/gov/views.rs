@@ -1,8 +1,6 @@
 //! The read endpoints of governance: the service, members, proposals, the constitution, and
 //! the state digest members ack.
 
-use cgs_core::plugin::World;
-
 use super::{ErrorKind, Governance, MemberRecord, ProposalRecord, ProposalState, err, tables};
 use crate::error::ServiceError;
 
@@ -100,14 +98,7 @@ impl Governance {
         let current: serde_json::Value = g
             .get(tables::CONSTITUTION, "current")?
             .ok_or_else(|| err(ErrorKind::NotReady, "NotReady", "no constitution"))?;
-        let actions = self
-            .core
-            .runtime
-            .registry()
-            .plugins()
-            .find(|p| p.info.world == World::Constitution)
-            .map(|p| p.actions.clone())
-            .unwrap_or_default();
+        let actions = self.core.runtime.registry().constitution().map(|p| p.actions.clone()).unwrap_or_default();
         Ok(
             serde_json::json!({"name": current["name"], "version": current["version"], "blake3": current["blake3"], "actions": actions}),
         )

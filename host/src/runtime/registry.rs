@@ -71,6 +71,11 @@ impl Registry {
         self.plugins.get(name)
     }
 
+    /// The installed constitution.
+    pub fn constitution(&self) -> Option<&Arc<Plugin>> {
+        self.plugins.values().find(|p| p.info.world == World::Constitution)
+    }
+
     /// All plugins, by name.
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.plugins.values()
