@@ -55,3 +55,8 @@ impl ServiceError {
         Self::new(ErrorKind::Unavailable, "StoreUnavailable", e.to_string())
     }
 }
+
+/// A refusal of `kind` with `code` and `message` (shorthand for [`ServiceError::new`]).
+pub fn err(kind: ErrorKind, code: &str, message: impl Into<String>) -> ServiceError {
+    ServiceError::new(kind, code, message)
+}

@@ -47,11 +47,8 @@ pub enum ReconcileError {
     },
 }
 
-/// What the reconciler reads.
-const PLUGINS: &str = "gov.plugins";
-const CONSTITUTION: &str = "gov.constitution";
-const SERVICE: &str = "gov.service";
-const BLOBS: &str = "gov.blobs";
+// What the reconciler reads: the host-owned governance tables.
+use crate::schema::tables::{BLOBS, CONSTITUTION, PLUGINS, SERVICE};
 
 /// Loads what the applied state names into the runtime; see the module documentation.
 pub struct Reconciler {

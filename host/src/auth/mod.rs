@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use cgs_core::TxId;
 
+pub(crate) use crate::error::err;
 use crate::error::{ErrorKind, ServiceError};
 use crate::runtime::{Caller, CallerKind};
 use crate::schema::{MemberRecord, tables};
@@ -70,10 +71,6 @@ pub struct SessionStanding {
     pub contract_id: String,
     /// The version of the contract's clean-room policy at admission (`None`: no policy then).
     pub policy_version: Option<String>,
-}
-
-fn err(kind: ErrorKind, code: &str, message: impl Into<String>) -> ServiceError {
-    ServiceError::new(kind, code, message)
 }
 
 fn invalid(m: String) -> ServiceError {

@@ -16,13 +16,10 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::auth::{Auth, SessionStanding};
+pub(crate) use crate::error::err;
 use crate::error::{ErrorKind, ServiceError};
 use crate::runtime::{Caller, CallerKind};
 use crate::txn::{Core, StateTx};
-
-fn err(kind: ErrorKind, code: &str, message: impl Into<String>) -> ServiceError {
-    ServiceError::new(kind, code, message)
-}
 
 /// HPKE `info` of secret releases.
 pub const SECRET_INFO: &[u8] = b"cgs-secret-release-v1";

@@ -68,9 +68,7 @@ impl Default for GovConfig {
     }
 }
 
-fn err(kind: ErrorKind, code: &str, message: impl Into<String>) -> ServiceError {
-    ServiceError::new(kind, code, message)
-}
+use crate::error::err;
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::unavailable(e)

@@ -49,7 +49,8 @@ use tasks::{Pending, proposer, signature_loop};
 /// The tables whose applied changes a node acts on beyond serving them: the active plugins and
 /// constitution (load or unload code) and the service status (open the app routes). Every
 /// replica learns of them from [`Ledger::installed_state_changes`] as it applies entries.
-pub const INSTALLED_STATE: &[&str] = &["gov.plugins", "gov.constitution", "gov.service"];
+pub const INSTALLED_STATE: &[&str] =
+    &[crate::schema::tables::PLUGINS, crate::schema::tables::CONSTITUTION, crate::schema::tables::SERVICE];
 
 /// Ledger settings.
 #[derive(Debug, Clone)]
