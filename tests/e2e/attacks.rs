@@ -500,6 +500,27 @@ async fn a_malicious_plugin_cannot_read_governance_secrets() {
     assert_eq!(r.status, 403);
     let r = sb.client.put_json("/app/snoop/gov/private.secrets", &json!({})).await.unwrap();
     assert_eq!(r.status, 403);
+
+    // What the host enforces for clean rooms is not the snoop's to say: with `room`'s policy set
+    // and a member's kill switch on (through the consent plugin, as members do), the snoop's
+    // attempts to widen the contract, replace its policy or turn the switch off are refused,
+    // and a clean room of `room` is still turned away for the kill switch.
+    let host_data = "11".repeat(32);
+    let pol = json!([{"name": "contracts.set_cleanroom_policy", "args": {"contract_id": "room", "type": "add", "claims": {"x-ms-sevsnpvm-hostdata": [host_data]}}}]);
+    assert_eq!(decide(&everyone, pol).await, "Accepted");
+    ok(&dp, "POST", "/app/contracts/room/consent/execution/disable", Some(json!({"reason": "stop"}))).await;
+    for (what, body) in [("contract", json!(null)), ("policy", json!(null)), ("kill-switch", json!(dp.id()))] {
+        let r = sb.client.put_json(&format!("/app/snoop/cleanroom/{what}/room"), &body).await.unwrap();
+        assert_eq!(r.status, 500, "{what}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json().unwrap()["error"]["code"], "CleanroomNotPermitted", "{what}");
+    }
+    for r in ["/gov/private.cleanroom_contracts", "/gov/private.cleanroom_policies", "/gov/private.kill_switches"] {
+        let r = get(format!("/app/snoop{r}")).await;
+        assert_eq!(r.status, 403, "the host's clean-room tables are not readable either");
+    }
+    let r = open_session(&sb.client, "room", &host_data, &[7u8; 32]).await;
+    assert_eq!(r.status, 405, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json().unwrap()["error"]["code"], "ContractDisabled");
 }
 
 /// Item 5: an ID token's subject and audience are governance's, not the clean room's; no token

@@ -19,7 +19,8 @@ use base64::Engine as _;
 use cgs_core::TxId;
 use cgs_core::entry::{Entry, Payload, RaftBody, RaftRecord, Read, SignatureEntry, TableRead, Transaction, Write};
 use cgs_core::gov::{MessageType, sign};
-use cgs_core::merkle::{Hash, leaf_hash, node_hash};
+use cgs_core::merkle::reference::{mth, path};
+use cgs_core::merkle::{Hash, leaf_hash};
 use cgs_fuzz::receipts;
 use x509_cert::der::{DecodePem as _, Encode as _};
 
@@ -68,43 +69,6 @@ fn cose_envelope(o: &mut Out) {
     indefinite.push(0xff);
     o.put("cose_envelope", "bad-indefinite", indefinite);
     o.put("cose_envelope", "bad-trailing", [&msg[..], &[0][..]].concat());
-}
-
-/// RFC 9162 Merkle tree hash and inclusion path.
-fn mth(leaves: &[Hash]) -> Hash {
-    match leaves.len() {
-        0 => cgs_core::merkle::empty_root(),
-        1 => leaves[0],
-        n => {
-            let k = largest_pow2_below(n);
-            node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
-        }
-    }
-}
-
-fn largest_pow2_below(n: usize) -> usize {
-    let mut k = 1;
-    while k * 2 < n {
-        k *= 2;
-    }
-    k
-}
-
-fn path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
-    let n = leaves.len();
-    if n <= 1 {
-        return vec![];
-    }
-    let k = largest_pow2_below(n);
-    if m < k {
-        let mut p = path(m, &leaves[..k]);
-        p.push(mth(&leaves[k..]));
-        p
-    } else {
-        let mut p = path(m - k, &leaves[k..]);
-        p.push(mth(&leaves[..k]));
-        p
-    }
 }
 
 fn sample_entries() -> Vec<Entry> {

@@ -2,18 +2,17 @@
 //! them — and the standing of a contract they all depend on.
 //!
 //! Sessions, secrets, ID tokens and receipts are the host's, but who is a party to a contract,
-//! whether it is accepted, its clean-room policy and the members' kill switches are kept by the
-//! `contracts` and `consent` plugins. The views below name exactly the fields the host relies on
-//! (the plugins' records carry more); they are the host side of that contract, and a record that
-//! no longer parses is a `503 StoreUnavailable`, never a silent "allowed".
+//! whether it is accepted, its clean-room policy and the members' kill switches are decided by
+//! the `contracts` and `consent` plugins. They tell the host through the typed
+//! `cgs:plugin/cleanroom` import (`runtime/cleanroom.rs`), which keeps the records of
+//! [`crate::schema`] in host tables; the functions below read only those, never a plugin's own
+//! tables. A record that does not parse is a `503 StoreUnavailable`, never a silent "allowed".
 
 pub mod oidc;
 pub mod secrets;
 pub mod sessions;
 
 use std::sync::Arc;
-
-use serde::Deserialize;
 
 use crate::auth::{Auth, SessionStanding};
 pub(crate) use crate::error::err;
@@ -68,79 +67,24 @@ pub fn accepts_virtual_evidence(g: &mut StateTx) -> Result<bool, ServiceError> {
     Ok(config.is_some_and(|c| c["insecure_virtual_attestation"] == true))
 }
 
-/// `contracts.contracts`: contract id → [`ContractView`].
-pub const CONTRACTS: &str = "contracts.contracts";
-/// `contracts.policies`: contract id → [`PolicyView`].
-pub const POLICIES: &str = "contracts.policies";
-/// `consent.kill-switches`: `<contract>/<member>` → [`KillSwitchView`].
-pub const KILL_SWITCHES: &str = "consent.kill-switches";
+pub use crate::schema::{CleanroomPolicy, ContractStanding, ContractState};
+use crate::schema::{KillSwitch, tables};
 
-/// A contract's lifecycle state as stored (`Proposed` is derived, never stored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum ContractState {
-    /// Being drafted.
-    Draft,
-    /// (Derived by the plugin; not stored.)
-    Proposed,
-    /// Accepted by the consortium.
-    Accepted,
-    /// Revoked after acceptance.
-    Revoked,
-}
-
-/// The parts of a contract record the host uses.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ContractView {
-    /// State.
-    pub state: ContractState,
-    /// Member ids that are parties; `None`: every member.
-    #[serde(default)]
-    pub collaborators: Option<Vec<String>>,
-    /// Users (`issuer|subject`) that are parties.
-    #[serde(default)]
-    pub users: Vec<String>,
-    /// The creator (always a party).
-    pub created_by: String,
-}
-
-impl ContractView {
+impl ContractStanding {
     /// Whether `caller` is a party to contract `id` (the same rule as `cgs_cleanroom::authorize`).
     pub fn admits(&self, id: &str, caller: &Caller) -> bool {
-        let parties = cgs_core::contract::Parties {
-            created_by: &self.created_by,
-            collaborators: self.collaborators.as_deref(),
-            users: &self.users,
-        };
         match caller.kind {
-            CallerKind::Member => parties.has_member(&caller.id),
-            CallerKind::User => parties.has_user(&caller.id),
+            CallerKind::Member => self.parties().has_member(&caller.id),
+            CallerKind::User => self.parties().has_user(&caller.id),
             CallerKind::Cleanroom => caller.contract_id.as_deref() == Some(id),
             CallerKind::Anonymous => false,
         }
     }
 }
 
-/// The accepted clean-room policy of a contract.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct PolicyView {
-    /// Claim → allowed values.
-    #[serde(default)]
-    pub claims: serde_json::Map<String, serde_json::Value>,
-}
-
-/// One member's execution kill switch.
-#[derive(Debug, Clone, Deserialize)]
-pub struct KillSwitchView {
-    /// On.
-    pub disabled: bool,
-    /// Why (the member's words).
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
 /// Contract `id` if `member` is one of its collaborators: 404 `ContractNotFound`, 403
 /// `NotAContractParty`.
-pub fn collaborator_of(g: &mut StateTx, id: &str, member: &Caller) -> Result<ContractView, ServiceError> {
+pub fn collaborator_of(g: &mut StateTx, id: &str, member: &Caller) -> Result<ContractStanding, ServiceError> {
     let contract = contract(g, id)?;
     if !contract.admits(id, member) {
         return Err(err(
@@ -153,21 +97,22 @@ pub fn collaborator_of(g: &mut StateTx, id: &str, member: &Caller) -> Result<Con
 }
 
 /// Contract `id`, or 404 `ContractNotFound`.
-pub fn contract(g: &mut StateTx, id: &str) -> Result<ContractView, ServiceError> {
-    g.get(CONTRACTS, id)?
+pub fn contract(g: &mut StateTx, id: &str) -> Result<ContractStanding, ServiceError> {
+    g.get(tables::CLEANROOM_CONTRACTS, id)?
         .ok_or_else(|| err(ErrorKind::NotFound, "ContractNotFound", format!("contract `{id}` does not exist")))
 }
 
 /// The contract's policy and the version (tx id) it is at: sessions remember the version they
 /// were admitted under.
-pub fn policy(g: &mut StateTx, id: &str) -> Result<(PolicyView, Option<String>), ServiceError> {
-    match g.tx.get(POLICIES, id.as_bytes()).map_err(ServiceError::unavailable)? {
+pub fn policy(g: &mut StateTx, id: &str) -> Result<(CleanroomPolicy, Option<String>), ServiceError> {
+    let table = tables::CLEANROOM_POLICIES;
+    match g.tx.get(table, id.as_bytes()).map_err(ServiceError::unavailable)? {
         Some(v) => {
-            let p: PolicyView = serde_json::from_slice(&v.value)
-                .map_err(|e| ServiceError::unavailable(format!("corrupt {POLICIES} record of `{id}`: {e}")))?;
+            let p: CleanroomPolicy = serde_json::from_slice(&v.value)
+                .map_err(|e| ServiceError::unavailable(format!("corrupt {table} record of `{id}`: {e}")))?;
             Ok((p, Some(v.version.to_string())))
         }
-        None => Ok((PolicyView::default(), None)),
+        None => Ok((CleanroomPolicy::default(), None)),
     }
 }
 
@@ -178,15 +123,14 @@ pub fn kill_switches_on(g: &mut StateTx, id: &str) -> Result<Vec<(String, Option
         start: Some(prefix.clone().into_bytes()),
         end: Some(format!("{id}0").into_bytes()), // '0' follows '/'
     };
-    let entries = g.tx.range(KILL_SWITCHES, &range, 10_000, false).map_err(ServiceError::unavailable)?;
+    let table = tables::KILL_SWITCHES;
+    let entries = g.tx.range(table, &range, 10_000, false).map_err(ServiceError::unavailable)?;
     let mut on = Vec::new();
     for e in entries {
-        let s: KillSwitchView = serde_json::from_slice(&e.value)
-            .map_err(|er| ServiceError::unavailable(format!("corrupt {KILL_SWITCHES} record: {er}")))?;
-        if s.disabled {
-            let member = String::from_utf8_lossy(&e.key[prefix.len()..]).into_owned();
-            on.push((member, s.reason));
-        }
+        let s: KillSwitch = serde_json::from_slice(&e.value)
+            .map_err(|er| ServiceError::unavailable(format!("corrupt {table} record: {er}")))?;
+        let member = String::from_utf8_lossy(&e.key[prefix.len()..]).into_owned();
+        on.push((member, s.reason));
     }
     Ok(on)
 }
@@ -194,7 +138,7 @@ pub fn kill_switches_on(g: &mut StateTx, id: &str) -> Result<Vec<(String, Option
 /// Whether contract `id` may run now: accepted, and no collaborator's kill switch is on.
 /// `405 ContractRevoked`, `405 ContractNotAccepted`, `405 ContractDisabled` (naming who): the
 /// contract's state does not allow it.
-pub fn require_execution(g: &mut StateTx, id: &str) -> Result<ContractView, ServiceError> {
+pub fn require_execution(g: &mut StateTx, id: &str) -> Result<ContractStanding, ServiceError> {
     let c = contract(g, id)?;
     match c.state {
         ContractState::Accepted => {}
@@ -205,7 +149,7 @@ pub fn require_execution(g: &mut StateTx, id: &str) -> Result<ContractView, Serv
                 format!("contract `{id}` was revoked: its clean rooms may no longer act"),
             ));
         }
-        _ => {
+        ContractState::Draft => {
             return Err(err(
                 ErrorKind::NotAllowedInState,
                 "ContractNotAccepted",

@@ -1,8 +1,9 @@
 //! Who may read a ledger transaction (its receipt and entry), and which of the values it wrote.
 
-use crate::cleanroom::{self, ContractView};
+use crate::cleanroom::ContractStanding;
 use crate::error::{ErrorKind, ServiceError};
 use crate::runtime::{Caller, CallerKind};
+use crate::schema::tables;
 
 use super::{Governance, err};
 
@@ -18,24 +19,11 @@ enum TxScope {
 }
 
 fn tx_scope(operation: &str) -> TxScope {
-    // `METHOD /app/contracts/<id>[/…]` (the path as received: percent-encoded).
-    if let Some((_, path)) = operation.split_once(' ')
-        && let Some(rest) = path.strip_prefix("/app")
-    {
-        return match crate::http::decode_path(rest).ok().as_deref() {
-            Some([first, id, ..]) if first == "contracts" => TxScope::Contract(id.clone()),
-            _ => TxScope::App,
-        };
+    match cgs_core::contract::operation_contract(operation) {
+        Some(id) => TxScope::Contract(id),
+        None if operation.split_once(' ').is_some_and(|(_, p)| p == "/app" || p.starts_with("/app/")) => TxScope::App,
+        None => TxScope::Governance,
     }
-    // The host's own contract-scoped writes: `put secret <id>/<name>`, `delete secret <id>/<name>`.
-    for prefix in ["put secret ", "delete secret "] {
-        if let Some(rest) = operation.strip_prefix(prefix)
-            && let Some((id, _)) = rest.split_once('/')
-        {
-            return TxScope::Contract(id.to_string());
-        }
-    }
-    TxScope::Governance
 }
 
 impl Governance {
@@ -50,7 +38,7 @@ impl Governance {
             TxScope::Governance => caller.kind == CallerKind::Member,
             TxScope::Contract(id) => {
                 let mut g = self.core.begin()?;
-                g.get::<ContractView>(cleanroom::CONTRACTS, &id)?.is_some_and(|c| c.admits(&id, caller))
+                g.get::<ContractStanding>(tables::CLEANROOM_CONTRACTS, &id)?.is_some_and(|c| c.admits(&id, caller))
             }
             TxScope::App => caller.kind == CallerKind::Member,
         };
@@ -106,7 +94,7 @@ impl Governance {
                 let Ok(key) = std::str::from_utf8(key) else { return Ok(false) };
                 let id = key.split_once('/').map_or(key, |(id, _)| id);
                 let mut g = self.core.begin()?;
-                g.get::<ContractView>(cleanroom::CONTRACTS, id)?.is_some_and(|c| c.admits(id, caller))
+                g.get::<ContractStanding>(tables::CLEANROOM_CONTRACTS, id)?.is_some_and(|c| c.admits(id, caller))
             }
         })
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::bindings::types as wit;
 use super::instance::{Call, plugin_error};
-use super::registry::{INLINE_BUDGET, Pre, SLOW_STRIKES};
+use super::registry::{INLINE_BUDGET, SLOW_STRIKES, WorldPre};
 use super::{Access, Caller, DispatchError, FaultKind, Method, Plugin, Route, Runtime};
 use crate::executor::off_executor;
 use crate::store::{Transaction, TxId, TxMeta};
@@ -139,7 +139,7 @@ impl Runtime {
     /// Execute one request in a fresh instance against a snapshot, without committing: the
     /// response, and the read and write sets to commit if the request wrote.
     pub fn execute(&self, req: &PluginRequest) -> Result<Executed, DispatchError> {
-        let Pre::App(pre) = &req.plugin.pre else {
+        let WorldPre::App(pre) = &req.plugin.pre.world else {
             return Err(DispatchError::Plugin {
                 status: 404,
                 code: "RouteNotFound".into(),

@@ -5,7 +5,7 @@ use cgs_core::plugin::World;
 
 use super::bindings::types as wit;
 use super::instance::{Call, plugin_error};
-use super::registry::Pre;
+use super::registry::WorldPre;
 use super::{Caller, DispatchError, Plugin, Runtime, bindings};
 use crate::store::Transaction;
 
@@ -112,37 +112,19 @@ impl Runtime {
             let d = plugin_error(e);
             GovReply::Refused { status: d.status(), code: d.code().to_string(), message: d.message() }
         };
-        let (result, state) = match (&plugin.pre, call) {
-            (Pre::App(pre), GovCall::Validate(a)) => self.run(setup, |store| {
-                let inst = pre.instantiate(&mut *store)?;
-                Ok(inst
-                    .cgs_plugin_actions()
-                    .call_validate_action(&mut *store, &to_wit(a))?
-                    .map_or_else(refused, |()| GovReply::Done))
+        let (result, state) = match (&plugin.pre.world, call) {
+            // Both worlds export `actions`: the constitution's core actions and a plugin's own
+            // are validated and applied the same way.
+            (_, GovCall::Validate(a)) => self.run(setup, |store| {
+                let actions = plugin.pre.instantiate_actions(store)?;
+                Ok(actions.call_validate_action(&mut *store, &to_wit(a))?.map_or_else(refused, |()| GovReply::Done))
             }),
-            (Pre::App(pre), GovCall::Apply(a)) => self.run(setup, |store| {
-                let inst = pre.instantiate(&mut *store)?;
-                Ok(inst
-                    .cgs_plugin_actions()
-                    .call_apply_action(&mut *store, &to_wit(a))?
-                    .map_or_else(refused, |()| GovReply::Done))
-            }),
-            (Pre::Constitution(pre), GovCall::Validate(a)) => self.run(setup, |store| {
-                let inst = pre.instantiate(&mut *store)?;
-                Ok(inst
-                    .cgs_plugin_governance()
-                    .call_validate_action(&mut *store, &to_wit(a))?
-                    .map_or_else(refused, |()| GovReply::Done))
-            }),
-            (Pre::Constitution(pre), GovCall::Apply(a)) => self.run(setup, |store| {
-                let inst = pre.instantiate(&mut *store)?;
-                Ok(inst
-                    .cgs_plugin_governance()
-                    .call_apply_action(&mut *store, &to_wit(a))?
-                    .map_or_else(refused, |()| GovReply::Done))
+            (_, GovCall::Apply(a)) => self.run(setup, |store| {
+                let actions = plugin.pre.instantiate_actions(store)?;
+                Ok(actions.call_apply_action(&mut *store, &to_wit(a))?.map_or_else(refused, |()| GovReply::Done))
             }),
             (
-                Pre::Constitution(pre),
+                WorldPre::Constitution(pre),
                 GovCall::Resolve { id, proposer_id, actions, created_at_ms, ballots, members },
             ) => {
                 use bindings::gov::exports::cgs::plugin::governance as g;
@@ -179,7 +161,7 @@ impl Runtime {
                     Ok(GovReply::Resolution { outcome, reason: r.reason })
                 })
             }
-            (Pre::App(_), GovCall::Resolve { .. }) => {
+            (WorldPre::App(_), GovCall::Resolve { .. }) => {
                 let msg = format!("plugin `{}` is not the constitution", plugin.info.name);
                 return (
                     Err(DispatchError::Plugin { status: 500, code: "NotTheConstitution".into(), message: msg }),

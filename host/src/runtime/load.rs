@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 
 use super::bindings::types as wit;
 use super::instance::Call;
-use super::registry::Pre;
+use super::registry::{Pre, WorldPre};
 use super::state::HostState;
 use super::wasi::import_allowed;
 use super::{
@@ -58,12 +58,14 @@ impl Runtime {
             .map_err(|e| LoadError::WrongWorld { declared: info.world.to_string(), detail: format!("{e:#}") })?;
         let wrong_world =
             |e: wasmtime::Error| LoadError::WrongWorld { declared: info.world.to_string(), detail: format!("{e:#}") };
-        let pre = match info.world {
-            World::AppPlugin => Pre::App(bindings::app::AppPluginPre::new(instance_pre).map_err(wrong_world)?),
+        let actions = bindings::ActionsIndices::new(&instance_pre).map_err(wrong_world)?;
+        let world = match info.world {
+            World::AppPlugin => WorldPre::App(bindings::app::AppPluginPre::new(instance_pre).map_err(wrong_world)?),
             World::Constitution => {
-                Pre::Constitution(bindings::gov::ConstitutionPre::new(instance_pre).map_err(wrong_world)?)
+                WorldPre::Constitution(bindings::gov::ConstitutionPre::new(instance_pre).map_err(wrong_world)?)
             }
         };
+        let pre = Pre { world, actions };
         let mut plugin = Plugin {
             name: Arc::from(info.name.as_str()),
             info,
@@ -84,17 +86,14 @@ impl Runtime {
         let probe_err = |e: DispatchError| LoadError::Probe(e.message());
         let snapshot = self.store.snapshot().map_err(|e| LoadError::Probe(e.to_string()))?;
         let call = |store: &mut WasmStore<HostState>| -> wasmtime::Result<(Vec<wit::Route>, Vec<wit::ActionInfo>)> {
-            match &plugin.pre {
-                Pre::App(pre) => {
+            match &plugin.pre.world {
+                WorldPre::App(pre) => {
                     let inst = pre.instantiate(&mut *store)?;
                     let routes = inst.cgs_plugin_http_handler().call_routes(&mut *store)?;
-                    let actions = inst.cgs_plugin_actions().call_list_actions(&mut *store)?;
-                    Ok((routes, actions))
+                    Ok((routes, inst.cgs_plugin_actions().call_list_actions(&mut *store)?))
                 }
-                Pre::Constitution(pre) => {
-                    let inst = pre.instantiate(&mut *store)?;
-                    let actions = inst.cgs_plugin_governance().call_list_actions(&mut *store)?;
-                    Ok((Vec::new(), actions))
+                WorldPre::Constitution(_) => {
+                    Ok((Vec::new(), plugin.pre.instantiate_actions(store)?.call_list_actions(&mut *store)?))
                 }
             }
         };

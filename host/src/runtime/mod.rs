@@ -18,6 +18,7 @@
 mod bindings;
 mod cache;
 mod caller;
+mod cleanroom;
 mod clock;
 mod dispatch;
 mod error;

@@ -21,9 +21,28 @@ pub struct ActionInfo {
     pub description: String,
 }
 
-pub(super) enum Pre {
+/// A plugin ready to instantiate: its world's bindings, and where its `actions` export is
+/// (every plugin has one).
+pub(super) struct Pre {
+    pub world: WorldPre,
+    pub actions: bindings::ActionsIndices,
+}
+
+pub(super) enum WorldPre {
     App(bindings::app::AppPluginPre<HostState>),
     Constitution(bindings::gov::ConstitutionPre<HostState>),
+}
+
+impl Pre {
+    /// A fresh instance in `store`, and its `actions` export.
+    pub fn instantiate_actions(&self, store: &mut wasmtime::Store<HostState>) -> wasmtime::Result<bindings::Actions> {
+        let pre = match &self.world {
+            WorldPre::App(p) => p.instance_pre(),
+            WorldPre::Constitution(p) => p.instance_pre(),
+        };
+        let instance = pre.instantiate(&mut *store)?;
+        self.actions.load(&mut *store, &instance)
+    }
 }
 
 /// An installed plugin.

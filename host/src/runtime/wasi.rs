@@ -7,8 +7,13 @@ use super::state::HostState;
 
 /// Interfaces a plugin may import. Versions of WASI 0.2.x are accepted.
 pub(super) fn import_allowed(name: &str) -> bool {
-    const CGS: &[&str] =
-        &["cgs:plugin/types@0.1.0", "cgs:plugin/kv@0.1.0", "cgs:plugin/context@0.1.0", "cgs:plugin/log@0.1.0"];
+    const CGS: &[&str] = &[
+        "cgs:plugin/types@0.1.0",
+        "cgs:plugin/kv@0.1.0",
+        "cgs:plugin/context@0.1.0",
+        "cgs:plugin/log@0.1.0",
+        "cgs:plugin/cleanroom@0.1.0",
+    ];
     const WASI: &[&str] = &[
         "wasi:cli/environment",
         "wasi:cli/exit",

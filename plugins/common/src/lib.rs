@@ -98,12 +98,12 @@ pub static OWN_CONTRACTS: Table<str, Contract> = Table::new("contracts");
 /// The contracts table, as other plugins read it.
 pub static CONTRACTS: Table<str, Contract> = Table::new("app.contracts.contracts");
 
-/// Longest contract id.
-pub const MAX_ID: usize = 128;
+pub use cgs_core::contract::MAX_ID;
 
-/// A contract id is 1–128 characters of `A-Z a-z 0-9 - _ .`.
+/// A contract id is 1–128 characters of `A-Z a-z 0-9 - _ .` (`cgs_core::contract::valid_id`,
+/// which the host checks too).
 pub fn check_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > MAX_ID || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if !cgs_core::contract::valid_id(id) {
         return Err(Error::bad_request(
             "InvalidContractId",
             format!("contract ids are 1-{MAX_ID} chars of A-Z a-z 0-9 - _ ."),

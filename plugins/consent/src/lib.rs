@@ -11,7 +11,9 @@
 //!   `{"status":"enabled|disabled","reason"?:{code,message}}` to the contract's parties.
 
 use cgs_cleanroom::{CONTRACTS, State, authorize, contract_arg, not_found, open_proposals};
-use cgs_plugin::{Action, ActionInfo, App, Auth, Caller, Error, Request, Response, Result, Router, Table, context};
+use cgs_plugin::{
+    Action, ActionInfo, App, Auth, Caller, Error, Request, Response, Result, Router, Table, cleanroom, context,
+};
 use serde::{Deserialize, Serialize};
 
 /// One member's execution kill switch for one contract.
@@ -147,6 +149,8 @@ fn switch(req: &Request) -> Result<Response> {
     }
     let member = &req.caller.id;
     let key = format!("{id}/{member}");
+    // The host enforces the switch on clean rooms from its own record, told here.
+    cleanroom::set_kill_switch(id, member, disabled, body.reason.as_deref())?;
     if disabled {
         KILL_SWITCHES.put(&key, &KillSwitch { disabled, reason: body.reason, at_ms: context::tx_time_ms() })?;
     } else {

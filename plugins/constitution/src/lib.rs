@@ -423,7 +423,7 @@ impl Constitution for DefaultConstitution {
     }
 }
 
-cgs_plugin::constitution_plugin!(DefaultConstitution, name = "constitution");
+cgs_plugin_gov::constitution_plugin!(DefaultConstitution, name = "constitution");
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,8 @@
 //! An entry is `version(u8) ‖ term(u64) ‖ seqno(u64) ‖ payload`; the payload (what the leader
 //! proposes before the log assigns term and seqno) is `kind(u8) ‖ body`. The Merkle leaf of an
 //! entry is `H(0x00 ‖ SHA-256(entry))`.
+//!
+//! (Length: ~550 lines of format code and ~90 of round-trip tests; one format, one module.)
 
 use sha2::{Digest, Sha256};
 

@@ -6,6 +6,8 @@
 //! `"cgs.msg.type"` = `proposal | ballot | withdrawal | ack | login`; `"cgs.msg.created_at"` =
 //! seconds since the Unix epoch; `"cgs.msg.proposal_id"` = text for ballots and withdrawals.
 //! Member id = lowercase hex SHA-256 of the raw 32-byte Ed25519 public key.
+//!
+//! (Length: ~430 lines of format code and ~180 of tests of that format; they belong together.)
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};

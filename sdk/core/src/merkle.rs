@@ -243,12 +243,14 @@ impl CompactTree {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// RFC 9162 §2.1 word for word — the tree hash and inclusion path by their recursive
+/// definitions, over all leaves at once. Slow (it rehashes subtrees); for cross-checking the
+/// incremental tree and for tools that generate test vectors (the fuzz seeds).
+pub mod reference {
+    use super::{Hash, bit_len, empty_root, node_hash};
 
-    /// The root by the recursive definition, for cross-checking.
-    fn mth(leaves: &[Hash]) -> Hash {
+    /// MTH(D\[n\]).
+    pub fn mth(leaves: &[Hash]) -> Hash {
         match leaves.len() {
             0 => empty_root(),
             1 => leaves[0],
@@ -259,7 +261,8 @@ mod tests {
         }
     }
 
-    fn path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
+    /// PATH(m, D\[n\]): the inclusion path of leaf `m`, leaf to root.
+    pub fn path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
         let n = leaves.len();
         if n <= 1 {
             return vec![];
@@ -275,6 +278,12 @@ mod tests {
             p
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference::{mth, path};
+    use super::*;
 
     fn subproof(m: usize, leaves: &[Hash], complete: bool) -> Vec<Hash> {
         let n = leaves.len();

@@ -8,7 +8,7 @@
 //! * [`Request`] / [`Response`] with JSON helpers, [`Error`] with one constructor per HTTP error;
 //! * [`Table`] — typed, transactional tables over the host's `kv` (JSON values, ordered keys);
 //! * [`context`] (caller, transaction time set by the leader) and [`log`];
-//! * [`app_plugin!`] and [`constitution_plugin!`] export a type as a component of the
+//! * [`app_plugin!`] (and `cgs_plugin_gov::constitution_plugin!`) export a type as a component of the
 //!   `app-plugin` or `constitution` world and embed the plugin's name and version in it.
 //!
 //! # An ISV plugin in under 50 lines
@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cleanroom;
 pub mod context;
 mod error;
 mod http;
@@ -168,21 +169,7 @@ macro_rules! app_plugin {
                     $crate::__private::app_handle::<$ty>(req)
                 }
             }
-            impl $crate::__private::app::exports::cgs::plugin::actions::Guest for __CgsAppExport {
-                fn list_actions() -> ::std::vec::Vec<$crate::__private::app::cgs::plugin::types::ActionInfo> {
-                    $crate::__private::app_actions::<$ty>()
-                }
-                fn validate_action(
-                    action: $crate::__private::app::cgs::plugin::types::Action,
-                ) -> ::std::result::Result<(), $crate::__private::app::cgs::plugin::types::Error> {
-                    $crate::__private::app_validate::<$ty>(action)
-                }
-                fn apply_action(
-                    action: $crate::__private::app::cgs::plugin::types::Action,
-                ) -> ::std::result::Result<(), $crate::__private::app::cgs::plugin::types::Error> {
-                    $crate::__private::app_apply::<$ty>(action)
-                }
-            }
+            $crate::__export_actions!(__CgsAppExport, [$crate::__private::app], $ty as $crate::App);
             // Exports only exist in the component; a native build (unit tests) has no
             // `cgs:plugin/...` symbols to clash with the platform linker.
             #[cfg(target_arch = "wasm32")]
@@ -204,50 +191,25 @@ macro_rules! app_plugin {
     };
 }
 
-/// Export `$ty` (which implements [`Constitution`]) as a `constitution` component named `$name`.
+/// Implements the `actions` export that both worlds have, in the bindings at `$bindings`, for
+/// `$export` with `$ty`'s implementation of `$tr` ([`App`] or [`Constitution`]).
+#[doc(hidden)]
 #[macro_export]
-macro_rules! constitution_plugin {
-    ($ty:ty, name = $name:literal) => {
-        const _: () = {
-            #[allow(dead_code)]
-            struct __CgsConstitutionExport;
-            impl $crate::__private::constitution::exports::cgs::plugin::governance::Guest
-                for __CgsConstitutionExport
-            {
-                fn resolve(
-                    proposal: $crate::__private::constitution::exports::cgs::plugin::governance::Proposal,
-                    ballots: ::std::vec::Vec<$crate::__private::constitution::exports::cgs::plugin::governance::Ballot>,
-                    members: ::std::vec::Vec<$crate::__private::constitution::exports::cgs::plugin::governance::Member>,
-                ) -> $crate::__private::constitution::exports::cgs::plugin::governance::Resolution {
-                    $crate::__private::constitution_resolve::<$ty>(proposal, ballots, members)
-                }
-                fn list_actions() -> ::std::vec::Vec<$crate::__private::app::cgs::plugin::types::ActionInfo> {
-                    $crate::__private::constitution_actions::<$ty>()
-                }
-                fn validate_action(
-                    action: $crate::__private::app::cgs::plugin::types::Action,
-                ) -> ::std::result::Result<(), $crate::__private::app::cgs::plugin::types::Error> {
-                    $crate::__private::constitution_validate::<$ty>(action)
-                }
-                fn apply_action(
-                    action: $crate::__private::app::cgs::plugin::types::Action,
-                ) -> ::std::result::Result<(), $crate::__private::app::cgs::plugin::types::Error> {
-                    $crate::__private::constitution_apply::<$ty>(action)
-                }
+macro_rules! __export_actions {
+    ($export:ident, [$($bindings:tt)+], $ty:ty as $tr:path) => {
+        impl $($bindings)+::exports::cgs::plugin::actions::Guest for $export {
+            fn list_actions() -> ::std::vec::Vec<$crate::__private::app::cgs::plugin::types::ActionInfo> {
+                $crate::__private::list_actions(<$ty as $tr>::actions())
             }
-            #[cfg(target_arch = "wasm32")]
-            $crate::__private::constitution::__export_constitution!(__CgsConstitutionExport with_types_in $crate::__private::constitution);
-            $crate::__plugin_info!($name, "constitution");
-        };
-        /// The constitution's entry points, for native unit tests.
-        #[doc(hidden)]
-        #[cfg(not(target_arch = "wasm32"))]
-        pub fn __cgs_native_constitution() -> $crate::NativeConstitution {
-            $crate::NativeConstitution {
-                resolve: <$ty as $crate::Constitution>::resolve,
-                actions: <$ty as $crate::Constitution>::actions,
-                validate_action: <$ty as $crate::Constitution>::validate_action,
-                apply_action: <$ty as $crate::Constitution>::apply_action,
+            fn validate_action(
+                action: $crate::__private::app::cgs::plugin::types::Action,
+            ) -> ::std::result::Result<(), $crate::__private::app::cgs::plugin::types::Error> {
+                $crate::__private::run_action(<$ty as $tr>::validate_action, action)
+            }
+            fn apply_action(
+                action: $crate::__private::app::cgs::plugin::types::Action,
+            ) -> ::std::result::Result<(), $crate::__private::app::cgs::plugin::types::Error> {
+                $crate::__private::run_action(<$ty as $tr>::apply_action, action)
             }
         }
     };
@@ -280,10 +242,9 @@ macro_rules! __plugin_info {
 #[doc(hidden)]
 pub mod __private {
     //! Glue used by the export macros; not a stable API.
+    pub use crate::sys::bindings::app;
     use crate::sys::bindings::app::cgs::plugin::types as wit;
-    use crate::sys::bindings::constitution::exports::cgs::plugin::governance as wit_gov;
-    pub use crate::sys::bindings::{app, constitution};
-    use crate::{Action, App, Constitution, Request};
+    use crate::{Action, App, Request};
 
     /// Copy a string into a fixed-size array (for the info custom section).
     pub const fn to_array<const N: usize>(s: &str) -> [u8; N] {
@@ -306,38 +267,12 @@ pub mod __private {
         T::router().dispatch(&req).map(|r| r.into_wit()).map_err(|e| e.into_wit())
     }
 
-    pub fn app_actions<T: App>() -> Vec<wit::ActionInfo> {
-        T::actions().into_iter().map(|a| wit::ActionInfo { name: a.name, description: a.description }).collect()
+    pub fn list_actions(actions: Vec<crate::ActionInfo>) -> Vec<wit::ActionInfo> {
+        actions.into_iter().map(|a| wit::ActionInfo { name: a.name, description: a.description }).collect()
     }
 
-    pub fn app_validate<T: App>(action: wit::Action) -> Result<(), wit::Error> {
-        T::validate_action(&Action { name: action.name, args: action.args }).map_err(|e| e.into_wit())
-    }
-
-    pub fn app_apply<T: App>(action: wit::Action) -> Result<(), wit::Error> {
-        T::apply_action(&Action { name: action.name, args: action.args }).map_err(|e| e.into_wit())
-    }
-
-    pub fn constitution_resolve<T: Constitution>(
-        proposal: wit_gov::Proposal,
-        ballots: Vec<wit_gov::Ballot>,
-        members: Vec<wit_gov::Member>,
-    ) -> wit_gov::Resolution {
-        let proposal = crate::resolver::proposal_from_wit(proposal);
-        let ballots: Vec<_> = ballots.into_iter().map(crate::resolver::ballot_from_wit).collect();
-        let members: Vec<_> = members.into_iter().map(crate::resolver::member_from_wit).collect();
-        crate::resolver::resolution_into_wit(T::resolve(&proposal, &ballots, &members))
-    }
-
-    pub fn constitution_actions<T: Constitution>() -> Vec<wit::ActionInfo> {
-        T::actions().into_iter().map(|a| wit::ActionInfo { name: a.name, description: a.description }).collect()
-    }
-
-    pub fn constitution_validate<T: Constitution>(action: wit::Action) -> Result<(), wit::Error> {
-        T::validate_action(&Action { name: action.name, args: action.args }).map_err(|e| e.into_wit())
-    }
-
-    pub fn constitution_apply<T: Constitution>(action: wit::Action) -> Result<(), wit::Error> {
-        T::apply_action(&Action { name: action.name, args: action.args }).map_err(|e| e.into_wit())
+    /// Validate or apply `action` with `f` (an [`App`] or [`Constitution`] method).
+    pub fn run_action(f: fn(&Action) -> crate::Result<()>, action: wit::Action) -> Result<(), wit::Error> {
+        f(&Action { name: action.name, args: action.args }).map_err(|e| e.into_wit())
     }
 }

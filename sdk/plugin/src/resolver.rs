@@ -1,7 +1,6 @@
 //! Types of the constitution's `resolve`.
 
 use crate::Action;
-use crate::sys::bindings::constitution::exports::cgs::plugin::governance as wit;
 
 /// A member's vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,46 +73,4 @@ pub struct Resolution {
     pub outcome: Outcome,
     /// Why, in a sentence.
     pub reason: String,
-}
-
-pub(crate) fn proposal_from_wit(p: wit::Proposal) -> Proposal {
-    Proposal {
-        id: p.id,
-        proposer_id: p.proposer_id,
-        actions: p.actions.into_iter().map(|a| Action { name: a.name, args: a.args }).collect(),
-        created_at_ms: p.created_at,
-    }
-}
-
-pub(crate) fn ballot_from_wit(b: wit::Ballot) -> Ballot {
-    Ballot {
-        member_id: b.member_id,
-        vote: match b.vote {
-            wit::Vote::Approve => Vote::Approve,
-            wit::Vote::Reject => Vote::Reject,
-        },
-    }
-}
-
-pub(crate) fn member_from_wit(m: wit::Member) -> Member {
-    Member {
-        id: m.id,
-        status: match m.status {
-            wit::MemberStatus::Accepted => MemberStatus::Accepted,
-            wit::MemberStatus::Active => MemberStatus::Active,
-        },
-        roles: m.roles,
-        data: m.data,
-    }
-}
-
-pub(crate) fn resolution_into_wit(r: Resolution) -> wit::Resolution {
-    wit::Resolution {
-        outcome: match r.outcome {
-            Outcome::Open => wit::Outcome::Open,
-            Outcome::Accepted => wit::Outcome::Accepted,
-            Outcome::Rejected => wit::Outcome::Rejected,
-        },
-        reason: r.reason,
-    }
 }

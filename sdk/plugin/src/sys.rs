@@ -13,22 +13,6 @@ pub(crate) mod bindings {
             default_bindings_module: "cgs_plugin::__private::app",
         });
     }
-
-    pub mod constitution {
-        wit_bindgen::generate!({
-            world: "constitution",
-            path: "../../wit",
-            pub_export_macro: true,
-            export_macro_name: "__export_constitution",
-            default_bindings_module: "cgs_plugin::__private::constitution",
-            with: {
-                "cgs:plugin/types@0.1.0": super::app::cgs::plugin::types,
-                "cgs:plugin/kv@0.1.0": super::app::cgs::plugin::kv,
-                "cgs:plugin/context@0.1.0": super::app::cgs::plugin::context,
-                "cgs:plugin/log@0.1.0": super::app::cgs::plugin::log,
-            },
-        });
-    }
 }
 
 use crate::TxId;
@@ -43,6 +27,15 @@ pub(crate) enum KvError {
     Unavailable,
 }
 
+/// A `cleanroom` failure as the host reports it.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CleanroomError {
+    NotPermitted,
+    Invalid,
+    Unavailable,
+}
+
 /// One stored entry.
 pub(crate) struct RawEntry {
     pub key: Vec<u8>,
@@ -52,8 +45,8 @@ pub(crate) struct RawEntry {
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use super::bindings::app::cgs::plugin::{context, kv, log, types};
-    use super::{KvError, RawEntry};
+    use super::bindings::app::cgs::plugin::{cleanroom, context, kv, log, types};
+    use super::{CleanroomError, KvError, RawEntry};
     use crate::{Caller, TxId};
 
     fn err(e: kv::KvError) -> KvError {
@@ -106,6 +99,42 @@ mod imp {
         let n = b.len().min(32);
         out[..n].copy_from_slice(&b[..n]);
         out
+    }
+    fn cleanroom_err(e: cleanroom::CleanroomError) -> CleanroomError {
+        match e {
+            cleanroom::CleanroomError::NotPermitted => CleanroomError::NotPermitted,
+            cleanroom::CleanroomError::Invalid => CleanroomError::Invalid,
+            cleanroom::CleanroomError::Unavailable => CleanroomError::Unavailable,
+        }
+    }
+    pub fn set_contract(id: &str, c: &crate::cleanroom::Contract<'_>) -> Result<(), CleanroomError> {
+        use crate::cleanroom::ContractState as S;
+        let contract = cleanroom::Contract {
+            state: match c.state {
+                S::Draft => cleanroom::ContractState::Draft,
+                S::Accepted => cleanroom::ContractState::Accepted,
+                S::Revoked => cleanroom::ContractState::Revoked,
+            },
+            created_by: c.parties.created_by.to_string(),
+            collaborators: c.parties.collaborators.map(<[String]>::to_vec),
+            users: c.parties.users.to_vec(),
+        };
+        cleanroom::set_contract(id, &contract).map_err(cleanroom_err)
+    }
+    pub fn set_policy(
+        id: &str,
+        claims: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<(), CleanroomError> {
+        let claims: Vec<(String, Vec<String>)> = claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        cleanroom::set_policy(id, &claims).map_err(cleanroom_err)
+    }
+    pub fn set_kill_switch(
+        contract_id: &str,
+        member_id: &str,
+        on: bool,
+        reason: Option<&str>,
+    ) -> Result<(), CleanroomError> {
+        cleanroom::set_kill_switch(contract_id, member_id, on, reason).map_err(cleanroom_err)
     }
     pub fn caller() -> Caller {
         crate::http::caller_from_wit(context::current_caller())

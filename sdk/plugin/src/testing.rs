@@ -63,6 +63,19 @@ pub fn set_proposal(proposal: Option<(&str, Vec<crate::Action>)>) {
     let _ = proposal;
 }
 
+/// What the plugin told the host of clean rooms (`cleanroom::set_*`), as the host's records
+/// would read: `contracts` (id → `{state, created_by, collaborators, users}`), `policies` (id →
+/// `{claim: [values]}`) and `kill_switches` (`<contract>/<member>` → reason).
+pub fn cleanroom_record(kind: &str, key: &str) -> Option<serde_json::Value> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return native::STATE.with(|s| s.borrow().cleanroom.get(&(kind.to_string(), key.to_string())).cloned());
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (kind, key);
+        None
+    }
+}
+
 /// The version (tx id) the last native write got; appended keys end with its seqno.
 pub fn last_seqno() -> u64 {
     #[cfg(not(target_arch = "wasm32"))]
@@ -76,7 +89,7 @@ pub(crate) mod native {
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
-    use crate::sys::{KvError, RawEntry};
+    use crate::sys::{CleanroomError, KvError, RawEntry};
     use crate::{Caller, TxId};
 
     type Table = BTreeMap<Vec<u8>, (Vec<u8>, TxId)>;
@@ -93,6 +106,8 @@ pub(crate) mod native {
         /// The seqno and count of appends of the current native transaction (one
         /// `Router::dispatch`): its appends share the seqno, as in one real transaction.
         pub append_tx: Option<(u64, u32)>,
+        /// What `cleanroom::set_*` told the host: (kind, key) → record.
+        pub cleanroom: BTreeMap<(String, String), serde_json::Value>,
     }
 
     thread_local! {
@@ -208,6 +223,41 @@ pub(crate) mod native {
             chunk.copy_from_slice(&h.to_be_bytes());
         }
         out
+    }
+
+    fn record(kind: &str, key: String, value: Option<serde_json::Value>) -> Result<(), CleanroomError> {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.read_only {
+                return Err(CleanroomError::NotPermitted);
+            }
+            match value {
+                Some(v) => s.cleanroom.insert((kind.to_string(), key), v),
+                None => s.cleanroom.remove(&(kind.to_string(), key)),
+            };
+            Ok(())
+        })
+    }
+
+    pub fn set_contract(id: &str, c: &crate::cleanroom::Contract<'_>) -> Result<(), CleanroomError> {
+        let v = serde_json::json!({
+            "state": format!("{:?}", c.state), "created_by": c.parties.created_by,
+            "collaborators": c.parties.collaborators, "users": c.parties.users,
+        });
+        record("contracts", id.to_string(), Some(v))
+    }
+
+    pub fn set_policy(id: &str, claims: &BTreeMap<String, Vec<String>>) -> Result<(), CleanroomError> {
+        record("policies", id.to_string(), Some(serde_json::json!(claims)))
+    }
+
+    pub fn set_kill_switch(
+        contract_id: &str,
+        member_id: &str,
+        on: bool,
+        reason: Option<&str>,
+    ) -> Result<(), CleanroomError> {
+        record("kill_switches", format!("{contract_id}/{member_id}"), on.then(|| serde_json::json!(reason)))
     }
 
     pub fn caller() -> Caller {

@@ -5,9 +5,13 @@
 //! * `GET /snoop/gov/{table}` reads `gov.<table>` (a full scan) →
 //!   `200 {"table","entries":[…]}` or `403 {"error":{"code":"Refused","message":<kv error>}}`;
 //! * `PUT /snoop/gov/{table}` tries to write `gov.<table>`;
-//! * `GET /snoop/app/{plugin}/{table}` reads another plugin's table `app.<plugin>.<table>`.
+//! * `GET /snoop/app/{plugin}/{table}` reads another plugin's table `app.<plugin>.<table>`;
+//! * `PUT /snoop/cleanroom/{what}/{id}` tries to tell the host what clean rooms of contract `id`
+//!   may do, as only `contracts` and `consent` may: `what` = `contract` (accepted, every member
+//!   a party), `policy` (any `x-ms-sevsnpvm-hostdata`), or `kill-switch` (body: the member id
+//!   whose switch to turn off).
 
-use cgs_plugin::{App, Auth, Error, Request, Response, Result, Router, Table};
+use cgs_plugin::{App, Auth, Error, Request, Response, Result, Router, Table, cleanroom};
 
 /// A table named at run time (leaked: a plugin instance lives for one request).
 fn table(name: String) -> Table<[u8], serde_json::Value> {
@@ -42,6 +46,25 @@ impl App for Snoop {
             })
             .get("/snoop/app/{plugin}/{table}", Auth::ANYONE, |req: &Request| {
                 dump(format!("app.{}.{}", req.param("plugin")?, req.param("table")?))
+            })
+            .put("/snoop/cleanroom/{what}/{id}", Auth::ANYONE, |req: &Request| {
+                let id = req.param("id")?;
+                let creator = "0".repeat(64);
+                match req.param("what")? {
+                    "contract" => cleanroom::set_contract(
+                        id,
+                        &cleanroom::Contract {
+                            state: cleanroom::ContractState::Accepted,
+                            parties: cleanroom::Parties { created_by: &creator, collaborators: None, users: &[] },
+                        },
+                    )?,
+                    "policy" => cleanroom::set_policy(
+                        id,
+                        &[("x-ms-sevsnpvm-hostdata".to_string(), vec!["00".repeat(32)])].into(),
+                    )?,
+                    _ => cleanroom::set_kill_switch(id, &req.json::<String>()?, false, None)?,
+                }
+                Response::ok(&serde_json::json!({"told": id}))
             })
     }
 }
