@@ -10,6 +10,12 @@
 //!
 //! A write that changed the installed state waits for [`Reconciler::caught_up`] before it
 //! answers, so the caller who just activated a plugin can use it at once.
+//!
+//! A plugin that cannot be loaded (its code missing, refused by this host, or its routes
+//! clashing with a plugin loaded before it) never stops the node: it is skipped, recorded in
+//! [`Reconciler::failures`] (shown by `GET /gov/plugins` and logged), and requests that match no
+//! loaded route answer `503 PluginUnavailable` naming it. Governance keeps working, so members
+//! can vote the fix. Only an unreadable or corrupt governance state stops a node from starting.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,14 +43,6 @@ pub enum ReconcileError {
         /// What is wrong.
         detail: String,
     },
-    /// An active plugin's code is missing or does not load.
-    #[error("active plugin {hash}: {detail}")]
-    Plugin {
-        /// Its hash.
-        hash: Blake3Hash,
-        /// What went wrong.
-        detail: String,
-    },
 }
 
 // What the reconciler reads: the host-owned governance tables.
@@ -55,6 +53,8 @@ pub struct Reconciler {
     runtime: Arc<Runtime>,
     ledger: Arc<Ledger>,
     open: AtomicBool,
+    /// Plugins the applied state names that could not be loaded: name → why.
+    failures: std::sync::RwLock<BTreeMap<String, String>>,
     /// The installed-state change (seqno) last reconciled.
     done: tokio::sync::watch::Sender<u64>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -67,7 +67,14 @@ impl Reconciler {
         let mut changes = ledger.installed_state_changes();
         let first = *changes.borrow_and_update();
         let (done, _) = tokio::sync::watch::channel(0);
-        let this = Arc::new(Self { runtime, ledger, open: AtomicBool::new(false), done, task: Default::default() });
+        let this = Arc::new(Self {
+            runtime,
+            ledger,
+            open: AtomicBool::new(false),
+            failures: Default::default(),
+            done,
+            task: Default::default(),
+        });
         this.reconcile()?;
         this.done.send_replace(first);
         let weak = Arc::downgrade(&this);
@@ -89,6 +96,11 @@ impl Reconciler {
         });
         *this.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         Ok(this)
+    }
+
+    /// The plugins the applied state names that this node could not load, with why.
+    pub fn failures(&self) -> BTreeMap<String, String> {
+        self.failures.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether the service is open (app routes served), as the applied state says.
@@ -137,36 +149,55 @@ impl Reconciler {
         };
         let registry = self.runtime.registry();
         // The constitution first (it may be replaced under another name).
-        let mut install: Vec<Blake3Hash> = Vec::new();
+        let mut install: Vec<(String, Blake3Hash)> = Vec::new();
         if let Some((name, h)) = &constitution
             && registry.get(name).is_none_or(|p| p.blake3 != *h)
         {
-            install.push(*h);
+            install.push((name.clone(), *h));
         }
         for (name, h) in &wanted {
             if registry.get(name).is_none_or(|p| p.blake3 != *h) {
-                install.push(*h);
+                install.push((name.clone(), *h));
             }
         }
-        for hash in install {
-            let plugin_err = |detail: String| ReconcileError::Plugin { hash, detail };
-            let bytes = snap
-                .get(BLOBS, hash.to_hex().as_bytes())
-                .map_err(|e| ReconcileError::Store(e.to_string()))?
-                .ok_or_else(|| plugin_err("its code is not in gov.blobs".into()))?;
-            let plugin = self.runtime.prepare(&bytes.value).map_err(|e| plugin_err(format!("does not load: {e}")))?;
-            self.runtime.replace(plugin).map_err(|e| plugin_err(format!("does not install: {e}")))?;
-        }
-        for p in self.runtime.registry().plugins() {
+        // Unload what governance no longer names first: its routes must not block what replaced it.
+        for p in registry.plugins() {
             let keep =
                 wanted.contains_key(&p.info.name) || constitution.as_ref().is_some_and(|(n, _)| n == &p.info.name);
             if !keep {
                 self.runtime.uninstall(&p.info.name);
             }
         }
+        let mut failures = BTreeMap::new();
+        for (name, hash) in install {
+            if let Err(why) = self.load(snap.as_ref(), &name, hash) {
+                tracing::error!(plugin = %name, %hash, error = %why, "an active plugin could not be loaded; its routes answer 503");
+                // Whatever version of it ran before is not what governance says now.
+                if registry.get(&name).is_some_and(|p| p.info.world != cgs_core::plugin::World::Constitution) {
+                    self.runtime.uninstall(&name);
+                }
+                failures.insert(name, why);
+            }
+        }
+        *self.failures.write().unwrap_or_else(|e| e.into_inner()) = failures;
         let status = json(SERVICE, b"status")?;
         self.open.store(status.is_some_and(|s| s["status"] == "Open"), Ordering::Release);
         Ok(())
+    }
+}
+
+impl Reconciler {
+    /// Load plugin `name` at `hash` from `gov.blobs` and install it; why not, in words.
+    fn load(&self, snap: &dyn crate::store::Snapshot, name: &str, hash: Blake3Hash) -> Result<(), String> {
+        let bytes = snap
+            .get(BLOBS, hash.to_hex().as_bytes())
+            .map_err(|e| format!("the ledger state could not be read: {e}"))?
+            .ok_or_else(|| format!("its code ({hash}) is not in gov.blobs"))?;
+        let plugin = self.runtime.prepare(&bytes.value).map_err(|e| format!("does not load: {e}"))?;
+        if plugin.info.name != name {
+            return Err(format!("the component at {hash} is named `{}`, not `{name}`", plugin.info.name));
+        }
+        self.runtime.replace(plugin).map(|_| ()).map_err(|e| format!("does not install: {e}"))
     }
 }
 

@@ -240,6 +240,9 @@ async fn a_plugin_is_upgraded_by_vote() {
     assert!(st.success());
     let src_s = src.to_str().unwrap();
 
+    let plugins = sb.client.get("/gov/plugins").await.unwrap().ok_json().unwrap();
+    let v1 = plugins["value"].as_array().unwrap().iter().find(|p| p["name"] == "chaos").unwrap()["blake3"].clone();
+
     let plugin_dir = src.join("tests/plugins/chaos");
     let (ok, out, err) = sb.cli(Some(&keys[0]), &["--json", "plugin", "publish", plugin_dir.to_str().unwrap()]);
     assert!(ok, "publish: {err}");
@@ -247,6 +250,12 @@ async fn a_plugin_is_upgraded_by_vote() {
     let upgrade = published["proposal_id"].as_str().unwrap().to_string();
     let hash = published["args"]["blake3"].as_str().unwrap().to_string();
     assert_eq!(published["args"]["version"], "0.2.0");
+    // A second, competing proposal of the same plugin (here: the same build) stays open until
+    // one of them is accepted.
+    let (rival, state) =
+        proposal_id(cp.propose(json!([{"name": "set_plugin", "args": published["args"].clone()}])).await.unwrap())
+            .await;
+    assert_eq!(state, "Open");
 
     // Each member rebuilds from the same sources and compares with the proposed hash.
     for k in &keys {
@@ -278,6 +287,47 @@ async fn a_plugin_is_upgraded_by_vote() {
     assert_eq!(o["state"], "Dropped", "{o}");
     let r = cp.vote(&old, true).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (405, "ProposalNotOpen"));
+
+    // Accepting a version drops every other open change of that plugin, saying why: voting it
+    // later would silently undo what was just accepted.
+    let o = isv.authed("GET", &format!("/gov/proposals/{rival}"), None).await.unwrap().ok_json().unwrap();
+    assert_eq!(o["state"], "Dropped", "{o}");
+    let why = o["history"].as_array().unwrap().last().unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(why.contains(&upgrade) && why.contains("changed plugin `chaos` first"), "{why}");
+    // Versions only go up: 0.1.0 again is a downgrade, refused when proposed; the same version
+    // or the same bytes again are refused too. A rollback is voted with its reason.
+    let back = json!({"name": "chaos", "version": "0.1.0", "blake3": v1});
+    let r = isv.propose(json!([{"name": "set_plugin", "args": back.clone()}])).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "PluginDowngrade"), "{}", String::from_utf8_lossy(&r.body));
+    let r = isv.propose(json!([{"name": "set_plugin", "args": published["args"].clone()}])).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "PluginUnchanged"));
+    let mut rollback = back.clone();
+    rollback["rollback"] = json!("v2 answers differently; back to what the clean rooms were tested with");
+    let (_, state) = proposal_id(isv.propose(json!([{"name": "set_plugin", "args": rollback}])).await.unwrap()).await;
+    assert_eq!(state, "Open", "a rollback with a reason may be voted");
+    // A core plugin (the service's own `audit`) is not replaced by name without saying so.
+    let manifest = src.join("plugins/audit/Cargo.toml");
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&manifest).unwrap().replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1),
+    )
+    .unwrap();
+    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .current_dir(&src)
+        .args(["update", "--workspace", "--offline"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let audit_dir = src.join("plugins/audit");
+    let (ok, out, err) =
+        sb.cli(Some(&keys[0]), &["--json", "plugin", "publish", audit_dir.to_str().unwrap(), "--replace-core"]);
+    assert!(ok, "publish --replace-core: {out}{err}");
+    let replacing: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((replacing["state"].as_str(), &replacing["args"]["replace_core"]), (Some("Open"), &json!(true)));
+    let mut unannounced = replacing["args"].clone();
+    unannounced.as_object_mut().unwrap().remove("replace_core");
+    let r = isv.propose(json!([{"name": "set_plugin", "args": unannounced}])).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "CorePluginReplacement"));
 
     // The ledger holds the signed ballots: who voted for which hash. They are encrypted in the
     // files (a proposal names policies and users); a member fetches them through the API and
@@ -418,4 +468,80 @@ async fn open_proposals_expire() {
     }
     let r = sb.member("data-provider").vote(&p, true).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (405, "ProposalNotOpen"));
+}
+
+/// What runs always equals what governance says: a plugin whose route clashes with an active
+/// plugin's is refused when proposed; a clash that only arises when two proposals are accepted
+/// one after the other fails the second (Failed, with the reason, nothing changed); and a node
+/// whose plugins cannot be loaded still starts, says which and why, and keeps governance working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_runs_is_what_governance_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut sb = Sandbox::start_in(&data, &[]).await.unwrap();
+    let (isv, dp, cp) = (sb.member("isv"), sb.member("data-provider"), sb.member("code-provider"));
+    let out = tmp.path().join("built");
+    let req = cgs_build::BuildRequest {
+        workspace: workspace(),
+        selection: cgs_build::Selection::Named(vec!["snoop".into(), "clash".into()]),
+        out_dir: Some(out.clone()),
+        quiet: true,
+    };
+    cgs_build::build(&req).unwrap();
+    let mut hashes = std::collections::BTreeMap::new();
+    for name in ["snoop", "clash"] {
+        let bytes = std::fs::read(out.join(format!("{name}.wasm"))).unwrap();
+        let r = isv.authed("PUT", "/gov/blobs", Some(bytes)).await.unwrap().ok_json().unwrap();
+        hashes.insert(name, r["blake3"].as_str().unwrap().to_string());
+    }
+    let set = |name: &str| json!([{"name": "set_plugin", "args": {"name": name, "version": "0.1.0", "blake3": hashes[name]}}]);
+
+    // Neither runs: both proposals are valid on their own.
+    let (snoop, _) = proposal_id(isv.propose(set("snoop")).await.unwrap()).await;
+    let (clash, _) = proposal_id(isv.propose(set("clash")).await.unwrap()).await;
+    for m in [&isv, &dp, &cp] {
+        m.vote(&snoop, true).await.unwrap().ok().unwrap();
+    }
+    // Now `clash` would serve snoop's route: its acceptance fails, and changes nothing.
+    let mut state = String::new();
+    for m in [&isv, &dp, &cp] {
+        let r = m.vote(&clash, true).await.unwrap();
+        if r.status == 405 {
+            break;
+        }
+        state = r.ok_json().unwrap()["state"].as_str().unwrap().to_string();
+    }
+    assert_eq!(state, "Failed");
+    let p = isv.authed("GET", &format!("/gov/proposals/{clash}"), None).await.unwrap().ok_json().unwrap();
+    assert!(p["failure"].as_str().unwrap().contains("RouteConflict"), "{p}");
+    // Proposed again, it is refused at once.
+    let r = isv.propose(set("clash")).await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "RouteConflict"), "{}", String::from_utf8_lossy(&r.body));
+    let service = sb.client.get("/gov/service").await.unwrap().ok_json().unwrap();
+    let names: Vec<&str> = service["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"snoop") && !names.contains(&"clash"), "{service}");
+    let snooped = sb.client.get("/app/snoop/gov/members").await.unwrap();
+    assert_eq!(snooped.status, 200, "snoop serves its route");
+
+    // A node that cannot load its plugins (here: a fuel budget too small for their load-time
+    // probe) still starts; it says which plugins failed and why, their routes answer 503, and
+    // the governance API answers.
+    assert!(sb.terminate().unwrap().success());
+    let mut starved = Sandbox::start_in(&data, &["--plugin-fuel", "10"]).await.unwrap();
+    let plugins = starved.client.get("/gov/plugins").await.unwrap().ok_json().unwrap();
+    let failed: Vec<&serde_json::Value> =
+        plugins["value"].as_array().unwrap().iter().filter(|p| p["state"] == "Failed").collect();
+    assert!(failed.iter().any(|p| p["name"] == "snoop"), "{plugins}");
+    assert!(failed.iter().all(|p| !p["error"].as_str().unwrap().is_empty()), "{plugins}");
+    let r = starved.client.get("/app/snoop/gov/members").await.unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (503, "PluginUnavailable"), "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(starved.client.get("/gov/service").await.unwrap().status, 200);
+    assert!(starved.terminate().unwrap().success());
+
+    // Restarted with the normal budget, everything governance made active runs again.
+    let mut again = Sandbox::start_in(&data, &[]).await.unwrap();
+    assert_eq!(again.client.get("/app/snoop/gov/members").await.unwrap().status, 200);
+    let plugins = again.client.get("/gov/plugins").await.unwrap().ok_json().unwrap();
+    assert!(plugins["value"].as_array().unwrap().iter().all(|p| p["state"] == "Running"), "{plugins}");
+    assert!(again.terminate().unwrap().success());
 }

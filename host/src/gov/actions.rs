@@ -71,7 +71,77 @@ impl Governance {
                 format!("blob {hash} is {} {}, not {name} {version}", plugin.info.name, plugin.info.version),
             ));
         }
+        if action.name == "set_plugin" {
+            self.check_plugin_change(g, action, &plugin)?;
+        } else if g.get::<serde_json::Value>(tables::PLUGINS, &name)?.is_some() {
+            return Err(err(
+                ErrorKind::Invalid,
+                "PluginNameTaken",
+                format!("`{name}` is an app plugin's name; the constitution needs another"),
+            ));
+        }
         Ok(())
+    }
+
+    /// `set_plugin`, against the applied state of this transaction (so, when applied, after the
+    /// proposals accepted since it was proposed and the earlier actions of its own proposal):
+    /// the upgrade rules ([`super::plugin_rules`]) and no route clash with any other active
+    /// plugin or the host. Checked when proposed and again when applied, so what governance
+    /// makes active can always be loaded.
+    fn check_plugin_change(&self, g: &mut StateTx, action: &ActionBody, plugin: &Plugin) -> Result<(), ServiceError> {
+        use super::plugin_rules::{Active, Proposed, check};
+        let refuse = |(code, message): (&str, String)| err(ErrorKind::Invalid, code, message);
+        let name = plugin.info.name.as_str();
+        let active: Vec<(String, serde_json::Value)> = g.scan(tables::PLUGINS)?;
+        let current = active.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        let constitution: Option<serde_json::Value> = g.get(tables::CONSTITUTION, "current")?;
+        let blake3 = plugin.blake3.to_hex();
+        let proposed = Proposed {
+            name,
+            version: &plugin.info.version,
+            blake3: &blake3,
+            rollback: action.args.get("rollback").and_then(|v| v.as_str()),
+            replace_core: action.args.get("replace_core").and_then(|v| v.as_bool()) == Some(true),
+        };
+        let current = current.map(|v| Active {
+            version: v["version"].as_str().unwrap_or_default(),
+            blake3: v["blake3"].as_str().unwrap_or_default(),
+            core: v["core"] == true,
+        });
+        check(current, &proposed, constitution.as_ref().and_then(|c| c["name"].as_str())).map_err(refuse)?;
+
+        // Routes: the host's and every other active plugin's, as this transaction sees them.
+        let registry = self.core.runtime.registry();
+        let mut table = crate::runtime::RouteTable::default();
+        for (other, row) in &active {
+            if other == name {
+                continue;
+            }
+            let hash: Blake3Hash =
+                row["blake3"].as_str().unwrap_or_default().parse().map_err(|_| {
+                    ServiceError::unavailable(format!("corrupt {} record of `{other}`", tables::PLUGINS))
+                })?;
+            let routes = match registry.get(other) {
+                Some(p) if p.blake3 == hash => p.routes.clone(),
+                // Made active in this transaction or not loaded here: read its routes from its code.
+                _ => {
+                    let bytes = g.tx.get(tables::BLOBS, hash.to_hex().as_bytes()).map_err(ServiceError::unavailable)?;
+                    match bytes.map(|b| self.core.runtime.prepare(&b.value)) {
+                        Some(Ok(p)) => p.routes,
+                        // It cannot be loaded anyway (the node reports it); nothing to clash with.
+                        _ => Vec::new(),
+                    }
+                }
+            };
+            table.replace(other, routes);
+        }
+        table.check(name, &plugin.routes).map_err(|e| {
+            err(
+                ErrorKind::Invalid,
+                "RouteConflict",
+                format!("{name} {}: {e}; two plugins cannot serve the same route", plugin.info.version),
+            )
+        })
     }
 
     fn gov_action(a: &ActionBody) -> GovAction {

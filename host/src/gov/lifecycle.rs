@@ -269,16 +269,33 @@ impl ProposalRecord {
         if self.state != ProposalState::Open || self.proposal_id == by || changes.is_empty() {
             return false;
         }
-        let hit = changes.constitution
-            || self
-                .actions
-                .iter()
-                .any(|a| a.name.split_once('.').is_some_and(|(p, _)| changes.plugins.iter().any(|c| c == p)));
-        if hit {
-            let why = format!("proposal {by} changed the plugin its actions belong to");
-            self.transition(ProposalState::Dropped, now_ms, Some(why));
+        let changed = |p: &str| changes.plugins.iter().any(|c| c == p);
+        // A `set_plugin` / `remove_plugin` of a plugin that just changed was voted on against the
+        // version it would have replaced: accepting it later would silently undo the change
+        // (a downgrade, or a removal of what members just approved).
+        let replaced = self.actions.iter().find_map(|a| match a.name.as_str() {
+            "set_plugin" | "remove_plugin" => a.args["name"].as_str().filter(|n| changed(n)),
+            _ => None,
+        });
+        let why = if changes.constitution {
+            Some(format!("proposal {by} replaced the constitution"))
+        } else if let Some(name) = replaced {
+            Some(format!(
+                "proposal {by} changed plugin `{name}` first; this proposal was made against the version that \
+                 ran before (propose again against the current one)"
+            ))
+        } else if self.actions.iter().any(|a| a.name.split_once('.').is_some_and(|(p, _)| changed(p))) {
+            Some(format!("proposal {by} changed the plugin its actions belong to"))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                self.transition(ProposalState::Dropped, now_ms, Some(why));
+                true
+            }
+            None => false,
         }
-        hit
     }
 }
 
@@ -372,5 +389,22 @@ mod tests {
         let mut itself = proposal(vec![action("contracts.x", serde_json::json!({}))]);
         assert!(!itself.supersede("p1", &plugin, 200), "never the accepted proposal itself");
         assert!(!proposal(vec![]).supersede("p2", &Changes::default(), 200));
+    }
+
+    #[test]
+    fn accepting_a_plugin_version_drops_other_open_changes_of_that_plugin() {
+        let changes = Changes { plugins: vec!["notes".into()], constitution: false };
+        let mut older = proposal(vec![action("set_plugin", serde_json::json!({"name": "notes", "version": "0.1.1"}))]);
+        assert!(older.supersede("p9", &changes, 500));
+        assert_eq!(older.state, ProposalState::Dropped);
+        let why = older.history.last().unwrap().reason.clone().unwrap();
+        assert!(why.contains("changed plugin `notes` first"), "{why}");
+        let mut removal = proposal(vec![action("remove_plugin", serde_json::json!({"name": "notes"}))]);
+        assert!(removal.supersede("p9", &changes, 500));
+        let mut other = proposal(vec![action("set_plugin", serde_json::json!({"name": "audit", "version": "9.0.0"}))]);
+        assert!(!other.supersede("p9", &changes, 500), "another plugin's change stays open");
+        assert_eq!(other.state, ProposalState::Open);
+        let mut uses = proposal(vec![action("notes.pin", serde_json::json!({}))]);
+        assert!(uses.supersede("p9", &changes, 500));
     }
 }

@@ -15,6 +15,7 @@
 mod actions;
 mod envelope;
 mod lifecycle;
+mod plugin_rules;
 mod reads;
 mod views;
 
@@ -120,6 +121,11 @@ impl Governance {
         self.core.reconciler.is_open()
     }
 
+    /// The plugins governance made active that this node could not load, with why.
+    pub fn plugin_failures(&self) -> std::collections::BTreeMap<String, String> {
+        self.core.reconciler.failures()
+    }
+
     fn begin(&self) -> Result<StateTx, ServiceError> {
         self.core.begin()
     }
@@ -192,7 +198,12 @@ impl Governance {
             g.put(
                 tables::PLUGINS,
                 &info.name,
-                &serde_json::json!({"version": info.version, "blake3": h, "world": "app-plugin"}),
+                // `core`: one of the service's own plugins, there from creation; replacing it by
+                // name takes intent (`replace_core`).
+                &serde_json::json!({
+                    "version": info.version, "blake3": h, "world": "app-plugin",
+                    "core": plugin_rules::CORE_PLUGINS.contains(&info.name.as_str()),
+                }),
             )?;
         }
         g.put(tables::SERVICE, "status", &serde_json::json!({"status": "Opening", "created_at_ms": g.now_ms}))?;

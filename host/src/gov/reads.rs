@@ -116,6 +116,8 @@ mod tests {
     fn scopes() {
         assert_eq!(tx_scope("PUT /app/contracts/c%201"), TxScope::Contract("c 1".into()));
         assert_eq!(tx_scope("POST /app/contracts/c1/events"), TxScope::Contract("c1".into()));
+        // Routed like `/app/contracts/c1/events`, so scoped like it (review finding).
+        assert_eq!(tx_scope("POST /app/contract%73/c1/events"), TxScope::Contract("c1".into()));
         assert_eq!(tx_scope("PUT /app/notes/n1"), TxScope::App);
         assert_eq!(tx_scope("PUT /app/contracts"), TxScope::App);
         assert_eq!(tx_scope("put secret c1/db-key"), TxScope::Contract("c1".into()));

@@ -194,8 +194,12 @@ impl Service {
                         "read_only": r.access == crate::runtime::Access::ReadOnly,
                     })).collect::<Vec<_>>(),
                     "actions": p.actions,
+                    "state": "Running",
                 })
             })
+            .chain(self.gov.plugin_failures().into_iter().map(|(name, error)| {
+                serde_json::json!({"name": name, "state": "Failed", "error": error, "routes": [], "actions": []})
+            }))
             .collect();
         json_ok(&serde_json::json!({ "value": value }))
     }
@@ -300,6 +304,21 @@ impl Service {
                 return Err(method_not_allowed(&names));
             }
             RouteMatch::NotFound => {
+                // The route may be one of a plugin governance made active that this node could
+                // not load: say so rather than that it does not exist.
+                let failed = self.gov.plugin_failures();
+                if !failed.is_empty() {
+                    let names: Vec<&str> = failed.keys().map(String::as_str).collect();
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "PluginUnavailable",
+                        format!(
+                            "no loaded plugin serves {method} /app{rest}; active plugin(s) {} could not be loaded on \
+                             this node (GET /gov/plugins says why; members can vote a fix)",
+                            names.join(", ")
+                        ),
+                    ));
+                }
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "RouteNotFound",

@@ -14,7 +14,7 @@ pub enum LoadError {
     ReservedName(String),
     /// It imports something outside the allowed interfaces.
     #[error(
-        "plugin imports `{0}`, which plugins may not use (allowed: cgs:plugin/{{types,kv,context,log,cleanroom}}@0.1.0 and a deny-by-default WASI: wasi:cli stdio/environment/exit, wasi:io, wasi:random/insecure-seed)"
+        "plugin imports {0}, which plugins may not use (allowed: cgs:plugin/{{types,kv,context,log,cleanroom}}@0.1.0 and a deny-by-default WASI: wasi:cli stdio/environment/exit, wasi:io, wasi:random/insecure-seed)"
     )]
     ForbiddenImport(String),
     /// Its exports do not match the world it declares.

@@ -47,10 +47,16 @@ impl Runtime {
             return Err(LoadError::ReservedName(info.name));
         }
         let component = self.compile(bytes, &measurement.blake3)?;
-        for (name, _) in component.component_type().imports(&self.engine) {
-            if !import_allowed(name) {
-                return Err(LoadError::ForbiddenImport(name.to_string()));
-            }
+        // Every forbidden import at once: a plugin using files and sockets hears about both.
+        let component_type = component.component_type();
+        let named: Vec<String> = component_type
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|n| !import_allowed(n))
+            .map(|n| format!("`{n}`"))
+            .collect();
+        if !named.is_empty() {
+            return Err(LoadError::ForbiddenImport(named.join(", ")));
         }
         let instance_pre = self
             .linker

@@ -91,6 +91,15 @@ impl Route {
         if template.len() > 256 {
             return Err(bad("longer than 256 bytes"));
         }
+        // Plugin routes live below `/app`; a template that names another of the service's
+        // prefixes would be served at `/app/gov/...`, not where its author meant.
+        if let Some(first) = rest.split('/').next()
+            && ["app", "gov", "node", "cleanroom", "oidc", ".well-known"].contains(&first)
+        {
+            return Err(bad(
+                "plugin routes are relative to `/app` and may not start with a service prefix (`/app`, `/gov`, `/node`, `/cleanroom`, `/oidc`, `/.well-known`)",
+            ));
+        }
         let mut segments = Vec::new();
         if !rest.is_empty() {
             for seg in rest.split('/') {
@@ -102,6 +111,10 @@ impl Route {
                         return Err(bad("a parameter name appears twice"));
                     }
                     segments.push(Segment::Param(name.to_string()));
+                } else if seg == "." || seg == ".." {
+                    // Requests can never carry these (paths are normalized and refused), so the
+                    // route could never be reached.
+                    return Err(bad("`.` and `..` segments can never be requested"));
                 } else if valid_literal(seg) {
                     segments.push(Segment::Literal(seg.to_string()));
                 } else {
@@ -289,7 +302,10 @@ mod tests {
 
     #[test]
     fn templates_are_validated() {
-        for bad in ["", "x", "/a//b", "/{}", "/{a-b}", "/a?b", "/{x}/{x}", "/a b"] {
+        for bad in [
+            "", "x", "/a//b", "/{}", "/{a-b}", "/a?b", "/{x}/{x}", "/a b", "/a/../b", "/./a", "/gov/x", "/app",
+            "/node/y",
+        ] {
             assert!(Route::new(Method::Get, bad, CallerKinds(1), Access::ReadOnly).is_err(), "{bad}");
         }
         assert!(Route::new(Method::Get, "/a", CallerKinds(0), Access::ReadOnly).is_err());

@@ -460,7 +460,10 @@ fn act(action: &Action, apply: bool) -> Result<()> {
             if apply {
                 p.proposal_ids.push(proposal_id);
                 POLICIES.put(&id, &p)?;
-                cleanroom::set_policy(&id, &policy_text(&p.claims))?;
+                // (A `remove` on a contract without a policy leaves none: nothing to tell.)
+                if !p.claims.is_empty() {
+                    cleanroom::set_policy(&id, &policy_text(&p.claims))?;
+                }
             }
         }
         other => return Err(Error::unknown_action(other)),

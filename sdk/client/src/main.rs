@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{CliError, consent, contract, event, keygen, ledger, member, plugin, policy, proposal, receipt, verify};
+use commands::{
+    CliError, call, consent, contract, event, keygen, ledger, member, plugin, policy, proposal, receipt, verify,
+};
 
 /// CGS command-line tool: measure and build plugins, and (with a running service) govern it.
 #[derive(Parser, Debug)]
@@ -68,6 +70,9 @@ enum Command {
     /// Verify what a service is and runs.
     #[command(subcommand)]
     Verify(verify::VerifyCommand),
+    /// Call any route (plugin routes under `/app` above all) as a member, with a bearer token or
+    /// anonymously; print the JSON answer.
+    Call(call::CallArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +99,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Policy(c) => policy::run(cli, c),
         Command::Consent(c) => consent::run(cli, c),
         Command::Event(c) => event::run(cli, c),
+        Command::Call(args) => call::run(cli, args),
         Command::Verify(c) => verify::run(cli, c),
     }
 }

@@ -90,10 +90,14 @@ pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
 /// one contract.
 pub fn operation_contract(operation: &str) -> Option<String> {
     if let Some((_, path)) = operation.split_once(' ')
-        && let Some(rest) = path.strip_prefix("/app/contracts/")
+        && let Some(rest) = path.strip_prefix("/app/")
     {
-        let segment = rest.split(['/', '?']).next().unwrap_or_default();
-        return percent_decode(segment, false).filter(|id| !id.is_empty());
+        // Routing matches decoded segments, so `/app/%63ontracts/c1` is contract `c1`'s too.
+        let mut segments = rest.split('?').next().unwrap_or_default().split('/').map(|s| percent_decode(s, false));
+        return match (segments.next(), segments.next()) {
+            (Some(Some(first)), Some(Some(id))) if first == "contracts" && !id.is_empty() => Some(id),
+            _ => None,
+        };
     }
     ["put secret ", "delete secret "]
         .iter()
@@ -125,6 +129,9 @@ mod tests {
         assert_eq!(operation_contract("PUT /app/contracts"), None);
         assert_eq!(operation_contract("PUT /app/contracts/"), None);
         assert_eq!(operation_contract("PUT /app/contracts/%zz"), None);
+        // Encoded the way routing still matches (review finding): the same contract.
+        assert_eq!(operation_contract("POST /app/contract%73/c1/events").as_deref(), Some("c1"));
+        assert_eq!(operation_contract("POST /app/%63ontracts/c%31").as_deref(), Some("c1"));
         assert_eq!(operation_contract("put secret c1/db-key").as_deref(), Some("c1"));
         assert_eq!(operation_contract("ballot"), None);
     }

@@ -35,6 +35,14 @@ pub(crate) enum PluginCommand {
         /// The source checkout (default: the one around DIR or the current directory).
         #[arg(long)]
         workspace: Option<PathBuf>,
+        /// Propose a version older than the one running (a rollback), saying why; members see
+        /// the reason in the proposal. Without it the service refuses a downgrade.
+        #[arg(long, value_name = "REASON")]
+        rollback: Option<String>,
+        /// Replace a core plugin (`contracts`, `consent`, `audit`) by name: required, so that
+        /// members see a replacement and not an upgrade by the plugin's authors.
+        #[arg(long)]
+        replace_core: bool,
     },
     /// Rebuild a plugin locally and compare its hash with the one the service runs (or the one
     /// a proposal would install). Exits non-zero on a mismatch.
@@ -76,8 +84,9 @@ pub(crate) fn run(cli: &Cli, command: &PluginCommand) -> Result {
     match command {
         PluginCommand::Build(args) => build_plugins(cli, args),
         PluginCommand::Measure { dir } => measure(cli, dir.as_deref()),
-        PluginCommand::Publish { dir, plugin, workspace: ws } => {
-            publish(cli, dir.as_deref(), plugin.as_deref(), ws.as_deref())
+        PluginCommand::Publish { dir, plugin, workspace: ws, rollback, replace_core } => {
+            let intent = Intent { rollback: rollback.as_deref(), replace_core: *replace_core };
+            publish(cli, dir.as_deref(), plugin.as_deref(), ws.as_deref(), intent)
         }
         PluginCommand::Verify { name, proposal, workspace: ws } => {
             verify(cli, name, proposal.as_deref(), ws.as_deref())
@@ -122,8 +131,15 @@ fn measure(cli: &Cli, dir: Option<&Path>) -> Result {
     print_measurements(cli.json, &items)
 }
 
+/// What a `set_plugin` says beyond the plugin: a rollback's reason, a core replacement.
+#[derive(Debug, Clone, Copy)]
+struct Intent<'a> {
+    rollback: Option<&'a str>,
+    replace_core: bool,
+}
+
 /// `cgs plugin publish`.
-fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path>) -> Result {
+fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path>, intent: Intent<'_>) -> Result {
     let m = member(cli)?;
     let (ws, plugin) = match (dir, plugin) {
         (Some(d), _) => {
@@ -149,8 +165,14 @@ fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path
         World::Constitution => "set_constitution",
         World::AppPlugin => "set_plugin",
     };
-    let args =
+    let mut args =
         serde_json::json!({"name": b.measurement.info.name, "version": b.measurement.info.version, "blake3": hash});
+    if let Some(why) = intent.rollback {
+        args["rollback"] = why.into();
+    }
+    if intent.replace_core {
+        args["replace_core"] = true.into();
+    }
     let v = propose(&m, serde_json::json!([{"name": action, "args": args}]))?;
     let _ = std::fs::remove_dir_all(&out);
     let v = serde_json::json!({"proposal_id": v["proposal_id"], "state": v["state"], "action": action, "args": args});

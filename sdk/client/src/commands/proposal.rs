@@ -100,10 +100,36 @@ fn actions_body(actions: &[String], args: &[String]) -> Result<Value> {
     Ok(serde_json::json!({"actions": list}))
 }
 
+/// An action as a list shows it: its name; for a plugin change also what it installs
+/// (`set_plugin notes 0.2.0 ab12…`) and the intent it declares (`ROLLBACK: why`, `REPLACES CORE`).
+fn action_label(a: &Value) -> String {
+    let name = a["name"].as_str().unwrap_or("?");
+    let args = &a["args"];
+    match name {
+        "set_plugin" | "set_constitution" => {
+            let hash: String = args["blake3"].as_str().unwrap_or("?").chars().take(12).collect();
+            let mut label = format!(
+                "{name} {} {} {hash}…",
+                args["name"].as_str().unwrap_or("?"),
+                args["version"].as_str().unwrap_or("?")
+            );
+            if let Some(why) = args["rollback"].as_str() {
+                label.push_str(&format!(" ROLLBACK: {why}"));
+            }
+            if args["replace_core"] == true {
+                label.push_str(" REPLACES CORE");
+            }
+            label
+        }
+        "remove_plugin" => format!("{name} {}", args["name"].as_str().unwrap_or("?")),
+        _ => name.to_string(),
+    }
+}
+
 /// `ID  STATE     by PROPOSER…  ballots N  [ACTIONS]`.
 fn proposal_line(p: &Value) -> String {
-    let actions: Vec<&str> =
-        p["actions"].as_array().map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect()).unwrap_or_default();
+    let actions: Vec<String> =
+        p["actions"].as_array().map(|a| a.iter().map(action_label).collect()).unwrap_or_default();
     format!(
         "{}  {:<9} by {}…  ballots {}  [{}]",
         p["proposal_id"].as_str().unwrap_or("?"),
@@ -132,6 +158,16 @@ mod tests {
     fn proposal_lines() {
         let p = serde_json::json!({"proposal_id": "p1", "state": "Open", "proposer_id": "0123456789abcdef",
             "ballots": {"m1": "approve"}, "actions": [{"name": "set_member"}, {"name": "set_plugin"}]});
-        assert_eq!(proposal_line(&p), "p1  Open      by 0123456789ab…  ballots 1  [set_member, set_plugin]");
+        assert_eq!(proposal_line(&p), "p1  Open      by 0123456789ab…  ballots 1  [set_member, set_plugin ? ? ?…]");
+        let p = serde_json::json!({"proposal_id": "p2", "state": "Open", "proposer_id": "ab", "actions": [
+            {"name": "set_plugin", "args": {"name": "notes", "version": "0.1.1", "blake3": "0123456789abcdef0123",
+             "rollback": "0.2.0 loses events"}},
+            {"name": "set_plugin", "args": {"name": "audit", "version": "0.2.0", "blake3": "ff", "replace_core": true}},
+            {"name": "remove_plugin", "args": {"name": "old"}}]});
+        assert_eq!(
+            proposal_line(&p),
+            "p2  Open      by ab…  ballots 0  [set_plugin notes 0.1.1 0123456789ab… ROLLBACK: 0.2.0 loses events, \
+             set_plugin audit 0.2.0 ff… REPLACES CORE, remove_plugin old]"
+        );
     }
 }
