@@ -398,7 +398,10 @@ fn ledger_votes(
             MessageType::Ballot if env.proposal_id.as_deref() == Some(proposal) => voters.push(env.member_id.clone()),
             MessageType::Proposal => {
                 let body: cgs_core::gov::ProposalBody = env.json().unwrap();
-                if body.actions.iter().any(|a| a.name == "set_plugin" && a.args["blake3"] == hash) {
+                // The first proposal of the hash (a rival proposal of the same build came later).
+                if proposed_hash.is_none()
+                    && body.actions.iter().any(|a| a.name == "set_plugin" && a.args["blake3"] == hash)
+                {
                     proposed_hash = Some(env.member_id.clone());
                 }
             }
