@@ -486,7 +486,7 @@ async fn what_runs_is_what_governance_says() {
     let out = tmp.path().join("built");
     let req = cgs_build::BuildRequest {
         workspace: workspace(),
-        selection: cgs_build::Selection::Named(vec!["snoop".into(), "clash".into()]),
+        selection: cgs_build::Selection::Named(vec!["snoop".into(), "clash".into(), "forbidden".into()]),
         out_dir: Some(out.clone()),
         quiet: true,
     };
@@ -517,6 +517,21 @@ async fn what_runs_is_what_governance_says() {
     assert_eq!(state, "Failed");
     let p = isv.authed("GET", &format!("/gov/proposals/{clash}"), None).await.unwrap().ok_json().unwrap();
     assert!(p["failure"].as_str().unwrap().contains("RouteConflict"), "{p}");
+    // `cgs plugin check` says so before anything is uploaded: offline, every forbidden import
+    // (not only the first); with a member key, what the service would say of a `set_plugin`.
+    let isv_key = data.join("members").join("isv.key");
+    let forbidden = out.join("forbidden.wasm");
+    let (ok, text, _) = sb.cli(None, &["plugin", "check", forbidden.to_str().unwrap()]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("FORBIDDEN wasi:filesystem/") && text.contains("FORBIDDEN wasi:clocks/"), "{text}");
+    let clash_wasm = out.join("clash.wasm");
+    let (ok, text, _) = sb.cli(Some(&isv_key), &["plugin", "check", clash_wasm.to_str().unwrap()]);
+    assert!(!ok && text.contains("PROBLEM RouteConflict") && text.contains("GET /app/snoop/gov/{name}"), "{text}");
+    let (ok, text, err) =
+        sb.cli(Some(&isv_key), &["--json", "plugin", "check", out.join("snoop.wasm").to_str().unwrap()]);
+    assert!(!ok, "the running bytes again: {text}{err}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["problems"][0]["code"], "PluginUnchanged", "{v}");
     // Proposed again, it is refused at once.
     let r = isv.propose(set("clash")).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (400, "RouteConflict"), "{}", String::from_utf8_lossy(&r.body));
@@ -525,6 +540,11 @@ async fn what_runs_is_what_governance_says() {
     assert!(names.contains(&"snoop") && !names.contains(&"clash"), "{service}");
     let snooped = sb.client.get("/app/snoop/gov/members").await.unwrap();
     assert_eq!(snooped.status, 200, "snoop serves its route");
+    // `cgs call` reaches plugin routes as a member (or anonymously), like `az rest`.
+    let (ok, text, err) = sb.cli(Some(&isv_key), &["call", "GET", "/app/snoop/gov/members"]);
+    assert!(ok && text.contains("\"entries\""), "{text}{err}");
+    let (ok, _, err) = sb.cli(None, &["call", "GET", "/app/no/such/route"]);
+    assert!(!ok && err.contains("RouteNotFound"), "{err}");
 
     // A node that cannot load its plugins (here: a fuel budget too small for their load-time
     // probe) still starts; it says which plugins failed and why, their routes answer 503, and

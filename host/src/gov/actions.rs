@@ -144,6 +144,54 @@ impl Governance {
         })
     }
 
+    /// `POST /gov/plugins/check`: everything a `set_plugin` (or `set_constitution`) of `bytes`
+    /// would meet — its imports and the forbidden ones, the load-time checks (routes, actions,
+    /// limits), the upgrade rules and route clashes against the active plugins — without
+    /// storing anything. `problems` is empty when it would be accepted as a proposal now.
+    pub fn check_plugin(
+        &self,
+        bytes: &[u8],
+        rollback: Option<&str>,
+        replace_core: bool,
+    ) -> Result<serde_json::Value, ServiceError> {
+        let m = cgs_core::plugin::measure(bytes).map_err(|e| err(ErrorKind::Invalid, "NotAPlugin", e.to_string()))?;
+        let imports =
+            cgs_core::plugin::imports(bytes).map_err(|e| err(ErrorKind::Invalid, "NotAPlugin", e.to_string()))?;
+        let forbidden: Vec<&String> = imports.iter().filter(|i| !cgs_core::plugin::import_allowed(i)).collect();
+        let mut problems = Vec::new();
+        let (mut routes, mut actions) = (Vec::new(), Vec::new());
+        match crate::executor::off_executor(|| self.core.runtime.prepare(bytes)) {
+            Err(e) => problems.push(serde_json::json!({"code": "InvalidPlugin", "message": e.to_string()})),
+            Ok(plugin) => {
+                routes = plugin.routes.iter().map(|r| r.describe()).collect();
+                actions = plugin.actions.iter().map(|a| serde_json::json!(a)).collect();
+                if plugin.info.world == World::AppPlugin {
+                    let mut args = serde_json::json!({
+                        "name": m.info.name, "version": m.info.version, "blake3": m.blake3.to_hex(),
+                    });
+                    if let Some(why) = rollback {
+                        args["rollback"] = why.into();
+                    }
+                    if replace_core {
+                        args["replace_core"] = true.into();
+                    }
+                    let action = ActionBody { name: "set_plugin".into(), args };
+                    let mut g = self.core.begin()?;
+                    if let Err(e) = self.check_plugin_change(&mut g, &action, &plugin) {
+                        problems.push(serde_json::json!({"code": e.code, "message": e.message}));
+                    }
+                }
+            }
+        }
+        Ok(serde_json::json!({
+            "name": m.info.name, "version": m.info.version, "world": m.info.world,
+            "blake3": m.blake3.to_hex(), "size": bytes.len(),
+            "imports": imports, "forbidden_imports": forbidden,
+            "routes": routes, "actions": actions,
+            "problems": problems, "ok": problems.is_empty(),
+        }))
+    }
+
     fn gov_action(a: &ActionBody) -> GovAction {
         GovAction { name: a.name.clone(), args: a.args.to_string() }
     }

@@ -102,6 +102,14 @@ impl Service {
                 let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
                 Ok(written(self.gov.withdraw(&id, &body).await?))
             }
+            (Method::POST, ["plugins", "check"]) => {
+                self.member_only(&req)?;
+                let q = parse_query(query.as_deref().unwrap_or(""))?;
+                let rollback = q.iter().find(|(k, _)| k == "rollback").map(|(_, v)| v.clone());
+                let replace_core = q.iter().any(|(k, v)| k == "replace_core" && v == "true");
+                let body = read_body(req.into_body(), MAX_BLOB_BYTES).await?;
+                Ok(json_ok(&self.gov.check_plugin(&body, rollback.as_deref(), replace_core)?))
+            }
             (Method::PUT, ["blobs"]) => {
                 let caller = self.member_only(&req)?;
                 let body = read_body(req.into_body(), MAX_BLOB_BYTES).await?;
@@ -122,6 +130,7 @@ impl Service {
                 Err(method_not_allowed(&["POST"]))
             }
             (_, ["blobs"]) => Err(method_not_allowed(&["PUT"])),
+            (_, ["plugins", "check"]) => Err(method_not_allowed(&["POST"])),
             _ => Err(not_found(&req)),
         }
     }

@@ -187,12 +187,7 @@ impl Service {
                     "version": p.info.version,
                     "world": p.info.world,
                     "blake3": p.blake3,
-                    "routes": p.routes.iter().map(|r| serde_json::json!({
-                        "method": r.method.as_str(),
-                        "path": format!("/app{}", r.template),
-                        "auth": r.auth.names(),
-                        "read_only": r.access == crate::runtime::Access::ReadOnly,
-                    })).collect::<Vec<_>>(),
+                    "routes": p.routes.iter().map(|r| r.describe()).collect::<Vec<_>>(),
                     "actions": p.actions,
                     "state": "Running",
                 })

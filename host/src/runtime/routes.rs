@@ -131,6 +131,16 @@ impl Route {
         Ok(Self { method, template: template.to_string(), auth, access, segments })
     }
 
+    /// The route as `/gov/plugins` and `/gov/plugins/check` show it.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "method": self.method.as_str(),
+            "path": format!("/app{}", self.template),
+            "auth": self.auth.names(),
+            "read_only": self.access == Access::ReadOnly,
+        })
+    }
+
     /// The shape used to detect conflicts: literals kept, parameters erased.
     fn shape(&self) -> Vec<Option<&str>> {
         self.segments

@@ -132,6 +132,63 @@ pub fn read_info(component: &[u8]) -> Result<PluginInfo, PluginError> {
     Ok(info)
 }
 
+/// Whether a plugin may import the interface `name`: the `cgs:plugin` interfaces and a
+/// deny-by-default WASI subset (stdio, environment, exit, `wasi:io`, insecure-seed), any 0.2.x.
+/// The host refuses to load a component that imports anything else.
+pub fn import_allowed(name: &str) -> bool {
+    const CGS: &[&str] = &[
+        "cgs:plugin/types@0.1.0",
+        "cgs:plugin/kv@0.1.0",
+        "cgs:plugin/context@0.1.0",
+        "cgs:plugin/log@0.1.0",
+        "cgs:plugin/cleanroom@0.1.0",
+    ];
+    const WASI: &[&str] = &[
+        "wasi:cli/environment",
+        "wasi:cli/exit",
+        "wasi:cli/stdin",
+        "wasi:cli/stdout",
+        "wasi:cli/stderr",
+        "wasi:cli/terminal-input",
+        "wasi:cli/terminal-output",
+        "wasi:cli/terminal-stdin",
+        "wasi:cli/terminal-stdout",
+        "wasi:cli/terminal-stderr",
+        "wasi:io/error",
+        "wasi:io/poll",
+        "wasi:io/streams",
+        "wasi:random/insecure-seed",
+    ];
+    if CGS.contains(&name) {
+        return true;
+    }
+    match name.split_once("@0.2.") {
+        Some((iface, patch)) => WASI.contains(&iface) && !patch.is_empty() && patch.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
+/// The interfaces a component imports (its top-level imports, in order), read without
+/// compiling it.
+pub fn imports(component: &[u8]) -> Result<Vec<String>, PluginError> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        match payload.map_err(|e| PluginError::NotAComponent(e.to_string()))? {
+            wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let import = import.map_err(|e| PluginError::NotAComponent(e.to_string()))?;
+                    out.push(import.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Measure a component: its declared info and its BLAKE3.
 pub fn measure(component: &[u8]) -> Result<Measurement, PluginError> {
     Ok(Measurement { info: read_info(component)?, blake3: Blake3Hash::of(component), size: component.len() as u64 })
@@ -184,5 +241,27 @@ mod tests {
         twice.push(section.len() as u8);
         twice.extend_from_slice(&section);
         assert!(matches!(read_info(&twice), Err(PluginError::DuplicateInfo)));
+    }
+
+    #[test]
+    fn import_allow_list() {
+        for ok in
+            ["cgs:plugin/kv@0.1.0", "wasi:cli/stderr@0.2.6", "wasi:io/streams@0.2.0", "wasi:random/insecure-seed@0.2.3"]
+        {
+            assert!(import_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "cgs:plugin/kv@0.2.0",
+            "wasi:filesystem/types@0.2.6",
+            "wasi:sockets/tcp@0.2.6",
+            "wasi:http/outgoing-handler@0.2.6",
+            "wasi:random/random@0.2.6",
+            "wasi:clocks/wall-clock@0.2.6",
+            "wasi:cli/stderr@0.3.0",
+            "wasi:cli/stderr@0.2.x",
+            "wasi:cli/stderr",
+        ] {
+            assert!(!import_allowed(bad), "{bad}");
+        }
     }
 }

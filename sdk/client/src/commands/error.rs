@@ -130,6 +130,14 @@ pub(crate) enum CliError {
         /// The plugin name.
         name: String,
     },
+    /// `cgs plugin check`: the plugin would be refused (each problem is printed).
+    #[error("plugin `{name}` would be refused: {problems} problem(s)")]
+    CheckFailed {
+        /// The plugin name.
+        name: String,
+        /// How many problems.
+        problems: usize,
+    },
     /// `cgs verify service`: checks failed (each is printed with its verdict).
     #[error("{0} check(s) failed")]
     ChecksFailed(usize),

@@ -44,6 +44,23 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         replace_core: bool,
     },
+    /// Check a plugin before uploading it: its name, version, hash and size, every import and
+    /// every forbidden one; with `--key`, also what the service would say of a `set_plugin`
+    /// (load-time checks, routes, upgrade rules, clashes with what runs). Exits non-zero if it
+    /// would be refused.
+    Check {
+        /// A component (`.wasm`) or a plugin's crate directory (built reproducibly first).
+        path: PathBuf,
+        /// The source checkout of a crate directory (default: the one around it).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Check it as a rollback with this reason (see `publish --rollback`).
+        #[arg(long, value_name = "REASON")]
+        rollback: Option<String>,
+        /// Check it as a declared replacement of a core plugin (see `publish --replace-core`).
+        #[arg(long)]
+        replace_core: bool,
+    },
     /// Rebuild a plugin locally and compare its hash with the one the service runs (or the one
     /// a proposal would install). Exits non-zero on a mismatch.
     Verify {
@@ -84,6 +101,10 @@ pub(crate) fn run(cli: &Cli, command: &PluginCommand) -> Result {
     match command {
         PluginCommand::Build(args) => build_plugins(cli, args),
         PluginCommand::Measure { dir } => measure(cli, dir.as_deref()),
+        PluginCommand::Check { path, workspace: ws, rollback, replace_core } => {
+            let intent = Intent { rollback: rollback.as_deref(), replace_core: *replace_core };
+            check(cli, path, ws.as_deref(), intent)
+        }
         PluginCommand::Publish { dir, plugin, workspace: ws, rollback, replace_core } => {
             let intent = Intent { rollback: rollback.as_deref(), replace_core: *replace_core };
             publish(cli, dir.as_deref(), plugin.as_deref(), ws.as_deref(), intent)
@@ -189,6 +210,99 @@ fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path
         )
     });
     Ok(())
+}
+
+/// `cgs plugin check`.
+fn check(cli: &Cli, path: &Path, ws: Option<&Path>, intent: Intent<'_>) -> Result {
+    let bytes = if path.is_dir() {
+        let name = package_name(path)?;
+        let ws = match ws {
+            Some(w) => w.to_path_buf(),
+            None => build::find_workspace(&path.canonicalize()?)
+                .ok_or_else(|| CliError::NoWorkspace { path: path.to_path_buf(), suggest_flag: false })?,
+        };
+        let out = scratch_dir(&ws)?;
+        let built = build_into(ws, vec![name], &out, true)?;
+        let b = built.into_iter().next().ok_or(CliError::NothingBuilt)?;
+        let bytes = std::fs::read(&b.path)?;
+        let _ = std::fs::remove_dir_all(&out);
+        bytes
+    } else {
+        super::common::read(path)?
+    };
+    let m = cgs_core::plugin::measure(&bytes).map_err(|e| CliError::Build(Box::new(e)))?;
+    let imports = cgs_core::plugin::imports(&bytes).map_err(|e| CliError::Build(Box::new(e)))?;
+    let forbidden: Vec<&String> = imports.iter().filter(|i| !cgs_core::plugin::import_allowed(i)).collect();
+    let mut v = serde_json::json!({
+        "name": m.info.name, "version": m.info.version, "world": m.info.world, "blake3": m.blake3.to_hex(),
+        "size": bytes.len(), "imports": imports, "forbidden_imports": forbidden,
+    });
+    let mut problems: Vec<(String, String)> = forbidden
+        .iter()
+        .map(|i| ("ForbiddenImport".to_string(), format!("imports `{i}`, which plugins may not use")))
+        .collect();
+    if cli.key.is_some() {
+        let mut query = Vec::new();
+        if let Some(why) = intent.rollback {
+            query.push(format!("rollback={}", cgs_core::contract::percent_encode(why)));
+        }
+        if intent.replace_core {
+            query.push("replace_core=true".to_string());
+        }
+        let path = super::common::with_query("/gov/plugins/check".into(), &query);
+        let service = ok_json(block_on(member(cli)?.authed("POST", &path, Some(bytes)))?)?;
+        for p in service["problems"].as_array().into_iter().flatten() {
+            let code = p["code"].as_str().unwrap_or("?").to_string();
+            // The service names forbidden imports too; say each once.
+            if code != "InvalidPlugin" || forbidden.is_empty() {
+                problems.push((code, p["message"].as_str().unwrap_or_default().to_string()));
+            }
+        }
+        v["service"] = service;
+    }
+    v["problems"] = problems.iter().map(|(c, m)| serde_json::json!({"code": c, "message": m})).collect();
+    show(cli, &v, |v| {
+        let mut out = format!(
+            "{} {} ({}) {} — {} bytes\nimports:",
+            m.info.name,
+            m.info.version,
+            m.info.world,
+            m.blake3,
+            bytes_len(v)
+        );
+        for i in &imports {
+            let mark = if cgs_core::plugin::import_allowed(i) { "ok" } else { "FORBIDDEN" };
+            out.push_str(&format!("\n  {mark:<9} {i}"));
+        }
+        if let Some(routes) = v["service"]["routes"].as_array() {
+            out.push_str("\nroutes:");
+            for r in routes {
+                out.push_str(&format!(
+                    "\n  {} {}",
+                    r["method"].as_str().unwrap_or("?"),
+                    r["path"].as_str().unwrap_or("?")
+                ));
+            }
+        } else {
+            out.push_str("\n(give --key to have the service check routes, upgrade rules and clashes too)");
+        }
+        if problems.is_empty() {
+            out.push_str("\nOK: no problem found");
+        }
+        for (code, message) in &problems {
+            out.push_str(&format!("\nPROBLEM {code}: {message}"));
+        }
+        out
+    });
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::CheckFailed { name: m.info.name.clone(), problems: problems.len() })
+    }
+}
+
+fn bytes_len(v: &serde_json::Value) -> u64 {
+    v["size"].as_u64().unwrap_or_default()
 }
 
 /// `cgs plugin verify`: exits non-zero on a mismatch.
