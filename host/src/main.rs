@@ -234,6 +234,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    // A first sandbox start that fails (a port in use, a plugin that does not build) must not
+    // leave a half-made service behind that the next start trips over: what it created goes.
+    let mut created_by_this_start: Option<(PathBuf, Option<Vec<std::ffi::OsString>>)> = None;
     let (config, sandbox) = match command {
         Command::Sandbox(a) => {
             let plugins = match (a.plugins, a.workspace) {
@@ -242,6 +245,12 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 (None, None) => PluginSource::Build { workspace: default_workspace()? },
             };
             let fresh = !a.dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
+            if fresh {
+                // `None`: the directory did not exist.
+                let before =
+                    std::fs::read_dir(&a.dir).ok().map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect());
+                created_by_this_start = Some((a.dir.clone(), before));
+            }
             if let (true, PluginSource::Build { workspace }) = (fresh, &plugins) {
                 eprintln!("building plugins reproducibly from {} ...", workspace.display());
             }
@@ -282,7 +291,21 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             )
         }
     };
-    let node = Node::open(config).await?;
+    let node = match Node::open(config).await {
+        Ok(node) => node,
+        Err(e) => {
+            if let Some((dir, before)) = created_by_this_start {
+                remove_new_entries(&dir, before.as_deref());
+                return Err(format!(
+                    "{e}\n(the sandbox was not created; nothing of this attempt is left in {}: fix the cause and run \
+                     the same command again)",
+                    dir.display()
+                )
+                .into());
+            }
+            return Err(e.into());
+        }
+    };
     print_banner(&node, sandbox);
 
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -293,6 +316,22 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     node.serve(rx).await?;
     eprintln!("stopped");
     Ok(())
+}
+
+/// Remove what appeared in `dir` since `before` was listed (`None`: `dir` itself is new).
+fn remove_new_entries(dir: &std::path::Path, before: Option<&[std::ffi::OsString]>) {
+    let Some(before) = before else {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    };
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if !before.contains(&e.file_name()) {
+                let p = e.path();
+                let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            }
+        }
+    }
 }
 
 /// The source checkout this binary was built from, if it still exists; else the one around the

@@ -533,7 +533,8 @@ async fn what_runs_is_what_governance_says() {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["problems"][0]["code"], "PluginUnchanged", "{v}");
     // Proposed again, it is refused at once.
-    let r = isv.propose(set("clash")).await.unwrap();
+    // (By another member: the same member's identical message within a second is a replay.)
+    let r = dp.propose(set("clash")).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (400, "RouteConflict"), "{}", String::from_utf8_lossy(&r.body));
     let service = sb.client.get("/gov/service").await.unwrap().ok_json().unwrap();
     let names: Vec<&str> = service["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();

@@ -11,6 +11,7 @@ mod cli;
 mod collaboration;
 mod governance;
 mod isolation;
+mod isv;
 mod ledger;
 mod reproducible;
 mod sandbox;

@@ -40,7 +40,7 @@ async fn sandbox_serves_plugin_routes_over_https() {
 
     // TLS: the certificate is pinned; a client trusting another certificate cannot connect.
     let other = tempfile::tempdir().unwrap();
-    let other_id = cgs_host_identity(other.path());
+    let other_id = cgs_host_identity(other.path()).await;
     let stranger = cgs_client::Client::new(&sb.url, other_id.as_bytes()).unwrap();
     assert!(stranger.get("/node/health").await.is_err(), "a client pinning another service certificate must fail");
 
@@ -49,22 +49,38 @@ async fn sandbox_serves_plugin_routes_over_https() {
     assert!(status.success(), "cgs-host exited with {status}");
 }
 
-/// A service certificate of another (never started) service, created by the real binary.
-fn cgs_host_identity(dir: &std::path::Path) -> String {
-    let bins = cgs_e2e::binaries();
-    // `--help` does not create anything; start a sandbox with a bad plugin dir so it creates the
-    // identity and then fails to load plugins.
-    let out = std::process::Command::new(&bins.host)
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--plugins"])
-        .arg(dir.join("no-plugins-here"))
+/// The service certificate of another service, created by the real binary (a sandbox started
+/// and stopped in `dir`).
+async fn cgs_host_identity(dir: &std::path::Path) -> String {
+    let mut other = Sandbox::start_in(&dir.join("data"), &[]).await.unwrap();
+    let cert = std::fs::read_to_string(&other.ca).unwrap();
+    assert!(other.terminate().unwrap().success());
+    cert
+}
+
+/// A first sandbox start that fails after it began creating the service (here: the port is in
+/// use) leaves nothing behind, says so in words, and the same command then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_start_does_not_poison_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(&cgs_e2e::binaries().host)
+        .args(["sandbox", "--log", "warn", "--listen", &addr, "--plugins"])
+        .arg(cgs_e2e::plugins_dir())
         .arg("--dir")
-        .arg(dir.join("data"))
+        .arg(&data)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no-plugins-here"), "the error names the missing directory: {err}");
-    std::fs::read_to_string(dir.join("data").join("service-cert.pem")).unwrap()
+    assert!(err.contains(&addr) && err.contains("nothing of this attempt is left"), "{err}");
+    assert!(!data.exists(), "the failed start removed what it created");
+    drop(taken);
+    let mut sb = Sandbox::start_in(&data, &[]).await.unwrap();
+    assert_eq!(sb.client.get("/gov/service").await.unwrap().ok_json().unwrap()["status"], "Open");
+    assert!(sb.terminate().unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

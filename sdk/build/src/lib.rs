@@ -3,9 +3,15 @@
 //! A plugin is any workspace package with `[package.metadata.cgs] plugin = "<name>"`. It is built
 //! with the pinned toolchain (`rust-toolchain.toml`), `--locked`, `--target wasm32-wasip2` and the
 //! `plugin` profile, with every machine-specific path remapped
-//! (`--remap-path-prefix $CARGO_HOME=/cargo`, `… <workspace>=/cgs`), so the BLAKE3 of each
-//! component is the same on any machine, checkout path and `CARGO_HOME`. `rustc` already writes
-//! its own library paths as `/rustc/<commit>/…`.
+//! (`--remap-path-prefix $CARGO_HOME=/cargo`, `… <workspace>=/cgs`, and the workspace of every
+//! path dependency outside it — the CGS SDK of a standalone plugin project —
+//! `=/path-deps/<its name>`), so the BLAKE3 of each component is the same on any
+//! machine, checkout path, SDK path and `CARGO_HOME`. `rustc` already writes its own library
+//! paths as `/rustc/<commit>/…`.
+//!
+//! Before building, the lock file is brought up to date for the workspace's own packages
+//! (`cargo update --workspace --offline`: a new plugin crate or a version bump), never for
+//! dependencies; the build itself is `--locked`.
 //!
 //! `cgs plugin build`, `cgs-host sandbox` (from a source checkout) and the test suites all call
 //! [`build`], so the bytes they run are the bytes a collaborator can rebuild.
@@ -121,9 +127,19 @@ struct Metadata {
 struct MetaPackage {
     id: String,
     name: String,
+    /// Declared dependencies (`path` for path dependencies).
+    #[serde(default)]
+    dependencies: Vec<MetaDep>,
     targets: Vec<MetaTarget>,
     #[serde(default)]
     metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct MetaDep {
+    name: String,
+    #[serde(default)]
+    path: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -228,8 +244,68 @@ fn cargo_home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo"))
 }
 
+/// The workspace around `manifest_dir` (the nearest directory up whose `Cargo.toml` declares
+/// `[workspace]`), or `manifest_dir` itself.
+fn workspace_of(manifest_dir: &Path) -> PathBuf {
+    find_workspace(manifest_dir).unwrap_or_else(|| manifest_dir.to_path_buf())
+}
+
+/// Path dependencies that live outside `workspace_root` (a standalone plugin project's CGS
+/// SDK), as `(their workspace root, /path-deps/<first package name>)`: the prefix each is
+/// remapped to names the packages, not where they are on this machine. Read from the members'
+/// declared dependencies (`cargo metadata --no-deps`: nothing is resolved or downloaded); the
+/// path dependencies of such a dependency are covered when they live in its workspace (as the
+/// SDK's do).
+pub fn path_dependency_roots(workspace: &Path, workspace_root: &Path) -> Result<Vec<(PathBuf, String)>, BuildError> {
+    let stdout = run_capture(
+        Command::new(cargo())
+            .current_dir(workspace)
+            .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+            .arg(workspace.join("Cargo.toml")),
+        "cargo metadata",
+    )?;
+    let meta: Metadata = serde_json::from_slice(&stdout)
+        .map_err(|e| BuildError::Workspace(format!("cannot read cargo metadata: {e}")))?;
+    let root = workspace_root.canonicalize().unwrap_or_else(|_| workspace_root.to_path_buf());
+    let mut roots: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for dep in meta.packages.iter().flat_map(|p| &p.dependencies) {
+        let Some(dir) = &dep.path else { continue };
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        if dir.starts_with(&root) {
+            continue;
+        }
+        let name = roots.entry(workspace_of(&dir)).or_insert_with(|| dep.name.clone());
+        if dep.name < *name {
+            *name = dep.name.clone();
+        }
+    }
+    Ok(roots.into_iter().map(|(dir, name)| (dir, format!("/path-deps/{name}"))).collect())
+}
+
+/// Bring `Cargo.lock` up to date for the workspace's own packages (a new plugin crate, a version
+/// bump) without touching any dependency: `cargo update --workspace --offline`. Whether it
+/// changed.
+pub fn sync_lock(workspace: &Path) -> Result<bool, BuildError> {
+    let lock = workspace.join("Cargo.lock");
+    let before = std::fs::read(&lock).ok();
+    run_capture(
+        Command::new(cargo())
+            .current_dir(workspace)
+            .args(["update", "--workspace", "--offline", "--manifest-path"])
+            .arg(workspace.join("Cargo.toml")),
+        "cargo update --workspace --offline",
+    )?;
+    Ok(std::fs::read(&lock).ok() != before)
+}
+
 /// The rustflags that make plugin builds independent of where things are on disk.
 pub fn reproducible_rustflags(workspace_root: &Path) -> Vec<String> {
+    reproducible_rustflags_with(workspace_root, &[])
+}
+
+/// [`reproducible_rustflags`], also remapping the given path-dependency roots
+/// ([`path_dependency_roots`]).
+pub fn reproducible_rustflags_with(workspace_root: &Path, path_deps: &[(PathBuf, String)]) -> Vec<String> {
     let mut prefixes: Vec<(PathBuf, &str)> = Vec::new();
     if let Some(home) = cargo_home() {
         if let Ok(canon) = home.canonicalize() {
@@ -241,6 +317,12 @@ pub fn reproducible_rustflags(workspace_root: &Path) -> Vec<String> {
         prefixes.push((canon, "/cgs"));
     }
     prefixes.push((workspace_root.to_path_buf(), "/cgs"));
+    for (dir, to) in path_deps {
+        if let Ok(canon) = dir.canonicalize() {
+            prefixes.push((canon, to.as_str()));
+        }
+        prefixes.push((dir.clone(), to.as_str()));
+    }
     prefixes.dedup_by(|a, b| a.0 == b.0);
     prefixes.into_iter().map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display())).collect()
 }
@@ -266,8 +348,11 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
         return Err(BuildError::Workspace(format!("no plugins selected in {}", req.workspace.display())));
     }
     ensure_target(&req.workspace)?;
-
-    let flags = reproducible_rustflags(&root);
+    if sync_lock(&req.workspace)? && !req.quiet {
+        eprintln!("note: Cargo.lock updated for the workspace's own packages (a new crate or version); commit it");
+    }
+    let path_deps = path_dependency_roots(&req.workspace, &root)?;
+    let flags = reproducible_rustflags_with(&root, &path_deps);
     let mut cmd = Command::new(cargo());
     cmd.current_dir(&req.workspace)
         .args([

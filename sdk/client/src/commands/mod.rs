@@ -13,7 +13,9 @@ pub(crate) mod member;
 pub(crate) mod plugin;
 pub(crate) mod policy;
 pub(crate) mod proposal;
+pub(crate) mod provenance;
 pub(crate) mod receipt;
+pub(crate) mod scaffold;
 pub(crate) mod verify;
 
 pub(crate) use error::CliError;

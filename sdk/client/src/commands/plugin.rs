@@ -44,6 +44,20 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         replace_core: bool,
     },
+    /// Create a plugin project of one's own: a standalone crate in DIR (default `./NAME`) with
+    /// its own workspace, lock file, toolchain pin and the service's `plugin` profile, depending
+    /// on the SDK of a CGS checkout. It builds reproducibly wherever it and the SDK live.
+    New {
+        /// The plugin name (1-32 chars of a-z 0-9 -, starting with a letter).
+        name: String,
+        /// Where to create it (must not hold a Cargo.toml yet).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The CGS checkout whose SDK to use (default: the one around the current directory, or
+        /// the one this `cgs` was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Check a plugin before uploading it: its name, version, hash and size, every import and
     /// every forbidden one; with `--key`, also what the service would say of a `set_plugin`
     /// (load-time checks, routes, upgrade rules, clashes with what runs). Exits non-zero if it
@@ -101,6 +115,7 @@ pub(crate) fn run(cli: &Cli, command: &PluginCommand) -> Result {
     match command {
         PluginCommand::Build(args) => build_plugins(cli, args),
         PluginCommand::Measure { dir } => measure(cli, dir.as_deref()),
+        PluginCommand::New { name, dir, sdk } => new(cli, name, dir.as_deref(), sdk.as_deref()),
         PluginCommand::Check { path, workspace: ws, rollback, replace_core } => {
             let intent = Intent { rollback: rollback.as_deref(), replace_core: *replace_core };
             check(cli, path, ws.as_deref(), intent)
@@ -162,7 +177,7 @@ struct Intent<'a> {
 /// `cgs plugin publish`.
 fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path>, intent: Intent<'_>) -> Result {
     let m = member(cli)?;
-    let (ws, plugin) = match (dir, plugin) {
+    let (ws, plugin, crate_dir) = match (dir, plugin) {
         (Some(d), _) => {
             let name = package_name(d)?;
             let abs = d.canonicalize()?;
@@ -171,13 +186,13 @@ fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path
                 None => build::find_workspace(&abs)
                     .ok_or_else(|| CliError::NoWorkspace { path: d.to_path_buf(), suggest_flag: false })?,
             };
-            (ws, name)
+            (ws, name, Some(abs))
         }
-        (None, Some(p)) => (workspace(ws)?, p.to_string()),
+        (None, Some(p)) => (workspace(ws)?, p.to_string(), None),
         (None, None) => return Err(CliError::usage("name the plugin: `cgs plugin publish DIR` or `-p NAME`")),
     };
     let out = scratch_dir(&ws)?;
-    let built = build_into(ws, vec![plugin], &out, false)?;
+    let built = build_into(ws.clone(), vec![plugin], &out, false)?;
     let b = built.into_iter().next().ok_or(CliError::NothingBuilt)?;
     let bytes = std::fs::read(&b.path)?;
     let up = ok_json(block_on(m.authed("PUT", "/gov/blobs", Some(bytes)))?)?;
@@ -194,6 +209,12 @@ fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path
     if intent.replace_core {
         args["replace_core"] = true.into();
     }
+    // Where the source is, so members can rebuild it and learn why not when they cannot.
+    let crate_dir = crate_dir.or_else(|| b.path.parent().map(Path::to_path_buf)).unwrap_or_else(|| ws.clone());
+    args["provenance"] = super::provenance::of(&ws, &crate_dir);
+    if args["provenance"]["dirty"] == true {
+        eprintln!("warning: the checkout has uncommitted changes: members cannot rebuild these bytes from a commit");
+    }
     let v = propose(&m, serde_json::json!([{"name": action, "args": args}]))?;
     let _ = std::fs::remove_dir_all(&out);
     let v = serde_json::json!({"proposal_id": v["proposal_id"], "state": v["state"], "action": action, "args": args});
@@ -207,6 +228,35 @@ fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path
             v["state"].as_str().unwrap_or("?"),
             args["name"].as_str().unwrap_or("?"),
             v["proposal_id"].as_str().unwrap_or("?"),
+        )
+    });
+    Ok(())
+}
+
+/// `cgs plugin new`.
+fn new(cli: &Cli, name: &str, dir: Option<&Path>, sdk: Option<&Path>) -> Result {
+    let dir = dir.map_or_else(|| PathBuf::from(name), Path::to_path_buf);
+    let is_cgs = |p: &Path| p.join("sdk/plugin/Cargo.toml").is_file();
+    let sdk = match sdk {
+        Some(s) => s.to_path_buf(),
+        None => {
+            let around = std::env::current_dir().ok().and_then(|d| build::find_workspace(&d)).filter(|w| is_cgs(w));
+            let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            around.or_else(|| is_cgs(&built_from).then_some(built_from)).ok_or_else(|| {
+                CliError::usage("no CGS checkout found for the SDK: give --sdk PATH (a clone of the CGS repository)")
+            })?
+        }
+    };
+    let written = super::scaffold::new_project(name, &dir, &sdk)?;
+    let v = serde_json::json!({
+        "plugin": name, "dir": dir, "sdk": sdk, "files": written,
+    });
+    show(cli, &v, |_| {
+        format!(
+            "created plugin project `{name}` in {} (SDK: {})\nnext:\n  cd {}\n  git init && git add -A && git commit -m \"{name} 0.1.0\"   # members rebuild from a commit\n  cgs plugin build                 # reproducible: target/plugins/{name}.wasm\n  cgs plugin check .               # imports, routes, upgrade rules (with --key: against the service)\n  cgs plugin publish .             # upload and propose set_plugin",
+            dir.display(),
+            sdk.display(),
+            dir.display()
         )
     });
     Ok(())
@@ -308,12 +358,20 @@ fn bytes_len(v: &serde_json::Value) -> u64 {
 /// `cgs plugin verify`: exits non-zero on a mismatch.
 fn verify(cli: &Cli, name: &str, proposal: Option<&str>, ws: Option<&Path>) -> Result {
     let ws = workspace(ws)?;
-    let out = scratch_dir(&ws)?;
-    let built = build_into(ws, vec![name.to_string()], &out, true)?;
-    let _ = std::fs::remove_dir_all(&out);
-    let local = built.first().map(|b| b.measurement.blake3.to_hex()).ok_or(CliError::NothingBuilt)?;
+    let (_, target, _) = build::plugin_packages(&ws)?;
+    // The rebuilt component is kept (for a closer look on a mismatch).
+    let keep = target.join("cgs-verify");
+    let built = build_into(ws.clone(), vec![name.to_string()], &keep, true)?;
+    let b = built.first().ok_or(CliError::NothingBuilt)?;
+    let local = b.measurement.blake3.to_hex();
+    let local_bytes = std::fs::read(&b.path)?;
+    let mut proposed_args = serde_json::Value::Null;
     let service = match proposal {
-        Some(p) => block_on(proposed_hash(&member(cli)?, name, p))??,
+        Some(p) => {
+            let (hash, args) = block_on(proposed_hash(&member(cli)?, name, p))??;
+            proposed_args = args;
+            hash
+        }
         // The plugin list needs no login; a `--key` given must still be usable.
         None => {
             let c = if cli.key.is_some() { member(cli)?.client } else { client(cli)? };
@@ -322,12 +380,31 @@ fn verify(cli: &Cli, name: &str, proposal: Option<&str>, ws: Option<&Path>) -> R
     };
     let matches = local == service;
     let what = if proposal.is_some() { "proposed" } else { "active" };
-    let v = serde_json::json!({"plugin": name, "local": local, what: service, "match": matches});
+    let why = if matches || proposal.is_none() {
+        Vec::new()
+    } else {
+        super::provenance::differences(&proposed_args, &ws, &b.measurement.info.version, &local_bytes)
+    };
+    let v = serde_json::json!({
+        "plugin": name, "local": local, what: service, "match": matches, "rebuilt": b.path,
+        "provenance": proposed_args["provenance"], "differences": why,
+    });
     show(cli, &v, |_| {
+        let from = match proposed_args["provenance"]["commit"].as_str() {
+            Some(c) => format!(" (proposed from commit {c})"),
+            None => String::new(),
+        };
         if matches {
-            format!("MATCH: {name} rebuilt locally = {what} on the service = {local}")
+            format!("MATCH: {name} rebuilt locally = {what} on the service = {local}{from}")
         } else {
-            format!("MISMATCH: {name} rebuilt locally is {local}, the {what} one is {service}")
+            let mut text = format!(
+                "MISMATCH: {name} rebuilt locally is {local}, the {what} one is {service}{from}\nyour rebuild: {}",
+                b.path.display()
+            );
+            for w in &why {
+                text.push_str(&format!("\n  differs: {w}"));
+            }
+            text
         }
     });
     if matches { Ok(()) } else { Err(CliError::Mismatch { name: name.to_string() }) }
@@ -375,7 +452,9 @@ fn package_name(dir: &Path) -> Result<String> {
 }
 
 /// The hash of plugin `name` in the `set_plugin`/`set_constitution` of proposal `id`.
-async fn proposed_hash(m: &Member, name: &str, id: &str) -> Result<String> {
+/// The hash proposal `id` installs for plugin `name`, with the action's arguments (version,
+/// provenance).
+async fn proposed_hash(m: &Member, name: &str, id: &str) -> Result<(String, serde_json::Value)> {
     let p = ok_json(m.authed("GET", &format!("/gov/proposals/{id}"), None).await)?;
     p["actions"]
         .as_array()
@@ -384,7 +463,7 @@ async fn proposed_hash(m: &Member, name: &str, id: &str) -> Result<String> {
                 matches!(x["name"].as_str(), Some("set_plugin" | "set_constitution")) && x["args"]["name"] == name
             })
         })
-        .and_then(|x| x["args"]["blake3"].as_str().map(str::to_string))
+        .and_then(|x| x["args"]["blake3"].as_str().map(|h| (h.to_string(), x["args"].clone())))
         .ok_or_else(|| CliError::NotProposed { proposal: id.to_string(), name: name.to_string() })
 }
 

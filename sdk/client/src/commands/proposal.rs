@@ -119,6 +119,10 @@ fn action_label(a: &Value) -> String {
             if args["replace_core"] == true {
                 label.push_str(" REPLACES CORE");
             }
+            if let Some(commit) = args["provenance"]["commit"].as_str() {
+                let repo = args["provenance"]["repository"].as_str().unwrap_or("local");
+                label.push_str(&format!(" from {repo}@{}", &commit[..commit.len().min(12)]));
+            }
             label
         }
         "remove_plugin" => format!("{name} {}", args["name"].as_str().unwrap_or("?")),
