@@ -1,6 +1,6 @@
 //! The ISV story, outside this repository: `cgs plugin new` makes a plugin project of its own;
 //! the ISV builds, checks and publishes it; three members rebuild it in their own directories
-//! (other paths, one against another copy of the SDK) and get MATCH; they vote; the routes answer
+//! (other paths; the SDK is vendored in the project) and get MATCH; they vote; the routes answer
 //! through `cgs call`. Then two competing upgrades: accepting 0.2.0 drops the open 0.1.1, and
 //! 0.1.1 proposed again is refused as a downgrade.
 
@@ -99,10 +99,21 @@ async fn an_isv_plugin_project_of_its_own() {
         &["plugin", "new", "notes", "--dir", project.to_str().unwrap(), "--sdk", sdk.to_str().unwrap()],
     );
     assert!(ok, "{out}{err}");
-    for f in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "src/lib.rs"] {
+    for f in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "rust-toolchain.toml",
+        "src/lib.rs",
+        "cgs-sdk/SOURCE",
+        "cgs-sdk/wit/cgs-plugin.wit",
+    ] {
         assert!(project.join(f).is_file(), "{f}");
     }
     assert!(!project.starts_with(&sdk));
+
+    // Reproducible: a copy of the project at another path builds the same bytes.
+    let (ok, out, err) = env.cgs(&project, None, &["plugin", "build", "--twice"]);
+    assert!(ok && err.contains("reproducible: a copy at"), "{out}{err}");
 
     // Check before anything is uploaded (the service's view too), then publish.
     let checked = env.ok_json(&project, Some("isv"), &["plugin", "check", "."]);
@@ -114,22 +125,12 @@ async fn an_isv_plugin_project_of_its_own() {
     let hash = published["args"]["blake3"].as_str().unwrap().to_string();
     assert_eq!(checked["blake3"], hash.as_str(), "check and publish build the same bytes");
 
-    // Each member rebuilds from their own copy: other paths; the code provider also against its
-    // own copy of the SDK. Everyone gets MATCH.
+    // Each member rebuilds from their own clone, at other paths (the SDK is vendored in the
+    // project, so it travels with it). Everyone gets MATCH.
     let dp_copy = tmp.path().join("data-provider").join("src").join("notes");
     copy_tree(&project, &dp_copy);
-    let cp_sdk = tmp.path().join("code-provider").join("cgs");
-    copy_tree(&sdk, &cp_sdk);
     let cp_copy = tmp.path().join("code-provider").join("work").join("notes-plugin");
     copy_tree(&project, &cp_copy);
-    let manifest = cp_copy.join("Cargo.toml");
-    let m = std::fs::read_to_string(&manifest).unwrap();
-    let m = m.replace(
-        &format!("{}/sdk/plugin", sdk.canonicalize().unwrap().display()),
-        &format!("{}/sdk/plugin", cp_sdk.display()),
-    );
-    assert!(m.contains(cp_sdk.to_str().unwrap()), "{m}");
-    std::fs::write(&manifest, m).unwrap();
     for (member, dir) in [("isv", &project), ("data-provider", &dp_copy), ("code-provider", &cp_copy)] {
         let (ok, out, err) =
             env.cgs(dir, Some(member), &["plugin", "verify", "notes", "--proposal", &proposal, "--workspace", "."]);

@@ -352,6 +352,14 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
         eprintln!("note: Cargo.lock updated for the workspace's own packages (a new crate or version); commit it");
     }
     let path_deps = path_dependency_roots(&req.workspace, &root)?;
+    for (dir, _) in &path_deps {
+        eprintln!(
+            "warning: a path dependency lives outside the workspace ({}): cargo hashes its absolute path into \
+             the plugin, so a build where it lives elsewhere gives other bytes; vendor it inside the workspace \
+             (as `cgs plugin new` does) or use a git dependency pinned to a commit",
+            dir.display()
+        );
+    }
     let flags = reproducible_rustflags_with(&root, &path_deps);
     let mut cmd = Command::new(cargo());
     cmd.current_dir(&req.workspace)

@@ -130,6 +130,9 @@ pub(crate) enum CliError {
         /// The plugin name.
         name: String,
     },
+    /// `cgs plugin build --twice`: the copy built other bytes.
+    #[error("NOT reproducible: {0}")]
+    NotReproducible(String),
     /// `cgs plugin check`: the plugin would be refused (each problem is printed).
     #[error("plugin `{name}` would be refused: {problems} problem(s)")]
     CheckFailed {

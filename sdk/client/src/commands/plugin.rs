@@ -103,6 +103,11 @@ pub(crate) struct BuildArgs {
     /// The source checkout (default: the one around the current directory).
     #[arg(long)]
     workspace: Option<PathBuf>,
+    /// Also build a copy of the sources at another path (with its own target directory unless
+    /// `CARGO_TARGET_DIR` is set) and compare: a build is called reproducible only once two
+    /// directories gave the same bytes.
+    #[arg(long)]
+    twice: bool,
 }
 
 impl From<BuildError> for CliError {
@@ -140,13 +145,61 @@ fn build_plugins(cli: &Cli, args: &BuildArgs) -> Result {
     } else {
         Selection::Named(args.plugins.clone())
     };
-    let req = BuildRequest { workspace: ws, selection, out_dir: args.out.clone(), quiet: false };
+    let req =
+        BuildRequest { workspace: ws.clone(), selection: selection.clone(), out_dir: args.out.clone(), quiet: false };
     let built = build::build(&req)?;
     if let Some(dir) = built.first().and_then(|b| b.path.parent()) {
         eprintln!("built {} plugin(s) into {}", built.len(), dir.display());
     }
+    if args.twice {
+        let other = tempfile::Builder::new().prefix("cgs-rebuild-").tempdir()?;
+        let copy = other.path().join("elsewhere").join(ws.file_name().unwrap_or_default());
+        copy_sources(&ws, &copy)?;
+        let req =
+            BuildRequest { workspace: copy.clone(), selection, out_dir: Some(other.path().join("out")), quiet: true };
+        let again = build::build(&req)?;
+        let mut differ = Vec::new();
+        for (a, b) in built.iter().zip(&again) {
+            if a.measurement.blake3 != b.measurement.blake3 {
+                let bytes = std::fs::read(&b.path)?;
+                let paths = super::provenance::embedded_paths(&bytes);
+                differ.push(format!(
+                    "{}: {} here, {} in {}{}",
+                    a.measurement.info.name,
+                    a.measurement.blake3,
+                    b.measurement.blake3,
+                    copy.display(),
+                    if paths.is_empty() { String::new() } else { format!(" (embeds {})", paths.join(", ")) }
+                ));
+            }
+        }
+        if !differ.is_empty() {
+            return Err(CliError::NotReproducible(differ.join("; ")));
+        }
+        eprintln!("reproducible: a copy at {} built the same bytes", copy.display());
+    }
     let items: Vec<_> = built.into_iter().map(|b| b.measurement).collect();
     print_measurements(cli.json, &items)
+}
+
+/// Copy a source tree without build outputs, VCS data or sandboxes.
+fn copy_sources(from: &Path, to: &Path) -> Result {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if matches!(name.to_str(), Some("target" | ".git" | "sandbox")) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            copy_sources(&src, &dst)?;
+        } else if ty.is_file() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
 }
 
 /// `cgs plugin measure`.

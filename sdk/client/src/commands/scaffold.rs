@@ -1,13 +1,15 @@
 //! `cgs plugin new NAME`: a plugin project of one's own — a standalone crate (its own workspace,
-//! lock file, toolchain pin and `plugin` profile) that depends on the CGS SDK by path and builds
-//! reproducibly wherever it and the SDK live (`cgs plugin build` remaps both).
+//! lock file, toolchain pin and `plugin` profile) with the CGS SDK vendored inside it
+//! (`cgs-sdk/`: `cgs-plugin`, `cgs-core`, the WIT), so it builds reproducibly wherever it is
+//! cloned. (A path dependency *outside* the project is not enough: cargo hashes its absolute
+//! path into every symbol, so members with the SDK elsewhere would build other bytes.)
 
 use std::path::{Path, PathBuf};
 
 use super::{CliError, Result};
 
 /// The project's files, for plugin `name` against the SDK checkout `sdk`.
-fn files(name: &str, sdk: &Path, profile: &str, toolchain: &str) -> Vec<(&'static str, String)> {
+fn files(name: &str, profile: &str, toolchain: &str) -> Vec<(&'static str, String)> {
     let ty: String = name
         .split('-')
         .map(|w| {
@@ -30,10 +32,10 @@ crate-type = ["cdylib", "rlib"]
 plugin = "{name}"
 
 [dependencies]
-# The CGS plugin SDK, from a CGS checkout (its path is remapped out of the plugin's bytes, so
-# every member may keep theirs elsewhere). A git dependency works the same way:
+# The CGS plugin SDK, vendored in this repository (cgs-sdk/SOURCE says from where): inside the
+# project, so every clone builds the same bytes. A git dependency pinned to a commit works too:
 # cgs-plugin = {{ git = "https://…/cgs", rev = "<commit>" }}
-cgs-plugin = {{ path = "{sdk}" }}
+cgs-plugin = {{ path = "cgs-sdk/sdk/plugin" }}
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
 
@@ -41,7 +43,6 @@ serde_json = "1"
 [workspace]
 
 {profile}"#,
-        sdk = sdk.join("sdk/plugin").display()
     );
     let lib = format!(
         r#"//! `{name}`: a CGS workload plugin. Members write notes; anyone reads them.
@@ -136,7 +137,7 @@ pub(crate) fn new_project(name: &str, dir: &Path, sdk: &Path) -> Result<Vec<Path
     let sdk = sdk.canonicalize()?;
     let toolchain = super::common::read_to_string(&sdk.join("rust-toolchain.toml"))?;
     let mut written = Vec::new();
-    for (file, text) in files(name, &sdk, &plugin_profile(&sdk)?, &toolchain) {
+    for (file, text) in files(name, &plugin_profile(&sdk)?, &toolchain) {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -144,12 +145,122 @@ pub(crate) fn new_project(name: &str, dir: &Path, sdk: &Path) -> Result<Vec<Path
         std::fs::write(&path, text)?;
         written.push(path);
     }
+    vendor_sdk(&sdk, &dir.join("cgs-sdk"))?;
+    written.push(dir.join("cgs-sdk"));
     // The SDK's lock file pins every dependency to what the service's plugins use; resolving
     // this workspace against it keeps those versions and drops the rest (offline).
     std::fs::copy(sdk.join("Cargo.lock"), dir.join("Cargo.lock"))?;
     cgs_build::sync_lock(dir)?;
     written.push(dir.join("Cargo.lock"));
     Ok(written)
+}
+
+/// The SDK crates a plugin needs, by package name and path in a CGS checkout.
+const SDK_CRATES: &[(&str, &str)] = &[("cgs-plugin", "sdk/plugin"), ("cgs-core", "sdk/core")];
+
+/// Copy `cgs-plugin`, `cgs-core` and the WIT from the CGS checkout `sdk` to `dest`, with
+/// standalone manifests (workspace inheritance resolved from `cargo metadata`), and record the
+/// source in `dest/SOURCE`.
+fn vendor_sdk(sdk: &Path, dest: &Path) -> Result {
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(sdk)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()?;
+    if !out.status.success() {
+        return Err(CliError::usage(format!(
+            "cargo metadata failed in {}: {}",
+            sdk.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|source| CliError::NotJson { what: "cargo metadata".into(), source })?;
+    for (name, rel) in SDK_CRATES {
+        let pkg = meta["packages"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == *name))
+            .ok_or_else(|| CliError::usage(format!("{} has no package {name}", sdk.display())))?;
+        copy_dir(&sdk.join(rel), &dest.join(rel))?;
+        std::fs::write(dest.join(rel).join("Cargo.toml"), manifest(pkg, rel))?;
+    }
+    copy_dir(&sdk.join("wit"), &dest.join("wit"))?;
+    let commit = std::process::Command::new("git")
+        .current_dir(sdk)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    std::fs::write(
+        dest.join("SOURCE"),
+        format!(
+            "The CGS plugin SDK (cgs-plugin, cgs-core, wit/), vendored by `cgs plugin new` from a CGS checkout at\ncommit {}.\nRe-vendor with a newer `cgs plugin new` to upgrade; the plugin's hash changes.\n",
+            commit.as_deref().unwrap_or("(unknown: not a git checkout)")
+        ),
+    )?;
+    Ok(())
+}
+
+/// A standalone manifest for an SDK package from its `cargo metadata` entry: inherited fields
+/// resolved, path dependencies pointing at the other vendored crates.
+fn manifest(pkg: &serde_json::Value, rel: &str) -> String {
+    use std::fmt::Write as _;
+    let mut m = String::new();
+    let _ = writeln!(m, "# Vendored from the CGS repository ({rel}) by `cgs plugin new`; do not edit.");
+    let _ = writeln!(m, "[package]\nname = {}\nversion = {}", pkg["name"], pkg["version"]);
+    let _ = writeln!(m, "edition = {}\npublish = false\n", pkg["edition"]);
+    let _ = writeln!(m, "[dependencies]");
+    for d in pkg["dependencies"].as_array().into_iter().flatten() {
+        if !d["kind"].is_null() || !d["target"].is_null() {
+            continue; // dev and build dependencies, platform-specific ones: none the SDK needs
+        }
+        let name = d["name"].as_str().unwrap_or_default();
+        let mut spec = Vec::new();
+        match SDK_CRATES.iter().find(|(n, _)| *n == name) {
+            Some((_, dep_rel)) => {
+                let up = "../".repeat(rel.matches('/').count() + 1);
+                spec.push(format!("path = \"{up}{dep_rel}\""));
+            }
+            None => spec.push(format!("version = {}", d["req"])),
+        }
+        if d["uses_default_features"] == false {
+            spec.push("default-features = false".into());
+        }
+        if let Some(f) = d["features"].as_array().filter(|f| !f.is_empty()) {
+            spec.push(format!("features = {}", serde_json::Value::Array(f.clone())));
+        }
+        if d["optional"] == true {
+            spec.push("optional = true".into());
+        }
+        let key = d["rename"].as_str().unwrap_or(name);
+        let package = if d["rename"].is_string() { format!(", package = \"{name}\"") } else { String::new() };
+        let _ = writeln!(m, "{key} = {{ {}{package} }}", spec.join(", "));
+    }
+    if let Some(features) = pkg["features"].as_object().filter(|f| !f.is_empty()) {
+        let _ = writeln!(m, "\n[features]");
+        for (k, v) in features {
+            let _ = writeln!(m, "{k} = {v}");
+        }
+    }
+    m
+}
+
+/// Copy a directory tree (without build outputs).
+fn copy_dir(from: &Path, to: &Path) -> Result {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_name() == "target" {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -162,6 +273,23 @@ mod tests {
         let p = plugin_profile(&sdk).unwrap();
         assert!(p.contains("[profile.plugin]") && p.contains("panic = \"abort\""), "{p}");
         assert!(!p.contains("[profile.release]"), "{p}");
+    }
+
+    #[test]
+    fn vendored_manifests_stand_alone() {
+        let pkg = serde_json::json!({"name": "cgs-plugin", "version": "0.1.0", "edition": "2024", "features": {},
+            "dependencies": [
+                {"name": "cgs-core", "req": "*", "kind": null, "target": null, "uses_default_features": true, "features": [], "optional": false},
+                {"name": "wit-bindgen", "req": "^0.63", "kind": null, "target": null, "uses_default_features": false, "features": ["macros"], "optional": false},
+                {"name": "tempfile", "req": "^3", "kind": "dev", "target": null}]});
+        let m = manifest(&pkg, "sdk/plugin");
+        assert!(m.contains("name = \"cgs-plugin\"\nversion = \"0.1.0\""), "{m}");
+        assert!(m.contains("cgs-core = { path = \"../../sdk/core\" }"), "{m}");
+        assert!(
+            m.contains("wit-bindgen = { version = \"^0.63\", default-features = false, features = [\"macros\"] }"),
+            "{m}"
+        );
+        assert!(!m.contains("tempfile") && !m.contains("workspace"), "{m}");
     }
 
     #[test]
