@@ -235,8 +235,10 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     // A first sandbox start that fails (a port in use, a plugin that does not build) must not
-    // leave a half-made service behind that the next start trips over: what it created goes.
-    let mut created_by_this_start: Option<(PathBuf, Option<Vec<std::ffi::OsString>>)> = None;
+    // leave a half-made service behind that the next start trips over. When it made the data
+    // directory, it moves it aside (never deletes: nothing is lost, even if something else
+    // wrote there meanwhile).
+    let mut made_dir: Option<PathBuf> = None;
     let (config, sandbox) = match command {
         Command::Sandbox(a) => {
             let plugins = match (a.plugins, a.workspace) {
@@ -245,11 +247,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 (None, None) => PluginSource::Build { workspace: default_workspace()? },
             };
             let fresh = !a.dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
-            if fresh {
-                // `None`: the directory did not exist.
-                let before =
-                    std::fs::read_dir(&a.dir).ok().map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect());
-                created_by_this_start = Some((a.dir.clone(), before));
+            if fresh && !a.dir.exists() {
+                made_dir = Some(a.dir.clone());
             }
             if let (true, PluginSource::Build { workspace }) = (fresh, &plugins) {
                 eprintln!("building plugins reproducibly from {} ...", workspace.display());
@@ -294,14 +293,23 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     let node = match Node::open(config).await {
         Ok(node) => node,
         Err(e) => {
-            if let Some((dir, before)) = created_by_this_start {
-                remove_new_entries(&dir, before.as_deref());
-                return Err(format!(
-                    "{e}\n(the sandbox was not created; nothing of this attempt is left in {}: fix the cause and run \
-                     the same command again)",
-                    dir.display()
-                )
-                .into());
+            if let Some(dir) = made_dir {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                let mut aside = dir.as_os_str().to_owned();
+                aside.push(format!(".failed-{stamp}"));
+                let aside = PathBuf::from(aside);
+                if dir.exists() && std::fs::rename(&dir, &aside).is_ok() {
+                    return Err(format!(
+                        "{e}\n(the sandbox was not created; what this attempt made was moved to {} — delete it when \
+                         you no longer need it — so {} is free: fix the cause and run the same command again)",
+                        aside.display(),
+                        dir.display()
+                    )
+                    .into());
+                }
             }
             return Err(e.into());
         }
@@ -316,22 +324,6 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     node.serve(rx).await?;
     eprintln!("stopped");
     Ok(())
-}
-
-/// Remove what appeared in `dir` since `before` was listed (`None`: `dir` itself is new).
-fn remove_new_entries(dir: &std::path::Path, before: Option<&[std::ffi::OsString]>) {
-    let Some(before) = before else {
-        let _ = std::fs::remove_dir_all(dir);
-        return;
-    };
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if !before.contains(&e.file_name()) {
-                let p = e.path();
-                let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-            }
-        }
-    }
 }
 
 /// The source checkout this binary was built from, if it still exists; else the one around the

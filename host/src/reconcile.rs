@@ -161,7 +161,9 @@ impl Reconciler {
             }
         }
         // Unload what governance no longer names first: its routes must not block what replaced it.
-        for p in registry.plugins() {
+        // (Not a constitution: a new one replaces it only once it has loaded, so a node never
+        // loses governance to a constitution that does not load here.)
+        for p in registry.plugins().filter(|p| p.info.world != cgs_core::plugin::World::Constitution) {
             let keep =
                 wanted.contains_key(&p.info.name) || constitution.as_ref().is_some_and(|(n, _)| n == &p.info.name);
             if !keep {

@@ -59,7 +59,8 @@ async fn cgs_host_identity(dir: &std::path::Path) -> String {
 }
 
 /// A first sandbox start that fails after it began creating the service (here: the port is in
-/// use) leaves nothing behind, says so in words, and the same command then works.
+/// use) moves what it made aside (deleting nothing), says so in words, and the same command then
+/// works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_first_start_does_not_poison_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -75,8 +76,14 @@ async fn a_failed_first_start_does_not_poison_the_directory() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&addr) && err.contains("nothing of this attempt is left"), "{err}");
-    assert!(!data.exists(), "the failed start removed what it created");
+    assert!(err.contains(&addr) && err.contains("was moved to"), "{err}");
+    assert!(!data.exists(), "the failed start moved what it made aside");
+    let aside: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("data.failed-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "nothing is deleted: {aside:?}");
     drop(taken);
     let mut sb = Sandbox::start_in(&data, &[]).await.unwrap();
     assert_eq!(sb.client.get("/gov/service").await.unwrap().ok_json().unwrap()["status"], "Open");

@@ -9,9 +9,10 @@
 //! machine, checkout path, SDK path and `CARGO_HOME`. `rustc` already writes its own library
 //! paths as `/rustc/<commit>/…`.
 //!
-//! Before building, the lock file is brought up to date for the workspace's own packages
-//! (`cargo update --workspace --offline`: a new plugin crate or a version bump), never for
-//! dependencies; the build itself is `--locked`.
+//! The build is `--locked`. The author's tools (`cgs plugin build`, `check`, `publish`) first
+//! bring the lock file up to date for the workspace's own packages with [`sync_lock`] (a new
+//! plugin crate or a version bump; never a dependency); a member's `cgs plugin verify` does not:
+//! it builds exactly what the checkout says, and an out-of-date lock is an error.
 //!
 //! `cgs plugin build`, `cgs-host sandbox` (from a source checkout) and the test suites all call
 //! [`build`], so the bytes they run are the bytes a collaborator can rebuild.
@@ -348,9 +349,6 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
         return Err(BuildError::Workspace(format!("no plugins selected in {}", req.workspace.display())));
     }
     ensure_target(&req.workspace)?;
-    if sync_lock(&req.workspace)? && !req.quiet {
-        eprintln!("note: Cargo.lock updated for the workspace's own packages (a new crate or version); commit it");
-    }
     let path_deps = path_dependency_roots(&req.workspace, &root)?;
     for (dir, _) in &path_deps {
         eprintln!(

@@ -145,6 +145,7 @@ fn build_plugins(cli: &Cli, args: &BuildArgs) -> Result {
     } else {
         Selection::Named(args.plugins.clone())
     };
+    sync_lock(&ws)?;
     let req =
         BuildRequest { workspace: ws.clone(), selection: selection.clone(), out_dir: args.out.clone(), quiet: false };
     let built = build::build(&req)?;
@@ -180,6 +181,15 @@ fn build_plugins(cli: &Cli, args: &BuildArgs) -> Result {
     }
     let items: Vec<_> = built.into_iter().map(|b| b.measurement).collect();
     print_measurements(cli.json, &items)
+}
+
+/// The author's tools keep `Cargo.lock` current for the workspace's own packages (a new crate, a
+/// version bump) and say so; `verify` never touches it.
+fn sync_lock(ws: &Path) -> Result {
+    if build::sync_lock(ws)? {
+        eprintln!("note: Cargo.lock updated for the workspace's own packages (a new crate or version): commit it");
+    }
+    Ok(())
 }
 
 /// Copy a source tree without build outputs, VCS data or sandboxes.
@@ -244,6 +254,7 @@ fn publish(cli: &Cli, dir: Option<&Path>, plugin: Option<&str>, ws: Option<&Path
         (None, Some(p)) => (workspace(ws)?, p.to_string(), None),
         (None, None) => return Err(CliError::usage("name the plugin: `cgs plugin publish DIR` or `-p NAME`")),
     };
+    sync_lock(&ws)?;
     let out = scratch_dir(&ws)?;
     let built = build_into(ws.clone(), vec![plugin], &out, false)?;
     let b = built.into_iter().next().ok_or(CliError::NothingBuilt)?;
@@ -324,6 +335,7 @@ fn check(cli: &Cli, path: &Path, ws: Option<&Path>, intent: Intent<'_>) -> Resul
             None => build::find_workspace(&path.canonicalize()?)
                 .ok_or_else(|| CliError::NoWorkspace { path: path.to_path_buf(), suggest_flag: false })?,
         };
+        sync_lock(&ws)?;
         let out = scratch_dir(&ws)?;
         let built = build_into(ws, vec![name], &out, true)?;
         let b = built.into_iter().next().ok_or(CliError::NothingBuilt)?;
