@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cgs_client::Member;
 use cgs_core::gov::MessageType;
-use cgs_e2e::{Sandbox, code, plugins_dir, workspace};
+use cgs_e2e::{Sandbox, code, copy_tree, plugins_dir, workspace};
 use serde_json::json;
 
 fn now() -> i64 {
@@ -184,24 +184,6 @@ async fn a_consortium_opens_the_service_and_admits_a_member() {
     assert_eq!((r.status, code(&r).as_str()), (400, "UnknownAction"));
     let r = alice.propose(json!([{"name": "set_member", "args": {"public_key": "junk"}}])).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (400, "InvalidPublicKey"));
-}
-
-/// Copy the source tree (without build outputs).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if matches!(name.as_str(), "target" | ".git" | "sandbox") {
-            continue;
-        }
-        let (src, dst) = (entry.path(), to.join(&name));
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 /// An ISV publishes a new version of a plugin; members verify the hash against their own rebuild

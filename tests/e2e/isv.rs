@@ -7,26 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cgs_e2e::{Sandbox, binaries, workspace};
+use cgs_e2e::{Sandbox, binaries, copy_tree, workspace};
 use serde_json::{Value, json};
-
-/// Copy a source tree without build outputs or VCS data.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if matches!(name.as_str(), "target" | ".git" | "sandbox") {
-            continue;
-        }
-        let (src, dst) = (entry.path(), to.join(&name));
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
 
 struct Env<'a> {
     sb: &'a Sandbox,

@@ -4,28 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use cgs_e2e::{binaries, workspace};
-
-/// Copy the source tree (without build outputs or VCS data).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if matches!(name.as_ref(), "target" | ".git" | "sandbox") {
-            continue;
-        }
-        let src = entry.path();
-        let dst = to.join(&*name);
-        let ty = entry.file_type().unwrap();
-        if ty.is_dir() {
-            copy_tree(&src, &dst);
-        } else if ty.is_file() {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
+use cgs_e2e::{binaries, copy_tree, workspace};
 
 fn cargo_home() -> std::path::PathBuf {
     std::env::var_os("CARGO_HOME")

@@ -227,3 +227,23 @@ impl Drop for Sandbox {
 pub fn code(r: &cgs_client::ApiResponse) -> String {
     r.error().map(|e| e.error.code).unwrap_or_else(|| format!("<status {} without envelope>", r.status))
 }
+
+/// Copy a source tree without build outputs (`target`), VCS data (`.git`) or sandboxes, as a
+/// member's own clone would be.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if matches!(name.as_str(), "target" | ".git" | "sandbox") {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let ty = entry.file_type().unwrap();
+        if ty.is_dir() {
+            copy_tree(&src, &dst);
+        } else if ty.is_file() {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
