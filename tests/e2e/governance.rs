@@ -186,6 +186,20 @@ async fn a_consortium_opens_the_service_and_admits_a_member() {
     assert_eq!((r.status, code(&r).as_str()), (400, "InvalidPublicKey"));
 }
 
+/// Set the crate at `rel` in the checkout `src` from version 0.1.0 to 0.2.0 and update the lock
+/// file for it, as its author would.
+fn bump_to_0_2_0(src: &Path, rel: &str) {
+    let manifest = src.join(rel).join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1)).unwrap();
+    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .current_dir(src)
+        .args(["update", "--workspace", "--offline"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 /// An ISV publishes a new version of a plugin; members verify the hash against their own rebuild
 /// and vote; the new behaviour is served; an open proposal for the old version is dropped; the
 /// ledger records who voted for which hash.
@@ -208,18 +222,7 @@ async fn a_plugin_is_upgraded_by_vote() {
         .unwrap()
         .replace(r#"json!({"ok": true,"#, r#"json!({"ok": true, "release": "v2","#);
     std::fs::write(&lib, code_text).unwrap();
-    let manifest = src.join("tests/plugins/chaos/Cargo.toml");
-    std::fs::write(
-        &manifest,
-        std::fs::read_to_string(&manifest).unwrap().replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1),
-    )
-    .unwrap();
-    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .current_dir(&src)
-        .args(["update", "--workspace", "--offline"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    bump_to_0_2_0(&src, "tests/plugins/chaos");
     let src_s = src.to_str().unwrap();
 
     let plugins = sb.client.get("/gov/plugins").await.unwrap().ok_json().unwrap();
@@ -288,18 +291,7 @@ async fn a_plugin_is_upgraded_by_vote() {
     let (_, state) = proposal_id(isv.propose(json!([{"name": "set_plugin", "args": rollback}])).await.unwrap()).await;
     assert_eq!(state, "Open", "a rollback with a reason may be voted");
     // A core plugin (the service's own `audit`) is not replaced by name without saying so.
-    let manifest = src.join("plugins/audit/Cargo.toml");
-    std::fs::write(
-        &manifest,
-        std::fs::read_to_string(&manifest).unwrap().replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1),
-    )
-    .unwrap();
-    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .current_dir(&src)
-        .args(["update", "--workspace", "--offline"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    bump_to_0_2_0(&src, "plugins/audit");
     let audit_dir = src.join("plugins/audit");
     let (ok, out, err) =
         sb.cli(Some(&keys[0]), &["--json", "plugin", "publish", audit_dir.to_str().unwrap(), "--replace-core"]);

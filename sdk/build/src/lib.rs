@@ -3,11 +3,11 @@
 //! A plugin is any workspace package with `[package.metadata.cgs] plugin = "<name>"`. It is built
 //! with the pinned toolchain (`rust-toolchain.toml`), `--locked`, `--target wasm32-wasip2` and the
 //! `plugin` profile, with every machine-specific path remapped
-//! (`--remap-path-prefix $CARGO_HOME=/cargo`, `… <workspace>=/cgs`, and the workspace of every
-//! path dependency outside it — the CGS SDK of a standalone plugin project —
-//! `=/path-deps/<its name>`), so the BLAKE3 of each component is the same on any
-//! machine, checkout path, SDK path and `CARGO_HOME`. `rustc` already writes its own library
-//! paths as `/rustc/<commit>/…`.
+//! (`--remap-path-prefix $CARGO_HOME=/cargo`, `… <workspace>=/cgs`), so the BLAKE3 of each
+//! component is the same on any machine, checkout path and `CARGO_HOME`. `rustc` already writes
+//! its own library paths as `/rustc/<commit>/…`. A path dependency *outside* the workspace is
+//! remapped too, but that is not enough: cargo hashes its absolute path into every symbol, so
+//! [`build`] warns about it (a standalone plugin project vendors the SDK inside itself).
 //!
 //! The build is `--locked`. The author's tools (`cgs plugin build`, `check`, `publish`) first
 //! bring the lock file up to date for the workspace's own packages with [`sync_lock`] (a new

@@ -35,18 +35,12 @@ pub(crate) enum PluginCommand {
         /// The source checkout (default: the one around DIR or the current directory).
         #[arg(long)]
         workspace: Option<PathBuf>,
-        /// Propose a version older than the one running (a rollback), saying why; members see
-        /// the reason in the proposal. Without it the service refuses a downgrade.
-        #[arg(long, value_name = "REASON")]
-        rollback: Option<String>,
-        /// Replace a core plugin (`contracts`, `consent`, `audit`) by name: required, so that
-        /// members see a replacement and not an upgrade by the plugin's authors.
-        #[arg(long)]
-        replace_core: bool,
+        #[command(flatten)]
+        intent: IntentArgs,
     },
     /// Create a plugin project of one's own: a standalone crate in DIR (default `./NAME`) with
     /// its own workspace, lock file, toolchain pin and the service's `plugin` profile, depending
-    /// on the SDK of a CGS checkout. It builds reproducibly wherever it and the SDK live.
+    /// on the SDK of a CGS checkout vendored inside it. It builds reproducibly wherever it is cloned.
     New {
         /// The plugin name (1-32 chars of a-z 0-9 -, starting with a letter).
         name: String,
@@ -68,12 +62,9 @@ pub(crate) enum PluginCommand {
         /// The source checkout of a crate directory (default: the one around it).
         #[arg(long)]
         workspace: Option<PathBuf>,
-        /// Check it as a rollback with this reason (see `publish --rollback`).
-        #[arg(long, value_name = "REASON")]
-        rollback: Option<String>,
-        /// Check it as a declared replacement of a core plugin (see `publish --replace-core`).
-        #[arg(long)]
-        replace_core: bool,
+        /// What the `set_plugin` would declare (checked as `publish` would propose it).
+        #[command(flatten)]
+        intent: IntentArgs,
     },
     /// Rebuild a plugin locally and compare its hash with the one the service runs (or the one
     /// a proposal would install). Exits non-zero on a mismatch.
@@ -87,6 +78,25 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         workspace: Option<PathBuf>,
     },
+}
+
+/// What a `set_plugin` declares beyond the plugin (`publish`, `check`).
+#[derive(Args, Debug)]
+pub(crate) struct IntentArgs {
+    /// Propose a version older than the one running (a rollback), saying why; members see the
+    /// reason in the proposal. Without it the service refuses a downgrade.
+    #[arg(long, value_name = "REASON")]
+    rollback: Option<String>,
+    /// Replace a core plugin (`contracts`, `consent`, `audit`) by name: required, so that members
+    /// see a replacement and not an upgrade by the plugin's authors.
+    #[arg(long)]
+    replace_core: bool,
+}
+
+impl IntentArgs {
+    fn intent(&self) -> Intent<'_> {
+        Intent { rollback: self.rollback.as_deref(), replace_core: self.replace_core }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -121,13 +131,9 @@ pub(crate) fn run(cli: &Cli, command: &PluginCommand) -> Result {
         PluginCommand::Build(args) => build_plugins(cli, args),
         PluginCommand::Measure { dir } => measure(cli, dir.as_deref()),
         PluginCommand::New { name, dir, sdk } => new(cli, name, dir.as_deref(), sdk.as_deref()),
-        PluginCommand::Check { path, workspace: ws, rollback, replace_core } => {
-            let intent = Intent { rollback: rollback.as_deref(), replace_core: *replace_core };
-            check(cli, path, ws.as_deref(), intent)
-        }
-        PluginCommand::Publish { dir, plugin, workspace: ws, rollback, replace_core } => {
-            let intent = Intent { rollback: rollback.as_deref(), replace_core: *replace_core };
-            publish(cli, dir.as_deref(), plugin.as_deref(), ws.as_deref(), intent)
+        PluginCommand::Check { path, workspace: ws, intent } => check(cli, path, ws.as_deref(), intent.intent()),
+        PluginCommand::Publish { dir, plugin, workspace: ws, intent } => {
+            publish(cli, dir.as_deref(), plugin.as_deref(), ws.as_deref(), intent.intent())
         }
         PluginCommand::Verify { name, proposal, workspace: ws } => {
             verify(cli, name, proposal.as_deref(), ws.as_deref())
