@@ -53,6 +53,11 @@ struct SandboxArgs {
     /// Load the `*.wasm` plugins in this directory instead of building them from source.
     #[arg(long)]
     plugins: Option<PathBuf>,
+    /// The dev loop: at start and whenever a `*.wasm` in `--plugins DIR` changes, propose every
+    /// component that differs from what runs and approve it as all the sandbox members (so the
+    /// change goes through governance and its upgrade rules); prints a `reload:` line per change.
+    #[arg(long, requires = "plugins")]
+    watch: bool,
     /// The source checkout to build plugins from (default: the one this binary was built from,
     /// else the current directory's).
     #[arg(long, conflicts_with = "plugins")]
@@ -239,8 +244,12 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     // directory, it moves it aside (never deletes: nothing is lost, even if something else
     // wrote there meanwhile).
     let mut made_dir: Option<PathBuf> = None;
+    let mut watch: Option<PathBuf> = None;
     let (config, sandbox) = match command {
         Command::Sandbox(a) => {
+            if a.watch {
+                watch = a.plugins.clone();
+            }
             let plugins = match (a.plugins, a.workspace) {
                 (Some(dir), _) => PluginSource::Dir(dir),
                 (None, Some(ws)) => PluginSource::Build { workspace: ws },
@@ -315,6 +324,14 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     print_banner(&node, sandbox);
+    let _reloader = match watch {
+        Some(dir) => {
+            let members = cgs_host::node::sandbox_members(&node.dir)?;
+            println!("watching {} for changed plugins (reload: lines below)", dir.display());
+            Some(cgs_host::devloop::spawn(node.gov.clone(), node.runtime.clone(), members, dir))
+        }
+        None => None,
+    };
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

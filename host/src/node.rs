@@ -206,7 +206,11 @@ fn load_blobs(source: &PluginSource) -> Result<BTreeMap<Blake3Hash, Vec<u8>>, No
 const SANDBOX_MEMBERS: &[(&str, &str)] =
     &[("isv", "Contoso Software (ISV)"), ("data-provider", "Fabrikam Data"), ("code-provider", "Northwind Models")];
 
-fn sandbox_members(dir: &Path) -> Result<Vec<(SandboxMember, ed25519_dalek::SigningKey, String)>, NodeError> {
+/// A sandbox member: who, its signing key, its tenant.
+pub type SandboxKey = (SandboxMember, ed25519_dalek::SigningKey, String);
+
+/// The sandbox's members in `dir/members`: their keys are made on first use and kept.
+pub fn sandbox_members(dir: &Path) -> Result<Vec<SandboxKey>, NodeError> {
     let mdir = dir.join("members");
     std::fs::create_dir_all(&mdir).map_err(io_err(&mdir))?;
     let mut out = Vec::new();
@@ -234,8 +238,38 @@ fn sandbox_members(dir: &Path) -> Result<Vec<(SandboxMember, ed25519_dalek::Sign
     Ok(out)
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The sandbox's first member proposes `actions` and every member approves until the
+/// constitution resolves it: the proposal id and its final state.
+pub async fn sandbox_vote(
+    gov: &Governance,
+    members: &[SandboxKey],
+    actions: Vec<cgs_core::gov::ActionBody>,
+) -> Result<(String, String), GovError> {
+    // Serializing names and JSON values cannot fail; an empty payload would be refused anyway.
+    let payload = serde_json::to_vec(&ProposalBody { actions }).unwrap_or_default();
+    let proposal = cgs_core::gov::sign(&members[0].1, MessageType::Proposal, now_secs(), None, &payload);
+    let created = gov.propose(&proposal).await?;
+    let id = created.body["proposal_id"].as_str().unwrap_or_default().to_string();
+    let mut state = created.body["state"].as_str().unwrap_or_default().to_string();
+    for (_, key, _) in members {
+        if state != "Open" {
+            break;
+        }
+        let ballot = cgs_core::gov::sign(
+            key,
+            MessageType::Ballot,
+            now_secs(),
+            Some(&id),
+            serde_json::json!({"vote": Vote::Approve}).to_string().as_bytes(),
+        );
+        let r = gov.ballot(&id, &ballot).await?;
+        state = r.body["state"].as_str().unwrap_or_default().to_string();
+    }
+    Ok((id, state))
 }
 
 impl Node {
@@ -299,7 +333,12 @@ impl Node {
                         }
                     }
                     let constitution =
-                        constitution.ok_or_else(|| NodeError::Config("the plugins include no constitution".into()))?;
+                        constitution.ok_or_else(|| NodeError::Config(
+                            "the plugins include no constitution: a new sandbox needs the constitution and core plugins \
+                             (start it once without --plugins to build them from a CGS checkout, then restart it with \
+                             --plugins DIR --watch)"
+                                .into(),
+                        ))?;
                     let genesis = Genesis {
                         members: members
                             .iter()
@@ -378,29 +417,9 @@ impl Node {
                 gov.ack(&m.id, &msg).await?;
             }
         }
-        let body = ProposalBody {
-            actions: vec![cgs_core::gov::ActionBody {
-                name: "transition_service_to_open".into(),
-                args: serde_json::json!({}),
-            }],
-        };
-        let payload = serde_json::to_vec(&body).map_err(|e| NodeError::Config(e.to_string()))?;
-        let proposal = cgs_core::gov::sign(&members[0].1, MessageType::Proposal, now_secs(), None, &payload);
-        let created = gov.propose(&proposal).await?;
-        let id = created.body["proposal_id"].as_str().unwrap_or_default().to_string();
-        for (_, key, _) in members {
-            let ballot = cgs_core::gov::sign(
-                key,
-                MessageType::Ballot,
-                now_secs(),
-                Some(&id),
-                serde_json::json!({"vote": Vote::Approve}).to_string().as_bytes(),
-            );
-            let r = gov.ballot(&id, &ballot).await?;
-            if r.body["state"] == "Accepted" {
-                break;
-            }
-        }
+        let action =
+            cgs_core::gov::ActionBody { name: "transition_service_to_open".into(), args: serde_json::json!({}) };
+        let (id, _) = sandbox_vote(gov, members, vec![action]).await?;
         Ok(Some(format!("members acked the service state and voted transition_service_to_open (proposal {id})")))
     }
 

@@ -48,6 +48,18 @@ impl Env<'_> {
     }
 }
 
+/// `git ARGS` in `dir`, as a throwaway identity.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=ISV", "-c", "user.email=isv@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn set_version(project: &Path, version: &str, text: &str) {
     let manifest = project.join("Cargo.toml");
     let m = std::fs::read_to_string(&manifest).unwrap();
@@ -97,6 +109,16 @@ async fn an_isv_plugin_project_of_its_own() {
     let (ok, out, err) = env.cgs(&project, None, &["plugin", "build", "--twice"]);
     assert!(ok && err.contains("reproducible: a copy at"), "{out}{err}");
 
+    // The ISV's repository: committed and pushed to its "origin" (a bare repository here).
+    let origin = home.join("notes.git");
+    git(&home, &["init", "--quiet", "--bare", origin.to_str().unwrap()]);
+    git(&project, &["init", "--quiet"]);
+    git(&project, &["add", "-A"]);
+    git(&project, &["commit", "--quiet", "-m", "notes 0.1.0"]);
+    git(&project, &["remote", "add", "origin", origin.to_str().unwrap()]);
+    git(&project, &["push", "--quiet", "origin", "HEAD"]);
+    let commit = git(&project, &["rev-parse", "HEAD"]);
+
     // Check before anything is uploaded (the service's view too), then publish.
     let checked = env.ok_json(&project, Some("isv"), &["plugin", "check", "."]);
     assert_eq!(checked["problems"], json!([]), "{checked}");
@@ -106,18 +128,47 @@ async fn an_isv_plugin_project_of_its_own() {
     let proposal = published["proposal_id"].as_str().unwrap().to_string();
     let hash = published["args"]["blake3"].as_str().unwrap().to_string();
     assert_eq!(checked["blake3"], hash.as_str(), "check and publish build the same bytes");
+    let provenance = &published["args"]["provenance"];
+    assert_eq!(
+        (provenance["repository"].as_str(), provenance["commit"].as_str(), &provenance["dirty"], &provenance["path"]),
+        (origin.to_str(), Some(commit.as_str()), &json!(false), &json!(".")),
+        "{provenance}"
+    );
 
-    // Each member rebuilds from their own clone, at other paths (the SDK is vendored in the
-    // project, so it travels with it). Everyone gets MATCH.
+    // Each member rebuilds at other paths (the SDK is vendored in the project, so it travels
+    // with it): the ISV and data-provider from their own checkouts, code-provider from the
+    // proposal's provenance alone (a clone of the repository at the commit). Everyone gets MATCH.
     let dp_copy = tmp.path().join("data-provider").join("src").join("notes");
     copy_tree(&project, &dp_copy);
-    let cp_copy = tmp.path().join("code-provider").join("work").join("notes-plugin");
-    copy_tree(&project, &cp_copy);
-    for (member, dir) in [("isv", &project), ("data-provider", &dp_copy), ("code-provider", &cp_copy)] {
+    for (member, dir) in [("isv", &project), ("data-provider", &dp_copy)] {
         let (ok, out, err) =
             env.cgs(dir, Some(member), &["plugin", "verify", "notes", "--proposal", &proposal, "--workspace", "."]);
         assert!(ok && out.starts_with("MATCH"), "{member}: {out}{err}");
     }
+    let cp_home = tmp.path().join("code-provider");
+    let cp_clone = cp_home.join("work").join("notes-plugin");
+    std::fs::create_dir_all(&cp_home).unwrap();
+    let (ok, out, err) = env.cgs(
+        &cp_home,
+        Some("code-provider"),
+        &[
+            "plugin",
+            "verify",
+            "notes",
+            "--proposal",
+            &proposal,
+            "--from-provenance",
+            "--clone-into",
+            cp_clone.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        ok && out.starts_with(&format!(
+            "MATCH: notes rebuilt locally = proposed on the service = {hash} (proposed from commit {commit})"
+        )),
+        "code-provider: {out}{err}"
+    );
+    assert_eq!(git(&cp_clone, &["rev-parse", "HEAD"]), commit, "the clone is kept at the commit");
     for m in [&isv, &dp, &cp] {
         m.vote(&proposal, true).await.unwrap().ok().unwrap();
     }

@@ -110,3 +110,57 @@ async fn restart_keeps_the_service_and_its_state() {
     let status = sb.client.get(&format!("/node/tx/{tx}")).await.unwrap().ok_json().unwrap();
     assert_eq!(status["status"], "Committed");
 }
+
+/// The dev loop (`sandbox --plugins DIR --watch`): a component dropped into DIR is proposed and
+/// voted in by the sandbox members (recorded in the ledger like any change) and its routes
+/// answer; a file that is not a plugin is reported and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_loop_installs_a_changed_plugin_by_vote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(cgs_e2e::plugins_dir()).unwrap().flatten() {
+        if e.file_name() != "greetings.wasm" {
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    let mut sb = Sandbox::start_with_plugins(&tmp.path().join("data"), &dir, &["--watch"]).await.unwrap();
+    let before = sb.client.get("/app/greetings/carol").await.unwrap();
+    assert_eq!(before.status, 404, "no greetings plugin yet");
+
+    std::fs::copy(cgs_e2e::plugins_dir().join("greetings.wasm"), dir.join("greetings.wasm")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let line = loop {
+        if let Some(l) = sb.printed().into_iter().find(|l| l.starts_with("reload: greetings")) {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reload line: {:?}", sb.printed());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(line.contains("installed by a vote of the sandbox members (proposal "), "{line}");
+    let r = sb.client.put_json("/app/greetings/carol", &json!({"text": "reloaded"})).await.unwrap();
+    assert_eq!(r.status, 201, "{:?}", String::from_utf8_lossy(&r.body));
+
+    // Governance did it: an accepted set_plugin proposed by the sandbox's first member.
+    let isv = sb.member("isv");
+    let list = isv.authed("GET", "/gov/proposals", None).await.unwrap().ok_json().unwrap();
+    let greetings = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["actions"][0]["name"] == "set_plugin" && p["actions"][0]["args"]["name"] == "greetings")
+        .unwrap_or_else(|| panic!("{list}"))
+        .clone();
+    assert_eq!((&greetings["state"], greetings["proposer_id"].as_str()), (&json!("Accepted"), Some(isv.id().as_str())));
+
+    // Not a plugin: reported, nothing changes, the service keeps serving.
+    std::fs::write(dir.join("broken.wasm"), b"not wasm").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !sb.printed().iter().any(|l| l.starts_with("reload: broken.wasm: not a CGS plugin component")) {
+        assert!(std::time::Instant::now() < deadline, "no reload line for broken.wasm: {:?}", sb.printed());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let g = sb.client.get("/app/greetings/carol").await.unwrap().ok_json().unwrap();
+    assert_eq!(g["text"], "reloaded");
+    assert!(sb.terminate().unwrap().success());
+}

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -93,6 +93,7 @@ pub struct Sandbox {
     _tmp: Option<tempfile::TempDir>,
     /// A client pinned to the service certificate.
     pub client: cgs_client::Client,
+    printed: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sandbox {
@@ -130,11 +131,14 @@ impl Sandbox {
             .context("spawn cgs-host")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let keep = printed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.trim().strip_prefix("URL:") {
                     let _ = tx.send(url.trim().to_string());
                 }
+                keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
         let url = match rx.recv_timeout(Duration::from_secs(120)) {
@@ -154,7 +158,12 @@ impl Sandbox {
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-        Ok(Sandbox { child, url, ca, data: data.to_path_buf(), _tmp: None, client })
+        Ok(Sandbox { child, url, ca, data: data.to_path_buf(), _tmp: None, client, printed })
+    }
+
+    /// The lines the process printed on stdout so far.
+    pub fn printed(&self) -> Vec<String> {
+        self.printed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The process id of the `cgs-host` process.

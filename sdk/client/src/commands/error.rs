@@ -130,6 +130,10 @@ pub(crate) enum CliError {
         /// The plugin name.
         name: String,
     },
+    /// `cgs plugin verify --from-provenance`: the proposal's source cannot be fetched (no or an
+    /// unusable provenance, or git failed).
+    #[error("cannot rebuild from the proposal's provenance: {0}")]
+    Provenance(String),
     /// `cgs plugin build --twice`: the copy built other bytes.
     #[error("NOT reproducible: {0}")]
     NotReproducible(String),

@@ -75,8 +75,17 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         proposal: Option<String>,
         /// The source checkout (default: the one around the current directory).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from_provenance")]
         workspace: Option<PathBuf>,
+        /// Rebuild from the proposal's provenance: clone its `repository` at its `commit` (into
+        /// `--clone-into`, kept) and build the crate at its `path`. This runs the proposer's
+        /// build scripts, as any rebuild does.
+        #[arg(long, requires = "proposal")]
+        from_provenance: bool,
+        /// Where `--from-provenance` clones (default: `cgs-verify-<name>-<commit>` in the
+        /// system's temporary directory); reused when it already holds that commit.
+        #[arg(long, requires = "from_provenance")]
+        clone_into: Option<PathBuf>,
     },
 }
 
@@ -135,8 +144,9 @@ pub(crate) fn run(cli: &Cli, command: &PluginCommand) -> Result {
         PluginCommand::Publish { dir, plugin, workspace: ws, intent } => {
             publish(cli, dir.as_deref(), plugin.as_deref(), ws.as_deref(), intent.intent())
         }
-        PluginCommand::Verify { name, proposal, workspace: ws } => {
-            verify(cli, name, proposal.as_deref(), ws.as_deref())
+        PluginCommand::Verify { name, proposal, workspace: ws, from_provenance, clone_into } => {
+            let from = from_provenance.then(|| clone_into.clone());
+            verify(cli, name, proposal.as_deref(), ws.as_deref(), from)
         }
     }
 }
@@ -426,16 +436,9 @@ fn bytes_len(v: &serde_json::Value) -> u64 {
     v["size"].as_u64().unwrap_or_default()
 }
 
-/// `cgs plugin verify`: exits non-zero on a mismatch.
-fn verify(cli: &Cli, name: &str, proposal: Option<&str>, ws: Option<&Path>) -> Result {
-    let ws = workspace(ws)?;
-    let (_, target, _) = build::plugin_packages(&ws)?;
-    // The rebuilt component is kept (for a closer look on a mismatch).
-    let keep = target.join("cgs-verify");
-    let built = build_into(ws.clone(), vec![name.to_string()], &keep, true)?;
-    let b = built.first().ok_or(CliError::NothingBuilt)?;
-    let local = b.measurement.blake3.to_hex();
-    let local_bytes = std::fs::read(&b.path)?;
+/// `cgs plugin verify`: exits non-zero on a mismatch. `from`: rebuild from the proposal's
+/// provenance (cloned into the given directory, or a default one).
+fn verify(cli: &Cli, name: &str, proposal: Option<&str>, ws: Option<&Path>, from: Option<Option<PathBuf>>) -> Result {
     let mut proposed_args = serde_json::Value::Null;
     let service = match proposal {
         Some(p) => {
@@ -449,6 +452,23 @@ fn verify(cli: &Cli, name: &str, proposal: Option<&str>, ws: Option<&Path>) -> R
             block_on(active_hash(&c, name))??
         }
     };
+    let ws = match from {
+        Some(into) => {
+            let src = super::provenance::Source::from_proposal(&proposed_args["provenance"])?;
+            let into = into.unwrap_or_else(|| std::env::temp_dir().join(src.default_dir_name(name)));
+            let crate_dir = src.clone_into(&into)?;
+            eprintln!("cloned {}@{} into {}", src.repository, src.commit, into.display());
+            build::find_workspace(&crate_dir).ok_or(CliError::NoWorkspace { path: crate_dir, suggest_flag: false })?
+        }
+        None => workspace(ws)?,
+    };
+    let (_, target, _) = build::plugin_packages(&ws)?;
+    // The rebuilt component is kept (for a closer look on a mismatch).
+    let keep = target.join("cgs-verify");
+    let built = build_into(ws.clone(), vec![name.to_string()], &keep, true)?;
+    let b = built.first().ok_or(CliError::NothingBuilt)?;
+    let local = b.measurement.blake3.to_hex();
+    let local_bytes = std::fs::read(&b.path)?;
     let matches = local == service;
     let what = if proposal.is_some() { "proposed" } else { "active" };
     let why = if matches || proposal.is_none() {

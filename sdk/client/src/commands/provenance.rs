@@ -1,7 +1,7 @@
 //! Where a plugin's source is, as a `set_plugin` proposal records it (`args.provenance`), and
 //! what a member's rebuild differs in when it does not match.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -30,10 +30,12 @@ pub(crate) fn lock_sha256(ws: &Path) -> Option<String> {
 /// `origin`), commit and whether the tree had uncommitted changes, the crate's path in the
 /// repository, the toolchain and the lock file's hash.
 pub(crate) fn of(ws: &Path, crate_dir: &Path) -> Value {
+    // The path in the repository (its top level), else in the workspace.
+    let root = git(ws, &["rev-parse", "--show-toplevel"]).map(PathBuf::from).unwrap_or_else(|| ws.to_path_buf());
     let rel = crate_dir
         .canonicalize()
         .ok()
-        .zip(ws.canonicalize().ok())
+        .zip(root.canonicalize().ok())
         .and_then(|(c, w)| c.strip_prefix(&w).ok().map(|p| p.display().to_string()))
         .unwrap_or_default();
     json!({
@@ -44,6 +46,113 @@ pub(crate) fn of(ws: &Path, crate_dir: &Path) -> Value {
         "toolchain": toolchain(ws),
         "lock_sha256": lock_sha256(ws),
     })
+}
+
+/// Where a proposal's source is, checked enough to hand to git: `cgs plugin verify
+/// --from-provenance`.
+#[derive(Debug)]
+pub(crate) struct Source {
+    /// Repository URL or path (git remote `origin` of the proposer).
+    pub repository: String,
+    /// Full commit id.
+    pub commit: String,
+    /// The crate's path in the repository.
+    pub path: PathBuf,
+}
+
+fn refuse(why: impl Into<String>) -> crate::commands::error::CliError {
+    crate::commands::error::CliError::Provenance(why.into())
+}
+
+impl Source {
+    /// The source a proposal's `provenance` names. The proposer wrote it: nothing in it reaches
+    /// git as an option, and the path stays inside the clone.
+    pub(crate) fn from_proposal(p: &Value) -> Result<Source, crate::commands::error::CliError> {
+        if !p.is_object() {
+            return Err(refuse("the proposal records no provenance: rebuild from a checkout with --workspace"));
+        }
+        let repository = p["repository"].as_str().ok_or_else(|| {
+            refuse("the provenance names no repository (the proposer's checkout had no git remote `origin`)")
+        })?;
+        if repository.is_empty()
+            || repository.len() > 2048
+            || repository.starts_with('-')
+            || repository.chars().any(char::is_control)
+            || repository.starts_with("ext::")
+        {
+            return Err(refuse(format!("the provenance's repository {repository:?} is not a usable git URL or path")));
+        }
+        let commit = p["commit"].as_str().ok_or_else(|| refuse("the provenance names no commit"))?;
+        if !(commit.len() == 40 || commit.len() == 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(refuse(format!("the provenance's commit {commit:?} is not a full commit id")));
+        }
+        let path = PathBuf::from(p["path"].as_str().unwrap_or("."));
+        if path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+            return Err(refuse(format!("the provenance's path {} leaves the repository", path.display())));
+        }
+        if p["dirty"] == true {
+            eprintln!(
+                "warning: the proposer's tree had uncommitted changes: commit {commit} may not hold what was proposed"
+            );
+        }
+        Ok(Source { repository: repository.to_string(), commit: commit.to_lowercase(), path })
+    }
+
+    /// `cgs-verify-<name>-<commit prefix>`.
+    pub(crate) fn default_dir_name(&self, name: &str) -> String {
+        let name: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c)).collect();
+        format!("cgs-verify-{name}-{}", &self.commit[..12])
+    }
+
+    /// Clone the repository into `into` at the commit (or reuse a clean clone already there);
+    /// returns the crate's directory.
+    pub(crate) fn clone_into(&self, into: &Path) -> Result<PathBuf, crate::commands::error::CliError> {
+        let at_commit = git(into, &["rev-parse", "HEAD"]).is_some_and(|h| h == self.commit)
+            && git(into, &["status", "--porcelain", "--untracked-files=no"]).is_none();
+        if !at_commit {
+            if into.exists() && std::fs::read_dir(into)?.next().is_some() {
+                return Err(refuse(format!(
+                    "{} exists and is not a clean clone at {}: remove it or pass --clone-into DIR",
+                    into.display(),
+                    self.commit
+                )));
+            }
+            let run = |dir: Option<&Path>, args: &[&std::ffi::OsStr]| -> Result<(), crate::commands::error::CliError> {
+                let mut cmd = Command::new("git");
+                if let Some(d) = dir {
+                    cmd.current_dir(d);
+                }
+                // No `ext::` transports, whatever the user's configuration says.
+                let out = cmd
+                    .args(["-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false"])
+                    .args(args)
+                    .output()
+                    .map_err(|e| refuse(format!("cannot run git: {e}")))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(refuse(format!("git {:?}: {}", args, String::from_utf8_lossy(&out.stderr).trim())))
+                }
+            };
+            run(
+                None,
+                &[
+                    "clone".as_ref(),
+                    "--quiet".as_ref(),
+                    "--no-checkout".as_ref(),
+                    "--".as_ref(),
+                    self.repository.as_ref(),
+                    into.as_os_str(),
+                ],
+            )?;
+            run(Some(into), &["checkout".as_ref(), "--quiet".as_ref(), self.commit.as_ref()])?;
+        }
+        let dir = into.join(&self.path);
+        if !dir.join("Cargo.toml").is_file() {
+            return Err(refuse(format!("commit {} has no crate at {}", self.commit, self.path.display())));
+        }
+        Ok(dir)
+    }
 }
 
 /// Absolute machine paths a component embeds (a `build.rs` or `include!` that captured one):
@@ -119,6 +228,61 @@ mod tests {
         let bytes = b"\0\0panicked at /home/alice/notes/src/lib.rs:3\0/cargo/registry/x\0";
         assert_eq!(embedded_paths(bytes), vec!["/home/alice/notes/src/lib.rs:3".to_string()]);
         assert!(embedded_paths(b"/cgs/src/lib.rs /cargo/registry").is_empty());
+    }
+
+    #[test]
+    fn a_proposers_provenance_never_reaches_git_as_an_option() {
+        let c = "a".repeat(40);
+        let ok = json!({"repository": "https://example.com/notes.git", "commit": c, "path": "plugins/notes"});
+        assert_eq!(Source::from_proposal(&ok).unwrap().path, PathBuf::from("plugins/notes"));
+        for bad in [
+            json!({"repository": "--upload-pack=touch /tmp/x", "commit": c}),
+            json!({"repository": "ext::sh -c touch% /tmp/x", "commit": c}),
+            json!({"repository": "a\nb", "commit": c}),
+            json!({"repository": "r", "commit": "HEAD"}),
+            json!({"repository": "r", "commit": "--orphan"}),
+            json!({"repository": "r", "commit": c, "path": "../../etc"}),
+            json!({"repository": "r", "commit": c, "path": "/etc"}),
+            json!({"commit": c}),
+            json!(null),
+        ] {
+            let e = Source::from_proposal(&bad).unwrap_err().to_string();
+            assert!(e.starts_with("cannot rebuild from the proposal's provenance"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_clone_is_made_at_the_commit_and_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(repo.join("p")).unwrap();
+        let g = |args: &[&str]| {
+            let ok = Command::new("git")
+                .current_dir(&repo)
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        g(&["init", "--quiet"]);
+        std::fs::write(repo.join("p/Cargo.toml"), "[package]\nname = \"p\"\n").unwrap();
+        g(&["add", "-A"]);
+        g(&["commit", "--quiet", "-m", "one"]);
+        let first = git(&repo, &["rev-parse", "HEAD"]).unwrap();
+        std::fs::write(repo.join("p/Cargo.toml"), "[package]\nname = \"p2\"\n").unwrap();
+        g(&["commit", "--quiet", "-am", "two"]);
+        let p = json!({"repository": repo.to_str().unwrap(), "commit": first, "path": "p"});
+        let src = Source::from_proposal(&p).unwrap();
+        let into = tmp.path().join("clone");
+        let dir = src.clone_into(&into).unwrap();
+        assert!(std::fs::read_to_string(dir.join("Cargo.toml")).unwrap().contains("\"p\""), "the first commit");
+        assert_eq!(src.clone_into(&into).unwrap(), dir, "reused");
+        std::fs::write(dir.join("Cargo.toml"), "changed").unwrap();
+        assert!(src.clone_into(&into).unwrap_err().to_string().contains("not a clean clone"));
+        let none = Source::from_proposal(&json!({"repository": repo.to_str().unwrap(), "commit": first, "path": "q"}));
+        assert!(none.unwrap().clone_into(&tmp.path().join("c2")).unwrap_err().to_string().contains("no crate at q"));
     }
 
     #[test]
