@@ -22,12 +22,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "cgs-host", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info`, `cgs_host=debug,cgs::plugin=trace`.
-    #[arg(long, global = true, env = "CGS_LOG", default_value = "info")]
+    /// Log filter (tracing `EnvFilter` syntax). The default shows CGS's own lines only (a start,
+    /// governance decisions, warnings); dependencies (openraft, wasmtime, hyper) only warn.
+    /// `info` shows their chatter too; `cgs_host=debug,cgs::plugin=trace` more of CGS's.
+    #[arg(long, global = true, env = "CGS_LOG", default_value = DEFAULT_LOG)]
     log: String,
+
+    /// Log line format: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, global = true, env = "CGS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// CGS's own log targets at `info`, everything else at `warn`.
+const DEFAULT_LOG: &str = "warn,cgs_host=info,cgs=info";
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,9 +147,29 @@ struct HttpArgs {
     /// HTTP/2 streams one connection may have open at once.
     #[arg(long, default_value_t = HttpLimits::default().h2_max_concurrent_streams)]
     h2_max_streams: u32,
+    /// A file holding a bearer token (one line, at least 32 characters) that may read
+    /// `GET /metrics` — give it to the metrics scraper (Prometheus `authorization.credentials_file`).
+    /// Members may always read `/metrics`.
+    #[arg(long, env = "CGS_METRICS_TOKEN_FILE")]
+    metrics_token_file: Option<PathBuf>,
 }
 
 impl HttpArgs {
+    fn metrics_token(&self) -> Result<Option<String>, String> {
+        let Some(f) = &self.metrics_token_file else { return Ok(None) };
+        let text = std::fs::read_to_string(f).map_err(|e| format!("--metrics-token-file {}: {e}", f.display()))?;
+        let token = text.trim().to_string();
+        if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "--metrics-token-file {}: the token must be one line of at least 32 characters without spaces \
+                 (e.g. `openssl rand -hex 32 > {}`)",
+                f.display(),
+                f.display()
+            ));
+        }
+        Ok(Some(token))
+    }
+
     fn limits(&self) -> HttpLimits {
         HttpLimits {
             max_connections: self.max_connections.max(1),
@@ -215,13 +250,19 @@ impl LimitArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: --log {:?} is not a log filter ({e}); e.g. `info` or `{DEFAULT_LOG}`", cli.log);
+            return ExitCode::FAILURE;
+        }
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
+    cgs_host::panics::install_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("cgs-worker").build() {
         Ok(r) => r,
         Err(e) => {
@@ -270,6 +311,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
                     http: a.http.limits(),
+                    metrics_token: a.http.metrics_token()?,
                     gov: a.ledger.gov_config()?,
                 },
                 true,
@@ -293,6 +335,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
                     http: a.http.limits(),
+                    metrics_token: a.http.metrics_token()?,
                     gov: a.ledger.gov_config()?,
                 },
                 false,
@@ -324,6 +367,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     print_banner(&node, sandbox);
+    tracing::info!(url = %node.url(), dir = %node.dir.display(), "serving");
     let _reloader = match watch {
         Some(dir) => {
             let members = cgs_host::node::sandbox_members(&node.dir)?;
@@ -339,7 +383,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         let _ = tx.send(true);
     });
     node.serve(rx).await?;
-    eprintln!("stopped");
+    tracing::info!("stopped");
     Ok(())
 }
 

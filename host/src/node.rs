@@ -83,6 +83,8 @@ pub struct NodeConfig {
     pub gov: GovConfig,
     /// HTTPS connection limits and timeouts.
     pub http: http::HttpLimits,
+    /// A bearer token that may read `GET /metrics` (the operator's scraper); members always may.
+    pub metrics_token: Option<String>,
 }
 
 /// Why a node could not start.
@@ -165,6 +167,7 @@ pub struct Node {
     pub opened: Option<String>,
     gov_config: GovConfig,
     http_limits: http::HttpLimits,
+    metrics_token: Option<String>,
     listener: tokio::net::TcpListener,
     /// The address actually bound.
     pub local_addr: SocketAddr,
@@ -242,6 +245,12 @@ pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// A sandbox member's signed message, now, with a fresh nonce.
+fn sign_now(key: &ed25519_dalek::SigningKey, t: MessageType, proposal_id: Option<&str>, payload: &[u8]) -> Vec<u8> {
+    let nonce: [u8; 16] = rand::random();
+    cgs_core::gov::sign_nonced(key, t, now_secs(), proposal_id, Some(&nonce), payload)
+}
+
 /// The sandbox's first member proposes `actions` and every member approves until the
 /// constitution resolves it: the proposal id and its final state.
 pub async fn sandbox_vote(
@@ -251,7 +260,7 @@ pub async fn sandbox_vote(
 ) -> Result<(String, String), GovError> {
     // Serializing names and JSON values cannot fail; an empty payload would be refused anyway.
     let payload = serde_json::to_vec(&ProposalBody { actions }).unwrap_or_default();
-    let proposal = cgs_core::gov::sign(&members[0].1, MessageType::Proposal, now_secs(), None, &payload);
+    let proposal = sign_now(&members[0].1, MessageType::Proposal, None, &payload);
     let created = gov.propose(&proposal).await?;
     let id = created.body["proposal_id"].as_str().unwrap_or_default().to_string();
     let mut state = created.body["state"].as_str().unwrap_or_default().to_string();
@@ -259,10 +268,9 @@ pub async fn sandbox_vote(
         if state != "Open" {
             break;
         }
-        let ballot = cgs_core::gov::sign(
+        let ballot = sign_now(
             key,
             MessageType::Ballot,
-            now_secs(),
             Some(&id),
             serde_json::json!({"vote": Vote::Approve}).to_string().as_bytes(),
         );
@@ -379,6 +387,7 @@ impl Node {
             opened,
             gov_config: config.gov.clone(),
             http_limits: config.http,
+            metrics_token: config.metrics_token.clone(),
             listener,
             local_addr,
         })
@@ -407,10 +416,9 @@ impl Node {
         for (m, key, _) in members {
             let status = gov.list_members(Some(&m.id))?["status"].clone();
             if status != "Active" {
-                let msg = cgs_core::gov::sign(
+                let msg = sign_now(
                     key,
                     MessageType::Ack,
-                    now_secs(),
                     None,
                     serde_json::json!({"state_digest": digest}).to_string().as_bytes(),
                 );
@@ -453,6 +461,8 @@ impl Node {
                 self.ledger.public_key(),
                 self.identity.service_cert_pem.clone(),
             )),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics_token: self.metrics_token.clone(),
         });
         // Drop expired proposals: every minute, or more often for short lifetimes.
         let gov = self.gov.clone();

@@ -326,6 +326,22 @@ async fn re_encoded_signed_messages_are_refused() {
     let open = ok(&isv, "GET", "/gov/proposals?state=Open", None).await;
     assert_eq!(open["value"].as_array().unwrap().len(), 0, "{open}");
 
+    // Idempotent submissions, not replays: the same content signed twice in one second (each
+    // message with its own `cgs.msg.nonce`) makes two proposals; either message sent again is a
+    // replay.
+    let body = json!({"actions": [{"name": "set_member_data", "args": {"member_id": isv.id(), "member_data": {"name": "isv3"}}}]});
+    let (a, b) = (isv.sign(MessageType::Proposal, None, &body), isv.sign(MessageType::Proposal, None, &body));
+    let ra = isv.post_signed("/gov/proposals", a.clone()).await.unwrap().ok_json().unwrap();
+    let rb = isv.post_signed("/gov/proposals", b.clone()).await.unwrap().ok_json().unwrap();
+    assert_ne!(ra["proposal_id"], rb["proposal_id"], "two proposals");
+    for again in [a, b] {
+        let r = isv.post_signed("/gov/proposals", again).await.unwrap();
+        assert_eq!(status_code(&r), (409, "Replay".into()));
+    }
+    for p in [&ra, &rb] {
+        isv.withdraw(p["proposal_id"].as_str().unwrap()).await.unwrap().ok_json().unwrap();
+    }
+
     // A ballot re-encoded is not a second vote (nor a replay that slips through).
     let p = isv
         .propose(json!([{"name": "set_member_data", "args": {"member_id": cp.id(), "member_data": {"name": "cp"}}}]))

@@ -534,6 +534,11 @@ async fn what_runs_is_what_governance_says() {
     let r = starved.client.get("/app/snoop/gov/members").await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (503, "PluginUnavailable"), "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(starved.client.get("/gov/service").await.unwrap().status, 200);
+    // Metrics say so too (a member reads them).
+    let metrics = starved.member("isv").authed("GET", "/metrics", None).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("cgs_plugin_up{plugin=\"snoop\",version=\"\"} 0"), "{text}");
+    assert!(!text.contains("cgs_plugins_failed 0"), "{text}");
     assert!(starved.terminate().unwrap().success());
 
     // Restarted with the normal budget, everything governance made active runs again.

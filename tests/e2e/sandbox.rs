@@ -164,3 +164,45 @@ async fn the_dev_loop_installs_a_changed_plugin_by_vote() {
     assert_eq!(g["text"], "reloaded");
     assert!(sb.terminate().unwrap().success());
 }
+
+/// Quiet, structured logs: by default a sandbox logs only CGS's own lines (no openraft, wasmtime
+/// or hyper chatter); `--log-format json` makes every line a JSON object; a request's lines carry
+/// its request id, which the answer echoes in `x-request-id` (the client's own, or a new one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_quiet_structured_and_carry_the_request_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("stderr.log");
+    let mut args: Vec<std::ffi::OsString> = vec!["sandbox".into(), "--dir".into(), data.clone().into()];
+    args.extend(["--listen", "127.0.0.1:0", "--log-format", "json", "--plugins"].map(Into::into));
+    args.push(cgs_e2e::plugins_dir().into());
+    let file = std::fs::File::create(&log).unwrap();
+    let mut sb = Sandbox::spawn_logging_to(&data, &args, file.into()).await.unwrap();
+
+    let r = sb.client.request("GET", "/app/chaos/trap", None, &[("x-request-id", "trace-me-42")]).await.unwrap();
+    assert_eq!((r.status, r.header("x-request-id")), (500, Some("trace-me-42")));
+    let fresh = sb.client.get("/node/health").await.unwrap();
+    let id = fresh.header("x-request-id").unwrap();
+    assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    let odd = sb.client.request("GET", "/node/health", None, &[("x-request-id", "a b\"c")]).await.unwrap();
+    assert_ne!(odd.header("x-request-id"), Some("a b\"c"), "an unusable id is replaced");
+    assert!(sb.terminate().unwrap().success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l:?} in\n{text}")))
+        .collect();
+    for l in &lines {
+        let target = l["target"].as_str().unwrap_or_default();
+        assert!(target.starts_with("cgs"), "only CGS's own lines by default: {l}");
+    }
+    assert!(lines.len() <= 20, "a start, its decisions and warnings only: {} lines\n{text}", lines.len());
+    let trap = lines
+        .iter()
+        .find(|l| l["message"] == "plugin call failed")
+        .unwrap_or_else(|| panic!("the trap is logged: {text}"));
+    assert_eq!(trap["level"], "WARN");
+    assert_eq!(trap["span"]["request_id"], "trace-me-42", "{trap}");
+    assert!(lines.iter().any(|l| l["message"] == "proposal decided"), "the opening vote is logged: {text}");
+}

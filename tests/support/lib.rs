@@ -122,11 +122,16 @@ impl Sandbox {
 
     /// Start `cgs-host` with `args` (which must make it listen on 127.0.0.1:0 and use `data`).
     pub async fn spawn(data: &Path, args: &[std::ffi::OsString]) -> Result<Sandbox> {
+        Self::spawn_logging_to(data, args, Stdio::inherit()).await
+    }
+
+    /// [`Sandbox::spawn`] with the process's stderr (its log) sent to `stderr`.
+    pub async fn spawn_logging_to(data: &Path, args: &[std::ffi::OsString], stderr: Stdio) -> Result<Sandbox> {
         let bins = binaries();
         let mut child = Command::new(&bins.host)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .context("spawn cgs-host")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;

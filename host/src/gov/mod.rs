@@ -243,6 +243,7 @@ impl Governance {
                 Ok((body, env.member_id))
             })
             .await
+            .inspect(decided)
     }
 
     /// `POST /gov/proposals/{id}/ballots`.
@@ -260,6 +261,7 @@ impl Governance {
                 Ok((serde_json::json!({"proposal_id": proposal_id, "state": p.state}), env.member_id))
             })
             .await
+            .inspect(decided)
     }
 
     /// `POST /gov/proposals/{id}/withdraw`.
@@ -357,6 +359,14 @@ impl Governance {
                 Ok((serde_json::json!({"blake3": hash}), caller.id.clone()))
             })
             .await
+    }
+}
+
+/// One log line per governance decision (a proposal leaving `Open` by a vote or at creation).
+fn decided(w: &Written) {
+    let state = w.body["state"].as_str().unwrap_or_default();
+    if state != "Open" {
+        tracing::info!(proposal = w.body["proposal_id"].as_str().unwrap_or_default(), state, tx = %w.tx_id, "proposal decided");
     }
 }
 

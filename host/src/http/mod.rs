@@ -46,6 +46,10 @@ pub struct Service {
     pub cleanroom: Arc<crate::cleanroom::Cleanroom>,
     /// This node's evidence, for `GET /node/attestation`.
     pub evidence: Arc<crate::attest::NodeEvidence>,
+    /// Request and plugin-call counters (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The operator's scrape token for `GET /metrics`, if configured.
+    pub metrics_token: Option<String>,
 }
 
 /// An error answer.
@@ -84,6 +88,22 @@ impl ApiError {
     }
 }
 
+/// The header naming a request in the logs: the client's, if it sent a usable one (1-64 of
+/// `A-Z a-z 0-9 . _ -`), else a new random one; echoed in every answer.
+pub const REQUEST_ID: &str = "x-request-id";
+
+fn request_id(headers: &hyper::HeaderMap) -> String {
+    match headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(v)
+            if (1..=64).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) =>
+        {
+            v.to_string()
+        }
+        _ => format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -109,14 +129,77 @@ impl Service {
         let req = Request::from_parts(parts, body);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let result = self.route(req).await;
-        let resp = match result {
+        let started = std::time::Instant::now();
+        let request_id = request_id(req.headers());
+        let span = tracing::info_span!("request", request_id = %request_id);
+        let result = tracing::Instrument::instrument(self.route(req), span).await;
+        let mut resp = match result {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
         conn::discard_unread(unread, policy).await;
-        tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+        let status = resp.status().as_u16();
+        let route = crate::metrics::route_label(&path, |rest| {
+            let m = Method::parse(method.as_str())?;
+            let segments = decode_path(rest).ok()?;
+            let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+            match self.runtime.registry().find_route(m, &segs) {
+                RouteMatch::Found { route, .. } => Some(route.template.clone()),
+                _ => None,
+            }
+        });
+        self.metrics.request(method.as_str(), &route, status, started.elapsed());
+        tracing::debug!(%method, %path, status, "request");
         resp
+    }
+
+    /// `GET /metrics`: members, or the operator's scrape token.
+    fn metrics_page(&self, req: &Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let bearer = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let scraper = match (bearer, &self.metrics_token) {
+            (Some(b), Some(t)) => crate::runtime::constant_time_eq(b.as_bytes(), t.as_bytes()),
+            _ => false,
+        };
+        if !scraper {
+            let caller = self.credentialed(
+                req,
+                "GET /metrics needs a member token, or the operator's scrape token (cgs-host --metrics-token-file)",
+            )?;
+            if caller.kind != CallerKind::Member {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "metrics are for members and the operator's scraper (--metrics-token-file)",
+                ));
+            }
+        }
+        let registry = self.runtime.registry();
+        let snapshot = crate::metrics::Snapshot {
+            running: registry.plugins().map(|p| (p.info.name.clone(), p.info.version.clone())).collect(),
+            failed: self.gov.plugin_failures().into_keys().collect(),
+            open_proposals: self
+                .gov
+                .list_proposals(None, Some("Open"))
+                .ok()
+                .and_then(|v| v["value"].as_array().map(Vec::len)),
+            applied_seqno: self.ledger.last_applied().seqno,
+            applied_term: self.ledger.last_applied().term,
+            leader: self.ledger.is_leader(),
+            sessions: None,
+        };
+        drop(registry);
+        let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render(&snapshot))));
+        resp.headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+        Ok(resp)
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -141,6 +224,10 @@ impl Service {
                 Some(("entry", id)) => self.entry(&req, id),
                 Some(_) => Err(not_found(&req)),
             };
+        }
+        if path == "/metrics" {
+            get_only(&req)?;
+            return self.metrics_page(&req);
         }
         if path == "/.well-known/openid-configuration" || path == "/oidc/keys" {
             get_only(&req)?;
@@ -359,6 +446,17 @@ impl Service {
         let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
         let preq = PluginRequest { plugin, route, params, path: rest, query, headers, body, caller };
         let result = self.runtime.handle(&preq).await;
+        self.metrics.plugin_call(
+            &preq.plugin.info.name,
+            match &result {
+                Ok(_) => "ok",
+                Err(crate::runtime::DispatchError::Plugin { .. }) => "refused",
+                Err(crate::runtime::DispatchError::Fault { kind, .. }) => kind.code(),
+                Err(crate::runtime::DispatchError::Busy(_)) => "busy",
+                Err(crate::runtime::DispatchError::Conflict(_)) => "conflict",
+                Err(_) => "store",
+            },
+        );
         match result {
             Ok(r) => {
                 let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -96,7 +96,7 @@ impl Runtime {
                 // tokio with `block_on`, which panics on an async worker. Such a call is
                 // re-executed off the worker (nothing was committed), and the plugin's calls
                 // stay there.
-                let executed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(req))) {
+                let executed = match crate::panics::catch_expected(|| self.execute(req)) {
                     Ok(executed) => executed,
                     Err(_) => {
                         tracing::debug!(plugin = %req.plugin.info.name, "a call needed blocking WASI I/O: calls run off the async worker from now on");

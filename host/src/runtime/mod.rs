@@ -17,6 +17,7 @@
 
 mod bindings;
 mod cache;
+pub(crate) use cache::constant_time_eq;
 mod caller;
 mod cleanroom;
 mod clock;

@@ -31,11 +31,16 @@ async fn start(plugins: &[&str]) -> Running {
 
 /// An in-process sandbox node serving `plugins` with governance settings `gov`.
 pub(crate) async fn start_with(plugins: &[&str], gov: cgs_host::gov::GovConfig) -> Running {
-    start_limited(plugins, gov, HttpLimits::default()).await
+    start_limited(plugins, gov, HttpLimits::default(), None).await
 }
 
 /// An in-process sandbox node with HTTPS limits `http`.
-async fn start_limited(plugins: &[&str], gov: cgs_host::gov::GovConfig, http: HttpLimits) -> Running {
+async fn start_limited(
+    plugins: &[&str],
+    gov: cgs_host::gov::GovConfig,
+    http: HttpLimits,
+    metrics_token: Option<String>,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let pdir = dir.path().join("plugins");
     std::fs::create_dir_all(&pdir).unwrap();
@@ -50,6 +55,7 @@ async fn start_limited(plugins: &[&str], gov: cgs_host::gov::GovConfig, http: Ht
         ledger: cgs_host::ledger::LedgerConfig::default(),
         gov,
         http,
+        metrics_token,
     };
     let node = Node::open(config).await.unwrap();
     let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
@@ -215,7 +221,7 @@ async fn body_timeout_early_answers_and_connection_cap() {
     use http_body_util::BodyExt;
     let limits =
         HttpLimits { max_connections: 6, body_timeout: std::time::Duration::from_millis(800), ..HttpLimits::default() };
-    let n = start_limited(&["constitution", "contracts"], cgs_host::gov::GovConfig::default(), limits).await;
+    let n = start_limited(&["constitution", "contracts"], cgs_host::gov::GovConfig::default(), limits, None).await;
     let token = format!("Bearer {}", n.member.token().await.unwrap());
     for h2 in [false, true] {
         let mut c = Raw::connect(&n, h2).await;
@@ -259,4 +265,99 @@ async fn body_timeout_early_answers_and_connection_cap() {
     };
     assert_eq!(refused, (503, "ServiceBusy".to_string()));
     assert!(held.len() >= 5, "{} served", held.len());
+}
+
+/// Parse a `/metrics` body with a Prometheus text-format parser (`openmetrics-parser`, which
+/// passes the OpenMetrics test suite): `(name, labels, value)`, a histogram as its count.
+fn scrape(body: &[u8]) -> Vec<(String, std::collections::BTreeMap<String, String>, f64)> {
+    use openmetrics_parser::PrometheusValue;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let parsed = openmetrics_parser::prometheus::parse_prometheus(&text)
+        .unwrap_or_else(|e| panic!("not the text format: {e:?}\n{text}"));
+    let mut out = Vec::new();
+    for (name, family) in parsed.families {
+        for s in family.iter_samples() {
+            let value = match &s.value {
+                PrometheusValue::Unknown(n) | PrometheusValue::Gauge(n) => n.as_f64(),
+                PrometheusValue::Counter(c) => c.value.as_f64(),
+                PrometheusValue::Histogram(h) => h.count.unwrap_or_default() as f64,
+                PrometheusValue::Summary(_) => f64::NAN,
+            };
+            let labels = s.get_labelset().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            out.push((name.clone(), labels, value));
+        }
+    }
+    out
+}
+
+fn sample(
+    all: &[(String, std::collections::BTreeMap<String, String>, f64)],
+    name: &str,
+    want: &[(&str, &str)],
+) -> Option<f64> {
+    all.iter()
+        .find(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .map(|(_, _, v)| *v)
+}
+
+/// `GET /metrics`: refused to anonymous callers and wrong tokens; a member or the operator's
+/// scrape token reads it; it parses as the Prometheus text format, counts requests per route
+/// template (never a path or id) and plugin calls, and moves when requests are made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_for_members_and_the_scraper_and_move() {
+    let token = "s3cr3t-scrape-token-0123456789abcdef".to_string();
+    let n = start_limited(
+        &["constitution", "contracts", "greetings"],
+        cgs_host::gov::GovConfig::default(),
+        HttpLimits::default(),
+        Some(token.clone()),
+    )
+    .await;
+
+    let anon = n.client.get("/metrics").await.unwrap();
+    assert_eq!((anon.status, code(&anon).as_str()), (401, "Unauthenticated"));
+    assert!(String::from_utf8_lossy(&anon.body).contains("--metrics-token-file"));
+    let wrong = n.client.request("GET", "/metrics", None, &[("authorization", "Bearer not-the-token")]).await.unwrap();
+    assert_eq!(wrong.status, 401, "{}", String::from_utf8_lossy(&wrong.body));
+    let post = n.member.authed("POST", "/metrics", Some(b"{}".to_vec())).await.unwrap();
+    assert_eq!(post.status, 405);
+
+    let bearer = format!("Bearer {token}");
+    let scraped = || async {
+        let r = n.client.request("GET", "/metrics", None, &[("authorization", bearer.as_str())]).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+        scrape(&r.body)
+    };
+    let before = scraped().await;
+    let health = [("route", "/node/health"), ("status", "200"), ("method", "GET")];
+    let h0 = sample(&before, "cgs_http_requests_total", &health).unwrap_or(0.0);
+    for _ in 0..3 {
+        assert_eq!(n.client.get("/node/health").await.unwrap().status, 200);
+    }
+    let put = n.client.put_json("/app/greetings/secret-name-42", &serde_json::json!({"text": "hi"})).await.unwrap();
+    assert_eq!(put.status, 201);
+    let after = scraped().await;
+    assert_eq!(sample(&after, "cgs_http_requests_total", &health), Some(h0 + 3.0));
+    let app = [("route", "/app/greetings/{name}"), ("method", "PUT"), ("status", "201")];
+    assert_eq!(sample(&after, "cgs_http_requests_total", &app), Some(1.0), "{after:?}");
+    assert_eq!(sample(&after, "cgs_plugin_calls_total", &[("plugin", "greetings"), ("outcome", "ok")]), Some(1.0));
+    assert_eq!(sample(&after, "cgs_plugin_up", &[("plugin", "greetings")]), Some(1.0));
+    assert_eq!(sample(&after, "cgs_plugins_failed", &[]), Some(0.0));
+    assert!(
+        sample(&after, "cgs_ledger_applied_seqno", &[]).unwrap()
+            > sample(&before, "cgs_ledger_applied_seqno", &[]).unwrap()
+    );
+    assert_eq!(sample(&after, "cgs_raft_leader", &[]), Some(1.0));
+    assert!(sample(&after, "cgs_http_request_duration_seconds", &[("route", "/node/health")]).is_some());
+    // Labels are templates: the path's id never shows.
+    let text = String::from_utf8(
+        n.client.request("GET", "/metrics", None, &[("authorization", bearer.as_str())]).await.unwrap().body.to_vec(),
+    )
+    .unwrap();
+    assert!(!text.contains("secret-name-42"), "{text}");
+
+    // A member reads it too.
+    let by_member = n.member.authed("GET", "/metrics", None).await.unwrap();
+    assert_eq!(by_member.status, 200);
 }

@@ -255,14 +255,23 @@ impl Member {
         cgs_core::gov::member_id(&self.key.verifying_key())
     }
 
-    /// Sign a governance message now.
+    /// Sign a governance message now, with a fresh random `cgs.msg.nonce`: the same content
+    /// signed twice gives two distinct messages (two proposals), never a replay of one another.
     pub fn sign(
         &self,
         msg_type: cgs_core::gov::MessageType,
         proposal_id: Option<&str>,
         payload: &serde_json::Value,
     ) -> Vec<u8> {
-        cgs_core::gov::sign(&self.key, msg_type, now_secs(), proposal_id, payload.to_string().as_bytes())
+        let nonce: [u8; 16] = rand::random();
+        cgs_core::gov::sign_nonced(
+            &self.key,
+            msg_type,
+            now_secs(),
+            proposal_id,
+            Some(&nonce),
+            payload.to_string().as_bytes(),
+        )
     }
 
     /// POST a signed message.
@@ -278,9 +287,7 @@ impl Member {
         {
             return Ok(tok.clone());
         }
-        // Signatures are deterministic: a nonce keeps two logins in the same second distinct.
-        let nonce: u64 = rand::random();
-        let msg = self.sign(cgs_core::gov::MessageType::Login, None, &serde_json::json!({"nonce": nonce}));
+        let msg = self.sign(cgs_core::gov::MessageType::Login, None, &serde_json::json!({}));
         let r = self.post_signed("/gov/login", msg).await?.ok_json()?;
         let tok = r["token"]
             .as_str()

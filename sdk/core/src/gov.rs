@@ -20,6 +20,11 @@ pub const MSG_TYPE: &str = "cgs.msg.type";
 pub const MSG_CREATED_AT: &str = "cgs.msg.created_at";
 /// Protected header label of the proposal id.
 pub const MSG_PROPOSAL_ID: &str = "cgs.msg.proposal_id";
+/// Protected header label of the client's nonce (random bytes): two messages with the same
+/// content, signed in the same second, are distinct (and their ids unguessable).
+pub const MSG_NONCE: &str = "cgs.msg.nonce";
+/// Nonce length bounds (bytes).
+pub const NONCE_LEN: std::ops::RangeInclusive<usize> = 16..=64;
 /// Media type of signed governance messages.
 pub const CONTENT_TYPE: &str = "application/cose";
 
@@ -136,6 +141,20 @@ pub fn sign(
     proposal_id: Option<&str>,
     payload: &[u8],
 ) -> Vec<u8> {
+    sign_nonced(key, msg_type, created_at, proposal_id, None, payload)
+}
+
+/// [`sign`] with a `cgs.msg.nonce` (16-64 random bytes) in the protected header: the way clients
+/// sign, so that two messages with the same content in the same second are both accepted while
+/// the same signed bytes sent again are still a replay.
+pub fn sign_nonced(
+    key: &SigningKey,
+    msg_type: MessageType,
+    created_at: i64,
+    proposal_id: Option<&str>,
+    nonce: Option<&[u8]>,
+    payload: &[u8],
+) -> Vec<u8> {
     use ciborium::Value;
     let kid = member_id(&key.verifying_key());
     let mut header = vec![
@@ -146,6 +165,9 @@ pub fn sign(
     ];
     if let Some(p) = proposal_id {
         header.push((Value::Text(MSG_PROPOSAL_ID.into()), Value::Text(p.into())));
+    }
+    if let Some(n) = nonce {
+        header.push((Value::Text(MSG_NONCE.into()), Value::Bytes(n.to_vec())));
     }
     // A map of integers, text and bytes always encodes.
     let protected = canonical(&Value::Map(header)).unwrap_or_default();
@@ -295,6 +317,8 @@ pub struct Envelope {
     pub created_at: i64,
     /// Proposal id, for ballots and withdrawals.
     pub proposal_id: Option<String>,
+    /// The client's nonce (`cgs.msg.nonce`), if it set one.
+    pub nonce: Option<Vec<u8>>,
     /// The attached payload.
     pub payload: Vec<u8>,
     /// The bytes the signature covers (the COSE `Sig_structure`).
@@ -336,7 +360,7 @@ impl Envelope {
         };
         let mut alg = None;
         let mut kid = None;
-        let (mut msg_type, mut created_at, mut proposal_id) = (None, None, None);
+        let (mut msg_type, mut created_at, mut proposal_id, mut nonce) = (None, None, None, None);
         for (label, value) in header {
             match (label, value) {
                 (Value::Integer(l), v) if i128::from(l) == 1 => alg = Some(v),
@@ -345,10 +369,14 @@ impl Envelope {
                 (Value::Text(l), Value::Integer(i)) if l == MSG_CREATED_AT => created_at = i64::try_from(i).ok(),
                 (Value::Text(l), Value::Text(t)) if l == MSG_PROPOSAL_ID => proposal_id = Some(t),
                 (Value::Text(l), _) if l == MSG_PROPOSAL_ID => return Err(bad("cgs.msg.proposal_id is not text")),
+                (Value::Text(l), Value::Bytes(n)) if l == MSG_NONCE && NONCE_LEN.contains(&n.len()) => nonce = Some(n),
+                (Value::Text(l), _) if l == MSG_NONCE => {
+                    return Err(bad("cgs.msg.nonce must be a byte string of 16 to 64 bytes"));
+                }
                 (l, _) => {
                     return Err(EnvelopeError::Malformed(format!(
-                        "unexpected protected header {l:?}: only alg, kid, cgs.msg.type, cgs.msg.created_at and \
-                         cgs.msg.proposal_id are allowed"
+                        "unexpected protected header {l:?}: only alg, kid, cgs.msg.type, cgs.msg.created_at, \
+                         cgs.msg.proposal_id and cgs.msg.nonce are allowed"
                     )));
                 }
             }
@@ -363,7 +391,7 @@ impl Envelope {
         let msg_type = msg_type.ok_or_else(|| bad("cgs.msg.type is missing or unknown"))?;
         let created_at = created_at.ok_or_else(|| bad("cgs.msg.created_at is missing or not an integer"))?;
         let signed = sig_structure(&protected, &payload);
-        Ok(Self { member_id, msg_type, created_at, proposal_id, payload, signed, signature })
+        Ok(Self { member_id, msg_type, created_at, proposal_id, nonce, payload, signed, signature })
     }
 
     /// The message's identity: SHA-256 of what was signed (the `Sig_structure`), hex. It does not
@@ -437,6 +465,23 @@ pub struct AckBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nonce_makes_the_same_content_a_new_message() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let a = sign_nonced(&key, MessageType::Proposal, 5, None, Some(&[1; 16]), b"{}");
+        let b = sign_nonced(&key, MessageType::Proposal, 5, None, Some(&[2; 16]), b"{}");
+        let (ea, eb) = (Envelope::parse(&a).unwrap(), Envelope::parse(&b).unwrap());
+        assert_ne!(ea.digest(), eb.digest());
+        assert_eq!(ea.nonce.as_deref(), Some(&[1u8; 16][..]));
+        ea.verify(&key.verifying_key()).unwrap();
+        let plain = Envelope::parse(&sign(&key, MessageType::Proposal, 5, None, b"{}")).unwrap();
+        assert_eq!((plain.digest() == ea.digest(), plain.nonce), (false, None));
+        for bad in [&[0u8; 15][..], &[0u8; 65][..]] {
+            let m = sign_nonced(&key, MessageType::Proposal, 5, None, Some(bad), b"{}");
+            assert!(Envelope::parse(&m).unwrap_err().to_string().contains("cgs.msg.nonce"), "{} bytes", bad.len());
+        }
+    }
 
     #[test]
     fn outer_structure_is_checked_without_decoding_it() {

@@ -1,0 +1,231 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4).
+//!
+//! Counted as requests pass: requests per method, route *template* and status, with a latency
+//! histogram per method and route; plugin calls per plugin and outcome. Read when scraped: the
+//! plugins governance made active (running or failed to load), open proposals, the ledger's
+//! applied position, raft term and role. Labels are route templates, plugin names and codes —
+//! never a path, id or caller — so nothing private shows and the number of series is bounded by
+//! what governance installed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Latency bucket bounds, in seconds.
+const BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    /// Per bucket (not cumulative).
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
+/// A node's counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    plugin_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    started: Option<Instant>,
+}
+
+/// What is read at scrape time (from the node's state).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Plugins that run: name, version.
+    pub running: Vec<(String, String)>,
+    /// Plugins governance made active that did not load: names.
+    pub failed: Vec<String>,
+    /// Open proposals (None: could not be read).
+    pub open_proposals: Option<usize>,
+    /// Last applied seqno.
+    pub applied_seqno: u64,
+    /// Raft term of the last applied entry.
+    pub applied_term: u64,
+    /// This node leads.
+    pub leader: bool,
+    /// Sessions currently valid (None: not counted).
+    pub sessions: Option<usize>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A label value, escaped per the text format.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Empty counters; uptime counts from now.
+    pub fn new() -> Self {
+        Self { started: Some(Instant::now()), ..Self::default() }
+    }
+
+    /// One request answered.
+    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        *lock(&self.requests).entry((method.to_string(), route.to_string(), status)).or_default() += 1;
+        lock(&self.latency).entry((method.to_string(), route.to_string())).or_default().observe(took.as_secs_f64());
+    }
+
+    /// One plugin call ended with `outcome` (`ok`, `refused`, a fault code, `busy`, `conflict`,
+    /// `store`).
+    pub fn plugin_call(&self, plugin: &str, outcome: &'static str) {
+        *lock(&self.plugin_calls).entry((plugin.to_string(), outcome)).or_default() += 1;
+    }
+
+    /// The text exposition of the counters and `s`.
+    pub fn render(&self, s: &Snapshot) -> String {
+        let mut o = String::new();
+        let _ = self.render_into(&mut o, s);
+        o
+    }
+
+    fn render_into(&self, o: &mut String, s: &Snapshot) -> std::fmt::Result {
+        writeln!(o, "# HELP cgs_build_info The running CGS version.\n# TYPE cgs_build_info gauge")?;
+        writeln!(o, "cgs_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))?;
+        writeln!(o, "# HELP cgs_uptime_seconds Seconds since the node started.\n# TYPE cgs_uptime_seconds gauge")?;
+        writeln!(o, "cgs_uptime_seconds {:.3}", self.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default())?;
+
+        writeln!(o, "# HELP cgs_http_requests_total Requests answered, by method, route template and status.")?;
+        writeln!(o, "# TYPE cgs_http_requests_total counter")?;
+        for ((m, r, st), n) in lock(&self.requests).iter() {
+            writeln!(o, "cgs_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{st}\"}} {n}", esc(m), esc(r))?;
+        }
+        writeln!(o, "# HELP cgs_http_request_duration_seconds Time to answer, by method and route template.")?;
+        writeln!(o, "# TYPE cgs_http_request_duration_seconds histogram")?;
+        for ((m, r), h) in lock(&self.latency).iter() {
+            let labels = format!("method=\"{}\",route=\"{}\"", esc(m), esc(r));
+            let mut cumulative = 0;
+            for (b, c) in BUCKETS.iter().zip(h.counts) {
+                cumulative += c;
+                writeln!(o, "cgs_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}")?;
+            }
+            writeln!(o, "cgs_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count)?;
+            writeln!(o, "cgs_http_request_duration_seconds_sum{{{labels}}} {}", h.sum)?;
+            writeln!(o, "cgs_http_request_duration_seconds_count{{{labels}}} {}", h.count)?;
+        }
+
+        writeln!(
+            o,
+            "# HELP cgs_plugin_calls_total Plugin calls by plugin and outcome (ok, refused, a fault code, busy, conflict, store)."
+        )?;
+        writeln!(o, "# TYPE cgs_plugin_calls_total counter")?;
+        for ((p, outcome), n) in lock(&self.plugin_calls).iter() {
+            writeln!(o, "cgs_plugin_calls_total{{plugin=\"{}\",outcome=\"{outcome}\"}} {n}", esc(p))?;
+        }
+        writeln!(
+            o,
+            "# HELP cgs_plugin_up Plugins governance made active: 1 runs, 0 failed to load (see /gov/plugins)."
+        )?;
+        writeln!(o, "# TYPE cgs_plugin_up gauge")?;
+        for (name, version) in &s.running {
+            writeln!(o, "cgs_plugin_up{{plugin=\"{}\",version=\"{}\"}} 1", esc(name), esc(version))?;
+        }
+        for name in &s.failed {
+            writeln!(o, "cgs_plugin_up{{plugin=\"{}\",version=\"\"}} 0", esc(name))?;
+        }
+        writeln!(o, "# HELP cgs_plugins_failed Plugins governance made active that this node could not load.")?;
+        writeln!(o, "# TYPE cgs_plugins_failed gauge\ncgs_plugins_failed {}", s.failed.len())?;
+        if let Some(n) = s.open_proposals {
+            writeln!(o, "# HELP cgs_proposals_open Proposals open for votes.\n# TYPE cgs_proposals_open gauge")?;
+            writeln!(o, "cgs_proposals_open {n}")?;
+        }
+        if let Some(n) = s.sessions {
+            writeln!(
+                o,
+                "# HELP cgs_cleanroom_sessions Clean-room sessions held.\n# TYPE cgs_cleanroom_sessions gauge"
+            )?;
+            writeln!(o, "cgs_cleanroom_sessions {n}")?;
+        }
+        writeln!(
+            o,
+            "# HELP cgs_ledger_applied_seqno The last applied ledger entry.\n# TYPE cgs_ledger_applied_seqno gauge"
+        )?;
+        writeln!(o, "cgs_ledger_applied_seqno {}", s.applied_seqno)?;
+        writeln!(o, "# HELP cgs_raft_term The raft term of the last applied entry.\n# TYPE cgs_raft_term gauge")?;
+        writeln!(o, "cgs_raft_term {}", s.applied_term)?;
+        writeln!(o, "# HELP cgs_raft_leader 1 while this node leads.\n# TYPE cgs_raft_leader gauge")?;
+        writeln!(o, "cgs_raft_leader {}", u8::from(s.leader))?;
+        Ok(())
+    }
+}
+
+/// The route template a request path falls under, for labels: bounded by the routes that exist
+/// (an unknown path is `unmatched`). `app` finds a template under `/app`.
+pub fn route_label(path: &str, app: impl FnOnce(&str) -> Option<String>) -> String {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["node", s @ ("health" | "checkpoint" | "consistency" | "identity" | "attestation")] => format!("/node/{s}"),
+        ["node", s @ ("tx" | "receipt" | "entry"), _] => format!("/node/{s}/{{id}}"),
+        ["metrics"] => "/metrics".into(),
+        [".well-known", "openid-configuration"] => "/.well-known/openid-configuration".into(),
+        ["oidc", "keys"] => "/oidc/keys".into(),
+        ["cleanroom", "nonce"] => "/cleanroom/nonce".into(),
+        ["gov", s @ ("service" | "constitution" | "plugins" | "members" | "login" | "proposals" | "blobs")] => {
+            format!("/gov/{s}")
+        }
+        ["gov", "plugins", "check"] => "/gov/plugins/check".into(),
+        ["gov", s @ ("members" | "proposals"), _] => format!("/gov/{s}/{{id}}"),
+        ["gov", "members", _, s @ ("state-digest" | "ack")] => format!("/gov/members/{{id}}/{s}"),
+        ["gov", "proposals", _, s @ ("ballots" | "withdraw")] => format!("/gov/proposals/{{id}}/{s}"),
+        ["app", ..] => match path.strip_prefix("/app").and_then(app) {
+            Some(template) => format!("/app{template}"),
+            None => "unmatched".into(),
+        },
+        _ => "unmatched".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_templates_never_ids() {
+        let none = |_: &str| None;
+        assert_eq!(route_label("/node/tx/2.17", none), "/node/tx/{id}");
+        assert_eq!(route_label("/gov/proposals/abc/ballots", none), "/gov/proposals/{id}/ballots");
+        assert_eq!(route_label("/gov/members/m1", none), "/gov/members/{id}");
+        assert_eq!(route_label("/gov/secret-thing", none), "unmatched");
+        assert_eq!(route_label("/node/tx/1/2", none), "unmatched");
+        assert_eq!(
+            route_label("/app/notes/n1", |r| (r == "/notes/n1").then(|| "/notes/{id}".into())),
+            "/app/notes/{id}"
+        );
+        assert_eq!(route_label("/app/private/contract-42", none), "unmatched");
+    }
+
+    #[test]
+    fn the_exposition_is_cumulative_and_escaped() {
+        let m = Metrics::new();
+        m.request("GET", "/node/health", 200, Duration::from_micros(300));
+        m.request("GET", "/node/health", 200, Duration::from_millis(30));
+        m.plugin_call("no\"tes", "ok");
+        let text = m.render(&Snapshot { failed: vec!["broken".into()], ..Snapshot::default() });
+        assert!(
+            text.contains("cgs_http_requests_total{method=\"GET\",route=\"/node/health\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("le=\"0.0005\"} 1"), "{text}");
+        assert!(text.contains("le=\"0.05\"} 2"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+        assert!(text.contains("cgs_plugin_calls_total{plugin=\"no\\\"tes\",outcome=\"ok\"} 1"), "{text}");
+        assert!(text.contains("cgs_plugin_up{plugin=\"broken\",version=\"\"} 0"), "{text}");
+        assert!(text.contains("cgs_plugins_failed 1"), "{text}");
+    }
+}
