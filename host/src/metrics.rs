@@ -180,6 +180,7 @@ pub fn route_label(path: &str, app: impl FnOnce(&str) -> Option<String>) -> Stri
             format!("/gov/{s}")
         }
         ["gov", "plugins", "check"] => "/gov/plugins/check".into(),
+        ["gov", "proposals", "simulate"] => "/gov/proposals/simulate".into(),
         ["gov", s @ ("members" | "proposals"), _] => format!("/gov/{s}/{{id}}"),
         ["gov", "members", _, s @ ("state-digest" | "ack")] => format!("/gov/members/{{id}}/{s}"),
         ["gov", "proposals", _, s @ ("ballots" | "withdraw")] => format!("/gov/proposals/{{id}}/{s}"),

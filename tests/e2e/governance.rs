@@ -415,6 +415,14 @@ async fn a_failing_apply_changes_nothing() {
     let shown = isv.authed("GET", &format!("/gov/proposals/{p}"), None).await.unwrap().ok_json().unwrap();
     assert_eq!(shown["state"], "Failed");
     assert!(shown["failure"].as_str().unwrap().contains("ApplyFailed"), "{shown}");
+    // The failure record names the failing action and its owner's message (microsoft/CCF#2447).
+    assert_eq!(
+        (&shown["failed_action"]["index"], &shown["failed_action"]["name"]),
+        (&json!(2), &json!("chaos.fail_on_apply")),
+        "{shown}"
+    );
+    assert_eq!(shown["failed_action"]["code"], "ApplyFailed", "{shown}");
+    assert!(!shown["failed_action"]["message"].as_str().unwrap().is_empty(), "{shown}");
     // Read back: no new member, flag unchanged.
     let r = isv.authed("GET", &format!("/gov/members/{newcomer_id}"), None).await.unwrap();
     assert_eq!((r.status, code(&r).as_str()), (404, "MemberNotFound"));

@@ -7,7 +7,10 @@ use cgs_core::Blake3Hash;
 use cgs_core::gov::{ActionBody, Vote};
 use cgs_core::plugin::World;
 
-use super::{Changes, ErrorKind, Governance, Next, ProposalRecord, Resolution, dispatch, err, member_caller, tables};
+use super::{
+    Changes, ErrorKind, FailedAction, Governance, Next, ProposalRecord, Resolution, dispatch, err, member_caller,
+    tables,
+};
 use crate::error::ServiceError;
 use crate::runtime::{Caller, GovAction, GovCall, GovMember, GovOutcome, GovReply, Plugin};
 use crate::store::{Store as _, Transaction};
@@ -192,7 +195,7 @@ impl Governance {
         }))
     }
 
-    fn gov_action(a: &ActionBody) -> GovAction {
+    pub(super) fn gov_action(a: &ActionBody) -> GovAction {
         GovAction { name: a.name.clone(), args: a.args.to_string() }
     }
 
@@ -205,46 +208,68 @@ impl Governance {
         caller: &Caller,
         proposal_id: &str,
     ) -> Result<(), ServiceError> {
+        self.run_actions_at(g, actions, apply, caller, proposal_id).map_err(|(i, mut e)| {
+            e.message = format!("action {i} `{}`: {}", actions[i].name, e.message);
+            e
+        })
+    }
+
+    /// [`Self::run_actions`], naming the failing action by its index.
+    fn run_actions_at(
+        &self,
+        g: &mut StateTx,
+        actions: &[ActionBody],
+        apply: bool,
+        caller: &Caller,
+        proposal_id: &str,
+    ) -> Result<(), (usize, ServiceError)> {
         let all: Vec<GovAction> = actions.iter().map(Self::gov_action).collect();
-        for a in actions {
-            if a.name.starts_with("oidc.") {
-                crate::cleanroom::oidc::action(g, a, apply, caller)?;
-                continue;
-            }
-            let plugin = self.owner(g, a)?;
-            let ga = Self::gov_action(a);
-            let call = if apply { GovCall::Apply(&ga) } else { GovCall::Validate(&ga) };
-            let tx = std::mem::replace(
-                &mut g.tx,
-                Transaction::new(self.core.ledger.snapshot().map_err(ServiceError::unavailable)?),
-            );
-            let (reply, tx) =
-                self.core.runtime.gov_call(&plugin, call, tx, caller, Some(proposal_id.to_string()), &all, g.now_ms);
-            g.tx = tx;
-            match reply {
-                Ok(GovReply::Done) => {}
-                Ok(GovReply::Refused { status, code, message }) => {
-                    return Err(ServiceError {
-                        kind: ErrorKind::Plugin(status),
-                        code,
-                        message: format!("{}: {message}", a.name),
-                    });
-                }
-                Ok(GovReply::Resolution { .. }) => return Err(ServiceError::unavailable("unexpected resolution")),
-                Err(e) => return Err(dispatch(e)),
-            }
+        for (i, a) in actions.iter().enumerate() {
+            self.run_one(g, a, &all, apply, caller, proposal_id).map_err(|e| (i, e))?;
         }
         Ok(())
     }
 
-    /// Ask the constitution; on acceptance apply every action in this transaction, and record
-    /// the new state (`Accepted`, `Rejected`, or `Failed` with nothing of the actions written).
-    pub(super) fn resolve_and_apply(
+    /// Validate (or apply) one action `a` of the proposal whose actions are `all`, in `g`; the
+    /// fuel its owner used.
+    pub(super) fn run_one(
         &self,
         g: &mut StateTx,
-        p: &mut ProposalRecord,
+        a: &ActionBody,
+        all: &[GovAction],
+        apply: bool,
         caller: &Caller,
-    ) -> Result<(), ServiceError> {
+        proposal_id: &str,
+    ) -> Result<u64, ServiceError> {
+        if a.name.starts_with("oidc.") {
+            crate::cleanroom::oidc::action(g, a, apply, caller)?;
+            return Ok(0);
+        }
+        let plugin = self.owner(g, a)?;
+        let ga = Self::gov_action(a);
+        let call = if apply { GovCall::Apply(&ga) } else { GovCall::Validate(&ga) };
+        let snapshot = self.core.ledger.snapshot().map_err(ServiceError::unavailable)?;
+        let tx = std::mem::replace(&mut g.tx, Transaction::new(snapshot));
+        let (reply, tx, fuel) =
+            self.core.runtime.gov_call(&plugin, call, tx, caller, Some(proposal_id.to_string()), all, g.now_ms);
+        g.tx = tx;
+        match reply {
+            Ok(GovReply::Done) => Ok(fuel),
+            Ok(GovReply::Refused { status, code, message }) => {
+                Err(ServiceError { kind: ErrorKind::Plugin(status), code, message })
+            }
+            Ok(GovReply::Resolution { .. }) => Err(ServiceError::unavailable("unexpected resolution")),
+            Err(e) => Err(dispatch(e)),
+        }
+    }
+
+    /// The constitution's verdict on `p` as it stands (its ballots), and the fuel it used.
+    pub(super) fn resolve(
+        &self,
+        g: &mut StateTx,
+        p: &ProposalRecord,
+        caller: &Caller,
+    ) -> Result<(Resolution, u64), ServiceError> {
         let constitution = self
             .core
             .runtime
@@ -271,7 +296,7 @@ impl Governance {
             ballots: &ballots,
             members: &members,
         };
-        let (reply, tx) = self.core.runtime.gov_call(
+        let (reply, tx, fuel) = self.core.runtime.gov_call(
             &constitution,
             call,
             tx,
@@ -287,15 +312,33 @@ impl Governance {
             GovReply::Resolution { outcome: GovOutcome::Accepted, reason } => Resolution::Accepted(reason),
             other => return Err(ServiceError::unavailable(format!("the constitution answered {other:?} to resolve"))),
         };
+        Ok((resolution, fuel))
+    }
+
+    /// Ask the constitution; on acceptance apply every action in this transaction, and record
+    /// the new state (`Accepted`, `Rejected`, or `Failed` with nothing of the actions written).
+    pub(super) fn resolve_and_apply(
+        &self,
+        g: &mut StateTx,
+        p: &mut ProposalRecord,
+        caller: &Caller,
+    ) -> Result<(), ServiceError> {
+        let (resolution, _) = self.resolve(g, p, caller)?;
         if let Next::Apply { reason } = p.resolve(resolution, g.now_ms) {
             let before = g.tx.clone();
             // Actions apply on behalf of their proposer, whoever cast the deciding ballot.
             let proposer = member_caller(&p.proposer_id);
-            let outcome = self.run_actions(g, &p.actions.clone(), true, &proposer, &p.proposal_id.clone());
+            let outcome = self.run_actions_at(g, &p.actions.clone(), true, &proposer, &p.proposal_id.clone());
             if outcome.is_err() {
                 g.tx = before; // all or nothing
             }
-            let changes = p.applied(outcome.map_err(|e| format!("{}: {}", e.code, e.message)), reason, g.now_ms);
+            let outcome = outcome.map_err(|(index, e)| FailedAction {
+                index,
+                name: p.actions[index].name.clone(),
+                code: e.code,
+                message: e.message,
+            });
+            let changes = p.applied(outcome, reason, g.now_ms);
             self.drop_superseded(g, p, &changes)?;
         }
         Ok(())

@@ -63,6 +63,19 @@ pub struct HistoryItem {
     pub reason: Option<String>,
 }
 
+/// The action of an accepted proposal that failed to apply (nothing of the proposal applied).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedAction {
+    /// Its position in the proposal (0-based).
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// The error code its owner (a plugin or the host) gave.
+    pub code: String,
+    /// The error message.
+    pub message: String,
+}
+
 /// A proposal (`gov.proposals`). The signed envelopes of the proposal and of every ballot are in
 /// the ledger entries that recorded them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,9 +95,12 @@ pub struct ProposalRecord {
     /// The ballots that decided it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_votes: Option<BTreeMap<String, Vote>>,
-    /// Why applying failed.
+    /// Why applying failed (`CODE: message`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Which action failed to apply, and the error its owner gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_action: Option<FailedAction>,
     /// Every state it went through.
     pub history: Vec<HistoryItem>,
 }
@@ -101,6 +117,7 @@ impl ProposalRecord {
             ballots: BTreeMap::new(),
             final_votes: None,
             failure: None,
+            failed_action: None,
             history: vec![HistoryItem { state: ProposalState::Open, at_ms: now_ms, reason: None }],
         }
     }
@@ -228,7 +245,7 @@ impl ProposalRecord {
 
     /// The outcome of applying the actions of an accepted proposal: `Accepted` (and what it
     /// changed that other proposals may depend on) or `Failed` with nothing applied.
-    pub fn applied(&mut self, outcome: Result<(), String>, reason: String, now_ms: u64) -> Changes {
+    pub fn applied(&mut self, outcome: Result<(), FailedAction>, reason: String, now_ms: u64) -> Changes {
         self.final_votes = Some(self.ballots.clone());
         match outcome {
             Ok(()) => {
@@ -245,9 +262,11 @@ impl ProposalRecord {
                 }
                 changes
             }
-            Err(why) => {
+            Err(failed) => {
+                let why = format!("{}: action {} `{}`: {}", failed.code, failed.index, failed.name, failed.message);
                 self.transition(ProposalState::Failed, now_ms, Some(format!("apply failed: {why}")));
                 self.failure = Some(why);
+                self.failed_action = Some(failed);
                 Changes::default()
             }
         }
@@ -347,9 +366,12 @@ mod tests {
         let mut q = proposal(vec![action("set_constitution", serde_json::json!({}))]);
         q.cast("alice", Vote::Approve, 200, TTL).unwrap();
         let Next::Apply { reason } = q.resolve(Resolution::Accepted("ok".into()), 200) else { panic!() };
-        assert!(q.applied(Err("InvalidPlugin: no".into()), reason, 200).is_empty());
+        let failed =
+            FailedAction { index: 0, name: "set_plugin".into(), code: "InvalidPlugin".into(), message: "no".into() };
+        assert!(q.applied(Err(failed.clone()), reason, 200).is_empty());
+        assert_eq!(q.failed_action.as_ref(), Some(&failed));
         assert_eq!(q.state, ProposalState::Failed);
-        assert_eq!(q.failure.as_deref(), Some("InvalidPlugin: no"));
+        assert_eq!(q.failure.as_deref(), Some("InvalidPlugin: action 0 `set_plugin`: no"));
         assert!(q.history.last().unwrap().reason.as_deref().unwrap().starts_with("apply failed"));
     }
 

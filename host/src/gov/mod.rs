@@ -17,6 +17,7 @@ mod envelope;
 mod lifecycle;
 mod plugin_rules;
 mod reads;
+mod simulate;
 mod views;
 
 use std::collections::BTreeMap;
@@ -34,7 +35,9 @@ use crate::runtime::{Caller, CallerKind, DispatchError};
 pub use crate::schema::{MemberRecord, tables};
 pub use crate::txn::Written;
 use crate::txn::{Cause, Core, StateTx};
-pub use lifecycle::{Changes, HistoryItem, LifecycleError, Next, ProposalRecord, ProposalState, Resolution};
+pub use lifecycle::{
+    Changes, FailedAction, HistoryItem, LifecycleError, Next, ProposalRecord, ProposalState, Resolution,
+};
 
 /// Governance settings.
 #[derive(Debug, Clone)]

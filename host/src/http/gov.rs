@@ -53,6 +53,7 @@ impl Service {
         let m = req.method().clone();
         let query = req.uri().query().map(str::to_string);
         match (m, segs.as_slice()) {
+            (m, ["proposals", "simulate"]) if m != Method::POST => Err(method_not_allowed(&["POST"])),
             (Method::GET, ["service"]) => Ok(json_ok(&self.gov.service()?)),
             (Method::GET, ["constitution"]) => Ok(json_ok(&self.gov.constitution()?)),
             (Method::GET, ["plugins"]) => Ok(self.plugins()),
@@ -101,6 +102,12 @@ impl Service {
                 let id = id.to_string();
                 let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
                 Ok(written(self.gov.withdraw(&id, &body).await?))
+            }
+            (Method::POST, ["proposals", "simulate"]) => {
+                let caller = self.member_only(&req)?;
+                let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
+                let gov = self.gov.clone();
+                Ok(json_ok(&crate::executor::off_executor(move || gov.simulate(&caller, &body))?))
             }
             (Method::POST, ["plugins", "check"]) => {
                 self.member_only(&req)?;

@@ -90,7 +90,7 @@ pub enum GovReply {
 
 impl Runtime {
     /// Run a governance operation on `plugin` inside the transaction `tx` (shared by every
-    /// action of a proposal), returning the reply and the transaction. `Apply` may write; only
+    /// action of a proposal), returning the reply, the transaction and the fuel used. `Apply` may write; only
     /// the constitution may write governance tables.
     #[allow(clippy::too_many_arguments)]
     pub fn gov_call(
@@ -102,7 +102,7 @@ impl Runtime {
         proposal_id: Option<String>,
         proposal_actions: &[GovAction],
         tx_time_ms: u64,
-    ) -> (Result<GovReply, DispatchError>, Transaction) {
+    ) -> (Result<GovReply, DispatchError>, Transaction, u64) {
         let writable = matches!(call, GovCall::Apply(_));
         let gov_writable = writable && plugin.info.world == World::Constitution;
         let to_wit = |a: &GovAction| wit::Action { name: a.name.clone(), args: a.args.clone() };
@@ -166,9 +166,10 @@ impl Runtime {
                 return (
                     Err(DispatchError::Plugin { status: 500, code: "NotTheConstitution".into(), message: msg }),
                     setup.tx,
+                    0,
                 );
             }
         };
-        (result, state.tx)
+        (result, state.tx, state.fuel_used)
     }
 }

@@ -54,6 +54,7 @@ impl Runtime {
             table: ResourceTable::new(),
             stderr,
             store_failure: None,
+            fuel_used: 0,
         };
         let mut store = WasmStore::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -62,7 +63,9 @@ impl Runtime {
             Ok(()) => f(&mut store),
             Err(e) => Err(e),
         };
-        let state = store.into_data();
+        let used = store.get_fuel().map_or(self.config.fuel, |left| self.config.fuel.saturating_sub(left));
+        let mut state = store.into_data();
+        state.fuel_used = used;
         let output = state.stderr.contents();
         if !output.is_empty() {
             tracing::warn!(target: "cgs::plugin", plugin = %state.plugin, output = %String::from_utf8_lossy(&output).trim_end(), "plugin wrote to stdout/stderr");

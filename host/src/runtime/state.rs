@@ -70,6 +70,8 @@ pub(crate) struct HostState {
     pub stderr: MemoryOutputPipe,
     /// A store failure seen by a `kv` call; it aborts the request even if the guest ignores it.
     pub store_failure: Option<String>,
+    /// Fuel the call used (set when it ends).
+    pub fuel_used: u64,
 }
 
 impl WasiView for HostState {

@@ -361,3 +361,76 @@ async fn metrics_are_for_members_and_the_scraper_and_move() {
     let by_member = n.member.authed("GET", "/metrics", None).await.unwrap();
     assert_eq!(by_member.status, 200);
 }
+
+/// `POST /gov/proposals/simulate`: the trace of a proposal — each action's validation, the
+/// constitution's verdict and the approvals it would need, each action's apply — with nothing
+/// written (the ledger does not move, no proposal appears); refusals and apply failures are in
+/// the trace; only members may ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_proposal_writes_nothing() {
+    let n = start(&["constitution", "contracts", "chaos"]).await;
+    let isv = &n.member;
+    let simulate = |body: serde_json::Value| async move {
+        isv.authed("POST", "/gov/proposals/simulate", Some(body.to_string().into_bytes())).await.unwrap()
+    };
+    let anon = n.client.post_json("/gov/proposals/simulate", &serde_json::json!({"actions": []})).await.unwrap();
+    assert_eq!((anon.status, code(&anon).as_str()), (401, "Unauthenticated"));
+    let get = isv.authed("GET", "/gov/proposals/simulate", None).await.unwrap();
+    assert_eq!(get.status, 405);
+
+    let last_tx = |h: serde_json::Value| h["last_tx"].clone();
+    let before = last_tx(n.client.get("/node/health").await.unwrap().ok_json().unwrap());
+    let proposals = isv.authed("GET", "/gov/proposals", None).await.unwrap().ok_json().unwrap();
+
+    let rename = serde_json::json!({"actions": [{"name": "set_member_data",
+        "args": {"member_id": isv.id(), "member_data": {"name": "renamed"}}}]});
+    let t = simulate(rename.clone()).await.ok_json().unwrap();
+    assert_eq!((&t["valid"], &t["written"]), (&serde_json::json!(true), &serde_json::json!(false)), "{t}");
+    assert_eq!(t["validation"][0]["ok"], true, "{t}");
+    assert_eq!(t["resolution"]["outcome"], "Open", "{t}");
+    let needed = t["with_more_approvals"]["approvals_needed"].as_array().unwrap();
+    assert!(!needed.is_empty() && needed.len() <= 3, "{t}");
+    assert_eq!(t["with_more_approvals"]["resolution"]["outcome"], "Accepted", "{t}");
+    assert_eq!(t["apply"][0]["ok"], true, "{t}");
+    assert!(t["fuel_used"].as_u64().unwrap() > 0, "{t}");
+
+    // Everyone rejecting: the verdict says so, and nothing more is needed or applied.
+    let mut rejected = rename.clone();
+    let ids: Vec<String> = ["isv", "data-provider", "code-provider"].iter().map(|m| n.member(m).id()).collect();
+    rejected["ballots"] = ids.iter().map(|id| (id.clone(), serde_json::json!("reject"))).collect();
+    let t = simulate(rejected).await.ok_json().unwrap();
+    assert_eq!(t["resolution"]["outcome"], "Rejected", "{t}");
+    assert!(t.get("apply").is_none(), "{t}");
+
+    // A refused action is in the trace; an apply failure too.
+    let t = simulate(serde_json::json!({"actions": [{"name": "no_such_action", "args": {}}]})).await.ok_json().unwrap();
+    assert_eq!((&t["valid"], &t["validation"][0]["ok"]), (&serde_json::json!(false), &serde_json::json!(false)), "{t}");
+    assert!(!t["validation"][0]["code"].as_str().unwrap().is_empty(), "{t}");
+    let t = simulate(serde_json::json!({"actions": [
+        {"name": "chaos.set_flag", "args": {"value": "x"}}, {"name": "chaos.fail_on_apply", "args": {}}]}))
+    .await
+    .ok_json()
+    .unwrap();
+    assert_eq!(
+        (&t["apply"][0]["ok"], &t["apply"][1]["ok"]),
+        (&serde_json::json!(true), &serde_json::json!(false)),
+        "{t}"
+    );
+    assert_eq!(t["apply"][1]["code"], "ApplyFailed", "{t}");
+    let bad = simulate(serde_json::json!({"actions": [], "extra": 1})).await;
+    assert_eq!((bad.status, code(&bad).as_str()), (400, "InvalidProposal"));
+
+    // Nothing was written: the ledger did not move, no proposal appeared, the flag is unset.
+    // (Only checkpoint signatures may have been appended meanwhile.)
+    let after = last_tx(n.client.get("/node/health").await.unwrap().ok_json().unwrap());
+    let seqno = |t: &serde_json::Value| t.as_str().unwrap().split_once('.').unwrap().1.parse::<u64>().unwrap();
+    for s in seqno(&before) + 1..=seqno(&after) {
+        let e = isv.authed("GET", &format!("/node/entry/1.{s}"), None).await.unwrap().ok_json().unwrap();
+        assert_eq!(e["kind"], "signature", "seqno {s} was written during the simulation: {e}");
+    }
+    assert_eq!(isv.authed("GET", "/gov/proposals", None).await.unwrap().ok_json().unwrap(), proposals);
+    let m = isv.authed("GET", &format!("/gov/members/{}", isv.id()), None).await.unwrap().ok_json().unwrap();
+    assert_ne!(m["member_data"]["name"], "renamed", "{m}");
+    let flag = n.client.get("/app/chaos/flag").await.unwrap();
+    assert!(!String::from_utf8_lossy(&flag.body).contains("\"x\""), "{}", String::from_utf8_lossy(&flag.body));
+}

@@ -25,6 +25,27 @@ pub(crate) enum ProposalCommand {
         #[arg(long, conflicts_with = "actions")]
         file: Option<PathBuf>,
     },
+    /// Dry-run a proposal against the current state, writing nothing: each action's
+    /// validation, the constitution's verdict (with `--approve MEMBER` ballots assumed) and the
+    /// approvals it would still need, and whether its actions would apply. Exits non-zero if it
+    /// would not pass.
+    Simulate {
+        /// Action name (`set_member`, `contracts.set_contract`, …).
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        /// JSON arguments of the preceding `--action` (default `{}`).
+        #[arg(long = "args")]
+        args: Vec<String>,
+        /// A file with the proposal body.
+        #[arg(long, conflicts_with = "actions")]
+        file: Option<PathBuf>,
+        /// Assume this member approves (repeatable).
+        #[arg(long = "approve", value_name = "MEMBER_ID")]
+        approve: Vec<String>,
+        /// Assume this member rejects (repeatable).
+        #[arg(long = "reject", value_name = "MEMBER_ID")]
+        reject: Vec<String>,
+    },
     /// List proposals.
     List {
         /// Only this state (Open, Accepted, Rejected, Withdrawn, Failed, Dropped).
@@ -61,6 +82,28 @@ pub(crate) fn run(cli: &Cli, command: &ProposalCommand) -> Result {
             };
             let v = propose(&m, body["actions"].clone())?;
             show_proposal(cli, &v);
+        }
+        ProposalCommand::Simulate { actions, args, file, approve, reject } => {
+            let mut body = match file {
+                Some(f) => serde_json::from_str(&read_to_string(f)?)
+                    .map_err(|source| CliError::NotJson { what: f.display().to_string(), source })?,
+                None => actions_body(actions, args)?,
+            };
+            let mut ballots = serde_json::Map::new();
+            for (ids, vote) in [(approve, "approve"), (reject, "reject")] {
+                for id in ids {
+                    ballots.insert(id.clone(), vote.into());
+                }
+            }
+            body["ballots"] = ballots.into();
+            let v = authed(&m, "POST", "/gov/proposals/simulate", Some(&body))?;
+            show(cli, &v, simulation_text);
+            let passes = v["valid"] == true
+                && v["with_more_approvals"]["resolution"]["outcome"] == "Accepted"
+                && v["apply"].as_array().is_some_and(|a| a.iter().all(|x| x["ok"] == true));
+            if !passes {
+                return Err(CliError::usage("the proposal would not pass as it stands (see above)"));
+            }
         }
         ProposalCommand::List { state } => {
             let path = match state {
@@ -174,4 +217,46 @@ mod tests {
              set_plugin audit 0.2.0 ff… REPLACES CORE, remove_plugin old]"
         );
     }
+}
+
+/// `cgs proposal simulate` for people: a line per step.
+fn simulation_text(v: &Value) -> String {
+    let mut out = Vec::new();
+    let step = |what: &str, x: &Value| {
+        if x["ok"] == true {
+            format!("{what} {} `{}`: ok (fuel {})", x["index"], x["name"].as_str().unwrap_or("?"), x["fuel"])
+        } else {
+            format!(
+                "{what} {} `{}`: REFUSED {}: {}",
+                x["index"],
+                x["name"].as_str().unwrap_or("?"),
+                x["code"].as_str().unwrap_or("?"),
+                x["message"].as_str().unwrap_or("")
+            )
+        }
+    };
+    for x in v["validation"].as_array().into_iter().flatten() {
+        out.push(step("validate", x));
+    }
+    if let Some(r) = v["resolution"].as_object() {
+        out.push(format!(
+            "constitution now: {} {}",
+            r.get("outcome").and_then(Value::as_str).unwrap_or("?"),
+            r.get("reason").and_then(Value::as_str).unwrap_or("")
+        ));
+        let more = &v["with_more_approvals"];
+        let needed: Vec<&str> =
+            more["approvals_needed"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        out.push(format!(
+            "with {} more approval(s) ({}): {}",
+            needed.len(),
+            needed.join(", "),
+            more["resolution"]["outcome"].as_str().unwrap_or("?")
+        ));
+    }
+    for x in v["apply"].as_array().into_iter().flatten() {
+        out.push(step("apply", x));
+    }
+    out.push(format!("fuel used: {}; nothing was written", v["fuel_used"]));
+    out.join("\n")
 }
