@@ -187,38 +187,6 @@ fn proposal_line(p: &Value) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_pair_with_their_args() {
-        let b = actions_body(&["a".into(), "b".into()], &[r#"{"x":1}"#.into()]).unwrap();
-        assert_eq!(b, serde_json::json!({"actions": [{"name": "a", "args": {"x": 1}}, {"name": "b", "args": {}}]}));
-        let e = actions_body(&[], &[]).unwrap_err().to_string();
-        assert_eq!(e, "give at least one --action NAME [--args JSON], or --file");
-        let e = actions_body(&["a".into()], &["{".into()]).unwrap_err().to_string();
-        assert!(e.starts_with("--args of `a` is not JSON: EOF"), "{e}");
-    }
-
-    #[test]
-    fn proposal_lines() {
-        let p = serde_json::json!({"proposal_id": "p1", "state": "Open", "proposer_id": "0123456789abcdef",
-            "ballots": {"m1": "approve"}, "actions": [{"name": "set_member"}, {"name": "set_plugin"}]});
-        assert_eq!(proposal_line(&p), "p1  Open      by 0123456789ab…  ballots 1  [set_member, set_plugin ? ? ?…]");
-        let p = serde_json::json!({"proposal_id": "p2", "state": "Open", "proposer_id": "ab", "actions": [
-            {"name": "set_plugin", "args": {"name": "notes", "version": "0.1.1", "blake3": "0123456789abcdef0123",
-             "rollback": "0.2.0 loses events"}},
-            {"name": "set_plugin", "args": {"name": "audit", "version": "0.2.0", "blake3": "ff", "replace_core": true}},
-            {"name": "remove_plugin", "args": {"name": "old"}}]});
-        assert_eq!(
-            proposal_line(&p),
-            "p2  Open      by ab…  ballots 0  [set_plugin notes 0.1.1 0123456789ab… ROLLBACK: 0.2.0 loses events, \
-             set_plugin audit 0.2.0 ff… REPLACES CORE, remove_plugin old]"
-        );
-    }
-}
-
 /// `cgs proposal simulate` for people: a line per step.
 fn simulation_text(v: &Value) -> String {
     let mut out = Vec::new();
@@ -259,4 +227,36 @@ fn simulation_text(v: &Value) -> String {
     }
     out.push(format!("fuel used: {}; nothing was written", v["fuel_used"]));
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_pair_with_their_args() {
+        let b = actions_body(&["a".into(), "b".into()], &[r#"{"x":1}"#.into()]).unwrap();
+        assert_eq!(b, serde_json::json!({"actions": [{"name": "a", "args": {"x": 1}}, {"name": "b", "args": {}}]}));
+        let e = actions_body(&[], &[]).unwrap_err().to_string();
+        assert_eq!(e, "give at least one --action NAME [--args JSON], or --file");
+        let e = actions_body(&["a".into()], &["{".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("--args of `a` is not JSON: EOF"), "{e}");
+    }
+
+    #[test]
+    fn proposal_lines() {
+        let p = serde_json::json!({"proposal_id": "p1", "state": "Open", "proposer_id": "0123456789abcdef",
+            "ballots": {"m1": "approve"}, "actions": [{"name": "set_member"}, {"name": "set_plugin"}]});
+        assert_eq!(proposal_line(&p), "p1  Open      by 0123456789ab…  ballots 1  [set_member, set_plugin ? ? ?…]");
+        let p = serde_json::json!({"proposal_id": "p2", "state": "Open", "proposer_id": "ab", "actions": [
+            {"name": "set_plugin", "args": {"name": "notes", "version": "0.1.1", "blake3": "0123456789abcdef0123",
+             "rollback": "0.2.0 loses events"}},
+            {"name": "set_plugin", "args": {"name": "audit", "version": "0.2.0", "blake3": "ff", "replace_core": true}},
+            {"name": "remove_plugin", "args": {"name": "old"}}]});
+        assert_eq!(
+            proposal_line(&p),
+            "p2  Open      by ab…  ballots 0  [set_plugin notes 0.1.1 0123456789ab… ROLLBACK: 0.2.0 loses events, \
+             set_plugin audit 0.2.0 ff… REPLACES CORE, remove_plugin old]"
+        );
+    }
 }
