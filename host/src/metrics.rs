@@ -168,28 +168,13 @@ impl Metrics {
 /// The route template a request path falls under, for labels: bounded by the routes that exist
 /// (an unknown path is `unmatched`). `app` finds a template under `/app`.
 pub fn route_label(path: &str, app: impl FnOnce(&str) -> Option<String>) -> String {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segs.as_slice() {
-        ["node", s @ ("health" | "checkpoint" | "consistency" | "identity" | "attestation")] => format!("/node/{s}"),
-        ["node", s @ ("tx" | "receipt" | "entry"), _] => format!("/node/{s}/{{id}}"),
-        ["metrics"] => "/metrics".into(),
-        [".well-known", "openid-configuration"] => "/.well-known/openid-configuration".into(),
-        ["oidc", "keys"] => "/oidc/keys".into(),
-        ["cleanroom", "nonce"] => "/cleanroom/nonce".into(),
-        ["gov", s @ ("service" | "constitution" | "plugins" | "members" | "login" | "proposals" | "blobs")] => {
-            format!("/gov/{s}")
-        }
-        ["gov", "plugins", "check"] => "/gov/plugins/check".into(),
-        ["gov", "proposals", "simulate"] => "/gov/proposals/simulate".into(),
-        ["gov", s @ ("members" | "proposals"), _] => format!("/gov/{s}/{{id}}"),
-        ["gov", "members", _, s @ ("state-digest" | "ack")] => format!("/gov/members/{{id}}/{s}"),
-        ["gov", "proposals", _, s @ ("ballots" | "withdraw")] => format!("/gov/proposals/{{id}}/{s}"),
-        ["app", ..] => match path.strip_prefix("/app").and_then(app) {
+    if path == "/app" || path.starts_with("/app/") {
+        return match path.strip_prefix("/app").and_then(app) {
             Some(template) => format!("/app{template}"),
             None => "unmatched".into(),
-        },
-        _ => "unmatched".into(),
+        };
     }
+    crate::http::openapi::template_of(path).unwrap_or("unmatched").to_string()
 }
 
 #[cfg(test)]
@@ -199,9 +184,10 @@ mod tests {
     #[test]
     fn labels_are_templates_never_ids() {
         let none = |_: &str| None;
-        assert_eq!(route_label("/node/tx/2.17", none), "/node/tx/{id}");
-        assert_eq!(route_label("/gov/proposals/abc/ballots", none), "/gov/proposals/{id}/ballots");
-        assert_eq!(route_label("/gov/members/m1", none), "/gov/members/{id}");
+        assert_eq!(route_label("/node/tx/2.17", none), "/node/tx/{tx_id}");
+        assert_eq!(route_label("/gov/proposals/abc/ballots", none), "/gov/proposals/{proposal_id}/ballots");
+        assert_eq!(route_label("/gov/members/m1", none), "/gov/members/{member_id}");
+        assert_eq!(route_label("/gov/proposals/simulate", none), "/gov/proposals/simulate");
         assert_eq!(route_label("/gov/secret-thing", none), "unmatched");
         assert_eq!(route_label("/node/tx/1/2", none), "unmatched");
         assert_eq!(

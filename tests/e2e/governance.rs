@@ -96,6 +96,14 @@ async fn a_consortium_opens_the_service_and_admits_a_member() {
         let (ok, out, err) = sb.cli(Some(&k.with_extension("key")), &["member", "ack"]);
         assert!(ok && out.contains("Active"), "{out}{err}");
     }
+    // Before proposing: a dry run says it needs all three approvals and would apply, and writes
+    // nothing (the service stays Opening).
+    let (ok, out, err) = sb
+        .cli(Some(&keys[0].with_extension("key")), &["proposal", "simulate", "--action", "transition_service_to_open"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("with 3 more approval(s)") && out.contains("Accepted"), "{out}");
+    assert!(out.contains("apply 0 `transition_service_to_open`: ok") && out.contains("nothing was written"), "{out}");
+    assert_eq!(c.get("/gov/service").await.unwrap().ok_json().unwrap()["status"], "Opening");
     let (ok, out, err) = sb.cli(
         Some(&keys[0].with_extension("key")),
         &["--json", "proposal", "create", "--action", "transition_service_to_open"],

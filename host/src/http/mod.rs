@@ -7,6 +7,7 @@
 mod conn;
 mod gov;
 mod node;
+pub mod openapi;
 mod request;
 
 use std::sync::Arc;
@@ -208,6 +209,17 @@ impl Service {
         let get_only = |req: &Request<Incoming>| {
             if req.method() == hyper::Method::GET { Ok(()) } else { Err(method_not_allowed(&["GET"])) }
         };
+        // Outside `/app`, only what the route table describes is served (see `openapi`).
+        if !(path == "/app" || path.starts_with("/app/")) {
+            match openapi::lookup(req.method().as_str(), &path) {
+                openapi::Lookup::Found(_) => {}
+                openapi::Lookup::MethodNotAllowed(allowed) => return Err(method_not_allowed(&allowed)),
+                openapi::Lookup::NotFound => return Err(not_found(&req)),
+            }
+        }
+        if path == "/openapi.json" {
+            return Ok(self.openapi());
+        }
         if let Some(rest) = path.strip_prefix("/node/") {
             get_only(&req)?;
             return match rest.split_once('/') {
@@ -261,6 +273,17 @@ impl Service {
             return self.app(req, rest.to_string()).await;
         }
         Err(not_found(&req))
+    }
+
+    /// `GET /openapi.json`: the host's route table and every installed plugin's routes.
+    pub(crate) fn openapi(&self) -> Response<Full<Bytes>> {
+        let registry = self.runtime.registry();
+        let routes: Vec<(String, serde_json::Value)> = registry
+            .plugins()
+            .flat_map(|p| p.routes.iter().map(|r| (p.info.name.clone(), r.describe())))
+            .chain(crate::runtime::host_routes().iter().map(|r| ("host".to_string(), r.describe())))
+            .collect();
+        json_ok(&openapi::document(&routes))
     }
 
     /// The active plugins with their measurements, routes and actions.

@@ -73,6 +73,12 @@ enum Command {
     /// Call any route (plugin routes under `/app` above all) as a member, with a bearer token or
     /// anonymously; print the JSON answer.
     Call(call::CallArgs),
+    /// Print a shell completion script: `cgs completions bash > /etc/bash_completion.d/cgs`
+    /// (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +107,11 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Event(c) => event::run(cli, c),
         Command::Call(args) => call::run(cli, args),
         Command::Verify(c) => verify::run(cli, c),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "cgs", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
@@ -108,4 +119,22 @@ fn run(cli: &Cli) -> Result<(), CliError> {
 /// refused request alike. (clap exits 2 on a command line it cannot parse, 0 for `--help`.)
 fn exit_code(_: &CliError) -> ExitCode {
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent_and_completes() {
+        Cli::command().debug_assert();
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "cgs", &mut out);
+        let script = String::from_utf8(out).unwrap();
+        for verb in ["proposal", "simulate", "plugin", "verify", "completions"] {
+            assert!(script.contains(verb), "{verb}");
+        }
+    }
 }
