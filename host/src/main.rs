@@ -155,8 +155,15 @@ struct HttpArgs {
 }
 
 impl HttpArgs {
-    fn metrics_token(&self) -> Result<Option<String>, String> {
+    fn metrics_token(&self) -> Result<Option<cgs_host::metrics::Secret>, String> {
         let Some(f) = &self.metrics_token_file else { return Ok(None) };
+        #[cfg(unix)]
+        if let Ok(m) = std::fs::metadata(f) {
+            use std::os::unix::fs::PermissionsExt;
+            if m.permissions().mode() & 0o077 != 0 {
+                eprintln!("warning: --metrics-token-file {} is readable by other users (chmod 600 it)", f.display());
+            }
+        }
         let text = std::fs::read_to_string(f).map_err(|e| format!("--metrics-token-file {}: {e}", f.display()))?;
         let token = text.trim().to_string();
         if token.len() < 32 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -167,7 +174,7 @@ impl HttpArgs {
                 f.display()
             ));
         }
-        Ok(Some(token))
+        Ok(Some(cgs_host::metrics::Secret::new(token)))
     }
 
     fn limits(&self) -> HttpLimits {

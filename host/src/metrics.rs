@@ -12,6 +12,28 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A secret string (the scrape token) that never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap `s`.
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// Latency bucket bounds, in seconds.
 const BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -42,6 +64,16 @@ pub struct Metrics {
     started: Option<Instant>,
 }
 
+/// Who scrapes: a member sees every series; the operator's scraper (`--metrics-token-file`) sees
+/// the node's health but not the tenants' activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// A member.
+    Member,
+    /// The operator's scraper.
+    Operator,
+}
+
 /// What is read at scrape time (from the node's state).
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -59,6 +91,8 @@ pub struct Snapshot {
     pub leader: bool,
     /// Sessions currently valid (None: not counted).
     pub sessions: Option<usize>,
+    /// JWKS fetches that succeeded and that failed.
+    pub jwks: (u64, u64),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,8 +110,13 @@ impl Metrics {
         Self { started: Some(Instant::now()), ..Self::default() }
     }
 
-    /// One request answered.
+    /// One request answered. A method outside the standard ones counts as `other`: no caller
+    /// can add series.
     pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
+            _ => "other",
+        };
         *lock(&self.requests).entry((method.to_string(), route.to_string(), status)).or_default() += 1;
         lock(&self.latency).entry((method.to_string(), route.to_string())).or_default().observe(took.as_secs_f64());
     }
@@ -88,14 +127,40 @@ impl Metrics {
         *lock(&self.plugin_calls).entry((plugin.to_string(), outcome)).or_default() += 1;
     }
 
-    /// The text exposition of the counters and `s`.
-    pub fn render(&self, s: &Snapshot) -> String {
+    /// The text exposition of the counters and `s`, as `view` may see it.
+    pub fn render(&self, s: &Snapshot, view: View) -> String {
         let mut o = String::new();
-        let _ = self.render_into(&mut o, s);
+        let _ = self.render_into(&mut o, s, view);
         o
     }
 
-    fn render_into(&self, o: &mut String, s: &Snapshot) -> std::fmt::Result {
+    fn render_into(&self, o: &mut String, s: &Snapshot, view: View) -> std::fmt::Result {
+        // The operator's scraper sees the node, not the tenants' activity: routes under `/app`
+        // and `/gov` collapse to their prefix, plugin calls to their outcome, no proposal count.
+        let full = view == View::Member;
+        let route = |r: &str| -> String {
+            match r.split('/').nth(1) {
+                Some(p @ ("app" | "gov")) if !full => format!("/{p}/*"),
+                _ => r.to_string(),
+            }
+        };
+        let mut requests = BTreeMap::<(String, String, u16), u64>::new();
+        for ((m, r, st), n) in lock(&self.requests).iter() {
+            *requests.entry((m.clone(), route(r), *st)).or_default() += n;
+        }
+        let mut latency = BTreeMap::<(String, String), Histogram>::new();
+        for ((m, r), h) in lock(&self.latency).iter() {
+            let e = latency.entry((m.clone(), route(r))).or_default();
+            for (a, b) in e.counts.iter_mut().zip(h.counts) {
+                *a += b;
+            }
+            e.count += h.count;
+            e.sum += h.sum;
+        }
+        let mut calls = BTreeMap::<(String, &'static str), u64>::new();
+        for ((p, outcome), n) in lock(&self.plugin_calls).iter() {
+            *calls.entry((if full { p.clone() } else { "*".into() }, outcome)).or_default() += n;
+        }
         writeln!(o, "# HELP cgs_build_info The running CGS version.\n# TYPE cgs_build_info gauge")?;
         writeln!(o, "cgs_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))?;
         writeln!(o, "# HELP cgs_uptime_seconds Seconds since the node started.\n# TYPE cgs_uptime_seconds gauge")?;
@@ -103,12 +168,12 @@ impl Metrics {
 
         writeln!(o, "# HELP cgs_http_requests_total Requests answered, by method, route template and status.")?;
         writeln!(o, "# TYPE cgs_http_requests_total counter")?;
-        for ((m, r, st), n) in lock(&self.requests).iter() {
+        for ((m, r, st), n) in &requests {
             writeln!(o, "cgs_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{st}\"}} {n}", esc(m), esc(r))?;
         }
         writeln!(o, "# HELP cgs_http_request_duration_seconds Time to answer, by method and route template.")?;
         writeln!(o, "# TYPE cgs_http_request_duration_seconds histogram")?;
-        for ((m, r), h) in lock(&self.latency).iter() {
+        for ((m, r), h) in &latency {
             let labels = format!("method=\"{}\",route=\"{}\"", esc(m), esc(r));
             let mut cumulative = 0;
             for (b, c) in BUCKETS.iter().zip(h.counts) {
@@ -125,7 +190,7 @@ impl Metrics {
             "# HELP cgs_plugin_calls_total Plugin calls by plugin and outcome (ok, refused, a fault code, busy, conflict, store)."
         )?;
         writeln!(o, "# TYPE cgs_plugin_calls_total counter")?;
-        for ((p, outcome), n) in lock(&self.plugin_calls).iter() {
+        for ((p, outcome), n) in &calls {
             writeln!(o, "cgs_plugin_calls_total{{plugin=\"{}\",outcome=\"{outcome}\"}} {n}", esc(p))?;
         }
         writeln!(
@@ -141,7 +206,7 @@ impl Metrics {
         }
         writeln!(o, "# HELP cgs_plugins_failed Plugins governance made active that this node could not load.")?;
         writeln!(o, "# TYPE cgs_plugins_failed gauge\ncgs_plugins_failed {}", s.failed.len())?;
-        if let Some(n) = s.open_proposals {
+        if let Some(n) = s.open_proposals.filter(|_| full) {
             writeln!(o, "# HELP cgs_proposals_open Proposals open for votes.\n# TYPE cgs_proposals_open gauge")?;
             writeln!(o, "cgs_proposals_open {n}")?;
         }
@@ -157,6 +222,10 @@ impl Metrics {
             "# HELP cgs_ledger_applied_seqno The last applied ledger entry.\n# TYPE cgs_ledger_applied_seqno gauge"
         )?;
         writeln!(o, "cgs_ledger_applied_seqno {}", s.applied_seqno)?;
+        writeln!(o, "# HELP cgs_jwks_fetches_total JWKS fetches of user-token issuers, by result.")?;
+        writeln!(o, "# TYPE cgs_jwks_fetches_total counter")?;
+        writeln!(o, "cgs_jwks_fetches_total{{result=\"ok\"}} {}", s.jwks.0)?;
+        writeln!(o, "cgs_jwks_fetches_total{{result=\"failed\"}} {}", s.jwks.1)?;
         writeln!(o, "# HELP cgs_raft_term The raft term of the last applied entry.\n# TYPE cgs_raft_term gauge")?;
         writeln!(o, "cgs_raft_term {}", s.applied_term)?;
         writeln!(o, "# HELP cgs_raft_leader 1 while this node leads.\n# TYPE cgs_raft_leader gauge")?;
@@ -203,7 +272,26 @@ mod tests {
         m.request("GET", "/node/health", 200, Duration::from_micros(300));
         m.request("GET", "/node/health", 200, Duration::from_millis(30));
         m.plugin_call("no\"tes", "ok");
-        let text = m.render(&Snapshot { failed: vec!["broken".into()], ..Snapshot::default() });
+        m.request("BREW", "/app/notes/{id}", 200, Duration::from_millis(1));
+        m.request("GET", "/app/notes/{id}", 200, Duration::from_millis(1));
+        let text = m.render(
+            &Snapshot { failed: vec!["broken".into()], open_proposals: Some(2), ..Snapshot::default() },
+            View::Member,
+        );
+        assert!(text.contains("method=\"other\",route=\"/app/notes/{id}\""), "{text}");
+        assert!(text.contains("cgs_proposals_open 2"), "{text}");
+        let operator = m.render(&Snapshot { open_proposals: Some(2), ..Snapshot::default() }, View::Operator);
+        assert!(
+            !operator.contains("/app/notes")
+                && !operator.contains("no\\\"tes")
+                && !operator.contains("cgs_proposals_open"),
+            "{operator}"
+        );
+        assert!(
+            operator.contains("cgs_http_requests_total{method=\"GET\",route=\"/app/*\",status=\"200\"} 1"),
+            "{operator}"
+        );
+        assert!(operator.contains("cgs_plugin_calls_total{plugin=\"*\",outcome=\"ok\"} 1"), "{operator}");
         assert!(
             text.contains("cgs_http_requests_total{method=\"GET\",route=\"/node/health\",status=\"200\"} 2"),
             "{text}"

@@ -84,7 +84,7 @@ pub struct NodeConfig {
     /// HTTPS connection limits and timeouts.
     pub http: http::HttpLimits,
     /// A bearer token that may read `GET /metrics` (the operator's scraper); members always may.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<crate::metrics::Secret>,
 }
 
 /// Why a node could not start.
@@ -167,7 +167,7 @@ pub struct Node {
     pub opened: Option<String>,
     gov_config: GovConfig,
     http_limits: http::HttpLimits,
-    metrics_token: Option<String>,
+    metrics_token: Option<crate::metrics::Secret>,
     listener: tokio::net::TcpListener,
     /// The address actually bound.
     pub local_addr: SocketAddr,

@@ -5,15 +5,24 @@
 
 use std::cell::Cell;
 
+/// What wasmtime-wasi's blocking stdio says when it enters tokio from an async worker.
+const EXPECTED_MESSAGE: &str = "Cannot start a runtime from within a runtime";
+
 thread_local! {
     static EXPECTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Report panics through `tracing`: `ERROR` with the message, location and (with
-/// `RUST_BACKTRACE`) a backtrace; `debug` inside [`catch_expected`].
+/// `RUST_BACKTRACE`) a backtrace; `debug` for the one panic [`catch_expected`] expects.
 pub fn install_hook() {
     std::panic::set_hook(Box::new(|info| {
-        if EXPECTED.with(Cell::get) {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if EXPECTED.with(Cell::get) && message.contains(EXPECTED_MESSAGE) {
             tracing::debug!(target: "cgs_host::runtime", panic = %info, "expected panic, recovered");
             return;
         }
@@ -27,7 +36,9 @@ pub fn install_hook() {
     }));
 }
 
-/// Run `f`, catching a panic the caller knows how to recover from (logged at `debug` only).
+/// Run `f`, catching a panic (the caller re-runs the call off the async worker). Only
+/// wasmtime-wasi's "runtime within a runtime" panic is logged at `debug`; any other is an
+/// `ERROR` line.
 pub fn catch_expected<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
     EXPECTED.with(|e| e.set(true));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));

@@ -77,9 +77,18 @@ pub struct JwksFetcher {
     refresh: Duration,
     tls: Arc<rustls::ClientConfig>,
     cache: RwLock<HashMap<String, Fetched>>,
+    /// Fetches that succeeded, and that failed (`/metrics`).
+    fetched: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
 }
 
 impl JwksFetcher {
+    /// JWKS fetches so far: `(succeeded, failed)`.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.fetched.load(Relaxed), self.failed.load(Relaxed))
+    }
+
     /// Allow URLs starting with one of `allow`; trust the Mozilla roots and the PEM certificates
     /// in `extra_roots`.
     pub fn new(allow: Vec<String>, extra_roots: Option<&[u8]>, refresh: Duration) -> Result<Self, String> {
@@ -110,7 +119,14 @@ impl JwksFetcher {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { allow, refresh, tls: Arc::new(tls), cache: RwLock::new(HashMap::new()) })
+        Ok(Self {
+            allow,
+            refresh,
+            tls: Arc::new(tls),
+            cache: RwLock::new(HashMap::new()),
+            fetched: Default::default(),
+            failed: Default::default(),
+        })
     }
 
     /// Whether the operator allows fetching `url`.
@@ -154,6 +170,8 @@ impl JwksFetcher {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer within {} s", TIMEOUT.as_secs())),
             };
+            let counter = if keys.is_ok() { &self.fetched } else { &self.failed };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match &keys {
                 Ok(k) => tracing::info!(%url, keys = k["keys"].as_array().map_or(0, Vec::len), "fetched JWKS"),
                 Err(e) => tracing::warn!(%url, error = %e, "could not fetch JWKS"),

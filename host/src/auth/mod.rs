@@ -106,6 +106,11 @@ impl Auth {
         &self.tokens
     }
 
+    /// JWKS fetches so far by this node: `(succeeded, failed)`.
+    pub fn jwks_counts(&self) -> (u64, u64) {
+        self.jwks.counts()
+    }
+
     /// Fetch the JWKS of trusted issuers given by URL that are due (see [`jwks`]).
     pub async fn refresh_jwks(&self) {
         let urls: Vec<String> =

@@ -111,12 +111,17 @@ pub struct Governance {
     core: Arc<Core>,
     auth: Arc<Auth>,
     config: GovConfig,
+    /// Held while a proposal is simulated: one at a time per node.
+    simulating: std::sync::Mutex<()>,
 }
+
+/// Most actions in one proposal.
+pub const MAX_ACTIONS: usize = 100;
 
 impl Governance {
     /// The engine over `core`; member tokens are issued by `auth`.
     pub fn new(core: Arc<Core>, auth: Arc<Auth>, config: GovConfig) -> Self {
-        Self { core, auth, config }
+        Self { core, auth, config, simulating: std::sync::Mutex::new(()) }
     }
 
     /// Whether the service is open (app routes served), as the applied state says.
@@ -233,8 +238,12 @@ impl Governance {
                 let (env, _) = self.check_envelope(g, envelope, MessageType::Proposal, None)?;
                 let body: ProposalBody =
                     env.json().map_err(|e| err(ErrorKind::Invalid, "InvalidProposal", e.to_string()))?;
-                if body.actions.is_empty() {
-                    return Err(err(ErrorKind::Invalid, "InvalidProposal", "a proposal needs at least one action"));
+                if body.actions.is_empty() || body.actions.len() > MAX_ACTIONS {
+                    return Err(err(
+                        ErrorKind::Invalid,
+                        "InvalidProposal",
+                        format!("a proposal needs 1 to {MAX_ACTIONS} actions"),
+                    ));
                 }
                 let caller = member_caller(&env.member_id);
                 let id = env.digest();

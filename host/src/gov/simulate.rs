@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use cgs_core::gov::{ActionBody, Vote};
 use serde::Deserialize;
 
-use super::{ErrorKind, Governance, ProposalRecord, Resolution, err, member_caller};
+use super::{ErrorKind, Governance, MAX_ACTIONS, ProposalRecord, Resolution, err, member_caller};
 use crate::error::ServiceError;
 use crate::runtime::{Caller, GovAction};
 use crate::txn::StateTx;
@@ -36,9 +36,19 @@ impl Governance {
         let s: Simulate = serde_json::from_slice(body).map_err(|e| {
             err(ErrorKind::Invalid, "InvalidProposal", format!("expected {{\"actions\":[…],\"ballots\":{{…}}}}: {e}"))
         })?;
-        if s.actions.is_empty() {
-            return Err(err(ErrorKind::Invalid, "InvalidProposal", "a proposal needs at least one action"));
+        if s.actions.is_empty() || s.actions.len() > MAX_ACTIONS {
+            return Err(err(
+                ErrorKind::Invalid,
+                "InvalidProposal",
+                format!("a proposal needs 1 to {MAX_ACTIONS} actions"),
+            ));
         }
+        // One simulation at a time per node: each may run up to (members + 2) × actions plugin
+        // calls, so a member cannot tie up every worker with them.
+        let _one = self.simulating.try_lock().map_err(|_| {
+            err(ErrorKind::Busy, "ServiceBusy", "another proposal is being simulated on this node; retry in a moment")
+        })?;
+        tracing::info!(member = %caller.id, actions = s.actions.len(), "simulating a proposal");
         // Never committed: dropped at the end of this function.
         let mut g: StateTx = self.begin()?;
         let members = self.members(&mut g)?;

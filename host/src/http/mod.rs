@@ -50,7 +50,7 @@ pub struct Service {
     /// Request and plugin-call counters (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The operator's scrape token for `GET /metrics`, if configured.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<crate::metrics::Secret>,
 }
 
 /// An error answer.
@@ -89,20 +89,20 @@ impl ApiError {
     }
 }
 
-/// The header naming a request in the logs: the client's, if it sent a usable one (1-64 of
-/// `A-Z a-z 0-9 . _ -`), else a new random one; echoed in every answer.
+/// The header naming a request in the logs: a random id the node makes, echoed in every answer.
 pub const REQUEST_ID: &str = "x-request-id";
 
-fn request_id(headers: &hyper::HeaderMap) -> String {
-    match headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(v)
-            if (1..=64).contains(&v.len())
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) =>
-        {
-            v.to_string()
-        }
-        _ => format!("{:016x}", rand::random::<u64>()),
-    }
+/// A client's own `x-request-id`, if usable (1-64 of `A-Z a-z 0-9 . _ -`): logged beside the
+/// node's as `client_request_id`, never instead of it.
+fn client_request_id(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .map(str::to_string)
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -131,9 +131,13 @@ impl Service {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let started = std::time::Instant::now();
-        let request_id = request_id(req.headers());
-        let span = tracing::info_span!("request", request_id = %request_id);
-        let result = tracing::Instrument::instrument(self.route(req), span).await;
+        // The node names every request; a client's own id is kept beside it, never instead of it.
+        let request_id = format!("{:016x}", rand::random::<u64>());
+        let span = match client_request_id(req.headers()) {
+            Some(c) => tracing::info_span!("request", request_id = %request_id, client_request_id = %c),
+            None => tracing::info_span!("request", request_id = %request_id),
+        };
+        let result = tracing::Instrument::instrument(self.route(req), span.clone()).await;
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => e.into_response(),
@@ -153,7 +157,7 @@ impl Service {
             }
         });
         self.metrics.request(method.as_str(), &route, status, started.elapsed());
-        tracing::debug!(%method, %path, status, "request");
+        span.in_scope(|| tracing::debug!(%method, %path, status, "request"));
         resp
     }
 
@@ -166,7 +170,7 @@ impl Service {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let scraper = match (bearer, &self.metrics_token) {
-            (Some(b), Some(t)) => crate::runtime::constant_time_eq(b.as_bytes(), t.as_bytes()),
+            (Some(b), Some(t)) => crate::runtime::constant_time_eq(b.as_bytes(), t.expose().as_bytes()),
             _ => false,
         };
         if !scraper {
@@ -195,9 +199,11 @@ impl Service {
             applied_term: self.ledger.last_applied().term,
             leader: self.ledger.is_leader(),
             sessions: None,
+            jwks: self.auth.jwks_counts(),
         };
         drop(registry);
-        let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render(&snapshot))));
+        let view = if scraper { crate::metrics::View::Operator } else { crate::metrics::View::Member };
+        let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render(&snapshot, view))));
         resp.headers_mut()
             .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
         Ok(resp)

@@ -39,7 +39,7 @@ async fn start_limited(
     plugins: &[&str],
     gov: cgs_host::gov::GovConfig,
     http: HttpLimits,
-    metrics_token: Option<String>,
+    metrics_token: Option<cgs_host::metrics::Secret>,
 ) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let pdir = dir.path().join("plugins");
@@ -310,7 +310,7 @@ async fn metrics_are_for_members_and_the_scraper_and_move() {
         &["constitution", "contracts", "greetings"],
         cgs_host::gov::GovConfig::default(),
         HttpLimits::default(),
-        Some(token.clone()),
+        Some(cgs_host::metrics::Secret::new(token.clone())),
     )
     .await;
 
@@ -323,8 +323,9 @@ async fn metrics_are_for_members_and_the_scraper_and_move() {
     assert_eq!(post.status, 405);
 
     let bearer = format!("Bearer {token}");
+    // A member sees every series.
     let scraped = || async {
-        let r = n.client.request("GET", "/metrics", None, &[("authorization", bearer.as_str())]).await.unwrap();
+        let r = n.member.authed("GET", "/metrics", None).await.unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
         scrape(&r.body)
@@ -350,16 +351,28 @@ async fn metrics_are_for_members_and_the_scraper_and_move() {
     );
     assert_eq!(sample(&after, "cgs_raft_leader", &[]), Some(1.0));
     assert!(sample(&after, "cgs_http_request_duration_seconds", &[("route", "/node/health")]).is_some());
-    // Labels are templates: the path's id never shows.
-    let text = String::from_utf8(
-        n.client.request("GET", "/metrics", None, &[("authorization", bearer.as_str())]).await.unwrap().body.to_vec(),
-    )
-    .unwrap();
+    // Labels are templates: the path's id never shows. The operator's scraper sees the node,
+    // not the tenants' activity: `/app` and `/gov` routes collapsed, plugin calls without the
+    // plugin, no proposal count.
+    let r = n.client.request("GET", "/metrics", None, &[("authorization", bearer.as_str())]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
     assert!(!text.contains("secret-name-42"), "{text}");
-
-    // A member reads it too.
-    let by_member = n.member.authed("GET", "/metrics", None).await.unwrap();
-    assert_eq!(by_member.status, 200);
+    let op = scrape(text.as_bytes());
+    assert_eq!(
+        sample(&op, "cgs_http_requests_total", &[("route", "/app/*"), ("method", "PUT"), ("status", "201")]),
+        Some(1.0)
+    );
+    assert!(!text.contains("/app/greetings") && !text.contains("cgs_proposals_open"), "{text}");
+    assert_eq!(sample(&op, "cgs_plugin_calls_total", &[("plugin", "*"), ("outcome", "ok")]), Some(1.0));
+    assert_eq!(sample(&op, "cgs_http_requests_total", &health), Some(h0 + 3.0), "node routes stay visible");
+    // A made-up method adds no series.
+    for m in ["BREW", "FOO1", "FOO2"] {
+        let _ = n.client.request(m, "/node/health", None, &[]).await.unwrap();
+    }
+    let all = scraped().await;
+    assert!(all.iter().all(|(name, l, _)| name != "cgs_http_requests_total"
+        || ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"].contains(&l["method"].as_str())));
 }
 
 /// `POST /gov/proposals/simulate`: the trace of a proposal — each action's validation, the

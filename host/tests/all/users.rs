@@ -107,6 +107,11 @@ async fn jwks_fetched_from_an_allowed_url() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(hits.load(Ordering::SeqCst) >= 1);
+    // The fetch is counted in the metrics (JWKS refresh failures are not silent: microsoft/CCF#3770).
+    let metrics = members[0].authed("GET", "/metrics", None).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let ok = text.lines().find_map(|l| l.strip_prefix("cgs_jwks_fetches_total{result=\"ok\"} ")).unwrap();
+    assert!(ok.parse::<u64>().unwrap() >= 1, "{text}");
     // A token the published key did not sign is refused.
     let forged = sign_eddsa(
         &ed25519_dalek::SigningKey::from_bytes(&[10; 32]),

@@ -82,8 +82,8 @@ pub(crate) enum PluginCommand {
         /// build scripts, as any rebuild does.
         #[arg(long, requires = "proposal")]
         from_provenance: bool,
-        /// Where `--from-provenance` clones (default: `cgs-verify-<name>-<commit>` in the
-        /// system's temporary directory); reused when it already holds that commit.
+        /// Where `--from-provenance` clones (default: `~/.cache/cgs/verify/<name>-<commit>`,
+        /// mode 0700); reused only while it is a clean clone of exactly that commit.
         #[arg(long, requires = "from_provenance")]
         clone_into: Option<PathBuf>,
     },
@@ -455,10 +455,13 @@ fn verify(cli: &Cli, name: &str, proposal: Option<&str>, ws: Option<&Path>, from
     let ws = match from {
         Some(into) => {
             let src = super::provenance::Source::from_proposal(&proposed_args["provenance"])?;
-            let into = into.unwrap_or_else(|| std::env::temp_dir().join(src.default_dir_name(name)));
+            let into = match into {
+                Some(i) => i,
+                None => src.default_dir(name)?,
+            };
             let crate_dir = src.clone_into(&into)?;
             eprintln!("cloned {}@{} into {}", src.repository, src.commit, into.display());
-            build::find_workspace(&crate_dir).ok_or(CliError::NoWorkspace { path: crate_dir, suggest_flag: false })?
+            super::provenance::Source::workspace_in(&into, &crate_dir)?
         }
         None => workspace(ws)?,
     };

@@ -74,20 +74,28 @@ impl Source {
         let repository = p["repository"].as_str().ok_or_else(|| {
             refuse("the provenance names no repository (the proposer's checkout had no git remote `origin`)")
         })?;
-        if repository.is_empty()
+        // An allow-list: https, ssh (`ssh://…` or `user@host:path`), file, or an absolute path.
+        let scp_like = repository.split_once(':').is_some_and(|(h, _)| h.contains('@') && !h.contains('/'));
+        let allowed = ["https://", "ssh://", "file://", "/"].iter().any(|p| repository.starts_with(p)) || scp_like;
+        if !allowed
             || repository.len() > 2048
             || repository.starts_with('-')
             || repository.chars().any(char::is_control)
-            || repository.starts_with("ext::")
+            || repository.contains("::")
         {
-            return Err(refuse(format!("the provenance's repository {repository:?} is not a usable git URL or path")));
+            return Err(refuse(format!(
+                "the provenance's repository {repository:?} is not an https://, ssh://, file:// URL or an absolute path"
+            )));
         }
         let commit = p["commit"].as_str().ok_or_else(|| refuse("the provenance names no commit"))?;
         if !(commit.len() == 40 || commit.len() == 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(refuse(format!("the provenance's commit {commit:?} is not a full commit id")));
         }
-        let path = PathBuf::from(p["path"].as_str().unwrap_or("."));
-        if path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+        let raw = p["path"].as_str().unwrap_or(".");
+        let path = PathBuf::from(raw);
+        if raw.chars().any(char::is_control)
+            || path.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        {
             return Err(refuse(format!("the provenance's path {} leaves the repository", path.display())));
         }
         if p["dirty"] == true {
@@ -98,18 +106,30 @@ impl Source {
         Ok(Source { repository: repository.to_string(), commit: commit.to_lowercase(), path })
     }
 
-    /// `cgs-verify-<name>-<commit prefix>`.
-    pub(crate) fn default_dir_name(&self, name: &str) -> String {
+    /// `<user cache>/cgs/verify/<name>-<commit prefix>`: a directory of the member's own (mode
+    /// 0700), never a shared one such as `/tmp`, where another user's `.cargo/config.toml` or
+    /// `Cargo.toml` in a parent directory would take part in the build.
+    pub(crate) fn default_dir(&self, name: &str) -> Result<PathBuf, crate::commands::error::CliError> {
         let name: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "-_".contains(*c)).collect();
-        format!("cgs-verify-{name}-{}", &self.commit[..12])
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .ok_or_else(|| refuse("no $HOME or $XDG_CACHE_HOME to clone into: pass --clone-into DIR"))?;
+        let base = cache.join("cgs").join("verify");
+        std::fs::create_dir_all(&base)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(base.join(format!("{name}-{}", &self.commit[..12])))
     }
 
-    /// Clone the repository into `into` at the commit (or reuse a clean clone already there);
-    /// returns the crate's directory.
+    /// Clone the repository into `into` at the commit (or reuse a clone of exactly that commit
+    /// with nothing else in it); returns the crate's directory, checked to be inside the clone.
     pub(crate) fn clone_into(&self, into: &Path) -> Result<PathBuf, crate::commands::error::CliError> {
-        let at_commit = git(into, &["rev-parse", "HEAD"]).is_some_and(|h| h == self.commit)
-            && git(into, &["status", "--porcelain", "--untracked-files=no"]).is_none();
-        if !at_commit {
+        if !self.is_clean_clone(into) {
             if into.exists() && std::fs::read_dir(into)?.next().is_some() {
                 return Err(refuse(format!(
                     "{} exists and is not a clean clone at {}: remove it or pass --clone-into DIR",
@@ -117,41 +137,92 @@ impl Source {
                     self.commit
                 )));
             }
-            let run = |dir: Option<&Path>, args: &[&std::ffi::OsStr]| -> Result<(), crate::commands::error::CliError> {
-                let mut cmd = Command::new("git");
-                if let Some(d) = dir {
-                    cmd.current_dir(d);
-                }
-                // No `ext::` transports, whatever the user's configuration says.
-                let out = cmd
-                    .args(["-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false"])
-                    .args(args)
-                    .output()
-                    .map_err(|e| refuse(format!("cannot run git: {e}")))?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(refuse(format!("git {:?}: {}", args, String::from_utf8_lossy(&out.stderr).trim())))
-                }
-            };
-            run(
-                None,
-                &[
-                    "clone".as_ref(),
-                    "--quiet".as_ref(),
-                    "--no-checkout".as_ref(),
-                    "--".as_ref(),
-                    self.repository.as_ref(),
-                    into.as_os_str(),
-                ],
-            )?;
-            run(Some(into), &["checkout".as_ref(), "--quiet".as_ref(), self.commit.as_ref()])?;
+            let made = !into.exists();
+            let cloned = self.clone_fresh(into);
+            if cloned.is_err() && made {
+                let _ = std::fs::remove_dir_all(into);
+            }
+            cloned?;
         }
-        let dir = into.join(&self.path);
+        let root = into.canonicalize()?;
+        let no_crate = || refuse(format!("commit {} has no crate at {}", self.commit, self.path.display()));
+        let dir = into.join(&self.path).canonicalize().map_err(|_| no_crate())?;
+        if !dir.starts_with(&root) {
+            return Err(refuse(format!("{} leaves the clone (a symbolic link?)", self.path.display())));
+        }
         if !dir.join("Cargo.toml").is_file() {
-            return Err(refuse(format!("commit {} has no crate at {}", self.commit, self.path.display())));
+            return Err(no_crate());
         }
         Ok(dir)
+    }
+
+    /// The workspace of `crate_dir`, which must be inside the clone `into` (cargo would otherwise
+    /// take a `Cargo.toml` above it into the build).
+    pub(crate) fn workspace_in(into: &Path, crate_dir: &Path) -> Result<PathBuf, crate::commands::error::CliError> {
+        let root = into.canonicalize()?;
+        let ws = cgs_build::find_workspace(crate_dir)
+            .and_then(|w| w.canonicalize().ok())
+            .filter(|w| w.starts_with(&root))
+            .ok_or_else(|| {
+                refuse(format!(
+                    "the crate at {} has no cargo workspace inside the clone {}",
+                    crate_dir.display(),
+                    root.display()
+                ))
+            })?;
+        Ok(ws)
+    }
+
+    /// `into` is the top of a git checkout at exactly the commit, with nothing changed, added or
+    /// ignored in it but build outputs (`target/`).
+    fn is_clean_clone(&self, into: &Path) -> bool {
+        let top = git(into, &["rev-parse", "--show-toplevel"]).map(PathBuf::from).and_then(|t| t.canonicalize().ok());
+        if top.is_none() || top != into.canonicalize().ok() {
+            return false;
+        }
+        let at_commit = git(into, &["rev-parse", "HEAD"]).is_some_and(|h| h == self.commit);
+        let status = Command::new("git")
+            .current_dir(into)
+            .args(["status", "--porcelain", "--ignored", "--untracked-files=all"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        at_commit && status.is_some_and(|s| s.lines().all(|l| l.starts_with("!! target/")))
+    }
+
+    fn clone_fresh(&self, into: &Path) -> Result<(), crate::commands::error::CliError> {
+        let run = |dir: Option<&Path>, args: &[&std::ffi::OsStr]| -> Result<(), crate::commands::error::CliError> {
+            let mut cmd = Command::new("git");
+            if let Some(d) = dir {
+                cmd.current_dir(d);
+            }
+            // Only https, ssh and local repositories, whatever the user's configuration says; never
+            // a credential prompt.
+            let out = cmd
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .args(["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"])
+                .args(["-c", "protocol.ssh.allow=always", "-c", "protocol.file.allow=always"])
+                .args(["-c", "advice.detachedHead=false"])
+                .args(args)
+                .output()
+                .map_err(|e| refuse(format!("cannot run git: {e}")))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(refuse(format!("git {:?}: {}", args, String::from_utf8_lossy(&out.stderr).trim())))
+            }
+        };
+        let clone: [&std::ffi::OsStr; 6] = [
+            "clone".as_ref(),
+            "--quiet".as_ref(),
+            "--no-checkout".as_ref(),
+            "--".as_ref(),
+            self.repository.as_ref(),
+            into.as_os_str(),
+        ];
+        run(None, &clone)?;
+        run(Some(into), &["checkout".as_ref(), "--quiet".as_ref(), self.commit.as_ref()])
     }
 }
 
@@ -235,6 +306,10 @@ mod tests {
         let c = "a".repeat(40);
         let ok = json!({"repository": "https://example.com/notes.git", "commit": c, "path": "plugins/notes"});
         assert_eq!(Source::from_proposal(&ok).unwrap().path, PathBuf::from("plugins/notes"));
+        for good in ["ssh://git@example.com/n.git", "git@example.com:isv/notes.git", "file:///srv/n.git", "/srv/n.git"]
+        {
+            Source::from_proposal(&json!({"repository": good, "commit": c})).unwrap();
+        }
         for bad in [
             json!({"repository": "--upload-pack=touch /tmp/x", "commit": c}),
             json!({"repository": "ext::sh -c touch% /tmp/x", "commit": c}),
@@ -243,6 +318,10 @@ mod tests {
             json!({"repository": "r", "commit": "--orphan"}),
             json!({"repository": "r", "commit": c, "path": "../../etc"}),
             json!({"repository": "r", "commit": c, "path": "/etc"}),
+            json!({"repository": "/srv/n.git", "commit": c, "path": "a\u{1b}[2Jb"}),
+            json!({"repository": "http://example.com/n.git", "commit": c}),
+            json!({"repository": "fd::17", "commit": c}),
+            json!({"repository": "relative/path", "commit": c}),
             json!({"commit": c}),
             json!(null),
         ] {
@@ -281,6 +360,30 @@ mod tests {
         assert_eq!(src.clone_into(&into).unwrap(), dir, "reused");
         std::fs::write(dir.join("Cargo.toml"), "changed").unwrap();
         assert!(src.clone_into(&into).unwrap_err().to_string().contains("not a clean clone"));
+        // An untracked or ignored file (a `.cargo/config.toml` patching sources) is not reused.
+        g(&["checkout", "--quiet", "--", "."]);
+        let into2 = tmp.path().join("clone2");
+        let dir2 = src.clone_into(&into2).unwrap();
+        std::fs::create_dir_all(into2.join(".cargo")).unwrap();
+        std::fs::write(into2.join(".cargo/config.toml"), "[patch]").unwrap();
+        assert!(src.clone_into(&into2).unwrap_err().to_string().contains("not a clean clone"), "{}", dir2.display());
+        // A directory inside another checkout at that commit is not a clone of its own.
+        let nested = repo.join("nested");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::write(nested.join("x"), "x").unwrap();
+        assert!(src.clone_into(&nested).is_err());
+        // A path that leaves the clone through a symbolic link is refused.
+        #[cfg(unix)]
+        {
+            let into3 = tmp.path().join("clone3");
+            src.clone_into(&into3).unwrap();
+            let link =
+                Source::from_proposal(&json!({"repository": repo.to_str().unwrap(), "commit": first, "path": "out"}))
+                    .unwrap();
+            std::os::unix::fs::symlink(tmp.path(), into3.join("out")).unwrap();
+            let e = link.clone_into(&into3).unwrap_err().to_string();
+            assert!(e.contains("not a clean clone") || e.contains("leaves the clone"), "{e}");
+        }
         let none = Source::from_proposal(&json!({"repository": repo.to_str().unwrap(), "commit": first, "path": "q"}));
         assert!(none.unwrap().clone_into(&tmp.path().join("c2")).unwrap_err().to_string().contains("no crate at q"));
     }
