@@ -184,8 +184,8 @@ async fn logs_are_quiet_structured_and_carry_the_request_id() {
     assert_eq!(r.status, 500);
     let trap_id = r.header("x-request-id").unwrap().to_string();
     assert!(trap_id.len() == 16 && trap_id.bytes().all(|b| b.is_ascii_hexdigit()), "{trap_id}");
-    let odd = sb.client.request("GET", "/node/health", None, &[("x-request-id", "a b\"c")]).await.unwrap();
-    assert_ne!(odd.header("x-request-id"), Some("a b\"c"));
+    let odd = sb.client.request("GET", "/node/health", None, &[("x-request-id", "zz yy\"q")]).await.unwrap();
+    assert_ne!(odd.header("x-request-id"), Some("zz yy\"q"));
     assert!(sb.terminate().unwrap().success());
 
     let text = std::fs::read_to_string(&log).unwrap();
@@ -205,6 +205,6 @@ async fn logs_are_quiet_structured_and_carry_the_request_id() {
     assert_eq!(trap["level"], "WARN");
     assert_eq!(trap["span"]["request_id"], trap_id.as_str(), "{trap}");
     assert_eq!(trap["span"]["client_request_id"], "trace-me-42", "{trap}");
-    assert!(!text.contains("a b"), "an unusable client id is not logged: {text}");
+    assert!(!text.contains("zz yy"), "an unusable client id is not logged: {text}");
     assert!(lines.iter().any(|l| l["message"] == "proposal decided"), "the opening vote is logged: {text}");
 }
