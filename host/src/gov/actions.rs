@@ -195,27 +195,19 @@ impl Governance {
         }))
     }
 
+    /// A refusal of action `i` of `actions`, its message naming the action.
+    pub(super) fn named(actions: &[ActionBody], (i, mut e): (usize, ServiceError)) -> ServiceError {
+        e.message = format!("action {i} `{}`: {}", actions[i].name, e.message);
+        e
+    }
+
     pub(super) fn gov_action(a: &ActionBody) -> GovAction {
         GovAction { name: a.name.clone(), args: a.args.to_string() }
     }
 
-    /// Run validate (or apply) of every action; the first refusal is returned.
+    /// Run validate (or apply) of every action; the first refusal is returned with the index of
+    /// its action (see [`Self::named`]).
     pub(super) fn run_actions(
-        &self,
-        g: &mut StateTx,
-        actions: &[ActionBody],
-        apply: bool,
-        caller: &Caller,
-        proposal_id: &str,
-    ) -> Result<(), ServiceError> {
-        self.run_actions_at(g, actions, apply, caller, proposal_id).map_err(|(i, mut e)| {
-            e.message = format!("action {i} `{}`: {}", actions[i].name, e.message);
-            e
-        })
-    }
-
-    /// [`Self::run_actions`], naming the failing action by its index.
-    fn run_actions_at(
         &self,
         g: &mut StateTx,
         actions: &[ActionBody],
@@ -328,7 +320,7 @@ impl Governance {
             let before = g.tx.clone();
             // Actions apply on behalf of their proposer, whoever cast the deciding ballot.
             let proposer = member_caller(&p.proposer_id);
-            let outcome = self.run_actions_at(g, &p.actions.clone(), true, &proposer, &p.proposal_id.clone());
+            let outcome = self.run_actions(g, &p.actions.clone(), true, &proposer, &p.proposal_id.clone());
             if outcome.is_err() {
                 g.tx = before; // all or nothing
             }

@@ -247,7 +247,7 @@ impl Governance {
                 }
                 let caller = member_caller(&env.member_id);
                 let id = env.digest();
-                self.run_actions(g, &body.actions, false, &caller, &id)?;
+                self.run_actions(g, &body.actions, false, &caller, &id).map_err(|f| Self::named(&body.actions, f))?;
                 let mut p = ProposalRecord::new(id.clone(), env.member_id.clone(), body.actions, g.now_ms);
                 self.resolve_and_apply(g, &mut p, &caller)?;
                 g.put(tables::PROPOSALS, &id, &p)?;

@@ -22,6 +22,17 @@ struct Simulate {
     ballots: BTreeMap<String, Vote>,
 }
 
+/// One action's step of the trace (validate or apply), adding its fuel to `fuel`.
+fn step(i: usize, a: &ActionBody, r: &Result<u64, ServiceError>, fuel: &mut u64) -> serde_json::Value {
+    match r {
+        Ok(f) => {
+            *fuel += f;
+            serde_json::json!({"index": i, "name": a.name, "ok": true, "fuel": f})
+        }
+        Err(e) => serde_json::json!({"index": i, "name": a.name, "ok": false, "code": e.code, "message": e.message}),
+    }
+}
+
 fn verdict(r: &Resolution) -> serde_json::Value {
     match r {
         Resolution::Open => serde_json::json!({"outcome": "Open"}),
@@ -66,21 +77,11 @@ impl Governance {
         let mut fuel = 0u64;
 
         let mut validation = Vec::new();
-        let mut valid = true;
         for (i, a) in s.actions.iter().enumerate() {
-            match self.run_one(&mut g, a, &all, false, &proposer, id) {
-                Ok(f) => {
-                    fuel += f;
-                    validation.push(serde_json::json!({"index": i, "name": a.name, "ok": true, "fuel": f}));
-                }
-                Err(e) => {
-                    valid = false;
-                    validation.push(serde_json::json!({
-                        "index": i, "name": a.name, "ok": false, "code": e.code, "message": e.message,
-                    }));
-                }
-            }
+            let r = self.run_one(&mut g, a, &all, false, &proposer, id);
+            validation.push(step(i, a, &r, &mut fuel));
         }
+        let valid = validation.iter().all(|v| v["ok"] == true);
         let mut out = serde_json::json!({"validation": validation, "valid": valid, "written": false});
         if !valid {
             out["fuel_used"] = fuel.into();
@@ -112,17 +113,11 @@ impl Governance {
         if matches!(last, Resolution::Accepted(_)) {
             let mut applied = Vec::new();
             for (i, a) in s.actions.iter().enumerate() {
-                match self.run_one(&mut g, a, &all, true, &proposer, id) {
-                    Ok(f) => {
-                        fuel += f;
-                        applied.push(serde_json::json!({"index": i, "name": a.name, "ok": true, "fuel": f}));
-                    }
-                    Err(e) => {
-                        applied.push(serde_json::json!({
-                            "index": i, "name": a.name, "ok": false, "code": e.code, "message": e.message,
-                        }));
-                        break;
-                    }
+                let r = self.run_one(&mut g, a, &all, true, &proposer, id);
+                let failed = r.is_err();
+                applied.push(step(i, a, &r, &mut fuel));
+                if failed {
+                    break;
                 }
             }
             out["apply"] = applied.into();

@@ -10,35 +10,46 @@ use super::common::{show_state, vote_on};
 use super::{CliError, Result};
 use crate::Cli;
 
+/// The actions of a proposal: `--action NAME --args JSON` (repeatable, in order) or `--file`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BodyArgs {
+    /// Action name (`set_member`, `contracts.set_contract`, …).
+    #[arg(long = "action")]
+    actions: Vec<String>,
+    /// JSON arguments of the preceding `--action` (default `{}`).
+    #[arg(long = "args")]
+    args: Vec<String>,
+    /// A file with the proposal body.
+    #[arg(long, conflicts_with = "actions")]
+    file: Option<PathBuf>,
+}
+
+impl BodyArgs {
+    /// `{"actions":[…]}`.
+    fn body(&self) -> Result<Value> {
+        match &self.file {
+            Some(f) => serde_json::from_str(&read_to_string(f)?)
+                .map_err(|source| CliError::NotJson { what: f.display().to_string(), source }),
+            None => actions_body(&self.actions, &self.args),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum ProposalCommand {
     /// Propose actions: `--action NAME --args JSON` (repeatable, in order) or `--file` holding
     /// `{"actions":[{"name","args"}]}`.
     Create {
-        /// Action name (`set_member`, `contracts.set_contract`, …).
-        #[arg(long = "action")]
-        actions: Vec<String>,
-        /// JSON arguments of the preceding `--action` (default `{}`).
-        #[arg(long = "args")]
-        args: Vec<String>,
-        /// A file with the proposal body.
-        #[arg(long, conflicts_with = "actions")]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        body: BodyArgs,
     },
     /// Dry-run a proposal against the current state, writing nothing: each action's
     /// validation, the constitution's verdict (with `--approve MEMBER` ballots assumed) and the
     /// approvals it would still need, and whether its actions would apply. Exits non-zero if it
     /// would not pass.
     Simulate {
-        /// Action name (`set_member`, `contracts.set_contract`, …).
-        #[arg(long = "action")]
-        actions: Vec<String>,
-        /// JSON arguments of the preceding `--action` (default `{}`).
-        #[arg(long = "args")]
-        args: Vec<String>,
-        /// A file with the proposal body.
-        #[arg(long, conflicts_with = "actions")]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        body: BodyArgs,
         /// Assume this member approves (repeatable).
         #[arg(long = "approve", value_name = "MEMBER_ID")]
         approve: Vec<String>,
@@ -74,21 +85,13 @@ pub(crate) enum ProposalCommand {
 pub(crate) fn run(cli: &Cli, command: &ProposalCommand) -> Result {
     let m = member(cli)?;
     match command {
-        ProposalCommand::Create { actions, args, file } => {
-            let body = match file {
-                Some(f) => serde_json::from_str(&read_to_string(f)?)
-                    .map_err(|source| CliError::NotJson { what: f.display().to_string(), source })?,
-                None => actions_body(actions, args)?,
-            };
+        ProposalCommand::Create { body } => {
+            let body = body.body()?;
             let v = propose(&m, body["actions"].clone())?;
             show_proposal(cli, &v);
         }
-        ProposalCommand::Simulate { actions, args, file, approve, reject } => {
-            let mut body = match file {
-                Some(f) => serde_json::from_str(&read_to_string(f)?)
-                    .map_err(|source| CliError::NotJson { what: f.display().to_string(), source })?,
-                None => actions_body(actions, args)?,
-            };
+        ProposalCommand::Simulate { body, approve, reject } => {
+            let mut body = body.body()?;
             let mut ballots = serde_json::Map::new();
             for (ids, vote) in [(approve, "approve"), (reject, "reject")] {
                 for id in ids {
