@@ -136,8 +136,9 @@ pub fn spawn(
                 println!("reload: {l}");
             }
         };
-        report(sync(&gov, &runtime, &members, &dir).await);
+        // What DIR held *before* the first sync: a file written while it runs is a change.
         let mut seen = fingerprint(&dir);
+        report(sync(&gov, &runtime, &members, &dir).await);
         loop {
             tokio::time::sleep(POLL).await;
             let now = fingerprint(&dir);
