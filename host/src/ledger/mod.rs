@@ -419,6 +419,17 @@ impl Ledger {
             let _ = t.await;
         }
         let _ = self.raft.shutdown().await;
+        // openraft's workers (the state machine's, the log store's) end after its core: each
+        // holds the shared state, and with it the database and its file lock. Return once they
+        // are gone, so the same directory can be opened again at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.shared) > 1 {
+            if std::time::Instant::now() > deadline {
+                tracing::debug!(holders = Arc::strong_count(&self.shared), "ledger state still held after shutdown");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     fn stop_tasks(&self) {
