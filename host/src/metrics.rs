@@ -45,6 +45,26 @@ struct Histogram {
     sum: f64,
 }
 
+/// The requests of one method and route.
+#[derive(Default, Clone)]
+struct Series {
+    by_status: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
+impl Series {
+    fn add(&mut self, other: &Series) {
+        for (st, n) in &other.by_status {
+            *self.by_status.entry(*st).or_default() += n;
+        }
+        for (a, b) in self.latency.counts.iter_mut().zip(other.latency.counts) {
+            *a += b;
+        }
+        self.latency.count += other.latency.count;
+        self.latency.sum += other.latency.sum;
+    }
+}
+
 impl Histogram {
     fn observe(&mut self, secs: f64) {
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
@@ -56,12 +76,11 @@ impl Histogram {
 }
 
 /// A node's counters.
-#[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// Per (method, route template): answers by status, and their latency.
+    requests: Mutex<BTreeMap<(&'static str, String), Series>>,
     plugin_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
-    started: Option<Instant>,
+    started: Instant,
 }
 
 /// Who scrapes: a member sees every series; the operator's scraper (`--metrics-token-file`) sees
@@ -89,8 +108,6 @@ pub struct Snapshot {
     pub applied_term: u64,
     /// This node leads.
     pub leader: bool,
-    /// Sessions currently valid (None: not counted).
-    pub sessions: Option<usize>,
     /// JWKS fetches that succeeded and that failed.
     pub jwks: (u64, u64),
 }
@@ -104,21 +121,30 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+impl Default for Metrics {
+    /// Empty counters; uptime counts from now.
+    fn default() -> Self {
+        Self { requests: Mutex::default(), plugin_calls: Mutex::default(), started: Instant::now() }
+    }
+}
+
 impl Metrics {
     /// Empty counters; uptime counts from now.
     pub fn new() -> Self {
-        Self { started: Some(Instant::now()), ..Self::default() }
+        Self::default()
     }
 
     /// One request answered. A method outside the standard ones counts as `other`: no caller
     /// can add series.
-    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
-        let method = match method {
-            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
-            _ => "other",
-        };
-        *lock(&self.requests).entry((method.to_string(), route.to_string(), status)).or_default() += 1;
-        lock(&self.latency).entry((method.to_string(), route.to_string())).or_default().observe(took.as_secs_f64());
+    pub fn request(&self, method: &str, route: String, status: u16, took: Duration) {
+        let method = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+            .into_iter()
+            .find(|m| *m == method)
+            .unwrap_or("other");
+        let mut requests = lock(&self.requests);
+        let series = requests.entry((method, route)).or_default();
+        *series.by_status.entry(status).or_default() += 1;
+        series.latency.observe(took.as_secs_f64());
     }
 
     /// One plugin call ended with `outcome` (`ok`, `refused`, a fault code, `busy`, `conflict`,
@@ -144,18 +170,9 @@ impl Metrics {
                 _ => r.to_string(),
             }
         };
-        let mut requests = BTreeMap::<(String, String, u16), u64>::new();
-        for ((m, r, st), n) in lock(&self.requests).iter() {
-            *requests.entry((m.clone(), route(r), *st)).or_default() += n;
-        }
-        let mut latency = BTreeMap::<(String, String), Histogram>::new();
-        for ((m, r), h) in lock(&self.latency).iter() {
-            let e = latency.entry((m.clone(), route(r))).or_default();
-            for (a, b) in e.counts.iter_mut().zip(h.counts) {
-                *a += b;
-            }
-            e.count += h.count;
-            e.sum += h.sum;
+        let mut requests = BTreeMap::<(&'static str, String), Series>::new();
+        for ((m, r), series) in lock(&self.requests).iter() {
+            requests.entry((m, route(r))).or_default().add(series);
         }
         let mut calls = BTreeMap::<(String, &'static str), u64>::new();
         for ((p, outcome), n) in lock(&self.plugin_calls).iter() {
@@ -164,17 +181,20 @@ impl Metrics {
         writeln!(o, "# HELP cgs_build_info The running CGS version.\n# TYPE cgs_build_info gauge")?;
         writeln!(o, "cgs_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))?;
         writeln!(o, "# HELP cgs_uptime_seconds Seconds since the node started.\n# TYPE cgs_uptime_seconds gauge")?;
-        writeln!(o, "cgs_uptime_seconds {:.3}", self.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or_default())?;
+        writeln!(o, "cgs_uptime_seconds {:.3}", self.started.elapsed().as_secs_f64())?;
 
         writeln!(o, "# HELP cgs_http_requests_total Requests answered, by method, route template and status.")?;
         writeln!(o, "# TYPE cgs_http_requests_total counter")?;
-        for ((m, r, st), n) in &requests {
-            writeln!(o, "cgs_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{st}\"}} {n}", esc(m), esc(r))?;
+        for ((m, r), series) in &requests {
+            for (st, n) in &series.by_status {
+                writeln!(o, "cgs_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{st}\"}} {n}", esc(r))?;
+            }
         }
         writeln!(o, "# HELP cgs_http_request_duration_seconds Time to answer, by method and route template.")?;
         writeln!(o, "# TYPE cgs_http_request_duration_seconds histogram")?;
-        for ((m, r), h) in &latency {
-            let labels = format!("method=\"{}\",route=\"{}\"", esc(m), esc(r));
+        for ((m, r), series) in &requests {
+            let h = &series.latency;
+            let labels = format!("method=\"{m}\",route=\"{}\"", esc(r));
             let mut cumulative = 0;
             for (b, c) in BUCKETS.iter().zip(h.counts) {
                 cumulative += c;
@@ -210,13 +230,6 @@ impl Metrics {
             writeln!(o, "# HELP cgs_proposals_open Proposals open for votes.\n# TYPE cgs_proposals_open gauge")?;
             writeln!(o, "cgs_proposals_open {n}")?;
         }
-        if let Some(n) = s.sessions {
-            writeln!(
-                o,
-                "# HELP cgs_cleanroom_sessions Clean-room sessions held.\n# TYPE cgs_cleanroom_sessions gauge"
-            )?;
-            writeln!(o, "cgs_cleanroom_sessions {n}")?;
-        }
         writeln!(
             o,
             "# HELP cgs_ledger_applied_seqno The last applied ledger entry.\n# TYPE cgs_ledger_applied_seqno gauge"
@@ -234,46 +247,18 @@ impl Metrics {
     }
 }
 
-/// The route template a request path falls under, for labels: bounded by the routes that exist
-/// (an unknown path is `unmatched`). `app` finds a template under `/app`.
-pub fn route_label(path: &str, app: impl FnOnce(&str) -> Option<String>) -> String {
-    if path == "/app" || path.starts_with("/app/") {
-        return match path.strip_prefix("/app").and_then(app) {
-            Some(template) => format!("/app{template}"),
-            None => "unmatched".into(),
-        };
-    }
-    crate::http::openapi::template_of(path).unwrap_or("unmatched").to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn labels_are_templates_never_ids() {
-        let none = |_: &str| None;
-        assert_eq!(route_label("/node/tx/2.17", none), "/node/tx/{tx_id}");
-        assert_eq!(route_label("/gov/proposals/abc/ballots", none), "/gov/proposals/{proposal_id}/ballots");
-        assert_eq!(route_label("/gov/members/m1", none), "/gov/members/{member_id}");
-        assert_eq!(route_label("/gov/proposals/simulate", none), "/gov/proposals/simulate");
-        assert_eq!(route_label("/gov/secret-thing", none), "unmatched");
-        assert_eq!(route_label("/node/tx/1/2", none), "unmatched");
-        assert_eq!(
-            route_label("/app/notes/n1", |r| (r == "/notes/n1").then(|| "/notes/{id}".into())),
-            "/app/notes/{id}"
-        );
-        assert_eq!(route_label("/app/private/contract-42", none), "unmatched");
-    }
-
-    #[test]
     fn the_exposition_is_cumulative_and_escaped() {
         let m = Metrics::new();
-        m.request("GET", "/node/health", 200, Duration::from_micros(300));
-        m.request("GET", "/node/health", 200, Duration::from_millis(30));
+        m.request("GET", "/node/health".into(), 200, Duration::from_micros(300));
+        m.request("GET", "/node/health".into(), 200, Duration::from_millis(30));
         m.plugin_call("no\"tes", "ok");
-        m.request("BREW", "/app/notes/{id}", 200, Duration::from_millis(1));
-        m.request("GET", "/app/notes/{id}", 200, Duration::from_millis(1));
+        m.request("BREW", "/app/notes/{id}".into(), 200, Duration::from_millis(1));
+        m.request("GET", "/app/notes/{id}".into(), 200, Duration::from_millis(1));
         let text = m.render(
             &Snapshot { failed: vec!["broken".into()], open_proposals: Some(2), ..Snapshot::default() },
             View::Member,

@@ -105,6 +105,16 @@ fn client_request_id(headers: &hyper::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The bearer token of `req` (trimmed), `None` without an `Authorization` header; another
+/// scheme is `401 InvalidCredentials`.
+fn bearer(req: &Request<Incoming>) -> Result<Option<&str>, ApiError> {
+    let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else { return Ok(None) };
+    let token = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
+        ApiError::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", "use `Authorization: Bearer <token>`")
+    })?;
+    Ok(Some(token.trim()))
+}
+
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -137,7 +147,9 @@ impl Service {
             Some(c) => tracing::info_span!("request", request_id = %request_id, client_request_id = %c),
             None => tracing::info_span!("request", request_id = %request_id),
         };
-        let result = tracing::Instrument::instrument(self.route(req), span.clone()).await;
+        // The route template that served it, as the router found it (for the metrics' labels).
+        let mut served: Option<String> = None;
+        let result = tracing::Instrument::instrument(self.route(req, &mut served), span.clone()).await;
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => e.into_response(),
@@ -147,78 +159,59 @@ impl Service {
         }
         conn::discard_unread(unread, policy).await;
         let status = resp.status().as_u16();
-        let route = crate::metrics::route_label(&path, |rest| {
-            let m = Method::parse(method.as_str())?;
-            let segments = decode_path(rest).ok()?;
-            let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-            match self.runtime.registry().find_route(m, &segs) {
-                RouteMatch::Found { route, .. } => Some(route.template.clone()),
-                _ => None,
-            }
-        });
-        self.metrics.request(method.as_str(), &route, status, started.elapsed());
+        let route = served.unwrap_or_else(|| "unmatched".into());
+        self.metrics.request(method.as_str(), route, status, started.elapsed());
         span.in_scope(|| tracing::debug!(%method, %path, status, "request"));
         resp
     }
 
     /// `GET /metrics`: members, or the operator's scrape token.
     fn metrics_page(&self, req: &Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
-        let bearer = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let scraper = match (bearer, &self.metrics_token) {
+        let scraper = match (bearer(req).ok().flatten(), &self.metrics_token) {
             (Some(b), Some(t)) => crate::runtime::constant_time_eq(b.as_bytes(), t.expose().as_bytes()),
             _ => false,
         };
         if !scraper {
-            let caller = self.credentialed(
-                req,
-                "GET /metrics needs a member token, or the operator's scrape token (cgs-host --metrics-token-file)",
-            )?;
-            if caller.kind != CallerKind::Member {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "Forbidden",
-                    "metrics are for members and the operator's scraper (--metrics-token-file)",
-                ));
-            }
+            self.member_only(req).map_err(|mut e| {
+                e.message.push_str("; or the operator's scrape token (cgs-host --metrics-token-file)");
+                e
+            })?;
         }
+        let view = if scraper { crate::metrics::View::Operator } else { crate::metrics::View::Member };
         let registry = self.runtime.registry();
         let snapshot = crate::metrics::Snapshot {
             running: registry.plugins().map(|p| (p.info.name.clone(), p.info.version.clone())).collect(),
             failed: self.gov.plugin_failures().into_keys().collect(),
-            open_proposals: self
-                .gov
-                .list_proposals(None, Some("Open"))
-                .ok()
+            // Members only (it reads every proposal record).
+            open_proposals: (view == crate::metrics::View::Member)
+                .then(|| self.gov.list_proposals(None, Some("Open")).ok())
+                .flatten()
                 .and_then(|v| v["value"].as_array().map(Vec::len)),
             applied_seqno: self.ledger.last_applied().seqno,
             applied_term: self.ledger.last_applied().term,
             leader: self.ledger.is_leader(),
-            sessions: None,
             jwks: self.auth.jwks_counts(),
         };
         drop(registry);
-        let view = if scraper { crate::metrics::View::Operator } else { crate::metrics::View::Member };
         let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render(&snapshot, view))));
         resp.headers_mut()
             .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
         Ok(resp)
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    /// Route `req`; `served` gets the template of the route that matched (never a path).
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        served: &mut Option<String>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         let path = req.uri().path().to_string();
         let query = req.uri().query().map(str::to_string);
-        let get_only = |req: &Request<Incoming>| {
-            if req.method() == hyper::Method::GET { Ok(()) } else { Err(method_not_allowed(&["GET"])) }
-        };
-        // Outside `/app`, only what the route table describes is served (see `openapi`).
+        // Outside `/app`, only what the route table describes is served (see `openapi`): past
+        // this point the method is one the table names for the path (GET for `/node/*` …).
         if !(path == "/app" || path.starts_with("/app/")) {
             match openapi::lookup(req.method().as_str(), &path) {
-                openapi::Lookup::Found(_) => {}
+                openapi::Lookup::Found(op) => *served = Some(op.path.to_string()),
                 openapi::Lookup::MethodNotAllowed(allowed) => return Err(method_not_allowed(&allowed)),
                 openapi::Lookup::NotFound => return Err(not_found(&req)),
             }
@@ -227,7 +220,6 @@ impl Service {
             return Ok(self.openapi());
         }
         if let Some(rest) = path.strip_prefix("/node/") {
-            get_only(&req)?;
             return match rest.split_once('/') {
                 None => match rest {
                     "health" => Ok(self.health()),
@@ -244,11 +236,9 @@ impl Service {
             };
         }
         if path == "/metrics" {
-            get_only(&req)?;
             return self.metrics_page(&req);
         }
         if path == "/.well-known/openid-configuration" || path == "/oidc/keys" {
-            get_only(&req)?;
             return Ok(json_ok(&if path == "/oidc/keys" {
                 self.cleanroom.oidc_keys()?
             } else {
@@ -256,7 +246,6 @@ impl Service {
             }));
         }
         if path == "/cleanroom/nonce" {
-            get_only(&req)?;
             let contract = parse_query(query.as_deref().unwrap_or(""))?.into_iter().find(|(k, _)| k == "contract_id");
             let Some((_, contract)) = contract else {
                 return Err(ApiError::new(
@@ -276,7 +265,7 @@ impl Service {
         if let Some(rest) = path.strip_prefix("/app")
             && (rest.is_empty() || rest.starts_with('/'))
         {
-            return self.app(req, rest.to_string()).await;
+            return self.app(req, rest.to_string(), served).await;
         }
         Err(not_found(&req))
     }
@@ -287,7 +276,9 @@ impl Service {
         let routes: Vec<(String, serde_json::Value)> = registry
             .plugins()
             .flat_map(|p| p.routes.iter().map(|r| (p.info.name.clone(), r.describe())))
-            .chain(crate::runtime::host_routes().iter().map(|r| ("host".to_string(), r.describe())))
+            .chain(
+                crate::runtime::host_routes().iter().map(|r| (crate::runtime::HOST_ROUTES.to_string(), r.describe())),
+            )
             .collect();
         json_ok(&openapi::document(&routes))
     }
@@ -319,11 +310,8 @@ impl Service {
     /// member's, a registered user's or a clean-room session's, and what it entitles to is
     /// checked for this request (a request other than `GET` may change state).
     fn authenticate(&self, req: &Request<Incoming>) -> Result<Caller, ApiError> {
-        let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else { return Ok(Caller::anonymous()) };
-        let token = h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", "use `Authorization: Bearer <token>`")
-        })?;
-        let a = self.auth.authenticate(token.trim(), req.method() != hyper::Method::GET)?;
+        let Some(token) = bearer(req)? else { return Ok(Caller::anonymous()) };
+        let a = self.auth.authenticate(token, req.method() != hyper::Method::GET)?;
         // A clean-room session acts only while its contract may run, under the policy it was
         // admitted with: checked on every use.
         if let Some(session) = &a.session {
@@ -393,7 +381,12 @@ impl Service {
         }
     }
 
-    async fn app(&self, req: Request<Incoming>, rest: String) -> Result<Response<Full<Bytes>>, ApiError> {
+    async fn app(
+        &self,
+        req: Request<Incoming>,
+        rest: String,
+        served: &mut Option<String>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         let method = Method::parse(req.method().as_str()).ok_or_else(|| {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -404,7 +397,11 @@ impl Service {
         let segments = decode_path(&rest)?;
         let seg_refs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let registry = self.runtime.registry();
-        let (plugin, route, params) = match registry.find_route(method, &seg_refs) {
+        let found = registry.find_route(method, &seg_refs);
+        if let RouteMatch::Found { route, .. } = &found {
+            *served = Some(format!("/app{}", route.template));
+        }
+        let (plugin, route, params) = match found {
             RouteMatch::Found { plugin, route, params } if plugin == crate::runtime::HOST_ROUTES => {
                 drop(registry);
                 return self.host_route(req, &route, &params).await;
@@ -475,17 +472,7 @@ impl Service {
         let body = read_body(req.into_body(), MAX_BODY_BYTES).await?;
         let preq = PluginRequest { plugin, route, params, path: rest, query, headers, body, caller };
         let result = self.runtime.handle(&preq).await;
-        self.metrics.plugin_call(
-            &preq.plugin.info.name,
-            match &result {
-                Ok(_) => "ok",
-                Err(crate::runtime::DispatchError::Plugin { .. }) => "refused",
-                Err(crate::runtime::DispatchError::Fault { kind, .. }) => kind.code(),
-                Err(crate::runtime::DispatchError::Busy(_)) => "busy",
-                Err(crate::runtime::DispatchError::Conflict(_)) => "conflict",
-                Err(_) => "store",
-            },
-        );
+        self.metrics.plugin_call(&preq.plugin.info.name, result.as_ref().map_or_else(|e| e.outcome(), |_| "ok"));
         match result {
             Ok(r) => {
                 let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -129,6 +129,18 @@ impl DispatchError {
         }
     }
 
+    /// The outcome label of `/metrics` (`cgs_plugin_calls_total`): `refused` (the plugin's own
+    /// error), the fault code, `busy`, `conflict` or `store`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            DispatchError::Plugin { .. } => "refused",
+            DispatchError::Fault { kind, .. } => kind.code(),
+            DispatchError::Busy(_) => "busy",
+            DispatchError::Conflict(_) => "conflict",
+            DispatchError::Store(_) => "store",
+        }
+    }
+
     /// The envelope message.
     pub fn message(&self) -> String {
         match self {
