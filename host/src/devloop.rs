@@ -16,7 +16,7 @@ use cgs_core::plugin::World;
 
 use crate::gov::Governance;
 use crate::node::{SandboxKey, sandbox_vote};
-use crate::runtime::{Caller, CallerKind, Runtime};
+use crate::runtime::{Caller, Runtime};
 
 /// How often DIR is looked at.
 const POLL: Duration = Duration::from_millis(500);
@@ -42,8 +42,9 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 /// Bring what runs in line with DIR, by vote: one line per change made, refused or failed.
 pub async fn sync(gov: &Governance, runtime: &Runtime, members: &[SandboxKey], dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut files: Vec<PathBuf> = fingerprint(dir).into_iter().map(|(n, _, _)| dir.join(n)).collect();
-    files.sort();
+    let caller = Caller::member(members[0].0.id.clone());
+    // In name order (the fingerprint is sorted).
+    let files: Vec<PathBuf> = fingerprint(dir).into_iter().map(|(n, _, _)| dir.join(n)).collect();
     let running: Vec<(String, String, Blake3Hash)> =
         runtime.registry().plugins().map(|p| (p.info.name.clone(), p.info.version.clone(), p.blake3)).collect();
     for f in files {
@@ -69,13 +70,6 @@ pub async fn sync(gov: &Governance, runtime: &Runtime, members: &[SandboxKey], d
         }
         let from = now.map(|(_, v, _)| format!("{v} → ")).unwrap_or_default();
         let what = format!("{} {from}{}", info.name, info.version);
-        let caller = Caller {
-            kind: CallerKind::Member,
-            id: members[0].0.id.clone(),
-            roles: vec![],
-            contract_id: None,
-            claims: vec![],
-        };
         if let Err(e) = gov.put_blob(&caller, bytes).await {
             lines.push(format!("{what}: upload failed: {}: {}", e.code, e.message));
             continue;

@@ -377,7 +377,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(url = %node.url(), dir = %node.dir.display(), "serving");
     let _reloader = match watch {
         Some(dir) => {
-            let members = cgs_host::node::sandbox_members(&node.dir)?;
+            let members = node.sandbox_members.clone();
             println!("watching {} for changed plugins (reload: lines below)", dir.display());
             Some(cgs_host::devloop::spawn(node.gov.clone(), node.runtime.clone(), members, dir))
         }
@@ -442,7 +442,7 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
     }
     if !node.sandbox_members.is_empty() {
         writeln!(out, "  members (keys under {}):", node.dir.join("members").display())?;
-        for m in &node.sandbox_members {
+        for (m, _, _) in &node.sandbox_members {
             writeln!(out, "    {:<14} {}", m.name, m.id)?;
         }
     }
@@ -457,7 +457,7 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
         out,
         "  cargo run -q -p cgs-client -- plugin verify contracts --url {url} --ca {cert}   # rebuild locally and compare"
     )?;
-    if let Some(m) = node.sandbox_members.first() {
+    if let Some((m, _, _)) = node.sandbox_members.first() {
         writeln!(out, "  export CGS_URL={url} CGS_CA={cert} CGS_KEY={}", m.key_path.display())?;
         writeln!(out, "  cargo run -q -p cgs-client -- proposal list")?;
         writeln!(

@@ -162,7 +162,7 @@ pub struct Node {
     /// Where the service certificate is.
     pub service_cert_path: PathBuf,
     /// The sandbox's members (empty for other nodes).
-    pub sandbox_members: Vec<SandboxMember>,
+    pub sandbox_members: Vec<SandboxKey>,
     /// What the sandbox did to open the service, if anything.
     pub opened: Option<String>,
     gov_config: GovConfig,
@@ -362,7 +362,7 @@ impl Node {
                     gov.create_service(&genesis, &blobs).await?;
                 }
                 opened = Self::sandbox_open(&gov, &members).await?;
-                sandbox_list = members.into_iter().map(|(m, _, _)| m).collect();
+                sandbox_list = members;
             }
             Creation::Existing => {}
         }
@@ -394,10 +394,7 @@ impl Node {
     }
 
     /// Ack for every sandbox member and vote `transition_service_to_open`, if still Opening.
-    async fn sandbox_open(
-        gov: &Governance,
-        members: &[(SandboxMember, ed25519_dalek::SigningKey, String)],
-    ) -> Result<Option<String>, NodeError> {
+    async fn sandbox_open(gov: &Governance, members: &[SandboxKey]) -> Result<Option<String>, NodeError> {
         if gov.service()?["status"] == "Open" {
             return Ok(None);
         }

@@ -31,7 +31,7 @@ use cgs_core::{Blake3Hash, TxId};
 use crate::auth::Auth;
 use crate::error::ServiceError;
 pub use crate::error::{ErrorKind, ServiceError as GovError};
-use crate::runtime::{Caller, CallerKind, DispatchError};
+use crate::runtime::{Caller, DispatchError};
 pub use crate::schema::{MemberRecord, tables};
 pub use crate::txn::Written;
 use crate::txn::{Cause, Core, StateTx};
@@ -238,13 +238,7 @@ impl Governance {
                 let (env, _) = self.check_envelope(g, envelope, MessageType::Proposal, None)?;
                 let body: ProposalBody =
                     env.json().map_err(|e| err(ErrorKind::Invalid, "InvalidProposal", e.to_string()))?;
-                if body.actions.is_empty() || body.actions.len() > MAX_ACTIONS {
-                    return Err(err(
-                        ErrorKind::Invalid,
-                        "InvalidProposal",
-                        format!("a proposal needs 1 to {MAX_ACTIONS} actions"),
-                    ));
-                }
+                check_action_count(&body.actions)?;
                 let caller = member_caller(&env.member_id);
                 let id = env.digest();
                 self.run_actions(g, &body.actions, false, &caller, &id).map_err(|f| Self::named(&body.actions, f))?;
@@ -383,7 +377,15 @@ fn decided(w: &Written) {
 }
 
 fn member_caller(id: &str) -> Caller {
-    Caller { kind: CallerKind::Member, id: id.to_string(), roles: vec![], contract_id: None, claims: vec![] }
+    Caller::member(id)
+}
+
+/// A proposal has 1 to [`MAX_ACTIONS`] actions (`400 InvalidProposal`).
+fn check_action_count(actions: &[cgs_core::gov::ActionBody]) -> Result<(), ServiceError> {
+    if actions.is_empty() || actions.len() > MAX_ACTIONS {
+        return Err(err(ErrorKind::Invalid, "InvalidProposal", format!("a proposal needs 1 to {MAX_ACTIONS} actions")));
+    }
+    Ok(())
 }
 
 /// A refused lifecycle step, as the API reports it.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use cgs_core::gov::{ActionBody, Vote};
 use serde::Deserialize;
 
-use super::{ErrorKind, Governance, MAX_ACTIONS, ProposalRecord, Resolution, err, member_caller};
+use super::{ErrorKind, Governance, ProposalRecord, Resolution, check_action_count, err, member_caller};
 use crate::error::ServiceError;
 use crate::runtime::{Caller, GovAction};
 use crate::txn::StateTx;
@@ -47,13 +47,7 @@ impl Governance {
         let s: Simulate = serde_json::from_slice(body).map_err(|e| {
             err(ErrorKind::Invalid, "InvalidProposal", format!("expected {{\"actions\":[…],\"ballots\":{{…}}}}: {e}"))
         })?;
-        if s.actions.is_empty() || s.actions.len() > MAX_ACTIONS {
-            return Err(err(
-                ErrorKind::Invalid,
-                "InvalidProposal",
-                format!("a proposal needs 1 to {MAX_ACTIONS} actions"),
-            ));
-        }
+        check_action_count(&s.actions)?;
         // One simulation at a time per node: each may run up to (members + 2) × actions plugin
         // calls, so a member cannot tie up every worker with them.
         let _one = self.simulating.try_lock().map_err(|_| {

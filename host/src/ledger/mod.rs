@@ -425,7 +425,10 @@ impl Ledger {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&self.shared) > 1 {
             if std::time::Instant::now() > deadline {
-                tracing::debug!(holders = Arc::strong_count(&self.shared), "ledger state still held after shutdown");
+                tracing::warn!(
+                    holders = Arc::strong_count(&self.shared),
+                    "the ledger database is still held 5 s after shutdown: reopening it now would fail"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -112,6 +112,14 @@ async fn jwks_fetched_from_an_allowed_url() {
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
     let ok = text.lines().find_map(|l| l.strip_prefix("cgs_jwks_fetches_total{result=\"ok\"} ")).unwrap();
     assert!(ok.parse::<u64>().unwrap() >= 1, "{text}");
+    // A user is no member: the metrics and proposal simulations are refused to it.
+    let auth = format!("Bearer {}", token("https://idp.test", "alice"));
+    for (m, path, body) in
+        [("GET", "/metrics", None), ("POST", "/gov/proposals/simulate", Some(br#"{"actions":[]}"#.to_vec()))]
+    {
+        let r = client.request(m, path, body, &[("authorization", auth.as_str())]).await.unwrap();
+        assert_eq!((r.status, r.error().unwrap().error.code.as_str()), (403, "CallerKindNotAllowed"), "{m} {path}");
+    }
     // A token the published key did not sign is refused.
     let forged = sign_eddsa(
         &ed25519_dalek::SigningKey::from_bytes(&[10; 32]),
