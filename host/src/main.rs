@@ -10,7 +10,9 @@ use cgs_host::http::HttpLimits;
 use cgs_host::ledger::LedgerConfig;
 use cgs_host::node::{Creation, Node, NodeConfig, PluginSource};
 use cgs_host::runtime::RuntimeConfig;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+mod config;
 
 /// mimalloc: glibc malloc and free were ~15% of a profiled request (many small, short-lived
 /// allocations per request across hyper, rustls, serde and the wasm call).
@@ -55,10 +57,38 @@ enum Command {
     /// Run a production node: create the service from a genesis document on first start
     /// (`--genesis FILE --plugins DIR`), or restart the service in DIR.
     Start(StartArgs),
+    /// Configuration files: `--config FILE` sets any flag of `start` and `sandbox` from TOML.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Check a configuration file as `start` (or `sandbox`) would read it, with the environment
+    /// and defaults: every mistake with its line, the files it names, and the settings that would
+    /// apply with where each comes from. Exits 1 if anything is wrong.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+        /// The command the file is for.
+        #[arg(long = "for", value_parser = ["start", "sandbox"], default_value = "start")]
+        command: String,
+    },
+    /// Print a commented file with every setting of `start` (or `sandbox`) at its default.
+    Example {
+        /// The command.
+        #[arg(value_parser = ["start", "sandbox"], default_value = "start")]
+        command: String,
+    },
 }
 
 #[derive(Args, Debug)]
 struct SandboxArgs {
+    /// Read settings from this TOML file: each key is a flag's long name (`plugin-fuel = 20000000`);
+    /// flags and environment variables win over it; relative paths are relative to the file.
+    /// `cgs-host config example` prints one with every setting.
+    #[arg(long, env = "CGS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Data directory.
     #[arg(long, default_value = "./sandbox")]
     dir: PathBuf,
@@ -87,6 +117,11 @@ struct SandboxArgs {
 
 #[derive(Args, Debug)]
 struct StartArgs {
+    /// Read settings from this TOML file: each key is a flag's long name (`plugin-fuel = 20000000`);
+    /// flags and environment variables win over it; relative paths are relative to the file.
+    /// `cgs-host config example` prints one with every setting.
+    #[arg(long, env = "CGS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Data directory.
     #[arg(long)]
     dir: PathBuf,
@@ -255,8 +290,50 @@ impl LimitArgs {
     }
 }
 
+/// Why the command line (with its config file) cannot be used.
+enum ParseError {
+    /// clap's: printed as clap prints it (help and version too).
+    Clap(clap::Error),
+    /// The config file's.
+    File(String),
+}
+
+/// Parse `argv`, with the settings of the `--config` file of `start` or `sandbox` added (flags
+/// and environment variables win over the file). Returns the matches for `config check`.
+fn parse_args(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<(Cli, clap::ArgMatches, Option<config::FileSettings>), ParseError> {
+    let mut root = Cli::command();
+    // A lenient first look finds the file and what the command line and environment set; a
+    // flag the file provides (`--dir` of `start`) is not missing yet.
+    let lenient = root.clone().ignore_errors(true).try_get_matches_from(&argv).ok();
+    let file = lenient.as_ref().and_then(|m| {
+        let (sub, sm) = m.subcommand()?;
+        let path = sm.try_get_one::<PathBuf>("config").ok().flatten()?;
+        config::COMMANDS.contains(&sub).then(|| (sub.to_string(), path.clone(), m))
+    });
+    let (argv, settings) = match file {
+        Some((sub, path, m)) => {
+            root.build();
+            let settings = config::load(&path, &root, &sub).map_err(ParseError::File)?;
+            (settings.apply(argv, m), Some(settings))
+        }
+        None => (argv, None),
+    };
+    let matches = Cli::command().try_get_matches_from(argv).map_err(ParseError::Clap)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
+    Ok((cli, matches, settings))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args(std::env::args_os().collect()) {
+        Ok((cli, _, _)) => cli,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::File(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
         Ok(f) => f,
         Err(e) => {
@@ -286,11 +363,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
-    // A first sandbox start that fails (a port in use, a plugin that does not build) must not
-    // leave a half-made service behind that the next start trips over. When it made the data
-    // directory, it moves it aside (never deletes: nothing is lost, even if something else
-    // wrote there meanwhile).
+/// What a start needs, read from the command line (and files it names) before anything starts.
+struct Prepared {
+    config: NodeConfig,
+    sandbox: bool,
+    /// The data directory, when this start makes it.
+    made_dir: Option<PathBuf>,
+    /// The `--watch` directory.
+    watch: Option<PathBuf>,
+}
+
+/// Check a command line for `start` or `sandbox` and read the files it names (genesis, metrics
+/// token, JWKS CAs). Writes nothing.
+fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
     let mut made_dir: Option<PathBuf> = None;
     let mut watch: Option<PathBuf> = None;
     let (config, sandbox) = match command {
@@ -306,9 +391,6 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let fresh = !a.dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
             if fresh && !a.dir.exists() {
                 made_dir = Some(a.dir.clone());
-            }
-            if let (true, PluginSource::Build { workspace }) = (fresh, &plugins) {
-                eprintln!("building plugins reproducibly from {} ...", workspace.display());
             }
             (
                 NodeConfig {
@@ -348,7 +430,26 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
                 false,
             )
         }
+        Command::Config(_) => return Err("not a start".into()),
     };
+    Ok(Prepared { config, sandbox, made_dir, watch })
+}
+
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    if let Command::Config(c) = command {
+        return config_command(c);
+    }
+    let Prepared { config, sandbox, made_dir, watch } = prepare(command)?;
+    check_paths(&config)?;
+    if let (Creation::Sandbox { plugins: PluginSource::Build { workspace } }, false) =
+        (&config.creation, config.dir.join(cgs_ledger_format::store_format::FILE_NAME).exists())
+    {
+        eprintln!("building plugins reproducibly from {} ...", workspace.display());
+    }
+    // A first sandbox start that fails (a port in use, a plugin that does not build) must not
+    // leave a half-made service behind that the next start trips over. When it made the data
+    // directory, it moves it aside (never deletes: nothing is lost, even if something else
+    // wrote there meanwhile).
     let node = match Node::open(config).await {
         Ok(node) => node,
         Err(e) => {
@@ -392,6 +493,74 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     node.serve(rx).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `cgs-host config check|example`.
+fn config_command(c: ConfigCommand) -> Result<(), Box<dyn std::error::Error>> {
+    let mut root = Cli::command();
+    root.build();
+    match c {
+        ConfigCommand::Example { command } => {
+            print!("{}", config::example(&root, &command));
+            Ok(())
+        }
+        ConfigCommand::Check { file, command } => {
+            let argv: Vec<std::ffi::OsString> =
+                vec!["cgs-host".into(), command.clone().into(), "--config".into(), file.clone().into()];
+            let (cli, matches, settings) = match parse_args(argv) {
+                Ok(parsed) => parsed,
+                Err(ParseError::File(e)) => return Err(e.into()),
+                Err(ParseError::Clap(e)) => {
+                    let text = e.render().to_string();
+                    let text = text.trim().trim_start_matches("error: ");
+                    let text = text.split("\n\nUsage:").next().unwrap_or(text);
+                    return Err(format!(
+                        "with the config file {}: {text}\n(set it in the file as `name = value`, by its environment \
+                         variable, or as a flag)",
+                        file.display()
+                    )
+                    .into());
+                }
+            };
+            let settings = settings.ok_or("no config file was read")?;
+            let prepared = prepare(cli.command).map_err(|e| format!("with the config file {}: {e}", file.display()))?;
+            check_paths(&prepared.config).map_err(|e| format!("with the config file {}: {e}", file.display()))?;
+            println!("{}: valid for `cgs-host {command}`; the settings that would apply:", file.display());
+            let rows = config::effective(&root, &command, &matches, &settings);
+            let width = rows.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
+            for (key, value, source) in rows {
+                println!("  {key:<width$} = {value}   ({source})");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What a start would trip over in the directories it names, found before it starts.
+fn check_paths(c: &NodeConfig) -> Result<(), String> {
+    let has_ledger = c.dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
+    if c.dir.exists() && !c.dir.is_dir() {
+        return Err(format!("dir {} is not a directory", c.dir.display()));
+    }
+    match &c.creation {
+        Creation::Existing if !has_ledger => Err(format!(
+            "dir {} holds no service: a first start needs `genesis` and `plugins` (the members, constitution and \
+             plugins it starts with)",
+            c.dir.display()
+        )),
+        // A sandbox's plugins are read at its first start only.
+        Creation::Genesis { plugins: PluginSource::Dir(p), .. }
+        | Creation::Sandbox { plugins: PluginSource::Dir(p) }
+            if !p.is_dir() && !has_ledger =>
+        {
+            Err(format!("plugins {} is not a directory of `*.wasm` components", p.display()))
+        }
+        Creation::Genesis { .. } if has_ledger => Err(format!(
+            "dir {} already holds a service: `genesis` is only for a first start (remove it to restart this one)",
+            c.dir.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The source checkout this binary was built from, if it still exists; else the one around the

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A secret string (the scrape token) that never shows in `Debug` output.
@@ -43,6 +44,72 @@ struct Histogram {
     counts: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
+}
+
+/// Bounds of durable-write latency buckets, in seconds: an fsync takes from ~0.1 ms to a few ms.
+pub const IO_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.25, 1.0];
+
+/// A latency histogram written from any thread without a lock (the ledger's writers).
+#[derive(Debug, Default)]
+pub struct IoHistogram {
+    counts: [AtomicU64; IO_BUCKETS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+/// What an [`IoHistogram`] held when read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IoSnapshot {
+    /// Per bucket of [`IO_BUCKETS`] (not cumulative).
+    pub counts: [u64; IO_BUCKETS.len()],
+    /// Observations.
+    pub count: u64,
+    /// Their sum, in seconds.
+    pub sum: f64,
+}
+
+impl IoHistogram {
+    /// One durable write that took `d`.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = IO_BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> IoSnapshot {
+        IoSnapshot {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+            sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// The ledger's figures, read when scraped.
+#[derive(Debug, Default, Clone)]
+pub struct LedgerStats {
+    /// Durable commits of the raft log (each an fsync): their latency.
+    pub log_commits: IoSnapshot,
+    /// Commits of applied state (not synced): their latency.
+    pub apply_commits: IoSnapshot,
+    /// Raft log entries written.
+    pub log_entries: u64,
+    /// Size of the ledger file, in bytes.
+    pub file_bytes: u64,
+    /// The tree size of the last checkpoint.
+    pub last_checkpoint: u64,
+    /// Entries applied since the last checkpoint (not yet covered by a signed root).
+    pub checkpoint_lag: u64,
+    /// Raft: the last log index.
+    pub raft_last_log: u64,
+    /// Raft: the applied index.
+    pub raft_applied: u64,
+    /// Raft, on a leader: each peer's node id and how many entries it is behind.
+    pub replication_lag: Vec<(u64, u64)>,
 }
 
 /// The requests of one method and route.
@@ -110,6 +177,12 @@ pub struct Snapshot {
     pub leader: bool,
     /// JWKS fetches that succeeded and that failed.
     pub jwks: (u64, u64),
+    /// Per running plugin (name): fuel used and moves off the async worker.
+    pub plugin_counters: Vec<(String, u64, u64)>,
+    /// The ledger.
+    pub ledger: LedgerStats,
+    /// Clean-room nonces outstanding, and sessions admitted.
+    pub sessions: (usize, u64),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -226,6 +299,29 @@ impl Metrics {
         }
         writeln!(o, "# HELP cgs_plugins_failed Plugins governance made active that this node could not load.")?;
         writeln!(o, "# TYPE cgs_plugins_failed gauge\ncgs_plugins_failed {}", s.failed.len())?;
+        // Per plugin for members; summed for the operator (how busy the node is, not who).
+        let counters: Vec<(String, u64, u64)> = if full {
+            s.plugin_counters.clone()
+        } else {
+            let (fuel, moves) = s.plugin_counters.iter().fold((0, 0), |(f, m), (_, a, b)| (f + a, m + b));
+            vec![("*".into(), fuel, moves)]
+        };
+        writeln!(
+            o,
+            "# HELP cgs_plugin_fuel_consumed_total Fuel (about one unit per wasm instruction) the running version's calls used."
+        )?;
+        writeln!(o, "# TYPE cgs_plugin_fuel_consumed_total counter")?;
+        for (p, fuel, _) in &counters {
+            writeln!(o, "cgs_plugin_fuel_consumed_total{{plugin=\"{}\"}} {fuel}", esc(p))?;
+        }
+        writeln!(
+            o,
+            "# HELP cgs_plugin_slow_path_moves_total Times the running version's calls were moved off the async worker (slow or blocking calls)."
+        )?;
+        writeln!(o, "# TYPE cgs_plugin_slow_path_moves_total counter")?;
+        for (p, _, moves) in &counters {
+            writeln!(o, "cgs_plugin_slow_path_moves_total{{plugin=\"{}\"}} {moves}", esc(p))?;
+        }
         if let Some(n) = s.open_proposals.filter(|_| full) {
             writeln!(o, "# HELP cgs_proposals_open Proposals open for votes.\n# TYPE cgs_proposals_open gauge")?;
             writeln!(o, "cgs_proposals_open {n}")?;
@@ -239,6 +335,58 @@ impl Metrics {
         writeln!(o, "# TYPE cgs_jwks_fetches_total counter")?;
         writeln!(o, "cgs_jwks_fetches_total{{result=\"ok\"}} {}", s.jwks.0)?;
         writeln!(o, "cgs_jwks_fetches_total{{result=\"failed\"}} {}", s.jwks.1)?;
+        let l = &s.ledger;
+        writeln!(o, "# HELP cgs_ledger_file_bytes Size of the ledger file.\n# TYPE cgs_ledger_file_bytes gauge")?;
+        writeln!(o, "cgs_ledger_file_bytes {}", l.file_bytes)?;
+        writeln!(o, "# HELP cgs_ledger_log_entries_written_total Raft log entries written durably.")?;
+        writeln!(o, "# TYPE cgs_ledger_log_entries_written_total counter")?;
+        writeln!(o, "cgs_ledger_log_entries_written_total {}", l.log_entries)?;
+        writeln!(
+            o,
+            "# HELP cgs_ledger_checkpoint_size The tree size the last signed checkpoint covers.\n# TYPE cgs_ledger_checkpoint_size gauge"
+        )?;
+        writeln!(o, "cgs_ledger_checkpoint_size {}", l.last_checkpoint)?;
+        writeln!(
+            o,
+            "# HELP cgs_ledger_checkpoint_lag_entries Applied entries no signed checkpoint covers yet.\n# TYPE cgs_ledger_checkpoint_lag_entries gauge"
+        )?;
+        writeln!(o, "cgs_ledger_checkpoint_lag_entries {}", l.checkpoint_lag)?;
+        writeln!(
+            o,
+            "# HELP cgs_ledger_commit_seconds Ledger commits: `log` is the raft log's (durable: each ends with an fsync), `apply` the applied state's (not synced: replayed from the log after a crash)."
+        )?;
+        writeln!(o, "# TYPE cgs_ledger_commit_seconds histogram")?;
+        for (kind, h) in [("log", &l.log_commits), ("apply", &l.apply_commits)] {
+            let mut cumulative = 0;
+            for (b, c) in IO_BUCKETS.iter().zip(h.counts) {
+                cumulative += c;
+                writeln!(o, "cgs_ledger_commit_seconds_bucket{{kind=\"{kind}\",le=\"{b}\"}} {cumulative}")?;
+            }
+            writeln!(o, "cgs_ledger_commit_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}", h.count)?;
+            writeln!(o, "cgs_ledger_commit_seconds_sum{{kind=\"{kind}\"}} {}", h.sum)?;
+            writeln!(o, "cgs_ledger_commit_seconds_count{{kind=\"{kind}\"}} {}", h.count)?;
+        }
+        writeln!(o, "# HELP cgs_raft_log_index Raft log indexes: the last written, the last applied.")?;
+        writeln!(o, "# TYPE cgs_raft_log_index gauge")?;
+        writeln!(o, "cgs_raft_log_index{{kind=\"last\"}} {}", l.raft_last_log)?;
+        writeln!(o, "cgs_raft_log_index{{kind=\"applied\"}} {}", l.raft_applied)?;
+        writeln!(
+            o,
+            "# HELP cgs_raft_replication_lag_entries On the leader: entries each peer has yet to match.\n# TYPE cgs_raft_replication_lag_entries gauge"
+        )?;
+        for (peer, lag) in &l.replication_lag {
+            writeln!(o, "cgs_raft_replication_lag_entries{{peer=\"{peer}\"}} {lag}")?;
+        }
+        writeln!(
+            o,
+            "# HELP cgs_cleanroom_sessions_admitted_total Attested clean-room sessions this node admitted (a session is a token: none is kept open).\n# TYPE cgs_cleanroom_sessions_admitted_total counter"
+        )?;
+        writeln!(o, "cgs_cleanroom_sessions_admitted_total {}", s.sessions.1)?;
+        writeln!(
+            o,
+            "# HELP cgs_cleanroom_nonces Clean-room attestation nonces outstanding on this node.\n# TYPE cgs_cleanroom_nonces gauge"
+        )?;
+        writeln!(o, "cgs_cleanroom_nonces {}", s.sessions.0)?;
         writeln!(o, "# HELP cgs_raft_term The raft term of the last applied entry.\n# TYPE cgs_raft_term gauge")?;
         writeln!(o, "cgs_raft_term {}", s.applied_term)?;
         writeln!(o, "# HELP cgs_raft_leader 1 while this node leads.\n# TYPE cgs_raft_leader gauge")?;

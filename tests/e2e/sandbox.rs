@@ -208,3 +208,102 @@ async fn logs_are_quiet_structured_and_carry_the_request_id() {
     assert!(!text.contains("zz yy"), "an unusable client id is not logged: {text}");
     assert!(lines.iter().any(|l| l["message"] == "proposal decided"), "the opening vote is logged: {text}");
 }
+
+/// `--config FILE`: every flag of `sandbox` from TOML, relative paths from the file's directory,
+/// a flag beating the file and an environment variable beating the file; `config check` names
+/// every mistake with its line and exits 1, and passes the generated example.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_sets_the_flags_and_loses_to_them() {
+    let host = &cgs_e2e::binaries().host;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(host).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The example lists every setting, and checks as it is.
+    let example = tmp.path().join("example.toml");
+    let (status, text, _) = run(&["config".as_ref(), "example".as_ref(), "sandbox".as_ref()]);
+    assert_eq!(status, Some(0));
+    for key in [
+        "# dir = ",
+        "# listen = ",
+        "# plugin-fuel = ",
+        "# max-connections = ",
+        "# metrics-token-file = ",
+        "# log-format = ",
+    ] {
+        assert!(text.contains(key), "{key} in\n{text}");
+    }
+    std::fs::write(&example, &text).unwrap();
+    let (status, out, err) =
+        run(&["config".as_ref(), "check".as_ref(), example.as_os_str(), "--for".as_ref(), "sandbox".as_ref()]);
+    assert_eq!(status, Some(0), "{out}{err}");
+    assert!(out.contains("plugin-fuel") && out.contains("(default)"), "{out}");
+
+    // Every mistake at once, each with its line and what to do.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:0\"\nplugin-fuel = \"lots\"\nlisen = 3\nwatch = 1\n").unwrap();
+    let (status, _, err) =
+        run(&["config".as_ref(), "check".as_ref(), bad.as_os_str(), "--for".as_ref(), "sandbox".as_ref()]);
+    assert_eq!(status, Some(1), "{err}");
+    assert!(err.contains("3 mistakes"), "{err}");
+    assert!(err.contains("line 2: `plugin-fuel`: invalid value 'lots'"), "{err}");
+    assert!(err.contains("line 3: `lisen` is not a setting of `cgs-host sandbox` (did you mean `listen`?)"), "{err}");
+    assert!(err.contains("line 4: `watch`: is a switch"), "{err}");
+    let (status, _, err) = run(&["sandbox".as_ref(), "--config".as_ref(), bad.as_os_str()]);
+    assert_eq!(status, Some(2), "a start refuses the same file before anything starts: {err}");
+    assert!(err.contains("3 mistakes"), "{err}");
+    let not_toml = tmp.path().join("not.toml");
+    std::fs::write(&not_toml, "listen = \n").unwrap();
+    let (status, _, err) = run(&["config".as_ref(), "check".as_ref(), not_toml.as_os_str()]);
+    assert_eq!(status, Some(1));
+    assert!(err.contains("not valid TOML") && err.contains("line 1"), "{err}");
+
+    // A sandbox from a file: `dir` relative to the file; `listen` overridden by the flag (the
+    // file's port 1 cannot be bound); `log` overridden by the environment (the file's `off` would
+    // print nothing); `max-nonces` and `log-format` from the file.
+    let conf_dir = tmp.path().join("conf");
+    std::fs::create_dir(&conf_dir).unwrap();
+    let conf = conf_dir.join("cgs.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "dir = \"data\"\nlisten = \"127.0.0.1:1\"\nplugins = {:?}\nlog = \"off\"\nlog-format = \"json\"\nmax_nonces = 1\n",
+            cgs_e2e::plugins_dir().display().to_string()
+        ),
+    )
+    .unwrap();
+    let data = conf_dir.join("data");
+    let log = tmp.path().join("stderr.log");
+    let args: Vec<std::ffi::OsString> =
+        vec!["sandbox".into(), "--config".into(), conf.clone().into(), "--listen".into(), "127.0.0.1:0".into()];
+    let mut sb = Sandbox::spawn_with_env(
+        &data,
+        &args,
+        std::fs::File::create(&log).unwrap().into(),
+        &[("CGS_LOG", "warn,cgs_host=info")],
+    )
+    .await
+    .unwrap();
+    assert!(data.join("service-cert.pem").exists(), "the data directory is relative to the file");
+    let first = sb.client.get("/cleanroom/nonce?contract_id=c1").await.unwrap();
+    assert_eq!(first.status, 200);
+    let second = sb.client.get("/cleanroom/nonce?contract_id=c1").await.unwrap();
+    assert_eq!((second.status, code(&second).as_str()), (503, "ServiceBusy"), "max_nonces = 1 from the file");
+    let (status, out, err) =
+        run(&["config".as_ref(), "check".as_ref(), conf.as_os_str(), "--for".as_ref(), "sandbox".as_ref()]);
+    assert_eq!(status, Some(0), "{out}{err}");
+    assert!(out.contains(&data.display().to_string()) && out.contains("(file)"), "{out}");
+    assert!(sb.terminate().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let serving = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "serving");
+    assert!(serving.is_some(), "the environment's log filter beat the file's `off`, in the file's JSON format: {text}");
+}

@@ -127,9 +127,20 @@ impl Sandbox {
 
     /// [`Sandbox::spawn`] with the process's stderr (its log) sent to `stderr`.
     pub async fn spawn_logging_to(data: &Path, args: &[std::ffi::OsString], stderr: Stdio) -> Result<Sandbox> {
+        Self::spawn_with_env(data, args, stderr, &[]).await
+    }
+
+    /// [`Sandbox::spawn_logging_to`] with environment variables set for the process.
+    pub async fn spawn_with_env(
+        data: &Path,
+        args: &[std::ffi::OsString],
+        stderr: Stdio,
+        env: &[(&str, &str)],
+    ) -> Result<Sandbox> {
         let bins = binaries();
         let mut child = Command::new(&bins.host)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

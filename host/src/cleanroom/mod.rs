@@ -37,6 +37,11 @@ impl Cleanroom {
         Self { core, auth, nonces: sessions::Nonces::with_capacity(config.max_nonces) }
     }
 
+    /// Nonces outstanding on this node, and sessions it admitted (`/metrics`).
+    pub fn session_counts(&self) -> (usize, u64) {
+        self.nonces.counts()
+    }
+
     /// A clean-room session may still act: its contract accepted, no member's kill switch on
     /// (`405 ContractRevoked` / `ContractNotAccepted` / `ContractDisabled`, naming the members),
     /// and the clean-room policy unchanged since the session was admitted (`401

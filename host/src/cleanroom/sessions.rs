@@ -33,6 +33,8 @@ pub const MAX_NONCES: usize = 100_000;
 pub struct Nonces {
     inner: Mutex<NonceState>,
     cap: usize,
+    /// Sessions admitted with a nonce of this node (`/metrics`).
+    admitted: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -57,7 +59,13 @@ impl Default for Nonces {
 impl Nonces {
     /// A store holding at most `cap` outstanding nonces.
     pub fn with_capacity(cap: usize) -> Self {
-        Self { inner: Mutex::new(NonceState::default()), cap }
+        Self { inner: Mutex::new(NonceState::default()), cap, admitted: Default::default() }
+    }
+
+    /// Nonces outstanding (expired ones leave at the next issue), and sessions admitted so far.
+    pub fn counts(&self) -> (usize, u64) {
+        let live = self.inner.lock().map(|s| s.live.len()).unwrap_or(0);
+        (live, self.admitted.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// A fresh nonce (hex of 32 random bytes) for `contract_id`.
@@ -237,6 +245,7 @@ impl Cleanroom {
             "session_key": base64::engine::general_purpose::STANDARD.encode(&public_key),
             "policy_version": policy_version,
         }));
+        self.nonces.admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(serde_json::json!({
             "token": token, "expires_at": exp, "session_id": session_id,
             "contract_id": contract_id, "insecure": verified.insecure(),

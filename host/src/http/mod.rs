@@ -191,6 +191,15 @@ impl Service {
             applied_term: self.ledger.last_applied().term,
             leader: self.ledger.is_leader(),
             jwks: self.auth.jwks_counts(),
+            plugin_counters: registry
+                .plugins()
+                .map(|p| {
+                    let (fuel, moves) = p.counters();
+                    (p.info.name.clone(), fuel, moves)
+                })
+                .collect(),
+            ledger: self.ledger.stats(),
+            sessions: self.cleanroom.session_counts(),
         };
         drop(registry);
         let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render(&snapshot, view))));

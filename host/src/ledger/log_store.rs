@@ -97,7 +97,13 @@ fn writer(shared: Arc<Shared>, cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>>, rx: s
                     }
                 }
             }
-            tx.commit().map_err(|e| e.to_string())
+            let started = std::time::Instant::now();
+            tx.commit().map_err(|e| e.to_string())?;
+            shared.log_commits.observe(started.elapsed());
+            let written: usize =
+                batch.iter().map(|j| if let Job::Append { entries, .. } = j { entries.len() } else { 0 }).sum();
+            shared.log_entries.fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
         })();
         for job in batch {
             match job {

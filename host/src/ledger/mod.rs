@@ -148,6 +148,8 @@ pub struct Ledger {
     key_recorded: std::sync::atomic::AtomicBool,
     proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The ledger file.
+    file: std::path::PathBuf,
 }
 
 fn now_ms() -> u64 {
@@ -233,6 +235,9 @@ impl Ledger {
             signature_interval_txs: config.signature_interval_txs.max(1),
             applied_tx,
             installed_tx,
+            log_commits: Default::default(),
+            apply_commits: Default::default(),
+            log_entries: Default::default(),
         });
 
         let log = log_store::LogStore::new(shared.clone()).map_err(db_err)?;
@@ -268,6 +273,7 @@ impl Ledger {
             key_recorded: Default::default(),
             proposals,
             tasks: Mutex::new(Vec::new()),
+            file: dir.join(fmt::FILE_NAME),
         });
         tasks.push(tokio::spawn(signature_loop(Arc::downgrade(&ledger), config.signature_interval)));
         if let Ok(mut t) = ledger.tasks.lock() {
@@ -400,6 +406,34 @@ impl Ledger {
     /// applied size), as it changes.
     pub fn installed_state_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.installed_tx.subscribe()
+    }
+
+    /// The ledger's figures for `/metrics`.
+    pub fn stats(&self) -> crate::metrics::LedgerStats {
+        let m = self.raft.metrics().borrow().clone();
+        let last_log = m.last_log_index.unwrap_or(0);
+        let replication_lag = m
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(peer, _)| **peer != self.node_id)
+            .map(|(peer, matched)| (*peer, last_log.saturating_sub(matched.map_or(0, |l| l.index))))
+            .collect();
+        crate::metrics::LedgerStats {
+            log_commits: self.shared.log_commits.snapshot(),
+            apply_commits: self.shared.apply_commits.snapshot(),
+            log_entries: self.shared.log_entries.load(Ordering::Relaxed),
+            file_bytes: std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0),
+            last_checkpoint: self.shared.last_checkpoint.load(Ordering::Acquire),
+            checkpoint_lag: self
+                .shared
+                .applied
+                .load(Ordering::Acquire)
+                .saturating_sub(self.shared.last_checkpoint.load(Ordering::Acquire)),
+            raft_last_log: last_log,
+            raft_applied: m.last_applied.map_or(0, |l| l.index),
+            replication_lag,
+        }
     }
 
     /// The number of applied entries (the tree size).

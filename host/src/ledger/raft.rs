@@ -76,6 +76,12 @@ pub(crate) struct Shared {
     /// The seqno of the last applied transaction that wrote one of [`super::INSTALLED_STATE`]:
     /// what the node must act on (load plugins, open the service), on every replica.
     pub installed_tx: tokio::sync::watch::Sender<u64>,
+    /// Latency of the raft log's durable commits (`/metrics`).
+    pub log_commits: crate::metrics::IoHistogram,
+    /// Latency of the applied state's (non-durable) commits (`/metrics`).
+    pub apply_commits: crate::metrics::IoHistogram,
+    /// Raft log entries written (`/metrics`).
+    pub log_entries: AtomicU64,
 }
 
 /// Encode an openraft entry as a replicated-log record.

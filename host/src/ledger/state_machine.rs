@@ -150,7 +150,9 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
         meta.insert("last_non_signature", last_non_sig.to_be_bytes().as_slice()).map_err(|e| e.to_string())?;
         meta.insert("last_checkpoint", last_checkpoint.to_be_bytes().as_slice()).map_err(|e| e.to_string())?;
     }
+    let started = std::time::Instant::now();
     tx.commit().map_err(|e| e.to_string())?;
+    shared.apply_commits.observe(started.elapsed());
     shared.applied_term.store(term, Ordering::Release);
     shared.applied.store(size, Ordering::Release);
     shared.last_non_signature.store(last_non_sig, Ordering::Release);

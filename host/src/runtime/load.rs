@@ -2,7 +2,7 @@
 //! (or load its authenticated cached artifact) and probe its routes and actions.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use cgs_core::Blake3Hash;
 use cgs_core::plugin::World;
@@ -80,6 +80,8 @@ impl Runtime {
             actions: Vec::new(),
             pre,
             slow: AtomicU32::new(0),
+            fuel_used: AtomicU64::new(0),
+            slow_moves: AtomicU64::new(0),
         };
         let (routes, actions) = self.probe(&plugin)?;
         plugin.routes = routes;

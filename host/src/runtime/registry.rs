@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cgs_core::Blake3Hash;
@@ -60,6 +60,18 @@ pub struct Plugin {
     /// Calls in a row that took longer than [`INLINE_BUDGET`]; at [`SLOW_STRIKES`] the plugin's
     /// calls leave the async worker (`block_in_place`) for good.
     pub(super) slow: AtomicU32,
+    /// Fuel its calls used, in total (for `/metrics`).
+    pub(super) fuel_used: AtomicU64,
+    /// Times its calls were moved off the async worker (for `/metrics`).
+    pub(super) slow_moves: AtomicU64,
+}
+
+impl Plugin {
+    /// Fuel this version's calls used so far, and the times its calls were moved off the async
+    /// worker: `/metrics` counters (they restart at an upgrade, as Prometheus counters may).
+    pub fn counters(&self) -> (u64, u64) {
+        (self.fuel_used.load(Ordering::Relaxed), self.slow_moves.load(Ordering::Relaxed))
+    }
 }
 
 /// Calls up to this long run on the async worker that received the request: handing a 20 µs

@@ -355,6 +355,26 @@ async fn metrics_are_for_members_and_the_scraper_and_move() {
             > sample(&before, "cgs_ledger_applied_seqno", &[]).unwrap()
     );
     assert_eq!(sample(&after, "cgs_raft_leader", &[]), Some(1.0));
+    // The ledger: durable log commits (each an fsync) timed, entries written, the file, where
+    // the last checkpoint is; raft's indexes; the plugin's fuel.
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        let (b, a) = (sample(&before, name, labels).unwrap_or(0.0), sample(&after, name, labels).unwrap());
+        assert!(a > b, "{name}{labels:?} moved: {b} → {a}");
+    };
+    moved("cgs_ledger_commit_seconds", &[("kind", "log")]);
+    moved("cgs_ledger_commit_seconds", &[("kind", "apply")]);
+    moved("cgs_ledger_log_entries_written_total", &[]);
+    moved("cgs_raft_log_index", &[("kind", "applied")]);
+    moved("cgs_plugin_fuel_consumed_total", &[("plugin", "greetings")]);
+    assert!(sample(&after, "cgs_ledger_file_bytes", &[]).unwrap() > 0.0);
+    assert!(sample(&after, "cgs_ledger_checkpoint_size", &[]).unwrap() > 0.0, "the opening is checkpointed");
+    assert!(sample(&after, "cgs_ledger_checkpoint_lag_entries", &[]).is_some());
+    assert_eq!(sample(&after, "cgs_plugin_slow_path_moves_total", &[("plugin", "greetings")]), Some(0.0));
+    let nonces = sample(&after, "cgs_cleanroom_nonces", &[]).unwrap();
+    let nonce = n.client.get("/cleanroom/nonce?contract_id=c1").await.unwrap();
+    assert_eq!(nonce.status, 200, "{}", String::from_utf8_lossy(&nonce.body));
+    assert_eq!(sample(&scraped().await, "cgs_cleanroom_nonces", &[]), Some(nonces + 1.0));
+    assert_eq!(sample(&after, "cgs_cleanroom_sessions_admitted_total", &[]), Some(0.0));
     assert!(sample(&after, "cgs_http_request_duration_seconds", &[("route", "/node/health")]).is_some());
     // Labels are templates: the path's id never shows. The operator's scraper sees the node,
     // not the tenants' activity: `/app` and `/gov` routes collapsed, plugin calls without the
@@ -370,6 +390,8 @@ async fn metrics_are_for_members_and_the_scraper_and_move() {
     );
     assert!(!text.contains("/app/greetings") && !text.contains("cgs_proposals_open"), "{text}");
     assert_eq!(sample(&op, "cgs_plugin_calls_total", &[("plugin", "*"), ("outcome", "ok")]), Some(1.0));
+    assert!(sample(&op, "cgs_plugin_fuel_consumed_total", &[("plugin", "*")]).unwrap() > 0.0);
+    assert!(sample(&op, "cgs_ledger_commit_seconds", &[("kind", "log")]).unwrap() > 0.0, "the node's health");
     assert_eq!(sample(&op, "cgs_http_requests_total", &health), Some(h0 + 3.0), "node routes stay visible");
     // A made-up method adds no series.
     for m in ["BREW", "FOO1", "FOO2"] {
