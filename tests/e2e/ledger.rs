@@ -136,6 +136,12 @@ async fn tampering_fails_verification_at_the_right_seqno() {
     let (ok, out, err) = cgs(&["ledger", "verify", data.to_str().unwrap(), "--node-key", &key]);
     assert!(ok, "{err}");
     assert!(out.contains("ledger verifies"));
+    // Progress goes to stderr (a log gets whole lines), the report alone to stdout.
+    assert!(
+        err.lines().any(|l| l.starts_with("verifying ") && l.contains(": verified (") && l.contains(" entries) in ")),
+        "{err}"
+    );
+    assert!(!out.contains("verifying"), "{out}");
 
     // Flipping any byte of a committed entry fails at that entry.
     let original = entry(&data, k);

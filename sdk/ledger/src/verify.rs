@@ -89,6 +89,16 @@ struct NodeRecord {
 /// Verify the data directory `dir`. `pinned` keys, if any, are the only keys accepted for
 /// checkpoints (otherwise the keys the ledger records are used, and reported).
 pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Failure> {
+    verify_data_dir_with_progress(dir, pinned, &mut |_, _| {})
+}
+
+/// [`verify_data_dir`], calling `progress(entries checked, entries in the log)` every 1024
+/// entries and at the end.
+pub fn verify_data_dir_with_progress(
+    dir: &Path,
+    pinned: &[VerifierKey],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Report, Failure> {
     let path = dir.join(fmt::FILE_NAME);
     if !path.is_file() {
         return fail(0, format!("{} does not exist", path.display()));
@@ -123,7 +133,11 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
     let mut last_term = 0u64;
     let mut last_checkpoint_size = 0u64;
 
+    let total = redb::ReadableTableMetadata::len(&log).map_err(|e| dberr(&e))?;
     for (expected, item) in (1u64..).zip(log.iter().map_err(|e| dberr(&e))?) {
+        if expected % 1024 == 0 {
+            progress(expected, total);
+        }
         let (k, v) = item.map_err(|e| dberr(&e))?;
         let (key, bytes) = (k.value(), v.value());
         if key != expected {
@@ -347,6 +361,7 @@ pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Fai
     if next_seqno <= applied {
         return fail(next_seqno, "the ledger has entries the replicated log does not contain");
     }
+    progress(report.entries, report.entries);
     Ok(report)
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cgs_ledger_format::verify::verify_data_dir;
+use cgs_ledger_format::verify::verify_data_dir_with_progress;
 use clap::Subcommand;
 
 use super::common::read_key;
@@ -41,7 +41,10 @@ fn verify(cli: &Cli, dir: &Path, node_key: &[String]) -> Result {
              them. Pin the key from `cgs verify service` or GET /node/identity with --node-key."
         );
     }
-    let r = verify_data_dir(dir, &keys).map_err(|f| CliError::Ledger(Box::new(f)))?;
+    let progress = super::progress::Progress::start(format!("verifying {}", dir.display()), "entries");
+    let r = verify_data_dir_with_progress(dir, &keys, &mut |done, total| progress.set(done, total))
+        .map_err(|f| CliError::Ledger(Box::new(f)))?;
+    progress.finish("verified");
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&r).map_err(CliError::Encode)?);
         return Ok(());

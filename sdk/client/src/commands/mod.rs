@@ -12,6 +12,7 @@ pub(crate) mod ledger;
 pub(crate) mod member;
 pub(crate) mod plugin;
 pub(crate) mod policy;
+pub(crate) mod progress;
 pub(crate) mod proposal;
 pub(crate) mod provenance;
 pub(crate) mod receipt;

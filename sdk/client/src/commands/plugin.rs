@@ -174,7 +174,9 @@ fn build_plugins(cli: &Cli, args: &BuildArgs) -> Result {
         copy_sources(&ws, &copy)?;
         let req =
             BuildRequest { workspace: copy.clone(), selection, out_dir: Some(other.path().join("out")), quiet: true };
+        let progress = super::progress::Progress::start(format!("rebuilding in {} to compare", copy.display()), "");
         let again = build::build(&req)?;
+        progress.finish("rebuilt");
         let mut differ = Vec::new();
         for (a, b) in built.iter().zip(&again) {
             if a.measurement.blake3 != b.measurement.blake3 {
@@ -524,9 +526,16 @@ pub(super) fn scratch_dir(ws: &Path) -> Result<PathBuf> {
 
 /// Build the plugins `names` of `ws` reproducibly into `out`.
 pub(super) fn build_into(ws: PathBuf, names: Vec<String>, out: &Path, quiet: bool) -> Result<Vec<BuiltPlugin>> {
+    // A quiet build hides cargo's own progress: say what runs instead.
+    let progress =
+        quiet.then(|| super::progress::Progress::start(format!("building {} reproducibly", names.join(", ")), ""));
     let req =
         BuildRequest { workspace: ws, selection: Selection::Named(names), out_dir: Some(out.to_path_buf()), quiet };
-    Ok(build::build(&req)?)
+    let built = build::build(&req)?;
+    if let Some(p) = progress {
+        p.finish("built");
+    }
+    Ok(built)
 }
 
 /// The package name in `dir/Cargo.toml`.
