@@ -38,6 +38,25 @@ async fn sandbox_serves_plugin_routes_over_https() {
         (Some("disabled"), Some("ContractNotAccepted"))
     );
 
+    // `--json` answers and errors are JSON: a script branches on the service's code.
+    let key = sb.data.join("members").join("isv.key");
+    let (ok, out, err) = sb.cli(Some(&key), &["--json", "proposal", "list"]);
+    assert!(ok, "{err}");
+    assert!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["value"].is_array(), "{out}");
+    let (ok, out, err) = sb.cli(Some(&key), &["--json", "proposal", "show", "no-such-proposal"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    let e: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|_| panic!("a JSON error: {err}"));
+    assert_eq!(
+        (e["error"]["status"].as_u64(), e["error"]["code"].as_str()),
+        (Some(404), Some("ProposalNotFound")),
+        "{e}"
+    );
+    let (ok, _, err) = sb.cli(None, &["--json", "proposal", "list"]);
+    assert!(!ok);
+    let e: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|_| panic!("a JSON error: {err}"));
+    assert_eq!(e["error"]["code"], "Usage", "no --key: {e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("--key"), "{e}");
+
     // TLS: the certificate is pinned; a client trusting another certificate cannot connect.
     let other = tempfile::tempdir().unwrap();
     let other_id = cgs_host_identity(other.path()).await;

@@ -151,6 +151,39 @@ pub(crate) enum CliError {
 }
 
 impl CliError {
+    /// The error as `--json` prints it (on stderr): `{"error":{"code","message"}}`, plus the
+    /// HTTP `status` when the service refused. `code` is the service's envelope code, else the
+    /// kind of failure (`Usage`, `Read`, `Unreachable`, `Mismatch`, …), so scripts branch on it.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        use cgs_client::ClientError as C;
+        let code = match self {
+            Self::Client(C::Api { code, status, message }) => {
+                return serde_json::json!({"error": {"code": code, "message": message, "status": status}});
+            }
+            Self::Client(C::Transport { .. }) => "Unreachable",
+            Self::Client(C::Url(..)) => "InvalidUrl",
+            Self::Client(C::Certificate(_)) => "InvalidCertificate",
+            Self::Client(C::Protocol { .. }) | Self::Answer(_) => "UnexpectedAnswer",
+            Self::Usage(_) | Self::JsonArg { .. } | Self::NotJson { .. } | Self::NodeKey(_) => "Usage",
+            Self::Read { .. } | Self::Stdin(_) => "Read",
+            Self::Write { .. } | Self::Io(_) | Self::Encode(_) => "Io",
+            Self::NoSuchPlugin { .. } => "NoSuchPlugin",
+            Self::NotProposed { .. } => "NotProposed",
+            Self::NoWorkspace { .. } | Self::NotACrate { .. } | Self::NoPackageName { .. } => "NoWorkspace",
+            Self::Build(_) | Self::NothingBuilt | Self::Plugin(_) | Self::NoPlugins { .. } => "Build",
+            Self::Receipt(_) => "ReceiptInvalid",
+            Self::Ledger(_) => "LedgerInvalid",
+            Self::Mismatch { .. } => "Mismatch",
+            Self::Provenance(_) => "Provenance",
+            Self::NotReproducible(_) => "NotReproducible",
+            Self::CheckFailed { .. } => "CheckFailed",
+            Self::ChecksFailed(_) => "ChecksFailed",
+            #[allow(unreachable_patterns)]
+            _ => "Error",
+        };
+        serde_json::json!({"error": {"code": code, "message": self.to_string()}})
+    }
+
     /// A [`CliError::Usage`].
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self::Usage(message.into())
