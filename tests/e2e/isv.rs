@@ -178,6 +178,12 @@ async fn an_isv_plugin_project_of_its_own() {
     assert_eq!(put["text"], "hello");
     let got = env.ok_json(&project, None, &["call", "GET", "/app/notes/n1"]);
     assert_eq!((got["text"].as_str(), got["author"].as_str()), (Some("hello"), Some(isv.id().as_str())));
+    // The scaffold's route schemas (src/api.json, a measured section) are in the service's
+    // OpenAPI document.
+    let doc = sb.client.get("/openapi.json").await.unwrap().ok_json().unwrap();
+    let put_doc = &doc["paths"]["/app/notes/{id}"]["put"];
+    assert_eq!(put_doc["summary"], "notes: Write a note (callers: member)", "{put_doc}");
+    assert_eq!(put_doc["requestBody"]["content"]["application/json"]["schema"]["required"][0], "text");
 
     // README "Verify the ledger": a write through a route the default sandbox serves, its
     // receipt fetched by a member.

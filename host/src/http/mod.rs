@@ -284,7 +284,15 @@ impl Service {
         let registry = self.runtime.registry();
         let routes: Vec<(String, serde_json::Value)> = registry
             .plugins()
-            .flat_map(|p| p.routes.iter().map(|r| (p.info.name.clone(), r.describe())))
+            .flat_map(|p| {
+                p.routes.iter().map(|r| {
+                    let mut d = r.describe();
+                    if let Some(doc) = p.api.get(&format!("{} {}", r.method.as_str(), r.template)) {
+                        d["api"] = serde_json::to_value(doc).unwrap_or_default();
+                    }
+                    (p.info.name.clone(), d)
+                })
+            })
             .chain(
                 crate::runtime::host_routes().iter().map(|r| (crate::runtime::HOST_ROUTES.to_string(), r.describe())),
             )

@@ -407,11 +407,19 @@ pub fn document(plugin_routes: &[(String, Value)]) -> Value {
             r["auth"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
         let sec =
             if kinds.iter().any(|k| k == "anonymous") { json!([{}, {"bearer": []}]) } else { json!([{"bearer": []}]) };
+        // The plugin's own description (its `cgs-plugin-api` section), if it has one.
+        let api = &r["api"];
+        let schema = |s: &Value| if s.is_null() { json!({}) } else { s.clone() };
         let mut responses = error_response(plugin_errors);
-        responses["200"] = json!({"description": "success (the plugin's JSON)",
-            "content": {"application/json": {"schema": {}}}});
+        let status = api["status"].as_u64().unwrap_or(200).to_string();
+        responses[status.as_str()] = json!({"description": "success (the plugin's JSON)",
+            "content": {"application/json": {"schema": schema(&api["response"])}}});
+        let summary = match api["summary"].as_str() {
+            Some(s) => format!("{plugin}: {s} (callers: {})", kinds.join(", ")),
+            None => format!("{plugin}: {method} {path} (callers: {})", kinds.join(", ")),
+        };
         let mut operation = json!({
-            "summary": format!("{plugin}: {method} {path} (callers: {})", kinds.join(", ")),
+            "summary": summary,
             "operationId": format!("{method} {path}"),
             "tags": [plugin],
             "security": sec,
@@ -420,7 +428,8 @@ pub fn document(plugin_routes: &[(String, Value)]) -> Value {
             "x-cgs-read-only": r["read_only"],
         });
         if method != "GET" {
-            operation["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {}}}});
+            operation["requestBody"] = json!({"required": !api["request"].is_null(),
+                "content": {"application/json": {"schema": schema(&api["request"])}}});
         }
         let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         item[method.to_lowercase()] = operation;

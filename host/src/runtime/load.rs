@@ -78,12 +78,25 @@ impl Runtime {
             blake3: measurement.blake3,
             routes: Vec::new(),
             actions: Vec::new(),
+            api: cgs_core::plugin::read_api(bytes)?,
             pre,
             slow: AtomicU32::new(0),
             fuel_used: AtomicU64::new(0),
             slow_moves: AtomicU64::new(0),
         };
         let (routes, actions) = self.probe(&plugin)?;
+        // A description of a route the plugin does not serve is a mistake that would drift.
+        let undescribed: Vec<&String> = plugin
+            .api
+            .keys()
+            .filter(|k| !routes.iter().any(|r| format!("{} {}", r.method.as_str(), r.template) == **k))
+            .collect();
+        if !undescribed.is_empty() {
+            return Err(LoadError::NotAPlugin(cgs_core::plugin::PluginError::InvalidApi(format!(
+                "it describes {}, which the plugin's router does not serve",
+                undescribed.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            ))));
+        }
         plugin.routes = routes;
         plugin.actions = actions;
         Ok(plugin)

@@ -55,6 +55,9 @@ pub struct Plugin {
     pub routes: Vec<Route>,
     /// The governance actions it owns.
     pub actions: Vec<ActionInfo>,
+    /// Its routes' descriptions for `/openapi.json` (`cgs-plugin-api` section), by
+    /// `"METHOD /template"`; each names one of `routes`.
+    pub api: std::collections::BTreeMap<String, cgs_core::plugin::RouteDoc>,
     pub(super) name: Arc<str>,
     pub(super) pre: Pre,
     /// Calls in a row that took longer than [`INLINE_BUDGET`]; at [`SLOW_STRIKES`] the plugin's

@@ -495,6 +495,25 @@ async fn the_openapi_document_describes_exactly_what_is_served() {
         assert!(paths.contains_key(expected), "{expected} is described");
     }
 
+    // A plugin's own description (its `cgs-plugin-api` section): summaries, the request and
+    // answer schemas, the success status — and the answers are what the schema says.
+    let put = &paths["/app/greetings/{name}"]["put"];
+    assert_eq!(put["summary"], "greetings: Set the greeting for a name (callers: anonymous, member)", "{put}");
+    assert_eq!(put["requestBody"]["required"], true);
+    let request = &put["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(request["properties"]["text"]["maxLength"], 280, "{put}");
+    let answer = &put["responses"]["201"]["content"]["application/json"]["schema"];
+    let r = n.client.put_json("/app/greetings/openapi", &serde_json::json!({"text": "hi"})).await.unwrap();
+    assert_eq!(r.status, 201, "the described success status");
+    let body = r.ok_json().unwrap();
+    let got: std::collections::BTreeSet<&String> = body.as_object().unwrap().keys().collect();
+    let described: std::collections::BTreeSet<&String> = answer["properties"].as_object().unwrap().keys().collect();
+    assert_eq!(got, described, "the answer has exactly the described fields: {body}");
+    for field in answer["required"].as_array().unwrap() {
+        assert!(body.get(field.as_str().unwrap()).is_some(), "{field} in {body}");
+    }
+    assert!(paths["/app/greetings/{name}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["at_ms"].is_object());
+
     let file = n.dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     let check = std::process::Command::new("python3")

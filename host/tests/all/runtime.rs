@@ -173,6 +173,30 @@ fn load_time_checks() {
         other => panic!("a plugin importing files/clocks must be refused, got {:?}", other.map(|p| p.info)),
     }
     assert!(matches!(rt.prepare(b"garbage"), Err(LoadError::NotAPlugin(_))));
+    // A route description (`cgs-plugin-api`) of a route the plugin does not serve: refused, so
+    // the description cannot outlive the route. One that names a real route loads.
+    let described = |docs: &str| {
+        let mut bytes = plugin("audit").to_vec();
+        let name = cgs_core::plugin::API_SECTION;
+        let mut section = vec![name.len() as u8];
+        section.extend_from_slice(name.as_bytes());
+        section.extend_from_slice(docs.as_bytes());
+        bytes.push(0);
+        assert!(section.len() < 128);
+        bytes.push(section.len() as u8);
+        bytes.extend_from_slice(&section);
+        bytes
+    };
+    match rt.prepare(&described(r#"{"GET /nowhere/{id}":{"summary":"x"}}"#)) {
+        Err(e @ LoadError::NotAPlugin(_)) => {
+            assert!(e.to_string().contains("`GET /nowhere/{id}`, which the plugin's router does not serve"), "{e}")
+        }
+        other => panic!("must be refused, got {:?}", other.map(|p| p.info)),
+    }
+    let audit = rt.prepare(plugin("audit")).unwrap();
+    let first = audit.routes.first().map(|r| format!("{} {}", r.method.as_str(), r.template)).unwrap();
+    let p = rt.prepare(&described(&format!(r#"{{"{first}":{{"summary":"a route"}}}}"#))).unwrap();
+    assert_eq!(p.api[&first].summary.as_deref(), Some("a route"));
     let core_module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
     assert!(matches!(rt.prepare(&core_module), Err(LoadError::NotAPlugin(_))));
 

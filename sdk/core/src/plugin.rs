@@ -81,6 +81,80 @@ pub enum PluginError {
     /// The info section is not valid.
     #[error("invalid `cgs-plugin-info` section: {0}")]
     InvalidInfo(String),
+    /// The API description section is not valid.
+    #[error("invalid `cgs-plugin-api` section: {0}")]
+    InvalidApi(String),
+}
+
+/// The custom section describing an app plugin's routes for `GET /openapi.json` (optional):
+/// what `cgs_plugin::api_schema!("api.json")` embeds.
+pub const API_SECTION: &str = "cgs-plugin-api";
+
+/// Most bytes of the [`API_SECTION`].
+pub const MAX_API_BYTES: usize = 64 << 10;
+
+/// One route's description in the [`API_SECTION`], keyed by `"METHOD /template"` (the route as
+/// the plugin's router declares it, below `/app`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDoc {
+    /// One line on what the route does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The JSON Schema (2020-12) of the request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<serde_json::Value>,
+    /// The JSON Schema (2020-12) of the success answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
+    /// The success status (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+/// Read the [`API_SECTION`] of a component: route key → description (empty if the section is
+/// absent). Checked: at most one section of at most [`MAX_API_BYTES`], keys `METHOD /path`,
+/// schemas that are JSON objects or booleans, a 2xx status, a summary of at most 200 chars.
+pub fn read_api(component: &[u8]) -> Result<std::collections::BTreeMap<String, RouteDoc>, PluginError> {
+    let bad = |m: String| PluginError::InvalidApi(m);
+    let mut found: Option<Vec<u8>> = None;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::CustomSection(reader) =
+            payload.map_err(|e| PluginError::NotAComponent(e.to_string()))?
+            && reader.name() == API_SECTION
+        {
+            if found.is_some() {
+                return Err(bad("the component has more than one".into()));
+            }
+            found = Some(reader.data().to_vec());
+        }
+    }
+    let Some(data) = found else { return Ok(Default::default()) };
+    if data.len() > MAX_API_BYTES {
+        return Err(bad(format!("{} bytes, more than {MAX_API_BYTES}", data.len())));
+    }
+    let docs: std::collections::BTreeMap<String, RouteDoc> = serde_json::from_slice(&data)
+        .map_err(|e| bad(format!("not a map of \"METHOD /path\" to descriptions: {e}")))?;
+    for (key, doc) in &docs {
+        let ok_key = key.split_once(' ').is_some_and(|(m, p)| {
+            ["GET", "PUT", "POST", "PATCH", "DELETE"].contains(&m) && p.starts_with('/') && !p.contains(' ')
+        });
+        if !ok_key {
+            return Err(bad(format!("`{key}` is not `METHOD /path` (GET, PUT, POST, PATCH or DELETE)")));
+        }
+        for (what, schema) in [("request", &doc.request), ("response", &doc.response)] {
+            if schema.as_ref().is_some_and(|s| !s.is_object() && !s.is_boolean()) {
+                return Err(bad(format!("`{key}`: the {what} schema must be a JSON Schema object or a boolean")));
+            }
+        }
+        if doc.status.is_some_and(|s| !(200..300).contains(&s)) {
+            return Err(bad(format!("`{key}`: status must be a 2xx success status")));
+        }
+        if doc.summary.as_ref().is_some_and(|s| s.chars().count() > 200) {
+            return Err(bad(format!("`{key}`: the summary is longer than 200 characters")));
+        }
+    }
+    Ok(docs)
 }
 
 /// Whether `name` is a valid plugin name.
@@ -241,6 +315,51 @@ mod tests {
         twice.push(section.len() as u8);
         twice.extend_from_slice(&section);
         assert!(matches!(read_info(&twice), Err(PluginError::DuplicateInfo)));
+    }
+
+    fn with_section(name: &str, payload: &[u8]) -> Vec<u8> {
+        let mut c = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+        let mut section = vec![name.len() as u8];
+        section.extend_from_slice(name.as_bytes());
+        section.extend_from_slice(payload);
+        c.push(0);
+        let mut n = section.len();
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                c.push(b);
+                break;
+            }
+            c.push(b | 0x80);
+        }
+        c.extend_from_slice(&section);
+        c
+    }
+
+    #[test]
+    fn reads_and_checks_the_api_section() {
+        assert!(read_api(&with_section("other", b"x")).unwrap().is_empty(), "optional");
+        let good =
+            br#"{"PUT /greetings/{name}":{"summary":"Set","request":{"type":"object"},"response":true,"status":201}}"#;
+        let docs = read_api(&with_section(API_SECTION, good)).unwrap();
+        assert_eq!(docs["PUT /greetings/{name}"].status, Some(201));
+        for (bad, why) in [
+            (&br#"{"BREW /x":{}}"#[..], "is not `METHOD /path`"),
+            (br#"{"GET x":{}}"#, "is not `METHOD /path`"),
+            (br#"{"GET /x":{"request":"string"}}"#, "request schema must be"),
+            (br#"{"GET /x":{"status":404}}"#, "2xx"),
+            (br#"{"GET /x":{"example":1}}"#, "unknown field"),
+            (br#"[1]"#, "not a map"),
+        ] {
+            let e = read_api(&with_section(API_SECTION, bad)).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let long = format!(r#"{{"GET /x":{{"summary":"{}"}}}}"#, "s".repeat(MAX_API_BYTES));
+        assert!(read_api(&with_section(API_SECTION, long.as_bytes())).unwrap_err().to_string().contains("more than"));
+        let mut twice = with_section(API_SECTION, b"{}");
+        twice.extend_from_slice(&with_section(API_SECTION, b"{}")[8..]);
+        assert!(read_api(&twice).unwrap_err().to_string().contains("more than one"));
     }
 
     #[test]

@@ -215,6 +215,32 @@ macro_rules! __export_actions {
     };
 }
 
+/// Describe the plugin's routes in `GET /openapi.json`: embeds the JSON file `$path` (relative
+/// to the invoking source file, as `include_bytes!`) as the `cgs-plugin-api` custom section, part
+/// of the measured bytes.
+///
+/// Keys are `"METHOD /template"` exactly as the [`Router`](crate::Router) declares them; values are
+/// `{"summary", "request", "response", "status"}`, all optional, the schemas JSON Schema 2020-12
+/// and `status` the success status (default 200):
+///
+/// ```json
+/// {"PUT /greetings/{name}": {"summary": "Set a greeting", "status": 201,
+///   "request": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}}}
+/// ```
+///
+/// The host refuses to load a plugin that describes a route its router does not serve, so the
+/// description cannot outlive the route.
+#[macro_export]
+macro_rules! api_schema {
+    ($path:literal) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[used]
+        #[unsafe(link_section = "cgs-plugin-api")]
+        static __CGS_PLUGIN_API: [u8; include_bytes!($path).len()] = *include_bytes!($path);
+    };
+}
+
 /// Embeds `{"name","version","world"}` as the `cgs-plugin-info` custom section, which
 /// `cgs plugin measure` and the host read without running the component.
 #[doc(hidden)]

@@ -93,12 +93,30 @@ fn set_note(req: &Request) -> Result<Response> {{
 }}
 
 cgs_plugin::app_plugin!({ty}, name = "{name}");
+// The routes' request and answer schemas, shown in the service's `GET /openapi.json`.
+cgs_plugin::api_schema!("api.json");
+"#
+    );
+    let note = r#"{"type": "object", "required": ["text", "author", "at_ms"],
+      "properties": {"text": {"type": "string"}, "author": {"type": "string"}, "at_ms": {"type": "integer"}}}"#;
+    let api = format!(
+        r#"{{
+  "GET /{name}/{{id}}": {{"summary": "A note", "response": {note}}},
+  "PUT /{name}/{{id}}": {{
+    "summary": "Write a note",
+    "status": 201,
+    "request": {{"type": "object", "required": ["text"],
+      "properties": {{"text": {{"type": "string", "minLength": 1, "maxLength": 4096}}}}}},
+    "response": {note}
+  }}
+}}
 "#
     );
     vec![
         ("Cargo.toml", manifest),
         ("rust-toolchain.toml", toolchain.to_string()),
         ("src/lib.rs", lib),
+        ("src/api.json", api),
         (".gitignore", "/target\n".to_string()),
     ]
 }

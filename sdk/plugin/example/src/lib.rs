@@ -47,3 +47,5 @@ fn set_greeting(req: &Request) -> Result<Response> {
 }
 
 cgs_plugin::app_plugin!(Greetings, name = "greetings");
+// Request and answer schemas of the routes above, for `GET /openapi.json`.
+cgs_plugin::api_schema!("api.json");
