@@ -40,6 +40,8 @@ struct Setting {
     values: Vec<OsString>,
     /// A switch set to `false`: nothing to add.
     off: bool,
+    /// The ids of the flags it cannot be given with (either way round).
+    conflicts: Vec<String>,
 }
 
 impl FileSettings {
@@ -48,18 +50,38 @@ impl FileSettings {
         self.items.iter().map(|s| s.long.as_str())
     }
 
+    /// The file's value of the flag `long` (its first).
+    pub fn value(&self, long: &str) -> Option<&OsString> {
+        self.items.iter().find(|s| s.long == long).and_then(|s| s.values.first())
+    }
+
     /// `argv` with the file's settings appended as flags, except those already given on the
-    /// command line or by their environment variable (`matches` is `argv` parsed leniently).
-    pub fn apply(&self, mut argv: Vec<OsString>, matches: &ArgMatches) -> Vec<OsString> {
+    /// command line or by their environment variable, those that conflict with a flag given
+    /// there (the command line wins: `--workspace` over the file's `plugins`), and those `drop`
+    /// names (long names). `matches` is `argv` parsed leniently. Also returns a note per
+    /// setting left out for a conflict.
+    pub fn apply(&self, mut argv: Vec<OsString>, matches: &ArgMatches, drop: &[&str]) -> (Vec<OsString>, Vec<String>) {
         let sub = matches.subcommand().map(|(_, m)| m);
-        for s in &self.items {
-            let given = |m: &ArgMatches| {
+        let given = |id: &str| {
+            let by = |m: &ArgMatches| {
                 matches!(
-                    m.try_contains_id(&s.id).ok().and_then(|_| m.value_source(&s.id)),
+                    m.try_contains_id(id).ok().and_then(|_| m.value_source(id)),
                     Some(ValueSource::CommandLine | ValueSource::EnvVariable)
                 )
             };
-            if s.off || given(matches) || sub.is_some_and(given) {
+            by(matches) || sub.is_some_and(by)
+        };
+        let mut notes = Vec::new();
+        for s in &self.items {
+            if s.off || given(&s.id) || drop.contains(&s.long.as_str()) {
+                continue;
+            }
+            if let Some(other) = s.conflicts.iter().find(|c| given(c)) {
+                notes.push(format!(
+                    "the config file's `{}` is not used: `--{}` was given, and the two cannot be combined",
+                    s.long,
+                    other.replace('_', "-")
+                ));
                 continue;
             }
             if s.values.is_empty() {
@@ -71,7 +93,7 @@ impl FileSettings {
                 argv.push(flag);
             }
         }
-        argv
+        (argv, notes)
     }
 }
 
@@ -98,12 +120,19 @@ pub fn load(path: &Path, root: &Command, sub: &str) -> Result<FileSettings, Stri
         _ => PathBuf::from("."),
     };
     let args = settable(root, sub);
-    let mut items = Vec::new();
+    let cmd = root.find_subcommand(sub);
+    let mut items: Vec<Setting> = Vec::new();
+    let mut seen: Vec<(String, String)> = Vec::new();
     let mut errors: Vec<(Option<usize>, String)> = Vec::new();
     for (key, value) in &table {
         let line = line_of(&text, key);
         let at = line.map(|n| format!("line {n}: ")).unwrap_or_default();
         let long = key.replace('_', "-");
+        if let Some((first, _)) = seen.iter().find(|(_, l)| *l == long) {
+            errors.push((line, format!("{at}`{key}` sets `{long}` a second time (`{first}` sets it too)")));
+            continue;
+        }
+        seen.push((key.clone(), long.clone()));
         let Some(arg) = args.iter().find(|a| a.get_long() == Some(long.as_str())) else {
             let hint = nearest(&long, args.iter().filter_map(Arg::get_long))
                 .map(|n| format!(" (did you mean `{n}`?)"))
@@ -112,7 +141,20 @@ pub fn load(path: &Path, root: &Command, sub: &str) -> Result<FileSettings, Stri
             continue;
         };
         match setting(arg, value, &base) {
-            Ok(s) => items.push(s),
+            Ok(mut s) => {
+                // Conflicts are declared on one side only: look both ways.
+                if let Some(cmd) = cmd {
+                    s.conflicts = args
+                        .iter()
+                        .filter(|other| {
+                            cmd.get_arg_conflicts_with(arg).iter().any(|c| c.get_id() == other.get_id())
+                                || cmd.get_arg_conflicts_with(other).iter().any(|c| c.get_id() == arg.get_id())
+                        })
+                        .map(|other| other.get_id().to_string())
+                        .collect();
+                }
+                items.push(s)
+            }
             Err(e) => errors.push((line, format!("{at}`{key}`: {e}"))),
         }
     }
@@ -141,7 +183,7 @@ fn setting(arg: &Arg, value: &toml::Value, base: &Path) -> Result<Setting, Strin
                 return Err(format!("is a switch: `true` or `false`, not {}", kind(value)));
             };
             let set = matches!(arg.get_action(), ArgAction::SetTrue) == on;
-            return Ok(Setting { id, long, values: Vec::new(), off: !set });
+            return Ok(Setting { id, long, values: Vec::new(), off: !set, conflicts: Vec::new() });
         }
         ArgAction::Set | ArgAction::Append => {}
         other => return Err(format!("cannot be set in a file ({other:?})")),
@@ -172,7 +214,7 @@ fn setting(arg: &Arg, value: &toml::Value, base: &Path) -> Result<Setting, Strin
         check_value(arg, &text)?;
         values.push(text);
     }
-    Ok(Setting { id, long, values, off: false })
+    Ok(Setting { id, long, values, off: false, conflicts: Vec::new() })
 }
 
 /// Whether `text` passes the flag's value parser (its own type check, ranges and choices),
@@ -187,6 +229,8 @@ fn check_value(arg: &Arg, text: &std::ffi::OsStr) -> Result<(), String> {
     }
     Command::new("cgs-host")
         .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
         .arg(only)
         .try_get_matches_from([text])
         .map(drop)
@@ -287,12 +331,10 @@ pub fn example(root: &Command, sub: &str) -> String {
                 None => "\"\"".to_string(),
             },
         };
-        let required = arg.is_required_set();
-        out.push_str(&format!(
-            "{}{long} = {shown}{}\n",
-            if required { "" } else { "# " },
-            if required { "   # required" } else { "" }
-        ));
+        // Required settings have no default: commented too (the file must set them, or the
+        // command line), so the example checks as printed.
+        let required = if arg.is_required_set() { "   # required: here or as a flag" } else { "" };
+        out.push_str(&format!("# {long} = {shown}{required}\n"));
     }
     out
 }

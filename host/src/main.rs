@@ -27,7 +27,7 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax). The default shows CGS's own lines only (a start,
     /// governance decisions, warnings); dependencies (openraft, wasmtime, hyper) only warn.
     /// `info` shows their chatter too; `cgs_host=debug,cgs::plugin=trace` more of CGS's.
-    #[arg(long, global = true, env = "CGS_LOG", default_value = DEFAULT_LOG)]
+    #[arg(long, global = true, env = "CGS_LOG", default_value = DEFAULT_LOG, value_parser = log_filter)]
     log: String,
 
     /// Log line format: `text` for people, `json` (one object per line) for log shippers.
@@ -36,6 +36,13 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log`: a `tracing` filter (checked here, so a config file's `log` is checked with the file).
+fn log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a log filter ({e}); e.g. `info` or `{DEFAULT_LOG}`"))
 }
 
 /// CGS's own log targets at `info`, everything else at `warn`.
@@ -298,11 +305,19 @@ enum ParseError {
     File(String),
 }
 
+/// A command line parsed with its config file.
+struct Parsed {
+    cli: Cli,
+    /// For `config check`: where each value came from.
+    matches: clap::ArgMatches,
+    settings: Option<config::FileSettings>,
+    /// Settings of the file left out, and why.
+    notes: Vec<String>,
+}
+
 /// Parse `argv`, with the settings of the `--config` file of `start` or `sandbox` added (flags
-/// and environment variables win over the file). Returns the matches for `config check`.
-fn parse_args(
-    argv: Vec<std::ffi::OsString>,
-) -> Result<(Cli, clap::ArgMatches, Option<config::FileSettings>), ParseError> {
+/// and environment variables win over the file).
+fn parse_args(argv: Vec<std::ffi::OsString>) -> Result<Parsed, ParseError> {
     let mut root = Cli::command();
     // A lenient first look finds the file and what the command line and environment set; a
     // flag the file provides (`--dir` of `start`) is not missing yet.
@@ -312,22 +327,48 @@ fn parse_args(
         let path = sm.try_get_one::<PathBuf>("config").ok().flatten()?;
         config::COMMANDS.contains(&sub).then(|| (sub.to_string(), path.clone(), m))
     });
-    let (argv, settings) = match file {
+    let (argv, settings, mut notes) = match file {
         Some((sub, path, m)) => {
             root.build();
             let settings = config::load(&path, &root, &sub).map_err(ParseError::File)?;
-            (settings.apply(argv, m), Some(settings))
+            // A site's file keeps `genesis` for the first start; every later start of the same
+            // service leaves it (and its plugin directory) out, saying so.
+            let mut drop = Vec::new();
+            let mut notes = Vec::new();
+            if sub == "start" && (settings.value("genesis").is_some() || settings.value("plugins").is_some()) {
+                let sm = m.subcommand().map(|(_, sm)| sm);
+                let dir = sm
+                    .and_then(|sm| sm.try_get_one::<PathBuf>("dir").ok().flatten().cloned())
+                    .or_else(|| settings.value("dir").map(PathBuf::from));
+                if let Some(dir) = dir.filter(|d| d.join(cgs_ledger_format::store_format::FILE_NAME).exists()) {
+                    drop.extend(["genesis", "plugins"]);
+                    notes.push(format!(
+                        "{} already holds a service: the config file's `genesis` and `plugins` (for a first start) are \
+                         not used",
+                        dir.display()
+                    ));
+                }
+            }
+            let (argv, more) = settings.apply(argv, m, &drop);
+            notes.extend(more);
+            (argv, Some(settings), notes)
         }
-        None => (argv, None),
+        None => (argv, None, Vec::new()),
     };
     let matches = Cli::command().try_get_matches_from(argv).map_err(ParseError::Clap)?;
     let cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
-    Ok((cli, matches, settings))
+    notes.dedup();
+    Ok(Parsed { cli, matches, settings, notes })
 }
 
 fn main() -> ExitCode {
     let cli = match parse_args(std::env::args_os().collect()) {
-        Ok((cli, _, _)) => cli,
+        Ok(parsed) => {
+            for note in &parsed.notes {
+                eprintln!("note: {note}");
+            }
+            parsed.cli
+        }
         Err(ParseError::Clap(e)) => e.exit(),
         Err(ParseError::File(e)) => {
             eprintln!("error: {e}");
@@ -507,7 +548,7 @@ fn config_command(c: ConfigCommand) -> Result<(), Box<dyn std::error::Error>> {
         ConfigCommand::Check { file, command } => {
             let argv: Vec<std::ffi::OsString> =
                 vec!["cgs-host".into(), command.clone().into(), "--config".into(), file.clone().into()];
-            let (cli, matches, settings) = match parse_args(argv) {
+            let Parsed { cli, matches, settings, notes } = match parse_args(argv) {
                 Ok(parsed) => parsed,
                 Err(ParseError::File(e)) => return Err(e.into()),
                 Err(ParseError::Clap(e)) => {
@@ -526,6 +567,9 @@ fn config_command(c: ConfigCommand) -> Result<(), Box<dyn std::error::Error>> {
             let prepared = prepare(cli.command).map_err(|e| format!("with the config file {}: {e}", file.display()))?;
             check_paths(&prepared.config).map_err(|e| format!("with the config file {}: {e}", file.display()))?;
             println!("{}: valid for `cgs-host {command}`; the settings that would apply:", file.display());
+            for note in &notes {
+                println!("  note: {note}");
+            }
             let rows = config::effective(&root, &command, &matches, &settings);
             let width = rows.iter().map(|(k, _, _)| k.len()).max().unwrap_or(0);
             for (key, value, source) in rows {

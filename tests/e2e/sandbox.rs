@@ -228,79 +228,104 @@ async fn logs_are_quiet_structured_and_carry_the_request_id() {
     assert!(lines.iter().any(|l| l["message"] == "proposal decided"), "the opening vote is logged: {text}");
 }
 
-/// `--config FILE`: every flag of `sandbox` from TOML, relative paths from the file's directory,
-/// a flag beating the file and an environment variable beating the file; `config check` names
-/// every mistake with its line and exits 1, and passes the generated example.
+/// `--config FILE`: every flag of `sandbox` and `start` from TOML, relative paths from the
+/// file's directory, a flag and an environment variable beating the file, a flag beating a file
+/// setting it conflicts with; `config check` names every mistake with its line and exits 1, says
+/// where each value comes from, and passes the generated examples; a start refuses a bad file, or
+/// an empty directory without genesis, before it writes anything; a restart leaves the file's
+/// genesis out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_file_sets_the_flags_and_loses_to_them() {
     let host = &cgs_e2e::binaries().host;
     let tmp = tempfile::tempdir().unwrap();
-    let run = |args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new(host).args(args).output().unwrap();
+    let run_env = |args: &[&std::ffi::OsStr], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(host).args(args).envs(env.iter().copied()).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    let run = |args: &[&std::ffi::OsStr]| run_env(args, &[]);
+    let os = |s: &'static str| -> &std::ffi::OsStr { s.as_ref() };
 
-    // The example lists every setting, and checks as it is.
-    let example = tmp.path().join("example.toml");
-    let (status, text, _) = run(&["config".as_ref(), "example".as_ref(), "sandbox".as_ref()]);
-    assert_eq!(status, Some(0));
-    for key in [
-        "# dir = ",
-        "# listen = ",
-        "# plugin-fuel = ",
-        "# max-connections = ",
-        "# metrics-token-file = ",
-        "# log-format = ",
-    ] {
-        assert!(text.contains(key), "{key} in\n{text}");
+    // The examples list every setting, and check as printed.
+    for command in ["sandbox", "start"] {
+        let example = tmp.path().join(format!("{command}-example.toml"));
+        let (status, text, _) = run(&[os("config"), os("example"), command.as_ref()]);
+        assert_eq!(status, Some(0));
+        for key in ["# dir = ", "# listen = ", "# plugin-fuel = ", "# max-connections = ", "# log-format = "] {
+            assert!(text.contains(key), "{key} in\n{text}");
+        }
+        std::fs::write(&example, &text).unwrap();
+        let (status, out, err) = run(&[os("config"), os("check"), example.as_os_str(), os("--for"), command.as_ref()]);
+        if command == "sandbox" {
+            assert_eq!(status, Some(0), "{out}{err}");
+            assert!(out.contains("plugin-fuel") && out.contains("(default)"), "{out}");
+        } else {
+            // `start` has no default data directory or address: the check says what to set.
+            assert_eq!(status, Some(1), "{out}{err}");
+            assert!(err.contains("--dir") && err.contains("set it in the file"), "{err}");
+        }
     }
-    std::fs::write(&example, &text).unwrap();
-    let (status, out, err) =
-        run(&["config".as_ref(), "check".as_ref(), example.as_os_str(), "--for".as_ref(), "sandbox".as_ref()]);
-    assert_eq!(status, Some(0), "{out}{err}");
-    assert!(out.contains("plugin-fuel") && out.contains("(default)"), "{out}");
 
     // Every mistake at once, each with its line and what to do.
     let bad = tmp.path().join("bad.toml");
-    std::fs::write(&bad, "listen = \"127.0.0.1:0\"\nplugin-fuel = \"lots\"\nlisen = 3\nwatch = 1\n").unwrap();
-    let (status, _, err) =
-        run(&["config".as_ref(), "check".as_ref(), bad.as_os_str(), "--for".as_ref(), "sandbox".as_ref()]);
+    std::fs::write(
+        &bad,
+        "listen = \"127.0.0.1:0\"\nplugin-fuel = \"lots\"\nlisen = 3\nwatch = 1\nlog-format = \"xml\"\n\
+         plugin_fuel = 7\nlog = \"cgs_host=loud\"\n[x]\ny = 1\n",
+    )
+    .unwrap();
+    let (status, _, err) = run(&[os("config"), os("check"), bad.as_os_str(), os("--for"), os("sandbox")]);
     assert_eq!(status, Some(1), "{err}");
-    assert!(err.contains("3 mistakes"), "{err}");
-    assert!(err.contains("line 2: `plugin-fuel`: invalid value 'lots'"), "{err}");
-    assert!(err.contains("line 3: `lisen` is not a setting of `cgs-host sandbox` (did you mean `listen`?)"), "{err}");
-    assert!(err.contains("line 4: `watch`: is a switch"), "{err}");
-    let (status, _, err) = run(&["sandbox".as_ref(), "--config".as_ref(), bad.as_os_str()]);
+    for said in [
+        "7 mistakes",
+        "line 2: `plugin-fuel`: invalid value 'lots'",
+        "line 3: `lisen` is not a setting of `cgs-host sandbox` (did you mean `listen`?)",
+        "line 4: `watch`: is a switch",
+        "line 5: `log-format`: invalid value 'xml' [possible values: text, json]",
+        "line 6: `plugin_fuel` sets `plugin-fuel` a second time",
+        "line 7: `log`: invalid value 'cgs_host=loud'",
+        "line 8: `x` is not a setting",
+    ] {
+        assert!(err.contains(said), "{said:?} in {err}");
+    }
+    let (status, _, err) = run(&[os("sandbox"), os("--config"), bad.as_os_str()]);
     assert_eq!(status, Some(2), "a start refuses the same file before anything starts: {err}");
-    assert!(err.contains("3 mistakes"), "{err}");
+    assert!(err.contains("7 mistakes"), "{err}");
     let not_toml = tmp.path().join("not.toml");
     std::fs::write(&not_toml, "listen = \n").unwrap();
-    let (status, _, err) = run(&["config".as_ref(), "check".as_ref(), not_toml.as_os_str()]);
+    let (status, _, err) = run(&[os("config"), os("check"), not_toml.as_os_str()]);
     assert_eq!(status, Some(1));
     assert!(err.contains("not valid TOML") && err.contains("line 1"), "{err}");
 
+    // `start` from a file: `dir` and `listen` (required) come from it; an empty directory
+    // without genesis is refused before anything is written.
+    let start = tmp.path().join("start.toml");
+    std::fs::write(&start, "dir = \"empty\"\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let (status, _, err) = run(&[os("start"), os("--config"), start.as_os_str()]);
+    assert_eq!(status, Some(1), "{err}");
+    assert!(err.contains("holds no service") && err.contains("genesis"), "{err}");
+    assert!(!tmp.path().join("empty").exists(), "nothing was written");
+
     // A sandbox from a file: `dir` relative to the file; `listen` overridden by the flag (the
     // file's port 1 cannot be bound); `log` overridden by the environment (the file's `off` would
-    // print nothing); `max-nonces` and `log-format` from the file.
+    // print nothing); `workspace` left out because `--plugins` was given; `max-nonces` and
+    // `log-format` from the file.
     let conf_dir = tmp.path().join("conf");
     std::fs::create_dir(&conf_dir).unwrap();
     let conf = conf_dir.join("cgs.toml");
     std::fs::write(
         &conf,
-        format!(
-            "dir = \"data\"\nlisten = \"127.0.0.1:1\"\nplugins = {:?}\nlog = \"off\"\nlog-format = \"json\"\nmax_nonces = 1\n",
-            cgs_e2e::plugins_dir().display().to_string()
-        ),
+        "dir = \"data\"\nlisten = \"127.0.0.1:1\"\nworkspace = \"/nonexistent\"\nlog = \"off\"\nlog-format = \"json\"\nmax_nonces = 1\n",
     )
     .unwrap();
     let data = conf_dir.join("data");
     let log = tmp.path().join("stderr.log");
-    let args: Vec<std::ffi::OsString> =
+    let mut args: Vec<std::ffi::OsString> =
         vec!["sandbox".into(), "--config".into(), conf.clone().into(), "--listen".into(), "127.0.0.1:0".into()];
+    args.extend(["--plugins".into(), cgs_e2e::plugins_dir().into()]);
     let mut sb = Sandbox::spawn_with_env(
         &data,
         &args,
@@ -314,15 +339,42 @@ async fn a_config_file_sets_the_flags_and_loses_to_them() {
     assert_eq!(first.status, 200);
     let second = sb.client.get("/cleanroom/nonce?contract_id=c1").await.unwrap();
     assert_eq!((second.status, code(&second).as_str()), (503, "ServiceBusy"), "max_nonces = 1 from the file");
-    let (status, out, err) =
-        run(&["config".as_ref(), "check".as_ref(), conf.as_os_str(), "--for".as_ref(), "sandbox".as_ref()]);
-    assert_eq!(status, Some(0), "{out}{err}");
-    assert!(out.contains(&data.display().to_string()) && out.contains("(file)"), "{out}");
     assert!(sb.terminate().unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the config file's `workspace` is not used: `--plugins` was given"), "{text}");
     let serving = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|l| l["message"] == "serving");
     assert!(serving.is_some(), "the environment's log filter beat the file's `off`, in the file's JSON format: {text}");
+
+    // `config check` says where each value comes from.
+    std::fs::write(
+        &conf,
+        format!(
+            "dir = \"data\"\nlisten = \"127.0.0.1:0\"\nplugins = {:?}\n",
+            cgs_e2e::plugins_dir().display().to_string()
+        ),
+    )
+    .unwrap();
+    let (status, out, err) =
+        run_env(&[os("config"), os("check"), conf.as_os_str(), os("--for"), os("sandbox")], &[("CGS_LOG", "warn")]);
+    assert_eq!(status, Some(0), "{out}{err}");
+    let line = |key: &str| {
+        out.lines().find(|l| l.trim_start().starts_with(&format!("{key} "))).unwrap_or_default().to_string()
+    };
+    assert!(line("dir").contains(&data.display().to_string()) && line("dir").ends_with("(file)"), "{out}");
+    assert!(line("log").contains("= warn") && line("log").ends_with("(environment)"), "{out}");
+    assert!(line("plugin-fuel").ends_with("(default)"), "{out}");
+
+    // A site's `start` file keeps its genesis: on a restart it is left out, saying so.
+    let restart = conf_dir.join("node.toml");
+    std::fs::write(
+        &restart,
+        "dir = \"data\"\nlisten = \"127.0.0.1:0\"\ngenesis = \"genesis.json\"\nplugins = \"plugins\"\n",
+    )
+    .unwrap();
+    let (status, out, err) = run(&[os("config"), os("check"), restart.as_os_str()]);
+    assert_eq!(status, Some(0), "{out}{err}");
+    assert!(out.contains("already holds a service: the config file's `genesis` and `plugins`"), "{out}");
 }

@@ -198,6 +198,7 @@ impl Service {
                     (p.info.name.clone(), fuel, moves)
                 })
                 .collect(),
+            plugin_totals: self.runtime.totals(),
             ledger: self.ledger.stats(),
             sessions: self.cleanroom.session_counts(),
         };

@@ -101,13 +101,13 @@ impl Runtime {
                     Err(_) => {
                         tracing::debug!(plugin = %req.plugin.info.name, "a call needed blocking WASI I/O: calls run off the async worker from now on");
                         req.plugin.slow.store(SLOW_STRIKES, Ordering::Relaxed);
-                        req.plugin.slow_moves.fetch_add(1, Ordering::Relaxed);
+                        self.count_slow_move(&req.plugin);
                         off_executor(|| self.execute(req))
                     }
                 };
                 if started.elapsed() > INLINE_BUDGET {
                     if req.plugin.slow.fetch_add(1, Ordering::Relaxed) + 1 == SLOW_STRIKES {
-                        req.plugin.slow_moves.fetch_add(1, Ordering::Relaxed);
+                        self.count_slow_move(&req.plugin);
                         tracing::info!(plugin = %req.plugin.info.name, "slow calls: they run off the async worker from now on");
                     }
                 } else if req.plugin.slow.load(Ordering::Relaxed) != 0 {

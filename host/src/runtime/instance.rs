@@ -65,6 +65,7 @@ impl Runtime {
         };
         let used = store.get_fuel().map_or(self.config.fuel, |left| self.config.fuel.saturating_sub(left));
         call.plugin.fuel_used.fetch_add(used, std::sync::atomic::Ordering::Relaxed);
+        self.totals.0.fetch_add(used, std::sync::atomic::Ordering::Relaxed);
         let mut state = store.into_data();
         state.fuel_used = used;
         let output = state.stderr.contents();

@@ -104,6 +104,9 @@ pub struct Runtime {
     clock: TxClock,
     deadline_ticks: u64,
     _ticker: EpochTicker,
+    /// Fuel all calls used, and moves off the async worker, since the node started: node-wide
+    /// counters that never go down (a plugin's own restart at an upgrade).
+    totals: (AtomicU64, AtomicU64),
 }
 
 impl Runtime {
@@ -159,7 +162,22 @@ impl Runtime {
             clock: TxClock(AtomicU64::new(0)),
             deadline_ticks,
             _ticker: ticker,
+            totals: Default::default(),
         })
+    }
+
+    /// Fuel all plugin calls used since the node started, and the times calls were moved off
+    /// the async worker (`/metrics`; never decreasing, unlike [`Plugin::counters`]).
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.totals.0.load(std::sync::atomic::Ordering::Relaxed),
+            self.totals.1.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    pub(super) fn count_slow_move(&self, plugin: &Plugin) {
+        plugin.slow_moves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.totals.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The runtime's limits.

@@ -112,6 +112,50 @@ pub struct RouteDoc {
     pub status: Option<u16>,
 }
 
+/// Whether `schema` is a self-contained JSON Schema that reads the same inside any OpenAPI 3.1
+/// document: an object or a boolean; no `$ref`, `$id`, `$schema`, `$anchor`, `$defs` or other
+/// `$` keyword (except `$comment`), which would resolve against the document the host builds or
+/// make readers' tools fetch a URL; `type` one of JSON Schema's type names (or a list of them).
+fn check_schema(schema: &serde_json::Value) -> Result<(), String> {
+    const TYPES: &[&str] = &["null", "boolean", "object", "array", "number", "string", "integer"];
+    fn walk(v: &serde_json::Value, depth: usize) -> Result<(), String> {
+        if depth > 32 {
+            return Err("is nested more than 32 levels deep".into());
+        }
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    if k.starts_with('$') && k != "$comment" {
+                        return Err(format!(
+                            "uses `{k}`: schemas must be self-contained (inline what `$ref`/`$defs` would name)"
+                        ));
+                    }
+                    if k == "type" {
+                        let ok = match child {
+                            serde_json::Value::String(t) => TYPES.contains(&t.as_str()),
+                            serde_json::Value::Array(ts) => {
+                                ts.iter().all(|t| t.as_str().is_some_and(|t| TYPES.contains(&t)))
+                            }
+                            _ => false,
+                        };
+                        if !ok {
+                            return Err(format!("has `type: {child}`; one of {} (or a list)", TYPES.join(", ")));
+                        }
+                    }
+                    walk(child, depth + 1)?;
+                }
+                Ok(())
+            }
+            serde_json::Value::Array(items) => items.iter().try_for_each(|i| walk(i, depth + 1)),
+            _ => Ok(()),
+        }
+    }
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err("must be a JSON Schema object or a boolean".into());
+    }
+    walk(schema, 0)
+}
+
 /// Read the [`API_SECTION`] of a component: route key → description (empty if the section is
 /// absent). Checked: at most one section of at most [`MAX_API_BYTES`], keys `METHOD /path`,
 /// schemas that are JSON objects or booleans, a 2xx status, a summary of at most 200 chars.
@@ -142,9 +186,12 @@ pub fn read_api(component: &[u8]) -> Result<std::collections::BTreeMap<String, R
         if !ok_key {
             return Err(bad(format!("`{key}` is not `METHOD /path` (GET, PUT, POST, PATCH or DELETE)")));
         }
+        if key.starts_with("GET ") && doc.request.is_some() {
+            return Err(bad(format!("`{key}`: a GET route has no request body to describe")));
+        }
         for (what, schema) in [("request", &doc.request), ("response", &doc.response)] {
-            if schema.as_ref().is_some_and(|s| !s.is_object() && !s.is_boolean()) {
-                return Err(bad(format!("`{key}`: the {what} schema must be a JSON Schema object or a boolean")));
+            if let Some(s) = schema {
+                check_schema(s).map_err(|e| bad(format!("`{key}`: the {what} schema {e}")))?;
             }
         }
         if doc.status.is_some_and(|s| !(200..300).contains(&s)) {
@@ -263,8 +310,12 @@ pub fn imports(component: &[u8]) -> Result<Vec<String>, PluginError> {
     Ok(out)
 }
 
-/// Measure a component: its declared info and its BLAKE3.
+/// Measure a component: its declared info and its BLAKE3 (its `cgs-plugin-api` section, if any,
+/// is checked too).
 pub fn measure(component: &[u8]) -> Result<Measurement, PluginError> {
+    // A malformed route description is found when the plugin is built or measured, not only
+    // when a node loads it after a vote.
+    read_api(component)?;
     Ok(Measurement { info: read_info(component)?, blake3: Blake3Hash::of(component), size: component.len() as u64 })
 }
 
@@ -347,7 +398,12 @@ mod tests {
         for (bad, why) in [
             (&br#"{"BREW /x":{}}"#[..], "is not `METHOD /path`"),
             (br#"{"GET x":{}}"#, "is not `METHOD /path`"),
-            (br#"{"GET /x":{"request":"string"}}"#, "request schema must be"),
+            (br#"{"PUT /x":{"request":"string"}}"#, "request schema must be"),
+            (br#"{"GET /x":{"request":{}}}"#, "no request body"),
+            (br##"{"GET /x":{"response":{"$defs":{"A":{}},"$ref":"#/$defs/A"}}}"##, "uses `$defs`"),
+            (br#"{"GET /x":{"response":{"items":{"$ref":"https://evil/x"}}}}"#, "uses `$ref`"),
+            (br#"{"GET /x":{"response":{"type":5}}}"#, "has `type: 5`"),
+            (br#"{"GET /x":{"response":{"properties":{"a":{"type":"text"}}}}}"#, "has `type: \"text\"`"),
             (br#"{"GET /x":{"status":404}}"#, "2xx"),
             (br#"{"GET /x":{"example":1}}"#, "unknown field"),
             (br#"[1]"#, "not a map"),

@@ -164,6 +164,8 @@ impl CliError {
             Self::Client(C::Url(..)) => "InvalidUrl",
             Self::Client(C::Certificate(_)) => "InvalidCertificate",
             Self::Client(C::Protocol { .. }) | Self::Answer(_) => "UnexpectedAnswer",
+            // `ClientError` is `non_exhaustive`: a new kind of client failure.
+            Self::Client(_) => "Client",
             Self::Usage(_) | Self::JsonArg { .. } | Self::NotJson { .. } | Self::NodeKey(_) => "Usage",
             Self::Read { .. } | Self::Stdin(_) => "Read",
             Self::Write { .. } | Self::Io(_) | Self::Encode(_) => "Io",
@@ -178,8 +180,6 @@ impl CliError {
             Self::NotReproducible(_) => "NotReproducible",
             Self::CheckFailed { .. } => "CheckFailed",
             Self::ChecksFailed(_) => "ChecksFailed",
-            #[allow(unreachable_patterns)]
-            _ => "Error",
         };
         serde_json::json!({"error": {"code": code, "message": self.to_string()}})
     }

@@ -3,13 +3,21 @@
 //!
 //! On a terminal the line is redrawn every second (count, share and elapsed time); elsewhere (a
 //! CI log, a file) a line is written every 10 s, so a long run is not silent and a short one
-//! prints only its first and last line.
+//! prints only its first and last line. With `--json` and no terminal, nothing: stderr then
+//! holds only the JSON error, if any.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// No progress off a terminal from now on (`--json`: a script reads stderr as one JSON error).
+pub(crate) fn quiet_unless_terminal() {
+    QUIET.store(true, Ordering::Relaxed);
+}
 
 /// A running operation's progress.
 pub(crate) struct Progress {
@@ -49,6 +57,9 @@ impl Progress {
     /// Start reporting `what` (e.g. "rebuilding contracts") on stderr.
     pub(crate) fn start(what: impl Into<String>, unit: &'static str) -> Self {
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if QUIET.load(Ordering::Relaxed) && !tty {
+            return Self::to(Box::new(std::io::sink()), false, what.into(), unit, Duration::from_secs(3600));
+        }
         let every = if tty { Duration::from_secs(1) } else { Duration::from_secs(10) };
         Self::to(Box::new(std::io::stderr()), tty, what.into(), unit, every)
     }
@@ -131,12 +142,20 @@ mod tests {
         String::from_utf8(b.0.lock().unwrap().clone()).unwrap()
     }
 
+    /// Wait (up to 10 s: a loaded machine may be slow to run the ticker) until `b` holds `what`.
+    fn wait_for(b: &Buf, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !text(b).contains(what) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     #[test]
     fn a_log_gets_lines_a_terminal_one_redrawn_line() {
         let buf = Buf::default();
         let p = Progress::to(Box::new(buf.clone()), false, "verifying".into(), "entries", Duration::from_millis(20));
         p.set(512, 2048);
-        std::thread::sleep(Duration::from_millis(70));
+        wait_for(&buf, "verifying: 512/2048 entries (25%)");
         p.finish("verified");
         let t = text(&buf);
         let lines: Vec<&str> = t.lines().collect();
@@ -147,11 +166,11 @@ mod tests {
 
         let buf = Buf::default();
         let p = Progress::to(Box::new(buf.clone()), true, "rebuilding".into(), "", Duration::from_millis(20));
-        std::thread::sleep(Duration::from_millis(50));
+        wait_for(&buf, "\r\x1b[2Krebuilding… ");
         drop(p);
         let t = text(&buf);
         assert!(t.starts_with("\r\x1b[2Krebuilding…"), "{t:?}");
-        assert!(t.contains("\r\x1b[2Krebuilding… 0 s"), "{t:?}");
+        assert!(t.contains("\r\x1b[2Krebuilding… ") && t.contains(" s\r"), "a redrawn tick: {t:?}");
         assert!(t.contains("rebuilding: failed in ") && t.ends_with('\n'), "dropped by `?`: {t:?}");
     }
 }

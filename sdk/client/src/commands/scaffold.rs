@@ -106,7 +106,7 @@ cgs_plugin::api_schema!("api.json");
     "summary": "Write a note",
     "status": 201,
     "request": {{"type": "object", "required": ["text"],
-      "properties": {{"text": {{"type": "string", "minLength": 1, "maxLength": 4096}}}}}},
+      "properties": {{"text": {{"type": "string", "minLength": 1, "description": "1 to 4096 bytes of UTF-8"}}}}}},
     "response": {note}
   }}
 }}
