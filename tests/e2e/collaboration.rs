@@ -13,7 +13,9 @@ use ed25519_dalek::Signer;
 use serde_json::{Value, json};
 
 async fn call(m: &Member, method: &str, path: &str, body: Option<Value>) -> cgs_client::ApiResponse {
-    m.authed(method, path, body.map(|b| b.to_string().into_bytes())).await.unwrap()
+    let r = m.authed(method, path, body.map(|b| b.to_string().into_bytes())).await.unwrap();
+    cgs_e2e::record_answer(method, path, &r);
+    r
 }
 
 async fn ok(m: &Member, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -236,6 +238,8 @@ async fn three_members_collaborate_on_a_clean_room() {
     assert_eq!(ok(&cp, "GET", "/app/contracts/collab/consent/logging", None).await["status"], "disabled");
     let (p_log, state) = decide(&isv, logging("consent.enable_logging"), &[(&isv, true), (&dp, true)]).await;
     assert_eq!(state, "Open", "enabling needs every voter");
+    let open = ok(&isv, "GET", "/app/contracts/collab/consent-proposals", None).await;
+    assert!(open.to_string().contains(&p_log), "the open logging proposal is listed: {open}");
     let state = cp.vote(&p_log, true).await.unwrap().ok_json().unwrap()["state"].as_str().unwrap().to_string();
     assert_eq!(state, "Accepted");
     assert_eq!(ok(&cp, "GET", "/app/contracts/collab/consent/logging", None).await["status"], "enabled");
@@ -264,4 +268,20 @@ async fn three_members_collaborate_on_a_clean_room() {
     assert_eq!(s["reason"]["code"], "ContractRevoked");
     let r = call(&dp, "POST", "/app/contracts/collab/consent/execution/enable", None).await;
     assert_eq!((r.status, code(&r).as_str()), (405, "ContractRevoked"));
+
+    // Every success answer above matches the schema its plugin describes in /openapi.json, and
+    // every route the service plugins describe was among them.
+    if let Some(checked) = cgs_e2e::check_answers_against_openapi(&sb.client).await {
+        let doc = sb.client.get("/openapi.json").await.unwrap().ok_json().unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let plugin = op["tags"][0].as_str().unwrap_or_default();
+                if ["contracts", "consent", "audit"].contains(&plugin) {
+                    let key = format!("{} {path}", method.to_uppercase());
+                    assert!(op["responses"].as_object().unwrap().keys().any(|s| s.starts_with('2')), "{key}");
+                    assert!(checked.contains(&key), "{key} was checked against a real answer; checked: {checked:?}");
+                }
+            }
+        }
+    }
 }

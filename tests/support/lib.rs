@@ -248,6 +248,88 @@ impl Drop for Sandbox {
     }
 }
 
+/// Answers of `/app` routes recorded by a test ([`record_answer`]): method, path, status, body.
+static ANSWERS: Mutex<Vec<(String, String, u16, Vec<u8>)>> = Mutex::new(Vec::new());
+
+/// Record an answer for [`check_answers_against_openapi`].
+pub fn record_answer(method: &str, path: &str, r: &cgs_client::ApiResponse) {
+    if path.starts_with("/app/") && (200..300).contains(&r.status) {
+        ANSWERS.lock().unwrap_or_else(|p| p.into_inner()).push((
+            method.to_string(),
+            path.to_string(),
+            r.status,
+            r.body.to_vec(),
+        ));
+    }
+}
+
+/// The `/openapi.json` path template `path` (without its query) is served by: same segment
+/// count, literals equal, the most literals wins.
+fn template_of<'a>(templates: impl Iterator<Item = &'a String>, path: &str) -> Option<&'a String> {
+    let path = path.split('?').next().unwrap_or(path);
+    let segs: Vec<&str> = path.split('/').collect();
+    templates
+        .filter_map(|t| {
+            let ts: Vec<&str> = t.split('/').collect();
+            if ts.len() != segs.len() {
+                return None;
+            }
+            let mut literals = 0;
+            for (a, b) in ts.iter().zip(&segs) {
+                if a.starts_with('{') {
+                    continue;
+                }
+                if a != b {
+                    return None;
+                }
+                literals += 1;
+            }
+            Some((literals, t))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, t)| t)
+}
+
+/// Check every answer recorded so far against the success schema the service's `/openapi.json`
+/// gives for its method, route template and status (Python's `jsonschema`, Draft 2020-12): the
+/// plugins' own descriptions (`cgs-plugin-api`) must say what they really answer. Returns the
+/// operations (`METHOD /template`) checked, or `None` (saying so) where `jsonschema` is missing
+/// outside CI.
+pub async fn check_answers_against_openapi(client: &cgs_client::Client) -> Option<std::collections::BTreeSet<String>> {
+    let probe = Command::new("python3").args(["-c", "import jsonschema"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("CGS_CI").is_none(), "CGS_CI is set but python3 jsonschema is missing");
+        eprintln!("SKIPPED: checking answers against their schemas needs python3 with `jsonschema` (.ci/run installs it)");
+        return None;
+    }
+    let doc = client.get("/openapi.json").await.unwrap().ok_json().unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let answers = ANSWERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut cases = Vec::new();
+    let mut checked = std::collections::BTreeSet::new();
+    for (method, path, status, body) in &answers {
+        let template = template_of(paths.keys(), path).unwrap_or_else(|| panic!("{method} {path}: not in /openapi.json"));
+        let op = &paths[template][method.to_lowercase()];
+        let schema = &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+        assert!(!schema.is_null(), "{method} {path} answered {status}, which /openapi.json does not describe: {op}");
+        let instance: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+        cases.push(serde_json::json!({"what": format!("{method} {path} ({status})"), "schema": schema, "instance": instance}));
+        checked.insert(format!("{method} {template}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cases.json");
+    std::fs::write(&file, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let script = "import json, sys\nfrom jsonschema import Draft202012Validator\n\
+        for c in json.load(open(sys.argv[1])):\n\
+        \x20   for e in Draft202012Validator(c['schema']).iter_errors(c['instance']):\n\
+        \x20       print(c['what'] + ': ' + '/'.join(map(str, e.absolute_path)) + ': ' + e.message)\n";
+    let out = Command::new("python3").args(["-c", script]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let errors = String::from_utf8_lossy(&out.stdout);
+    assert!(errors.trim().is_empty(), "answers that do not match their described schema:\n{errors}");
+    Some(checked)
+}
+
 /// The error code of a response, or a description of why there is none.
 pub fn code(r: &cgs_client::ApiResponse) -> String {
     r.error().map(|e| e.error.code).unwrap_or_else(|| format!("<status {} without envelope>", r.status))

@@ -411,9 +411,15 @@ pub fn document(plugin_routes: &[(String, Value)]) -> Value {
         let api = &r["api"];
         let schema = |s: &Value| if s.is_null() { json!({}) } else { s.clone() };
         let mut responses = error_response(plugin_errors);
-        let status = api["status"].as_u64().unwrap_or(200).to_string();
-        responses[status.as_str()] = json!({"description": "success (the plugin's JSON)",
-            "content": {"application/json": {"schema": schema(&api["response"])}}});
+        let statuses: Vec<u64> = match &api["status"] {
+            Value::Number(n) => n.as_u64().into_iter().collect(),
+            Value::Array(list) => list.iter().filter_map(Value::as_u64).collect(),
+            _ => vec![200],
+        };
+        for status in statuses {
+            responses[status.to_string().as_str()] = json!({"description": "success (the plugin's JSON)",
+                "content": {"application/json": {"schema": schema(&api["response"])}}});
+        }
         let summary = match api["summary"].as_str() {
             Some(s) => format!("{plugin}: {s} (callers: {})", kinds.join(", ")),
             None => format!("{plugin}: {method} {path} (callers: {})", kinds.join(", ")),
@@ -428,7 +434,8 @@ pub fn document(plugin_routes: &[(String, Value)]) -> Value {
             "x-cgs-read-only": r["read_only"],
         });
         if method != "GET" {
-            operation["requestBody"] = json!({"required": !api["request"].is_null(),
+            let required = !api["request"].is_null() && api["request_optional"] != json!(true);
+            operation["requestBody"] = json!({"required": required,
                 "content": {"application/json": {"schema": schema(&api["request"])}}});
         }
         let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));

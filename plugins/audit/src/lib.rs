@@ -222,6 +222,8 @@ impl App for Audit {
 }
 
 cgs_plugin::app_plugin!(Audit, name = "audit");
+// The routes' request and answer schemas, shown in the service's `GET /openapi.json`.
+cgs_plugin::api_schema!("api.json");
 
 #[cfg(test)]
 mod tests {

@@ -241,6 +241,8 @@ impl App for Consent {
 }
 
 cgs_plugin::app_plugin!(Consent, name = "consent");
+// The routes' request and answer schemas, shown in the service's `GET /openapi.json`.
+cgs_plugin::api_schema!("api.json");
 
 #[cfg(test)]
 mod tests {

@@ -509,6 +509,8 @@ impl App for Contracts {
 }
 
 cgs_plugin::app_plugin!(Contracts, name = "contracts");
+// The routes' request and answer schemas, shown in the service's `GET /openapi.json`.
+cgs_plugin::api_schema!("api.json");
 
 #[cfg(test)]
 mod tests {

@@ -104,12 +104,36 @@ pub struct RouteDoc {
     /// The JSON Schema (2020-12) of the request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<serde_json::Value>,
+    /// The body may be left out (default: a described body is required).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub request_optional: bool,
     /// The JSON Schema (2020-12) of the success answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<serde_json::Value>,
-    /// The success status (default 200).
+    /// The success status (default 200), or the list of them (`[201, 200]`: created or
+    /// replaced), each answering with `response`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
+    pub status: Option<Statuses>,
+}
+
+/// One success status or several.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Statuses {
+    /// One.
+    One(u16),
+    /// Several.
+    Many(Vec<u16>),
+}
+
+impl Statuses {
+    /// The statuses.
+    pub fn list(&self) -> Vec<u16> {
+        match self {
+            Statuses::One(s) => vec![*s],
+            Statuses::Many(v) => v.clone(),
+        }
+    }
 }
 
 /// Whether `schema` is a self-contained JSON Schema that reads the same inside any OpenAPI 3.1
@@ -194,8 +218,14 @@ pub fn read_api(component: &[u8]) -> Result<std::collections::BTreeMap<String, R
                 check_schema(s).map_err(|e| bad(format!("`{key}`: the {what} schema {e}")))?;
             }
         }
-        if doc.status.is_some_and(|s| !(200..300).contains(&s)) {
-            return Err(bad(format!("`{key}`: status must be a 2xx success status")));
+        if let Some(st) = &doc.status {
+            let list = st.list();
+            if list.is_empty() || list.len() > 4 || list.iter().any(|s| !(200..300).contains(s)) {
+                return Err(bad(format!("`{key}`: status must be one to four 2xx success statuses")));
+            }
+        }
+        if doc.request_optional && doc.request.is_none() {
+            return Err(bad(format!("`{key}`: request_optional without a request schema")));
         }
         if doc.summary.as_ref().is_some_and(|s| s.chars().count() > 200) {
             return Err(bad(format!("`{key}`: the summary is longer than 200 characters")));
@@ -394,7 +424,10 @@ mod tests {
         let good =
             br#"{"PUT /greetings/{name}":{"summary":"Set","request":{"type":"object"},"response":true,"status":201}}"#;
         let docs = read_api(&with_section(API_SECTION, good)).unwrap();
-        assert_eq!(docs["PUT /greetings/{name}"].status, Some(201));
+        assert_eq!(docs["PUT /greetings/{name}"].status, Some(Statuses::One(201)));
+        let two = br#"{"PUT /x":{"request":{},"request_optional":true,"status":[201,200]}}"#;
+        let docs = read_api(&with_section(API_SECTION, two)).unwrap();
+        assert_eq!(docs["PUT /x"].status.as_ref().map(Statuses::list), Some(vec![201, 200]));
         for (bad, why) in [
             (&br#"{"BREW /x":{}}"#[..], "is not `METHOD /path`"),
             (br#"{"GET x":{}}"#, "is not `METHOD /path`"),
@@ -405,6 +438,8 @@ mod tests {
             (br#"{"GET /x":{"response":{"type":5}}}"#, "has `type: 5`"),
             (br#"{"GET /x":{"response":{"properties":{"a":{"type":"text"}}}}}"#, "has `type: \"text\"`"),
             (br#"{"GET /x":{"status":404}}"#, "2xx"),
+            (br#"{"GET /x":{"status":[]}}"#, "2xx"),
+            (br#"{"PUT /x":{"request_optional":true}}"#, "without a request schema"),
             (br#"{"GET /x":{"example":1}}"#, "unknown field"),
             (br#"[1]"#, "not a map"),
         ] {
