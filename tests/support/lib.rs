@@ -248,8 +248,9 @@ impl Drop for Sandbox {
     }
 }
 
-/// Answers of `/app` routes recorded by a test ([`record_answer`]): method, path, status, body.
-static ANSWERS: Mutex<Vec<(String, String, u16, Vec<u8>)>> = Mutex::new(Vec::new());
+/// An answer of an `/app` route recorded by a test ([`record_answer`]): method, path, status, body.
+type Answer = (String, String, u16, Vec<u8>);
+static ANSWERS: Mutex<Vec<Answer>> = Mutex::new(Vec::new());
 
 /// Record an answer for [`check_answers_against_openapi`].
 pub fn record_answer(method: &str, path: &str, r: &cgs_client::ApiResponse) {
@@ -299,7 +300,9 @@ pub async fn check_answers_against_openapi(client: &cgs_client::Client) -> Optio
     let probe = Command::new("python3").args(["-c", "import jsonschema"]).output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
         assert!(std::env::var_os("CGS_CI").is_none(), "CGS_CI is set but python3 jsonschema is missing");
-        eprintln!("SKIPPED: checking answers against their schemas needs python3 with `jsonschema` (.ci/run installs it)");
+        eprintln!(
+            "SKIPPED: checking answers against their schemas needs python3 with `jsonschema` (.ci/run installs it)"
+        );
         return None;
     }
     let doc = client.get("/openapi.json").await.unwrap().ok_json().unwrap();
@@ -308,12 +311,15 @@ pub async fn check_answers_against_openapi(client: &cgs_client::Client) -> Optio
     let mut cases = Vec::new();
     let mut checked = std::collections::BTreeSet::new();
     for (method, path, status, body) in &answers {
-        let template = template_of(paths.keys(), path).unwrap_or_else(|| panic!("{method} {path}: not in /openapi.json"));
+        let template =
+            template_of(paths.keys(), path).unwrap_or_else(|| panic!("{method} {path}: not in /openapi.json"));
         let op = &paths[template][method.to_lowercase()];
         let schema = &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
         assert!(!schema.is_null(), "{method} {path} answered {status}, which /openapi.json does not describe: {op}");
         let instance: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-        cases.push(serde_json::json!({"what": format!("{method} {path} ({status})"), "schema": schema, "instance": instance}));
+        cases.push(
+            serde_json::json!({"what": format!("{method} {path} ({status})"), "schema": schema, "instance": instance}),
+        );
         checked.insert(format!("{method} {template}"));
     }
     let dir = tempfile::tempdir().unwrap();

@@ -176,7 +176,7 @@ fn load_time_checks() {
     // A route description (`cgs-plugin-api`) of a route the plugin does not serve: refused, so
     // the description cannot outlive the route. One that names a real route loads.
     let described = |docs: &str| {
-        let mut bytes = plugin("audit").to_vec();
+        let mut bytes = plugin("chaos").to_vec();
         let name = cgs_core::plugin::API_SECTION;
         let mut section = vec![name.len() as u8];
         section.extend_from_slice(name.as_bytes());
@@ -193,8 +193,8 @@ fn load_time_checks() {
         }
         other => panic!("must be refused, got {:?}", other.map(|p| p.info)),
     }
-    let audit = rt.prepare(plugin("audit")).unwrap();
-    let first = audit.routes.first().map(|r| format!("{} {}", r.method.as_str(), r.template)).unwrap();
+    let chaos = rt.prepare(plugin("chaos")).unwrap();
+    let first = chaos.routes.first().map(|r| format!("{} {}", r.method.as_str(), r.template)).unwrap();
     let p = rt.prepare(&described(&format!(r#"{{"{first}":{{"summary":"a route"}}}}"#))).unwrap();
     assert_eq!(p.api[&first].summary.as_deref(), Some("a route"));
     let core_module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
