@@ -274,14 +274,7 @@ impl Metrics {
         for ((m, r), series) in &requests {
             let h = &series.latency;
             let labels = format!("method=\"{m}\",route=\"{}\"", esc(r));
-            let mut cumulative = 0;
-            for (b, c) in BUCKETS.iter().zip(h.counts) {
-                cumulative += c;
-                writeln!(o, "cgs_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {cumulative}")?;
-            }
-            writeln!(o, "cgs_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count)?;
-            writeln!(o, "cgs_http_request_duration_seconds_sum{{{labels}}} {}", h.sum)?;
-            writeln!(o, "cgs_http_request_duration_seconds_count{{{labels}}} {}", h.count)?;
+            histogram(o, "cgs_http_request_duration_seconds", &labels, &BUCKETS, &h.counts, h.count, h.sum)?;
         }
 
         writeln!(
@@ -363,14 +356,8 @@ impl Metrics {
         )?;
         writeln!(o, "# TYPE cgs_ledger_commit_seconds histogram")?;
         for (kind, h) in [("log", &l.log_commits), ("apply", &l.apply_commits)] {
-            let mut cumulative = 0;
-            for (b, c) in IO_BUCKETS.iter().zip(h.counts) {
-                cumulative += c;
-                writeln!(o, "cgs_ledger_commit_seconds_bucket{{kind=\"{kind}\",le=\"{b}\"}} {cumulative}")?;
-            }
-            writeln!(o, "cgs_ledger_commit_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}", h.count)?;
-            writeln!(o, "cgs_ledger_commit_seconds_sum{{kind=\"{kind}\"}} {}", h.sum)?;
-            writeln!(o, "cgs_ledger_commit_seconds_count{{kind=\"{kind}\"}} {}", h.count)?;
+            let labels = format!("kind=\"{kind}\"");
+            histogram(o, "cgs_ledger_commit_seconds", &labels, &IO_BUCKETS, &h.counts, h.count, h.sum)?;
         }
         writeln!(o, "# HELP cgs_raft_log_index Raft log indexes: the last written, the last applied.")?;
         writeln!(o, "# TYPE cgs_raft_log_index gauge")?;
@@ -399,6 +386,26 @@ impl Metrics {
         writeln!(o, "cgs_raft_leader {}", u8::from(s.leader))?;
         Ok(())
     }
+}
+
+/// One histogram series: cumulative buckets (`counts` per bucket of `bounds`), `+Inf`, sum, count.
+fn histogram(
+    o: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    count: u64,
+    sum: f64,
+) -> std::fmt::Result {
+    let mut cumulative = 0;
+    for (b, c) in bounds.iter().zip(counts) {
+        cumulative += c;
+        writeln!(o, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}")?;
+    }
+    writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}")?;
+    writeln!(o, "{name}_sum{{{labels}}} {sum}")?;
+    writeln!(o, "{name}_count{{{labels}}} {count}")
 }
 
 #[cfg(test)]

@@ -460,6 +460,7 @@ impl Node {
             )),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             metrics_token: self.metrics_token.clone(),
+            openapi_cache: Default::default(),
         });
         // Drop expired proposals: every minute, or more often for short lifetimes.
         let gov = self.gov.clone();

@@ -169,6 +169,9 @@ async fn an_isv_plugin_project_of_its_own() {
         "code-provider: {out}{err}"
     );
     assert_eq!(git(&cp_clone, &["rev-parse", "HEAD"]), commit, "the clone is kept at the commit");
+    // Before the vote the document has no `notes` routes; it is rebuilt when what runs changes.
+    let before = sb.client.get("/openapi.json").await.unwrap().ok_json().unwrap();
+    assert!(before["paths"].get("/app/notes/{id}").is_none());
     for m in [&isv, &dp, &cp] {
         m.vote(&proposal, true).await.unwrap().ok().unwrap();
     }

@@ -10,7 +10,7 @@ mod node;
 pub mod openapi;
 mod request;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use cgs_core::ErrorEnvelope;
@@ -51,6 +51,9 @@ pub struct Service {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The operator's scrape token for `GET /metrics`, if configured.
     pub metrics_token: Option<crate::metrics::Secret>,
+    /// `/openapi.json` as last built, and the plugin registry it was built from: it is rebuilt
+    /// only when governance changed what runs (anyone may ask for it, often).
+    pub openapi_cache: Mutex<Option<(std::sync::Weak<crate::runtime::Registry>, Bytes)>>,
 }
 
 /// An error answer.
@@ -115,8 +118,8 @@ fn bearer(req: &Request<Incoming>) -> Result<Option<&str>, ApiError> {
     Ok(Some(token.trim()))
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
@@ -283,6 +286,14 @@ impl Service {
     /// `GET /openapi.json`: the host's route table and every installed plugin's routes.
     pub(crate) fn openapi(&self) -> Response<Full<Bytes>> {
         let registry = self.runtime.registry();
+        // The registry is replaced as a whole when what runs changes: the cached document is
+        // current while it was built from this very registry (a dropped one never upgrades).
+        let mut cache = self.openapi_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_from, body)) = cache.as_ref()
+            && built_from.upgrade().is_some_and(|r| Arc::ptr_eq(&r, &registry))
+        {
+            return json_response(StatusCode::OK, body.clone());
+        }
         let routes: Vec<(String, serde_json::Value)> = registry
             .plugins()
             .flat_map(|p| {
@@ -298,7 +309,9 @@ impl Service {
                 crate::runtime::host_routes().iter().map(|r| (crate::runtime::HOST_ROUTES.to_string(), r.describe())),
             )
             .collect();
-        json_ok(&openapi::document(&routes))
+        let body = Bytes::from(serde_json::to_vec(&openapi::document(&routes)).unwrap_or_default());
+        *cache = Some((Arc::downgrade(&registry), body.clone()));
+        json_response(StatusCode::OK, body)
     }
 
     /// The active plugins with their measurements, routes and actions.
