@@ -19,6 +19,7 @@ pub mod crypto;
 mod log_store;
 pub mod merkle;
 mod network;
+pub mod peer;
 mod proofs;
 mod raft;
 pub mod signer;
@@ -38,7 +39,8 @@ use cgs_ledger_format::store_format as fmt;
 use openraft::BasicNode;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-pub use network::Router;
+pub use network::{Network, Router};
+pub use peer::{PeerIdentity, PeerKeys, PeerNetwork};
 pub use raft::{ApplyResult, Outcome, Proposal, Raft, TypeConfig};
 
 use crate::store::{ReadSet, Store, TxMeta, WriteSet};
@@ -152,6 +154,20 @@ pub struct Ledger {
     file: std::path::PathBuf,
 }
 
+/// Where a node keeps its node key (the checkpoint-signing key, also its peer identity).
+fn node_key_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("node").join("node-signing.key")
+}
+
+/// The peer identity (certificate) of the node whose data directory is `dir`, made from its
+/// node key (created if absent): what its [`PeerNetwork`] presents, and what peers are given
+/// as its key ([`PeerIdentity::public_key`]).
+pub fn peer_identity(dir: &Path) -> Result<PeerIdentity, LedgerError> {
+    std::fs::create_dir_all(dir.join("node")).map_err(db_err)?;
+    let seed = crate::fsutil::load_or_create_secret(&node_key_path(dir), "key").map_err(db_err)?;
+    PeerIdentity::from_node_key(&seed).map_err(LedgerError::Raft)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -163,14 +179,16 @@ fn meta_u64(db: &Database, key: &str) -> Result<u64, LedgerError> {
 }
 
 impl Ledger {
-    /// Open (or create) the ledger in `dir`, with a raft node reachable through `router`.
+    /// Open (or create) the ledger in `dir`, with a raft node reaching its peers through
+    /// `network` (a [`Router`] in this process, or a [`PeerNetwork`]).
     /// `origin` names the log at creation (kept afterwards).
     pub async fn open(
         dir: &Path,
         config: LedgerConfig,
         origin: &str,
-        router: Router,
+        network: impl Into<Network>,
     ) -> Result<Arc<Ledger>, LedgerError> {
+        let network = network.into();
         std::fs::create_dir_all(dir.join("node")).map_err(db_err)?;
         let db = Database::create(dir.join(fmt::FILE_NAME)).map_err(db_err)?;
         // Create every table, record the format and the origin on first open.
@@ -213,9 +231,7 @@ impl Ledger {
             tx.commit().map_err(db_err)?;
             log_origin
         };
-        let signer = Arc::new(
-            NodeSigner::load_or_create(&dir.join("node").join("node-signing.key"), &log_origin).map_err(db_err)?,
-        );
+        let signer = Arc::new(NodeSigner::load_or_create(&node_key_path(dir), &log_origin).map_err(db_err)?);
         let secret = Arc::new(LedgerSecret::load_or_create(&dir.join("node").join("ledger-secret")).map_err(db_err)?);
 
         let applied = meta_u64(&db, "ledger_size")?;
@@ -255,10 +271,12 @@ impl Ledger {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| LedgerError::Raft(e.to_string()))?);
-        let raft = Raft::new(config.node_id, raft_config, router.clone(), log, sm)
+        let raft = Raft::new(config.node_id, raft_config, network.clone(), log, sm)
             .await
             .map_err(|e| LedgerError::Raft(e.to_string()))?;
-        router.add(config.node_id, raft.clone());
+        if let Network::InProcess(router) = &network {
+            router.add(config.node_id, raft.clone());
+        }
 
         let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));

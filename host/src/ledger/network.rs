@@ -1,5 +1,5 @@
-//! The in-process raft network: a router connecting the raft instances of one process (tests
-//! and single-process clusters).
+//! The raft network: the in-process router connecting the raft instances of one process (tests
+//! and single-process clusters), and [`Network`], which also reaches other processes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -79,5 +79,81 @@ impl RaftNetwork<TypeConfig> for InProcessNetwork {
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         let raft = self.router.get(self.target).ok_or_else(|| unreachable(self.target))?;
         raft.vote(rpc).await.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+    }
+}
+
+/// How a ledger reaches its peers: in this process (tests, the sandbox) or over the peer
+/// listeners of other processes ([`super::peer`]).
+#[derive(Clone)]
+pub enum Network {
+    /// Raft instances of this process.
+    InProcess(Router),
+    /// Other processes, over mutual TLS.
+    Peers(super::peer::PeerNetwork),
+}
+
+impl From<Router> for Network {
+    fn from(r: Router) -> Self {
+        Network::InProcess(r)
+    }
+}
+
+impl From<super::peer::PeerNetwork> for Network {
+    fn from(p: super::peer::PeerNetwork) -> Self {
+        Network::Peers(p)
+    }
+}
+
+/// A client of one peer, through either network.
+pub enum NetworkClient {
+    /// In this process.
+    InProcess(InProcessNetwork),
+    /// Over the peer listener.
+    Peer(super::peer::PeerClient),
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = NetworkClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        match self {
+            Network::InProcess(r) => NetworkClient::InProcess(r.new_client(target, node).await),
+            Network::Peers(p) => NetworkClient::Peer(p.new_client(target, node).await),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for NetworkClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        match self {
+            NetworkClient::InProcess(n) => n.append_entries(rpc, option).await,
+            NetworkClient::Peer(n) => n.append_entries(rpc, option).await,
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        match self {
+            NetworkClient::InProcess(n) => n.install_snapshot(rpc, option).await,
+            NetworkClient::Peer(n) => n.install_snapshot(rpc, option).await,
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        match self {
+            NetworkClient::InProcess(n) => n.vote(rpc, option).await,
+            NetworkClient::Peer(n) => n.vote(rpc, option).await,
+        }
     }
 }

@@ -150,3 +150,93 @@ async fn a_plugin_activated_on_the_leader_is_served_by_every_follower() {
         n.ledger.shutdown().await;
     }
 }
+
+/// Three ledgers in separate raft networks that reach each other only over their peer
+/// listeners: mutual TLS 1.3 on loopback, each node presenting a certificate of its node key
+/// and accepting only the keys it was given. A write on the leader is applied by every node; a
+/// stranger's key is refused by a node, and a node whose key is not the one expected is refused
+/// by the dialler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_over_mutual_tls_on_loopback() {
+    use cgs_host::ledger::{PeerIdentity, PeerKeys, PeerNetwork, peer, peer_identity};
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+
+    let keys = PeerKeys::default();
+    let mut dirs = Vec::new();
+    let mut listeners = Vec::new();
+    let mut identities = Vec::new();
+    for id in 1..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("node")).unwrap();
+        std::fs::write(dir.path().join("node").join("ledger-secret"), [9u8; 32]).unwrap();
+        let identity = peer_identity(dir.path()).unwrap();
+        keys.insert(id, identity.public_key);
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        identities.push(identity);
+        dirs.push(dir);
+    }
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut ledgers = Vec::new();
+    let mut members = BTreeMap::new();
+    for (i, (listener, identity)) in listeners.into_iter().zip(&identities).enumerate() {
+        let id = i as u64 + 1;
+        let config = LedgerConfig {
+            node_id: id,
+            signature_interval: Duration::from_millis(20),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            ..LedgerConfig::default()
+        };
+        // Each node its own network: nothing is shared but the keys it was given.
+        let net = PeerNetwork::new(identity.clone(), keys.clone());
+        let ledger = Ledger::open(dirs[i].path(), config, "cgs/peers", net).await.unwrap();
+        members.insert(id, openraft::BasicNode::new(listener.local_addr().unwrap().to_string()));
+        let tls = peer::server_config(identity, &keys).unwrap();
+        tokio::spawn(peer::serve(listener, tls, ledger.raft.clone(), stop.clone()));
+        ledgers.push(ledger);
+    }
+    ledgers[0].raft.initialize(members.clone()).await.unwrap();
+    let leader = ledgers[0].wait_for_leader(Duration::from_secs(20)).await.unwrap() as usize - 1;
+    ledgers[leader].record_node_key().await.unwrap();
+    let target = ledgers[leader].applied();
+    assert!(target > 0);
+    for l in &ledgers {
+        assert!(l.wait_applied(target, Duration::from_secs(20)).await, "every node applies the leader's write");
+        assert_eq!(l.last_applied(), ledgers[leader].last_applied());
+    }
+
+    // A stranger with a key of its own, dialling node 1 whose key it knows: node 1 refuses it.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger: PeerIdentity = peer_identity(stranger_dir.path()).unwrap();
+    let knows_node1 = PeerKeys::default();
+    knows_node1.insert(1, identities[0].public_key);
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(0, 99), None);
+    // Control: a node of the cluster, expecting node 1's key, gets an answer (a refused vote).
+    let mut control = PeerNetwork::new(identities[1].clone(), keys.clone()).new_client(1, &members[&1]).await;
+    let answer = control.vote(vote.clone(), RPCOption::new(Duration::from_secs(5))).await;
+    assert!(answer.is_ok_and(|a| !a.vote_granted), "a stale vote request is answered, not granted");
+    let mut client = PeerNetwork::new(stranger.clone(), knows_node1).new_client(1, &members[&1]).await;
+    let refused = client.vote(vote.clone(), RPCOption::new(Duration::from_secs(5))).await;
+    let why = format!("{:?}", refused.unwrap_err());
+    assert!(
+        why.contains("Unreachable") || why.contains("Network"),
+        "node 1 refuses a peer whose key it was not given: {why}"
+    );
+    // A member of the cluster dialling node 1 but expecting another key: the dialler refuses.
+    let wrong = PeerKeys::default();
+    wrong.insert(1, stranger.public_key);
+    let mut client = PeerNetwork::new(identities[1].clone(), wrong).new_client(1, &members[&1]).await;
+    let refused = client.vote(vote, RPCOption::new(Duration::from_secs(5))).await;
+    let why = format!("{:?}", refused.unwrap_err());
+    assert!(
+        why.contains("did not present the node key expected"),
+        "node 2 refuses node 1's listener presenting another key: {why}"
+    );
+    // The cluster still commits.
+    assert_eq!(ledgers[leader].applied(), target);
+
+    let _ = stop_tx.send(true);
+    for l in &ledgers {
+        l.shutdown().await;
+    }
+}

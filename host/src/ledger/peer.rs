@@ -1,0 +1,431 @@
+//! The raft network between processes: openraft's RPCs as HTTP/1.1 `POST /raft/{append,vote,
+//! snapshot}` with JSON bodies, over mutual TLS 1.3 on a listener of their own.
+//!
+//! Each node presents a certificate made from its node key (Ed25519, the key that signs
+//! checkpoints). A node accepts a peer — as a server the client, as a client the server — only
+//! if the certificate's key is the one it was given for that peer ([`PeerKeys`]); no CA, no shared
+//! secret. (Issue 13: the keys will come from `sys.nodes`, recorded by the attested join.)
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
+use openraft::BasicNode;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use super::raft::{Raft, TypeConfig};
+
+/// Largest RPC body accepted (64 MiB: `max_payload_entries` entries of up to 1 MiB each would
+/// not fit, but openraft splits by entry count and CGS's entries are far smaller).
+const MAX_RPC_BYTES: usize = 64 << 20;
+
+/// The peers' node keys: node id → raw Ed25519 public key.
+#[derive(Clone, Default)]
+pub struct PeerKeys(Arc<RwLock<BTreeMap<u64, [u8; 32]>>>);
+
+impl PeerKeys {
+    /// Accept node `id` with `key`.
+    pub fn insert(&self, id: u64, key: [u8; 32]) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(id, key);
+        }
+    }
+
+    /// Stop accepting node `id`.
+    pub fn remove(&self, id: u64) {
+        if let Ok(mut m) = self.0.write() {
+            m.remove(&id);
+        }
+    }
+
+    fn of(&self, id: u64) -> Option<[u8; 32]> {
+        self.0.read().ok().and_then(|m| m.get(&id).copied())
+    }
+
+    fn knows(&self, key: &[u8; 32]) -> bool {
+        self.0.read().is_ok_and(|m| m.values().any(|k| k == key))
+    }
+}
+
+/// This node's certificate and key for the peer listener and its peer connections.
+#[derive(Clone)]
+pub struct PeerIdentity {
+    cert: CertificateDer<'static>,
+    key: Arc<PrivateKeyDer<'static>>,
+    /// The raw Ed25519 public key.
+    pub public_key: [u8; 32],
+}
+
+impl PeerIdentity {
+    /// A self-signed certificate for the node key `seed` (its Ed25519 secret).
+    pub fn from_node_key(seed: &[u8; 32]) -> Result<Self, String> {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let sk = ed25519_dalek::SigningKey::from_bytes(seed);
+        let pair = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: sk.to_bytes(),
+            public_key: Some(ed25519_dalek::pkcs8::PublicKeyBytes(sk.verifying_key().to_bytes())),
+        };
+        let der = pair.to_pkcs8_der().map_err(|e| e.to_string())?;
+        let pkcs8 = PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+        let kp =
+            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519).map_err(|e| e.to_string())?;
+        let params = rcgen::CertificateParams::new(vec!["cgs-node".to_string()]).map_err(|e| e.to_string())?;
+        let cert = params.self_signed(&kp).map_err(|e| e.to_string())?;
+        Ok(Self {
+            cert: cert.der().clone(),
+            key: Arc::new(PrivateKeyDer::Pkcs8(pkcs8)),
+            public_key: sk.verifying_key().to_bytes(),
+        })
+    }
+}
+
+/// The raw Ed25519 key of a certificate's subject public key, if it is one.
+fn ed25519_key(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    use x509_cert::der::Decode;
+    let c = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
+    let spki = &c.tbs_certificate.subject_public_key_info;
+    // id-Ed25519 (RFC 8410).
+    if spki.algorithm.oid != x509_cert::der::oid::ObjectIdentifier::new_unwrap("1.3.101.112") {
+        return None;
+    }
+    spki.subject_public_key.as_bytes()?.try_into().ok()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(msg: &str) -> rustls::Error {
+    rustls::Error::General(msg.to_string())
+}
+
+/// The server side: a client is accepted if its certificate's key is a known peer's. The
+/// handshake signature proves it holds the key.
+#[derive(Debug)]
+struct KnownPeers {
+    keys: PeerKeysDebug,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+#[derive(Clone)]
+struct PeerKeysDebug(PeerKeys);
+
+impl std::fmt::Debug for PeerKeysDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerKeys")
+    }
+}
+
+impl ClientCertVerifier for KnownPeers {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match ed25519_key(end_entity) {
+            Some(k) if self.keys.0.knows(&k) => Ok(ClientCertVerified::assertion()),
+            Some(_) => Err(tls_error("the peer's node key is not one of this service's nodes")),
+            None => Err(tls_error("a peer certificate must carry an Ed25519 node key")),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _m: &[u8],
+        _c: &CertificateDer<'_>,
+        _d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls_error("peers speak TLS 1.3 only"))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The client side: the server must present exactly the key expected for the node dialled.
+#[derive(Debug)]
+struct ExpectedPeer {
+    key: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for ExpectedPeer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match ed25519_key(end_entity) {
+            Some(k) if k == self.key => Ok(ServerCertVerified::assertion()),
+            _ => Err(tls_error("the peer did not present the node key expected for it")),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _m: &[u8],
+        _c: &CertificateDer<'_>,
+        _d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls_error("peers speak TLS 1.3 only"))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The TLS configuration of the peer listener.
+pub fn server_config(identity: &PeerIdentity, keys: &PeerKeys) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = provider();
+    let verifier = Arc::new(KnownPeers { keys: PeerKeysDebug(keys.clone()), provider: provider.clone() });
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(cfg))
+}
+
+fn client_config(identity: &PeerIdentity, key: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = provider();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ExpectedPeer { key, provider }))
+        .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(cfg))
+}
+
+/// Serve openraft's RPCs for `raft` to the peers `keys` accepts, on `listener`, until `stop`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    raft: Raft,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        let (acceptor, raft) = (acceptor.clone(), raft.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let service = hyper::service::service_fn(move |req| handle(raft.clone(), req));
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+async fn handle(raft: Raft, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = req.uri().path().to_string();
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_RPC_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(answer(StatusCode::PAYLOAD_TOO_LARGE, b"too large".to_vec())),
+    };
+    let out = match path.as_str() {
+        "/raft/append" => match serde_json::from_slice(&body) {
+            Ok(rpc) => serde_json::to_vec(&raft.append_entries(rpc).await),
+            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes())),
+        },
+        "/raft/vote" => match serde_json::from_slice(&body) {
+            Ok(rpc) => serde_json::to_vec(&raft.vote(rpc).await),
+            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes())),
+        },
+        "/raft/snapshot" => match serde_json::from_slice(&body) {
+            Ok(rpc) => serde_json::to_vec(&raft.install_snapshot(rpc).await),
+            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes())),
+        },
+        _ => return Ok(answer(StatusCode::NOT_FOUND, b"no such RPC".to_vec())),
+    };
+    Ok(match out {
+        Ok(bytes) => answer(StatusCode::OK, bytes),
+        Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string().into_bytes()),
+    })
+}
+
+fn answer(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+/// openraft's network over the peer listeners: node `id` is dialled at its `BasicNode.addr`
+/// (`host:port` of its peer listener) and must present the key [`PeerKeys`] holds for it.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    identity: PeerIdentity,
+    keys: PeerKeys,
+}
+
+impl PeerNetwork {
+    /// A network for the node with `identity`, accepting the peers in `keys`.
+    pub fn new(identity: PeerIdentity, keys: PeerKeys) -> Self {
+        Self { identity, keys }
+    }
+}
+
+/// A connection to one peer (re-established when it breaks).
+pub struct PeerClient {
+    target: u64,
+    addr: String,
+    identity: PeerIdentity,
+    keys: PeerKeys,
+    conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            identity: self.identity.clone(),
+            keys: self.keys.clone(),
+            conn: None,
+        }
+    }
+}
+
+impl PeerClient {
+    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+        let key = self.keys.of(self.target).ok_or_else(|| format!("no node key is known for node {}", self.target))?;
+        let tls = client_config(&self.identity, key)?;
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await.map_err(|e| format!("{}: {e}", self.addr))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from("cgs-node").map_err(|e| e.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(send)
+    }
+
+    /// POST `body` to `path`; the decoded JSON answer.
+    async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        rpc: &Req,
+    ) -> Result<Resp, String> {
+        let body = serde_json::to_vec(rpc).map_err(|e| e.to_string())?;
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+            self.conn = Some(self.connect().await?);
+        }
+        let Some(conn) = self.conn.as_mut() else { return Err("not connected".into()) };
+        conn.ready().await.map_err(|e| e.to_string())?;
+        let req = Request::post(path)
+            .header(hyper::header::HOST, "cgs-node")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = match conn.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.conn = None;
+                return Err(e.to_string());
+            }
+        };
+        let status = resp.status();
+        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_RPC_BYTES)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    }
+}
+
+fn unreachable<E: std::error::Error>(why: String) -> RPCError<u64, BasicNode, E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
+}
+
+fn network<E: std::error::Error>(why: String) -> RPCError<u64, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(why)))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let r: Result<AppendEntriesResponse<u64>, RaftError<u64>> = self
+            .call("/raft/append", &rpc)
+            .await
+            .map_err(|e| if self.conn.is_none() { unreachable(e) } else { network(e) })?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        let r: Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> = self
+            .call("/raft/snapshot", &rpc)
+            .await
+            .map_err(|e| if self.conn.is_none() { unreachable(e) } else { network(e) })?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let r: Result<VoteResponse<u64>, RaftError<u64>> = self
+            .call("/raft/vote", &rpc)
+            .await
+            .map_err(|e| if self.conn.is_none() { unreachable(e) } else { network(e) })?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
