@@ -2,9 +2,18 @@
 //! snapshot}` with JSON bodies, over mutual TLS 1.3 on a listener of their own.
 //!
 //! Each node presents a certificate made from its node key (Ed25519, the key that signs
-//! checkpoints). A node accepts a peer — as a server the client, as a client the server — only
-//! if the certificate's key is the one it was given for that peer ([`PeerKeys`]); no CA, no shared
-//! secret. (Issue 13: the keys will come from `sys.nodes`, recorded by the attested join.)
+//! checkpoints; TLS signs its own transcript format, so the two uses cannot be confused). A node
+//! accepts a peer — as a server the client, as a client the server — only if the certificate's
+//! key is the one it was given for that peer ([`PeerKeys`]); no CA, no shared secret. (Issue 13:
+//! the keys will come from `sys.nodes`, recorded by the attested join.)
+//!
+//! * Every connection is a full handshake (no session tickets, no resumption), so a key removed
+//!   from [`PeerKeys`] cannot come back through a resumed session; open connections re-check
+//!   their key on every RPC.
+//! * A connection speaks for the node its key belongs to: an RPC claiming another node as
+//!   candidate or leader is refused (`403`).
+//! * The listener bounds what strangers can hold: [`MAX_PEER_CONNECTIONS`], a handshake deadline,
+//!   and a pause after a failed `accept` (out of file descriptors).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -30,6 +39,12 @@ use super::raft::{Raft, TypeConfig};
 /// not fit, but openraft splits by entry count and CGS's entries are far smaller).
 const MAX_RPC_BYTES: usize = 64 << 20;
 
+/// Connections the peer listener serves at once; more wait for a slot.
+pub const MAX_PEER_CONNECTIONS: usize = 64;
+
+/// A TLS handshake must complete within this.
+const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The peers' node keys: node id → raw Ed25519 public key.
 #[derive(Clone, Default)]
 pub struct PeerKeys(Arc<RwLock<BTreeMap<u64, [u8; 32]>>>);
@@ -54,7 +69,12 @@ impl PeerKeys {
     }
 
     fn knows(&self, key: &[u8; 32]) -> bool {
-        self.0.read().is_ok_and(|m| m.values().any(|k| k == key))
+        self.id_of(key).is_some()
+    }
+
+    /// The node whose key `key` is.
+    fn id_of(&self, key: &[u8; 32]) -> Option<u64> {
+        self.0.read().ok().and_then(|m| m.iter().find(|(_, k)| *k == key).map(|(id, _)| *id))
     }
 }
 
@@ -217,24 +237,29 @@ impl ServerCertVerifier for ExpectedPeer {
 pub fn server_config(identity: &PeerIdentity, keys: &PeerKeys) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = provider();
     let verifier = Arc::new(KnownPeers { keys: PeerKeysDebug(keys.clone()), provider: provider.clone() });
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
         .map_err(|e| e.to_string())?;
+    // A resumed session skips the client certificate check: full handshakes only.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 
 fn client_config(identity: &PeerIdentity, key: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = provider();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ExpectedPeer { key, provider }))
         .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())
         .map_err(|e| e.to_string())?;
+    // Every node has the same server name: never resume (it would skip `ExpectedPeer`).
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
 }
 
@@ -243,44 +268,88 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     raft: Raft,
+    keys: PeerKeys,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                // Out of file descriptors (or a transient error): do not spin.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
             _ = stop.changed() => return,
         };
-        let (acceptor, raft) = (acceptor.clone(), raft.clone());
+        let (acceptor, raft, keys, stop) = (acceptor.clone(), raft.clone(), keys.clone(), stop.clone());
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
-            let service = hyper::service::service_fn(move |req| handle(raft.clone(), req));
+            let _slot = slot;
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await else { return };
+            // The verifier accepted the certificate: it carries a known key.
+            let Some(key) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(ed25519_key) else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| handle(raft.clone(), keys.clone(), key, req));
             let io = hyper_util::rt::TokioIo::new(tls);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            let mut stop = stop;
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.changed() => {}
+            }
         });
     }
 }
 
-async fn handle(raft: Raft, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+/// Whether the vote in an RPC is cast by (vote) or for (append, snapshot) the node `from`.
+fn speaks_for(vote: &openraft::Vote<u64>, from: u64) -> bool {
+    vote.leader_id().voted_for() == Some(from)
+}
+
+async fn handle(
+    raft: Raft,
+    keys: PeerKeys,
+    key: [u8; 32],
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    // The key is checked again for every RPC: a node removed meanwhile is refused at once.
+    let Some(from) = keys.id_of(&key) else {
+        return Ok(answer(StatusCode::FORBIDDEN, b"this node key is no longer one of this service's nodes".to_vec()));
+    };
+    if req.method() != hyper::Method::POST {
+        return Ok(answer(StatusCode::METHOD_NOT_ALLOWED, b"POST only".to_vec()));
+    }
     let path = req.uri().path().to_string();
+    if !matches!(path.as_str(), "/raft/append" | "/raft/vote" | "/raft/snapshot") {
+        return Ok(answer(StatusCode::NOT_FOUND, b"no such RPC".to_vec()));
+    }
     let body = match http_body_util::Limited::new(req.into_body(), MAX_RPC_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(answer(StatusCode::PAYLOAD_TOO_LARGE, b"too large".to_vec())),
     };
+    let impostor = || answer(StatusCode::FORBIDDEN, format!("node {from} may only speak for itself").into_bytes());
+    let bad = |e: serde_json::Error| answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes());
     let out = match path.as_str() {
-        "/raft/append" => match serde_json::from_slice(&body) {
+        "/raft/append" => match serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&body) {
+            Ok(rpc) if !speaks_for(&rpc.vote, from) => return Ok(impostor()),
             Ok(rpc) => serde_json::to_vec(&raft.append_entries(rpc).await),
-            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes())),
+            Err(e) => return Ok(bad(e)),
         },
-        "/raft/vote" => match serde_json::from_slice(&body) {
+        "/raft/vote" => match serde_json::from_slice::<VoteRequest<u64>>(&body) {
+            Ok(rpc) if !speaks_for(&rpc.vote, from) => return Ok(impostor()),
             Ok(rpc) => serde_json::to_vec(&raft.vote(rpc).await),
-            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes())),
+            Err(e) => return Ok(bad(e)),
         },
-        "/raft/snapshot" => match serde_json::from_slice(&body) {
+        _ => match serde_json::from_slice::<InstallSnapshotRequest<TypeConfig>>(&body) {
+            Ok(rpc) if !speaks_for(&rpc.vote, from) => return Ok(impostor()),
             Ok(rpc) => serde_json::to_vec(&raft.install_snapshot(rpc).await),
-            Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes())),
+            Err(e) => return Ok(bad(e)),
         },
-        _ => return Ok(answer(StatusCode::NOT_FOUND, b"no such RPC".to_vec())),
     };
     Ok(match out {
         Ok(bytes) => answer(StatusCode::OK, bytes),
@@ -347,49 +416,69 @@ impl PeerClient {
         Ok(send)
     }
 
-    /// POST `body` to `path`; the decoded JSON answer.
+    /// POST `rpc` to `path`; the decoded JSON answer. The connection is taken for the call and
+    /// kept only after a complete exchange: a call openraft cancels (its timeout) or that fails
+    /// leaves nothing half-used behind.
     async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &mut self,
         path: &str,
         rpc: &Req,
-    ) -> Result<Resp, String> {
-        let body = serde_json::to_vec(rpc).map_err(|e| e.to_string())?;
-        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
-            self.conn = Some(self.connect().await?);
+    ) -> Result<Resp, CallError> {
+        let body = serde_json::to_vec(rpc).map_err(|e| CallError::Io(e.to_string()))?;
+        if body.len() > MAX_RPC_BYTES {
+            return Err(CallError::TooLarge);
         }
-        let Some(conn) = self.conn.as_mut() else { return Err("not connected".into()) };
-        conn.ready().await.map_err(|e| e.to_string())?;
+        let mut conn = match self.conn.take().filter(|c| !c.is_closed()) {
+            Some(c) => c,
+            None => self.connect().await.map_err(CallError::Connect)?,
+        };
+        conn.ready().await.map_err(|e| CallError::Io(e.to_string()))?;
         let req = Request::post(path)
             .header(hyper::header::HOST, "cgs-node")
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let resp = match conn.send_request(req).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.conn = None;
-                return Err(e.to_string());
-            }
-        };
+            .map_err(|e| CallError::Io(e.to_string()))?;
+        let resp = conn.send_request(req).await.map_err(|e| CallError::Io(e.to_string()))?;
         let status = resp.status();
         let bytes = http_body_util::Limited::new(resp.into_body(), MAX_RPC_BYTES)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| CallError::Io(e.to_string()))?
             .to_bytes();
-        if status != StatusCode::OK {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+        self.conn = Some(conn);
+        match status {
+            StatusCode::OK => serde_json::from_slice(&bytes).map_err(|e| CallError::Io(e.to_string())),
+            StatusCode::PAYLOAD_TOO_LARGE => Err(CallError::TooLarge),
+            s => Err(CallError::Refused(format!("{s}: {}", String::from_utf8_lossy(&bytes)))),
         }
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     }
 }
 
-fn unreachable<E: std::error::Error>(why: String) -> RPCError<u64, BasicNode, E> {
-    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
+/// Why an RPC got no answer.
+#[derive(Debug)]
+enum CallError {
+    /// No connection could be made (or the peer's key was refused): openraft backs off.
+    Connect(String),
+    /// The exchange broke off.
+    Io(String),
+    /// The peer refused it.
+    Refused(String),
+    /// Too large for one RPC.
+    TooLarge,
 }
 
-fn network<E: std::error::Error>(why: String) -> RPCError<u64, BasicNode, E> {
-    RPCError::Network(NetworkError::new(&std::io::Error::other(why)))
+impl CallError {
+    fn rpc<E: std::error::Error>(self, entries: u64) -> RPCError<u64, BasicNode, E> {
+        match self {
+            CallError::Connect(why) | CallError::Refused(why) => {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(why)))
+            }
+            CallError::Io(why) => RPCError::Network(NetworkError::new(&std::io::Error::other(why))),
+            CallError::TooLarge => {
+                RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint((entries / 2).max(1)))
+            }
+        }
+    }
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
@@ -398,10 +487,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let r: Result<AppendEntriesResponse<u64>, RaftError<u64>> = self
-            .call("/raft/append", &rpc)
-            .await
-            .map_err(|e| if self.conn.is_none() { unreachable(e) } else { network(e) })?;
+        let hint = rpc.entries.len() as u64;
+        let r: Result<AppendEntriesResponse<u64>, RaftError<u64>> =
+            self.call("/raft/append", &rpc).await.map_err(|e| e.rpc(hint))?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
@@ -410,10 +498,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        let r: Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> = self
-            .call("/raft/snapshot", &rpc)
-            .await
-            .map_err(|e| if self.conn.is_none() { unreachable(e) } else { network(e) })?;
+        let hint = 1;
+        let r: Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> =
+            self.call("/raft/snapshot", &rpc).await.map_err(|e| e.rpc(hint))?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
@@ -422,10 +509,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let r: Result<VoteResponse<u64>, RaftError<u64>> = self
-            .call("/raft/vote", &rpc)
-            .await
-            .map_err(|e| if self.conn.is_none() { unreachable(e) } else { network(e) })?;
+        let hint = 1;
+        let r: Result<VoteResponse<u64>, RaftError<u64>> =
+            self.call("/raft/vote", &rpc).await.map_err(|e| e.rpc(hint))?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -192,7 +192,7 @@ async fn replicas_over_mutual_tls_on_loopback() {
         let ledger = Ledger::open(dirs[i].path(), config, "cgs/peers", net).await.unwrap();
         members.insert(id, openraft::BasicNode::new(listener.local_addr().unwrap().to_string()));
         let tls = peer::server_config(identity, &keys).unwrap();
-        tokio::spawn(peer::serve(listener, tls, ledger.raft.clone(), stop.clone()));
+        tokio::spawn(peer::serve(listener, tls, ledger.raft.clone(), keys.clone(), stop.clone()));
         ledgers.push(ledger);
     }
     ledgers[0].raft.initialize(members.clone()).await.unwrap();
@@ -210,13 +210,17 @@ async fn replicas_over_mutual_tls_on_loopback() {
     let stranger: PeerIdentity = peer_identity(stranger_dir.path()).unwrap();
     let knows_node1 = PeerKeys::default();
     knows_node1.insert(1, identities[0].public_key);
-    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(0, 99), None);
-    // Control: a node of the cluster, expecting node 1's key, gets an answer (a refused vote).
+    let vote = |candidate: u64| openraft::raft::VoteRequest::new(openraft::Vote::new(0, candidate), None);
+    let opt = || RPCOption::new(Duration::from_secs(5));
+    // Control: node 2, expecting node 1's key, asking for its own (stale) vote gets an answer.
     let mut control = PeerNetwork::new(identities[1].clone(), keys.clone()).new_client(1, &members[&1]).await;
-    let answer = control.vote(vote.clone(), RPCOption::new(Duration::from_secs(5))).await;
+    let answer = control.vote(vote(2), opt()).await;
     assert!(answer.is_ok_and(|a| !a.vote_granted), "a stale vote request is answered, not granted");
+    // Node 2 speaking for node 3: refused, whatever the term.
+    let why = format!("{:?}", control.vote(vote(3), opt()).await.unwrap_err());
+    assert!(why.contains("node 2 may only speak for itself"), "{why}");
     let mut client = PeerNetwork::new(stranger.clone(), knows_node1).new_client(1, &members[&1]).await;
-    let refused = client.vote(vote.clone(), RPCOption::new(Duration::from_secs(5))).await;
+    let refused = client.vote(vote(99), opt()).await;
     let why = format!("{:?}", refused.unwrap_err());
     assert!(
         why.contains("Unreachable") || why.contains("Network"),
@@ -226,14 +230,26 @@ async fn replicas_over_mutual_tls_on_loopback() {
     let wrong = PeerKeys::default();
     wrong.insert(1, stranger.public_key);
     let mut client = PeerNetwork::new(identities[1].clone(), wrong).new_client(1, &members[&1]).await;
-    let refused = client.vote(vote, RPCOption::new(Duration::from_secs(5))).await;
+    let refused = client.vote(vote(2), opt()).await;
     let why = format!("{:?}", refused.unwrap_err());
     assert!(
         why.contains("did not present the node key expected"),
         "node 2 refuses node 1's listener presenting another key: {why}"
     );
-    // The cluster still commits.
-    assert_eq!(ledgers[leader].applied(), target);
+    // A node removed from the keys is refused at once on its open connection, and cannot
+    // resume a session (there are none) to come back.
+    keys.remove(2);
+    let why = format!("{:?}", control.vote(vote(2), opt()).await.unwrap_err());
+    assert!(why.contains("no longer one of this service's nodes"), "{why}");
+    let mut fresh = PeerNetwork::new(identities[1].clone(), {
+        let k = PeerKeys::default();
+        k.insert(1, identities[0].public_key);
+        k
+    })
+    .new_client(1, &members[&1])
+    .await;
+    assert!(fresh.vote(vote(2), opt()).await.is_err(), "a new connection of the removed node is refused");
+    keys.insert(2, identities[1].public_key);
 
     let _ = stop_tx.send(true);
     for l in &ledgers {
