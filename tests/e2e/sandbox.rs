@@ -57,6 +57,11 @@ async fn sandbox_serves_plugin_routes_over_https() {
     assert_eq!(e["error"]["code"], "Usage", "no --key: {e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("--key"), "{e}");
 
+    // `cgs node list`: the one node, trusted and primary (anyone may ask).
+    let (ok, out, err) = sb.cli(None, &["node", "list"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim_end(), "1    Trusted  primary  -", "started on port 0: no address to show");
+
     // TLS: the certificate is pinned; a client trusting another certificate cannot connect.
     let other = tempfile::tempdir().unwrap();
     let other_id = cgs_host_identity(other.path()).await;

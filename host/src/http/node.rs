@@ -41,6 +41,38 @@ impl Service {
         }))
     }
 
+    /// `GET /node/network`: the service's status, the current view (raft term) and primary.
+    pub(super) fn network(&self) -> Response<Full<Bytes>> {
+        let (nodes, term) = self.ledger.nodes();
+        let service = self.gov.service().unwrap_or_default();
+        json_ok(&serde_json::json!({
+            "service_status": service["status"],
+            "current_view": term,
+            "primary_id": nodes.iter().find(|n| n.3).map(|n| n.0),
+            "node_id": self.ledger.identity().node_id,
+            "nodes": nodes.len(),
+        }))
+    }
+
+    /// `GET /node/network/nodes`: every node, its status (`Trusted` for a voter, `Learner` while
+    /// it catches up) and whether it is the primary.
+    pub(super) fn network_nodes(&self) -> Response<Full<Bytes>> {
+        let (nodes, _) = self.ledger.nodes();
+        let list: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|(id, addr, voter, leader)| {
+                serde_json::json!({
+                    "node_id": id,
+                    "status": if *voter { "Trusted" } else { "Learner" },
+                    "primary": leader,
+                    // The address it joined raft with; none for a node started on port 0.
+                    "address": (!addr.ends_with(":0")).then_some(addr),
+                })
+            })
+            .collect();
+        json_ok(&serde_json::json!({ "nodes": list }))
+    }
+
     pub(super) fn tx_status(&self, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
         let tx = tx_id(id)?;
         match self.ledger.status(tx).map_err(ledger_error)? {

@@ -426,6 +426,19 @@ impl Ledger {
         self.shared.installed_tx.subscribe()
     }
 
+    /// The nodes of the service as raft sees them: `(node id, address, voter, leader)`, and the
+    /// current term.
+    pub fn nodes(&self) -> (Vec<(u64, String, bool, bool)>, u64) {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let nodes = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone(), voters.contains(id), m.current_leader == Some(*id)))
+            .collect();
+        (nodes, m.current_term)
+    }
+
     /// The ledger's figures for `/metrics`.
     pub fn stats(&self) -> crate::metrics::LedgerStats {
         let m = self.raft.metrics().borrow().clone();

@@ -514,6 +514,17 @@ async fn the_openapi_document_describes_exactly_what_is_served() {
     }
     assert!(paths["/app/greetings/{name}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["at_ms"].is_object());
 
+    // The network view (CCF's `GET /node/network`, `/node/network/nodes`): one trusted primary.
+    let net = n.client.get("/node/network").await.unwrap().ok_json().unwrap();
+    assert_eq!((net["nodes"].as_u64(), &net["primary_id"]), (Some(1), &net["node_id"]), "{net}");
+    assert!(net["current_view"].as_u64().unwrap() >= 1 && net["service_status"].is_string(), "{net}");
+    let nodes = n.client.get("/node/network/nodes").await.unwrap().ok_json().unwrap();
+    assert_eq!(nodes["nodes"][0]["status"], "Trusted", "{nodes}");
+    assert_eq!(
+        (&nodes["nodes"][0]["primary"], &nodes["nodes"][0]["node_id"]),
+        (&serde_json::json!(true), &net["node_id"])
+    );
+
     let file = n.dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     let check = std::process::Command::new("python3")

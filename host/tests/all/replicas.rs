@@ -203,6 +203,12 @@ async fn replicas_over_mutual_tls_on_loopback() {
     for l in &ledgers {
         assert!(l.wait_applied(target, Duration::from_secs(20)).await, "every node applies the leader's write");
     }
+    // Every node sees the same three voters and the same primary.
+    for l in &ledgers {
+        let (nodes, _) = l.nodes();
+        assert_eq!(nodes.iter().filter(|n| n.2).count(), 3, "{nodes:?}");
+        assert_eq!(nodes.iter().filter(|n| n.3).map(|n| n.0).collect::<Vec<_>>(), vec![leader as u64 + 1], "{nodes:?}");
+    }
     // …and, once the checkpoint that follows it is in, all stand at the same transaction.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    CliError, call, consent, contract, event, keygen, ledger, member, plugin, policy, proposal, receipt, verify,
+    CliError, call, consent, contract, event, keygen, ledger, member, node, plugin, policy, proposal, receipt, verify,
 };
 
 /// CGS command-line tool: measure and build plugins, and (with a running service) govern it.
@@ -46,6 +46,9 @@ enum Command {
     /// Proposals and ballots.
     #[command(subcommand)]
     Proposal(proposal::ProposalCommand),
+    /// The service's nodes.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Build, measure, publish and verify plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -105,6 +108,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Login => member::login(cli),
         Command::Member(c) => member::run(cli, c),
         Command::Proposal(c) => proposal::run(cli, c),
+        Command::Node(c) => node::run(cli, c),
         Command::Plugin(c) => plugin::run(cli, c),
         Command::Receipt(c) => receipt::run(cli, c),
         Command::Ledger(c) => ledger::run(cli, c),

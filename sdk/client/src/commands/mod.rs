@@ -10,6 +10,7 @@ pub(crate) mod event;
 pub(crate) mod keygen;
 pub(crate) mod ledger;
 pub(crate) mod member;
+pub(crate) mod node;
 pub(crate) mod plugin;
 pub(crate) mod policy;
 pub(crate) mod progress;
