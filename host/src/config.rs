@@ -397,11 +397,6 @@ pub fn effective(
             _ if from_file.contains(&long) => "file",
             _ => "command line",
         };
-        if matches!(arg.get_action(), ArgAction::SetTrue) && values.iter().all(|v| v == "false") && source == "default"
-        {
-            out.push((long.to_string(), "false".into(), source));
-            continue;
-        }
         out.push((long.to_string(), values.join(", "), source));
     }
     out

@@ -49,6 +49,13 @@ const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5
 #[derive(Clone, Default)]
 pub struct PeerKeys(Arc<RwLock<BTreeMap<u64, [u8; 32]>>>);
 
+impl std::fmt::Debug for PeerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<u64> = self.0.read().map(|m| m.keys().copied().collect()).unwrap_or_default();
+        f.debug_tuple("PeerKeys").field(&ids).finish()
+    }
+}
+
 impl PeerKeys {
     /// Accept node `id` with `key`.
     pub fn insert(&self, id: u64, key: [u8; 32]) {
@@ -130,21 +137,36 @@ fn tls_error(msg: &str) -> rustls::Error {
     rustls::Error::General(msg.to_string())
 }
 
+/// The handshake signature checks both sides share: TLS 1.3 and Ed25519 only.
+#[derive(Debug)]
+struct Handshake(Arc<rustls::crypto::CryptoProvider>);
+
+impl Handshake {
+    fn tls12(&self) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(tls_error("peers speak TLS 1.3 only"))
+    }
+
+    /// The peer's signature over the transcript, checked with its certificate's key.
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
 /// The server side: a client is accepted if its certificate's key is a known peer's. The
 /// handshake signature proves it holds the key.
 #[derive(Debug)]
 struct KnownPeers {
-    keys: PeerKeysDebug,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-#[derive(Clone)]
-struct PeerKeysDebug(PeerKeys);
-
-impl std::fmt::Debug for PeerKeysDebug {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PeerKeys")
-    }
+    keys: PeerKeys,
+    handshake: Handshake,
 }
 
 impl ClientCertVerifier for KnownPeers {
@@ -159,7 +181,7 @@ impl ClientCertVerifier for KnownPeers {
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         match ed25519_key(end_entity) {
-            Some(k) if self.keys.0.knows(&k) => Ok(ClientCertVerified::assertion()),
+            Some(k) if self.keys.knows(&k) => Ok(ClientCertVerified::assertion()),
             Some(_) => Err(tls_error("the peer's node key is not one of this service's nodes")),
             None => Err(tls_error("a peer certificate must carry an Ed25519 node key")),
         }
@@ -171,7 +193,7 @@ impl ClientCertVerifier for KnownPeers {
         _c: &CertificateDer<'_>,
         _d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(tls_error("peers speak TLS 1.3 only"))
+        self.handshake.tls12()
     }
 
     fn verify_tls13_signature(
@@ -180,11 +202,11 @@ impl ClientCertVerifier for KnownPeers {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.handshake.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        self.handshake.schemes()
     }
 }
 
@@ -192,7 +214,7 @@ impl ClientCertVerifier for KnownPeers {
 #[derive(Debug)]
 struct ExpectedPeer {
     key: [u8; 32],
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    handshake: Handshake,
 }
 
 impl ServerCertVerifier for ExpectedPeer {
@@ -216,7 +238,7 @@ impl ServerCertVerifier for ExpectedPeer {
         _c: &CertificateDer<'_>,
         _d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(tls_error("peers speak TLS 1.3 only"))
+        self.handshake.tls12()
     }
 
     fn verify_tls13_signature(
@@ -225,18 +247,18 @@ impl ServerCertVerifier for ExpectedPeer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.handshake.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        self.handshake.schemes()
     }
 }
 
 /// The TLS configuration of the peer listener.
 pub fn server_config(identity: &PeerIdentity, keys: &PeerKeys) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = provider();
-    let verifier = Arc::new(KnownPeers { keys: PeerKeysDebug(keys.clone()), provider: provider.clone() });
+    let verifier = Arc::new(KnownPeers { keys: keys.clone(), handshake: Handshake(provider.clone()) });
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
@@ -255,7 +277,7 @@ fn client_config(identity: &PeerIdentity, key: [u8; 32]) -> Result<Arc<rustls::C
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ExpectedPeer { key, provider }))
+        .with_custom_certificate_verifier(Arc::new(ExpectedPeer { key, handshake: Handshake(provider) }))
         .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())
         .map_err(|e| e.to_string())?;
     // Every node has the same server name: never resume (it would skip `ExpectedPeer`).

@@ -23,19 +23,29 @@ struct Replica {
     _dir: tempfile::TempDir,
 }
 
-async fn replica(id: u64, router: &Router) -> Replica {
+/// A data directory for a replica: replicas of one service share its ledger secret (here by
+/// copying it).
+fn replica_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    // Replicas of one service share its ledger secret (here by copying it).
     std::fs::create_dir_all(dir.path().join("node")).unwrap();
     std::fs::write(dir.path().join("node").join("ledger-secret"), [9u8; 32]).unwrap();
-    let config = LedgerConfig {
+    dir
+}
+
+/// Node `id`'s ledger settings: fast checkpoints and elections.
+fn replica_config(id: u64) -> LedgerConfig {
+    LedgerConfig {
         node_id: id,
         signature_interval: Duration::from_millis(20),
         heartbeat: Duration::from_millis(100),
         election_timeout: Duration::from_millis(1000),
         ..LedgerConfig::default()
-    };
-    let ledger = Ledger::open(dir.path(), config, "cgs/replicas", router.clone()).await.unwrap();
+    }
+}
+
+async fn replica(id: u64, router: &Router) -> Replica {
+    let dir = replica_dir();
+    let ledger = Ledger::open(dir.path(), replica_config(id), "cgs/replicas", router.clone()).await.unwrap();
     let runtime = Arc::new(Runtime::new(fast_limits(), ledger.clone(), None).unwrap());
     let reconciler = Reconciler::start(runtime.clone(), ledger.clone()).unwrap();
     let services = Services::new(
@@ -166,9 +176,7 @@ async fn replicas_over_mutual_tls_on_loopback() {
     let mut listeners = Vec::new();
     let mut identities = Vec::new();
     for id in 1..=3u64 {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("node")).unwrap();
-        std::fs::write(dir.path().join("node").join("ledger-secret"), [9u8; 32]).unwrap();
+        let dir = replica_dir();
         let identity = peer_identity(dir.path()).unwrap();
         keys.insert(id, identity.public_key);
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -180,16 +188,9 @@ async fn replicas_over_mutual_tls_on_loopback() {
     let mut members = BTreeMap::new();
     for (i, (listener, identity)) in listeners.into_iter().zip(&identities).enumerate() {
         let id = i as u64 + 1;
-        let config = LedgerConfig {
-            node_id: id,
-            signature_interval: Duration::from_millis(20),
-            heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(1000),
-            ..LedgerConfig::default()
-        };
         // Each node its own network: nothing is shared but the keys it was given.
         let net = PeerNetwork::new(identity.clone(), keys.clone());
-        let ledger = Ledger::open(dirs[i].path(), config, "cgs/peers", net).await.unwrap();
+        let ledger = Ledger::open(dirs[i].path(), replica_config(id), "cgs/peers", net).await.unwrap();
         members.insert(id, openraft::BasicNode::new(listener.local_addr().unwrap().to_string()));
         let tls = peer::server_config(identity, &keys).unwrap();
         tokio::spawn(peer::serve(listener, tls, ledger.raft.clone(), keys.clone(), stop.clone()));
