@@ -22,7 +22,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command, ValueHint};
 
 /// The commands a file configures.
-pub const COMMANDS: &[&str] = &["sandbox", "start"];
+pub const COMMANDS: &[&str] = &["sandbox", "start", "join"];
 
 /// What a configuration file sets, checked against the command's flags.
 #[derive(Debug)]

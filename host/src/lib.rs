@@ -9,6 +9,7 @@
 pub mod attest;
 pub mod auth;
 pub mod cleanroom;
+pub mod cluster;
 pub mod devloop;
 pub mod error;
 pub mod executor;

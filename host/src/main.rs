@@ -64,6 +64,11 @@ enum Command {
     /// Run a production node: create the service from a genesis document on first start
     /// (`--genesis FILE --plugins DIR`), or restart the service in DIR.
     Start(StartArgs),
+    /// Join a service as a new node: present this node's evidence to `--target` (a node of the
+    /// service), wait until members trust it (`transition_node_to_trusted`), receive the
+    /// service's secrets sealed to it, catch up and serve. Restarting it later: `start --dir DIR`
+    /// with the same `--peer-listen`.
+    Join(JoinArgs),
     /// Configuration files: `--config FILE` sets any flag of `start` and `sandbox` from TOML.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -78,13 +83,13 @@ enum ConfigCommand {
         /// The TOML file.
         file: PathBuf,
         /// The command the file is for.
-        #[arg(long = "for", value_parser = ["start", "sandbox"], default_value = "start")]
+        #[arg(long = "for", value_parser = ["start", "join", "sandbox"], default_value = "start")]
         command: String,
     },
     /// Print a commented file with every setting of `start` (or `sandbox`) at its default.
     Example {
         /// The command.
-        #[arg(value_parser = ["start", "sandbox"], default_value = "start")]
+        #[arg(value_parser = ["start", "join", "sandbox"], default_value = "start")]
         command: String,
     },
 }
@@ -114,6 +119,10 @@ struct SandboxArgs {
     /// else the current directory's).
     #[arg(long, conflicts_with = "plugins")]
     workspace: Option<PathBuf>,
+    /// A peer listener (`ip:port`, fixed port), so that nodes can join this sandbox
+    /// (`cgs-host join --target URL`): the founding node of a development cluster.
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -142,6 +151,40 @@ struct StartArgs {
     /// Directory of `*.wasm` components the genesis refers to by BLAKE3.
     #[arg(long, requires = "genesis")]
     plugins: Option<PathBuf>,
+    /// The peer listener (`ip:port`, fixed port): raft and forwarded writes between the nodes of
+    /// the service, over mutual TLS with the nodes' attested keys. Without it the node cannot
+    /// have peers (nothing can join it).
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    ledger: LedgerArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+#[derive(Args, Debug)]
+struct JoinArgs {
+    /// Read settings from this TOML file: each key is a flag's long name (`peer-listen = ...`);
+    /// flags and environment variables win over it; relative paths are relative to the file.
+    #[arg(long, env = "CGS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (new: the node's keys and the service's sealed secrets are written here).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Address to listen on for clients; the other nodes and clients reach this node there.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The peer listener (`ip:port`, fixed port) the other nodes reach this node at.
+    #[arg(long)]
+    peer_listen: SocketAddr,
+    /// `https://host:port` of a node of the service.
+    #[arg(long)]
+    target: String,
+    /// The service certificate (PEM) the target must present (`service-cert.pem` of any node).
+    #[arg(long)]
+    service_cert: PathBuf,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -437,6 +480,7 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                 NodeConfig {
                     dir: a.dir,
                     listen: a.listen,
+                    peer_listen: a.peer_listen,
                     creation: Creation::Sandbox { plugins },
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
@@ -461,7 +505,26 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                 NodeConfig {
                     dir: a.dir,
                     listen: a.listen,
+                    peer_listen: a.peer_listen,
                     creation,
+                    runtime: a.limits.runtime_config(),
+                    ledger: a.ledger.ledger_config(),
+                    http: a.http.limits(),
+                    metrics_token: a.http.metrics_token()?,
+                    gov: a.ledger.gov_config()?,
+                },
+                false,
+            )
+        }
+        Command::Join(a) => {
+            let service_cert_pem = std::fs::read_to_string(&a.service_cert)
+                .map_err(|e| format!("cannot read --service-cert {}: {e}", a.service_cert.display()))?;
+            (
+                NodeConfig {
+                    dir: a.dir,
+                    listen: a.listen,
+                    peer_listen: Some(a.peer_listen),
+                    creation: Creation::Join { target: a.target, service_cert_pem },
                     runtime: a.limits.runtime_config(),
                     ledger: a.ledger.ledger_config(),
                     http: a.http.limits(),

@@ -57,6 +57,14 @@ pub enum Creation {
         /// Where the components are.
         plugins: PluginSource,
     },
+    /// A node joining the service a node of it serves (`cgs-host join`); a data directory that
+    /// holds a ledger already restarts that node instead.
+    Join {
+        /// `https://host:port` of a node of the service.
+        target: String,
+        /// The service certificate (PEM) it must present.
+        service_cert_pem: String,
+    },
     /// The sandbox: a demo consortium of three members whose keys are written under
     /// `DIR/members`, every plugin of `plugins`, virtual attestation allowed; the sandbox acks
     /// for its members and votes the service open.
@@ -73,6 +81,9 @@ pub struct NodeConfig {
     pub dir: PathBuf,
     /// Listen address (port 0 picks a free port).
     pub listen: SocketAddr,
+    /// The peer listener (raft and forwarded requests, mutual TLS with node keys), for a service
+    /// of several nodes; `None` for a node that never has peers.
+    pub peer_listen: Option<SocketAddr>,
     /// Service creation.
     pub creation: Creation,
     /// Runtime limits.
@@ -173,6 +184,14 @@ pub struct Node {
     pub local_addr: SocketAddr,
     /// This node's evidence (`GET /node/attestation`), computed on first use.
     pub evidence: Arc<crate::attest::NodeEvidence>,
+    /// This node's part in the cluster.
+    pub cluster: Arc<crate::cluster::Cluster>,
+    /// Where requests forwarded to this node go (set when it serves).
+    forwarding: crate::ledger::peer::Forwarding,
+    /// Stops the peer listener.
+    peer_stop: watch::Sender<bool>,
+    /// The peer listener's address, if any.
+    pub peer_addr: Option<SocketAddr>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -286,15 +305,126 @@ impl Node {
     pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
         let dir = &config.dir;
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let peer_listener = match config.peer_listen {
+            Some(addr) if addr.port() == 0 => {
+                return Err(NodeError::Config(
+                    "--peer-listen needs a fixed port: the other nodes dial it, also after a restart".into(),
+                ));
+            }
+            Some(addr) => {
+                Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Listen { addr, source })?)
+            }
+            None => None,
+        };
+        let peer_addr = config.peer_listen;
+        let has_ledger = dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
+        // A new node joining: the service's secrets (and certificate) arrive sealed to it.
+        let mut joined = None;
+        if let Creation::Join { target, service_cert_pem } = &config.creation
+            && !has_ledger
+        {
+            let Some(peer) = peer_addr else {
+                return Err(NodeError::Config("a joining node needs --peer-listen".into()));
+            };
+            if local_addr.ip().is_unspecified() || peer.ip().is_unspecified() {
+                return Err(NodeError::Config(
+                    "a joining node needs addresses the others can dial: give --listen and --peer-listen a \
+                     specific IP, not 0.0.0.0"
+                        .into(),
+                ));
+            }
+            let opts = crate::cluster::JoinOptions {
+                dir: dir.clone(),
+                target: target.clone(),
+                service_cert_pem: service_cert_pem.clone(),
+                address: local_addr.to_string(),
+                peer_address: peer.to_string(),
+            };
+            joined = Some(crate::cluster::join_service(&opts).await.map_err(NodeError::Config)?);
+        }
         let identity = ServiceIdentity::load_or_create(dir, &[config.listen.ip().to_string()])?;
         // The log origin names this service in checkpoints; fixed at creation.
         let origin = {
             use sha2::Digest;
             format!("cgs/{}", &hex::encode(sha2::Sha256::digest(identity.service_cert_pem.as_bytes()))[..16])
         };
-        let ledger = Ledger::open(dir, config.ledger.clone(), &origin, Router::default()).await?;
-        ledger.initialize_single(&config.listen.to_string()).await?;
-        ledger.wait_for_leader(Duration::from_secs(30)).await?;
+        let mut ledger_config = config.ledger.clone();
+        if peer_listener.is_some() {
+            // Between processes an append carries up to `max_payload_entries` entries (plugin
+            // blobs among them) over TLS, and openraft times it out after one heartbeat: slower
+            // heartbeats, and elections after 3-6 s of silence (CCF's default is 4 s).
+            ledger_config.heartbeat = ledger_config.heartbeat.max(Duration::from_millis(500));
+            ledger_config.election_timeout = ledger_config.election_timeout.max(Duration::from_millis(3000));
+        }
+        if let Some(j) = &joined {
+            ledger_config.node_id = j.node_id;
+            crate::ledger::record_node_id(dir, j.node_id)?;
+        } else if has_ledger {
+            ledger_config.node_id = crate::ledger::recorded_node_id(dir)?.unwrap_or(ledger_config.node_id);
+        }
+        let forwarding = crate::ledger::peer::Forwarding::default();
+        let (peer_stop, peer_stop_rx) = watch::channel(false);
+        let (ledger, network) = match peer_listener {
+            Some(peer_listener) => {
+                let peer_identity = crate::ledger::peer_identity(dir)?;
+                let keys = crate::ledger::PeerKeys::default();
+                for p in joined.iter().flat_map(|j| &j.peers) {
+                    let record =
+                        crate::gov::nodes::NodeRecord { public_key: p.public_key.clone(), ..Default::default() };
+                    if let Some(k) = record.key() {
+                        keys.insert(p.node_id, k);
+                    }
+                }
+                let network = crate::ledger::PeerNetwork::new(peer_identity.clone(), keys.clone());
+                let ledger = Ledger::open(dir, ledger_config.clone(), &origin, network.clone()).await?;
+                // The keys of the trusted nodes this node knows of already (a restart).
+                for (id, k) in crate::gov::nodes::trusted_keys(&ledger) {
+                    if id != ledger.node_id() {
+                        keys.insert(id, k);
+                    }
+                }
+                let tls = crate::ledger::peer::server_config(&peer_identity, &keys).map_err(LedgerError::Raft)?;
+                tokio::spawn(crate::ledger::peer::serve(
+                    peer_listener,
+                    tls,
+                    ledger.raft.clone(),
+                    keys,
+                    forwarding.clone(),
+                    peer_stop_rx,
+                ));
+                (ledger, Some(network))
+            }
+            None => (Ledger::open(dir, ledger_config.clone(), &origin, Router::default()).await?, None),
+        };
+        ledger.set_addresses(Some(local_addr.to_string()), peer_addr.map(|a| a.to_string()));
+        match &joined {
+            None => {
+                // The founding node: a one-node raft group (no-op once initialized).
+                let raft_addr = peer_addr.unwrap_or(config.listen).to_string();
+                ledger.initialize_single(&raft_addr).await?;
+                ledger.wait_for_leader(Duration::from_secs(if network.is_some() { 120 } else { 30 })).await?;
+            }
+            Some(j) => {
+                // The leader adds this node as a learner: wait until it applied its own record.
+                eprintln!("node {} trusted: catching up with the service's ledger ...", j.node_id);
+                let deadline = std::time::Instant::now() + Duration::from_secs(300);
+                while !crate::gov::nodes::trusted_keys(&ledger).iter().any(|(id, _)| *id == j.node_id) {
+                    if std::time::Instant::now() > deadline {
+                        return Err(NodeError::Config(format!(
+                            "node {} was trusted but received no ledger entries within 300 s: can the leader reach \
+                             its peer address {}?",
+                            j.node_id,
+                            peer_addr.map(|a| a.to_string()).unwrap_or_default()
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
         ledger.record_node_key().await?;
         let runtime = Arc::new(Runtime::new(config.runtime.clone(), ledger.clone(), Some(&dir.join("cache")))?);
         let reconciler = crate::reconcile::Reconciler::start(runtime.clone(), ledger.clone())?;
@@ -312,7 +442,7 @@ impl Node {
         let mut opened = None;
         let created = gov.created()?;
         match &config.creation {
-            Creation::Existing if !created => {
+            Creation::Existing | Creation::Join { .. } if !created => {
                 return Err(NodeError::Config(format!(
                     "{} holds no service yet: create one with `cgs-host start --genesis FILE --plugins DIR` (or run `cgs-host sandbox`)",
                     dir.display()
@@ -364,13 +494,11 @@ impl Node {
                 opened = Self::sandbox_open(&gov, &members).await?;
                 sandbox_list = members;
             }
-            Creation::Existing => {}
+            Creation::Existing | Creation::Join { .. } => {}
         }
+        let cluster =
+            Arc::new(crate::cluster::Cluster { dir: dir.clone(), ledger: ledger.clone(), gov: gov.clone(), network });
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen { addr: config.listen, source })?;
         let evidence =
             Arc::new(crate::attest::NodeEvidence::new(ledger.public_key(), identity.service_cert_pem.clone()));
         Ok(Node {
@@ -390,6 +518,10 @@ impl Node {
             metrics_token: config.metrics_token.clone(),
             listener,
             local_addr,
+            cluster,
+            forwarding,
+            peer_stop,
+            peer_addr,
         })
     }
 
@@ -460,8 +592,16 @@ impl Node {
             )),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             metrics_token: self.metrics_token.clone(),
+            cluster: self.cluster.clone(),
             openapi_cache: Default::default(),
         });
+        let policy = self.http_limits.body_policy();
+        let forwarded = service.clone();
+        self.forwarding.set(Arc::new(move |from, req| {
+            let s = forwarded.clone();
+            Box::pin(async move { s.answer_forwarded(from, req, policy).await })
+        }));
+        let membership = tokio::spawn(self.cluster.clone().run(shutdown.clone()));
         // Drop expired proposals: every minute, or more often for short lifetimes.
         let gov = self.gov.clone();
         let ledger = self.ledger.clone();
@@ -487,6 +627,8 @@ impl Node {
         let served = http::serve(self.listener, tls, service, self.http_limits, shutdown).await;
         sweeper.abort();
         jwks.abort();
+        membership.abort();
+        let _ = self.peer_stop.send(true);
         self.ledger.shutdown().await;
         served.map_err(|source| NodeError::Listen { addr: self.local_addr, source })
     }

@@ -8,6 +8,7 @@ mod attacks;
 mod attacks_http;
 mod attestation;
 mod cli;
+mod cluster;
 mod collaboration;
 mod governance;
 mod isolation;

@@ -81,6 +81,82 @@ pub fn plugins_dir() -> &'static Path {
     .path()
 }
 
+/// A `cgs-host` process started but not serving yet (a joining node waits for members).
+pub struct Launched {
+    child: Child,
+    url: std::sync::mpsc::Receiver<String>,
+    printed: Arc<Mutex<Vec<String>>>,
+}
+
+impl Launched {
+    /// Start `cgs-host` with `args`.
+    pub fn new(args: &[std::ffi::OsString], stderr: Stdio, env: &[(&str, &str)]) -> Result<Launched> {
+        let bins = binaries();
+        let mut child = Command::new(&bins.host)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .context("spawn cgs-host")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let keep = printed.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix("URL:") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+                keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Ok(Launched { child, url: rx, printed })
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Wait for the process to end (at most `timeout`), killing it then.
+    pub fn wait_exit(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.exited() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
+    /// Wait until it prints its URL and `/node/health` answers; `data` holds its service
+    /// certificate.
+    pub async fn ready(mut self, data: &Path) -> Result<Sandbox> {
+        let url = match self.url.recv_timeout(Duration::from_secs(120)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = self.child.kill();
+                bail!("cgs-host did not print its URL within 120 s");
+            }
+        };
+        let ca = data.join("service-cert.pem");
+        let client = cgs_client::Client::new(&url, &std::fs::read(&ca)?)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.get("/node/health").await {
+                Ok(r) if r.status == 200 => break,
+                _ if Instant::now() > deadline => bail!("{url}/node/health did not answer 200 within 30 s"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Ok(Sandbox { child: self.child, url, ca, data: data.to_path_buf(), _tmp: None, client, printed: self.printed })
+    }
+}
+
 /// A running `cgs-host sandbox` process.
 pub struct Sandbox {
     child: Child,
@@ -137,44 +213,7 @@ impl Sandbox {
         stderr: Stdio,
         env: &[(&str, &str)],
     ) -> Result<Sandbox> {
-        let bins = binaries();
-        let mut child = Command::new(&bins.host)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .context("spawn cgs-host")?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let printed = Arc::new(Mutex::new(Vec::new()));
-        let keep = printed.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix("URL:") {
-                    let _ = tx.send(url.trim().to_string());
-                }
-                keep.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = child.kill();
-                bail!("cgs-host sandbox did not print its URL within 120 s");
-            }
-        };
-        let ca = data.join("service-cert.pem");
-        let client = cgs_client::Client::new(&url, &std::fs::read(&ca)?)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match client.get("/node/health").await {
-                Ok(r) if r.status == 200 => break,
-                _ if Instant::now() > deadline => bail!("{url}/node/health did not answer 200 within 30 s"),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        Ok(Sandbox { child, url, ca, data: data.to_path_buf(), _tmp: None, client, printed })
+        Launched::new(args, stderr, env)?.ready(data).await
     }
 
     /// The lines the process printed on stdout so far.

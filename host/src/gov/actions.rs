@@ -39,6 +39,9 @@ impl Governance {
         if matches!(action.name.as_str(), "set_plugin" | "set_constitution") {
             self.check_plugin_blob(g, action)?;
         }
+        if matches!(action.name.as_str(), "transition_node_to_trusted" | "remove_node") {
+            self.check_node_action(g, &action.name, &action.args)?;
+        }
         Ok(plugin)
     }
 

@@ -15,6 +15,7 @@
 mod actions;
 mod envelope;
 mod lifecycle;
+pub mod nodes;
 mod plugin_rules;
 mod reads;
 mod simulate;

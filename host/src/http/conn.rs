@@ -101,7 +101,7 @@ impl HttpLimits {
     }
 
     /// The body policy of requests.
-    fn body_policy(&self) -> BodyPolicy {
+    pub(crate) fn body_policy(&self) -> BodyPolicy {
         BodyPolicy { timeout: self.body_timeout, discard: self.discard_bytes }
     }
 }
@@ -174,6 +174,8 @@ pub(crate) enum BodyError {
 /// clients on a cleanly ended exchange.
 pub(crate) struct Incoming {
     body: Option<hyper::body::Incoming>,
+    /// A body already read: a request another node forwarded.
+    preread: Option<Vec<u8>>,
     policy: BodyPolicy,
     unread: Option<oneshot::Sender<hyper::body::Incoming>>,
 }
@@ -191,15 +193,23 @@ impl Incoming {
         expects_continue: bool,
     ) -> (Self, Option<Unread>) {
         if body.is_end_stream() || expects_continue {
-            return (Self { body: Some(body), policy, unread: None }, None);
+            return (Self { body: Some(body), preread: None, policy, unread: None }, None);
         }
         let (tx, rx) = oneshot::channel();
-        (Self { body: Some(body), policy, unread: Some(tx) }, Some(rx))
+        (Self { body: Some(body), preread: None, policy, unread: Some(tx) }, Some(rx))
+    }
+
+    /// A body read already (a request forwarded by another node of the service).
+    pub(crate) fn from_bytes(bytes: Vec<u8>, policy: BodyPolicy) -> Self {
+        Self { body: None, preread: Some(bytes), policy, unread: None }
     }
 
     /// The whole body, at most `limit` bytes, within the body timeout. Over the limit, the rest
     /// is discarded (within the discard budget and the same deadline) before answering.
     pub(crate) async fn read(mut self, limit: usize) -> Result<Vec<u8>, BodyError> {
+        if let Some(bytes) = self.preread.take() {
+            return if bytes.len() > limit { Err(BodyError::TooLarge) } else { Ok(bytes) };
+        }
         let Some(mut body) = self.body.take() else { return Ok(Vec::new()) };
         let policy = self.policy;
         let deadline = tokio::time::Instant::now() + policy.timeout;

@@ -13,7 +13,7 @@ mod request;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cgs_core::ErrorEnvelope;
+use cgs_core::{ErrorEnvelope, TxId};
 use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -30,6 +30,10 @@ pub use request::{decode_path, parse_query};
 
 /// Largest request body accepted (1 MiB), per the API contract.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Headers that belong to one connection, never passed on by forwarding.
+const HOP_BY_HOP: &[&str] =
+    &["host", "content-length", "connection", "transfer-encoding", "te", "upgrade", "keep-alive", "trailer"];
+
 /// Largest plugin upload (`PUT /gov/blobs`).
 pub const MAX_BLOB_BYTES: usize = 32 << 20;
 
@@ -51,6 +55,8 @@ pub struct Service {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The operator's scrape token for `GET /metrics`, if configured.
     pub metrics_token: Option<crate::metrics::Secret>,
+    /// This node's part in the cluster (join, node records, forwarding).
+    pub cluster: Arc<crate::cluster::Cluster>,
     /// `/openapi.json` as last built, and the plugin registry it was built from: it is rebuilt
     /// only when governance changed what runs (anyone may ask for it, often).
     pub openapi_cache: Mutex<Option<(std::sync::Weak<crate::runtime::Registry>, Bytes)>>,
@@ -139,8 +145,136 @@ impl Service {
         policy: conn::BodyPolicy,
     ) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
+        if self.forwards(&parts.method, parts.uri.path()) {
+            return self.forward(parts, body, policy).await;
+        }
         let (body, unread) = Incoming::new(body, policy, parts.headers.contains_key(hyper::header::EXPECT));
-        let req = Request::from_parts(parts, body);
+        self.serve_request(Request::from_parts(parts, body), unread, policy).await
+    }
+
+    /// Whether this node passes the request to the leader: it has peers and does not lead, and
+    /// the request writes (any method but GET and HEAD) or takes a clean-room nonce (nonces are
+    /// kept by the node that gives them, the leader, which admits the session).
+    fn forwards(&self, method: &hyper::Method, path: &str) -> bool {
+        self.cluster.network.is_some()
+            && !self.ledger.is_leader()
+            && (!matches!(*method, hyper::Method::GET | hyper::Method::HEAD) || path == "/cleanroom/nonce")
+    }
+
+    /// Pass a request to the leader over the peer connection and answer with its answer, once
+    /// this node has applied the transaction it names (so that a read here sees the write).
+    async fn forward(
+        &self,
+        parts: hyper::http::request::Parts,
+        body: hyper::body::Incoming,
+        policy: conn::BodyPolicy,
+    ) -> Response<Full<Bytes>> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let started = std::time::Instant::now();
+        let result: Result<Response<Full<Bytes>>, ApiError> = async {
+            let limit = if parts.uri.path() == "/gov/blobs" { MAX_BLOB_BYTES } else { MAX_BODY_BYTES };
+            let (incoming, _) = Incoming::new(body, policy, false);
+            let body = read_body(incoming, limit).await?;
+            let Some(network) = &self.cluster.network else {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NoLeader", "no peer network"));
+            };
+            let Some((leader, addr)) = self.cluster.leader_elsewhere() else {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "NoLeader",
+                    "no node leads the service at the moment (an election is under way); retry shortly",
+                ));
+            };
+            let fwd = crate::ledger::peer::Forwarded {
+                method: parts.method.to_string(),
+                uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
+                headers: parts
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
+                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
+                    .collect(),
+                body: b64.encode(&body),
+            };
+            let answer = network.forward(leader, &addr, &fwd).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "LeaderUnreachable",
+                    format!("the leader (node {leader}) could not be reached: {e}; retry shortly"),
+                )
+            })?;
+            let mut resp = Response::new(Full::new(Bytes::from(b64.decode(&answer.body).unwrap_or_default())));
+            *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            for (k, v) in &answer.headers {
+                if let (Ok(k), Ok(v)) = (hyper::header::HeaderName::try_from(k.as_str()), HeaderValue::from_str(v))
+                    && !HOP_BY_HOP.contains(&k.as_str())
+                {
+                    resp.headers_mut().append(k, v);
+                }
+            }
+            let tx =
+                resp.headers().get("x-cgs-tx-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<TxId>().ok());
+            if let Some(tx) = tx
+                && !self.ledger.wait_applied(tx.seqno, std::time::Duration::from_secs(10)).await
+            {
+                tracing::warn!(%tx, "a forwarded write is not applied on this node after 10 s");
+            }
+            Ok(resp)
+        }
+        .await;
+        let resp = result.unwrap_or_else(|e| e.into_response());
+        self.metrics.request(parts.method.as_str(), "forwarded".into(), resp.status().as_u16(), started.elapsed());
+        resp
+    }
+
+    /// The leader's side of [`Service::forward`]: serve a request node `from` forwarded.
+    pub(crate) async fn answer_forwarded(
+        &self,
+        from: u64,
+        fwd: crate::ledger::peer::Forwarded,
+        policy: conn::BodyPolicy,
+    ) -> crate::ledger::peer::ForwardedAnswer {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let fail = |status: u16, msg: String| crate::ledger::peer::ForwardedAnswer {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b64
+                .encode(serde_json::json!({"error": {"code": "InvalidForwardedRequest", "message": msg}}).to_string()),
+        };
+        let Ok(body) = b64.decode(&fwd.body) else { return fail(400, "the body is not base64".into()) };
+        let mut builder = Request::builder().method(fwd.method.as_str()).uri(fwd.uri.as_str());
+        for (k, v) in &fwd.headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let req = match builder.body(Incoming::from_bytes(body, policy)) {
+            Ok(r) => r,
+            Err(e) => return fail(400, e.to_string()),
+        };
+        tracing::debug!(from, method = %fwd.method, uri = %fwd.uri, "serving a forwarded request");
+        let resp = self.serve_request(req, None, policy).await;
+        let (parts, body) = resp.into_parts();
+        let bytes = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
+        crate::ledger::peer::ForwardedAnswer {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
+                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
+                .collect(),
+            body: b64.encode(&bytes),
+        }
+    }
+
+    /// Serve a request on this node.
+    async fn serve_request(
+        &self,
+        req: Request<Incoming>,
+        unread: Option<conn::Unread>,
+        policy: conn::BodyPolicy,
+    ) -> Response<Full<Bytes>> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let started = std::time::Instant::now();
@@ -241,9 +375,10 @@ impl Service {
                     "identity" => Ok(self.identity()),
                     "attestation" => self.attestation(),
                     "network" => Ok(self.network()),
+                    "join" => self.join(req).await,
                     _ => Err(not_found(&req)),
                 },
-                Some(("network", "nodes")) => Ok(self.network_nodes()),
+                Some(("network", "nodes")) => self.network_nodes(),
                 Some(("tx", id)) => self.tx_status(id),
                 Some(("receipt", id)) => self.receipt(&req, id, query.as_deref()),
                 Some(("entry", id)) => self.entry(&req, id),

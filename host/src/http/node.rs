@@ -54,23 +54,24 @@ impl Service {
         }))
     }
 
-    /// `GET /node/network/nodes`: every node, its status (`Trusted` for a voter, `Learner` while
-    /// it catches up) and whether it is the primary.
-    pub(super) fn network_nodes(&self) -> Response<Full<Bytes>> {
-        let (nodes, _) = self.ledger.nodes();
-        let list: Vec<serde_json::Value> = nodes
-            .iter()
-            .map(|(id, addr, voter, leader)| {
-                serde_json::json!({
-                    "node_id": id,
-                    "status": if *voter { "Trusted" } else { "Learner" },
-                    "primary": leader,
-                    // The address it joined raft with; none for a node started on port 0.
-                    "address": (!addr.ends_with(":0")).then_some(addr),
-                })
-            })
-            .collect();
-        json_ok(&serde_json::json!({ "nodes": list }))
+    /// `GET /node/network/nodes`: every node recorded (`Pending`, `Trusted`, `Retired`), its
+    /// raft role and whether it is the primary.
+    pub(super) fn network_nodes(&self) -> Result<Response<Full<Bytes>>, ApiError> {
+        let list = self.cluster.nodes_view()?;
+        Ok(json_ok(&serde_json::json!({ "nodes": list })))
+    }
+
+    /// `POST /node/join`.
+    pub(super) async fn join(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let body = super::read_body(req.into_body(), super::MAX_BODY_BYTES).await?;
+        let (answer, tx) = self.cluster.join(&body).await?;
+        let mut resp = json_ok(&answer);
+        if let Some(tx) = tx
+            && let Ok(v) = hyper::header::HeaderValue::from_str(&tx.to_string())
+        {
+            resp.headers_mut().insert("x-cgs-tx-id", v);
+        }
+        Ok(resp)
     }
 
     pub(super) fn tx_status(&self, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {

@@ -98,10 +98,21 @@ pub const HOST_OPS: &[Op] = &[
         "GET",
         "/node/network/nodes",
         Who::Anyone,
-        "Every node: id, status (Trusted, Learner), primary, address",
+        "Every node: id, status (Pending, Trusted, Retired), raft role (Voter, Learner), primary, addresses, \
+         what its evidence reported",
         None,
         "Object",
         &[],
+    ),
+    op(
+        "POST",
+        "/node/join",
+        Who::Anyone,
+        "A new node asks to join (its evidence, signed with its node key); answered Pending, then with the \
+         service's secrets sealed to it once members trust it",
+        Some("Object"),
+        "Object",
+        &[(400, "InvalidJoinRequest"), (400, "InvalidEvidence"), (401, "InvalidSignature"), (403, "JoinRefused")],
     ),
     op(
         "GET",

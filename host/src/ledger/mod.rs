@@ -152,6 +152,8 @@ pub struct Ledger {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The ledger file.
     file: std::path::PathBuf,
+    /// `(address, peer_address)` recorded with the node key.
+    addresses: Mutex<(Option<String>, Option<String>)>,
 }
 
 /// Where a node keeps its node key (the checkpoint-signing key, also its peer identity).
@@ -166,6 +168,24 @@ pub fn peer_identity(dir: &Path) -> Result<PeerIdentity, LedgerError> {
     std::fs::create_dir_all(dir.join("node")).map_err(db_err)?;
     let seed = crate::fsutil::load_or_create_secret(&node_key_path(dir), "key").map_err(db_err)?;
     PeerIdentity::from_node_key(&seed).map_err(LedgerError::Raft)
+}
+
+/// The raft id a joined node was given (`DIR/node/node-id`), if this directory is one's.
+pub fn recorded_node_id(dir: &Path) -> Result<Option<u64>, LedgerError> {
+    match std::fs::read_to_string(dir.join("node").join("node-id")) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| LedgerError::Db(format!("{}: not a node id", dir.join("node").join("node-id").display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+/// Remember the raft id a joining node was given.
+pub fn record_node_id(dir: &Path, id: u64) -> Result<(), LedgerError> {
+    crate::fsutil::write_atomic(&dir.join("node").join("node-id"), id.to_string().as_bytes()).map_err(db_err)
 }
 
 fn now_ms() -> u64 {
@@ -292,6 +312,7 @@ impl Ledger {
             proposals,
             tasks: Mutex::new(Vec::new()),
             file: dir.join(fmt::FILE_NAME),
+            addresses: Default::default(),
         });
         tasks.push(tokio::spawn(signature_loop(Arc::downgrade(&ledger), config.signature_interval)));
         if let Ok(mut t) = ledger.tasks.lock() {
@@ -345,16 +366,39 @@ impl Ledger {
         TxId::new(self.shared.applied_term.load(Ordering::Acquire), self.shared.applied.load(Ordering::Acquire))
     }
 
-    /// Record this node's checkpoint key in `sys.nodes` (once).
+    /// The addresses this node records with its key (`address`, `peer_address` of
+    /// `sys.nodes`), set before the first [`Ledger::record_node_key`].
+    pub fn set_addresses(&self, address: Option<String>, peer_address: Option<String>) {
+        if let Ok(mut a) = self.addresses.lock() {
+            *a = (address, peer_address);
+        }
+    }
+
+    /// Record this node's checkpoint key in `sys.nodes` (once): nothing is written when the
+    /// key is recorded already (a node that joined was recorded by its join), or when this node
+    /// does not lead (a leader records its key before it signs).
     pub async fn record_node_key(&self) -> Result<(), LedgerError> {
         let key = self.node_id.to_be_bytes().to_vec();
         let identity = self.identity();
-        let value = serde_json::to_vec(&identity).map_err(db_err)?;
         let snap = self.snapshot().map_err(db_err)?;
         let current = snap.get("sys.nodes", &key).map_err(db_err)?;
-        if current.as_ref().is_some_and(|v| v.value == value) {
+        let recorded = current
+            .as_ref()
+            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c.value).ok())
+            .is_some_and(|v| v["public_key"] == identity.public_key.as_str());
+        if recorded || !self.is_leader() {
             return Ok(());
         }
+        let mut value = serde_json::to_value(&identity).map_err(db_err)?;
+        if let Ok(a) = self.addresses.lock() {
+            if let Some(addr) = &a.0 {
+                value["address"] = addr.clone().into();
+            }
+            if let Some(addr) = &a.1 {
+                value["peer_address"] = addr.clone().into();
+            }
+        }
+        let value = serde_json::to_vec(&value).map_err(db_err)?;
         let mut writes = WriteSet::new();
         writes.puts.insert(("sys.nodes".to_string(), key.clone()), Some(value));
         let reads = ReadSet { keys: vec![("sys.nodes".into(), key, current.map(|c| c.version))], tables: vec![] };
@@ -367,6 +411,16 @@ impl Ledger {
             tx_time_ms: now_ms(),
         };
         self.commit(reads, writes, meta).await.map(|_| ()).map_err(|e| LedgerError::Raft(e.to_string()))
+    }
+
+    /// The log origin (fixed at creation).
+    pub fn origin(&self) -> &str {
+        &self.signer.origin
+    }
+
+    /// This node's raft id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
     }
 
     /// Sign the node attestation document `doc` with the node key.

@@ -285,12 +285,58 @@ fn client_config(identity: &PeerIdentity, key: [u8; 32]) -> Result<Arc<rustls::C
     Ok(Arc::new(cfg))
 }
 
-/// Serve openraft's RPCs for `raft` to the peers `keys` accepts, on `listener`, until `stop`.
+/// A client's request that a node of the service (not the leader) passes to the leader:
+/// `POST /forward` on the peer listener.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Forwarded {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// The request's headers (those with text values).
+    pub headers: Vec<(String, String)>,
+    /// Base64 of the body.
+    pub body: String,
+}
+
+/// The leader's answer to a [`Forwarded`] request.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ForwardedAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// The answer's headers (those with text values).
+    pub headers: Vec<(String, String)>,
+    /// Base64 of the body.
+    pub body: String,
+}
+
+/// What answers forwarded requests: the node's HTTP service, given the forwarding node's id.
+pub type ForwardHandler = Arc<
+    dyn Fn(u64, Forwarded) -> std::pin::Pin<Box<dyn std::future::Future<Output = ForwardedAnswer> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Where the peer listener sends forwarded requests; set once the HTTP service exists (until
+/// then they are refused with 503).
+#[derive(Clone, Default)]
+pub struct Forwarding(Arc<std::sync::OnceLock<ForwardHandler>>);
+
+impl Forwarding {
+    /// Answer forwarded requests with `handler`.
+    pub fn set(&self, handler: ForwardHandler) {
+        let _ = self.0.set(handler);
+    }
+}
+
+/// Serve openraft's RPCs for `raft` (and requests forwarded to this node, if it leads) to the
+/// peers `keys` accepts, on `listener`, until `stop`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     raft: Raft,
     keys: PeerKeys,
+    forwarding: Forwarding,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -308,7 +354,8 @@ pub async fn serve(
             },
             _ = stop.changed() => return,
         };
-        let (acceptor, raft, keys, stop) = (acceptor.clone(), raft.clone(), keys.clone(), stop.clone());
+        let (acceptor, raft, keys, stop, fwd) =
+            (acceptor.clone(), raft.clone(), keys.clone(), stop.clone(), forwarding.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await else { return };
@@ -316,7 +363,8 @@ pub async fn serve(
             let Some(key) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(ed25519_key) else {
                 return;
             };
-            let service = hyper::service::service_fn(move |req| handle(raft.clone(), keys.clone(), key, req));
+            let service =
+                hyper::service::service_fn(move |req| handle(raft.clone(), keys.clone(), fwd.clone(), key, req));
             let io = hyper_util::rt::TokioIo::new(tls);
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
             let mut stop = stop;
@@ -336,6 +384,7 @@ fn speaks_for(vote: &openraft::Vote<u64>, from: u64) -> bool {
 async fn handle(
     raft: Raft,
     keys: PeerKeys,
+    forwarding: Forwarding,
     key: [u8; 32],
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
@@ -347,7 +396,7 @@ async fn handle(
         return Ok(answer(StatusCode::METHOD_NOT_ALLOWED, b"POST only".to_vec()));
     }
     let path = req.uri().path().to_string();
-    if !matches!(path.as_str(), "/raft/append" | "/raft/vote" | "/raft/snapshot") {
+    if !matches!(path.as_str(), "/raft/append" | "/raft/vote" | "/raft/snapshot" | "/forward") {
         return Ok(answer(StatusCode::NOT_FOUND, b"no such RPC".to_vec()));
     }
     let body = match http_body_util::Limited::new(req.into_body(), MAX_RPC_BYTES).collect().await {
@@ -357,6 +406,15 @@ async fn handle(
     let impostor = || answer(StatusCode::FORBIDDEN, format!("node {from} may only speak for itself").into_bytes());
     let bad = |e: serde_json::Error| answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes());
     let out = match path.as_str() {
+        "/forward" => {
+            let Some(handler) = forwarding.0.get().cloned() else {
+                return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, b"this node is not serving yet".to_vec()));
+            };
+            match serde_json::from_slice::<Forwarded>(&body) {
+                Ok(req) => serde_json::to_vec(&handler(from, req).await),
+                Err(e) => return Ok(bad(e)),
+            }
+        }
         "/raft/append" => match serde_json::from_slice::<AppendEntriesRequest<TypeConfig>>(&body) {
             Ok(rpc) if !speaks_for(&rpc.vote, from) => return Ok(impostor()),
             Ok(rpc) => serde_json::to_vec(&raft.append_entries(rpc).await),
@@ -391,12 +449,49 @@ fn answer(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 pub struct PeerNetwork {
     identity: PeerIdentity,
     keys: PeerKeys,
+    /// Idle connections used to forward requests, by peer.
+    idle: Arc<std::sync::Mutex<BTreeMap<u64, Vec<Connection>>>>,
 }
+
+/// An HTTP/1.1 connection to a peer.
+type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle forwarding connections kept per peer.
+const MAX_IDLE_FORWARD: usize = 32;
 
 impl PeerNetwork {
     /// A network for the node with `identity`, accepting the peers in `keys`.
     pub fn new(identity: PeerIdentity, keys: PeerKeys) -> Self {
-        Self { identity, keys }
+        Self { identity, keys, idle: Default::default() }
+    }
+
+    /// The peers' keys this network accepts.
+    pub fn keys(&self) -> &PeerKeys {
+        &self.keys
+    }
+
+    /// Pass a client's request to node `target` (the leader) at `addr`, over a connection that
+    /// must present `target`'s key.
+    pub async fn forward(&self, target: u64, addr: &str, req: &Forwarded) -> Result<ForwardedAnswer, String> {
+        let conn = self.idle.lock().ok().and_then(|mut m| m.get_mut(&target).and_then(Vec::pop));
+        let mut client = PeerClient {
+            target,
+            addr: addr.to_string(),
+            identity: self.identity.clone(),
+            keys: self.keys.clone(),
+            conn,
+        };
+        let r = client.call("/forward", req).await;
+        if let (Some(c), Ok(mut idle)) = (client.conn.take(), self.idle.lock()) {
+            let list = idle.entry(target).or_default();
+            if list.len() < MAX_IDLE_FORWARD {
+                list.push(c);
+            }
+        }
+        r.map_err(|e| match e {
+            CallError::Connect(w) | CallError::Io(w) | CallError::Refused(w) => w,
+            CallError::TooLarge => "the request is too large to forward".into(),
+        })
     }
 }
 

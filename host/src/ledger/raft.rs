@@ -18,8 +18,35 @@ use serde::{Deserialize, Serialize};
 /// What the leader proposes as one raft record: encoded [`Payload`](cgs_core::entry::Payload)s
 /// (transactions and signatures) that arrived together (group commit). Applying it expands it
 /// into one ledger entry per payload.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Proposal(pub Vec<Vec<u8>>);
+
+// On the wire between nodes (JSON), each payload is a base64 string: a third larger than the
+// bytes instead of four times (an array of numbers), and quick to encode. (The log store keeps
+// its own binary encoding.)
+impl Serialize for Proposal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        use serde::ser::SerializeSeq as _;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for p in &self.0 {
+            seq.serialize_element(&base64::engine::general_purpose::STANDARD.encode(p))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let items: Vec<String> = Vec::deserialize(d)?;
+        items
+            .into_iter()
+            .map(|s| base64::engine::general_purpose::STANDARD.decode(s).map_err(serde::de::Error::custom))
+            .collect::<Result<_, _>>()
+            .map(Proposal)
+    }
+}
 
 /// The outcome of one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,11 +43,7 @@ impl NodeSigner {
 
     /// The C2SP verifier key string `origin+keyid+base64(0x01 ‖ key)`.
     pub fn verifier_key(&self) -> String {
-        let pk = self.public_key().to_bytes();
-        let id = cgs_core::note::key_id(&self.origin, &pk);
-        let mut raw = vec![0x01];
-        raw.extend_from_slice(&pk);
-        format!("{}+{}+{}", self.origin, hex::encode(id), B64.encode(raw))
+        verifier_key(&self.origin, &self.public_key().to_bytes())
     }
 
     /// Sign the checkpoint of `size`/`root` as a C2SP note.
@@ -70,6 +66,14 @@ impl NodeSigner {
     pub fn sign_receipt_root(&self, tree_size: u64, root: &[u8; 32]) -> [u8; 64] {
         self.key.sign(&cgs_core::receipt::signed_root_bytes(&self.kid(), tree_size, root)).to_bytes()
     }
+}
+
+/// The C2SP verifier key of the Ed25519 key `pk` for the log `origin`.
+pub fn verifier_key(origin: &str, pk: &[u8; 32]) -> String {
+    let id = cgs_core::note::key_id(origin, pk);
+    let mut raw = vec![0x01];
+    raw.extend_from_slice(pk);
+    format!("{origin}+{}+{}", hex::encode(id), B64.encode(raw))
 }
 
 /// What a receipt is made of.

@@ -50,6 +50,7 @@ async fn start_limited(
     let config = NodeConfig {
         dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        peer_listen: None,
         creation: Creation::Sandbox { plugins: PluginSource::Dir(pdir) },
         runtime: fast_limits(),
         ledger: cgs_host::ledger::LedgerConfig::default(),

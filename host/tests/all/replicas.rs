@@ -193,7 +193,7 @@ async fn replicas_over_mutual_tls_on_loopback() {
         let ledger = Ledger::open(dirs[i].path(), replica_config(id), "cgs/peers", net).await.unwrap();
         members.insert(id, openraft::BasicNode::new(listener.local_addr().unwrap().to_string()));
         let tls = peer::server_config(identity, &keys).unwrap();
-        tokio::spawn(peer::serve(listener, tls, ledger.raft.clone(), keys.clone(), stop.clone()));
+        tokio::spawn(peer::serve(listener, tls, ledger.raft.clone(), keys.clone(), Default::default(), stop.clone()));
         ledgers.push(ledger);
     }
     ledgers[0].raft.initialize(members.clone()).await.unwrap();

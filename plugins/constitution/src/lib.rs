@@ -50,6 +50,11 @@ const CORE_ACTIONS: &[(&str, &str)] = &[
         "minimum TCB per generation: {\"generation\": Milan|Genoa|Turin, \"tcb\": {\"bootloader\",\"tee\",\"snp\",\"microcode\"}}",
     ),
     ("transition_service_to_open", "open the service: {}"),
+    (
+        "transition_node_to_trusted",
+        "trust a node that joined (it becomes a learner, then a voter once caught up): {\"node_id\": n}",
+    ),
+    ("remove_node", "retire a node: it leaves the quorum and is never accepted again: {\"node_id\": n}"),
     ("set_recovery_threshold", "recovery shares needed: {\"threshold\": n ≥ 1}"),
 ];
 
@@ -85,6 +90,7 @@ static HOST_DATA: Table<str, Value> = Table::new("gov.node_host_data");
 static MIN_TCB: Table<str, Value> = Table::new("gov.node_min_tcb");
 static SERVICE: Table<str, Value> = Table::new("gov.service");
 static RECOVERY: Table<str, Value> = Table::new("gov.recovery");
+static NODES: Table<str, Value> = Table::new("gov.nodes");
 
 fn bad(code: &str, message: impl Into<String>) -> Error {
     Error::bad_request(code, message)
@@ -320,8 +326,32 @@ fn run(action: &Action, apply: bool) -> Result<()> {
                     return Err(bad("InvalidActionArgs", format!("`tcb.{f}` must be a number 0-255")));
                 }
             }
+            // Turin adds the FMC's SPL; earlier generations have none.
+            match tcb.get("fmc") {
+                None => {}
+                Some(v) if generation == "Turin" && v.as_u64().is_some_and(|v| v <= 255) => {}
+                Some(_) if generation == "Turin" => {
+                    return Err(bad("InvalidActionArgs", "`tcb.fmc` must be a number 0-255"));
+                }
+                Some(_) => return Err(bad("InvalidActionArgs", "`tcb.fmc` exists on Turin only")),
+            }
             if apply {
                 MIN_TCB.put(generation, tcb)?;
+            }
+        }
+        "transition_node_to_trusted" | "remove_node" => {
+            // The host checks that the node exists and may make this change.
+            let id = args
+                .get("node_id")
+                .and_then(Value::as_u64)
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| bad("InvalidActionArgs", "`node_id` (a node id ≥ 1) is required"))?;
+            if apply {
+                let status = if action.name == "remove_node" { "Retired" } else { "Trusted" };
+                NODES.put(
+                    &id.to_string(),
+                    &serde_json::json!({"status": status, "at_ms": cgs_plugin::context::tx_time_ms()}),
+                )?;
             }
         }
         "transition_service_to_open" => {

@@ -1,0 +1,436 @@
+//! The cluster: nodes in separate processes.
+//!
+//! * **Join** (`POST /node/join`, see `gov::nodes`): a new node presents its evidence, whose
+//!   `report_data` binds its node key, and a request signed with that key naming its X25519
+//!   encryption key and addresses. It is recorded `Pending`; once governance trusts it, its
+//!   next join request is answered with the service's secrets (ledger secret, service key and
+//!   certificate, token key) sealed with HPKE to the encryption key it recorded, and the peers'
+//!   keys and addresses.
+//! * **Membership** ([`Cluster::run`]): every node accepts on its peer listener the keys of the
+//!   trusted nodes and refuses retired ones; the leader makes a trusted node a learner, then a
+//!   voter once it caught up, and removes retired nodes from the quorum.
+//! * **Forwarding**: a node that does not lead passes writes to the leader over the peer
+//!   connection and answers once it has applied the transaction itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use openraft::BasicNode;
+
+use crate::error::{ErrorKind, ServiceError};
+use crate::gov::Governance;
+use crate::gov::nodes::{JoinRequest, NodeRecord, NodeStatus};
+use crate::ledger::{Ledger, PeerNetwork};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// HPKE `info` of the sealed secrets.
+pub const SEAL_INFO: &[u8] = b"cgs-join-secrets-v1";
+
+/// The files (relative to the data directory) every node of a service shares, sealed to a
+/// joining node: nothing else may be written by a join answer.
+pub const SHARED_FILES: &[&str] =
+    &["node/ledger-secret", "node/service-key.pem", "node/token-signing.key", "service-cert.pem"];
+
+/// Where a node keeps its join encryption key (virtual mode: persisted with the node key).
+fn encryption_key_path(dir: &Path) -> PathBuf {
+    dir.join("node").join("join-encryption.key")
+}
+
+type Kem = hpke::kem::X25519HkdfSha256;
+
+fn encryption_keypair(dir: &Path) -> std::io::Result<(<Kem as hpke::Kem>::PrivateKey, <Kem as hpke::Kem>::PublicKey)> {
+    use hpke::Kem as _;
+    let seed = crate::fsutil::load_or_create_secret(&encryption_key_path(dir), "key")?;
+    Ok(Kem::derive_keypair(&seed))
+}
+
+/// A node's part in the cluster.
+pub struct Cluster {
+    /// The data directory (the shared secrets are read from it for a joining node).
+    pub dir: PathBuf,
+    /// The ledger.
+    pub ledger: Arc<Ledger>,
+    /// Governance (node records, the join).
+    pub gov: Arc<Governance>,
+    /// The peer network, when this node has a peer listener.
+    pub network: Option<PeerNetwork>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::unavailable(e.to_string())
+}
+
+impl Cluster {
+    /// `POST /node/join`: the answer, and the transaction that recorded a new node.
+    pub async fn join(&self, body: &[u8]) -> Result<(serde_json::Value, Option<cgs_core::TxId>), ServiceError> {
+        let req: JoinRequest = serde_json::from_slice(body).map_err(|e| {
+            ServiceError::new(
+                ErrorKind::Invalid,
+                "InvalidJoinRequest",
+                format!(
+                    "the body must be a join request {{public_key, encryption_key, address, peer_address, evidence, \
+                     signature}}: {e}"
+                ),
+            )
+        })?;
+        if self.network.is_none() {
+            return Err(ServiceError::new(
+                ErrorKind::NotAllowedInState,
+                "NoPeerListener",
+                "this node was started without --peer-listen: no node can join through it",
+            ));
+        }
+        let origin = self.ledger.origin().to_string();
+        let joined = self.gov.join(&req, |k| (origin.clone(), crate::ledger::signer::verifier_key(&origin, k))).await?;
+        let mut answer = serde_json::json!({"node_id": joined.record.node_id, "status": joined.status});
+        if joined.status == NodeStatus::Trusted {
+            answer["sealed_secrets"] = self.seal_secrets(&joined.record)?;
+            answer["nodes"] = self.peers()?;
+        }
+        Ok((answer, joined.tx_id))
+    }
+
+    /// The service's shared secrets sealed to `record`'s encryption key (the one its first join
+    /// recorded, never one a later request names).
+    fn seal_secrets(&self, record: &NodeRecord) -> Result<serde_json::Value, ServiceError> {
+        use hpke::{Deserializable as _, Serializable as _};
+        let key = record
+            .encryption_key
+            .as_deref()
+            .and_then(|k| B64.decode(k).ok())
+            .and_then(|k| <Kem as hpke::Kem>::PublicKey::from_bytes(&k).ok())
+            .ok_or_else(|| unavailable(format!("node {} recorded no usable encryption key", record.node_id)))?;
+        let mut files = serde_json::Map::new();
+        for f in SHARED_FILES {
+            let bytes = std::fs::read(self.dir.join(f)).map_err(|e| unavailable(format!("{f}: {e}")))?;
+            files.insert(f.to_string(), B64.encode(bytes).into());
+        }
+        let plain = serde_json::to_vec(&files).map_err(unavailable)?;
+        let aad = format!("node {}", record.node_id);
+        let (enc, ciphertext) = hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem, _>(
+            &hpke::OpModeS::Base,
+            &key,
+            SEAL_INFO,
+            &plain,
+            aad.as_bytes(),
+            &mut rand::rngs::OsRng,
+        )
+        .map_err(|e| unavailable(format!("HPKE: {e}")))?;
+        Ok(serde_json::json!({"enc": B64.encode(enc.to_bytes()), "ciphertext": B64.encode(ciphertext), "aad": aad}))
+    }
+
+    /// The trusted nodes' ids, keys and peer addresses (what a joining node starts from).
+    fn peers(&self) -> Result<serde_json::Value, ServiceError> {
+        let nodes = self.gov.nodes()?;
+        Ok(nodes
+            .into_iter()
+            .filter(|(_, s)| *s == NodeStatus::Trusted)
+            .map(|(r, _)| {
+                serde_json::json!({"node_id": r.node_id, "public_key": r.public_key, "peer_address": r.peer_address})
+            })
+            .collect())
+    }
+
+    /// `GET /node/network/nodes`: every recorded node, its status, and raft's view of it.
+    pub fn nodes_view(&self) -> Result<Vec<serde_json::Value>, ServiceError> {
+        let (raft_nodes, _) = self.ledger.nodes();
+        let leader = self.ledger.raft.metrics().borrow().current_leader;
+        let mut out = Vec::new();
+        for (r, status) in self.gov.nodes()? {
+            let raft = raft_nodes.iter().find(|n| n.0 == r.node_id);
+            out.push(serde_json::json!({
+                "node_id": r.node_id,
+                "status": status,
+                "role": match raft {
+                    Some((_, _, true, _)) => "Voter",
+                    Some(_) => "Learner",
+                    None => "None",
+                },
+                "primary": leader == Some(r.node_id),
+                "address": r.address,
+                "peer_address": r.peer_address,
+                "public_key": r.public_key,
+                "evidence_kind": r.evidence_kind,
+                "measurement": r.measurement,
+                "host_data": r.host_data,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Keep the peer keys and (on the leader) raft's membership in line with the node records,
+    /// until `stop`.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::debug!(error = %e, "membership reconciliation");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn reconcile(&self) -> Result<(), String> {
+        let Some(network) = &self.network else { return Ok(()) };
+        let nodes = self.gov.nodes().map_err(|e| e.to_string())?;
+        let me = self.ledger.node_id();
+        for (r, status) in &nodes {
+            match (status, r.key()) {
+                (NodeStatus::Trusted, Some(k)) if r.node_id != me => network.keys().insert(r.node_id, k),
+                // Retired is final. Other absences are not acted on: a node catching up has not
+                // applied every record yet, and keeps the keys its join gave it.
+                (NodeStatus::Retired, _) => network.keys().remove(r.node_id),
+                _ => {}
+            }
+        }
+        if !self.ledger.is_leader() {
+            return Ok(());
+        }
+        let m = self.ledger.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: std::collections::BTreeSet<u64> = membership.learner_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let raft = &self.ledger.raft;
+        let e = |e: openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>| e.to_string();
+        for (r, status) in &nodes {
+            let id = r.node_id;
+            match status {
+                NodeStatus::Trusted if !voters.contains(&id) && !learners.contains(&id) => {
+                    let Some(addr) = &r.peer_address else { continue };
+                    tracing::info!(node = id, %addr, "adding trusted node as a learner");
+                    raft.add_learner(id, BasicNode::new(addr), false).await.map_err(e)?;
+                }
+                NodeStatus::Trusted if learners.contains(&id) => {
+                    let matched =
+                        m.replication.as_ref().and_then(|r| r.get(&id)).and_then(|l| *l).map_or(0, |l| l.index);
+                    if matched + 64 >= last {
+                        tracing::info!(node = id, "the learner caught up: making it a voter");
+                        let ids = std::collections::BTreeSet::from([id]);
+                        raft.change_membership(openraft::ChangeMembers::AddVoterIds(ids), false).await.map_err(e)?;
+                    }
+                }
+                NodeStatus::Retired if voters.contains(&id) => {
+                    tracing::info!(node = id, "removing retired node from the quorum");
+                    let ids = std::collections::BTreeSet::from([id]);
+                    raft.change_membership(openraft::ChangeMembers::RemoveVoters(ids), false).await.map_err(e)?;
+                }
+                NodeStatus::Retired if learners.contains(&id) => {
+                    let ids = std::collections::BTreeSet::from([id]);
+                    raft.change_membership(openraft::ChangeMembers::RemoveNodes(ids), false).await.map_err(e)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The leader's id and peer address, if this node is not it and knows it.
+    pub fn leader_elsewhere(&self) -> Option<(u64, String)> {
+        let leader = self.ledger.raft.metrics().borrow().current_leader?;
+        if leader == self.ledger.node_id() {
+            return None;
+        }
+        let (nodes, _) = self.ledger.nodes();
+        nodes.into_iter().find(|n| n.0 == leader).map(|n| (leader, n.1))
+    }
+}
+
+// ===== the joining side =====
+
+/// What a joining node needs to know.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// `https://host:port` of a node of the service.
+    pub target: String,
+    /// The service certificate (PEM) the target must present.
+    pub service_cert_pem: String,
+    /// Its HTTPS address, as the others reach it.
+    pub address: String,
+    /// Its peer address, as the others reach it.
+    pub peer_address: String,
+}
+
+/// A trusted peer, from the join answer.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Peer {
+    /// Raft id.
+    pub node_id: u64,
+    /// Base64 node key.
+    pub public_key: String,
+    /// Its peer address.
+    pub peer_address: Option<String>,
+}
+
+/// A node the service trusted, with the secrets written to its data directory.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// Its raft id.
+    pub node_id: u64,
+    /// The trusted peers.
+    pub peers: Vec<Peer>,
+}
+
+/// Ask `opts.target` to join, every second until the service trusts this node (printing, once,
+/// what the members must do), then write the secrets it sealed to this node. A refusal (bad
+/// evidence, a measurement governance does not allow) ends it with the service's message.
+pub async fn join_service(opts: &JoinOptions) -> Result<Joined, String> {
+    use hpke::{Deserializable as _, Serializable as _};
+    std::fs::create_dir_all(opts.dir.join("node")).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    let seed = crate::fsutil::load_or_create_secret(&opts.dir.join("node").join("node-signing.key"), "key")
+        .map_err(|e| format!("node key: {e}"))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let (sk, pk) = encryption_keypair(&opts.dir).map_err(|e| format!("encryption key: {e}"))?;
+    let evidence = crate::attest::NodeEvidence::new(key.verifying_key().to_bytes(), opts.service_cert_pem.clone())
+        .evidence()
+        .clone();
+    let request = JoinRequest::signed(&key, &pk.to_bytes(), opts.address.clone(), opts.peer_address.clone(), evidence);
+    let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    let client = PinnedClient::new(&opts.target, &opts.service_cert_pem)?;
+    let mut told = false;
+    let mut unreachable_since: Option<std::time::Instant> = None;
+    loop {
+        let (status, answer) = match client.post("/node/join", &body).await {
+            Ok(r) => {
+                unreachable_since = None;
+                r
+            }
+            Err(e) => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(60) {
+                    return Err(format!("{} is unreachable: {e}", opts.target));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if status >= 400 {
+            let code = answer["error"]["code"].as_str().unwrap_or("Error");
+            let message = answer["error"]["message"].as_str().unwrap_or("");
+            if status == 503 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            return Err(format!("the service refused the join ({status} {code}): {message}"));
+        }
+        let node_id = answer["node_id"].as_u64().ok_or("the join answer names no node id")?;
+        if answer["status"] == "Pending" {
+            if !told {
+                eprintln!(
+                    "joined as node {node_id}, Pending: members trust it with a proposal of \
+                     transition_node_to_trusted {{\"node_id\": {node_id}}} (cgs node trust {node_id})"
+                );
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        if answer["status"] != "Trusted" {
+            return Err(format!("node {node_id} is {} in this service: it cannot join again", answer["status"]));
+        }
+        let sealed = &answer["sealed_secrets"];
+        let dec = |f: &str| B64.decode(sealed[f].as_str().unwrap_or_default()).map_err(|e| format!("{f}: {e}"));
+        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&dec("enc")?).map_err(|e| format!("enc: {e}"))?;
+        let aad = format!("node {node_id}");
+        let plain = hpke::single_shot_open::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
+            &hpke::OpModeR::Base,
+            &sk,
+            &enc,
+            SEAL_INFO,
+            &dec("ciphertext")?,
+            aad.as_bytes(),
+        )
+        .map_err(|e| format!("the sealed secrets do not open with this node's key: {e}"))?;
+        let files: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&plain).map_err(|e| format!("sealed secrets: {e}"))?;
+        for (name, v) in &files {
+            if !SHARED_FILES.contains(&name.as_str()) {
+                return Err(format!("the join answer names a file it may not write: {name}"));
+            }
+            let bytes = B64.decode(v.as_str().unwrap_or_default()).map_err(|e| format!("{name}: {e}"))?;
+            if name == "service-cert.pem" && bytes != opts.service_cert_pem.as_bytes() {
+                return Err("the service sealed another service certificate than the one pinned".into());
+            }
+            let path = opts.dir.join(name);
+            crate::fsutil::write_private(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        if let Some(missing) = SHARED_FILES.iter().find(|f| !files.contains_key(**f)) {
+            return Err(format!("the sealed secrets lack {missing}"));
+        }
+        let peers: Vec<Peer> = serde_json::from_value(answer["nodes"].clone()).map_err(|e| format!("nodes: {e}"))?;
+        return Ok(Joined { node_id, peers });
+    }
+}
+
+/// An HTTPS/1.1 client of one service node, pinning the service certificate.
+struct PinnedClient {
+    authority: String,
+    host: String,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl PinnedClient {
+    fn new(target: &str, service_cert_pem: &str) -> Result<Self, String> {
+        let authority = target
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("--target must be an https:// URL, not {target:?}"))?
+            .trim_end_matches('/')
+            .to_string();
+        if authority.contains('/') || authority.is_empty() {
+            return Err(format!("--target must be https://host:port, not {target:?}"));
+        }
+        let host = match authority.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            _ => return Err(format!("--target must name a port: {target:?}")),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut service_cert_pem.as_bytes()) {
+            let c = c.map_err(|e| format!("service certificate: {e}"))?;
+            roots.add(c).map_err(|e| format!("service certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("the service certificate file holds no certificate".into());
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self { authority, host, tls: Arc::new(tls) })
+    }
+
+    async fn post(&self, path: &str, body: &[u8]) -> Result<(u16, serde_json::Value), String> {
+        use http_body_util::BodyExt as _;
+        let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&self.authority))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+        let tls =
+            tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = hyper::Request::post(path)
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), send.send_request(req))
+            .await
+            .map_err(|_| "no answer within 30 s".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status, json))
+    }
+}

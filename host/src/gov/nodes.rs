@@ -1,0 +1,370 @@
+//! The nodes of the service: the attested join (`POST /node/join`), the node records in
+//! `sys.nodes`, and governance's decisions about them in `gov.nodes`.
+//!
+//! * `sys.nodes` (host-written, public): a node's identity — raft id, node key (which signs
+//!   checkpoints, receipts and its peer TLS), encryption key, addresses, what its evidence said.
+//!   The founding node records itself at its first start; every other node through a join.
+//! * `gov.nodes` (written by the constitution's `transition_node_to_trusted` and `remove_node`):
+//!   `{"status": "Trusted" | "Retired"}` by decimal node id.
+//!
+//! A node's status is governance's decision if there is one, else `Trusted` for the founding
+//! node and `Pending` for a node that joined.
+
+use base64::Engine as _;
+use cgs_core::TxId;
+
+use super::{ErrorKind, Governance, err};
+use crate::error::ServiceError;
+use crate::txn::{Cause, StateTx};
+
+/// Host-owned node records, keyed by the raft id (8 bytes, big-endian).
+pub const SYS_NODES: &str = "sys.nodes";
+/// Governance's decisions about nodes, keyed by the decimal node id.
+pub const GOV_NODES: &str = "gov.nodes";
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A node's record in `sys.nodes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeRecord {
+    /// Raft id.
+    pub node_id: u64,
+    /// Base64 of the raw Ed25519 node key.
+    pub public_key: String,
+    /// C2SP verifier key of its checkpoints.
+    #[serde(default)]
+    pub verifier_key: String,
+    /// Log origin.
+    #[serde(default)]
+    pub origin: String,
+    /// Base64 of its X25519 key: the service's secrets reach it sealed to this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<String>,
+    /// `host:port` of its HTTPS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `host:port` of its peer (raft) listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_address: Option<String>,
+    /// `virtual` or `snp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_kind: Option<String>,
+    /// Hex launch measurement its evidence reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<String>,
+    /// Hex host_data its evidence reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_data: Option<String>,
+    /// When it joined (service time, ms); absent for the founding node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_at_ms: Option<u64>,
+}
+
+impl NodeRecord {
+    /// The raw node key.
+    pub fn key(&self) -> Option<[u8; 32]> {
+        B64.decode(&self.public_key).ok().and_then(|k| k.try_into().ok())
+    }
+}
+
+/// A node's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum NodeStatus {
+    /// Joined; waiting for governance to trust it.
+    Pending,
+    /// Part of the service (learner until caught up, then voter).
+    Trusted,
+    /// Removed by governance; never part of the service again.
+    Retired,
+}
+
+/// `POST /node/join`: a node asking to join, signed with its node key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// Base64 of the raw Ed25519 node key (bound by the evidence's `report_data`).
+    pub public_key: String,
+    /// Base64 of the X25519 key the service's secrets are sealed to.
+    pub encryption_key: String,
+    /// `host:port` of its HTTPS listener.
+    pub address: String,
+    /// `host:port` of its peer listener.
+    pub peer_address: String,
+    /// Its attestation evidence (`{"kind": "snp" | "virtual", …}`).
+    pub evidence: serde_json::Value,
+    /// Base64 Ed25519 signature by the node key over [`JoinRequest::signed_bytes`].
+    pub signature: String,
+}
+
+impl JoinRequest {
+    /// What the node key signs: a domain tag and the request without its signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = b"cgs-join-request-v1\0".to_vec();
+        let body =
+            serde_json::json!([self.public_key, self.encryption_key, self.address, self.peer_address, self.evidence]);
+        out.extend_from_slice(body.to_string().as_bytes());
+        out
+    }
+
+    /// A request signed with `key`.
+    pub fn signed(
+        key: &ed25519_dalek::SigningKey,
+        encryption_key: &[u8],
+        address: String,
+        peer_address: String,
+        evidence: serde_json::Value,
+    ) -> Self {
+        use ed25519_dalek::Signer as _;
+        let mut r = JoinRequest {
+            public_key: B64.encode(key.verifying_key().as_bytes()),
+            encryption_key: B64.encode(encryption_key),
+            address,
+            peer_address,
+            evidence,
+            signature: String::new(),
+        };
+        r.signature = B64.encode(key.sign(&r.signed_bytes()).to_bytes());
+        r
+    }
+
+    /// The node key, after checking the signature.
+    fn verified_key(&self) -> Result<[u8; 32], ServiceError> {
+        let bad = |m: String| err(ErrorKind::Invalid, "InvalidJoinRequest", m);
+        let key: [u8; 32] = B64
+            .decode(&self.public_key)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| bad("`public_key` must be the base64 of a 32-byte Ed25519 key".into()))?;
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(&key)
+            .map_err(|e| bad(format!("`public_key` is not an Ed25519 key: {e}")))?;
+        let sig: [u8; 64] = B64
+            .decode(&self.signature)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| bad("`signature` must be the base64 of a 64-byte Ed25519 signature".into()))?;
+        vk.verify_strict(&self.signed_bytes(), &ed25519_dalek::Signature::from_bytes(&sig)).map_err(|_| {
+            err(ErrorKind::Unauthenticated, "InvalidSignature", "the join request is not signed by its node key")
+        })?;
+        let enc = B64.decode(&self.encryption_key).unwrap_or_default();
+        if enc.len() != 32 {
+            return Err(bad("`encryption_key` must be the base64 of a 32-byte X25519 key".into()));
+        }
+        for (name, a) in [("address", &self.address), ("peer_address", &self.peer_address)] {
+            match a.parse::<std::net::SocketAddr>() {
+                Ok(s) if s.port() != 0 && !s.ip().is_unspecified() => {}
+                _ => {
+                    return Err(bad(format!(
+                        "`{name}` must be a reachable `ip:port` (not port 0, not 0.0.0.0): {a:?}"
+                    )));
+                }
+            }
+        }
+        Ok(key)
+    }
+}
+
+/// The status of `record` given governance's decisions.
+fn status_of(g: &mut StateTx, record: &NodeRecord) -> Result<NodeStatus, ServiceError> {
+    let decided: Option<serde_json::Value> = g.get(GOV_NODES, &record.node_id.to_string())?;
+    Ok(match decided.as_ref().and_then(|d| d["status"].as_str()) {
+        Some("Trusted") => NodeStatus::Trusted,
+        Some("Retired") => NodeStatus::Retired,
+        _ if record.joined_at_ms.is_none() => NodeStatus::Trusted,
+        _ => NodeStatus::Pending,
+    })
+}
+
+/// Every node record, with its status.
+fn records(g: &mut StateTx) -> Result<Vec<(NodeRecord, NodeStatus)>, ServiceError> {
+    let entries =
+        g.tx.range(SYS_NODES, &crate::store::KeyRange::default(), usize::MAX, false)
+            .map_err(ServiceError::unavailable)?;
+    let mut out = Vec::new();
+    for e in entries {
+        let r: NodeRecord = serde_json::from_slice(&e.value)
+            .map_err(|e| ServiceError::unavailable(format!("corrupt sys.nodes record: {e}")))?;
+        let s = status_of(g, &r)?;
+        out.push((r, s));
+    }
+    Ok(out)
+}
+
+/// The keys of the trusted nodes in `ledger`'s applied state (read before governance runs: a
+/// restarted node needs them to reach its peers).
+pub fn trusted_keys(ledger: &crate::ledger::Ledger) -> Vec<(u64, [u8; 32])> {
+    use crate::store::Store as _;
+    let Ok(snapshot) = ledger.snapshot() else { return Vec::new() };
+    let mut g = StateTx { tx: crate::store::Transaction::new(snapshot), now_ms: 0 };
+    records(&mut g)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, s)| *s == NodeStatus::Trusted)
+        .filter_map(|(r, _)| r.key().map(|k| (r.node_id, k)))
+        .collect()
+}
+
+fn hex_list<const N: usize>(g: &mut StateTx, table: &str) -> Result<Vec<[u8; N]>, ServiceError> {
+    Ok(g.scan::<serde_json::Value>(table)?
+        .into_iter()
+        .filter_map(|(k, _)| hex::decode(k).ok().and_then(|b| b.try_into().ok()))
+        .collect())
+}
+
+/// The join policy governance set: virtual evidence (fixed at creation), measurements,
+/// host_data, minimum TCB per generation.
+fn join_policy(g: &mut StateTx, key: &[u8; 32]) -> Result<cgs_attestation::VerifyPolicy, ServiceError> {
+    let allow_virtual = crate::cleanroom::accepts_virtual_evidence(g)?;
+    let measurements: Vec<[u8; 48]> = hex_list(g, "gov.node_measurements")?;
+    let host_data: Vec<[u8; 32]> = hex_list(g, "gov.node_host_data")?;
+    let mut min_tcb = std::collections::BTreeMap::new();
+    for (generation, t) in g.scan::<serde_json::Value>("gov.node_min_tcb")? {
+        let Some(generation) = cgs_attestation::Generation::from_product_name(&generation) else { continue };
+        let n = |f: &str| t[f].as_u64().unwrap_or(0).min(255) as u8;
+        let mut tcb = cgs_attestation::Tcb::new(n("bootloader"), n("tee"), n("snp"), n("microcode"));
+        tcb.fmc = t["fmc"].as_u64().map(|v| v.min(255) as u8);
+        min_tcb.insert(generation, tcb);
+    }
+    Ok(cgs_attestation::VerifyPolicy {
+        allow_virtual,
+        // No allow-list: any measurement only where virtual (insecure) evidence is accepted.
+        measurements: if measurements.is_empty() && allow_virtual { None } else { Some(measurements) },
+        host_data: if host_data.is_empty() { None } else { Some(host_data) },
+        report_data: Some(vec![cgs_core::node_attestation::report_data_for(key)]),
+        min_tcb,
+        ..Default::default()
+    })
+}
+
+/// What a join request was answered.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The node's record.
+    pub record: NodeRecord,
+    /// Its status.
+    pub status: NodeStatus,
+    /// The transaction that recorded it (a first request only).
+    pub tx_id: Option<TxId>,
+}
+
+impl Governance {
+    /// Every node record with its status.
+    pub fn nodes(&self) -> Result<Vec<(NodeRecord, NodeStatus)>, ServiceError> {
+        let mut g = self.core.begin()?;
+        records(&mut g)
+    }
+
+    /// `POST /node/join`: check the request's signature and evidence against the join policy
+    /// and record the node as `Pending` (a repeated request by a recorded node answers its
+    /// status). `origin` and `verifier_key` name the log its checkpoints will sign.
+    pub async fn join(
+        &self,
+        req: &JoinRequest,
+        verifier_key: impl Fn(&[u8; 32]) -> (String, String),
+    ) -> Result<Joined, ServiceError> {
+        let key = req.verified_key()?;
+        {
+            let mut g = self.core.begin()?;
+            if let Some((record, status)) = records(&mut g)?.into_iter().find(|(r, _)| r.key() == Some(key)) {
+                return Ok(Joined { record, status, tx_id: None });
+            }
+        }
+        let evidence: cgs_attestation::Evidence = serde_json::from_value(req.evidence.clone()).map_err(|e| {
+            err(ErrorKind::Invalid, "InvalidEvidence", format!("`evidence` is not SNP or virtual evidence: {e}"))
+        })?;
+        let (origin, verifier) = verifier_key(&key);
+        let written = self
+            .core
+            .write(Cause { operation: "node join", envelope: b"" }, |g| {
+                let nodes = records(g)?;
+                if let Some((record, status)) = nodes.iter().find(|(r, _)| r.key() == Some(key)) {
+                    let body = serde_json::json!({"node_id": record.node_id, "status": status});
+                    return Ok((body, format!("node:{}", record.node_id)));
+                }
+                let policy = join_policy(g, &key)?;
+                if !policy.allow_virtual && evidence.is_virtual() {
+                    return Err(err(
+                        ErrorKind::Forbidden,
+                        "JoinRefused",
+                        "this service accepts SEV-SNP evidence only (its genesis did not allow virtual attestation)",
+                    ));
+                }
+                if policy.measurements.as_ref().is_some_and(Vec::is_empty) {
+                    return Err(err(
+                        ErrorKind::Forbidden,
+                        "JoinRefused",
+                        "no node measurement is allowed yet: members propose add_node_measurement with the new \
+                         node's launch measurement first",
+                    ));
+                }
+                let verified =
+                    cgs_attestation::verify(&evidence, &policy, std::time::SystemTime::now()).map_err(|e| {
+                        err(ErrorKind::Forbidden, "JoinRefused", format!("the node's evidence was refused: {e}"))
+                    })?;
+                let node_id = nodes.iter().map(|(r, _)| r.node_id).max().unwrap_or(0) + 1;
+                let record = NodeRecord {
+                    node_id,
+                    public_key: req.public_key.clone(),
+                    verifier_key: verifier.clone(),
+                    origin: origin.clone(),
+                    encryption_key: Some(req.encryption_key.clone()),
+                    address: Some(req.address.clone()),
+                    peer_address: Some(req.peer_address.clone()),
+                    evidence_kind: Some(if verified.insecure() { "virtual" } else { "snp" }.into()),
+                    measurement: Some(hex::encode(verified.claims.measurement)),
+                    host_data: Some(hex::encode(verified.claims.host_data)),
+                    joined_at_ms: Some(g.now_ms),
+                };
+                g.tx.put(
+                    SYS_NODES,
+                    &node_id.to_be_bytes(),
+                    serde_json::to_vec(&record).map_err(ServiceError::unavailable)?,
+                );
+                let body = serde_json::json!({"node_id": node_id, "status": NodeStatus::Pending});
+                Ok((body, format!("node:{node_id}")))
+            })
+            .await?;
+        let node_id = written.body["node_id"].as_u64().unwrap_or_default();
+        let mut g = self.core.begin()?;
+        let (record, status) = records(&mut g)?
+            .into_iter()
+            .find(|(r, _)| r.node_id == node_id)
+            .ok_or_else(|| ServiceError::unavailable("the joined node's record is not applied yet"))?;
+        Ok(Joined { record, status, tx_id: Some(written.tx_id) })
+    }
+
+    /// The host's check of `transition_node_to_trusted` / `remove_node`: the node exists and is
+    /// in a state the action changes; the last trusted node is never removed.
+    pub(crate) fn check_node_action(
+        &self,
+        g: &mut StateTx,
+        name: &str,
+        args: &serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        let Some(id) = args.get("node_id").and_then(serde_json::Value::as_u64) else {
+            return Err(err(ErrorKind::Invalid, "InvalidActionArgs", "`node_id` (a number) is required"));
+        };
+        let nodes = records(g)?;
+        let Some((_, status)) = nodes.iter().find(|(r, _)| r.node_id == id) else {
+            return Err(err(ErrorKind::NotFound, "NodeNotFound", format!("no node {id} has joined this service")));
+        };
+        match (name, status) {
+            ("transition_node_to_trusted", NodeStatus::Pending) => Ok(()),
+            ("transition_node_to_trusted", s) => {
+                Err(err(ErrorKind::NotAllowedInState, "NodeNotPending", format!("node {id} is {s:?}, not Pending")))
+            }
+            ("remove_node", NodeStatus::Retired) => {
+                Err(err(ErrorKind::NotAllowedInState, "NodeRetired", format!("node {id} is already retired")))
+            }
+            ("remove_node", NodeStatus::Trusted)
+                if nodes.iter().filter(|(_, s)| *s == NodeStatus::Trusted).count() <= 1 =>
+            {
+                Err(err(
+                    ErrorKind::NotAllowedInState,
+                    "LastNode",
+                    format!("node {id} is the service's last trusted node; it cannot be removed"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! A service of three `cgs-host` processes on loopback: attested joins (one refused for its
+//! measurement), trust by proposal, writes through every node, a plugin installed by governance
+//! served by every node, and a removed node leaving the quorum.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cgs_e2e::{Launched, Sandbox, binaries};
+use serde_json::json;
+
+/// A free loopback port (bound, then released: the node binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Propose `actions` as the first member and approve as every member until it is decided.
+async fn pass(members: &[cgs_client::Member], actions: serde_json::Value) -> String {
+    let r = members[0].propose(actions).await.unwrap().ok_json().unwrap();
+    let id = r["proposal_id"].as_str().unwrap().to_string();
+    let mut state = r["state"].as_str().unwrap().to_string();
+    for m in members {
+        if state != "Open" {
+            break;
+        }
+        state = m.vote(&id, true).await.unwrap().ok_json().unwrap()["state"].as_str().unwrap().to_string();
+    }
+    state
+}
+
+fn join_args(dir: &Path, peer: u16, target: &Sandbox) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["join".into(), "--dir".into(), dir.into()];
+    args.extend(["--listen", "127.0.0.1:0", "--log", "warn", "--peer-listen"].map(Into::into));
+    args.push(format!("127.0.0.1:{peer}").into());
+    args.extend(["--target".into(), target.url.clone().into(), "--service-cert".into(), target.ca.clone().into()]);
+    args
+}
+
+/// The node list as node 1 sees it.
+async fn nodes(sb: &Sandbox) -> Vec<serde_json::Value> {
+    let v = sb.client.get("/node/network/nodes").await.unwrap().ok_json().unwrap();
+    v["nodes"].as_array().unwrap().clone()
+}
+
+async fn wait_for<F: Fn(&[serde_json::Value]) -> bool>(sb: &Sandbox, what: &str, ok: F) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = nodes(sb).await;
+        if ok(&n) {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "{what} within 60 s: {n:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Launch a joining node, trust it once it is Pending, and wait until it serves.
+async fn join(n1: &Sandbox, members: &[cgs_client::Member], dir: &Path, id: u64) -> Sandbox {
+    let peer = free_port();
+    let launched = Launched::new(&join_args(dir, peer, n1), Stdio::inherit(), &[]).unwrap();
+    let listed = wait_for(n1, "the new node is recorded Pending", |n| n.iter().any(|n| n["node_id"] == id)).await;
+    let me = listed.iter().find(|n| n["node_id"] == id).unwrap();
+    assert_eq!((me["status"].as_str(), me["role"].as_str()), (Some("Pending"), Some("None")), "{me}");
+    assert_eq!(me["evidence_kind"], "virtual", "{me}");
+    assert_eq!(me["peer_address"], format!("127.0.0.1:{peer}"), "{me}");
+    // Pending: not part of raft, and its peer key is not accepted yet.
+    assert_eq!(
+        pass(members, json!([{"name": "transition_node_to_trusted", "args": {"node_id": id}}])).await,
+        "Accepted"
+    );
+    let node = launched.ready(dir).await.unwrap();
+    assert_eq!(
+        std::fs::read(dir.join("service-cert.pem")).unwrap(),
+        std::fs::read(&n1.ca).unwrap(),
+        "one service certificate for the whole service"
+    );
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_join_replicate_and_remove_a_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p1 = free_port();
+    let n1 = Sandbox::start_in(&tmp.path().join("n1"), &["--peer-listen", &format!("127.0.0.1:{p1}")]).await.unwrap();
+    let members: Vec<cgs_client::Member> =
+        ["isv", "data-provider", "code-provider"].iter().map(|m| n1.member(m)).collect();
+
+    // Governance allows one measurement that is not this build's: the join is refused, clearly.
+    let other = "ab".repeat(48);
+    assert_eq!(
+        pass(&members, json!([{"name": "add_node_measurement", "args": {"measurement": other}}])).await,
+        "Accepted"
+    );
+    let refused_dir = tmp.path().join("refused");
+    // The service's answer, as a joining node's operator sees it.
+    let out =
+        std::process::Command::new(&binaries().host).args(join_args(&refused_dir, free_port(), &n1)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("JoinRefused") && err.contains("measurement"), "{err}");
+    assert_eq!(nodes(&n1).await.len(), 1, "a refused node is not recorded");
+    // This build's measurement (virtual evidence: SHA-384 of the cgs-host executable).
+    let own = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha384::digest(std::fs::read(&binaries().host).unwrap()))
+    };
+    assert_eq!(
+        pass(&members, json!([{"name": "add_node_measurement", "args": {"measurement": own}}])).await,
+        "Accepted"
+    );
+
+    let n2 = join(&n1, &members, &tmp.path().join("n2"), 2).await;
+    let n3 = join(&n1, &members, &tmp.path().join("n3"), 3).await;
+    let listed = wait_for(&n1, "three voters", |n| n.iter().filter(|n| n["role"] == "Voter").count() == 3).await;
+    assert_eq!(listed.iter().filter(|n| n["primary"] == true).count(), 1, "{listed:?}");
+    assert!(listed.iter().all(|n| n["status"] == "Trusted"), "{listed:?}");
+
+    // Writes through every node (followers forward them to the leader); each read on every node.
+    let all = [&n1, &n2, &n3];
+    let mut proposals = Vec::new();
+    for (i, node) in all.iter().enumerate() {
+        let isv = cgs_client::Member::new(
+            node.client.clone(),
+            &std::fs::read_to_string(n1.data.join("members").join("isv.key")).unwrap(),
+        )
+        .unwrap();
+        let r = isv
+            .propose(
+                json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": i + 1}}]),
+            )
+            .await
+            .unwrap();
+        assert!(r.header("x-cgs-tx-id").is_some(), "a write through node {} names its transaction", i + 1);
+        proposals.push(r.ok_json().unwrap()["proposal_id"].as_str().unwrap().to_string());
+    }
+    for node in all {
+        let isv = cgs_client::Member::new(
+            node.client.clone(),
+            &std::fs::read_to_string(n1.data.join("members").join("isv.key")).unwrap(),
+        )
+        .unwrap();
+        for id in &proposals {
+            let r = isv.authed("GET", &format!("/gov/proposals/{id}"), None).await.unwrap();
+            assert_eq!(r.status, 200, "proposal {id} read on {}", node.url);
+        }
+    }
+
+    // A plugin governance installs is served by every node.
+    let out = tmp.path().join("built");
+    cgs_build::build(&cgs_build::BuildRequest {
+        workspace: cgs_e2e::workspace(),
+        selection: cgs_build::Selection::Named(vec!["snoop".into()]),
+        out_dir: Some(out.clone()),
+        quiet: true,
+    })
+    .unwrap();
+    let bytes = std::fs::read(out.join("snoop.wasm")).unwrap();
+    // Uploaded through a follower.
+    let isv2 = cgs_client::Member::new(
+        n2.client.clone(),
+        &std::fs::read_to_string(n1.data.join("members").join("isv.key")).unwrap(),
+    )
+    .unwrap();
+    let blob = isv2.authed("PUT", "/gov/blobs", Some(bytes)).await.unwrap().ok_json().unwrap();
+    let set = json!([{"name": "set_plugin", "args": {"name": "snoop", "version": "0.1.0", "blake3": blob["blake3"]}}]);
+    assert_eq!(pass(&members, set).await, "Accepted");
+    for node in all {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = node.client.get("/app/snoop/gov/members").await.unwrap();
+            if r.status != 404 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "snoop is not served by {} within 60 s", node.url);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Remove node 3: it leaves the quorum; what is written afterwards does not reach it.
+    assert_eq!(pass(&members, json!([{"name": "remove_node", "args": {"node_id": 3}}])).await, "Accepted");
+    let listed = wait_for(&n1, "node 3 retired and out of raft", |n| {
+        n.iter().any(|n| n["node_id"] == 3 && n["status"] == "Retired" && n["role"] == "None")
+    })
+    .await;
+    assert_eq!(listed.iter().filter(|n| n["role"] == "Voter").count(), 2, "{listed:?}");
+    let before = n3.client.get("/node/health").await.unwrap().ok_json().unwrap();
+    let r = members[0]
+        .propose(json!([{"name": "set_action_threshold", "args": {"action": "remove_user_identity", "required": 2}}]))
+        .await
+        .unwrap();
+    let tx = r.header("x-cgs-tx-id").unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for node in [&n1, &n2] {
+        let s = node.client.get(&format!("/node/tx/{tx}")).await.unwrap().ok_json().unwrap();
+        assert_eq!(s["status"], "Committed", "{tx} on {}", node.url);
+    }
+    let s = n3.client.get(&format!("/node/tx/{tx}")).await.unwrap();
+    assert_eq!(s.status, 404, "the removed node did not receive {tx} ({before})");
+    // Removing the last nodes is refused: node 3 is already retired.
+    let r = members[0].propose(json!([{"name": "remove_node", "args": {"node_id": 3}}])).await.unwrap();
+    assert_eq!(r.status, 405, "{}", String::from_utf8_lossy(&r.body));
+}
