@@ -69,6 +69,11 @@ enum Command {
     /// service's secrets sealed to it, catch up and serve. Restarting it later: `start --dir DIR`
     /// with the same `--peer-listen`.
     Join(JoinArgs),
+    /// Run a development cluster on this machine: a sandbox founding the service and nodes that
+    /// join it (separate `cgs-host` processes on 127.0.0.1), trusted by the sandbox's members;
+    /// prints every node's URL and the sandbox's next steps. Re-running on the same directory
+    /// restarts the same nodes.
+    Cluster(ClusterArgs),
     /// Configuration files: `--config FILE` sets any flag of `start` and `sandbox` from TOML.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -123,12 +128,36 @@ struct SandboxArgs {
     /// (`cgs-host join --target URL`): the founding node of a development cluster.
     #[arg(long)]
     peer_listen: Option<SocketAddr>,
+    /// Development clusters (`cgs-host cluster`): the sandbox's members vote
+    /// `transition_node_to_trusted` for every node that joins with evidence the join policy
+    /// accepts.
+    #[arg(long, requires = "peer_listen")]
+    auto_trust: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
     ledger: LedgerArgs,
     #[command(flatten)]
     http: HttpArgs,
+}
+
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    /// Data directory: one sub-directory per node (`n1` is the sandbox that founded it).
+    #[arg(long, default_value = "./cluster")]
+    dir: PathBuf,
+    /// Nodes to run (1-7).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=7))]
+    nodes: u16,
+    /// Node i listens for clients on BASE+i-1 and for peers on BASE+100+i-1 (127.0.0.1).
+    #[arg(long, default_value_t = 8443)]
+    base_port: u16,
+    /// Load the `*.wasm` plugins in this directory instead of building them from source.
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// The source checkout to build plugins from.
+    #[arg(long, conflicts_with = "plugins")]
+    workspace: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -487,6 +516,7 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                     http: a.http.limits(),
                     metrics_token: a.http.metrics_token()?,
                     gov: a.ledger.gov_config()?,
+                    auto_trust: a.auto_trust,
                 },
                 true,
             )
@@ -512,6 +542,7 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                     http: a.http.limits(),
                     metrics_token: a.http.metrics_token()?,
                     gov: a.ledger.gov_config()?,
+                    auto_trust: false,
                 },
                 false,
             )
@@ -530,19 +561,22 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                     http: a.http.limits(),
                     metrics_token: a.http.metrics_token()?,
                     gov: a.ledger.gov_config()?,
+                    auto_trust: false,
                 },
                 false,
             )
         }
-        Command::Config(_) => return Err("not a start".into()),
+        Command::Config(_) | Command::Cluster(_) => return Err("not a start".into()),
     };
     Ok(Prepared { config, sandbox, made_dir, watch })
 }
 
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
-    if let Command::Config(c) = command {
-        return config_command(c);
-    }
+    let command = match command {
+        Command::Config(c) => return config_command(c),
+        Command::Cluster(c) => return run_cluster(c).await,
+        other => other,
+    };
     let Prepared { config, sandbox, made_dir, watch } = prepare(command)?;
     check_paths(&config)?;
     if let (Creation::Sandbox { plugins: PluginSource::Build { workspace } }, false) =
@@ -596,6 +630,109 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     });
     node.serve(rx).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// A child `cgs-host` of a development cluster, and the lines it printed.
+struct ClusterNode {
+    child: tokio::process::Child,
+    url: String,
+    printed: Vec<String>,
+}
+
+/// Start `cgs-host ARGS` and wait (up to 10 min: a first sandbox builds its plugins) until it
+/// prints its URL.
+async fn cluster_node(args: Vec<std::ffi::OsString>, name: &str) -> Result<ClusterNode, Box<dyn std::error::Error>> {
+    use tokio::io::AsyncBufReadExt as _;
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(600), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let url = line.trim().strip_prefix("URL:").map(|u| u.trim().to_string());
+            printed.push(line);
+            if let Some(url) = url {
+                return Some(url);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(url)) => {
+            // Keep draining its output (a full pipe would stall it).
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            Ok(ClusterNode { child, url, printed })
+        }
+        _ => {
+            let status = child.try_wait().ok().flatten();
+            Err(format!("{name} did not start ({}): see its messages above", status.map(|s| s.to_string()).unwrap_or("no URL within 10 min".into())).into())
+        }
+    }
+}
+
+/// `cgs-host cluster`: a sandbox founding the service, and nodes joining it.
+async fn run_cluster(a: ClusterArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let port = |offset: u16| -> Result<u16, String> {
+        a.base_port.checked_add(offset).ok_or_else(|| format!("--base-port {} is too high", a.base_port))
+    };
+    std::fs::create_dir_all(&a.dir)?;
+    let n1_dir = a.dir.join("n1");
+    let mut args: Vec<std::ffi::OsString> = vec!["sandbox".into(), "--dir".into(), n1_dir.clone().into()];
+    args.extend([format!("--listen=127.0.0.1:{}", port(0)?), format!("--peer-listen=127.0.0.1:{}", port(100)?)].map(Into::into));
+    args.push("--auto-trust".into());
+    match (&a.plugins, &a.workspace) {
+        (Some(p), _) => args.extend(["--plugins".into(), p.clone().into()]),
+        (None, Some(w)) => args.extend(["--workspace".into(), w.clone().into()]),
+        (None, None) => {}
+    }
+    eprintln!("starting node 1 (the sandbox founding the service) in {} ...", n1_dir.display());
+    let mut nodes = vec![cluster_node(args, "node 1").await?];
+    let cert = n1_dir.join("service-cert.pem");
+    for i in 2..=a.nodes {
+        let dir = a.dir.join(format!("n{i}"));
+        eprintln!("starting node {i} (joining {}) in {} ...", nodes[0].url, dir.display());
+        let mut args: Vec<std::ffi::OsString> = vec!["join".into(), "--dir".into(), dir.into()];
+        args.extend(
+            [
+                format!("--listen=127.0.0.1:{}", port(i - 1)?),
+                format!("--peer-listen=127.0.0.1:{}", port(100 + i - 1)?),
+                format!("--target={}", nodes[0].url),
+            ]
+            .map(Into::into),
+        );
+        args.extend(["--service-cert".into(), cert.clone().into()]);
+        nodes.push(cluster_node(args, &format!("node {i}")).await?);
+    }
+    // The sandbox's banner (members, next steps), then every node.
+    let mut out = String::new();
+    for line in &nodes[0].printed {
+        out.push_str(line);
+        out.push('\n');
+    }
+    println!("{out}");
+    println!("CGS cluster: {} nodes (separate processes), one service certificate {}", nodes.len(), cert.display());
+    for (i, n) in nodes.iter().enumerate() {
+        println!("  node {}: {}   (data: {})", i + 1, n.url, a.dir.join(format!("n{}", i + 1)).display());
+    }
+    println!("  curl --cacert {} {}/node/network/nodes   # status, role, primary of every node", cert.display(), nodes[0].url);
+    println!("Any node answers; writes sent to a follower are forwarded to the leader. Stop with Ctrl-C.");
+    wait_for_signal().await;
+    for n in &nodes {
+        if let Some(pid) = n.child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    for mut n in nodes {
+        let _ = tokio::time::timeout(Duration::from_secs(20), n.child.wait()).await;
+    }
     Ok(())
 }
 

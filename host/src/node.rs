@@ -96,6 +96,9 @@ pub struct NodeConfig {
     pub http: http::HttpLimits,
     /// A bearer token that may read `GET /metrics` (the operator's scraper); members always may.
     pub metrics_token: Option<crate::metrics::Secret>,
+    /// Sandbox only (a development cluster): its members vote `transition_node_to_trusted` for
+    /// every node that joins with evidence the join policy accepts.
+    pub auto_trust: bool,
 }
 
 /// Why a node could not start.
@@ -192,6 +195,7 @@ pub struct Node {
     peer_stop: watch::Sender<bool>,
     /// The peer listener's address, if any.
     pub peer_addr: Option<SocketAddr>,
+    auto_trust: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -522,6 +526,7 @@ impl Node {
             forwarding,
             peer_stop,
             peer_addr,
+            auto_trust: config.auto_trust,
         })
     }
 
@@ -602,6 +607,35 @@ impl Node {
             Box::pin(async move { s.answer_forwarded(from, req, policy).await })
         }));
         let membership = tokio::spawn(self.cluster.clone().run(shutdown.clone()));
+        // A development cluster: the sandbox's members trust every node that joined.
+        let trust = (self.auto_trust && !self.sandbox_members.is_empty()).then(|| {
+            let (gov, ledger, members) = (self.gov.clone(), self.ledger.clone(), self.sandbox_members.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if !ledger.is_leader() {
+                        continue;
+                    }
+                    let pending: Vec<u64> = gov
+                        .nodes()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|(_, s)| *s == crate::gov::nodes::NodeStatus::Pending)
+                        .map(|(r, _)| r.node_id)
+                        .collect();
+                    for id in pending {
+                        let action = cgs_core::gov::ActionBody {
+                            name: "transition_node_to_trusted".into(),
+                            args: serde_json::json!({"node_id": id}),
+                        };
+                        match sandbox_vote(&gov, &members, vec![action]).await {
+                            Ok((p, state)) => tracing::info!(node = id, proposal = %p, %state, "the sandbox's members trusted a joining node"),
+                            Err(e) => tracing::warn!(node = id, error = %e, "trusting a joining node failed"),
+                        }
+                    }
+                }
+            })
+        });
         // Drop expired proposals: every minute, or more often for short lifetimes.
         let gov = self.gov.clone();
         let ledger = self.ledger.clone();
@@ -628,6 +662,9 @@ impl Node {
         sweeper.abort();
         jwks.abort();
         membership.abort();
+        if let Some(t) = trust {
+            t.abort();
+        }
         let _ = self.peer_stop.send(true);
         self.ledger.shutdown().await;
         served.map_err(|source| NodeError::Listen { addr: self.local_addr, source })

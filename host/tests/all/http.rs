@@ -57,6 +57,7 @@ async fn start_limited(
         gov,
         http,
         metrics_token,
+        auto_trust: false,
     };
     let node = Node::open(config).await.unwrap();
     let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();
