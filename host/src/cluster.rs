@@ -57,7 +57,12 @@ pub struct Cluster {
     pub gov: Arc<Governance>,
     /// The peer network, when this node has a peer listener.
     pub network: Option<PeerNetwork>,
+    /// Requests this node may be forwarding to the leader at once ([`MAX_FORWARDS`]).
+    pub forward_slots: tokio::sync::Semaphore,
 }
+
+/// Requests a node forwards to the leader at once; more are answered 503 `ServiceBusy`.
+pub const MAX_FORWARDS: usize = 256;
 
 fn unavailable(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::unavailable(e.to_string())
@@ -179,55 +184,70 @@ impl Cluster {
         let Some(network) = &self.network else { return Ok(()) };
         let nodes = self.gov.nodes().map_err(|e| e.to_string())?;
         let me = self.ledger.node_id();
+        let m = self.ledger.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: std::collections::BTreeSet<u64> = membership.learner_ids().collect();
         for (r, status) in &nodes {
             match (status, r.key()) {
                 (NodeStatus::Trusted, Some(k)) if r.node_id != me => network.keys().insert(r.node_id, k),
-                // Retired is final. Other absences are not acted on: a node catching up has not
-                // applied every record yet, and keeps the keys its join gave it.
-                (NodeStatus::Retired, _) => network.keys().remove(r.node_id),
+                // Retired is final, once raft's configuration no longer holds the node (until
+                // then the change that removes it must reach it). Other absences are not acted
+                // on: a node catching up has not applied every record yet, and keeps the keys
+                // its join gave it.
+                (NodeStatus::Retired, _) if !voters.contains(&r.node_id) && !learners.contains(&r.node_id) => {
+                    network.keys().remove(r.node_id)
+                }
                 _ => {}
             }
         }
         if !self.ledger.is_leader() {
             return Ok(());
         }
-        let m = self.ledger.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership().clone();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        let learners: std::collections::BTreeSet<u64> = membership.learner_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
         let raft = &self.ledger.raft;
         let e = |e: openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, BasicNode>>| e.to_string();
+        let mut failures = Vec::new();
         for (r, status) in &nodes {
             let id = r.node_id;
-            match status {
-                NodeStatus::Trusted if !voters.contains(&id) && !learners.contains(&id) => {
-                    let Some(addr) = &r.peer_address else { continue };
-                    tracing::info!(node = id, %addr, "adding trusted node as a learner");
-                    raft.add_learner(id, BasicNode::new(addr), false).await.map_err(e)?;
-                }
-                NodeStatus::Trusted if learners.contains(&id) => {
-                    let matched =
-                        m.replication.as_ref().and_then(|r| r.get(&id)).and_then(|l| *l).map_or(0, |l| l.index);
-                    if matched + 64 >= last {
-                        tracing::info!(node = id, "the learner caught up: making it a voter");
-                        let ids = std::collections::BTreeSet::from([id]);
-                        raft.change_membership(openraft::ChangeMembers::AddVoterIds(ids), false).await.map_err(e)?;
+            // Each change on its own: one that cannot be made now does not hold up the others.
+            let change: Result<(), String> = async {
+                match status {
+                    NodeStatus::Trusted if !voters.contains(&id) && !learners.contains(&id) => {
+                        let Some(addr) = &r.peer_address else { return Ok(()) };
+                        tracing::info!(node = id, %addr, "adding trusted node as a learner");
+                        raft.add_learner(id, BasicNode::new(addr), false).await.map_err(e)?;
                     }
+                    NodeStatus::Trusted if learners.contains(&id) => {
+                        let matched =
+                            m.replication.as_ref().and_then(|r| r.get(&id)).and_then(|l| *l).map_or(0, |l| l.index);
+                        if matched + 64 >= last {
+                            tracing::info!(node = id, "the learner caught up: making it a voter");
+                            let ids = std::collections::BTreeSet::from([id]);
+                            raft.change_membership(openraft::ChangeMembers::AddVoterIds(ids), false)
+                                .await
+                                .map_err(e)?;
+                        }
+                    }
+                    NodeStatus::Retired if voters.contains(&id) => {
+                        tracing::info!(node = id, "removing retired node from the quorum");
+                        let ids = std::collections::BTreeSet::from([id]);
+                        raft.change_membership(openraft::ChangeMembers::RemoveVoters(ids), false).await.map_err(e)?;
+                    }
+                    NodeStatus::Retired if learners.contains(&id) => {
+                        let ids = std::collections::BTreeSet::from([id]);
+                        raft.change_membership(openraft::ChangeMembers::RemoveNodes(ids), false).await.map_err(e)?;
+                    }
+                    _ => {}
                 }
-                NodeStatus::Retired if voters.contains(&id) => {
-                    tracing::info!(node = id, "removing retired node from the quorum");
-                    let ids = std::collections::BTreeSet::from([id]);
-                    raft.change_membership(openraft::ChangeMembers::RemoveVoters(ids), false).await.map_err(e)?;
-                }
-                NodeStatus::Retired if learners.contains(&id) => {
-                    let ids = std::collections::BTreeSet::from([id]);
-                    raft.change_membership(openraft::ChangeMembers::RemoveNodes(ids), false).await.map_err(e)?;
-                }
-                _ => {}
+                Ok(())
+            }
+            .await;
+            if let Err(why) = change {
+                failures.push(format!("node {id}: {why}"));
             }
         }
-        Ok(())
+        if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
     }
 
     /// The leader's id and peer address, if this node is not it and knows it.
@@ -350,21 +370,32 @@ pub async fn join_service(opts: &JoinOptions) -> Result<Joined, String> {
         .map_err(|e| format!("the sealed secrets do not open with this node's key: {e}"))?;
         let files: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&plain).map_err(|e| format!("sealed secrets: {e}"))?;
+        // Everything is checked before anything is written.
+        if files.len() != SHARED_FILES.len() || SHARED_FILES.iter().any(|f| !files.contains_key(*f)) {
+            return Err(format!(
+                "the sealed secrets must be exactly {SHARED_FILES:?}, not {:?}",
+                files.keys().collect::<Vec<_>>()
+            ));
+        }
+        let mut decoded = Vec::new();
         for (name, v) in &files {
-            if !SHARED_FILES.contains(&name.as_str()) {
-                return Err(format!("the join answer names a file it may not write: {name}"));
-            }
             let bytes = B64.decode(v.as_str().unwrap_or_default()).map_err(|e| format!("{name}: {e}"))?;
             if name == "service-cert.pem" && bytes != opts.service_cert_pem.as_bytes() {
                 return Err("the service sealed another service certificate than the one pinned".into());
             }
-            let path = opts.dir.join(name);
+            decoded.push((opts.dir.join(name), bytes));
+        }
+        let mut peers: Vec<Peer> =
+            serde_json::from_value(answer["nodes"].clone()).map_err(|e| format!("nodes: {e}"))?;
+        peers.retain(|p| p.node_id != node_id);
+        if peers.is_empty() {
+            return Err("the join answer names no other node of the service to replicate from".into());
+        }
+        for (path, bytes) in decoded {
             crate::fsutil::write_private(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        if let Some(missing) = SHARED_FILES.iter().find(|f| !files.contains_key(**f)) {
-            return Err(format!("the sealed secrets lack {missing}"));
-        }
-        let peers: Vec<Peer> = serde_json::from_value(answer["nodes"].clone()).map_err(|e| format!("nodes: {e}"))?;
+        // The encryption key served its one purpose.
+        let _ = std::fs::remove_file(encryption_key_path(&opts.dir));
         return Ok(Joined { node_id, peers });
     }
 }
@@ -429,7 +460,12 @@ impl PinnedClient {
             .map_err(|_| "no answer within 30 s".to_string())?
             .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let body = http_body_util::Limited::new(resp.into_body(), 1 << 20);
+        let bytes = tokio::time::timeout(Duration::from_secs(30), body.collect())
+            .await
+            .map_err(|_| "the answer did not arrive within 30 s".to_string())?
+            .map_err(|e| format!("the answer is unreadable or over 1 MiB: {e}"))?
+            .to_bytes();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         Ok((status, json))
     }

@@ -673,7 +673,11 @@ async fn cluster_node(args: Vec<std::ffi::OsString>, name: &str) -> Result<Clust
         }
         _ => {
             let status = child.try_wait().ok().flatten();
-            Err(format!("{name} did not start ({}): see its messages above", status.map(|s| s.to_string()).unwrap_or("no URL within 10 min".into())).into())
+            Err(format!(
+                "{name} did not start ({}): see its messages above",
+                status.map(|s| s.to_string()).unwrap_or("no URL within 10 min".into())
+            )
+            .into())
         }
     }
 }
@@ -686,7 +690,9 @@ async fn run_cluster(a: ClusterArgs) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&a.dir)?;
     let n1_dir = a.dir.join("n1");
     let mut args: Vec<std::ffi::OsString> = vec!["sandbox".into(), "--dir".into(), n1_dir.clone().into()];
-    args.extend([format!("--listen=127.0.0.1:{}", port(0)?), format!("--peer-listen=127.0.0.1:{}", port(100)?)].map(Into::into));
+    args.extend(
+        [format!("--listen=127.0.0.1:{}", port(0)?), format!("--peer-listen=127.0.0.1:{}", port(100)?)].map(Into::into),
+    );
     args.push("--auto-trust".into());
     match (&a.plugins, &a.workspace) {
         (Some(p), _) => args.extend(["--plugins".into(), p.clone().into()]),
@@ -722,7 +728,11 @@ async fn run_cluster(a: ClusterArgs) -> Result<(), Box<dyn std::error::Error>> {
     for (i, n) in nodes.iter().enumerate() {
         println!("  node {}: {}   (data: {})", i + 1, n.url, a.dir.join(format!("n{}", i + 1)).display());
     }
-    println!("  curl --cacert {} {}/node/network/nodes   # status, role, primary of every node", cert.display(), nodes[0].url);
+    println!(
+        "  curl --cacert {} {}/node/network/nodes   # status, role, primary of every node",
+        cert.display(),
+        nodes[0].url
+    );
     println!("Any node answers; writes sent to a follower are forwarded to the leader. Stop with Ctrl-C.");
     wait_for_signal().await;
     for n in &nodes {

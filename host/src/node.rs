@@ -326,6 +326,8 @@ impl Node {
         };
         let peer_addr = config.peer_listen;
         let has_ledger = dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
+        // A node that joined a service (now restarting) never founds one of its own.
+        let joined_before = crate::ledger::recorded_node_id(dir)?.is_some();
         // A new node joining: the service's secrets (and certificate) arrive sealed to it.
         let mut joined = None;
         if let Creation::Join { target, service_cert_pem } = &config.creation
@@ -404,8 +406,33 @@ impl Node {
             }
             None => (Ledger::open(dir, ledger_config.clone(), &origin, Router::default()).await?, None),
         };
-        ledger.set_addresses(Some(local_addr.to_string()), peer_addr.map(|a| a.to_string()));
+        let evidence =
+            Arc::new(crate::attest::NodeEvidence::new(ledger.public_key(), identity.service_cert_pem.clone()));
+        {
+            // What the founding node records of itself (a joined node's join recorded it).
+            let ev = evidence.evidence();
+            let mut extra = serde_json::Map::new();
+            extra.insert("address".into(), local_addr.to_string().into());
+            if let Some(p) = peer_addr {
+                extra.insert("peer_address".into(), p.to_string().into());
+            }
+            for (k, f) in [("evidence_kind", "kind"), ("measurement", "measurement"), ("host_data", "host_data")] {
+                if let Some(v) = ev.get(f) {
+                    extra.insert(k.into(), v.clone());
+                }
+            }
+            ledger.set_record_extras(extra);
+        }
         match &joined {
+            None if joined_before => {
+                if network.is_none() {
+                    return Err(NodeError::Config(format!(
+                        "{} is a node that joined a service: restart it with --peer-listen",
+                        dir.display()
+                    )));
+                }
+                ledger.wait_for_leader(Duration::from_secs(120)).await?;
+            }
             None => {
                 // The founding node: a one-node raft group (no-op once initialized).
                 let raft_addr = peer_addr.unwrap_or(config.listen).to_string();
@@ -500,11 +527,14 @@ impl Node {
             }
             Creation::Existing | Creation::Join { .. } => {}
         }
-        let cluster =
-            Arc::new(crate::cluster::Cluster { dir: dir.clone(), ledger: ledger.clone(), gov: gov.clone(), network });
+        let cluster = Arc::new(crate::cluster::Cluster {
+            dir: dir.clone(),
+            ledger: ledger.clone(),
+            gov: gov.clone(),
+            network,
+            forward_slots: tokio::sync::Semaphore::new(crate::cluster::MAX_FORWARDS),
+        });
 
-        let evidence =
-            Arc::new(crate::attest::NodeEvidence::new(ledger.public_key(), identity.service_cert_pem.clone()));
         Ok(Node {
             evidence,
             runtime,

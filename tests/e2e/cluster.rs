@@ -93,8 +93,10 @@ async fn three_processes_join_replicate_and_remove_a_node() {
     );
     let refused_dir = tmp.path().join("refused");
     // The service's answer, as a joining node's operator sees it.
-    let out =
-        std::process::Command::new(&binaries().host).args(join_args(&refused_dir, 0, free_port(), &n1)).output().unwrap();
+    let out = std::process::Command::new(&binaries().host)
+        .args(join_args(&refused_dir, 0, free_port(), &n1))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("JoinRefused") && err.contains("measurement"), "{err}");
@@ -115,6 +117,9 @@ async fn three_processes_join_replicate_and_remove_a_node() {
     assert_eq!(listed.iter().filter(|n| n["primary"] == true).count(), 1, "{listed:?}");
     assert!(listed.iter().all(|n| n["status"] == "Trusted"), "{listed:?}");
 
+    // A follower checks a blob upload's member before reading (or forwarding) its 32 MiB.
+    let r = n2.client.request("PUT", "/gov/blobs", Some(vec![0u8; 4 << 20]), &[]).await.unwrap();
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
     // Writes through every node (followers forward them to the leader); each read on every node.
     let all = [&n1, &n2, &n3];
     let mut proposals = Vec::new();
@@ -222,7 +227,10 @@ impl FaultNode {
             vec!["start".into()]
         };
         args.extend(["--dir".into(), self.dir.clone().into(), "--log".into(), "error".into()]);
-        args.extend([format!("--listen=127.0.0.1:{}", self.listen), format!("--peer-listen=127.0.0.1:{}", self.peer)].map(Into::into));
+        args.extend(
+            [format!("--listen=127.0.0.1:{}", self.listen), format!("--peer-listen=127.0.0.1:{}", self.peer)]
+                .map(Into::into),
+        );
         if first {
             args.push("--auto-trust".into());
         }
@@ -252,7 +260,12 @@ async fn leader_kills_lose_no_acknowledged_write() {
     let kills: usize = std::env::var("CGS_FAULT_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(20);
     let tmp = tempfile::tempdir().unwrap();
     let mut nodes: Vec<FaultNode> = (1..=3)
-        .map(|i| FaultNode { dir: tmp.path().join(format!("n{i}")), listen: free_port(), peer: free_port(), process: None })
+        .map(|i| FaultNode {
+            dir: tmp.path().join(format!("n{i}")),
+            listen: free_port(),
+            peer: free_port(),
+            process: None,
+        })
         .collect();
     nodes[0].start(true).await;
     let n1 = nodes[0].process.take().unwrap();
@@ -260,9 +273,9 @@ async fn leader_kills_lose_no_acknowledged_write() {
     let members: Vec<cgs_client::Member> =
         ["isv", "data-provider", "code-provider"].iter().map(|m| n1.member(m)).collect();
     // The sandbox's members trust joining nodes (`--auto-trust`).
-    for i in 1..3 {
-        let args = join_args(&nodes[i].dir, nodes[i].listen, nodes[i].peer, &n1);
-        nodes[i].process = Some(Launched::new(&args, Stdio::inherit(), &[]).unwrap().ready(&nodes[i].dir).await.unwrap());
+    for node in &mut nodes[1..] {
+        let args = join_args(&node.dir, node.listen, node.peer, &n1);
+        node.process = Some(Launched::new(&args, Stdio::inherit(), &[]).unwrap().ready(&node.dir).await.unwrap());
     }
     nodes[0].process = Some(n1);
     // A contract whose events the clients write.
@@ -289,11 +302,19 @@ async fn leader_kills_lose_no_acknowledged_write() {
                 let event = json!({"writer": w, "seq": seq}).to_string();
                 let auth = format!("Bearer {token}");
                 let r = clients[at]
-                    .request("POST", "/app/contracts/faults/events?scope=faults", Some(event.clone().into_bytes()), &[("authorization", &auth)])
+                    .request(
+                        "POST",
+                        "/app/contracts/faults/events?scope=faults",
+                        Some(event.clone().into_bytes()),
+                        &[("authorization", &auth)],
+                    )
                     .await;
                 match r {
                     Ok(r) if r.status == 200 || r.status == 201 => {
-                        acked.push((r.header("x-cgs-tx-id").expect("an acknowledged write names its tx").to_string(), event));
+                        acked.push((
+                            r.header("x-cgs-tx-id").expect("an acknowledged write names its tx").to_string(),
+                            event,
+                        ));
                         seq += 1;
                     }
                     _ => {
@@ -351,15 +372,18 @@ async fn leader_kills_lose_no_acknowledged_write() {
         let c = &n.process.as_ref().unwrap().client;
         let deadline = Instant::now() + Duration::from_secs(60);
         let last = acked.iter().map(|(tx, _)| tx.split('.').nth(1).unwrap().parse::<u64>().unwrap()).max().unwrap();
-        while c.get("/node/health").await.unwrap().ok_json().unwrap()["last_tx"].as_str().is_none_or(|s| {
-            s.split('.').nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) < last
-        }) {
+        while c.get("/node/health").await.unwrap().ok_json().unwrap()["last_tx"]
+            .as_str()
+            .is_none_or(|s| s.split('.').nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) < last)
+        {
             assert!(Instant::now() < deadline, "{} did not catch up", n.url());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let members_on: Vec<cgs_client::Member> =
-        nodes.iter().map(|n| cgs_client::Member::new(n.process.as_ref().unwrap().client.clone(), &key_pem).unwrap()).collect();
+    let members_on: Vec<cgs_client::Member> = nodes
+        .iter()
+        .map(|n| cgs_client::Member::new(n.process.as_ref().unwrap().client.clone(), &key_pem).unwrap())
+        .collect();
     let mut lost = 0;
     for (tx, event) in &acked {
         let mut entries = Vec::new();

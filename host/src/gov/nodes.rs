@@ -17,6 +17,10 @@ use super::{ErrorKind, Governance, err};
 use crate::error::ServiceError;
 use crate::txn::{Cause, StateTx};
 
+/// Most nodes waiting for trust at once: beyond, a join is refused (503) until members trust or
+/// remove some (anyone may ask to join, so the records it costs are bounded).
+pub const MAX_PENDING_NODES: usize = 16;
+
 /// Host-owned node records, keyed by the raft id (8 bytes, big-endian).
 pub const SYS_NODES: &str = "sys.nodes";
 /// Governance's decisions about nodes, keyed by the decimal node id.
@@ -247,6 +251,14 @@ pub struct Joined {
 }
 
 impl Governance {
+    /// Whether a trusted voter other than `id` remains in raft's configuration.
+    fn voter_remains_without(&self, nodes: &[(NodeRecord, NodeStatus)], id: u64) -> bool {
+        let (raft, _) = self.core.ledger.nodes();
+        raft.iter().any(|(n, _, voter, _)| {
+            *voter && *n != id && nodes.iter().any(|(r, s)| r.node_id == *n && *s == NodeStatus::Trusted)
+        })
+    }
+
     /// Every node record with its status.
     pub fn nodes(&self) -> Result<Vec<(NodeRecord, NodeStatus)>, ServiceError> {
         let mut g = self.core.begin()?;
@@ -280,12 +292,30 @@ impl Governance {
                     let body = serde_json::json!({"node_id": record.node_id, "status": status});
                     return Ok((body, format!("node:{}", record.node_id)));
                 }
+                if nodes.iter().filter(|(_, s)| *s == NodeStatus::Pending).count() >= MAX_PENDING_NODES {
+                    return Err(err(
+                        ErrorKind::Busy,
+                        "TooManyPendingNodes",
+                        format!(
+                            "{MAX_PENDING_NODES} nodes already wait for trust: members trust (transition_node_to_trusted) \
+                             or retire (remove_node) some first"
+                        ),
+                    ));
+                }
                 let policy = join_policy(g, &key)?;
                 if !policy.allow_virtual && evidence.is_virtual() {
                     return Err(err(
                         ErrorKind::Forbidden,
                         "JoinRefused",
                         "this service accepts SEV-SNP evidence only (its genesis did not allow virtual attestation)",
+                    ));
+                }
+                if !policy.allow_virtual && policy.host_data.is_none() {
+                    return Err(err(
+                        ErrorKind::Forbidden,
+                        "JoinRefused",
+                        "no node host_data is allowed yet: members propose add_node_host_data with the new node's \
+                         host_data (its security policy digest) first",
                     ));
                 }
                 if policy.measurements.as_ref().is_some_and(Vec::is_empty) {
@@ -300,7 +330,15 @@ impl Governance {
                     cgs_attestation::verify(&evidence, &policy, std::time::SystemTime::now()).map_err(|e| {
                         err(ErrorKind::Forbidden, "JoinRefused", format!("the node's evidence was refused: {e}"))
                     })?;
-                let node_id = nodes.iter().map(|(r, _)| r.node_id).max().unwrap_or(0) + 1;
+                // Above every id recorded or decided on: a decision written ahead for an id no
+                // node has yet never applies to the next joiner.
+                let decided = g
+                    .scan::<serde_json::Value>(GOV_NODES)?
+                    .into_iter()
+                    .filter_map(|(k, _)| k.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0);
+                let node_id = nodes.iter().map(|(r, _)| r.node_id).max().unwrap_or(0).max(decided) + 1;
                 let record = NodeRecord {
                     node_id,
                     public_key: req.public_key.clone(),
@@ -355,15 +393,14 @@ impl Governance {
             ("remove_node", NodeStatus::Retired) => {
                 Err(err(ErrorKind::NotAllowedInState, "NodeRetired", format!("node {id} is already retired")))
             }
-            ("remove_node", NodeStatus::Trusted)
-                if nodes.iter().filter(|(_, s)| *s == NodeStatus::Trusted).count() <= 1 =>
-            {
-                Err(err(
-                    ErrorKind::NotAllowedInState,
-                    "LastNode",
-                    format!("node {id} is the service's last trusted node; it cannot be removed"),
-                ))
-            }
+            ("remove_node", _) if !self.voter_remains_without(&nodes, id) => Err(err(
+                ErrorKind::NotAllowedInState,
+                "LastNode",
+                format!(
+                    "without node {id} no trusted voter would remain (learners cannot form a quorum); trust and let \
+                     another node catch up first"
+                ),
+            )),
             _ => Ok(()),
         }
     }

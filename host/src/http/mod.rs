@@ -30,6 +30,9 @@ pub use request::{decode_path, parse_query};
 
 /// Largest request body accepted (1 MiB), per the API contract.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// How long a node waits for the leader's answer to a forwarded request.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Headers that belong to one connection, never passed on by forwarding.
 const HOP_BY_HOP: &[&str] =
     &["host", "content-length", "connection", "transfer-encoding", "te", "upgrade", "keep-alive", "trailer"];
@@ -153,12 +156,17 @@ impl Service {
     }
 
     /// Whether this node passes the request to the leader: it has peers and does not lead, and
-    /// the request writes (any method but GET and HEAD) or takes a clean-room nonce (nonces are
+    /// the request writes (any method but GET and HEAD, except the two POSTs that only check:
+    /// `/gov/proposals/simulate`, `/gov/plugins/check`) or takes a clean-room nonce (nonces are
     /// kept by the node that gives them, the leader, which admits the session).
     fn forwards(&self, method: &hyper::Method, path: &str) -> bool {
         self.cluster.network.is_some()
             && !self.ledger.is_leader()
-            && (!matches!(*method, hyper::Method::GET | hyper::Method::HEAD) || path == "/cleanroom/nonce")
+            && match *method {
+                hyper::Method::GET | hyper::Method::HEAD => path == "/cleanroom/nonce",
+                hyper::Method::POST => !matches!(path, "/gov/proposals/simulate" | "/gov/plugins/check"),
+                _ => true,
+            }
     }
 
     /// Pass a request to the leader over the peer connection and answer with its answer, once
@@ -173,7 +181,24 @@ impl Service {
         let b64 = base64::engine::general_purpose::STANDARD;
         let started = std::time::Instant::now();
         let result: Result<Response<Full<Bytes>>, ApiError> = async {
-            let limit = if parts.uri.path() == "/gov/blobs" { MAX_BLOB_BYTES } else { MAX_BODY_BYTES };
+            // Bounded: a node holds at most MAX_FORWARDS requests' bodies for the leader.
+            let _slot = self.cluster.forward_slots.try_acquire().map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceBusy",
+                    "this node is passing as many writes to the leader as it may; retry shortly",
+                )
+            })?;
+            // A blob upload is up to 32 MiB: only a member's is read (checked here first, as the
+            // leader would check it).
+            let limit = if parts.uri.path() == "/gov/blobs" {
+                let mut probe = Request::new(Incoming::from_bytes(Vec::new(), policy));
+                *probe.headers_mut() = parts.headers.clone();
+                self.member_only(&probe)?;
+                MAX_BLOB_BYTES
+            } else {
+                MAX_BODY_BYTES
+            };
             let (incoming, _) = Incoming::new(body, policy, false);
             let body = read_body(incoming, limit).await?;
             let Some(network) = &self.cluster.network else {
@@ -197,13 +222,17 @@ impl Service {
                     .collect(),
                 body: b64.encode(&body),
             };
-            let answer = network.forward(leader, &addr, &fwd).await.map_err(|e| {
+            let unreachable = |e: String| {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "LeaderUnreachable",
-                    format!("the leader (node {leader}) could not be reached: {e}; retry shortly"),
+                    format!("the leader (node {leader}) did not answer: {e}; retry shortly"),
                 )
-            })?;
+            };
+            let answer = tokio::time::timeout(FORWARD_TIMEOUT, network.forward(leader, &addr, &fwd))
+                .await
+                .map_err(|_| unreachable(format!("no answer within {} s", FORWARD_TIMEOUT.as_secs())))?
+                .map_err(unreachable)?;
             let mut resp = Response::new(Full::new(Bytes::from(b64.decode(&answer.body).unwrap_or_default())));
             *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
             for (k, v) in &answer.headers {

@@ -152,8 +152,8 @@ pub struct Ledger {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The ledger file.
     file: std::path::PathBuf,
-    /// `(address, peer_address)` recorded with the node key.
-    addresses: Mutex<(Option<String>, Option<String>)>,
+    /// Recorded with the node key (see [`Ledger::set_record_extras`]).
+    record_extras: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Where a node keeps its node key (the checkpoint-signing key, also its peer identity).
@@ -312,7 +312,7 @@ impl Ledger {
             proposals,
             tasks: Mutex::new(Vec::new()),
             file: dir.join(fmt::FILE_NAME),
-            addresses: Default::default(),
+            record_extras: Default::default(),
         });
         tasks.push(tokio::spawn(signature_loop(Arc::downgrade(&ledger), config.signature_interval)));
         if let Ok(mut t) = ledger.tasks.lock() {
@@ -366,11 +366,11 @@ impl Ledger {
         TxId::new(self.shared.applied_term.load(Ordering::Acquire), self.shared.applied.load(Ordering::Acquire))
     }
 
-    /// The addresses this node records with its key (`address`, `peer_address` of
-    /// `sys.nodes`), set before the first [`Ledger::record_node_key`].
-    pub fn set_addresses(&self, address: Option<String>, peer_address: Option<String>) {
-        if let Ok(mut a) = self.addresses.lock() {
-            *a = (address, peer_address);
+    /// What this node records with its key in `sys.nodes` besides it (addresses, what its
+    /// evidence says), set before the first [`Ledger::record_node_key`].
+    pub fn set_record_extras(&self, extra: serde_json::Map<String, serde_json::Value>) {
+        if let Ok(mut e) = self.record_extras.lock() {
+            *e = extra;
         }
     }
 
@@ -382,20 +382,25 @@ impl Ledger {
         let identity = self.identity();
         let snap = self.snapshot().map_err(db_err)?;
         let current = snap.get("sys.nodes", &key).map_err(db_err)?;
-        let recorded = current
-            .as_ref()
-            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c.value).ok())
-            .is_some_and(|v| v["public_key"] == identity.public_key.as_str());
-        if recorded || !self.is_leader() {
+        if let Some(c) = &current {
+            // Recorded (by the first start or the join): never rewritten.
+            let v = serde_json::from_slice::<serde_json::Value>(&c.value).unwrap_or_default();
+            if v["public_key"] != identity.public_key.as_str() {
+                tracing::error!(
+                    node = self.node_id,
+                    "sys.nodes records another key for this node id: this data directory's node key is not the \
+                     one the service knows"
+                );
+            }
+            return Ok(());
+        }
+        if !self.is_leader() {
             return Ok(());
         }
         let mut value = serde_json::to_value(&identity).map_err(db_err)?;
-        if let Ok(a) = self.addresses.lock() {
-            if let Some(addr) = &a.0 {
-                value["address"] = addr.clone().into();
-            }
-            if let Some(addr) = &a.1 {
-                value["peer_address"] = addr.clone().into();
+        if let (Ok(extra), Some(v)) = (self.record_extras.lock(), value.as_object_mut()) {
+            for (k, x) in extra.iter() {
+                v.entry(k.clone()).or_insert(x.clone());
             }
         }
         let value = serde_json::to_vec(&value).map_err(db_err)?;

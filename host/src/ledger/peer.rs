@@ -40,7 +40,10 @@ use super::raft::{Raft, TypeConfig};
 const MAX_RPC_BYTES: usize = 64 << 20;
 
 /// Connections the peer listener serves at once; more wait for a slot.
-pub const MAX_PEER_CONNECTIONS: usize = 64;
+pub const MAX_PEER_CONNECTIONS: usize = 256;
+
+/// A peer connection without a request for this long is closed.
+const PEER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A TLS handshake must complete within this.
 const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -366,7 +369,11 @@ pub async fn serve(
             let service =
                 hyper::service::service_fn(move |req| handle(raft.clone(), keys.clone(), fwd.clone(), key, req));
             let io = hyper_util::rt::TokioIo::new(tls);
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            // An idle connection (no request for 30 s) is closed: slots are for working peers.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(PEER_IDLE_TIMEOUT)
+                .serve_connection(io, service);
             let mut stop = stop;
             tokio::select! {
                 _ = conn => {}
@@ -457,7 +464,7 @@ pub struct PeerNetwork {
 type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// Idle forwarding connections kept per peer.
-const MAX_IDLE_FORWARD: usize = 32;
+const MAX_IDLE_FORWARD: usize = 4;
 
 impl PeerNetwork {
     /// A network for the node with `identity`, accepting the peers in `keys`.
@@ -522,10 +529,16 @@ impl PeerClient {
     async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
         let key = self.keys.of(self.target).ok_or_else(|| format!("no node key is known for node {}", self.target))?;
         let tls = client_config(&self.identity, key)?;
-        let tcp = tokio::net::TcpStream::connect(&self.addr).await.map_err(|e| format!("{}: {e}", self.addr))?;
+        let tcp = tokio::time::timeout(HANDSHAKE_DEADLINE, tokio::net::TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| format!("{}: no connection within {} s", self.addr, HANDSHAKE_DEADLINE.as_secs()))?
+            .map_err(|e| format!("{}: {e}", self.addr))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from("cgs-node").map_err(|e| e.to_string())?;
-        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let stream = tokio::time::timeout(HANDSHAKE_DEADLINE, tokio_rustls::TlsConnector::from(tls).connect(name, tcp))
+            .await
+            .map_err(|_| "the TLS handshake did not complete in time".to_string())?
+            .map_err(|e| e.to_string())?;
         let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;

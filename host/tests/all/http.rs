@@ -41,6 +41,21 @@ async fn start_limited(
     http: HttpLimits,
     metrics_token: Option<cgs_host::metrics::Secret>,
 ) -> Running {
+    start_node(plugins, gov, http, metrics_token, None).await
+}
+
+/// An in-process sandbox node with a peer listener on `peer_listen` (nodes may join it).
+pub(crate) async fn start_with_peers(plugins: &[&str], peer_listen: SocketAddr) -> Running {
+    start_node(plugins, cgs_host::gov::GovConfig::default(), HttpLimits::default(), None, Some(peer_listen)).await
+}
+
+async fn start_node(
+    plugins: &[&str],
+    gov: cgs_host::gov::GovConfig,
+    http: HttpLimits,
+    metrics_token: Option<cgs_host::metrics::Secret>,
+    peer_listen: Option<SocketAddr>,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let pdir = dir.path().join("plugins");
     std::fs::create_dir_all(&pdir).unwrap();
@@ -50,7 +65,7 @@ async fn start_limited(
     let config = NodeConfig {
         dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-        peer_listen: None,
+        peer_listen,
         creation: Creation::Sandbox { plugins: PluginSource::Dir(pdir) },
         runtime: fast_limits(),
         ledger: cgs_host::ledger::LedgerConfig::default(),

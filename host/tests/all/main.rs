@@ -6,6 +6,7 @@
 mod support;
 
 mod http;
+mod join;
 mod ledger;
 mod replicas;
 mod runtime;
