@@ -157,6 +157,35 @@ impl Launched {
     }
 }
 
+/// A free loopback port (bound, then released: a node binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// A cluster of `nodes` `cgs-host` processes under `dir`: a sandbox (`n1`) with a peer listener
+/// whose members trust joining nodes (`--auto-trust`), and nodes `n2…` joining it. Returns once
+/// every node serves.
+pub async fn start_cluster(dir: &Path, nodes: usize, extra: &[&str]) -> Result<Vec<Sandbox>> {
+    let n1_dir = dir.join("n1");
+    let mut args: Vec<std::ffi::OsString> = vec!["sandbox".into(), "--dir".into(), n1_dir.clone().into()];
+    args.extend(["--listen", "127.0.0.1:0", "--log", "warn", "--auto-trust", "--plugins"].map(Into::into));
+    args.push(plugins_dir().into());
+    args.push(format!("--peer-listen=127.0.0.1:{}", free_port()).into());
+    args.extend(extra.iter().map(Into::into));
+    let mut out = vec![Launched::new(&args, Stdio::inherit(), &[])?.ready(&n1_dir).await?];
+    for i in 2..=nodes {
+        let d = dir.join(format!("n{i}"));
+        let mut args: Vec<std::ffi::OsString> = vec!["join".into(), "--dir".into(), d.clone().into()];
+        args.extend(["--listen", "127.0.0.1:0", "--log", "warn"].map(Into::into));
+        args.push(format!("--peer-listen=127.0.0.1:{}", free_port()).into());
+        args.push(format!("--target={}", out[0].url).into());
+        args.extend(["--service-cert".into(), out[0].ca.clone().into()]);
+        args.extend(extra.iter().map(Into::into));
+        out.push(Launched::new(&args, Stdio::inherit(), &[])?.ready(&d).await?);
+    }
+    Ok(out)
+}
+
 /// A running `cgs-host sandbox` process.
 pub struct Sandbox {
     child: Child,

@@ -40,7 +40,7 @@ use super::raft::{Raft, TypeConfig};
 const MAX_RPC_BYTES: usize = 64 << 20;
 
 /// Connections the peer listener serves at once; more wait for a slot.
-pub const MAX_PEER_CONNECTIONS: usize = 256;
+pub const MAX_PEER_CONNECTIONS: usize = 1024;
 
 /// A peer connection without a request for this long is closed.
 const PEER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -464,7 +464,7 @@ pub struct PeerNetwork {
 type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// Idle forwarding connections kept per peer.
-const MAX_IDLE_FORWARD: usize = 4;
+const MAX_IDLE_FORWARD: usize = 64;
 
 impl PeerNetwork {
     /// A network for the node with `identity`, accepting the peers in `keys`.

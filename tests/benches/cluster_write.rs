@@ -1,0 +1,215 @@
+//! Durable writes through a three-node CGS cluster over HTTPS, side by side with a three-member
+//! etcd cluster on the same machine, in the same run.
+//!
+//! * CGS: `POST /app/contracts/bench/events?scope=bench` with a member's bearer token, a 40-byte
+//!   JSON event; answered once the event's transaction is committed by a majority (fsynced) and
+//!   applied. Connections go round-robin to the three nodes: writes sent to followers are
+//!   forwarded to the leader.
+//! * etcd (Debian's `etcd-server`, v3.4): `POST /v3/kv/put` on its JSON gateway (plain HTTP) with
+//!   a 40-byte value; answered once committed by a majority (fsynced). Connections go round-robin
+//!   to the three members (followers forward to the leader).
+//!
+//! ```text
+//! cargo bench -p cgs-e2e --bench cluster_write -- [--duration SECS] [--warmup SECS] [--clients 1,256]
+//! ```
+
+// A bench: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::json;
+
+#[path = "common/load.rs"]
+mod load;
+use load::{Target, Window, Workload, report, run_scenario};
+
+/// The event both systems write: 40 bytes.
+const VALUE: &str = r#"{"step":"bench","rows":42,"ok":true,"x":1}"#;
+
+struct Settings {
+    window: Window,
+    clients: Vec<usize>,
+}
+
+fn settings() -> Result<Settings> {
+    let mut s = Settings {
+        window: Window { warmup: Duration::from_secs(2), duration: Duration::from_secs(10) },
+        clients: vec![1, 256],
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--bench" || !arg.starts_with("--") {
+            continue;
+        }
+        let (k, v) = match arg[2..].split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (arg[2..].to_string(), args.next().ok_or_else(|| anyhow!("{arg} needs a value"))?),
+        };
+        let secs = |v: &str| v.parse::<f64>().map(Duration::from_secs_f64).with_context(|| format!("--{k} {v}"));
+        match k.as_str() {
+            "duration" => s.window.duration = secs(&v)?,
+            "warmup" => s.window.warmup = secs(&v)?,
+            "clients" => {
+                s.clients = v.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>().context("--clients")?
+            }
+            _ => bail!("unknown option --{k} (--duration SECS, --warmup SECS, --clients 1,256)"),
+        }
+    }
+    Ok(s)
+}
+
+/// Three etcd members on loopback, each with its own data directory under `dir`.
+struct Etcd {
+    children: Vec<Child>,
+    urls: Vec<String>,
+}
+
+impl Etcd {
+    fn start(dir: &std::path::Path) -> Result<Etcd> {
+        let bin = which("etcd").ok_or_else(|| {
+            anyhow!("no `etcd` on PATH: `apt-get install etcd-server etcd-client` (the peer this bench compares with)")
+        })?;
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (cgs_e2e::free_port(), cgs_e2e::free_port())).collect();
+        let cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut children = Vec::new();
+        let mut urls = Vec::new();
+        for (i, (c, p)) in ports.iter().enumerate() {
+            let client = format!("http://127.0.0.1:{c}");
+            let peer = format!("http://127.0.0.1:{p}");
+            children.push(
+                Command::new(&bin)
+                    .args(["--name", &format!("e{i}"), "--data-dir"])
+                    .arg(dir.join(format!("e{i}")))
+                    .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                    .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                    .args(["--initial-cluster", &cluster, "--initial-cluster-token", "cgs-bench"])
+                    .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-level", "error"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .context("start etcd")?,
+            );
+            urls.push(client);
+        }
+        Ok(Etcd { children, urls })
+    }
+
+    /// Wait until a put through every member commits.
+    async fn ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for url in &self.urls {
+            let target = Target::new(url, None)?;
+            loop {
+                let ok = async {
+                    let mut s = target.connect().await?;
+                    let req = hyper::Request::post("/v3/kv/put")
+                        .header(hyper::header::HOST, url.trim_start_matches("http://"))
+                        .body(http_body_util::Full::new(Bytes::from(put_body())))?;
+                    let r = s.send_request(req).await?;
+                    Ok::<bool, anyhow::Error>(r.status() == 200)
+                }
+                .await
+                .unwrap_or(false);
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("etcd at {url} did not commit a put within 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+fn put_body() -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    json!({"key": b64.encode("bench"), "value": b64.encode(VALUE)}).to_string()
+}
+
+/// Propose `actions` as the first member and approve as every member until decided.
+async fn pass(members: &[cgs_client::Member], actions: serde_json::Value) -> Result<String> {
+    let r = members[0].propose(actions).await?.ok_json()?;
+    let id = r["proposal_id"].as_str().ok_or_else(|| anyhow!("no proposal id"))?.to_string();
+    let mut state = r["state"].as_str().unwrap_or_default().to_string();
+    for m in members {
+        if state != "Open" {
+            break;
+        }
+        state = m.vote(&id, true).await?.ok_json()?["state"].as_str().unwrap_or_default().to_string();
+    }
+    Ok(state)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let s = settings()?;
+    let tmp = tempfile::tempdir()?;
+    eprintln!("starting a 3-member etcd cluster and a 3-node CGS cluster (builds cgs-host and the plugins first)...");
+    let etcd = Etcd::start(tmp.path())?;
+    let nodes = cgs_e2e::start_cluster(&tmp.path().join("cgs"), 3, &[]).await?;
+    etcd.ready().await?;
+    let members: Vec<cgs_client::Member> =
+        ["isv", "data-provider", "code-provider"].iter().map(|m| nodes[0].member(m)).collect();
+    let isv = &members[0];
+    let body = json!({"data": {"purpose": "cluster benchmark"}});
+    isv.authed("PUT", "/app/contracts/bench", Some(body.to_string().into_bytes())).await?.ok()?;
+    let v = isv.authed("GET", "/app/contracts/bench", None).await?.ok_json()?;
+    let set = json!([{"name": "contracts.set_contract", "args": {"contract_id": "bench", "version": v["version"]}}]);
+    let state = pass(&members, set).await?;
+    if state != "Accepted" {
+        bail!("the bench contract was not accepted: {state}");
+    }
+    let token = isv.token().await?;
+    let ca = std::fs::read(&nodes[0].ca)?;
+    let cgs: Vec<Target> = nodes.iter().map(|n| Target::new(&n.url, Some(&ca))).collect::<Result<_>>()?;
+    let etcd_targets: Vec<Target> = etcd.urls.iter().map(|u| Target::new(u, None)).collect::<Result<_>>()?;
+
+    let mut outcomes = Vec::new();
+    for &clients in &s.clients {
+        let put = Workload {
+            name: format!("etcd 3.4 put ({} B value)", VALUE.len()),
+            method: hyper::Method::POST,
+            path: "/v3/kv/put".into(),
+            body: Some(Bytes::from(put_body())),
+            authorization: None,
+        };
+        outcomes.push(run_scenario(&etcd_targets, put, clients, &s.window, None).await);
+        let event = Workload {
+            name: format!("CGS event write ({} B event)", VALUE.len()),
+            method: hyper::Method::POST,
+            path: "/app/contracts/bench/events?scope=bench".into(),
+            body: Some(Bytes::from(VALUE)),
+            authorization: Some(format!("Bearer {token}")),
+        };
+        outcomes.push(run_scenario(&cgs, event, clients, &s.window, None).await);
+    }
+    report(&mut outcomes);
+    drop(nodes);
+    drop(etcd);
+    Ok(())
+}
