@@ -212,8 +212,7 @@ async fn main() -> Result<()> {
             body: None,
             authorization: authorization.clone(),
         };
-        outcomes
-            .push(run_scenario(target, work, settings.conns_consent, &window, Some(settings.consent_rate)).await);
+        outcomes.push(run_scenario(target, work, settings.conns_consent, &window, Some(settings.consent_rate)).await);
     }
     if want("events") {
         let body = json!({"step": "bench", "rows": 42, "ok": true}).to_string();

@@ -57,10 +57,12 @@ async fn sandbox_serves_plugin_routes_over_https() {
     assert_eq!(e["error"]["code"], "Usage", "no --key: {e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("--key"), "{e}");
 
-    // `cgs node list`: the one node, trusted and primary (anyone may ask).
+    // `cgs node list`: the one node, trusted, a voter and primary, at the address it serves on
+    // (anyone may ask).
     let (ok, out, err) = sb.cli(None, &["node", "list"]);
     assert!(ok, "{err}");
-    assert_eq!(out.trim_end(), "1    Trusted  primary  -", "started on port 0: no address to show");
+    let addr = sb.url.trim_start_matches("https://");
+    assert_eq!(out.trim_end(), format!("1    Trusted  Voter    primary  {addr}"));
 
     // TLS: the certificate is pinned; a client trusting another certificate cannot connect.
     let other = tempfile::tempdir().unwrap();

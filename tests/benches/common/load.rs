@@ -94,8 +94,10 @@ pub struct Workload {
 
 impl Workload {
     fn request(&self, authority: &str) -> Result<hyper::Request<Full<Bytes>>> {
-        let mut b =
-            hyper::Request::builder().method(self.method.clone()).uri(&self.path).header(hyper::header::HOST, authority);
+        let mut b = hyper::Request::builder()
+            .method(self.method.clone())
+            .uri(&self.path)
+            .header(hyper::header::HOST, authority);
         if let Some(a) = &self.authorization {
             b = b.header(hyper::header::AUTHORIZATION, a);
         }
@@ -338,4 +340,3 @@ pub fn report(outcomes: &mut [Outcome]) {
     }
     println!("(errors = non-2xx responses + transport errors; latency percentiles cover every response)");
 }
-
