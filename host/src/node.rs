@@ -325,6 +325,13 @@ impl Node {
             None => None,
         };
         let peer_addr = config.peer_listen;
+        if peer_addr.is_some() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "this node keeps its node key and the service's secrets in files under DIR/node: this build does \
+                 not yet keep them only in a SEV-SNP TEE's memory (docs/cluster.md, \"Not yet\")"
+            );
+        }
         let has_ledger = dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
         // A node that joined a service (now restarting) never founds one of its own.
         let joined_before = crate::ledger::recorded_node_id(dir)?.is_some();

@@ -464,7 +464,7 @@ pub struct PeerNetwork {
 type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// Idle forwarding connections kept per peer.
-const MAX_IDLE_FORWARD: usize = 64;
+const MAX_IDLE_FORWARD: usize = crate::cluster::MAX_FORWARDS;
 
 impl PeerNetwork {
     /// A network for the node with `identity`, accepting the peers in `keys`.
