@@ -151,19 +151,6 @@ fn put_body() -> String {
     json!({"key": b64.encode("bench"), "value": b64.encode(VALUE)}).to_string()
 }
 
-/// Propose `actions` as the first member and approve as every member until decided.
-async fn pass(members: &[cgs_client::Member], actions: serde_json::Value) -> Result<String> {
-    let r = members[0].propose(actions).await?.ok_json()?;
-    let id = r["proposal_id"].as_str().ok_or_else(|| anyhow!("no proposal id"))?.to_string();
-    let mut state = r["state"].as_str().unwrap_or_default().to_string();
-    for m in members {
-        if state != "Open" {
-            break;
-        }
-        state = m.vote(&id, true).await?.ok_json()?["state"].as_str().unwrap_or_default().to_string();
-    }
-    Ok(state)
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -180,7 +167,7 @@ async fn main() -> Result<()> {
     isv.authed("PUT", "/app/contracts/bench", Some(body.to_string().into_bytes())).await?.ok()?;
     let v = isv.authed("GET", "/app/contracts/bench", None).await?.ok_json()?;
     let set = json!([{"name": "contracts.set_contract", "args": {"contract_id": "bench", "version": v["version"]}}]);
-    let state = pass(&members, set).await?;
+    let state = cgs_e2e::pass(&members.iter().collect::<Vec<_>>(), set).await?;
     if state != "Accepted" {
         bail!("the bench contract was not accepted: {state}");
     }

@@ -37,17 +37,7 @@ fn status_code(r: &ApiResponse) -> (u16, String) {
 
 /// Propose `actions` as the first member and have every member approve; the final state.
 async fn decide(members: &[&Member], actions: Value) -> String {
-    let r = members[0].propose(actions).await.unwrap();
-    let r = r.ok_json().unwrap();
-    let id = r["proposal_id"].as_str().unwrap().to_string();
-    let mut state = r["state"].as_str().unwrap().to_string();
-    for m in members {
-        if state != "Open" {
-            break;
-        }
-        state = m.vote(&id, true).await.unwrap().ok_json().unwrap()["state"].as_str().unwrap().to_string();
-    }
-    state
+    cgs_e2e::pass(members, actions).await.unwrap()
 }
 
 /// Create contract `id` as `creator` with `body` and have everyone accept it.

@@ -6,26 +6,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use cgs_e2e::{Launched, Sandbox, binaries};
+use cgs_e2e::{Launched, Sandbox, binaries, free_port};
 use serde_json::json;
 
-/// A free loopback port (bound, then released: the node binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Propose `actions` as the first member and approve as every member until it is decided.
 async fn pass(members: &[cgs_client::Member], actions: serde_json::Value) -> String {
-    let r = members[0].propose(actions).await.unwrap().ok_json().unwrap();
-    let id = r["proposal_id"].as_str().unwrap().to_string();
-    let mut state = r["state"].as_str().unwrap().to_string();
-    for m in members {
-        if state != "Open" {
-            break;
-        }
-        state = m.vote(&id, true).await.unwrap().ok_json().unwrap()["state"].as_str().unwrap().to_string();
-    }
-    state
+    cgs_e2e::pass(&members.iter().collect::<Vec<_>>(), actions).await.unwrap()
 }
 
 fn join_args(dir: &Path, listen: u16, peer: u16, target: &Sandbox) -> Vec<std::ffi::OsString> {

@@ -157,6 +157,21 @@ impl Launched {
     }
 }
 
+/// Propose `actions` as the first of `members` and have every member approve until the
+/// constitution decides: the final state (`Accepted`, `Rejected`, …).
+pub async fn pass(members: &[&cgs_client::Member], actions: serde_json::Value) -> Result<String> {
+    let r = members.first().ok_or_else(|| anyhow!("no members"))?.propose(actions).await?.ok_json()?;
+    let id = r["proposal_id"].as_str().ok_or_else(|| anyhow!("no proposal id: {r}"))?.to_string();
+    let mut state = r["state"].as_str().unwrap_or_default().to_string();
+    for m in members {
+        if state != "Open" {
+            break;
+        }
+        state = m.vote(&id, true).await?.ok_json()?["state"].as_str().unwrap_or_default().to_string();
+    }
+    Ok(state)
+}
+
 /// A free loopback port (bound, then released: a node binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)

@@ -37,6 +37,15 @@ const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const HOP_BY_HOP: &[&str] =
     &["host", "content-length", "connection", "transfer-encoding", "te", "upgrade", "keep-alive", "trailer"];
 
+/// The headers forwarding passes on: those of the request (or answer) itself, with text values.
+fn passed_on(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
+        .collect()
+}
+
 /// Largest plugin upload (`PUT /gov/blobs`).
 pub const MAX_BLOB_BYTES: usize = 32 << 20;
 
@@ -214,12 +223,7 @@ impl Service {
             let fwd = crate::ledger::peer::Forwarded {
                 method: parts.method.to_string(),
                 uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into()),
-                headers: parts
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
-                    .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
-                    .collect(),
+                headers: passed_on(&parts.headers),
                 body: b64.encode(&body),
             };
             let unreachable = |e: String| {
@@ -287,12 +291,7 @@ impl Service {
         let bytes = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes()).unwrap_or_default();
         crate::ledger::peer::ForwardedAnswer {
             status: parts.status.as_u16(),
-            headers: parts
-                .headers
-                .iter()
-                .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
-                .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.to_string(), v.to_string())))
-                .collect(),
+            headers: passed_on(&parts.headers),
             body: b64.encode(&bytes),
         }
     }
