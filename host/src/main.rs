@@ -667,7 +667,18 @@ async fn cluster_node(args: Vec<std::ffi::OsString>, name: &str) -> Result<Clust
     .await;
     match found {
         Ok(Some(url)) => {
-            // Keep draining its output (a full pipe would stall it).
+            // The rest of its banner (what to do next), then keep draining its output (a full
+            // pipe would stall it).
+            let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let last = line.contains("Stop with Ctrl-C");
+                    printed.push(line);
+                    if last {
+                        break;
+                    }
+                }
+            })
+            .await;
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             Ok(ClusterNode { child, url, printed })
         }
@@ -719,7 +730,7 @@ async fn run_cluster(a: ClusterArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     // The sandbox's banner (members, next steps), then every node.
     let mut out = String::new();
-    for line in &nodes[0].printed {
+    for line in nodes[0].printed.iter().filter(|l| !l.contains("Stop with Ctrl-C")) {
         out.push_str(line);
         out.push('\n');
     }

@@ -400,3 +400,44 @@ async fn leader_kills_lose_no_acknowledged_write() {
         assert!(out.status.success(), "{}: {}", n.dir.display(), String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// `cgs-host cluster --nodes 2`: a development cluster of separate processes, one command; it
+/// prints the sandbox's next steps and every node, both nodes vote, and Ctrl-C (SIGTERM) stops
+/// them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_command_runs_a_development_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two free ports a hundred apart for each node (client, peer).
+    let base = loop {
+        let p = free_port();
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if p < 60000 && free(p + 1) && free(p + 100) && free(p + 101) {
+            break p;
+        }
+    };
+    let mut args: Vec<std::ffi::OsString> = vec!["cluster".into(), "--nodes".into(), "2".into(), "--dir".into()];
+    args.push(tmp.path().join("c").into());
+    args.extend(["--base-port".into(), base.to_string().into(), "--plugins".into(), cgs_e2e::plugins_dir().into()]);
+    let launched = Launched::new(&args, Stdio::inherit(), &[]).unwrap();
+    // The sandbox's banner comes first: its URL is node 1's.
+    let mut n1 = launched.ready(&tmp.path().join("c").join("n1")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let printed = loop {
+        let p = n1.printed().join("\n");
+        if p.contains("Stop with Ctrl-C") && p.contains("CGS cluster: 2 nodes") {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the cluster's summary within 120 s: {p}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(printed.contains(&format!("node 2: https://127.0.0.1:{}", base + 1)), "{printed}");
+    assert!(printed.contains("Next steps:") && printed.contains("members (keys under"), "{printed}");
+    let listed = wait_for(&n1, "two voters", |n| n.iter().filter(|n| n["role"] == "Voter").count() == 2).await;
+    assert_eq!(listed[1]["peer_address"], format!("127.0.0.1:{}", base + 101), "{listed:?}");
+    let status = n1.terminate().unwrap();
+    assert!(status.success(), "{status}");
+    // Both nodes stopped with it.
+    for port in [base, base + 1] {
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} is free again");
+    }
+}
