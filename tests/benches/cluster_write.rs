@@ -151,7 +151,6 @@ fn put_body() -> String {
     json!({"key": b64.encode("bench"), "value": b64.encode(VALUE)}).to_string()
 }
 
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let s = settings()?;

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use cgs_e2e::{Launched, Sandbox, binaries, free_port};
 use serde_json::json;
 
-
 /// Propose `actions` as the first member and approve as every member until it is decided.
 async fn pass(members: &[cgs_client::Member], actions: serde_json::Value) -> String {
     cgs_e2e::pass(&members.iter().collect::<Vec<_>>(), actions).await.unwrap()
