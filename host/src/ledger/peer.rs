@@ -357,6 +357,8 @@ pub async fn serve(
             },
             _ = stop.changed() => return,
         };
+        // Raft answers and forwarded answers are small and latency-bound: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, raft, keys, stop, fwd) =
             (acceptor.clone(), raft.clone(), keys.clone(), stop.clone(), forwarding.clone());
         tokio::spawn(async move {
