@@ -304,7 +304,7 @@ pub struct Joined {
 pub async fn join_service(opts: &JoinOptions) -> Result<Joined, String> {
     use hpke::{Deserializable as _, Serializable as _};
     std::fs::create_dir_all(opts.dir.join("node")).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
-    let seed = crate::fsutil::load_or_create_secret(&opts.dir.join("node").join("node-signing.key"), "key")
+    let seed = crate::fsutil::load_or_create_secret(&crate::ledger::node_key_path(&opts.dir), "key")
         .map_err(|e| format!("node key: {e}"))?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let (sk, pk) = encryption_keypair(&opts.dir).map_err(|e| format!("encryption key: {e}"))?;

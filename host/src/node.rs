@@ -9,6 +9,8 @@
 //! DIR/node/node-signing.key   node Ed25519 key signing checkpoints (idem)
 //! DIR/node/token-signing.key  key signing member tokens (idem)
 //! DIR/node/ledger-secret      AES-256-GCM key of private tables (idem)
+//! DIR/node/node-id            a node that joined: the raft id the service gave it
+//! DIR/node/join-encryption.key  a joining node's X25519 key, deleted once the secrets arrive
 //! DIR/cache/                  compiled plugins, authenticated (runtime::cache)
 //! DIR/members/                sandbox only: the demo members' keys
 //! ```
@@ -628,10 +630,7 @@ impl Node {
             gov: self.gov.clone(),
             auth: self.auth.clone(),
             cleanroom: self.cleanroom.clone(),
-            evidence: Arc::new(crate::attest::NodeEvidence::new(
-                self.ledger.public_key(),
-                self.identity.service_cert_pem.clone(),
-            )),
+            evidence: self.evidence.clone(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             metrics_token: self.metrics_token.clone(),
             cluster: self.cluster.clone(),

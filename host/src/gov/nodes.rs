@@ -167,19 +167,10 @@ impl JoinRequest {
     }
 }
 
-/// The status of `record` given governance's decisions.
-fn status_of(g: &mut StateTx, record: &NodeRecord) -> Result<NodeStatus, ServiceError> {
-    let decided: Option<serde_json::Value> = g.get(GOV_NODES, &record.node_id.to_string())?;
-    Ok(match decided.as_ref().and_then(|d| d["status"].as_str()) {
-        Some("Trusted") => NodeStatus::Trusted,
-        Some("Retired") => NodeStatus::Retired,
-        _ if record.joined_at_ms.is_none() => NodeStatus::Trusted,
-        _ => NodeStatus::Pending,
-    })
-}
-
-/// Every node record, with its status.
+/// Every node record, with its status: governance's decision if there is one, else `Trusted`
+/// for the founding node and `Pending` for a node that joined.
 fn records(g: &mut StateTx) -> Result<Vec<(NodeRecord, NodeStatus)>, ServiceError> {
+    let decided: std::collections::BTreeMap<String, serde_json::Value> = g.scan(GOV_NODES)?.into_iter().collect();
     let entries =
         g.tx.range(SYS_NODES, &crate::store::KeyRange::default(), usize::MAX, false)
             .map_err(ServiceError::unavailable)?;
@@ -187,8 +178,13 @@ fn records(g: &mut StateTx) -> Result<Vec<(NodeRecord, NodeStatus)>, ServiceErro
     for e in entries {
         let r: NodeRecord = serde_json::from_slice(&e.value)
             .map_err(|e| ServiceError::unavailable(format!("corrupt sys.nodes record: {e}")))?;
-        let s = status_of(g, &r)?;
-        out.push((r, s));
+        let status = match decided.get(&r.node_id.to_string()).and_then(|d| d["status"].as_str()) {
+            Some("Trusted") => NodeStatus::Trusted,
+            Some("Retired") => NodeStatus::Retired,
+            _ if r.joined_at_ms.is_none() => NodeStatus::Trusted,
+            _ => NodeStatus::Pending,
+        };
+        out.push((r, status));
     }
     Ok(out)
 }

@@ -157,7 +157,7 @@ pub struct Ledger {
 }
 
 /// Where a node keeps its node key (the checkpoint-signing key, also its peer identity).
-fn node_key_path(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn node_key_path(dir: &Path) -> std::path::PathBuf {
     dir.join("node").join("node-signing.key")
 }
 

@@ -51,6 +51,21 @@ async fn pass(n: &crate::http::Running, actions: serde_json::Value) -> cgs_clien
     last
 }
 
+/// Whether node 1's peer listener at `peer` refuses a vote request from node 2 presenting `key`
+/// (it answers one from a trusted node 2, without granting it).
+async fn peer_refuses(c: &cgs_client::Client, peer: std::net::SocketAddr, key: &ed25519_dalek::SigningKey) -> bool {
+    use openraft::network::{RPCOption, RaftNetwork as _, RaftNetworkFactory as _};
+    let id = c.get("/node/identity").await.unwrap().ok_json().unwrap();
+    let node1: [u8; 32] = B64.decode(id["public_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let keys = cgs_host::ledger::PeerKeys::default();
+    keys.insert(1, node1);
+    let me = cgs_host::ledger::PeerIdentity::from_node_key(&key.to_bytes()).unwrap();
+    let mut client =
+        cgs_host::ledger::PeerNetwork::new(me, keys).new_client(1, &openraft::BasicNode::new(peer.to_string())).await;
+    let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(0, 2), None);
+    client.vote(vote, RPCOption::new(std::time::Duration::from_secs(5))).await.is_err()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_are_checked_and_secrets_reach_only_the_joiner() {
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -78,13 +93,11 @@ async fn joins_are_checked_and_secrets_reach_only_the_joiner() {
     assert_eq!((r.status, code(&r).as_str()), (403, "JoinRefused"), "{}", String::from_utf8_lossy(&r.body));
     assert!(r.error().unwrap().error.message.contains("report_data"), "{}", String::from_utf8_lossy(&r.body));
     // Port 0 or 0.0.0.0 cannot be dialled.
-    let mut unreachable = request(&victim, &victim_pk.to_bytes(), evidence(&victim));
-    unreachable.peer_address = "0.0.0.0:9101".into();
     let unreachable = JoinRequest::signed(
         &victim,
         &victim_pk.to_bytes(),
-        unreachable.address.clone(),
-        unreachable.peer_address.clone(),
+        "127.0.0.1:9001".into(),
+        "0.0.0.0:9101".into(),
         evidence(&victim),
     );
     assert_eq!(code(&post(c, &unreachable).await), "InvalidJoinRequest");
@@ -97,6 +110,8 @@ async fn joins_are_checked_and_secrets_reach_only_the_joiner() {
     let v = r.json().unwrap();
     assert_eq!((v["node_id"].as_u64(), v["status"].as_str()), (Some(2), Some("Pending")), "{v}");
     assert!(v.get("sealed_secrets").is_none(), "{v}");
+    // A Pending node's key is not accepted on the peer listener.
+    assert!(peer_refuses(c, peer, &victim).await, "a Pending node's key is refused");
     // Asked again: the same record, nothing written.
     let r = post(c, &first).await;
     assert_eq!(r.json().unwrap()["node_id"], 2);
@@ -123,6 +138,12 @@ async fn joins_are_checked_and_secrets_reach_only_the_joiner() {
     );
     let v = post(c, &first).await.json().unwrap();
     assert_eq!(v["status"], "Trusted", "{v}");
+    // Trusted: its key is accepted (within the reconciler's period).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while peer_refuses(c, peer, &victim).await {
+        assert!(std::time::Instant::now() < deadline, "a Trusted node's key is accepted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let sealed = &v["sealed_secrets"];
     let enc =
         <Kem as hpke::Kem>::EncappedKey::from_bytes(&B64.decode(sealed["enc"].as_str().unwrap()).unwrap()).unwrap();
@@ -157,6 +178,12 @@ async fn joins_are_checked_and_secrets_reach_only_the_joiner() {
     );
     let v = post(c, &first).await.json().unwrap();
     assert_eq!(v["status"], "Retired", "{v}");
+    // Retired: refused again, once raft's configuration no longer holds it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !peer_refuses(c, peer, &victim).await {
+        assert!(std::time::Instant::now() < deadline, "a Retired node's key is refused");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(v.get("sealed_secrets").is_none(), "{v}");
 
     // A flood of joins with fresh keys: at most MAX_PENDING_NODES wait; then 503.
