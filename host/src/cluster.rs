@@ -219,9 +219,12 @@ impl Cluster {
                         raft.add_learner(id, BasicNode::new(addr), false).await.map_err(e)?;
                     }
                     NodeStatus::Trusted if learners.contains(&id) => {
-                        let matched =
-                            m.replication.as_ref().and_then(|r| r.get(&id)).and_then(|l| *l).map_or(0, |l| l.index);
-                        if matched + 64 >= last {
+                        // Only a learner that has acknowledged the log, up to close to its end,
+                        // becomes a voter. One never heard from would count towards the quorum
+                        // without being able to vote: in a short log "0 + 64 >= last" held, and an
+                        // unreachable trusted node stalled every write, its own removal included.
+                        let matched = m.replication.as_ref().and_then(|r| r.get(&id)).and_then(|l| *l).map(|l| l.index);
+                        if matched.is_some_and(|matched| matched + 64 >= last) {
                             tracing::info!(node = id, "the learner caught up: making it a voter");
                             let ids = std::collections::BTreeSet::from([id]);
                             raft.change_membership(openraft::ChangeMembers::AddVoterIds(ids), false)

@@ -172,6 +172,15 @@ pub async fn pass(members: &[&cgs_client::Member], actions: serde_json::Value) -
     Ok(state)
 }
 
+/// `cgs-host join` arguments for a node in `dir` with these ports, joining `target`.
+pub fn join_args(dir: &std::path::Path, listen: u16, peer: u16, target: &Sandbox) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["join".into(), "--dir".into(), dir.into()];
+    args.extend(["--log", "warn"].map(Into::into));
+    args.extend([format!("--listen=127.0.0.1:{listen}"), format!("--peer-listen=127.0.0.1:{peer}")].map(Into::into));
+    args.extend(["--target".into(), target.url.clone().into(), "--service-cert".into(), target.ca.clone().into()]);
+    args
+}
+
 /// A free loopback port (bound, then released: a node binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)

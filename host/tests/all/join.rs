@@ -51,6 +51,13 @@ async fn pass(n: &crate::http::Running, actions: serde_json::Value) -> cgs_clien
     last
 }
 
+/// Node `id`'s raft role as `/node/network/nodes` shows it.
+async fn role_of(c: &cgs_client::Client, id: u64) -> String {
+    let nodes = c.get("/node/network/nodes").await.unwrap().ok_json().unwrap();
+    let node = nodes["nodes"].as_array().unwrap().iter().find(|n| n["node_id"] == id).cloned();
+    node.map_or_else(|| "absent".into(), |n| n["role"].as_str().unwrap_or_default().to_string())
+}
+
 /// Whether node 1's peer listener at `peer` refuses node 2's connection when it presents `key`:
 /// the TLS handshake breaks (`NetworkError`). An accepted connection reaches the RPC check, which
 /// refuses node 2 speaking for node 3 (403) before raft sees it.
@@ -141,6 +148,22 @@ async fn joins_are_checked_and_secrets_reach_only_the_joiner() {
     );
     let v = post(c, &first).await.json().unwrap();
     assert_eq!(v["status"], "Trusted", "{v}");
+    // Trusted: its key is accepted (within the reconciler's period).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while peer_refuses(c, peer, &victim).await {
+        assert!(std::time::Instant::now() < deadline, "a Trusted node's key is accepted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The leader adds it as a learner; it never answers (nothing listens at its peer address),
+    // so it must stay a learner: were it made a voter, the quorum would need it, and the removal
+    // below, like every other write, would wait forever.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while role_of(c, 2).await != "Learner" {
+        assert!(std::time::Instant::now() < deadline, "node 2 becomes a learner");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(role_of(c, 2).await, "Learner", "a learner that never answered is not made a voter");
     let sealed = &v["sealed_secrets"];
     let enc =
         <Kem as hpke::Kem>::EncappedKey::from_bytes(&B64.decode(sealed["enc"].as_str().unwrap()).unwrap()).unwrap();
@@ -175,6 +198,12 @@ async fn joins_are_checked_and_secrets_reach_only_the_joiner() {
     );
     let v = post(c, &first).await.json().unwrap();
     assert_eq!(v["status"], "Retired", "{v}");
+    // Retired: refused again, once raft's configuration no longer holds it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !peer_refuses(c, peer, &victim).await {
+        assert!(std::time::Instant::now() < deadline, "a Retired node's key is refused");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(v.get("sealed_secrets").is_none(), "{v}");
 
     // A flood of joins with fresh keys: at most MAX_PENDING_NODES wait; then 503.
