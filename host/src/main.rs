@@ -860,6 +860,7 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
     writeln!(out, "CGS {} is running", if sandbox { "sandbox" } else { "node" })?;
     writeln!(out, "  URL:                 {url}")?;
     writeln!(out, "  service certificate: {cert}")?;
+    writeln!(out, "  console:             {url}/console/")?;
     writeln!(out, "  data directory:      {}", node.dir.display())?;
     writeln!(
         out,
@@ -892,6 +893,11 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
         "  cargo run -q -p cgs-client -- plugin verify contracts --url {url} --ca {cert}   # rebuild locally and compare"
     )?;
     if let Some((m, _, _)) = node.sandbox_members.first() {
+        writeln!(
+            out,
+            "  open {url}/console/ in a browser that trusts {cert} (import it as an authority); sign in with {}",
+            m.key_path.display()
+        )?;
         writeln!(out, "  export CGS_URL={url} CGS_CA={cert} CGS_KEY={}", m.key_path.display())?;
         writeln!(out, "  cargo run -q -p cgs-client -- proposal list")?;
         writeln!(

@@ -10,6 +10,7 @@ mod attestation;
 mod cli;
 mod cluster;
 mod collaboration;
+mod console;
 mod governance;
 mod isolation;
 mod isv;

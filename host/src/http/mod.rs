@@ -5,6 +5,7 @@
 //! `{"error":{"code":…,"message":…}}` with a fitting status.
 
 mod conn;
+mod console;
 mod gov;
 mod node;
 pub mod openapi;
@@ -393,6 +394,15 @@ impl Service {
         }
         if path == "/openapi.json" {
             return Ok(self.openapi());
+        }
+        if path == "/console" || path.starts_with("/console/") {
+            return console::serve(&path).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "AssetNotFound",
+                    format!("the console has no file {path}: open /console/"),
+                )
+            });
         }
         if let Some(rest) = path.strip_prefix("/node/") {
             return match rest.split_once('/') {

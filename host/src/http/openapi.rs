@@ -104,6 +104,25 @@ pub const HOST_OPS: &[Op] = &[
         "Object",
         &[],
     ),
+    op("GET", "/console", Who::Anyone, "The web console: a redirect to /console/", None, "Redirect", &[]),
+    op(
+        "GET",
+        "/console/",
+        Who::Anyone,
+        "The web console (embedded; it signs and verifies in the browser, through this public API only)",
+        None,
+        "Html",
+        &[],
+    ),
+    op(
+        "GET",
+        "/console/{asset}",
+        Who::Anyone,
+        "The console's script and style sheet",
+        None,
+        "Asset",
+        &[(404, "AssetNotFound")],
+    ),
     op(
         "POST",
         "/node/join",
@@ -368,6 +387,8 @@ fn body(component: &str) -> Value {
         "Signed" => ("application/cose", json!({"type": "string", "contentMediaType": "application/cose"})),
         "Wasm" => ("application/octet-stream", json!({"type": "string", "contentMediaType": "application/wasm"})),
         "Text" => ("text/plain", json!({"type": "string"})),
+        "Html" => ("text/html", json!({"type": "string"})),
+        "Asset" => ("*/*", json!({"type": "string"})),
         "Cose" => ("application/cose", json!({"type": "string", "contentMediaType": "application/cose"})),
         c => ("application/json", json!({"$ref": format!("#/components/schemas/{c}")})),
     };
@@ -398,11 +419,16 @@ pub fn document(plugin_routes: &[(String, Value)]) -> Value {
         errors.extend_from_slice(o.errors);
         errors.extend_from_slice(common);
         let mut responses = error_response(&errors);
-        responses["200"] = {
-            let mut r = body(o.response);
-            r["description"] = "success".into();
-            r
-        };
+        if o.response == "Redirect" {
+            responses["308"] =
+                json!({"description": "permanent redirect", "headers": {"location": {"schema": {"type": "string"}}}});
+        } else {
+            responses["200"] = {
+                let mut r = body(o.response);
+                r["description"] = "success".into();
+                r
+            };
+        }
         let mut operation = json!({
             "summary": o.summary,
             "operationId": format!("{} {}", o.method, o.path),

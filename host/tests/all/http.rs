@@ -599,3 +599,50 @@ async fn the_openapi_document_describes_exactly_what_is_served() {
     let r = n.client.request("DELETE", "/gov/proposals", None, &[]).await.unwrap();
     assert_eq!((r.status, r.header("allow")), (405, Some("POST, GET")));
 }
+
+/// `GET /console/` serves the embedded console under a strict Content-Security-Policy (nothing
+/// but this origin's own script, style and API; no inline code, no framing); `/console`
+/// redirects; an asset it does not have is the API's 404 envelope; writes are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_with_a_strict_content_security_policy() {
+    let n = start(&["constitution"]).await;
+    let page = n.client.get("/console/").await.unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let csp = page.header("content-security-policy").unwrap();
+    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval") && !csp.contains("http"), "{csp}");
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    let html = String::from_utf8_lossy(&page.body);
+    // Everything the page loads is its own: no CDN, no inline script.
+    assert!(html.contains(r#"<script type="module" src="console.js"></script>"#), "{html}");
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("<script>"), "{html}");
+    let js = n.client.get("/console/console.js").await.unwrap();
+    assert_eq!((js.status, js.header("content-type")), (200, Some("text/javascript; charset=utf-8")));
+    assert!(js.header("content-security-policy").is_some());
+    let js = String::from_utf8_lossy(&js.body);
+    assert!(js.contains("/gov/login") && js.contains("cgs.msg.nonce"), "the console signs its own login");
+    assert!(!js.contains("https://") || !js.contains("<script src"), "no remote script");
+    let css = n.client.get("/console/console.css").await.unwrap();
+    assert_eq!((css.status, css.header("content-type")), (200, Some("text/css; charset=utf-8")));
+    let r = n.client.get("/console").await.unwrap();
+    assert_eq!((r.status, r.header("location")), (308, Some("/console/")));
+    for (missing, code) in [
+        ("/console/secrets.txt", "AssetNotFound"),
+        ("/console/..%2fservice-cert.pem", "AssetNotFound"),
+        ("/console/a/b", "RouteNotFound"),
+    ] {
+        let r = n.client.get(missing).await.unwrap();
+        assert_eq!(r.status, 404, "{missing}");
+        assert_eq!(r.error().unwrap().error.code, code, "{missing}");
+    }
+    let r = n.client.request("POST", "/console/", Some(b"x".to_vec()), &[]).await.unwrap();
+    assert_eq!(r.status, 405, "the console is read-only");
+    // The OpenAPI document lists it, like every other route.
+    let doc = n.client.get("/openapi.json").await.unwrap().ok_json().unwrap();
+    assert!(
+        doc["paths"]["/console/"]["get"].is_object() && doc["paths"]["/console"]["get"]["responses"]["308"].is_object()
+    );
+}

@@ -1,0 +1,238 @@
+// Keys, signed governance messages and the checks the console makes itself, with WebCrypto only:
+// Ed25519 signing and verification, SHA-256. The member's private key is imported non-extractable
+// and never leaves the browser.
+
+import { encode, Tagged } from './cbor.js';
+
+const subtle = globalThis.crypto.subtle;
+const te = new TextEncoder();
+
+export const hex = (b) => [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+export function unhex(s) {
+  if (typeof s !== 'string' || s.length % 2 || /[^0-9a-fA-F]/.test(s)) throw new Error('not hex');
+  const out = new Uint8Array(s.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+export function b64(bytes) {
+  let s = '';
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s);
+}
+export function unb64(s) {
+  const bin = atob(String(s).replace(/-/g, '+').replace(/_/g, '/'));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+export const sha256 = async (bytes) => new Uint8Array(await subtle.digest('SHA-256', bytes));
+export const concat = (...parts) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let i = 0;
+  for (const p of parts) {
+    out.set(p, i);
+    i += p.length;
+  }
+  return out;
+};
+const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** A member's key, from the PKCS#8 PEM file `cgs keygen` and the sandbox write. */
+export async function importMemberKey(pem) {
+  const m = /-----BEGIN PRIVATE KEY-----([\s\S]+?)-----END PRIVATE KEY-----/.exec(pem);
+  if (!m) throw new Error('not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----): choose the member\'s .key file');
+  const der = unb64(m[1].replace(/\s+/g, ''));
+  let jwk;
+  try {
+    // Extractable only for this one export of the public half (JWK `x`).
+    const k = await subtle.importKey('pkcs8', der, { name: 'Ed25519' }, true, ['sign']);
+    jwk = await subtle.exportKey('jwk', k);
+  } catch (e) {
+    throw new Error(`not an Ed25519 private key (${e.message || e})`);
+  }
+  const privateKey = await subtle.importKey('pkcs8', der, { name: 'Ed25519' }, false, ['sign']);
+  der.fill(0);
+  const publicKey = unb64(jwk.x);
+  const memberId = hex(await sha256(publicKey));
+  return { privateKey, publicKey, memberId };
+}
+
+/**
+ * A governance message (API.md, "Signed governance messages"): a tagged COSE_Sign1 in
+ * deterministic CBOR, EdDSA, the JSON payload attached, a fresh 16-byte nonce.
+ */
+export async function signMessage(key, type, payload, proposalId) {
+  const header = new Map([
+    [1, -8],
+    [4, te.encode(key.memberId)],
+    ['cgs.msg.type', type],
+    ['cgs.msg.created_at', Math.floor(Date.now() / 1000)],
+    ['cgs.msg.nonce', crypto.getRandomValues(new Uint8Array(16))],
+  ]);
+  if (proposalId) header.set('cgs.msg.proposal_id', proposalId);
+  const protectedBytes = encode(header);
+  const body = te.encode(JSON.stringify(payload));
+  const tbs = encode(['Signature1', protectedBytes, new Uint8Array(0), body]);
+  const sig = new Uint8Array(await subtle.sign({ name: 'Ed25519' }, key.privateKey, tbs));
+  return encode(new Tagged(18, [protectedBytes, new Map(), body, sig]));
+}
+
+async function ed25519Verify(publicKey, signature, data) {
+  const k = await subtle.importKey('raw', publicKey, { name: 'Ed25519' }, false, ['verify']);
+  return subtle.verify({ name: 'Ed25519' }, k, signature, data);
+}
+
+/** serde_json's compact form of a value with sorted keys: what the node signed. */
+export function canonicalJson(v) {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const keys = Object.keys(v).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(v[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/**
+ * The checks of `cgs verify service` that need no AMD certificate chain: the node key signed the
+ * plugin set it reports, and the evidence's report_data binds that key. Returns a list of
+ * `{check, ok, detail}`.
+ */
+export async function checkAttestation(doc, identity) {
+  const checks = [];
+  const add = (check, ok, detail) => checks.push({ check, ok, detail });
+  let pk;
+  try {
+    pk = unb64(doc.node_public_key);
+    if (pk.length !== 32) throw new Error('not 32 bytes');
+  } catch (e) {
+    add('node key', false, `node_public_key is not a base64 Ed25519 key: ${e.message}`);
+    return checks;
+  }
+  const signed = { ...doc };
+  delete signed.signature;
+  const data = concat(te.encode('cgs-node-attestation-v1\0'), te.encode(canonicalJson(signed)));
+  let sigOk = false;
+  try {
+    sigOk = await ed25519Verify(pk, unb64(doc.signature), data);
+  } catch (e) {
+    sigOk = false;
+  }
+  add('node signature over the plugin set', sigOk, sigOk ? 'the node key signed the plugins, constitution and evidence shown' : 'the signature does not verify with the node key');
+  const expected = concat(await sha256(pk), new Uint8Array(32));
+  let reportData = null;
+  const ev = doc.evidence || {};
+  try {
+    if (ev.kind === 'virtual') reportData = unhex(ev.report_data);
+    else if (ev.kind === 'snp') reportData = unb64(ev.report).slice(0x50, 0x90);
+  } catch (e) {
+    reportData = null;
+  }
+  const bound = reportData !== null && equal(reportData, expected);
+  add('report_data binds the node key', bound, bound ? 'report_data = SHA-256(node key) ‖ 0³²' : `report_data is not SHA-256(node key) ‖ 0³² (evidence kind ${ev.kind})`);
+  if (identity) {
+    const same = identity.public_key === doc.node_public_key;
+    add('checkpoint key is the attested key', same, same ? `receipts are checked with ${identity.verifier_key}` : 'GET /node/identity names another key than the attested one');
+  }
+  if (ev.kind === 'virtual' || doc.insecure) {
+    add('hardware evidence', false, 'virtual evidence: no hardware vouches for this node (sandbox only)');
+  } else {
+    add('hardware evidence', null, 'SEV-SNP: check the AMD certificate chain and TCB with `cgs verify service`');
+  }
+  return checks;
+}
+
+// ===== receipts: C2SP checkpoint + RFC 9162 inclusion =====
+
+export function parseVerifierKey(s) {
+  // The key is base64, which may itself contain '+': split at the first two only.
+  const [name, id, ...rest] = String(s).split('+');
+  const key = rest.join('+');
+  const raw = unb64(key || '');
+  if (!name || !id || raw.length !== 33 || raw[0] !== 1) throw new Error('the verifier key is not name+id+base64(0x01‖Ed25519)');
+  return { name, id, publicKey: raw.slice(1) };
+}
+
+async function keyId(name, publicKey) {
+  return hex((await sha256(concat(te.encode(name), new Uint8Array([0x0a, 0x01]), publicKey))).slice(0, 4));
+}
+
+/** Verify a C2SP signed note against one verifier key; returns the note's text. */
+export async function verifyNote(note, verifierKey) {
+  const key = parseVerifierKey(verifierKey);
+  if ((await keyId(key.name, key.publicKey)) !== key.id) throw new Error('the verifier key id does not match its key');
+  const split = note.lastIndexOf('\n\n');
+  if (split < 0 || !note.endsWith('\n')) throw new Error('the checkpoint is not a signed note');
+  const text = note.slice(0, split + 1);
+  let verified = false;
+  for (const line of note.slice(split + 2).split('\n').filter((l) => l)) {
+    if (!line.startsWith('\u2014 ')) throw new Error('a signature line does not start with "— "');
+    const [name, sig64] = line.slice(2).split(' ');
+    const raw = unb64(sig64 || '');
+    if (name !== key.name || hex(raw.slice(0, 4)) !== key.id) continue;
+    if (!(await ed25519Verify(key.publicKey, raw.slice(4), te.encode(text)))) throw new Error(`the checkpoint signature of ${name} does not verify`);
+    verified = true;
+  }
+  if (!verified) throw new Error('the checkpoint carries no signature by the node key');
+  return text;
+}
+
+/** Verify a checkpoint (a signed note of origin, size, root) against the node's verifier key. */
+export async function verifyCheckpoint(note, verifierKey) {
+  const text = await verifyNote(note, verifierKey);
+  const [origin, size, root] = text.slice(0, -1).split('\n');
+  if (!/^(0|[1-9][0-9]*)$/.test(size || '')) throw new Error('the checkpoint size is not a number');
+  const rootBytes = unb64(root || '');
+  if (rootBytes.length !== 32) throw new Error('the checkpoint root is not 32 bytes');
+  return { origin, size: Number(size), root: rootBytes };
+}
+
+/** RFC 9162 leaf hash: SHA-256(0x00 ‖ leaf input). */
+export const leafHash = (input) => sha256(concat(new Uint8Array([0]), input));
+
+/** RFC 9162 §2.1.3.2: the root an inclusion proof leads to from a leaf hash. */
+export async function rootFromInclusion(leafHash, index, size, path) {
+  if (!Number.isSafeInteger(index) || !Number.isSafeInteger(size) || index < 0 || index >= size) throw new Error('the leaf index is outside the tree');
+  if (leafHash.length !== 32 || path.some((p) => p.length !== 32)) throw new Error('a hash in the proof is not 32 bytes');
+  let fn = index;
+  let sn = size - 1;
+  let r = leafHash;
+  for (const p of path) {
+    if (sn === 0) throw new Error('the inclusion proof is too long');
+    if (fn % 2 === 1 || fn === sn) {
+      r = await sha256(concat(new Uint8Array([1]), p, r));
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) {
+          fn = Math.floor(fn / 2);
+          sn = Math.floor(sn / 2);
+        }
+      }
+    } else {
+      r = await sha256(concat(new Uint8Array([1]), r, p));
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  if (sn !== 0) throw new Error('the inclusion proof is too short');
+  return r;
+}
+
+/**
+ * Verify a JSON receipt (`GET /node/receipt/{tx}?format=json`) for transaction `txId` against the
+ * node's verifier key: the checkpoint's signature, its size, and the RFC 9162 inclusion of the
+ * leaf under the signed root. Throws with the reason; returns what was proven.
+ */
+export async function verifyReceipt(receipt, txId, verifierKey) {
+  if (receipt.tx_id !== txId) throw new Error(`the receipt is for ${receipt.tx_id}, not ${txId}`);
+  const seqno = Number(String(txId).split('.')[1]);
+  if (seqno !== receipt.leaf_index + 1) throw new Error('the transaction is not at the leaf index (seqno = leaf index + 1)');
+  const leaf = unhex(receipt.leaf_input);
+  if (leaf.length !== 32) throw new Error('leaf_input is not 32 bytes');
+  const cp = await verifyCheckpoint(receipt.checkpoint, verifierKey);
+  if (cp.size !== receipt.tree_size) throw new Error(`the checkpoint is for size ${cp.size}, the receipt for ${receipt.tree_size}`);
+  const path = receipt.inclusion_proof.map((h) => {
+    const b = unhex(h);
+    if (b.length !== 32) throw new Error('a proof hash is not 32 bytes');
+    return b;
+  });
+  const root = await rootFromInclusion(await leafHash(leaf), receipt.leaf_index, receipt.tree_size, path);
+  if (!equal(root, cp.root)) throw new Error('the inclusion proof does not lead to the signed root');
+  return { leafIndex: receipt.leaf_index, treeSize: cp.size, root: hex(root), signer: cp.origin };
+}

@@ -1,0 +1,136 @@
+// Unit tests of the console's own cryptography (src/crypto.js, src/cbor.js), in Node.js's
+// WebCrypto: on trees and notes this test makes itself, and on the published vectors in
+// ../shared/fixtures when that folder is there (skipped, saying so, when it is not).
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { encode, Tagged } from '../src/cbor.js';
+import { b64, unb64, hex, unhex, sha256, concat, leafHash, rootFromInclusion, verifyNote, verifyReceipt, canonicalJson } from '../src/crypto.js';
+
+const te = new TextEncoder();
+let checks = 0;
+const ok = (c, msg) => {
+  assert.ok(c, msg);
+  checks++;
+};
+async function rejects(p, re, msg) {
+  await assert.rejects(p, re, msg);
+  checks++;
+}
+
+// ---- deterministic CBOR: the encodings the service's parser requires ----
+ok(hex(encode(0)) === '00' && hex(encode(23)) === '17' && hex(encode(24)) === '1818' && hex(encode(-8)) === '27', 'small integers');
+ok(hex(encode(1796434427)) === '1a6b1369fb', 'a 32-bit integer');
+ok(hex(encode(2 ** 40)) === '1b0000010000000000', 'a 64-bit integer');
+ok(hex(encode('a')) === '6161' && hex(encode(new Uint8Array([1, 2]))) === '420102', 'text and bytes');
+// Map keys sorted by their encoding: 1 (0x01) < 4 (0x04) < "b" (0x6162) < "aa" (0x626161).
+ok(hex(encode(new Map([['aa', 1], ['b', 2], [4, 3], [1, 4]]))) === 'a4010404036162026261610' + '1', 'map keys in deterministic order');
+ok(hex(encode(new Tagged(18, []))) === 'd280', 'COSE_Sign1 tag');
+ok(canonicalJson({ b: 1, a: [{ d: 'x', c: null }] }) === '{"a":[{"c":null,"d":"x"}],"b":1}', 'canonical JSON sorts keys');
+
+// ---- RFC 9162 trees made here, with an independent root computation ----
+async function mth(leaves) {
+  if (leaves.length === 0) return sha256(new Uint8Array(0));
+  if (leaves.length === 1) return leafHash(leaves[0]);
+  let k = 1;
+  while (k * 2 < leaves.length) k *= 2;
+  return sha256(concat(new Uint8Array([1]), await mth(leaves.slice(0, k)), await mth(leaves.slice(k))));
+}
+async function path(leaves, m) {
+  if (leaves.length <= 1) return [];
+  let k = 1;
+  while (k * 2 < leaves.length) k *= 2;
+  if (m < k) return [...(await path(leaves.slice(0, k), m)), await mth(leaves.slice(k))];
+  return [...(await path(leaves.slice(k), m - k)), await mth(leaves.slice(0, k))];
+}
+for (let size = 1; size <= 17; size++) {
+  const leaves = Array.from({ length: size }, (_, i) => te.encode(`leaf ${i}`));
+  const root = await mth(leaves);
+  for (let i = 0; i < size; i++) {
+    const p = await path(leaves, i);
+    ok(hex(await rootFromInclusion(await leafHash(leaves[i]), i, size, p)) === hex(root), `inclusion ${i} of ${size}`);
+    if (p.length) {
+      const bad = p.map((x) => x.slice());
+      bad[0][0] ^= 1;
+      ok(hex(await rootFromInclusion(await leafHash(leaves[i]), i, size, bad)) !== hex(root), `a flipped bit in proof ${i}/${size} changes the root`);
+      await rejects(rootFromInclusion(await leafHash(leaves[i]), i, size, p.slice(1)), /too short|outside/, `a shortened proof ${i}/${size}`);
+    }
+  }
+  await rejects(rootFromInclusion(await leafHash(leaves[0]), size, size, []), /outside the tree/, 'an index past the tree');
+}
+
+// ---- receipts signed here, with a key whose base64 contains '+' (split at the first two only) ----
+const subtle = globalThis.crypto.subtle;
+let key;
+let verifierKey;
+const origin = 'cgs/unit-test';
+for (;;) {
+  key = await subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+  const pk = new Uint8Array(await subtle.exportKey('raw', key.publicKey));
+  const id = hex((await sha256(concat(te.encode(origin), new Uint8Array([0x0a, 0x01]), pk))).slice(0, 4));
+  verifierKey = `${origin}+${id}+${b64(concat(new Uint8Array([1]), pk))}`;
+  if (verifierKey.split('+').length > 3) break;
+}
+async function signedCheckpoint(size, root, k = key) {
+  const text = `${origin}\n${size}\n${b64(root)}\n`;
+  const sig = new Uint8Array(await subtle.sign({ name: 'Ed25519' }, k.privateKey, te.encode(text)));
+  const id = unhex(verifierKey.split('+')[1]);
+  return `${text}\n\u2014 ${origin} ${b64(concat(id, sig))}\n`;
+}
+{
+  const entries = Array.from({ length: 9 }, (_, i) => te.encode(`entry ${i + 1}`));
+  const inputs = await Promise.all(entries.map((e) => sha256(e)));
+  const root = await mth(inputs);
+  const checkpoint = await signedCheckpoint(9, root);
+  const receipt = async (i) => ({ tx_id: `2.${i + 1}`, leaf_index: i, leaf_input: hex(inputs[i]), tree_size: 9, inclusion_proof: (await path(inputs, i)).map(hex), checkpoint });
+  for (let i = 0; i < 9; i++) {
+    const r = await verifyReceipt(await receipt(i), `2.${i + 1}`, verifierKey);
+    ok(r.leafIndex === i && r.treeSize === 9 && r.root === hex(root), `receipt ${i}`);
+  }
+  const r = await receipt(4);
+  await rejects(verifyReceipt(r, '2.6', verifierKey), /not 2\.6/, 'a receipt for another transaction');
+  await rejects(verifyReceipt({ ...r, tx_id: '2.6' }, '2.6', verifierKey), /seqno = leaf index \+ 1/, 'a tx id that is not at the leaf');
+  await rejects(verifyReceipt({ ...r, leaf_input: hex(inputs[3]) }, '2.5', verifierKey), /does not lead to the signed root/, 'another leaf');
+  const flipped = r.inclusion_proof.slice();
+  flipped[1] = (flipped[1][0] === '0' ? '1' : '0') + flipped[1].slice(1);
+  await rejects(verifyReceipt({ ...r, inclusion_proof: flipped }, '2.5', verifierKey), /does not lead to the signed root/, 'a tampered proof');
+  await rejects(verifyReceipt({ ...r, tree_size: 10 }, '2.5', verifierKey), /checkpoint is for size 9/, 'a tree size the checkpoint does not sign');
+  const other = await subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+  await rejects(verifyReceipt({ ...r, checkpoint: await signedCheckpoint(9, root, other) }, '2.5', verifierKey), /does not verify/, 'a checkpoint signed by another key');
+  const forged = checkpoint.replace(`\n9\n`, `\n8\n`);
+  await rejects(verifyReceipt({ ...r, checkpoint: forged, tree_size: 8 }, '2.5', verifierKey), /does not verify/, 'an edited checkpoint');
+}
+
+// ---- published vectors (../shared/fixtures), when present ----
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), '../../../shared/fixtures/vectors');
+if (!existsSync(fixtures)) {
+  console.log('SKIPPED: the published vectors (../shared/fixtures/vectors is absent); the same code was tested above on data made here');
+} else {
+  const notes = JSON.parse(readFileSync(join(fixtures, 'c2sp/signed-note-vectors.json'))).vectors;
+  for (const v of notes) {
+    const valid = String(v.expect).startsWith('valid');
+    const result = await verifyNote(v.note, v.verifierKey).then(
+      (t) => t,
+      () => null,
+    );
+    ok(valid ? result === v.noteText : result === null, `C2SP vector "${v.name}"`);
+  }
+  const dir = join(fixtures, 'transparency-dev-merkle/testdata/inclusion');
+  let n = 0;
+  for (const f of readdirSync(dir, { recursive: true }).filter((f) => f.endsWith('.json')).sort()) {
+    {
+      const v = JSON.parse(readFileSync(join(dir, f)));
+      const proof = (v.proof || []).map(unb64);
+      const got = await rootFromInclusion(unb64(v.leafHash), v.leafIdx, v.treeSize, proof).then(
+        (r) => hex(r),
+        () => null,
+      );
+      const match = got !== null && got === hex(unb64(v.root));
+      ok(v.wantErr ? !match : match, `transparency-dev inclusion ${f}`);
+      n++;
+    }
+  }
+  console.log(`published vectors: ${notes.length} C2SP notes, ${n} transparency-dev inclusion proofs`);
+}
+console.log(`console unit tests: ${checks} checks passed`);
