@@ -171,6 +171,7 @@ function ServicePage({ session, expected, setExpected }) {
   if (!data) return <p>Loading…</p>;
   const { att, id, svc, checks } = data;
   const plugins = [att.constitution, ...att.plugins].filter(Boolean);
+  const signed = checks.some((c) => c.check === 'node signature over the plugin set' && c.ok === true);
   return (
     <section aria-labelledby="svc-title">
       <h1 id="svc-title">Service</h1>
@@ -210,9 +211,9 @@ function ServicePage({ session, expected, setExpected }) {
         <tbody>
           {plugins.map((p) => {
             const mine = expected.get(p.name);
-            const verdict = !mine ? 'no expected hash given' : mine === p.blake3 ? 'matches' : `DIFFERS: yours is ${mine}`;
+            const verdict = !signed ? 'UNSIGNED: the node signature does not verify' : !mine ? 'no expected hash given' : mine === p.blake3 ? 'matches' : `DIFFERS: yours is ${mine}`;
             return (
-              <tr class={!mine ? '' : mine === p.blake3 ? 'ok' : 'bad'} data-plugin={p.name}>
+              <tr class={!signed ? 'bad' : !mine ? '' : mine === p.blake3 ? 'ok' : 'bad'} data-plugin={p.name}>
                 <td>{p.name}</td>
                 <td>{p.version}</td>
                 <td>
@@ -554,7 +555,7 @@ function Diff({ before, after }) {
 }
 
 function ProposalPage({ session, id, names, expected }) {
-  const [p, error, reload] = useLoad(() => call('GET', `/gov/proposals/${id}`, { token: session.token }).then((r) => r.value), [id]);
+  const [p, error, reload] = useLoad(() => call('GET', `/gov/proposals/${encodeURIComponent(id)}`, { token: session.token }).then((r) => r.value), [id]);
   const [described] = useLoad(actionDescriptions, []);
   const open = p && p.state === 'Open' && session.kind === 'member';
   // The constitution's verdict as it stands, and whose approvals would decide it: a dry run of the
@@ -570,10 +571,10 @@ function ProposalPage({ session, id, names, expected }) {
     setNote(null);
     try {
       if (what === 'withdraw') {
-        await call('POST', `/gov/proposals/${id}/withdraw`, { cose: await signMessage(session.key, 'withdrawal', {}, id) });
+        await call('POST', `/gov/proposals/${encodeURIComponent(id)}/withdraw`, { cose: await signMessage(session.key, 'withdrawal', {}, id) });
         setNote('withdrawn');
       } else {
-        const { value } = await call('POST', `/gov/proposals/${id}/ballots`, { cose: await signMessage(session.key, 'ballot', { vote: what }, id) });
+        const { value } = await call('POST', `/gov/proposals/${encodeURIComponent(id)}/ballots`, { cose: await signMessage(session.key, 'ballot', { vote: what }, id) });
         setNote(`your ballot (${what}) is recorded; the proposal is ${value.state}`);
       }
       reload();
@@ -1017,20 +1018,27 @@ function Events({ session, path }) {
   const verify = async (e) => {
     setVerified((v) => ({ ...v, [e.tx_id]: { pending: true } }));
     try {
-      const { value: id } = await call('GET', '/node/identity');
+      const verifierKey = await attestedVerifierKey();
       // A transaction is signed by the next checkpoint, moments after it commits: wait for it.
       let receipt;
       for (let attempt = 0; ; attempt++) {
         try {
-          receipt = (await call('GET', `/node/receipt/${e.tx_id}?format=json`, { token: session.token })).value;
+          receipt = (await call('GET', `/node/receipt/${encodeURIComponent(e.tx_id)}?format=json&entry=true`, { token: session.token })).value;
           break;
         } catch (err) {
           if (!(err instanceof ApiError && err.status === 503 && attempt < 20)) throw err;
           await new Promise((r) => setTimeout(r, 500));
         }
       }
-      const r = await verifyReceipt(receipt, e.tx_id, id.verifier_key);
-      setVerified((v) => ({ ...v, [e.tx_id]: { ok: true, text: `verified: transaction ${e.tx_id} is leaf ${r.leafIndex} of the tree of size ${r.treeSize} (root ${r.root.slice(0, 16)}…), signed by ${r.signer}` } }));
+      if (String(e.seqno) !== e.tx_id.split('.')[1]) throw new Error(`the event's seqno ${e.seqno} is not that of ${e.tx_id}`);
+      const r = await verifyReceipt(receipt, e.tx_id, verifierKey);
+      setVerified((v) => ({
+        ...v,
+        [e.tx_id]: {
+          ok: true,
+          text: `verified: ledger entry ${e.tx_id}${r.termProven ? '' : ' (term as claimed)'} is leaf ${r.leafIndex} of the tree of size ${r.treeSize} (root ${r.root.slice(0, 16)}…), signed by the attested node key (${r.signer}); the event's data is encrypted in the entry`,
+        },
+      }));
     } catch (err) {
       setVerified((v) => ({ ...v, [e.tx_id]: { ok: false, text: `does NOT verify: ${err instanceof ApiError ? err.toString() : err.message}` } }));
     }
@@ -1130,6 +1138,18 @@ function Events({ session, path }) {
       )}
     </div>
   );
+}
+
+/**
+ * The key receipts are checked with: the checkpoint key /node/identity names, accepted only if it
+ * is the node key of an attestation document whose signature and report_data binding verify here.
+ */
+async function attestedVerifierKey() {
+  const [att, id] = await Promise.all([call('GET', '/node/attestation'), call('GET', '/node/identity')]);
+  const checks = await checkAttestation(att.value, id.value);
+  const failed = checks.filter((c) => c.ok === false && c.check !== 'hardware evidence');
+  if (failed.length) throw new Error(`the node's attestation does not verify here (${failed.map((c) => c.check).join(', ')})`);
+  return id.value.verifier_key;
 }
 
 // ===== the shell =====

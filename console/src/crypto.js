@@ -23,6 +23,11 @@ export function unb64(s) {
   const bin = atob(String(s).replace(/-/g, '+').replace(/_/g, '/'));
   return Uint8Array.from(bin, (c) => c.charCodeAt(0));
 }
+/** Standard base64 with padding only (what the ledger's notes and keys use). */
+export function unb64Strict(s) {
+  if (typeof s !== 'string' || s.length % 4 || !/^[A-Za-z0-9+/]*={0,2}$/.test(s)) throw new Error('not standard base64');
+  return unb64(s);
+}
 export const sha256 = async (bytes) => new Uint8Array(await subtle.digest('SHA-256', bytes));
 export const concat = (...parts) => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -128,8 +133,13 @@ export async function checkAttestation(doc, identity) {
   const bound = reportData !== null && equal(reportData, expected);
   add('report_data binds the node key', bound, bound ? 'report_data = SHA-256(node key) ‖ 0³²' : `report_data is not SHA-256(node key) ‖ 0³² (evidence kind ${ev.kind})`);
   if (identity) {
-    const same = identity.public_key === doc.node_public_key;
-    add('checkpoint key is the attested key', same, same ? `receipts are checked with ${identity.verifier_key}` : 'GET /node/identity names another key than the attested one');
+    let same = false;
+    try {
+      same = (await checkedVerifierKey(identity.verifier_key, pk)) !== null && identity.public_key === doc.node_public_key;
+    } catch (_) {
+      same = false;
+    }
+    add('checkpoint key is the attested key', same, same ? `receipts are checked with ${identity.verifier_key}` : 'the checkpoint key GET /node/identity names is not the attested node key');
   }
   if (ev.kind === 'virtual' || doc.insecure) {
     add('hardware evidence', false, 'virtual evidence: no hardware vouches for this node (sandbox only)');
@@ -141,13 +151,27 @@ export async function checkAttestation(doc, identity) {
 
 // ===== receipts: C2SP checkpoint + RFC 9162 inclusion =====
 
+const validKeyName = (n) => typeof n === 'string' && n.length > 0 && !/[\s+\p{Cc}]/u.test(n);
+
 export function parseVerifierKey(s) {
   // The key is base64, which may itself contain '+': split at the first two only.
   const [name, id, ...rest] = String(s).split('+');
   const key = rest.join('+');
-  const raw = unb64(key || '');
-  if (!name || !id || raw.length !== 33 || raw[0] !== 1) throw new Error('the verifier key is not name+id+base64(0x01‖Ed25519)');
+  const raw = unb64Strict(key || '');
+  if (!validKeyName(name) || !/^[0-9a-f]{8}$/.test(id || '') || raw.length !== 33 || raw[0] !== 1) throw new Error('the verifier key is not name+id+base64(0x01‖Ed25519)');
   return { name, id, publicKey: raw.slice(1) };
+}
+
+/**
+ * The verifier key string, if it holds exactly `attestedKey` (raw Ed25519) and its key id is the
+ * one recomputed from its name and key; otherwise null. Receipts are checked only with a key that
+ * passed this, never with what /node/identity says alone.
+ */
+export async function checkedVerifierKey(verifierKey, attestedKey) {
+  const k = parseVerifierKey(verifierKey);
+  if (!equal(k.publicKey, attestedKey)) return null;
+  if ((await keyId(k.name, k.publicKey)) !== k.id) return null;
+  return verifierKey;
 }
 
 async function keyId(name, publicKey) {
@@ -158,14 +182,26 @@ async function keyId(name, publicKey) {
 export async function verifyNote(note, verifierKey) {
   const key = parseVerifierKey(verifierKey);
   if ((await keyId(key.name, key.publicKey)) !== key.id) throw new Error('the verifier key id does not match its key');
+  // As note.rs parses it: no control characters but newlines, a blank line before the
+  // signatures, each "— <name> <base64(id ‖ signature)>", at most 100.
+  if (typeof note !== 'string' || /[\p{Cc}]/u.test(note.replace(/\n/g, ''))) throw new Error('the note has control characters');
   const split = note.lastIndexOf('\n\n');
-  if (split < 0 || !note.endsWith('\n')) throw new Error('the checkpoint is not a signed note');
+  if (split < 0) throw new Error('the checkpoint is not a signed note (no blank line before the signatures)');
+  const sigs = note.slice(split + 2);
+  if (!sigs.endsWith('\n')) throw new Error('the note must end with a newline');
   const text = note.slice(0, split + 1);
+  const lines = sigs.slice(0, -1).split('\n');
+  if (lines.length > 100) throw new Error('too many signatures');
   let verified = false;
-  for (const line of note.slice(split + 2).split('\n').filter((l) => l)) {
+  for (const line of lines) {
     if (!line.startsWith('\u2014 ')) throw new Error('a signature line does not start with "— "');
-    const [name, sig64] = line.slice(2).split(' ');
-    const raw = unb64(sig64 || '');
+    const rest = line.slice(2);
+    const at = rest.indexOf(' ');
+    if (at < 0) throw new Error('a signature line has no signature');
+    const name = rest.slice(0, at);
+    if (!validKeyName(name)) throw new Error('invalid key name in a signature line');
+    const raw = unb64Strict(rest.slice(at + 1));
+    if (raw.length < 5) throw new Error('a signature is too short');
     if (name !== key.name || hex(raw.slice(0, 4)) !== key.id) continue;
     if (!(await ed25519Verify(key.publicKey, raw.slice(4), te.encode(text)))) throw new Error(`the checkpoint signature of ${name} does not verify`);
     verified = true;
@@ -177,9 +213,11 @@ export async function verifyNote(note, verifierKey) {
 /** Verify a checkpoint (a signed note of origin, size, root) against the node's verifier key. */
 export async function verifyCheckpoint(note, verifierKey) {
   const text = await verifyNote(note, verifierKey);
-  const [origin, size, root] = text.slice(0, -1).split('\n');
-  if (!/^(0|[1-9][0-9]*)$/.test(size || '')) throw new Error('the checkpoint size is not a number');
-  const rootBytes = unb64(root || '');
+  const [origin, size, root, ...extensions] = text.slice(0, -1).split('\n');
+  if (!origin) throw new Error('the checkpoint has no origin');
+  if (!/^(0|[1-9][0-9]*)$/.test(size || '') || !Number.isSafeInteger(Number(size))) throw new Error('the checkpoint size is not a number');
+  if (extensions.some((e) => !e)) throw new Error('the checkpoint has an empty extension line');
+  const rootBytes = unb64Strict(root || '');
   if (rootBytes.length !== 32) throw new Error('the checkpoint root is not 32 bytes');
   return { origin, size: Number(size), root: rootBytes };
 }
@@ -220,11 +258,25 @@ export async function rootFromInclusion(leafHash, index, size, path) {
  * leaf under the signed root. Throws with the reason; returns what was proven.
  */
 export async function verifyReceipt(receipt, txId, verifierKey) {
+  const m = /^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$/.exec(String(txId));
+  if (!m) throw new Error(`${txId} is not a transaction id (term.seqno)`);
   if (receipt.tx_id !== txId) throw new Error(`the receipt is for ${receipt.tx_id}, not ${txId}`);
-  const seqno = Number(String(txId).split('.')[1]);
-  if (seqno !== receipt.leaf_index + 1) throw new Error('the transaction is not at the leaf index (seqno = leaf index + 1)');
+  const [term, seqno] = [BigInt(m[1]), BigInt(m[2])];
+  if (!Number.isSafeInteger(receipt.leaf_index) || seqno !== BigInt(receipt.leaf_index) + 1n) throw new Error('the transaction is not at the leaf index (seqno = leaf index + 1)');
   const leaf = unhex(receipt.leaf_input);
   if (leaf.length !== 32) throw new Error('leaf_input is not 32 bytes');
+  // Without the entry a receipt proves only that some entry sits at that leaf. With it, the
+  // entry hashes to the leaf and names the transaction's term and seqno (entry.rs: version 1,
+  // term and seqno as 64-bit big-endian).
+  let termProven = false;
+  if (receipt.entry !== undefined) {
+    const entry = unb64Strict(receipt.entry);
+    if (!equal(await sha256(entry), leaf)) throw new Error('the entry does not hash to the leaf input');
+    if (entry.length < 17 || entry[0] !== 1) throw new Error('the entry is not a version-1 ledger entry');
+    const view = new DataView(entry.buffer, entry.byteOffset, entry.byteLength);
+    if (view.getBigUint64(1) !== term || view.getBigUint64(9) !== seqno) throw new Error(`the entry is ${view.getBigUint64(1)}.${view.getBigUint64(9)}, not ${txId}`);
+    termProven = true;
+  }
   const cp = await verifyCheckpoint(receipt.checkpoint, verifierKey);
   if (cp.size !== receipt.tree_size) throw new Error(`the checkpoint is for size ${cp.size}, the receipt for ${receipt.tree_size}`);
   const path = receipt.inclusion_proof.map((h) => {
@@ -234,5 +286,5 @@ export async function verifyReceipt(receipt, txId, verifierKey) {
   });
   const root = await rootFromInclusion(await leafHash(leaf), receipt.leaf_index, receipt.tree_size, path);
   if (!equal(root, cp.root)) throw new Error('the inclusion proof does not lead to the signed root');
-  return { leafIndex: receipt.leaf_index, treeSize: cp.size, root: hex(root), signer: cp.origin };
+  return { leafIndex: receipt.leaf_index, treeSize: cp.size, root: hex(root), signer: cp.origin, termProven };
 }

@@ -217,7 +217,7 @@ try {
   const row = isv.locator('[data-testid="events"] tbody tr').first();
   await expectText(row, /runs \/ run-1/, 'the event is listed');
   await row.getByRole('button', { name: /verify the receipt/ }).click();
-  await expectText(row.locator('.verdict'), /^✓ verified: transaction \d+\.\d+ is leaf \d+ of the tree of size \d+/, 'the receipt verifies in the page');
+  await expectText(row.locator('.verdict'), /^✓ verified: ledger entry \d+\.\d+ is leaf \d+ of the tree of size \d+ .*signed by the attested node key/, 'the receipt verifies in the page');
   await shot(isv, 'contract');
   await isv.route('**/node/receipt/**', async (route) => {
     const r = await route.fetch();
@@ -231,7 +231,21 @@ try {
   await expectText(row.locator('.verdict'), /^✗ does NOT verify: the inclusion proof does not lead to the signed root/, 'a tampered receipt fails');
   await shot(isv, 'events-tampered');
   await isv.unroute('**/node/receipt/**');
-  step('receipt verified in the page; a tampered one fails');
+  // A node (or proxy) naming another checkpoint key than the attested one: receipts it signs
+  // with that key are not believed.
+  const rogue = await crypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+  const rogueRaw = new Uint8Array(await crypto.subtle.exportKey('raw', rogue.publicKey));
+  await isv.route('**/node/identity', async (route) => {
+    const r = await route.fetch();
+    const id = await r.json();
+    const [name, keyId] = id.verifier_key.split('+');
+    id.verifier_key = `${name}+${keyId}+${Buffer.concat([Buffer.from([1]), Buffer.from(rogueRaw)]).toString('base64')}`;
+    await route.fulfill({ response: r, json: id });
+  });
+  await row.getByRole('button', { name: /verify the receipt/ }).click();
+  await expectText(row.locator('.verdict'), /^✗ does NOT verify: the node's attestation does not verify here \(checkpoint key is the attested key\)/, 'a checkpoint key that is not the attested one');
+  await isv.unroute('**/node/identity');
+  step('receipt verified in the page; a tampered one and one under a key that is not attested fail');
 
   // ---- hostile content: an event (written by whoever holds a clean-room session) carrying markup
   // is shown as text; nothing it carries runs in a member's console ----

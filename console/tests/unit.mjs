@@ -6,7 +6,7 @@ import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encode, Tagged } from '../src/cbor.js';
-import { b64, unb64, hex, unhex, sha256, concat, leafHash, rootFromInclusion, verifyNote, verifyReceipt, canonicalJson } from '../src/crypto.js';
+import { b64, unb64, hex, unhex, sha256, concat, leafHash, rootFromInclusion, verifyNote, verifyReceipt, canonicalJson, checkedVerifierKey, checkAttestation } from '../src/crypto.js';
 
 const te = new TextEncoder();
 let checks = 0;
@@ -79,7 +79,17 @@ async function signedCheckpoint(size, root, k = key) {
   return `${text}\n\u2014 ${origin} ${b64(concat(id, sig))}\n`;
 }
 {
-  const entries = Array.from({ length: 9 }, (_, i) => te.encode(`entry ${i + 1}`));
+  // Ledger entries as entry.rs encodes them: version 1, term, seqno (big-endian), payload.
+  const entryBytes = (term, seqno, payload) => {
+    const e = new Uint8Array(17 + payload.length);
+    const v = new DataView(e.buffer);
+    e[0] = 1;
+    v.setBigUint64(1, BigInt(term));
+    v.setBigUint64(9, BigInt(seqno));
+    e.set(payload, 17);
+    return e;
+  };
+  const entries = Array.from({ length: 9 }, (_, i) => entryBytes(2, i + 1, te.encode(`payload ${i + 1}`)));
   const inputs = await Promise.all(entries.map((e) => sha256(e)));
   const root = await mth(inputs);
   const checkpoint = await signedCheckpoint(9, root);
@@ -89,6 +99,29 @@ async function signedCheckpoint(size, root, k = key) {
     ok(r.leafIndex === i && r.treeSize === 9 && r.root === hex(root), `receipt ${i}`);
   }
   const r = await receipt(4);
+  // With the entry, the term is proven; a receipt naming another term, or an entry that is not
+  // the leaf's, fails.
+  const withEntry = { ...r, entry: b64(entries[4]) };
+  ok((await verifyReceipt(withEntry, '2.5', verifierKey)).termProven === true, 'the entry proves the term');
+  ok((await verifyReceipt(r, '2.5', verifierKey)).termProven === false, 'without the entry the term is only claimed');
+  await rejects(verifyReceipt({ ...withEntry, tx_id: '999.5' }, '999.5', verifierKey), /the entry is 2\.5, not 999\.5/, 'another term with the entry');
+  await rejects(verifyReceipt({ ...withEntry, entry: b64(entries[3]) }, '2.5', verifierKey), /does not hash to the leaf/, 'another entry');
+  for (const bad of ['junk.5', '2.05', '2.5e0', '2. 5', '2.5.1', '02.5', '2.0x5']) {
+    await rejects(verifyReceipt({ ...r, tx_id: bad }, bad, verifierKey), /not a transaction id/, `tx id ${bad}`);
+  }
+  // The checkpoint key is accepted only when it holds the attested key, with its id.
+  const attested = unb64(verifierKey.split('+').slice(2).join('+')).slice(1);
+  ok((await checkedVerifierKey(verifierKey, attested)) === verifierKey, 'the attested verifier key');
+  const other2 = new Uint8Array(await subtle.exportKey('raw', (await subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify'])).publicKey));
+  ok((await checkedVerifierKey(verifierKey, other2)) === null, 'a verifier key for another key than the attested one');
+  const [n0, , k0] = verifierKey.split('+');
+  ok((await checkedVerifierKey(`${n0}+00000000+${verifierKey.split('+').slice(2).join('+')}`, attested)) === null, 'a wrong key id');
+  void k0;
+  // Notes as note.rs parses them: trailing fields, unpadded base64, control characters refused.
+  const sigLine = checkpoint.split('\n\n')[1];
+  await rejects(verifyNote(checkpoint.replace(sigLine, sigLine.replace('\n', ' extra\n')), verifierKey), /base64/, 'a trailing field');
+  await rejects(verifyNote(checkpoint.replace(/=+\n$/, '\n'), verifierKey), /base64/, 'unpadded base64');
+  await rejects(verifyNote(checkpoint.replace('\n9\n', '\n9\t\n'), verifierKey), /control characters/, 'a control character');
   await rejects(verifyReceipt(r, '2.6', verifierKey), /not 2\.6/, 'a receipt for another transaction');
   await rejects(verifyReceipt({ ...r, tx_id: '2.6' }, '2.6', verifierKey), /seqno = leaf index \+ 1/, 'a tx id that is not at the leaf');
   await rejects(verifyReceipt({ ...r, leaf_input: hex(inputs[3]) }, '2.5', verifierKey), /does not lead to the signed root/, 'another leaf');
@@ -100,6 +133,27 @@ async function signedCheckpoint(size, root, k = key) {
   await rejects(verifyReceipt({ ...r, checkpoint: await signedCheckpoint(9, root, other) }, '2.5', verifierKey), /does not verify/, 'a checkpoint signed by another key');
   const forged = checkpoint.replace(`\n9\n`, `\n8\n`);
   await rejects(verifyReceipt({ ...r, checkpoint: forged, tree_size: 8 }, '2.5', verifierKey), /does not verify/, 'an edited checkpoint');
+}
+
+// ---- an attestation document signed here: its checks, and an identity that lies about the key ----
+{
+  const node = await subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+  const pk = new Uint8Array(await subtle.exportKey('raw', node.publicKey));
+  const reportData = hex(concat(await sha256(pk), new Uint8Array(32)));
+  const doc = { node_public_key: b64(pk), plugins: [{ name: 'audit', version: '0.1.0', blake3: 'ab'.repeat(32) }], evidence: { kind: 'virtual', report_data: reportData, measurement: 'cd'.repeat(48) }, insecure: true };
+  doc.signature = b64(new Uint8Array(await subtle.sign({ name: 'Ed25519' }, node.privateKey, concat(te.encode('cgs-node-attestation-v1\0'), te.encode(canonicalJson(doc))))));
+  const id = hex((await sha256(concat(te.encode('cgs/x'), new Uint8Array([0x0a, 0x01]), pk))).slice(0, 4));
+  const identity = { public_key: b64(pk), verifier_key: `cgs/x+${id}+${b64(concat(new Uint8Array([1]), pk))}` };
+  const result = async (d, i) => Object.fromEntries((await checkAttestation(d, i)).map((c) => [c.check, c.ok]));
+  const good = await result(doc, identity);
+  ok(good['node signature over the plugin set'] && good['report_data binds the node key'] && good['checkpoint key is the attested key'], 'an honest document');
+  ok(good['hardware evidence'] === false, 'virtual evidence is flagged');
+  const tampered = await result({ ...doc, plugins: [{ ...doc.plugins[0], blake3: 'ef'.repeat(32) }] }, identity);
+  ok(tampered['node signature over the plugin set'] === false, 'a plugin hash changed after signing');
+  const unbound = await result({ ...doc, evidence: { ...doc.evidence, report_data: '00'.repeat(64) } }, identity);
+  ok(unbound['report_data binds the node key'] === false, 'evidence not bound to the node key');
+  const liar = await result(doc, { ...identity, verifier_key: verifierKey });
+  ok(liar['checkpoint key is the attested key'] === false, "an identity whose checkpoint key is not the attested key (the review's finding 1)");
 }
 
 // ---- published vectors (../shared/fixtures), when present ----

@@ -158,11 +158,14 @@ impl Service {
         policy: conn::BodyPolicy,
     ) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
-        if self.forwards(&parts.method, parts.uri.path()) {
-            return self.forward(parts, body, policy).await;
-        }
-        let (body, unread) = Incoming::new(body, policy, parts.headers.contains_key(hyper::header::EXPECT));
-        self.serve_request(Request::from_parts(parts, body), unread, policy).await
+        let mut resp = if self.forwards(&parts.method, parts.uri.path()) {
+            self.forward(parts, body, policy).await
+        } else {
+            let (body, unread) = Incoming::new(body, policy, parts.headers.contains_key(hyper::header::EXPECT));
+            self.serve_request(Request::from_parts(parts, body), unread, policy).await
+        };
+        harden(&mut resp);
+        resp
     }
 
     /// Whether this node passes the request to the leader: it has peers and does not lead, and
@@ -707,6 +710,22 @@ impl Service {
             }
         }
     }
+}
+
+/// Every answer but the console's pages is inert in a browser: a sandboxing Content-Security-Policy
+/// (no script, no same-origin access, no framing) and no MIME sniffing. A plugin may answer with
+/// any content type, but never with a page that runs on this origin, where it could reach the
+/// console's session (`/console/` sets its own, stricter-than-default policy; plugins may not set
+/// either header: `runtime::dispatch::header_allowed`).
+pub(crate) fn harden(resp: &mut Response<Full<Bytes>>) {
+    let h = resp.headers_mut();
+    if !h.contains_key(hyper::header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            hyper::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox; default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    h.insert(hyper::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
 pub(crate) fn not_found(req: &Request<Incoming>) -> ApiError {

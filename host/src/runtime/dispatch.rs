@@ -239,6 +239,11 @@ fn header_allowed(name: &str, value: &str) -> bool {
             | "trailer"
             | "date"
             | "server"
+            // The host decides what a browser may do with an answer (http::harden).
+            | "content-security-policy"
+            | "content-security-policy-report-only"
+            | "x-content-type-options"
+            | "set-cookie"
     ) || name.starts_with("x-cgs-")
         || name.starts_with("proxy-");
     token && !reserved && value.len() <= 4096 && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
@@ -256,5 +261,9 @@ mod tests {
         assert!(!header_allowed("content-length", "3"));
         assert!(!header_allowed("Content-Type", "x"));
         assert!(!header_allowed("x-a", "a\r\nb: c"));
+        // What a browser may do with an answer is the host's call, not a plugin's.
+        for h in ["content-security-policy", "content-security-policy-report-only", "x-content-type-options", "set-cookie"] {
+            assert!(!header_allowed(h, "x"), "{h}");
+        }
     }
 }

@@ -605,7 +605,7 @@ async fn the_openapi_document_describes_exactly_what_is_served() {
 /// redirects; an asset it does not have is the API's 404 envelope; writes are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_is_served_with_a_strict_content_security_policy() {
-    let n = start(&["constitution"]).await;
+    let n = start(&["constitution", "greetings"]).await;
     let page = n.client.get("/console/").await.unwrap();
     assert_eq!(page.status, 200);
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
@@ -640,6 +640,19 @@ async fn the_console_is_served_with_a_strict_content_security_policy() {
     }
     let r = n.client.request("POST", "/console/", Some(b"x".to_vec()), &[]).await.unwrap();
     assert_eq!(r.status, 405, "the console is read-only");
+    // Every other answer — the host's, a plugin's, an error — is inert in a browser: a page a
+    // plugin served on this origin could otherwise script the console's session.
+    let plugin = n.client.put_json("/app/greetings/csp", &serde_json::json!({"text": "<script>x</script>"})).await.unwrap();
+    let host = n.client.get("/gov/service").await.unwrap();
+    let error = n.client.get("/nothing").await.unwrap();
+    for (what, r) in [("plugin", &plugin), ("host", &host), ("error", &error)] {
+        assert_eq!(
+            r.header("content-security-policy"),
+            Some("sandbox; default-src 'none'; frame-ancestors 'none'"),
+            "{what}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+    }
     // The OpenAPI document lists it, like every other route.
     let doc = n.client.get("/openapi.json").await.unwrap().ok_json().unwrap();
     assert!(
