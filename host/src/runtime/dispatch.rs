@@ -262,7 +262,9 @@ mod tests {
         assert!(!header_allowed("Content-Type", "x"));
         assert!(!header_allowed("x-a", "a\r\nb: c"));
         // What a browser may do with an answer is the host's call, not a plugin's.
-        for h in ["content-security-policy", "content-security-policy-report-only", "x-content-type-options", "set-cookie"] {
+        for h in
+            ["content-security-policy", "content-security-policy-report-only", "x-content-type-options", "set-cookie"]
+        {
             assert!(!header_allowed(h, "x"), "{h}");
         }
     }
