@@ -642,7 +642,8 @@ async fn the_console_is_served_with_a_strict_content_security_policy() {
     assert_eq!(r.status, 405, "the console is read-only");
     // Every other answer — the host's, a plugin's, an error — is inert in a browser: a page a
     // plugin served on this origin could otherwise script the console's session.
-    let plugin = n.client.put_json("/app/greetings/csp", &serde_json::json!({"text": "<script>x</script>"})).await.unwrap();
+    let plugin =
+        n.client.put_json("/app/greetings/csp", &serde_json::json!({"text": "<script>x</script>"})).await.unwrap();
     let host = n.client.get("/gov/service").await.unwrap();
     let error = n.client.get("/nothing").await.unwrap();
     for (what, r) in [("plugin", &plugin), ("host", &host), ("error", &error)] {
