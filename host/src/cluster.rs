@@ -169,14 +169,58 @@ impl Cluster {
     /// Keep the peer keys and (on the leader) raft's membership in line with the node records,
     /// until `stop`.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut stall = Stall::default();
         loop {
             if let Err(e) = self.reconcile().await {
                 tracing::debug!(error = %e, "membership reconciliation");
             }
+            self.break_split_votes(&mut stall).await;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = stop.changed() => return,
             }
+        }
+    }
+
+    /// openraft 0.9 draws a node's election timeout once, when the process starts: two voters
+    /// whose draws fall within a round trip of each other start their elections together, vote
+    /// for themselves, refuse each other — and do it again at the next timeout, for as long as
+    /// both live (seen once in the fault test: 60 s without a leader after a kill, both
+    /// survivors campaigning within 2 ms of each other every 6 s). A voter that has seen no
+    /// leader for twice the longest election timeout starts one election itself, after a delay
+    /// drawn afresh each time, which breaks the tie; then it waits as long again.
+    async fn break_split_votes(&self, stall: &mut Stall) {
+        if self.network.is_none() {
+            return;
+        }
+        let raft = &self.ledger.raft;
+        let m = raft.metrics().borrow().clone();
+        let voters = m.membership_config.membership().voter_ids().count();
+        let voter = m.membership_config.membership().voter_ids().any(|v| v == self.ledger.node_id());
+        let now = std::time::Instant::now();
+        if m.current_leader.is_some() || voters < 2 || !voter {
+            *stall = Stall::default();
+            return;
+        }
+        let config = raft.config();
+        let since = *stall.since.get_or_insert(now);
+        let patience = Duration::from_millis(config.election_timeout_max * 2);
+        match stall.nudge_at {
+            None if now.duration_since(since) >= patience => {
+                let jitter = rand::random::<u64>() % config.election_timeout_min.max(1);
+                stall.nudge_at = Some(now + Duration::from_millis(jitter));
+            }
+            Some(at) if now >= at => {
+                tracing::info!(
+                    stalled_ms = now.duration_since(since).as_millis() as u64,
+                    "no leader: starting an election"
+                );
+                if let Err(e) = raft.trigger().elect().await {
+                    tracing::warn!(error = %e, "could not start an election");
+                }
+                *stall = Stall { since: Some(now), nudge_at: None };
+            }
+            _ => {}
         }
     }
 
@@ -262,6 +306,13 @@ impl Cluster {
         let (nodes, _) = self.ledger.nodes();
         nodes.into_iter().find(|n| n.0 == leader).map(|n| (leader, n.1))
     }
+}
+
+/// How long this voter has seen no leader, and when it starts an election of its own.
+#[derive(Debug, Default)]
+struct Stall {
+    since: Option<std::time::Instant>,
+    nudge_at: Option<std::time::Instant>,
 }
 
 // ===== the joining side =====
