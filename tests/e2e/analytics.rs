@@ -126,7 +126,16 @@ async fn an_analytics_collaboration_from_publication_to_receipts() {
         "location": "file:///data/customers.csv.enc", "key_secret": "customers-key",
         "budget": {"epsilon": 5.0, "period_hours": 24},
     });
-    assert_eq!(call(&cp, "PUT", "/app/contracts/insights/datasets/customers", Some(customers)).await.status, 201);
+    // The second provider uses the CLI (`cgs dataset put`, through the client library).
+    let file = sb.data.join("customers.json");
+    std::fs::write(&file, customers.to_string()).unwrap();
+    let (okc, out, err) = sb.cli(
+        Some(&key("code-provider")),
+        &["dataset", "put", "insights", "customers", "--file", file.to_str().unwrap()],
+    );
+    assert!(okc && out.contains(&format!("owner {}", cp.id())), "{out}{err}");
+    let (_, out, _) = sb.cli(Some(&key("isv")), &["dataset", "show", "insights", "customers"]);
+    assert!(out.contains("email") && out.contains("segment              text   output, aggregate"), "{out}");
     ok(&dp, "PUT", "/app/contracts/insights/secrets/sales-key", Some(json!({"value": B64.encode([1u8; 32])}))).await;
     ok(&cp, "PUT", "/app/contracts/insights/secrets/customers-key", Some(json!({"value": B64.encode([2u8; 32])})))
         .await;
@@ -184,8 +193,11 @@ async fn an_analytics_collaboration_from_publication_to_receipts() {
     assert_eq!(code(&r), "NotAnApprover", "the author is not an approver");
     let a = ok(&dp, "POST", "/app/contracts/insights/queries/by-segment/approve", Some(json!({"revision": 1}))).await;
     assert_eq!(a["state"], "Pending");
-    let a = ok(&cp, "POST", "/app/contracts/insights/queries/by-segment/approve", Some(json!({"revision": 1}))).await;
-    assert_eq!(a["state"], "Approved");
+    let (_, out, _) = sb.cli(Some(&key("code-provider")), &["query", "show", "insights", "by-segment"]);
+    assert!(out.contains("revision 1") && out.contains("Pending") && out.contains("inputs: sales, customers"), "{out}");
+    let (oka, out, err) =
+        sb.cli(Some(&key("code-provider")), &["query", "approve", "insights", "by-segment", "--revision", "1"]);
+    assert!(oka && out.contains("query by-segment is Approved"), "{out}{err}");
 
     // ---- the clean room: an attested session gets a ticket; runs are idempotent ----
     let token = session(&sb.client, "insights", HOST_DATA).await;
@@ -260,6 +272,13 @@ async fn an_analytics_collaboration_from_publication_to_receipts() {
     for tx in &txs {
         receipt_verifies(&dp, tx, &vk).await;
     }
+    let (_, out, _) = sb.cli(Some(&key("data-provider")), &["run", "list", "insights", "--dataset", "sales"]);
+    assert!(out.contains("DENIED BudgetExhausted") && out.contains("ticket issued, 0.4 epsilon"), "{out}");
+    let (okr, _, err) = sb.cli(
+        Some(&key("isv")),
+        &["query", "submit", "insights", "x", "--sql", "SELECT email FROM customers", "--epsilon", "0.1"],
+    );
+    assert!(!okr && err.contains("ColumnNotAllowedInOutput"), "the CLI says the rule: {err}");
     // Users and other contracts' sessions see none of it.
     let r = sb.client.get("/app/contracts/insights/runs").await.unwrap();
     assert_eq!(r.status, 401);

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    CliError, call, consent, contract, event, keygen, ledger, member, node, plugin, policy, proposal, receipt, verify,
+    CliError, analytics, call, consent, contract, event, keygen, ledger, member, node, plugin, policy, proposal,
+    receipt, verify,
 };
 
 /// CGS command-line tool: measure and build plugins, and (with a running service) govern it.
@@ -70,6 +71,15 @@ enum Command {
     /// Audit events of contracts.
     #[command(subcommand)]
     Event(event::EventCommand),
+    /// Datasets of the analytics plugin: register, show, consent (docs/analytics.md).
+    #[command(subcommand)]
+    Dataset(analytics::DatasetCommand),
+    /// Queries of the analytics plugin: submit (checked against the rules), approve, reject.
+    #[command(subcommand)]
+    Query(analytics::QueryCommand),
+    /// Runs of the analytics plugin: list runs and denials with their receipts; request a ticket.
+    #[command(subcommand)]
+    Run(analytics::RunCommand),
     /// Verify what a service is and runs.
     #[command(subcommand)]
     Verify(verify::VerifyCommand),
@@ -116,6 +126,9 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Policy(c) => policy::run(cli, c),
         Command::Consent(c) => consent::run(cli, c),
         Command::Event(c) => event::run(cli, c),
+        Command::Dataset(c) => analytics::dataset(cli, c),
+        Command::Query(c) => analytics::query(cli, c),
+        Command::Run(c) => analytics::run(cli, c),
         Command::Call(args) => call::run(cli, args),
         Command::Verify(c) => verify::run(cli, c),
         Command::Completions { shell } => {

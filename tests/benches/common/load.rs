@@ -92,8 +92,18 @@ pub struct Workload {
     pub authorization: Option<String>,
 }
 
+/// Numbers the requests whose body holds `{n}` (unique ids, e.g. idempotent run ids).
+static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Workload {
     fn request(&self, authority: &str) -> Result<hyper::Request<Full<Bytes>>> {
+        let body = match &self.body {
+            Some(b) if b.windows(3).any(|w| w == b"{n}") => {
+                let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(Bytes::from(String::from_utf8_lossy(b).replace("{n}", &n.to_string())))
+            }
+            other => other.clone(),
+        };
         let mut b = hyper::Request::builder()
             .method(self.method.clone())
             .uri(&self.path)
@@ -104,7 +114,7 @@ impl Workload {
         if self.body.is_some() {
             b = b.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        Ok(b.body(Full::new(self.body.clone().unwrap_or_default()))?)
+        Ok(b.body(Full::new(body.unwrap_or_default()))?)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The verb groups of `cgs`, one module each with its clap subcommand enum and its `run`;
 //! [`common`] holds what several groups share and [`CliError`] every failure.
 
+pub(crate) mod analytics;
 pub(crate) mod call;
 pub(crate) mod common;
 pub(crate) mod consent;
