@@ -15,7 +15,7 @@ FUZZ_DIR="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$FUZZ_DIR")"
 TRIPLE="x86_64-unknown-linux-gnu"
 BIN="$FUZZ_DIR/target/$TRIPLE/release"
-TARGETS=(cose_envelope receipt ledger_entry checkpoint_note ledger_replay snp_evidence node_attestation jwt http_request route_bodies)
+TARGETS=(cose_envelope receipt ledger_entry checkpoint_note ledger_replay snp_evidence node_attestation jwt http_request route_bodies analytics_sql)
 CARGO_FUZZ_VERSION="0.13.2"
 SNP_FIXTURES="$ROOT/../shared/fixtures/snp"
 

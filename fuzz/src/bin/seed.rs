@@ -484,6 +484,21 @@ fn snp_fixtures(dir: &Path, out: &Path) {
     println!("wrote {n} fixture evidence seeds to {}", out.display());
 }
 
+fn analytics_sql(o: &mut Out) {
+    let seeds = [
+        ("join", "SELECT c.segment, COUNT(*) AS n, SUM(s.amount) AS total FROM sales s JOIN customers c ON s.customer_id = c.id WHERE c.segment <> 'x' GROUP BY c.segment HAVING COUNT(*) > 1 ORDER BY total DESC LIMIT 10"),
+        ("rows", "SELECT segment FROM customers WHERE segment LIKE 'a%' AND id IN (1, 2, 3)"),
+        ("case", "SELECT CASE WHEN segment = 'a' THEN 1 ELSE 0 END, COUNT(*) FROM customers GROUP BY segment"),
+        ("refused-output", "SELECT secret FROM customers"),
+        ("refused-subquery", "SELECT segment FROM customers WHERE id IN (SELECT customer_id FROM sales)"),
+        ("refused-wildcard", "SELECT * FROM sales"),
+        ("aggregate-only", "SELECT region, COUNT(*), AVG(amount) FROM sales GROUP BY region"),
+    ];
+    for (name, sql) in seeds {
+        o.put("analytics_sql", name, sql);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
@@ -505,6 +520,7 @@ fn main() {
             route_bodies(&mut o);
             ledger_replay(&mut o);
             node_attestation(&mut o);
+            analytics_sql(&mut o);
             println!("wrote {} seeds under {dir}", o.count);
         }
         _ => {
