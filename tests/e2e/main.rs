@@ -11,7 +11,6 @@ mod attestation;
 mod cli;
 mod cluster;
 mod collaboration;
-mod console;
 mod governance;
 mod isolation;
 mod isv;

@@ -136,11 +136,13 @@ impl Launched {
     /// Wait until it prints its URL and `/node/health` answers; `data` holds its service
     /// certificate.
     pub async fn ready(mut self, data: &Path) -> Result<Sandbox> {
-        let url = match self.url.recv_timeout(Duration::from_secs(120)) {
+        // Generous: under CI, a start shares ~1.1 cores with other tests' nodes and a browser
+        // (it once took over 120 s); a hung start still fails.
+        let url = match self.url.recv_timeout(Duration::from_secs(300)) {
             Ok(u) => u,
             Err(_) => {
                 let _ = self.child.kill();
-                bail!("cgs-host did not print its URL within 120 s");
+                bail!("cgs-host did not print its URL within 300 s");
             }
         };
         let ca = data.join("service-cert.pem");

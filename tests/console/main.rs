@@ -4,6 +4,11 @@
 //!
 //! They need Node.js, `npm ci` in `console/` and Chromium (`.ci/run` installs them): elsewhere
 //! they say they are skipped — but not under CI (`CGS_CI`), where a skip is a failure.
+//!
+//! Their own test binary: test binaries run one after another, so the browser does not share
+//! the machine's ~1.1 cores with the other end-to-end tests' nodes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
