@@ -16,10 +16,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use sha2::Digest;
 
 #[path = "common/load.rs"]
 mod load;
@@ -98,16 +96,7 @@ async fn main() -> Result<()> {
         ok(m, "POST", "/app/contracts/bench/queries/q/approve", json!({"revision": 1})).await;
     }
     // An attested clean-room session (virtual evidence in the sandbox).
-    let pk = [9u8; 32];
-    let nonce =
-        sb.client.get("/cleanroom/nonce?contract_id=bench").await?.ok_json()?["nonce"].as_str().unwrap().to_string();
-    let mut h = sha2::Sha256::new();
-    h.update(pk);
-    h.update(nonce.as_bytes());
-    let evidence = json!({"kind": "virtual", "measurement": "22".repeat(48), "host_data": HOST_DATA,
-        "report_data": format!("{}{}", hex::encode(h.finalize()), "00".repeat(32))});
-    let body = json!({"evidence": evidence, "public_key": base64::engine::general_purpose::STANDARD.encode(pk), "nonce": nonce});
-    let session = sb.client.post_json("/app/contracts/bench/cleanroom/session", &body).await?.ok_json()?;
+    let session = cgs_e2e::open_session(&sb.client, "bench", HOST_DATA, &[9u8; 32]).await.ok_json()?;
     let token = format!("Bearer {}", session["token"].as_str().unwrap());
 
     let target = [Target::new(&sb.url, Some(&std::fs::read(&sb.ca)?))?];

@@ -10,42 +10,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use cgs_client::{ApiResponse, Client, Member};
-use cgs_e2e::{Sandbox, code};
+use cgs_client::{Client, Member};
+use cgs_e2e::{Sandbox, bearer, call, code, ok, open_session};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-async fn call(m: &Member, method: &str, path: &str, body: Option<Value>) -> ApiResponse {
-    m.authed(method, path, body.map(|b| b.to_string().into_bytes())).await.unwrap()
-}
-
-async fn ok(m: &Member, method: &str, path: &str, body: Option<Value>) -> Value {
-    let r = call(m, method, path, body).await;
-    assert!(r.status < 300, "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
-    r.json().unwrap_or(Value::Null)
-}
-
-async fn bearer(client: &Client, token: &str, method: &str, path: &str, body: Option<Value>) -> ApiResponse {
-    let auth = format!("Bearer {token}");
-    client
-        .request(method, path, body.map(|b| b.to_string().into_bytes()), &[("authorization", auth.as_str())])
-        .await
-        .unwrap()
-}
-
-/// A clean-room session of `contract` with virtual evidence of `host_data`.
+/// A clean-room session of `contract` with virtual evidence of `host_data`: its token.
 async fn session(client: &Client, contract: &str, host_data: &str) -> String {
-    let pk = [7u8; 32];
-    let r = client.get(&format!("/cleanroom/nonce?contract_id={contract}")).await.unwrap();
-    let nonce = r.ok_json().unwrap()["nonce"].as_str().unwrap().to_string();
-    let mut h = sha2::Sha256::new();
-    h.update(pk);
-    h.update(nonce.as_bytes());
-    let report_data = format!("{}{}", hex::encode(h.finalize()), "00".repeat(32));
-    let evidence =
-        json!({"kind": "virtual", "measurement": "22".repeat(48), "host_data": host_data, "report_data": report_data});
-    let body = json!({"evidence": evidence, "public_key": B64.encode(pk), "nonce": nonce});
-    let r = client.post_json(&format!("/app/contracts/{contract}/cleanroom/session"), &body).await.unwrap();
+    let r = open_session(client, contract, host_data, &[7u8; 32]).await;
     r.ok_json().unwrap()["token"].as_str().unwrap().to_string()
 }
 

@@ -7,29 +7,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use cgs_client::{ApiResponse, Client, Member};
+use cgs_client::{ApiResponse, Member};
 use cgs_core::gov::MessageType;
-use cgs_e2e::{Sandbox, code};
+use cgs_e2e::{Sandbox, bearer, call, code, ok, open_session, session_with_nonce};
 use serde_json::{Value, json};
-use sha2::Digest;
-
-async fn call(m: &Member, method: &str, path: &str, body: Option<Value>) -> ApiResponse {
-    m.authed(method, path, body.map(|b| b.to_string().into_bytes())).await.unwrap()
-}
-
-async fn ok(m: &Member, method: &str, path: &str, body: Option<Value>) -> Value {
-    let r = call(m, method, path, body).await;
-    assert!(r.status < 300, "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
-    r.json().unwrap_or(Value::Null)
-}
-
-async fn bearer(client: &Client, token: &str, method: &str, path: &str, body: Option<Value>) -> ApiResponse {
-    let auth = format!("Bearer {token}");
-    client
-        .request(method, path, body.map(|b| b.to_string().into_bytes()), &[("authorization", auth.as_str())])
-        .await
-        .unwrap()
-}
 
 fn status_code(r: &ApiResponse) -> (u16, String) {
     (r.status, code(r))
@@ -47,25 +28,6 @@ async fn accepted_contract(members: &[&Member], creator: &Member, id: &str, body
     let v = ok(creator, "GET", &format!("/app/contracts/{id}"), None).await;
     let set = json!([{"name": "contracts.set_contract", "args": {"contract_id": id, "version": v["version"]}}]);
     assert_eq!(decide(members, set).await, "Accepted");
-}
-
-/// Open a clean-room session for `contract` with virtual evidence of `host_data`, bound to the
-/// X25519 key `pk`.
-async fn open_session(client: &Client, contract: &str, host_data: &str, pk: &[u8]) -> ApiResponse {
-    let r = client.get(&format!("/cleanroom/nonce?contract_id={contract}")).await.unwrap();
-    let nonce = r.ok_json().unwrap()["nonce"].as_str().unwrap().to_string();
-    session_with_nonce(client, contract, host_data, pk, &nonce).await
-}
-
-async fn session_with_nonce(client: &Client, contract: &str, host_data: &str, pk: &[u8], nonce: &str) -> ApiResponse {
-    let mut h = sha2::Sha256::new();
-    h.update(pk);
-    h.update(nonce.as_bytes());
-    let report_data = format!("{}{}", hex::encode(h.finalize()), "00".repeat(32));
-    let evidence =
-        json!({"kind": "virtual", "measurement": "22".repeat(48), "host_data": host_data, "report_data": report_data});
-    let body = json!({"evidence": evidence, "public_key": B64.encode(pk), "nonce": nonce});
-    client.post_json(&format!("/app/contracts/{contract}/cleanroom/session"), &body).await.unwrap()
 }
 
 /// Wait until a receipt for `tx` is ready (a checkpoint covers it) for `m`.

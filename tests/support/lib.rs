@@ -454,3 +454,72 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `method path` as member `m`, with an optional JSON body.
+pub async fn call(
+    m: &cgs_client::Member,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> cgs_client::ApiResponse {
+    m.authed(method, path, body.map(|b| b.to_string().into_bytes())).await.unwrap()
+}
+
+/// [`call`], which must succeed (2xx); its JSON answer (`null` without a body).
+pub async fn ok(
+    m: &cgs_client::Member,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let r = call(m, method, path, body).await;
+    assert!(r.status < 300, "{method} {path}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    r.json().unwrap_or(serde_json::Value::Null)
+}
+
+/// `method path` with a bearer token (a user's JWT or a clean-room session token).
+pub async fn bearer(
+    client: &cgs_client::Client,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> cgs_client::ApiResponse {
+    let auth = format!("Bearer {token}");
+    client
+        .request(method, path, body.map(|b| b.to_string().into_bytes()), &[("authorization", auth.as_str())])
+        .await
+        .unwrap()
+}
+
+/// Open a clean-room session for `contract` with virtual evidence of `host_data`, bound to the
+/// X25519 key `pk` (a fresh nonce asked for that contract).
+pub async fn open_session(
+    client: &cgs_client::Client,
+    contract: &str,
+    host_data: &str,
+    pk: &[u8],
+) -> cgs_client::ApiResponse {
+    let r = client.get(&format!("/cleanroom/nonce?contract_id={contract}")).await.unwrap();
+    let nonce = r.ok_json().unwrap()["nonce"].as_str().unwrap().to_string();
+    session_with_nonce(client, contract, host_data, pk, &nonce).await
+}
+
+/// [`open_session`] with a given nonce: evidence whose `report_data` is SHA-256(pk ‖ nonce).
+pub async fn session_with_nonce(
+    client: &cgs_client::Client,
+    contract: &str,
+    host_data: &str,
+    pk: &[u8],
+    nonce: &str,
+) -> cgs_client::ApiResponse {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(pk);
+    h.update(nonce.as_bytes());
+    let report_data = format!("{}{}", hex::encode(h.finalize()), "00".repeat(32));
+    let evidence = serde_json::json!({"kind": "virtual", "measurement": "22".repeat(48), "host_data": host_data, "report_data": report_data});
+    let body = serde_json::json!({"evidence": evidence, "public_key": base64::engine::general_purpose::STANDARD.encode(pk), "nonce": nonce});
+    client.post_json(&format!("/app/contracts/{contract}/cleanroom/session"), &body).await.unwrap()
+}

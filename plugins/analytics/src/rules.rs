@@ -332,6 +332,20 @@ impl Checker<'_> {
     }
 }
 
+/// The ON condition of a join the checker accepts: `[INNER|LEFT|RIGHT|FULL] JOIN … ON`.
+fn on_condition(op: &JoinOperator) -> Option<&Expr> {
+    match op {
+        JoinOperator::Join(JoinConstraint::On(on))
+        | JoinOperator::Inner(JoinConstraint::On(on))
+        | JoinOperator::Left(JoinConstraint::On(on))
+        | JoinOperator::LeftOuter(JoinConstraint::On(on))
+        | JoinOperator::Right(JoinConstraint::On(on))
+        | JoinOperator::RightOuter(JoinConstraint::On(on))
+        | JoinOperator::FullOuter(JoinConstraint::On(on)) => Some(on),
+        _ => None,
+    }
+}
+
 fn object_name(n: &ObjectName) -> Result<String, Refusal> {
     match n.0.as_slice() {
         [ObjectNamePart::Identifier(i)] => Ok(i.value.clone()),
@@ -396,17 +410,13 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
         };
     };
     let mut relations = vec![&from.relation];
+    let mut conditions = Vec::new();
     for j in &from.joins {
-        match &j.join_operator {
-            JoinOperator::Join(JoinConstraint::On(_))
-            | JoinOperator::Inner(JoinConstraint::On(_))
-            | JoinOperator::Left(JoinConstraint::On(_))
-            | JoinOperator::LeftOuter(JoinConstraint::On(_))
-            | JoinOperator::Right(JoinConstraint::On(_))
-            | JoinOperator::RightOuter(JoinConstraint::On(_))
-            | JoinOperator::FullOuter(JoinConstraint::On(_)) => relations.push(&j.relation),
-            _ => return unsupported("this join (only [INNER|LEFT|RIGHT|FULL] JOIN … ON)"),
-        }
+        let Some(on) = on_condition(&j.join_operator) else {
+            return unsupported("this join (only [INNER|LEFT|RIGHT|FULL] JOIN … ON)");
+        };
+        relations.push(&j.relation);
+        conditions.push(on);
     }
     for r in relations {
         let TableFactor::Table { name, alias, args: None, with_hints, version: None, partitions, sample: None, .. } = r
@@ -433,20 +443,9 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
         }
         rules.insert(dataset, d);
     }
-    let rules_ref = rules.clone();
-    checker.datasets = rules_ref.iter().map(|(k, v)| (k.clone(), v)).collect();
+    checker.datasets = rules.iter().map(|(k, v)| (k.clone(), v)).collect();
     let checker = checker;
-    for j in &from.joins {
-        let (JoinOperator::Join(JoinConstraint::On(on))
-        | JoinOperator::Inner(JoinConstraint::On(on))
-        | JoinOperator::Left(JoinConstraint::On(on))
-        | JoinOperator::LeftOuter(JoinConstraint::On(on))
-        | JoinOperator::Right(JoinConstraint::On(on))
-        | JoinOperator::RightOuter(JoinConstraint::On(on))
-        | JoinOperator::FullOuter(JoinConstraint::On(on))) = &j.join_operator
-        else {
-            return unsupported("this join");
-        };
+    for on in conditions {
         checker.on(on)?;
     }
 

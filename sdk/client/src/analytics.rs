@@ -26,6 +26,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use cgs_core::contract::percent_encode as urlencode;
+
 use crate::{ApiResponse, Client, ClientError, Member};
 
 /// One column of a dataset's schema with its analysis rules.
@@ -217,18 +219,6 @@ pub struct Ticket {
 
 fn path(contract: &str, rest: &str) -> String {
     format!("/app/contracts/{}{rest}", urlencode(contract))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn json<T: serde::de::DeserializeOwned>(r: ApiResponse) -> Result<T, ClientError> {
