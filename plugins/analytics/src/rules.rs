@@ -358,11 +358,25 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
     if sql.len() > MAX_SQL {
         return refuse("InvalidSql", format!("the SQL text is over {MAX_SQL} bytes"));
     }
-    let statements = Parser::new(&GenericDialect {})
-        .with_recursion_limit(RECURSION_LIMIT)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_statements())
-        .or_else(|e| refuse("InvalidSql", format!("the SQL does not parse: {e}")))?;
+    let parse = |text: &str| {
+        Parser::new(&GenericDialect {})
+            .with_recursion_limit(RECURSION_LIMIT)
+            .try_with_sql(text)
+            .and_then(|mut p| p.parse_statements())
+            .or_else(|e| refuse("InvalidSql", format!("the SQL does not parse: {e}")))
+    };
+    // What is checked is the canonical rendering, parsed again: the very text the clean room
+    // runs. It must render to itself (the fuzzer found string literals with control characters
+    // whose rendering parses differently); a text that does not is refused.
+    let canonical: String = parse(sql)?.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let statements = parse(&canonical)?;
+    if statements.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ") != canonical {
+        return refuse(
+            "InvalidSql",
+            "the query has no stable canonical form (it renders to SQL that parses differently): \
+             remove control characters and unusual escapes from its literals",
+        );
+    }
     let [Statement::Query(query)] = statements.as_slice() else {
         return refuse("InvalidSql", "give exactly one SELECT statement");
     };
@@ -556,7 +570,7 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
     }
     Ok(Analysis {
         inputs: checker.inputs.clone(),
-        canonical_sql: statements[0].to_string(),
+        canonical_sql: canonical,
         outputs,
         group_size_column,
         min_group_size,
@@ -724,6 +738,19 @@ mod tests {
             refused("SELECT region, COUNT(*) FROM sales s JOIN customers c ON s.customer_id = c.id GROUP BY region").0,
             "AmbiguousColumn"
         );
+    }
+
+    #[test]
+    fn what_is_checked_is_the_canonical_text() {
+        // Found by the analytics_sql fuzz target: a literal with an escaped quote, a NUL and a
+        // newline whose rendering did not analyse like the original.
+        let found = "SELECT CASE WHEN segment = 'axxxxxxxxx$SELE$xxxxxxxxxxxxxxxxxxxxxxxWH\u{f1}\u{7cd} EL>@>>>''''''''xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\u{0}\u{a}xxxx0' THEN 1 ELSE 0 END, COUNT(*) FROM customers GROUP BY segment";
+        if let Ok(a) = check(found) {
+            assert_eq!(check(&a.canonical_sql).unwrap(), a, "the canonical form analyses the same");
+        }
+        let a = check("select  segment ,count(*) from customers group by segment").unwrap();
+        assert_eq!(a.canonical_sql, "SELECT segment, count(*) FROM customers GROUP BY segment");
+        assert_eq!(check(&a.canonical_sql).unwrap(), a);
     }
 
     #[test]
