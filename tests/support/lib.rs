@@ -59,6 +59,28 @@ pub fn binaries() -> &'static Binaries {
     })
 }
 
+/// The `cgs-sql-cleanroom` executable (examples/sql-cleanroom), built once per test binary that
+/// asks for it: the others never wait for DataFusion.
+pub fn cleanroom_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(cargo())
+            .current_dir(workspace())
+            .args(["build", "-p", "cgs-sql-cleanroom", "--bins", "--message-format=json-render-diagnostics"])
+            .args((!cfg!(debug_assertions)).then_some("--release"))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run cargo build");
+        assert!(out.status.success(), "building the clean room failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.pointer("/target/name").and_then(|n| n.as_str()) == Some("cgs-sql-cleanroom"))
+            .find_map(|v| v.get("executable").and_then(|e| e.as_str()).map(PathBuf::from))
+            .expect("cgs-sql-cleanroom executable")
+    })
+}
+
 /// A directory holding the given plugins, built reproducibly once per test binary.
 pub fn plugins_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

@@ -250,6 +250,10 @@ pub struct Run {
     /// Row counts, once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion: Option<serde_json::Value>,
+    /// The transaction that issued the ticket, kept when the completion rewrites the record (a
+    /// record's version is its last write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_tx: Option<String>,
 }
 
 /// One audit record (the `log` table, appended per contract: one ledger transaction each).
@@ -710,7 +714,7 @@ fn run(req: &Request) -> Result<Response> {
             ));
         }
         let mut v = serde_json::to_value(&r.value.ticket).unwrap_or_default();
-        v["tx_id"] = version_of(&r.version).into();
+        v["tx_id"] = r.value.issued_tx.clone().unwrap_or_else(|| version_of(&r.version)).into();
         return Response::ok(&v);
     }
     let now = context::tx_time_ms();
@@ -778,6 +782,7 @@ fn run(req: &Request) -> Result<Response> {
                     session: req.caller.id.clone(),
                     state: "Issued".into(),
                     completion: None,
+                    issued_tx: None,
                 },
             )?;
             LOG.append(&log_prefix(&id), &record("run", None, None, Some(q.value.epsilon)))?;
@@ -863,7 +868,9 @@ fn complete(req: &Request) -> Result<Response> {
     let run_id = req.param("run_id")?;
     let body: Completion = req.json()?;
     let rk = key(&id, run_id);
-    let mut r = RUNS.get(&rk)?.ok_or_else(|| Error::not_found("RunNotFound", format!("no run `{run_id}`")))?;
+    let found =
+        RUNS.get_versioned(&rk)?.ok_or_else(|| Error::not_found("RunNotFound", format!("no run `{run_id}`")))?;
+    let mut r = found.value;
     if r.session != req.caller.id {
         return Err(Error::forbidden("NotTheRunsSession", "only the session that asked for the run completes it"));
     }
@@ -874,6 +881,7 @@ fn complete(req: &Request) -> Result<Response> {
         serde_json::json!({"rows_out": body.rows_out, "rows_in": body.rows_in, "groups_dropped": body.groups_dropped});
     r.state = "Completed".into();
     r.completion = Some(rows.clone());
+    r.issued_tx = Some(version_of(&found.version));
     RUNS.put(&rk, &r)?;
     let rec = Record {
         kind: "completion".into(),
@@ -897,8 +905,10 @@ fn get_run(req: &Request) -> Result<Response> {
     let r = RUNS
         .get_versioned(&key(&id, run_id))?
         .ok_or_else(|| Error::not_found("RunNotFound", format!("no run `{run_id}`")))?;
+    let issued = r.value.issued_tx.clone().unwrap_or_else(|| version_of(&r.version));
     let mut v = serde_json::to_value(&r.value).unwrap_or_default();
     v["version"] = version_of(&r.version).into();
+    v["issued_tx"] = issued.into();
     Response::ok(&v)
 }
 
@@ -1154,8 +1164,10 @@ mod tests {
             )
         };
         assert_eq!(code(&complete("s2").1), "NotTheRunsSession");
+        let issued = run("s1", "r1").1["tx_id"].clone();
         assert_eq!(complete("s1").0, 200);
         assert_eq!(code(&complete("s1").1), "RunCompleted");
+        assert_eq!(run("s1", "r1").1["tx_id"], issued, "after completion, still the issuing transaction");
         // A session of another contract is not a party.
         let (s, v) = call(
             Method::Post,

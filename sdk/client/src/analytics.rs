@@ -193,6 +193,8 @@ pub struct Query {
 pub struct Ticket {
     /// The idempotent run id.
     pub run_id: String,
+    /// The contract.
+    pub contract_id: String,
     /// The query.
     pub query_id: String,
     /// SHA-256 of `sql`.
