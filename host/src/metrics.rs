@@ -183,6 +183,8 @@ pub struct Snapshot {
     /// Per running plugin (name): fuel used and moves off the async worker, by its running
     /// version.
     pub plugin_counters: Vec<(String, u64, u64)>,
+    /// Per running plugin: writes re-run in its contended lane (members only).
+    pub plugin_lanes: Vec<(String, u64)>,
     /// The same for all calls since the node started (never decreasing).
     pub plugin_totals: (u64, u64),
     /// The ledger.
@@ -320,6 +322,16 @@ impl Metrics {
         writeln!(o, "# TYPE cgs_plugin_slow_path_moves_total counter")?;
         for (p, _, moves) in &counters {
             writeln!(o, "cgs_plugin_slow_path_moves_total{{plugin=\"{}\"}} {moves}", esc(p))?;
+        }
+        if full {
+            writeln!(
+                o,
+                "# HELP cgs_plugin_contended_writes_total Writes of the running version run one at a time in its contended lane (after a conflict, or while others were: a hot key)."
+            )?;
+            writeln!(o, "# TYPE cgs_plugin_contended_writes_total counter")?;
+            for (p, n) in &s.plugin_lanes {
+                writeln!(o, "cgs_plugin_contended_writes_total{{plugin=\"{}\"}} {n}", esc(p))?;
+            }
         }
         if let Some(n) = s.open_proposals.filter(|_| full) {
             writeln!(o, "# HELP cgs_proposals_open Proposals open for votes.\n# TYPE cgs_proposals_open gauge")?;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 async fn call(m: &Member, method: &str, path: &str, body: Option<Value>) -> cgs_client::ApiResponse {
     let r = m.authed(method, path, body.map(|b| b.to_string().into_bytes())).await.unwrap();
-    cgs_e2e::record_answer(method, path, &r);
+    cgs_e2e::record_answer(m.client.url(), method, path, &r);
     r
 }
 

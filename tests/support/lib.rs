@@ -364,14 +364,17 @@ impl Drop for Sandbox {
     }
 }
 
-/// An answer of an `/app` route recorded by a test ([`record_answer`]): method, path, status, body.
-type Answer = (String, String, u16, Vec<u8>);
+/// An answer of an `/app` route recorded by a test ([`record_answer`]): the service's URL,
+/// method, path, status, body.
+type Answer = (String, String, String, u16, Vec<u8>);
 static ANSWERS: Mutex<Vec<Answer>> = Mutex::new(Vec::new());
 
-/// Record an answer for [`check_answers_against_openapi`].
-pub fn record_answer(method: &str, path: &str, r: &cgs_client::ApiResponse) {
+/// Record an answer of the service at `url` for [`check_answers_against_openapi`]. [`call`],
+/// [`ok`] and [`bearer`] record theirs.
+pub fn record_answer(url: &str, method: &str, path: &str, r: &cgs_client::ApiResponse) {
     if path.starts_with("/app/") && (200..300).contains(&r.status) {
         ANSWERS.lock().unwrap_or_else(|p| p.into_inner()).push((
+            url.to_string(),
             method.to_string(),
             path.to_string(),
             r.status,
@@ -407,7 +410,7 @@ fn template_of<'a>(templates: impl Iterator<Item = &'a String>, path: &str) -> O
         .map(|(_, t)| t)
 }
 
-/// Check every answer recorded so far against the success schema the service's `/openapi.json`
+/// Check every answer recorded so far from `client`'s service against the success schema the service's `/openapi.json`
 /// gives for its method, route template and status (Python's `jsonschema`, Draft 2020-12): the
 /// plugins' own descriptions (`cgs-plugin-api`) must say what they really answer. Returns the
 /// operations (`METHOD /template`) checked, or `None` (saying so) where `jsonschema` is missing
@@ -423,10 +426,11 @@ pub async fn check_answers_against_openapi(client: &cgs_client::Client) -> Optio
     }
     let doc = client.get("/openapi.json").await.unwrap().ok_json().unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    let answers = ANSWERS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let answers: Vec<Answer> =
+        ANSWERS.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|a| a.0 == client.url()).cloned().collect();
     let mut cases = Vec::new();
     let mut checked = std::collections::BTreeSet::new();
-    for (method, path, status, body) in &answers {
+    for (_, method, path, status, body) in &answers {
         let template =
             template_of(paths.keys(), path).unwrap_or_else(|| panic!("{method} {path}: not in /openapi.json"));
         let op = &paths[template][method.to_lowercase()];
@@ -484,7 +488,9 @@ pub async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> cgs_client::ApiResponse {
-    m.authed(method, path, body.map(|b| b.to_string().into_bytes())).await.unwrap()
+    let r = m.authed(method, path, body.map(|b| b.to_string().into_bytes())).await.unwrap();
+    record_answer(m.client.url(), method, path, &r);
+    r
 }
 
 /// [`call`], which must succeed (2xx); its JSON answer (`null` without a body).
@@ -508,10 +514,12 @@ pub async fn bearer(
     body: Option<serde_json::Value>,
 ) -> cgs_client::ApiResponse {
     let auth = format!("Bearer {token}");
-    client
+    let r = client
         .request(method, path, body.map(|b| b.to_string().into_bytes()), &[("authorization", auth.as_str())])
         .await
-        .unwrap()
+        .unwrap();
+    record_answer(client.url(), method, path, &r);
+    r
 }
 
 /// Open a clean-room session for `contract` with virtual evidence of `host_data`, bound to the

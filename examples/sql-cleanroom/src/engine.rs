@@ -9,20 +9,31 @@
 //! * Only the ticket's datasets exist as tables, in memory, typed by the ticket's schemas.
 //!   There are no files, object stores or catalogs to reach.
 //!
-//! The output is then filtered: every row whose group size (the ticket's `group_size_column`)
-//! is below `min_group_size` is dropped. The output columns are named as the ticket's `outputs`.
+//! **Small groups never leave the plan.** Each aggregate-only input gets a hidden row number
+//! (the column `"cgs row id"`, a name the plugin's identifiers cannot spell). Before planning,
+//! the query's HAVING gets `COUNT(DISTINCT <input>."cgs row id") >= min_group_size` for every
+//! reference to such an input, so a group is kept only if it holds enough *distinct rows of each
+//! protected dataset*. Rows repeated by a join do not count twice, and rows a LEFT/FULL join pads
+//! with NULLs do not count at all. The threshold applies before ORDER BY and LIMIT, so neither
+//! reveals a dropped group. `COUNT(*)` (the ticket's `group_size_column`) counts joined rows and
+//! is not what is enforced.
+//!
+//! **Errors withhold data.** An error while reading or running quotes no value: arrow and
+//! DataFusion messages can quote input rows, and the clean room's stderr is the host's. The
+//! owners see the full message by running `local` on their clear files.
+//!
+//! The output columns are named as the ticket's `outputs`.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, SetExpr, Statement, TableFactor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use serde::Deserialize;
@@ -37,12 +48,18 @@ pub struct ColumnSpec {
     pub kind: String,
 }
 
+/// The hidden row number of aggregate-only inputs. The plugin's identifiers (letters, digits,
+/// `_`, unquoted) cannot name it.
+pub const ROW_ID: &str = "cgs row id";
+
 /// One input: a dataset's name, schema and its CSV contents in clear.
 pub struct Input {
     /// The dataset's name (the table's name in the SQL).
     pub name: String,
     /// Its columns, in the file's order.
     pub schema: Vec<ColumnSpec>,
+    /// Whether groups must hold `min_group_size` of its distinct rows.
+    pub aggregate_only: bool,
     /// The CSV, with a header row naming the columns.
     pub csv: Vec<u8>,
 }
@@ -53,9 +70,8 @@ pub struct Job<'a> {
     pub sql: &'a str,
     /// The output columns' names, in order.
     pub outputs: &'a [String],
-    /// The output column holding COUNT(*), if groups must be dropped.
-    pub group_size_column: Option<&'a str>,
-    /// Drop groups smaller than this.
+    /// Keep only groups with at least this many distinct rows of each aggregate-only input
+    /// (0 or 1: no threshold; `local --keep-small-groups`).
     pub min_group_size: u64,
 }
 
@@ -68,8 +84,6 @@ pub struct Outcome {
     pub rows_in: u64,
     /// Rows written.
     pub rows_out: u64,
-    /// Groups dropped for being smaller than `min_group_size`.
-    pub groups_dropped: u64,
 }
 
 /// The Arrow type of a schema type.
@@ -95,11 +109,13 @@ fn arrow_schema(cols: &[ColumnSpec]) -> Result<SchemaRef> {
 }
 
 /// Read an input's CSV as typed record batches; the header must name the schema's columns in
-/// order, so that no value is read as another column.
+/// order, so that no value is read as another column. Aggregate-only inputs get their hidden
+/// row number as a last column.
 fn read_csv(input: &Input) -> Result<(SchemaRef, Vec<RecordBatch>, u64)> {
     let schema = arrow_schema(&input.schema)?;
     let header = input.csv.split(|b| *b == b'\n').next().unwrap_or_default();
     let header = String::from_utf8_lossy(header);
+    let header = header.strip_prefix('\u{feff}').unwrap_or(&header);
     let names: Vec<String> =
         header.trim_end_matches('\r').split(',').map(|s| s.trim().trim_matches('"').to_string()).collect();
     let expected: Vec<&str> = input.schema.iter().map(|c| c.name.as_str()).collect();
@@ -114,15 +130,73 @@ fn read_csv(input: &Input) -> Result<(SchemaRef, Vec<RecordBatch>, u64)> {
     let reader = datafusion::arrow::csv::ReaderBuilder::new(schema.clone())
         .with_header(true)
         .build(std::io::Cursor::new(&input.csv))
-        .with_context(|| format!("reading dataset `{}`", input.name))?;
+        .map_err(|_| anyhow!("dataset `{}`: the file is not CSV the reader accepts", input.name))?;
+    let out_schema = if input.aggregate_only {
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(ROW_ID, DataType::Int64, false));
+        Arc::new(Schema::new(fields))
+    } else {
+        schema.clone()
+    };
     let mut batches = Vec::new();
     let mut rows = 0u64;
-    for b in reader {
-        let b = b.with_context(|| format!("dataset `{}` does not match its schema", input.name))?;
-        rows += b.num_rows() as u64;
+    for (i, b) in reader.enumerate() {
+        // Arrow's message quotes the row: it is withheld (run `local` on the clear file to see it).
+        let b = b.map_err(|_| {
+            anyhow!(
+                "dataset `{}` does not match its schema: a value in batch {i} does not parse as its column's type \
+                 (the reader's message is withheld: it quotes the data; run `local` on the clear file to see it)",
+                input.name
+            )
+        })?;
+        let n = b.num_rows() as u64;
+        let b = if input.aggregate_only {
+            let ids: ArrayRef = Arc::new(Int64Array::from_iter_values((rows..rows + n).map(|r| r as i64)));
+            let mut cols = b.columns().to_vec();
+            cols.push(ids);
+            RecordBatch::try_new(out_schema.clone(), cols)?
+        } else {
+            b
+        };
+        rows += n;
         batches.push(b);
     }
-    Ok((schema, batches, rows))
+    Ok((out_schema, batches, rows))
+}
+
+/// Add the group threshold to the query's HAVING: `COUNT(DISTINCT r."cgs row id") >= min` for
+/// every reference `r` (alias or name) to an aggregate-only input.
+fn protect(stmt: &mut Statement, protected: &[String], min: u64) -> Result<()> {
+    let Statement::Query(q) = stmt else { bail!("the ticket's SQL is not a query") };
+    let SetExpr::Select(select) = q.body.as_mut() else { bail!("the ticket's SQL is not one SELECT") };
+    let mut refs = Vec::new();
+    for from in &select.from {
+        for rel in std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation)) {
+            let TableFactor::Table { name, alias, .. } = rel else {
+                bail!("the ticket's SQL reads `{rel}`, which is not a dataset");
+            };
+            if protected.iter().any(|p| p.eq_ignore_ascii_case(&name.to_string())) {
+                refs.push(alias.as_ref().map(|a| a.name.value.clone()).unwrap_or_else(|| name.to_string()));
+            }
+        }
+    }
+    if refs.is_empty() || min <= 1 {
+        return Ok(());
+    }
+    let text: Vec<String> = refs.iter().map(|r| format!("COUNT(DISTINCT {r}.\"{ROW_ID}\") >= {min}")).collect();
+    let threshold = Parser::new(&GenericDialect {})
+        .try_with_sql(&text.join(" AND "))
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| anyhow!("building the group threshold: {e}"))?;
+    select.having = Some(match select.having.take() {
+        Some(h) => Expr::BinaryOp {
+            left: Box::new(Expr::Nested(Box::new(h))),
+            op: BinaryOperator::And,
+            right: Box::new(Expr::Nested(Box::new(threshold))),
+        },
+        None => threshold,
+    });
+    Ok(())
 }
 
 /// Parse the ticket's SQL with DataFusion's parser: one query that renders back to itself.
@@ -147,7 +221,9 @@ pub fn parse_checked(sql: &str) -> Result<Statement> {
 
 /// Run `job` over `inputs`.
 pub async fn run(job: &Job<'_>, inputs: Vec<Input>) -> Result<Outcome> {
-    let stmt = parse_checked(job.sql)?;
+    let mut stmt = parse_checked(job.sql)?;
+    let protected: Vec<String> = inputs.iter().filter(|i| i.aggregate_only).map(|i| i.name.clone()).collect();
+    protect(&mut stmt, &protected, job.min_group_size)?;
     // Two partitions: this runs on small confidential VMs; DataFusion's default is one per core.
     let ctx =
         SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2).with_information_schema(false));
@@ -159,50 +235,32 @@ pub async fn run(job: &Job<'_>, inputs: Vec<Input>) -> Result<Outcome> {
         ctx.register_table(input.name.to_ascii_lowercase().as_str(), Arc::new(table))?;
     }
     let state = ctx.state();
+    // Planning reads no data: its errors are shown.
     let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await.context("planning the query")?;
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false).verify_plan(&plan)?;
-    let batches = ctx.execute_logical_plan(plan).await?.collect().await.context("running the query")?;
+    let batches = match ctx.execute_logical_plan(plan).await {
+        Ok(df) => df.collect().await,
+        Err(e) => Err(e),
+    }
+    .map_err(|_| {
+        anyhow!(
+            "running the query failed (the engine's message is withheld: it can quote input values; \
+             run `local` on the clear files to see it)"
+        )
+    })?;
     finish(job, batches, rows_in)
 }
 
-/// Drop small groups, name the columns as the ticket does, write CSV.
+/// Name the columns as the ticket does, write CSV.
 fn finish(job: &Job<'_>, batches: Vec<RecordBatch>, rows_in: u64) -> Result<Outcome> {
-    let gsc = match job.group_size_column {
-        Some(name) => Some(
-            job.outputs
-                .iter()
-                .position(|o| o.eq_ignore_ascii_case(name))
-                .ok_or_else(|| anyhow!("the ticket's group size column `{name}` is not among its outputs"))?,
-        ),
-        None if job.min_group_size > 1 => {
-            bail!("the ticket asks for a minimum group size but names no group size column")
-        }
-        None => None,
-    };
     let mut out = Vec::new();
     let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
-    let (mut rows_out, mut groups_dropped) = (0u64, 0u64);
+    let mut rows_out = 0u64;
     let mut wrote_any = false;
     for batch in batches {
         if batch.num_columns() != job.outputs.len() {
             bail!("the query returned {} columns, the ticket names {} outputs", batch.num_columns(), job.outputs.len());
         }
-        let batch = match gsc {
-            Some(i) => {
-                let sizes = cast(batch.column(i), &DataType::Int64)?;
-                let sizes = sizes
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| anyhow!("group sizes are not integers"))?;
-                let min = i64::try_from(job.min_group_size).unwrap_or(i64::MAX);
-                let keep: datafusion::arrow::array::BooleanArray =
-                    sizes.iter().map(|n| Some(n.is_some_and(|n| n >= min))).collect();
-                let kept = filter_record_batch(&batch, &keep)?;
-                groups_dropped += (batch.num_rows() - kept.num_rows()) as u64;
-                kept
-            }
-            None => batch,
-        };
         let named: Vec<Field> = batch
             .schema()
             .fields()
@@ -220,7 +278,7 @@ fn finish(job: &Job<'_>, batches: Vec<RecordBatch>, rows_in: u64) -> Result<Outc
         // No batch: still a header, so the owner sees the columns.
         out = csv_line(job.outputs).into_bytes();
     }
-    Ok(Outcome { csv: out, rows_in, rows_out, groups_dropped })
+    Ok(Outcome { csv: out, rows_in, rows_out })
 }
 
 /// One CSV line of `cells`, quoted where needed.
@@ -240,6 +298,7 @@ mod tests {
         ColumnSpec { name: name.into(), kind: kind.into() }
     }
 
+    /// north: 3 sales, south: 2, east: 1 (aggregate-only).
     fn sales() -> Input {
         let mut csv = String::from("customer_id,region,amount\n");
         for (i, (region, n)) in [("north", 3), ("south", 2), ("east", 1)].iter().enumerate() {
@@ -250,7 +309,17 @@ mod tests {
         Input {
             name: "sales".into(),
             schema: vec![col("customer_id", "int"), col("region", "text"), col("amount", "float")],
+            aggregate_only: true,
             csv: csv.into_bytes(),
+        }
+    }
+
+    fn customers(csv: &str) -> Input {
+        Input {
+            name: "customers".into(),
+            schema: vec![col("id", "int"), col("segment", "text"), col("email", "text")],
+            aggregate_only: false,
+            csv: csv.as_bytes().to_vec(),
         }
     }
 
@@ -258,36 +327,76 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
+    async fn csv(sql: &str, outs: &[&str], min: u64, inputs: Vec<Input>) -> Result<String> {
+        let outs = outputs(outs);
+        let o = run(&Job { sql, outputs: &outs, min_group_size: min }, inputs).await?;
+        Ok(String::from_utf8(o.csv)?)
+    }
+
     #[tokio::test]
     async fn small_groups_are_dropped_and_columns_named_as_the_ticket() -> Result<()> {
         let sql = "SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM sales GROUP BY region ORDER BY region";
         let outs = outputs(&["region", "n", "total"]);
-        let job = Job { sql, outputs: &outs, group_size_column: Some("n"), min_group_size: 2 };
-        let o = run(&job, vec![sales()]).await?;
-        assert_eq!(String::from_utf8(o.csv)?, "region,n,total\nnorth,3,7.5\nsouth,2,4.0\n");
-        assert_eq!((o.rows_in, o.rows_out, o.groups_dropped), (6, 2, 1), "east (1 row) is dropped");
+        let o = run(&Job { sql, outputs: &outs, min_group_size: 2 }, vec![sales()]).await?;
+        assert_eq!(String::from_utf8(o.csv)?, "region,n,total\nnorth,3,7.5\nsouth,2,4.0\n", "east (1 row) is dropped");
+        assert_eq!((o.rows_in, o.rows_out), (6, 2));
         // The strictest minimum: 3 keeps only north.
-        let job = Job { min_group_size: 3, ..job };
-        let o = run(&job, vec![sales()]).await?;
-        assert_eq!(String::from_utf8(o.csv)?, "region,n,total\nnorth,3,7.5\n");
+        assert_eq!(csv(sql, &["region", "n", "total"], 3, vec![sales()]).await?, "region,n,total\nnorth,3,7.5\n");
         // Nothing left: the header alone.
-        let job = Job { min_group_size: 100, ..job };
-        let o = run(&job, vec![sales()]).await?;
-        assert_eq!((String::from_utf8(o.csv)?.as_str(), o.rows_out, o.groups_dropped), ("region,n,total\n", 0, 3));
+        assert_eq!(csv(sql, &["region", "n", "total"], 100, vec![sales()]).await?, "region,n,total\n");
+        // No threshold (`local --keep-small-groups`): every group.
+        assert!(csv(sql, &["region", "n", "total"], 0, vec![sales()]).await?.contains("east,1,1.5"));
+        // A query's own HAVING still applies, with the threshold.
+        let having = "SELECT region, COUNT(*) AS n FROM sales GROUP BY region HAVING SUM(amount) > 5 ORDER BY region";
+        assert_eq!(csv(having, &["region", "n"], 2, vec![sales()]).await?, "region,n\nnorth,3\n");
+        // One group of everything (no GROUP BY), below the minimum: nothing.
+        assert_eq!(csv("SELECT COUNT(*) AS n FROM sales", &["n"], 7, vec![sales()]).await?, "n\n");
+        assert_eq!(csv("SELECT COUNT(*) AS n FROM sales", &["n"], 6, vec![sales()]).await?, "n\n6\n");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_threshold_applies_before_order_by_and_limit() -> Result<()> {
+        // The smallest group first, one row: east (1 sale) must not be what comes out.
+        let sql = "SELECT region, COUNT(*) AS n FROM sales GROUP BY region ORDER BY n LIMIT 1";
+        assert_eq!(csv(sql, &["region", "n"], 2, vec![sales()]).await?, "region,n\nsouth,2\n");
+        Ok(())
+    }
+
+    /// The attack of the issue-16 review: COUNT(*) counts joined rows. A joining party repeats a
+    /// key (or pads with an outer join) to lift one protected row over the minimum.
+    #[tokio::test]
+    async fn rows_repeated_or_padded_by_a_join_do_not_count() -> Result<()> {
+        // Customer 0 (one sale of 1.5) appears five times in `customers`, all in segment `x`.
+        let mut c = String::from("id,segment,email\n");
+        for k in 0..5 {
+            c.push_str(&format!("0,x,dup{k}@example.com\n"));
+        }
+        // Five customers in segment `y` with no sale at all.
+        for k in 100..105 {
+            c.push_str(&format!("{k},y,pad{k}@example.com\n"));
+        }
+        let join = "SELECT c.segment, COUNT(*) AS n, SUM(s.amount) AS total FROM sales AS s JOIN customers AS c ON s.customer_id = c.id GROUP BY c.segment";
+        let outs = ["segment", "n", "total"];
+        // Without the threshold the single sale comes out, five times over.
+        assert_eq!(csv(join, &outs, 0, vec![sales(), customers(&c)]).await?, "segment,n,total\nx,5,7.5\n");
+        assert_eq!(csv(join, &outs, 2, vec![sales(), customers(&c)]).await?, "segment,n,total\n", "one distinct sale");
+        let left = "SELECT c.segment, COUNT(*) AS n, MAX(s.amount) AS top FROM customers AS c LEFT JOIN sales AS s ON c.id = s.customer_id GROUP BY c.segment ORDER BY c.segment";
+        let all = csv(left, &["segment", "n", "top"], 0, vec![sales(), customers(&c)]).await?;
+        assert_eq!(all, "segment,n,top\nx,5,1.5\ny,5,\n");
+        assert_eq!(csv(left, &["segment", "n", "top"], 2, vec![sales(), customers(&c)]).await?, "segment,n,top\n");
+        // A self-join: each reference must hold the minimum.
+        let own = "SELECT a.region, COUNT(*) AS n FROM sales AS a JOIN sales AS b ON a.customer_id = b.customer_id GROUP BY a.region ORDER BY a.region";
+        assert_eq!(csv(own, &["region", "n"], 2, vec![sales()]).await?, "region,n\nnorth,3\nsouth,2\n");
         Ok(())
     }
 
     #[tokio::test]
     async fn a_join_of_two_inputs_with_unaliased_outputs() -> Result<()> {
-        let customers = Input {
-            name: "customers".into(),
-            schema: vec![col("id", "int"), col("segment", "text"), col("email", "text")],
-            csv: b"id,segment,email\n0,gold,\"a,b@x\"\n1,gold,c@x\n2,silver,d@x\n10,silver,e@x\n11,gold,f@x\n".to_vec(),
-        };
+        let c = customers("id,segment,email\n0,gold,\"a,b@x\"\n1,gold,c@x\n2,silver,d@x\n10,silver,e@x\n11,gold,f@x\n");
         let sql = "SELECT c.segment, COUNT(*), AVG(s.amount) FROM sales AS s JOIN customers AS c ON s.customer_id = c.id GROUP BY c.segment ORDER BY c.segment";
         let outs = outputs(&["segment", "COUNT(*)", "AVG(s.amount)"]);
-        let job = Job { sql, outputs: &outs, group_size_column: Some("COUNT(*)"), min_group_size: 1 };
-        let o = run(&job, vec![sales(), customers]).await?;
+        let o = run(&Job { sql, outputs: &outs, min_group_size: 1 }, vec![sales(), c]).await?;
         // sales ids 0,1,2 (north: 1.5, 2.5, 3.5) and 10,11 (south: 1.5, 2.5); 20 has no customer.
         assert_eq!(
             String::from_utf8(o.csv)?,
@@ -308,36 +417,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_tickets_datasets_exist() {
-        let outs = outputs(&["n"]);
+    async fn only_the_tickets_datasets_exist_and_the_row_id_is_not_theirs() {
         for sql in ["SELECT COUNT(*) AS n FROM other", "SELECT COUNT(*) AS n FROM information_schema.tables"] {
-            let job = Job { sql, outputs: &outs, group_size_column: Some("n"), min_group_size: 1 };
-            let e = run(&job, vec![sales()]).await.unwrap_err();
+            let e = csv(sql, &["n"], 1, vec![sales()]).await.unwrap_err();
             assert!(format!("{e:#}").contains("not found"), "{sql}: {e:#}");
         }
     }
 
     #[tokio::test]
-    async fn a_file_that_does_not_match_its_schema_is_refused() {
-        let outs = outputs(&["n"]);
-        let job = Job {
-            sql: "SELECT COUNT(*) AS n FROM sales",
-            outputs: &outs,
-            group_size_column: Some("n"),
-            min_group_size: 1,
-        };
+    async fn a_file_that_does_not_match_its_schema_is_refused_without_quoting_it() {
         let mut swapped = sales();
         swapped.csv = b"region,customer_id,amount\nnorth,1,2\n".to_vec();
-        let e = run(&job, vec![swapped]).await.unwrap_err().to_string();
+        let e = csv("SELECT COUNT(*) AS n FROM sales", &["n"], 1, vec![swapped]).await.unwrap_err().to_string();
         assert!(
             e.contains("has the columns [region, customer_id, amount], its schema says [customer_id, region, amount]"),
             "{e}"
         );
         let mut typed = sales();
-        typed.csv = b"customer_id,region,amount\nseven,north,2\n".to_vec();
-        let e = format!("{:#}", run(&job, vec![typed]).await.unwrap_err());
-        assert!(e.contains("does not match its schema"), "{e}");
-        let job = Job { group_size_column: None, min_group_size: 5, ..job };
-        assert!(run(&job, vec![sales()]).await.unwrap_err().to_string().contains("names no group size column"));
+        typed.csv = b"customer_id,region,amount\nsecret-value,north,2\n".to_vec();
+        let e = format!("{:#}", csv("SELECT COUNT(*) AS n FROM sales", &["n"], 1, vec![typed]).await.unwrap_err());
+        assert!(e.contains("does not match its schema") && !e.contains("secret-value") && !e.contains("north"), "{e}");
+        // A cast of a value at run time: the engine's message (which quotes it) is withheld.
+        let c = customers("id,segment,email\n0,gold,secret-value\n");
+        let sql = "SELECT COUNT(*) AS n, MAX(CAST(c.email AS INT)) AS m FROM customers AS c";
+        let e = format!("{:#}", csv(sql, &["n", "m"], 1, vec![c]).await.unwrap_err());
+        assert!(e.contains("withheld") && !e.contains("secret-value"), "{e}");
     }
 }

@@ -87,11 +87,18 @@ enum Cmd {
         /// Where to write the sealed output.
         #[arg(long)]
         output: PathBuf,
+        /// Read inputs only from inside this directory; relative locations are relative to it.
+        #[arg(long, default_value = ".")]
+        data_dir: PathBuf,
+        /// The largest input file read, in bytes.
+        #[arg(long, default_value_t = 1 << 30)]
+        max_input_bytes: u64,
     },
-    /// Run a ticket's SQL on clear CSV files, with the same rules, and print the CSV.
-    /// This is for the data's owners, to check a run's output on their own data.
+    /// Run a ticket's SQL on clear CSV files, with the same rules, and print the CSV. This is for
+    /// the data's owners, to check a run's output (or an error message the clean room withheld)
+    /// on their own data.
     Local {
-        /// The run ticket (JSON, as CGS issued it).
+        /// The run ticket (JSON, as CGS issued it), or the run (`GET /app/contracts/C/runs/RUN`).
         #[arg(long)]
         ticket: PathBuf,
         /// An input: NAME=FILE.csv, one per dataset of the ticket.
@@ -143,19 +150,43 @@ async fn main_inner(cli: Cli) -> Result<()> {
                 room::write_atomically(&output, &plain)?;
             }
         }
-        Cmd::Run { service, contract, query, run_id, host_data, output_key_secret, output } => {
+        Cmd::Run {
+            service,
+            contract,
+            query,
+            run_id,
+            host_data,
+            output_key_secret,
+            output,
+            data_dir,
+            max_input_bytes,
+        } => {
             let ca = std::fs::read(&service.ca)
                 .with_context(|| format!("reading the service certificate {}", service.ca.display()))?;
             let client = cgs_client::Client::new(&service.url, &ca)?;
-            let report =
-                room::run(&RunConfig { client, contract, query, run_id, host_data, output_key_secret, output }).await?;
+            let cfg = RunConfig {
+                client,
+                contract,
+                query,
+                run_id,
+                host_data,
+                output_key_secret,
+                output,
+                data_dir,
+                max_input_bytes,
+            };
+            let report = room::run(&cfg).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Cmd::Local { ticket, inputs, keep_small_groups } => {
-            let t: cgs_client::analytics::Ticket = serde_json::from_slice(
+            let mut v: serde_json::Value = serde_json::from_slice(
                 &std::fs::read(&ticket).with_context(|| format!("reading {}", ticket.display()))?,
             )
-            .context("the ticket is not a run ticket")?;
+            .context("the ticket is not JSON")?;
+            if v.get("ticket").is_some() {
+                v = v["ticket"].take();
+            }
+            let t: cgs_client::analytics::Ticket = serde_json::from_value(v).context("the file is not a run ticket")?;
             let mut tables = Vec::new();
             for d in &t.datasets {
                 let name = d["name"].as_str().ok_or_else(|| anyhow!("the ticket's dataset has no name"))?;
@@ -165,19 +196,19 @@ async fn main_inner(cli: Cli) -> Result<()> {
                     .map(|(_, p)| p)
                     .ok_or_else(|| anyhow!("give dataset `{name}` as --input {name}=FILE.csv"))?;
                 let schema: Vec<ColumnSpec> = serde_json::from_value(d["schema"].clone())?;
+                let aggregate_only = d["aggregate_only"].as_bool().unwrap_or(true);
                 let csv = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                tables.push(Input { name: name.to_string(), schema, csv });
+                tables.push(Input { name: name.to_string(), schema, aggregate_only, csv });
             }
             let job = engine::Job {
                 sql: &t.sql,
                 outputs: &t.outputs,
-                group_size_column: t.group_size_column.as_deref(),
                 min_group_size: if keep_small_groups { 0 } else { t.min_group_size },
             };
             let o = engine::run(&job, tables).await?;
             use std::io::Write as _;
             std::io::stdout().write_all(&o.csv)?;
-            eprintln!("rows in {}, rows out {}, groups dropped {}", o.rows_in, o.rows_out, o.groups_dropped);
+            eprintln!("rows in {}, rows out {}", o.rows_in, o.rows_out);
         }
     }
     Ok(())

@@ -35,6 +35,10 @@ pub struct RunConfig {
     pub output_key_secret: String,
     /// Where to write the sealed output.
     pub output: PathBuf,
+    /// Inputs are read only from inside this directory (relative locations are relative to it).
+    pub data_dir: PathBuf,
+    /// The largest input file read.
+    pub max_input_bytes: u64,
 }
 
 /// What a run did, printed as JSON.
@@ -52,8 +56,6 @@ pub struct Report {
     pub rows_in: u64,
     /// Rows written.
     pub rows_out: u64,
-    /// Groups dropped below the minimum size.
-    pub groups_dropped: u64,
     /// The sealed output.
     pub output: String,
     /// SHA-256 of the sealed output file.
@@ -170,17 +172,40 @@ impl Session {
     }
 }
 
-/// A dataset's file location: `file://` URLs (absolute) or plain paths.
-fn local_path(location: &str) -> Result<PathBuf> {
-    if let Some(p) = location.strip_prefix("file://") {
-        return Ok(PathBuf::from(p));
+/// The file a dataset's `location` names, confined to `data_dir`: a `file://` URL (empty host or
+/// `localhost`) or a path, relative ones relative to `data_dir`. It must resolve (symbolic links
+/// followed) to a regular file inside `data_dir`, of at most `max` bytes.
+pub fn input_path(location: &str, data_dir: &Path, max: u64) -> Result<PathBuf> {
+    let raw = match location.strip_prefix("file://") {
+        Some(rest) => {
+            let path = rest.strip_prefix("localhost").unwrap_or(rest);
+            if !path.starts_with('/') {
+                bail!("`{location}`: a file URL names this machine (`file:///path` or `file://localhost/path`)");
+            }
+            path
+        }
+        None if location.contains("://") => bail!(
+            "this clean room reads local files only (`file:///…` or a path); `{location}` needs an object store client (docs/analytics.md)"
+        ),
+        None => location,
+    };
+    if raw.contains('%') {
+        bail!("`{location}`: percent-encoded locations are not read; name the file plainly");
     }
-    if location.contains("://") {
-        bail!(
-            "this clean room reads local files only (`file:///…`); `{location}` needs an object store client (docs/analytics.md)"
-        );
+    let root = data_dir.canonicalize().with_context(|| format!("the data directory {}", data_dir.display()))?;
+    let path = root.join(raw);
+    let real = path.canonicalize().with_context(|| format!("the input file {}", path.display()))?;
+    if !real.starts_with(&root) {
+        bail!("`{location}` is outside the data directory {} (--data-dir): not read", root.display());
     }
-    Ok(PathBuf::from(location))
+    let meta = std::fs::metadata(&real)?;
+    if !meta.is_file() {
+        bail!("`{location}` is not a regular file: not read");
+    }
+    if meta.len() > max {
+        bail!("`{location}` is {} bytes, over the limit of {max} (--max-input-bytes)", meta.len());
+    }
+    Ok(real)
 }
 
 /// Check that a ticket is the one asked for and is what it says.
@@ -211,9 +236,11 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
     // Every key first: a run that cannot write its output for its owner reads nothing.
     let out_key = s.key(&cfg.output_key_secret, &ticket.output_owner, "the output").await?;
 
-    // The inputs: each key from its owner, each file opened as that dataset of this contract.
+    // The inputs: each key from its owner, each file opened as that dataset of this contract,
+    // each access recorded once the file is open (before the query runs, so a failed run that
+    // read data leaves its record).
     let mut inputs = Vec::new();
-    let mut access = Vec::new();
+    let mut input_report = Vec::new();
     for d in &ticket.datasets {
         let text = |k: &str| {
             d[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("the ticket's dataset has no `{k}`: {d}"))
@@ -223,38 +250,31 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
         if format != "csv" {
             bail!("dataset `{name}` is `{format}`; this clean room reads CSV");
         }
+        let aggregate_only = d["aggregate_only"].as_bool().ok_or_else(|| {
+            anyhow!("the ticket does not say whether dataset `{name}` is aggregate-only (an older analytics plugin): not run")
+        })?;
         let schema: Vec<ColumnSpec> = serde_json::from_value(d["schema"].clone()).context("the ticket's schema")?;
         let key = s.key(&text("key_secret")?, &owner, &format!("dataset `{name}`")).await?;
-        let path = local_path(&location)?;
+        let path = input_path(&location, &cfg.data_dir, cfg.max_input_bytes)?;
         let sealed_file =
             std::fs::read(&path).with_context(|| format!("reading dataset `{name}` at {}", path.display()))?;
         let csv = sealed::open(&key, &sealed::dataset_label(&cfg.contract, &name), &sealed_file)
             .with_context(|| format!("dataset `{name}` ({})", path.display()))?;
-        access.push((name.clone(), d["version"].clone(), hex::encode(Sha256::digest(&sealed_file))));
-        inputs.push(Input { name, schema, csv });
-    }
-    let outcome = engine::run(
-        &engine::Job {
-            sql: &ticket.sql,
-            outputs: &ticket.outputs,
-            group_size_column: ticket.group_size_column.as_deref(),
-            min_group_size: ticket.min_group_size,
-        },
-        inputs,
-    )
-    .await?;
-
-    // RecordAccess per input, once the data was read and the query ran.
-    let mut input_report = Vec::new();
-    for (name, version, digest) in access {
+        let digest = hex::encode(Sha256::digest(&sealed_file));
         let tx = s
             .event(
                 &cfg.run_id,
-                json!({"type": "RecordAccess", "run_id": cfg.run_id, "dataset": name, "version": version, "file_sha256": digest}),
+                json!({"type": "RecordAccess", "run_id": cfg.run_id, "dataset": name, "version": d["version"], "file_sha256": digest}),
             )
             .await?;
-        input_report.push(json!({"dataset": name, "version": version, "event_tx_id": tx}));
+        input_report.push(json!({"dataset": name, "version": d["version"], "event_tx_id": tx}));
+        inputs.push(Input { name, schema, aggregate_only, csv });
     }
+    let outcome = engine::run(
+        &engine::Job { sql: &ticket.sql, outputs: &ticket.outputs, min_group_size: ticket.min_group_size },
+        inputs,
+    )
+    .await?;
 
     // The output, sealed with the output owner's key.
     let sealed_out = sealed::seal(&out_key, &sealed::output_label(&cfg.contract, &cfg.run_id), &outcome.csv)?;
@@ -265,7 +285,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
             &cfg.run_id,
             json!({"type": "RecordExecution", "run_id": cfg.run_id, "query_id": cfg.query, "query_sha256": ticket.query_sha256,
                    "ticket_tx_id": ticket.tx_id, "rows_in": outcome.rows_in, "rows_out": outcome.rows_out,
-                   "groups_dropped": outcome.groups_dropped, "output_sha256": output_sha256}),
+                   "output_sha256": output_sha256}),
         )
         .await?;
     let done = analytics::complete_run(
@@ -275,7 +295,9 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
         &cfg.run_id,
         outcome.rows_out,
         Some(outcome.rows_in),
-        Some(outcome.groups_dropped),
+        // How many groups were dropped is not published: it would tell every party that small
+        // groups exist.
+        None,
     )
     .await
     .map_err(|e| api(e, "recording the run's completion"))?;
@@ -286,7 +308,6 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
         inputs: input_report,
         rows_in: outcome.rows_in,
         rows_out: outcome.rows_out,
-        groups_dropped: outcome.groups_dropped,
         output: cfg.output.display().to_string(),
         output_sha256,
         execution_event_tx_id: exec_tx,
@@ -294,11 +315,51 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
     })
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory.
+/// Write `bytes` to `path` through a fresh temporary file in the same directory, synced, then
+/// renamed over it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("output")));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).map_err(|e| anyhow!("writing {}: {}", path.display(), e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_read_only_from_the_data_directory() -> Result<()> {
+        let root = tempfile::tempdir()?;
+        let data = root.path().join("data");
+        std::fs::create_dir(&data)?;
+        std::fs::write(data.join("sales.csv.enc"), b"x")?;
+        std::fs::write(root.path().join("secret.txt"), b"y")?;
+        std::fs::create_dir(data.join("dir"))?;
+        let ok = |loc: &str| input_path(loc, &data, 10);
+        let want = data.canonicalize()?.join("sales.csv.enc");
+        assert_eq!(ok("sales.csv.enc")?, want);
+        assert_eq!(ok(&format!("file://{}", want.display()))?, want);
+        assert_eq!(ok(&format!("file://localhost{}", want.display()))?, want);
+        let err = |loc: &str| ok(loc).unwrap_err().to_string();
+        assert!(err("../secret.txt").contains("outside the data directory"));
+        assert!(err(&format!("file://{}/secret.txt", root.path().display())).contains("outside the data directory"));
+        assert!(err("file://other-host/sales.csv.enc").contains("names this machine"));
+        assert!(err("s3://bucket/sales.csv.enc").contains("object store"));
+        assert!(err("sales%2ecsv.enc").contains("percent-encoded"));
+        assert!(err("dir").contains("not a regular file"));
+        assert!(format!("{:#}", ok("missing.csv").unwrap_err()).contains("missing.csv"));
+        std::fs::write(data.join("big"), [0u8; 11])?;
+        assert!(err("big").contains("over the limit of 10"));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.path().join("secret.txt"), data.join("link"))?;
+            assert!(err("link").contains("outside the data directory"), "a link out is followed, then refused");
+        }
+        Ok(())
+    }
 }

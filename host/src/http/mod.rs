@@ -367,6 +367,7 @@ impl Service {
                     (p.info.name.clone(), fuel, moves)
                 })
                 .collect(),
+            plugin_lanes: registry.plugins().map(|p| (p.info.name.clone(), p.lane_entries())).collect(),
             plugin_totals: self.runtime.totals(),
             ledger: self.ledger.stats(),
             sessions: self.cleanroom.session_counts(),

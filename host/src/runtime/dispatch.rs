@@ -71,6 +71,29 @@ fn fill_tx(body: &mut Vec<u8>, id: TxId) {
     }
 }
 
+/// A write's place in its plugin's contended lane: counted in `lane_active` from before it
+/// waits (so a request dropped while waiting is uncounted too) until it is done.
+struct InLane<'a> {
+    active: &'a std::sync::atomic::AtomicUsize,
+    _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl<'a> InLane<'a> {
+    async fn enter(plugin: &'a Plugin) -> InLane<'a> {
+        plugin.lane_active.fetch_add(1, Ordering::Relaxed);
+        plugin.lane_entries.fetch_add(1, Ordering::Relaxed);
+        let mut me = InLane { active: &plugin.lane_active, _guard: None };
+        me._guard = Some(plugin.lane.lock().await);
+        me
+    }
+}
+
+impl Drop for InLane<'_> {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Read and write sets of an executed request.
 pub struct PendingCommit {
     /// What it read.
@@ -85,8 +108,20 @@ impl Runtime {
     /// Run one request: execute it in a fresh instance and, if it wrote, commit its write set;
     /// a commit conflict re-executes it. Writes commit only if the plugin returns a response on a
     /// read-write route.
+    ///
+    /// Writes run optimistically, side by side. A write whose commit conflicted is re-run in the
+    /// plugin's *contended lane*, one at a time, and while the lane is in use, the plugin's new
+    /// writes queue for it from their first attempt. Each write in the lane executes on a
+    /// snapshot that holds the previous one's commit, so contended writes (a counter every
+    /// request updates) queue instead of failing with `503 TransactionConflict`. Once nobody
+    /// waits for the lane, writes run side by side again. Only a write that keeps losing to
+    /// writes that started before the lane filled still fails, after `conflict_retries`.
     pub async fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
         let mut attempt = 0;
+        let mut lane: Option<InLane<'_>> = None;
+        if req.route.access == Access::ReadWrite && req.plugin.lane_active.load(Ordering::Relaxed) > 0 {
+            lane = Some(InLane::enter(&req.plugin).await);
+        }
         loop {
             let executed = if req.plugin.slow.load(Ordering::Relaxed) >= SLOW_STRIKES {
                 off_executor(|| self.execute(req))?
@@ -132,6 +167,9 @@ impl Runtime {
                         return Err(DispatchError::Conflict(attempt));
                     }
                     tracing::debug!(plugin = %req.plugin.info.name, attempt, %why, "re-executing after a conflict");
+                    if lane.is_none() {
+                        lane = Some(InLane::enter(&req.plugin).await);
+                    }
                 }
                 Err(crate::store::CommitError::Store(e)) => return Err(DispatchError::Store(e.0)),
             }

@@ -83,6 +83,9 @@ impl Runtime {
             slow: AtomicU32::new(0),
             fuel_used: AtomicU64::new(0),
             slow_moves: AtomicU64::new(0),
+            lane: tokio::sync::Mutex::new(()),
+            lane_active: std::sync::atomic::AtomicUsize::new(0),
+            lane_entries: AtomicU64::new(0),
         };
         let (routes, actions) = self.probe(&plugin)?;
         // A description of a route the plugin does not serve is a mistake that would drift.

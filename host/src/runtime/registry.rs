@@ -67,6 +67,15 @@ pub struct Plugin {
     pub(super) fuel_used: AtomicU64,
     /// Times its calls were moved off the async worker (for `/metrics`).
     pub(super) slow_moves: AtomicU64,
+    /// The contended lane: a write whose commit conflicted is re-run holding it, and while any
+    /// write holds or awaits it, new writes of the plugin queue for it too. Contended writes (a
+    /// hot key: a budget counter) then run one after another instead of conflicting with each
+    /// other until they give up (see `Runtime::handle`).
+    pub(super) lane: tokio::sync::Mutex<()>,
+    /// Writes holding or awaiting the lane.
+    pub(super) lane_active: std::sync::atomic::AtomicUsize,
+    /// Writes that entered the lane (for `/metrics`).
+    pub(super) lane_entries: AtomicU64,
 }
 
 impl Plugin {
@@ -74,6 +83,12 @@ impl Plugin {
     /// worker: `/metrics` counters (they restart at an upgrade, as Prometheus counters may).
     pub fn counters(&self) -> (u64, u64) {
         (self.fuel_used.load(Ordering::Relaxed), self.slow_moves.load(Ordering::Relaxed))
+    }
+
+    /// Writes of this version that ran in the contended lane (after a conflict, or while others
+    /// were in it).
+    pub fn lane_entries(&self) -> u64 {
+        self.lane_entries.load(Ordering::Relaxed)
     }
 }
 

@@ -202,6 +202,10 @@ pub struct TicketDataset {
     pub key_secret: String,
     /// Its schema.
     pub schema: Vec<Column>,
+    /// Whether the clean room must keep only groups of at least `min_group_size` of its rows.
+    pub aggregate_only: bool,
+    /// Its own minimum group size (the ticket's `min_group_size` is the largest of them).
+    pub min_group_size: u64,
 }
 
 /// What a clean room needs to run an approved query once.
@@ -453,7 +457,22 @@ fn put_dataset(req: &Request) -> Result<Response> {
             ));
         }
         (None, Some(_)) => return Err(dataset_not_found(&id, name)),
-        (None, None) => true,
+        (None, None) => {
+            // Names match without regard to case in queries (the engine folds them).
+            let prefix = format!("{id}/");
+            let end = format!("{id}0");
+            let all = DATASETS.range(Some(prefix.as_str()), Some(end.as_str()), MAX_LIST, false)?;
+            if let Some((_, other)) = all.iter().find(|(_, d)| d.value.name.eq_ignore_ascii_case(name)) {
+                return Err(Error::conflict(
+                    "DatasetAlreadyExists",
+                    format!(
+                        "dataset `{}` exists; names differing only in case would name one table in SQL",
+                        other.value.name
+                    ),
+                ));
+            }
+            true
+        }
     };
     let d = Dataset {
         name: name.to_string(),
@@ -705,12 +724,24 @@ fn run(req: &Request) -> Result<Response> {
     check_label("run_id", &body.run_id)?;
     let q = QUERIES.get_versioned(&key(&id, qid))?.ok_or_else(|| query_not_found(&id, qid))?;
     let rk = key(&id, &body.run_id);
-    // The same run id again: the same ticket, nothing deducted twice.
+    // The same run id again, from the same session (a retry): the same ticket, nothing deducted
+    // twice. A run is one session's, once: another session, or a completed run, never gets its
+    // ticket again (it would run the query again past the budget, and past a later kill switch
+    // or consent withdrawal).
     if let Some(r) = RUNS.get_versioned(&rk)? {
-        if r.value.ticket.query_id != qid {
+        if r.value.ticket.query_id != qid || r.value.session != req.caller.id {
             return Err(Error::conflict(
                 "RunIdInUse",
-                format!("run `{}` is a run of query `{}`", body.run_id, r.value.ticket.query_id),
+                format!(
+                    "run `{}` is another run (of query `{}`, by another clean-room session): use a new run id",
+                    body.run_id, r.value.ticket.query_id
+                ),
+            ));
+        }
+        if r.value.state != "Issued" {
+            return Err(Error::not_allowed_in_state(
+                "RunCompleted",
+                format!("run `{}` is completed: use a new run id to run the query again", body.run_id),
             ));
         }
         let mut v = serde_json::to_value(&r.value.ticket).unwrap_or_default();
@@ -770,6 +801,8 @@ fn run(req: &Request) -> Result<Response> {
                         format: d.format.clone(),
                         key_secret: d.key_secret.clone(),
                         schema: d.schema.clone(),
+                        aggregate_only: d.aggregate_only,
+                        min_group_size: d.min_group_size,
                     })
                     .collect(),
                 issued_at_ms: now,
@@ -934,6 +967,8 @@ fn list_runs(req: &Request) -> Result<Response> {
 }
 
 cgs_plugin::app_plugin!(Analytics, name = "analytics");
+// The routes' request and answer schemas, shown in the service's `GET /openapi.json`.
+cgs_plugin::api_schema!("api.json");
 
 #[cfg(test)]
 mod tests {
@@ -1051,6 +1086,13 @@ mod tests {
             json!({"schema": [{"name": "x", "type": "int"}], "location": "l", "key_secret": "k", "budget": {"epsilon": 1.0, "period_hours": 1}}),
         );
         assert_eq!((s, code(&v)), (409, "DatasetAlreadyExists"));
+        // A name differing only in case would be the same table in SQL.
+        let (s, v) = put_dataset(
+            "m2",
+            "SALES",
+            json!({"schema": [{"name": "x", "type": "int"}], "location": "l", "key_secret": "k", "budget": {"epsilon": 1.0, "period_hours": 1}}),
+        );
+        assert_eq!((s, code(&v)), (409, "DatasetAlreadyExists"), "{v}");
         let d = call(
             Method::Get,
             "/contracts/{id}/datasets/{name}",
@@ -1164,10 +1206,25 @@ mod tests {
             )
         };
         assert_eq!(code(&complete("s2").1), "NotTheRunsSession");
+        // Another session never gets the run's ticket (it would run it again, unrecorded).
+        let (s, v) = run("s2", "r1");
+        assert_eq!((s, code(&v)), (409, "RunIdInUse"), "{v}");
         let issued = run("s1", "r1").1["tx_id"].clone();
         assert_eq!(complete("s1").0, 200);
         assert_eq!(code(&complete("s1").1), "RunCompleted");
-        assert_eq!(run("s1", "r1").1["tx_id"], issued, "after completion, still the issuing transaction");
+        // Nor the session itself, once it completed the run.
+        let (s, v) = run("s1", "r1");
+        assert_eq!((s, code(&v)), (405, "RunCompleted"), "{v}");
+        let one = call(
+            Method::Get,
+            "/contracts/{id}/runs/{run_id}",
+            &[("id", "c"), ("run_id", "r1")],
+            None,
+            Caller::member("m1"),
+        )
+        .1;
+        assert_eq!(one["issued_tx"], issued, "after completion, the ticket's transaction is kept");
+        assert_eq!(one["state"], "Completed");
         // A session of another contract is not a party.
         let (s, v) = call(
             Method::Post,

@@ -29,6 +29,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// The longest SQL text accepted.
 pub const MAX_SQL: usize = 16 * 1024;
@@ -154,7 +155,7 @@ impl Checker<'_> {
             _ => return unsupported(format!("the reference `{}`", parts.join("."))),
         };
         let candidates: Vec<&String> = match qualifier {
-            Some(q) => match self.aliases.get(q) {
+            Some(q) => match self.aliases.get(&q.to_ascii_lowercase()) {
                 Some(d) => vec![d],
                 None => return refuse("UnknownColumn", format!("`{q}.{name}`: no dataset or alias `{q}` in FROM")),
             },
@@ -177,7 +178,7 @@ impl Checker<'_> {
     }
 
     fn named(&self, qualifier: Option<&String>) -> String {
-        match qualifier.and_then(|q| self.aliases.get(q)) {
+        match qualifier.and_then(|q| self.aliases.get(&q.to_ascii_lowercase())) {
             Some(d) => format!("dataset `{d}`"),
             None => format!("the inputs ({})", self.inputs.join(", ")),
         }
@@ -380,6 +381,20 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
     let [Statement::Query(query)] = statements.as_slice() else {
         return refuse("InvalidSql", "give exactly one SELECT statement");
     };
+    // Identifiers are plain: the clean room's engine (DataFusion) folds unquoted names to lower
+    // case and keeps quoted ones as written, while names here match without regard to case. A
+    // quoted name would let the two read one reference as two columns.
+    let tokens = Tokenizer::new(&GenericDialect {}, &canonical)
+        .tokenize()
+        .or_else(|e| refuse("InvalidSql", format!("the SQL does not parse: {e}")))?;
+    if let Some(w) = tokens.iter().find_map(|t| match t {
+        Token::Word(w) if w.quote_style.is_some() => Some(w),
+        _ => None,
+    }) {
+        return unsupported(format!(
+            "the quoted identifier `{w}` (write names unquoted: letters, digits and `_`; they match without regard to case)"
+        ));
+    }
     let q = &**query;
     if q.with.is_some() {
         return unsupported("WITH (a common table expression)");
@@ -409,8 +424,11 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
         || s.qualify.is_some()
         || s.value_table_mode.is_some()
         || s.exclude.is_some()
+        || matches!(s.distinct, Some(sqlparser::ast::Distinct::On(_)))
     {
-        return unsupported("this SELECT clause (TOP, INTO, LATERAL VIEW, PREWHERE, CONNECT BY, QUALIFY, WINDOW, …)");
+        return unsupported(
+            "this SELECT clause (DISTINCT ON, TOP, INTO, LATERAL VIEW, PREWHERE, CONNECT BY, QUALIFY, WINDOW, …)",
+        );
     }
 
     // FROM: datasets, with their aliases.
@@ -444,10 +462,11 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
         let Some(d) = rules.get(&dataset).cloned().or_else(|| datasets(&dataset)) else {
             return refuse("UnknownDataset", format!("no dataset `{dataset}` is registered for this contract"));
         };
+        // Aliases and names match without regard to case, as the engine folds them.
         let key = match alias {
             Some(a) if !a.columns.is_empty() => return unsupported("column aliases on a dataset"),
-            Some(a) => a.name.value.clone(),
-            None => dataset.clone(),
+            Some(a) => a.name.value.to_ascii_lowercase(),
+            None => dataset.to_ascii_lowercase(),
         };
         if checker.aliases.insert(key.clone(), dataset.clone()).is_some() {
             return refuse("InvalidSql", format!("`{key}` names two inputs: give each an alias of its own"));
@@ -510,6 +529,14 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
         if is_count_star(expr) && group_size_column.is_none() {
             group_size_column = Some(name.clone());
         }
+        if outputs.iter().any(|o: &String| o.eq_ignore_ascii_case(&name)) {
+            return refuse(
+                "InvalidSql",
+                format!(
+                    "two outputs are named `{name}` (names match without regard to case): give each an alias of its own"
+                ),
+            );
+        }
         outputs.push(name);
     }
     if let Some(h) = &s.having {
@@ -518,11 +545,16 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
     if let Some(o) = &q.order_by {
         let OrderByKind::Expressions(list) = &o.kind else { return unsupported("ORDER BY ALL") };
         for e in list {
-            // An output's name refers to what SELECT already checked.
+            // An output's name refers to what SELECT already checked. If it is also an input's
+            // column, that column must be allowed in the output too: whichever the engine picks,
+            // nothing passes that the rules forbid.
             if let Expr::Identifier(i) = &e.expr
                 && outputs.iter().any(|o| o.eq_ignore_ascii_case(&i.value))
             {
-                continue;
+                match checker.column(std::slice::from_ref(&i.value)) {
+                    Err(r) if r.code == "UnknownColumn" => continue,
+                    _ => {}
+                }
             }
             checker.expr(&e.expr, Place::Output)?;
         }
@@ -759,8 +791,42 @@ mod tests {
         assert_eq!(check(&deep).unwrap_err().code, "InvalidSql");
         let long = format!("SELECT segment FROM customers WHERE segment = '{}'", "a".repeat(MAX_SQL));
         assert_eq!(check(&long).unwrap_err().code, "InvalidSql");
-        // Quoting does not hide a column.
-        assert_eq!(refused("SELECT \"email\" FROM customers").0, "ColumnNotAllowedInOutput");
+        // Quoting does not hide a column: quoted names are refused outright.
+        assert_eq!(refused("SELECT \"email\" FROM customers").0, "UnsupportedSql");
         assert_eq!(refused("SELECT EMAIL FROM customers").0, "ColumnNotAllowedInOutput");
+    }
+
+    /// The attacks of the issue-16 review: names the engine (DataFusion: unquoted names folded to
+    /// lower case, quoted ones kept) would read otherwise than the checker.
+    #[test]
+    fn names_the_engine_would_read_otherwise_are_refused() {
+        // A quoted alias `"S"` beside `s`: the checker would see two inputs, the engine one.
+        let (code, msg) = refused(
+            "SELECT S.segment, COUNT(*) AS n FROM customers AS \"S\" JOIN sales AS s ON \"S\".id = s.customer_id GROUP BY S.segment",
+        );
+        assert_eq!(code, "UnsupportedSql", "{msg}");
+        assert!(msg.contains("quoted identifier"), "{msg}");
+        // Unquoted aliases differing only in case name one input twice.
+        let (code, msg) = refused("SELECT C.segment FROM customers AS C JOIN customers AS c ON C.id = c.id");
+        assert_eq!(code, "InvalidSql", "{msg}");
+        // An upper-case qualifier resolves to the same alias.
+        assert!(check("SELECT C.segment FROM customers AS c").is_ok());
+        // A quoted output name (to pass as the group size column, or as an ORDER BY name).
+        assert_eq!(
+            refused("SELECT region, COUNT(*) + 1000 AS \"N\", COUNT(*) AS n FROM sales GROUP BY region").0,
+            "UnsupportedSql"
+        );
+        // Two outputs named alike.
+        let (code, msg) = refused("SELECT region, COUNT(*) + 1000 AS N, COUNT(*) AS n FROM sales GROUP BY region");
+        assert_eq!(code, "InvalidSql", "{msg}");
+        assert!(msg.contains("two outputs are named `n`"), "{msg}");
+        // ORDER BY a name that is an output and a forbidden column: checked as the column too.
+        let (code, msg) = refused("SELECT segment AS email FROM customers ORDER BY email LIMIT 1");
+        assert_eq!(code, "ColumnNotAllowedInOutput", "{msg}");
+        assert!(check("SELECT segment AS s FROM customers ORDER BY s").is_ok());
+        // DISTINCT ON reaches columns the SELECT list does not name.
+        let (code, msg) = refused("SELECT DISTINCT ON (email) segment FROM customers");
+        assert_eq!(code, "UnsupportedSql", "{msg}");
+        assert!(check("SELECT DISTINCT segment FROM customers").is_ok());
     }
 }

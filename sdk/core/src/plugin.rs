@@ -142,6 +142,9 @@ impl Statuses {
 /// make readers' tools fetch a URL; `type` one of JSON Schema's type names (or a list of them).
 fn check_schema(schema: &serde_json::Value) -> Result<(), String> {
     const TYPES: &[&str] = &["null", "boolean", "object", "array", "number", "string", "integer"];
+    // A schema's keywords are checked; the names under `properties` are the described object's
+    // member names (a member may well be called `type`), and `enum`/`const`/`default`/
+    // `examples` hold data, not schemas.
     fn walk(v: &serde_json::Value, depth: usize) -> Result<(), String> {
         if depth > 32 {
             return Err("is nested more than 32 levels deep".into());
@@ -154,19 +157,30 @@ fn check_schema(schema: &serde_json::Value) -> Result<(), String> {
                             "uses `{k}`: schemas must be self-contained (inline what `$ref`/`$defs` would name)"
                         ));
                     }
-                    if k == "type" {
-                        let ok = match child {
-                            serde_json::Value::String(t) => TYPES.contains(&t.as_str()),
-                            serde_json::Value::Array(ts) => {
-                                ts.iter().all(|t| t.as_str().is_some_and(|t| TYPES.contains(&t)))
+                    match k.as_str() {
+                        "type" => {
+                            let ok = match child {
+                                serde_json::Value::String(t) => TYPES.contains(&t.as_str()),
+                                serde_json::Value::Array(ts) => {
+                                    ts.iter().all(|t| t.as_str().is_some_and(|t| TYPES.contains(&t)))
+                                }
+                                _ => false,
+                            };
+                            if !ok {
+                                return Err(format!("has `type: {child}`; one of {} (or a list)", TYPES.join(", ")));
                             }
-                            _ => false,
-                        };
-                        if !ok {
-                            return Err(format!("has `type: {child}`; one of {} (or a list)", TYPES.join(", ")));
                         }
+                        "properties" | "patternProperties" | "dependentSchemas" => match child {
+                            serde_json::Value::Object(members) => {
+                                for s in members.values() {
+                                    walk(s, depth + 1)?;
+                                }
+                            }
+                            _ => return Err(format!("has `{k}` that is not an object of schemas")),
+                        },
+                        "enum" | "const" | "default" | "examples" | "$comment" => {}
+                        _ => walk(child, depth + 1)?,
                     }
-                    walk(child, depth + 1)?;
                 }
                 Ok(())
             }
@@ -428,8 +442,15 @@ mod tests {
         let two = br#"{"PUT /x":{"request":{},"request_optional":true,"status":[201,200]}}"#;
         let docs = read_api(&with_section(API_SECTION, two)).unwrap();
         assert_eq!(docs["PUT /x"].status.as_ref().map(Statuses::list), Some(vec![201, 200]));
+        // A member named `type` (a column's type) is a member, not the keyword; enum values are data.
+        let member =
+            br#"{"GET /x":{"response":{"properties":{"type":{"enum":["int","text"]},"t":{"const":{"type":"x"}}}}}}"#;
+        assert!(read_api(&with_section(API_SECTION, member)).is_ok());
         for (bad, why) in [
-            (&br#"{"BREW /x":{}}"#[..], "is not `METHOD /path`"),
+            (&br##"{"GET /x":{"response":{"properties":{"type":{"$ref":"#/x"}}}}}"##[..], "uses `$ref`"),
+            (br#"{"GET /x":{"response":{"properties":{"type":{"type":"text"}}}}}"#, "has `type: \"text\"`"),
+            (br#"{"GET /x":{"response":{"properties":[1]}}}"#, "not an object of schemas"),
+            (br#"{"BREW /x":{}}"#, "is not `METHOD /path`"),
             (br#"{"GET x":{}}"#, "is not `METHOD /path`"),
             (br#"{"PUT /x":{"request":"string"}}"#, "request schema must be"),
             (br#"{"GET /x":{"request":{}}}"#, "no request body"),

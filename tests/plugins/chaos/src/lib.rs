@@ -6,6 +6,8 @@
 //!   (`loop`, `alloc`, `panic`, `error`) — the write must never become visible;
 //! * `PUT|GET /chaos/kv/{key}` store and read values; `GET /chaos/readonly-write` tries to write on
 //!   a read-only route and `POST /chaos/gov-write` tries to write a governance table;
+//! * `POST /chaos/count/{key}[?spin=N]` adds one to a counter (read, spin N rounds, write): a hot
+//!   key for concurrent writers;
 //! * governance actions `chaos.set_flag {"value"}` (writes the flag) and `chaos.fail_on_apply`
 //!   (validates, then fails after writing), and `GET /chaos/flag`.
 
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 static KV: Table<str, String> = Table::new("kv");
 static GOV: Table<str, String> = Table::new("gov.members");
 static FLAGS: Table<str, serde_json::Value> = Table::new("flags");
+static COUNTERS: Table<str, u64> = Table::new("counters");
 
 #[derive(Serialize, Deserialize)]
 struct Write {
@@ -42,6 +45,7 @@ impl App for Chaos {
             })
             .post("/chaos/write-then/{mode}", Auth::ANYONE, write_then)
             .put("/chaos/kv/{key}", Auth::ANYONE, put)
+            .post("/chaos/count/{key}", Auth::ANYONE, count)
             .get("/chaos/kv/{key}", Auth::ANYONE, get)
             .get("/chaos/readonly-write", Auth::ANYONE, |_| {
                 KV.put("x", &"y".to_string())?;
@@ -117,6 +121,19 @@ fn put(req: &Request) -> Result<Response> {
     let w: Write = req.json()?;
     KV.put(req.param("key")?, &w.value)?;
     Response::ok(&w)
+}
+
+fn count(req: &Request) -> Result<Response> {
+    let key = req.param("key")?;
+    let n = COUNTERS.get(key)?.unwrap_or(0);
+    let rounds: u64 = req.query("spin").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut x = 0u64;
+    for i in 0..rounds {
+        x = black_box(x.wrapping_add(i));
+    }
+    black_box(x);
+    COUNTERS.put(key, &(n + 1))?;
+    Response::ok(&serde_json::json!({"key": key, "value": n + 1}))
 }
 
 fn get(req: &Request) -> Result<Response> {
