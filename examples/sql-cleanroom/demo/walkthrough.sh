@@ -66,7 +66,7 @@ CGS_KEY=$CP $CGS call PUT "/app/contracts/$C/secrets/by-segment-output" --data "
 echo "secret by-segment-output put by code-provider"
 
 step "7. The clean room runs it: session, ticket, keys, DataFusion, small groups dropped, events, completion"
-$ROOM run --contract "$C" --query by-segment --run-id run-1 --host-data "$HD" \
+$ROOM run --contract "$C" --query by-segment --run-id run-1 --host-data "$HD" --data-dir . \
   --output-key-secret by-segment-output --output "$OUT/run-1.csv.enc"
 
 step "8. The code provider opens the result"
@@ -74,7 +74,7 @@ $ROOM open --key-file "$OUT/output.key" --contract "$C" --run-id run-1 "$OUT/run
 
 step "9. A kill switch stops the next run"
 CGS_KEY=$DP $CGS consent disable "$C" --reason "audit pending"
-$ROOM run --contract "$C" --query by-segment --run-id run-2 --host-data "$HD" \
+$ROOM run --contract "$C" --query by-segment --run-id run-2 --host-data "$HD" --data-dir . \
   --output-key-secret by-segment-output --output "$OUT/run-2.csv.enc" || true
 CGS_KEY=$DP $CGS consent enable "$C"
 

@@ -87,8 +87,9 @@ enum Cmd {
         /// Where to write the sealed output.
         #[arg(long)]
         output: PathBuf,
-        /// Read inputs only from inside this directory; relative locations are relative to it.
-        #[arg(long, default_value = ".")]
+        /// Read inputs only from inside this directory; relative locations are relative to it
+        /// (required: the directory holding the sealed inputs, never the whole machine).
+        #[arg(long)]
         data_dir: PathBuf,
         /// The largest input file read, in bytes.
         #[arg(long, default_value_t = 1 << 30)]

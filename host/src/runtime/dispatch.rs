@@ -78,13 +78,18 @@ struct InLane<'a> {
     _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
+/// The longest a write waits for its plugin's contended lane before it is answered `503
+/// TransactionConflict` (retryable): the queue is bounded in time, whoever keeps it busy.
+const LANE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl<'a> InLane<'a> {
-    async fn enter(plugin: &'a Plugin) -> InLane<'a> {
+    /// Queue for the lane; `None` after [`LANE_WAIT`].
+    async fn enter(plugin: &'a Plugin) -> Option<InLane<'a>> {
         plugin.lane_active.fetch_add(1, Ordering::Relaxed);
-        plugin.lane_entries.fetch_add(1, Ordering::Relaxed);
         let mut me = InLane { active: &plugin.lane_active, _guard: None };
-        me._guard = Some(plugin.lane.lock().await);
-        me
+        me._guard = Some(tokio::time::timeout(LANE_WAIT, plugin.lane.lock()).await.ok()?);
+        plugin.lane_entries.fetch_add(1, Ordering::Relaxed);
+        Some(me)
     }
 }
 
@@ -114,13 +119,15 @@ impl Runtime {
     /// writes queue for it from their first attempt. Each write in the lane executes on a
     /// snapshot that holds the previous one's commit, so contended writes (a counter every
     /// request updates) queue instead of failing with `503 TransactionConflict`. Once nobody
-    /// waits for the lane, writes run side by side again. Only a write that keeps losing to
-    /// writes that started before the lane filled still fails, after `conflict_retries`.
+    /// waits for the lane, writes run side by side again. A write that keeps losing to writes
+    /// that started before the lane filled still fails after `conflict_retries`, and one that
+    /// waits for the lane longer than [`LANE_WAIT`] fails at once (both `503
+    /// TransactionConflict`, retryable).
     pub async fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
         let mut attempt = 0;
         let mut lane: Option<InLane<'_>> = None;
         if req.route.access == Access::ReadWrite && req.plugin.lane_active.load(Ordering::Relaxed) > 0 {
-            lane = Some(InLane::enter(&req.plugin).await);
+            lane = Some(InLane::enter(&req.plugin).await.ok_or(DispatchError::Conflict(0))?);
         }
         loop {
             let executed = if req.plugin.slow.load(Ordering::Relaxed) >= SLOW_STRIKES {
@@ -168,7 +175,7 @@ impl Runtime {
                     }
                     tracing::debug!(plugin = %req.plugin.info.name, attempt, %why, "re-executing after a conflict");
                     if lane.is_none() {
-                        lane = Some(InLane::enter(&req.plugin).await);
+                        lane = Some(InLane::enter(&req.plugin).await.ok_or(DispatchError::Conflict(attempt))?);
                     }
                 }
                 Err(crate::store::CommitError::Store(e)) => return Err(DispatchError::Store(e.0)),

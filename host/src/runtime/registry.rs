@@ -74,7 +74,7 @@ pub struct Plugin {
     pub(super) lane: tokio::sync::Mutex<()>,
     /// Writes holding or awaiting the lane.
     pub(super) lane_active: std::sync::atomic::AtomicUsize,
-    /// Writes that entered the lane (for `/metrics`).
+    /// Writes that entered the lane (for `/metrics`; not those that gave up waiting).
     pub(super) lane_entries: AtomicU64,
 }
 
@@ -89,6 +89,11 @@ impl Plugin {
     /// were in it).
     pub fn lane_entries(&self) -> u64 {
         self.lane_entries.load(Ordering::Relaxed)
+    }
+
+    /// Writes holding or awaiting the contended lane now.
+    pub fn lane_waiting(&self) -> usize {
+        self.lane_active.load(Ordering::Relaxed)
     }
 }
 

@@ -269,6 +269,25 @@ fn the_isv_example_serves_its_routes() {
     }
 }
 
+/// `POST /chaos/count/hot?spin=200000` (a hot key, with work between its read and its write).
+fn count_request(rt: &Runtime) -> PluginRequest {
+    let registry = rt.registry();
+    let segments = ["chaos", "count", "hot"];
+    let RouteMatch::Found { plugin, route, params } = registry.find_route(Method::Post, &segments) else {
+        panic!("no count route");
+    };
+    PluginRequest {
+        plugin: registry.get(&plugin).expect("plugin").clone(),
+        route,
+        params,
+        path: "/chaos/count/hot".into(),
+        query: vec![("spin".into(), "200000".into())],
+        headers: vec![],
+        body: vec![],
+        caller: Caller::anonymous(),
+    }
+}
+
 /// A hot key: concurrent writers of one counter, each reading it, working a while and writing
 /// it back. Their commits conflict; the conflicted ones re-run one at a time in the plugin's
 /// contended lane, so none gives up (only 2 retries here) and no increment is lost.
@@ -276,23 +295,7 @@ fn the_isv_example_serves_its_routes() {
 fn contended_writes_queue_in_the_lane_instead_of_failing() {
     let rt = chaos(RuntimeConfig { conflict_retries: 2, ..fast_limits() });
     let (writers, each) = (8usize, 20usize);
-    let request = || {
-        let registry = rt.registry();
-        let segments = ["chaos", "count", "hot"];
-        let RouteMatch::Found { plugin, route, params } = registry.find_route(Method::Post, &segments) else {
-            panic!("no count route");
-        };
-        PluginRequest {
-            plugin: registry.get(&plugin).expect("plugin").clone(),
-            route,
-            params,
-            path: "/chaos/count/hot".into(),
-            query: vec![("spin".into(), "200000".into())],
-            headers: vec![],
-            body: vec![],
-            caller: Caller::anonymous(),
-        }
-    };
+    let request = || count_request(&rt);
     let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(writers).enable_all().build().unwrap();
     let outcomes: Vec<Result<u16, String>> = tokio_rt.block_on(async {
         let tasks: Vec<_> = (0..writers)
@@ -319,7 +322,29 @@ fn contended_writes_queue_in_the_lane_instead_of_failing() {
     let last = tokio_rt.block_on(rt.handle(&request())).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&last.body).unwrap();
     assert_eq!(v["value"], (writers * each + 1) as u64, "no increment lost");
-    let lane = rt.registry().get("chaos").unwrap().lane_entries();
+    let chaos = rt.registry().get("chaos").unwrap().clone();
+    let lane = chaos.lane_entries();
     assert!(lane > 0, "the writers never conflicted: the test did not contend");
+    assert_eq!(chaos.lane_waiting(), 0, "everyone left the lane: writes run side by side again");
+    // A write dropped while it waits for the lane (a client gone) leaves it too.
+    let held = tokio_rt.block_on(async {
+        let slow = request();
+        let (a, b) = (rt.clone(), rt.clone());
+        // Fill the lane with contended writers, then give up on one of them.
+        let mut tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (rt, req) = (a.clone(), slow.clone());
+                tokio::spawn(async move { rt.handle(&req).await.map(|r| r.status) })
+            })
+            .collect();
+        let dropped = tokio::spawn(async move { b.handle(&count_request(&b)).await.map(|r| r.status) });
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        dropped.abort();
+        for t in tasks.drain(..) {
+            let _ = t.await;
+        }
+        chaos.lane_waiting()
+    });
+    assert_eq!(held, 0, "an abandoned write does not stay counted in the lane");
     eprintln!("{} writes, {lane} re-run in the lane", writers * each + 1);
 }

@@ -227,7 +227,8 @@ pub struct Ticket {
     pub outputs: Vec<String>,
     /// The output's owner.
     pub output_owner: String,
-    /// The output column holding COUNT(*), if groups must be dropped.
+    /// The output column holding COUNT(*) (joined rows; the clean room enforces the minimum on
+    /// distinct rows of each aggregate-only input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_size_column: Option<String>,
     /// Drop groups smaller than this (0: none).
@@ -724,33 +725,8 @@ fn run(req: &Request) -> Result<Response> {
     check_label("run_id", &body.run_id)?;
     let q = QUERIES.get_versioned(&key(&id, qid))?.ok_or_else(|| query_not_found(&id, qid))?;
     let rk = key(&id, &body.run_id);
-    // The same run id again, from the same session (a retry): the same ticket, nothing deducted
-    // twice. A run is one session's, once: another session, or a completed run, never gets its
-    // ticket again (it would run the query again past the budget, and past a later kill switch
-    // or consent withdrawal).
-    if let Some(r) = RUNS.get_versioned(&rk)? {
-        if r.value.ticket.query_id != qid || r.value.session != req.caller.id {
-            return Err(Error::conflict(
-                "RunIdInUse",
-                format!(
-                    "run `{}` is another run (of query `{}`, by another clean-room session): use a new run id",
-                    body.run_id, r.value.ticket.query_id
-                ),
-            ));
-        }
-        if r.value.state != "Issued" {
-            return Err(Error::not_allowed_in_state(
-                "RunCompleted",
-                format!("run `{}` is completed: use a new run id to run the query again", body.run_id),
-            ));
-        }
-        let mut v = serde_json::to_value(&r.value.ticket).unwrap_or_default();
-        v["tx_id"] = r.value.issued_tx.clone().unwrap_or_else(|| version_of(&r.version)).into();
-        return Response::ok(&v);
-    }
     let now = context::tx_time_ms();
     let datasets: Vec<String> = q.value.analysis.inputs.clone();
-    let outcome = check_run(&id, &c, &q.value, now);
     let record = |kind: &str, code: Option<String>, message: Option<String>, epsilon: Option<f64>| Record {
         kind: kind.into(),
         run_id: body.run_id.clone(),
@@ -762,6 +738,49 @@ fn run(req: &Request) -> Result<Response> {
         epsilon,
         rows: None,
         at_ms: now,
+    };
+    // The same run id again, from the same session (a retry): the same ticket, nothing deducted
+    // twice, once it passes the checks again but the budget it already spent (a kill switch,
+    // consent or a rule may have changed since). A run is one session's, once: another session,
+    // a completed run or an expired ticket never gets the ticket again.
+    let mut outcome = None;
+    if let Some(r) = RUNS.get_versioned(&rk)? {
+        if r.value.ticket.query_id != qid {
+            return Err(Error::conflict(
+                "RunIdInUse",
+                format!("run `{}` is a run of query `{}`: use a new run id", body.run_id, r.value.ticket.query_id),
+            ));
+        }
+        if r.value.session != req.caller.id {
+            return Err(Error::conflict(
+                "RunIdInUse",
+                format!("run `{}` belongs to another clean-room session: use a new run id", body.run_id),
+            ));
+        }
+        if r.value.state != "Issued" {
+            return Err(Error::not_allowed_in_state(
+                "RunCompleted",
+                format!("run `{}` is completed: use a new run id to run the query again", body.run_id),
+            ));
+        }
+        if now >= r.value.ticket.expires_at_ms {
+            return Err(Error::not_allowed_in_state(
+                "TicketExpired",
+                format!("the ticket of run `{}` expired: use a new run id", body.run_id),
+            ));
+        }
+        match check_run(&id, &c, &q.value, now) {
+            Err(d) if d.code != "BudgetExhausted" => outcome = Some(Err(d)),
+            _ => {
+                let mut v = serde_json::to_value(&r.value.ticket).unwrap_or_default();
+                v["tx_id"] = r.value.issued_tx.clone().unwrap_or_else(|| version_of(&r.version)).into();
+                return Response::ok(&v);
+            }
+        }
+    }
+    let outcome = match outcome {
+        Some(denied) => denied,
+        None => check_run(&id, &c, &q.value, now),
     };
     match outcome {
         Err(d) => {
@@ -1173,15 +1192,6 @@ mod tests {
             v["error"]["message"].as_str().unwrap().contains("dataset `sales` has 0.2 of its 1 epsilon left"),
             "{v}"
         );
-        // The next period has a fresh budget.
-        testing::set_tx_time_ms(1_000_000 + 86_400_000);
-        assert_eq!(run("s1", "r4").0, 201);
-        // A kill switch stops the next run.
-        KILL_SWITCHES.put("c/m2", &KillSwitch { disabled: true }).unwrap();
-        let (s, v) = run("s1", "r5");
-        assert_eq!((s, code(&v)), (405, "ContractDisabled"), "{v}");
-        KILL_SWITCHES.put("c/m2", &KillSwitch { disabled: false }).unwrap();
-        // A dataset owner's consent stops it too.
         let consent = |who: &str, sw: &str| {
             call(
                 Method::Post,
@@ -1191,6 +1201,22 @@ mod tests {
                 Caller::member(who),
             )
         };
+        // A retry of r1 with the budget spent still gets its ticket (it spent its share)...
+        assert_eq!(run("s1", "r1").0, 200);
+        // ...but is checked again otherwise: the dataset's owner withdrew consent.
+        assert_eq!(consent("m2", "disable").0, 200);
+        let (s, v) = run("s1", "r1");
+        assert_eq!((s, code(&v)), (405, "DatasetConsentDisabled"), "a retry is checked again: {v}");
+        assert_eq!(consent("m2", "enable").0, 200);
+        // The next period has a fresh budget.
+        testing::set_tx_time_ms(1_000_000 + 86_400_000);
+        assert_eq!(run("s1", "r4").0, 201);
+        // A kill switch stops the next run.
+        KILL_SWITCHES.put("c/m2", &KillSwitch { disabled: true }).unwrap();
+        let (s, v) = run("s1", "r5");
+        assert_eq!((s, code(&v)), (405, "ContractDisabled"), "{v}");
+        KILL_SWITCHES.put("c/m2", &KillSwitch { disabled: false }).unwrap();
+        // A dataset owner's consent stops it too.
         assert_eq!(code(&consent("m1", "disable").1), "NotDatasetOwner");
         assert_eq!(consent("m2", "disable").0, 200);
         assert_eq!(code(&run("s1", "r6").1), "DatasetConsentDisabled");
@@ -1209,20 +1235,27 @@ mod tests {
         // Another session never gets the run's ticket (it would run it again, unrecorded).
         let (s, v) = run("s2", "r1");
         assert_eq!((s, code(&v)), (409, "RunIdInUse"), "{v}");
-        let issued = run("s1", "r1").1["tx_id"].clone();
+        // A day later the ticket has expired: not even its session gets it again.
+        let (s, v) = run("s1", "r1");
+        assert_eq!((s, code(&v)), (405, "TicketExpired"), "{v}");
+        let get_r1 = || {
+            call(
+                Method::Get,
+                "/contracts/{id}/runs/{run_id}",
+                &[("id", "c"), ("run_id", "r1")],
+                None,
+                Caller::member("m1"),
+            )
+            .1
+        };
+        let issued = get_r1()["issued_tx"].clone();
+        assert!(issued.is_string(), "{issued}");
         assert_eq!(complete("s1").0, 200);
         assert_eq!(code(&complete("s1").1), "RunCompleted");
         // Nor the session itself, once it completed the run.
         let (s, v) = run("s1", "r1");
         assert_eq!((s, code(&v)), (405, "RunCompleted"), "{v}");
-        let one = call(
-            Method::Get,
-            "/contracts/{id}/runs/{run_id}",
-            &[("id", "c"), ("run_id", "r1")],
-            None,
-            Caller::member("m1"),
-        )
-        .1;
+        let one = get_r1();
         assert_eq!(one["issued_tx"], issued, "after completion, the ticket's transaction is kept");
         assert_eq!(one["state"], "Completed");
         // A session of another contract is not a party.
@@ -1237,7 +1270,11 @@ mod tests {
         // The log: every run, denial and completion, per dataset.
         let log = call(Method::Get, "/contracts/{id}/runs", &[("id", "c")], None, Caller::member("m1")).1;
         let kinds: Vec<&str> = log["value"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["completion", "denial", "denial", "run", "denial", "run", "run", "denial"], "newest first");
+        assert_eq!(
+            kinds,
+            ["completion", "denial", "denial", "run", "denial", "denial", "run", "run", "denial"],
+            "newest first"
+        );
         // Any edit resets the approvals.
         let v = query();
         let (s, _) = call(

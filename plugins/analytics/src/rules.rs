@@ -13,9 +13,9 @@
 //! * `join`: may be a join key (`JOIN … ON a.x = b.y`).
 //!
 //! Per dataset: `aggregate_only` with `min_group_size`: a query reading it must aggregate (every
-//! output column aggregated or grouped) and output `COUNT(*)`, the group size, which the clean
-//! room uses to drop every group smaller than the largest `min_group_size` of its inputs (the
-//! strictest rule wins).
+//! output column aggregated or grouped) and output `COUNT(*)`. The clean room keeps only groups
+//! holding at least the largest `min_group_size` of its inputs (the strictest rule wins) in
+//! *distinct rows of each aggregate-only input*, inside the plan (examples/sql-cleanroom).
 //!
 //! The clean room runs the checker's canonical rendering of the parsed query (`canonical_sql`),
 //! not the text the client sent, so what runs is what was checked.
@@ -459,6 +459,14 @@ pub fn analyze(sql: &str, datasets: &dyn Fn(&str) -> Option<DatasetRules>) -> Re
             return unsupported(format!("hints or partitions on `{name}`"));
         }
         let dataset = object_name(name)?;
+        if let Some(other) = checker.inputs.iter().find(|i| i.eq_ignore_ascii_case(&dataset) && **i != dataset) {
+            return refuse(
+                "InvalidSql",
+                format!(
+                    "`{dataset}` and `{other}` are one table to the clean room (names match without regard to case)"
+                ),
+            );
+        }
         let Some(d) = rules.get(&dataset).cloned().or_else(|| datasets(&dataset)) else {
             return refuse("UnknownDataset", format!("no dataset `{dataset}` is registered for this contract"));
         };
@@ -824,6 +832,15 @@ mod tests {
         let (code, msg) = refused("SELECT segment AS email FROM customers ORDER BY email LIMIT 1");
         assert_eq!(code, "ColumnNotAllowedInOutput", "{msg}");
         assert!(check("SELECT segment AS s FROM customers ORDER BY s").is_ok());
+        // Two registered names folding alike are one table to the engine.
+        let both = |name: &str| match name {
+            "SALES" => lookup("customers"),
+            n => lookup(n),
+        };
+        let r = analyze("SELECT a.segment, COUNT(*) AS n FROM SALES AS a JOIN sales AS b ON a.id = b.customer_id GROUP BY a.segment", &both)
+            .unwrap_err();
+        assert_eq!(r.code, "InvalidSql", "{r:?}");
+        assert!(r.message.contains("one table to the clean room"), "{r:?}");
         // DISTINCT ON reaches columns the SELECT list does not name.
         let (code, msg) = refused("SELECT DISTINCT ON (email) segment FROM customers");
         assert_eq!(code, "UnsupportedSql", "{msg}");

@@ -144,7 +144,26 @@ fn check_schema(schema: &serde_json::Value) -> Result<(), String> {
     const TYPES: &[&str] = &["null", "boolean", "object", "array", "number", "string", "integer"];
     // A schema's keywords are checked; the names under `properties` are the described object's
     // member names (a member may well be called `type`), and `enum`/`const`/`default`/
-    // `examples` hold data, not schemas.
+    // `examples` hold data, not schemas — where no `$` key may hide either (tools resolve a
+    // `$ref` wherever it is). Where a keyword takes a schema, it is an object or a boolean.
+    fn is_schema(v: &serde_json::Value) -> bool {
+        v.is_object() || v.is_boolean()
+    }
+    fn data(v: &serde_json::Value, depth: usize) -> Result<(), String> {
+        if depth > 32 {
+            return Err("is nested more than 32 levels deep".into());
+        }
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(k) = map.keys().find(|k| k.starts_with('$')) {
+                    return Err(format!("holds `{k}` in an example or enum value: tools would resolve it"));
+                }
+                map.values().try_for_each(|c| data(c, depth + 1))
+            }
+            serde_json::Value::Array(items) => items.iter().try_for_each(|c| data(c, depth + 1)),
+            _ => Ok(()),
+        }
+    }
     fn walk(v: &serde_json::Value, depth: usize) -> Result<(), String> {
         if depth > 32 {
             return Err("is nested more than 32 levels deep".into());
@@ -171,14 +190,37 @@ fn check_schema(schema: &serde_json::Value) -> Result<(), String> {
                             }
                         }
                         "properties" | "patternProperties" | "dependentSchemas" => match child {
-                            serde_json::Value::Object(members) => {
+                            serde_json::Value::Object(members) if members.values().all(is_schema) => {
                                 for s in members.values() {
                                     walk(s, depth + 1)?;
                                 }
                             }
                             _ => return Err(format!("has `{k}` that is not an object of schemas")),
                         },
-                        "enum" | "const" | "default" | "examples" | "$comment" => {}
+                        "items"
+                        | "additionalProperties"
+                        | "additionalItems"
+                        | "not"
+                        | "if"
+                        | "then"
+                        | "else"
+                        | "contains"
+                        | "propertyNames"
+                        | "unevaluatedItems"
+                        | "unevaluatedProperties" => {
+                            if !is_schema(child) {
+                                return Err(format!("has `{k}` that is not a schema (an object or a boolean)"));
+                            }
+                            walk(child, depth + 1)?;
+                        }
+                        "allOf" | "anyOf" | "oneOf" | "prefixItems" => match child {
+                            serde_json::Value::Array(items) if items.iter().all(is_schema) => {
+                                walk(child, depth + 1)?;
+                            }
+                            _ => return Err(format!("has `{k}` that is not a list of schemas")),
+                        },
+                        "enum" | "const" | "default" | "examples" | "example" => data(child, depth + 1)?,
+                        "$comment" => {}
                         _ => walk(child, depth + 1)?,
                     }
                 }
@@ -450,6 +492,11 @@ mod tests {
             (&br##"{"GET /x":{"response":{"properties":{"type":{"$ref":"#/x"}}}}}"##[..], "uses `$ref`"),
             (br#"{"GET /x":{"response":{"properties":{"type":{"type":"text"}}}}}"#, "has `type: \"text\"`"),
             (br#"{"GET /x":{"response":{"properties":[1]}}}"#, "not an object of schemas"),
+            (br#"{"GET /x":{"response":{"properties":{"a":5}}}}"#, "not an object of schemas"),
+            (br#"{"GET /x":{"response":{"items":"x"}}}"#, "`items` that is not a schema"),
+            (br#"{"GET /x":{"response":{"anyOf":[1]}}}"#, "not a list of schemas"),
+            (br##"{"GET /x":{"response":{"enum":[{"$ref":"https://evil/x"}]}}}"##, "holds `$ref`"),
+            (br##"{"GET /x":{"response":{"examples":[{"a":{"$ref":"#/x"}}]}}}"##, "holds `$ref`"),
             (br#"{"BREW /x":{}}"#, "is not `METHOD /path`"),
             (br#"{"GET x":{}}"#, "is not `METHOD /path`"),
             (br#"{"PUT /x":{"request":"string"}}"#, "request schema must be"),
