@@ -160,11 +160,21 @@ impl Launched {
     pub async fn ready(mut self, data: &Path) -> Result<Sandbox> {
         // Generous: under CI, a start shares ~1.1 cores with other tests' nodes and a browser
         // (it once took over 120 s); a hung start still fails.
-        let url = match self.url.recv_timeout(Duration::from_secs(300)) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = self.child.kill();
-                bail!("cgs-host did not print its URL within 300 s");
+        // A start that fails ends the process: say so at once, with what it printed.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let url = loop {
+            match self.url.recv_timeout(Duration::from_millis(200)) {
+                Ok(u) => break u,
+                Err(_) if Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    bail!("cgs-host did not print its URL within 300 s");
+                }
+                Err(_) => {
+                    if let Some(status) = self.exited() {
+                        let printed = self.printed.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+                        bail!("cgs-host exited ({status}) before serving:\n{printed}");
+                    }
+                }
             }
         };
         let ca = data.join("service-cert.pem");

@@ -415,7 +415,20 @@ impl Ledger {
             envelope: Vec::new(),
             tx_time_ms: now_ms(),
         };
-        self.commit(reads, writes, meta).await.map(|_| ()).map_err(|e| LedgerError::Raft(e.to_string()))
+        match self.commit(reads, writes, meta).await {
+            Ok(_) => Ok(()),
+            // Another task of this node (the first start and the checkpoint task race for it
+            // on a new leader) recorded it between the read and the commit: recorded is done.
+            Err(crate::store::CommitError::Conflict(why)) => {
+                let again = self.snapshot().map_err(db_err)?;
+                if again.get("sys.nodes", &self.node_id.to_be_bytes()).map_err(db_err)?.is_some() {
+                    Ok(())
+                } else {
+                    Err(LedgerError::Raft(format!("conflict: {why}")))
+                }
+            }
+            Err(e) => Err(LedgerError::Raft(e.to_string())),
+        }
     }
 
     /// The log origin (fixed at creation).

@@ -202,3 +202,19 @@ async fn three_replicas_apply_identically() {
         n.shutdown().await;
     }
 }
+
+/// A new leader records its checkpoint key from two places at once (the start, and the
+/// checkpoint task before it signs): whichever commits second conflicts, and that is not a
+/// failure. (CI once failed a sandbox creation on it: "conflict: a key of `sys.nodes` changed".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_the_node_key_twice_at_once_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1), "cgs/test", Router::default()).await.unwrap();
+    l.initialize_single("node-1").await.unwrap();
+    l.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let (a, b, c) = tokio::join!(l.record_node_key(), l.record_node_key(), l.record_node_key());
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    assert!(l.snapshot().unwrap().get("sys.nodes", &1u64.to_be_bytes()).unwrap().is_some());
+}
