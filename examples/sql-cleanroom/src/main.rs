@@ -69,31 +69,8 @@ enum Cmd {
     Run {
         #[command(flatten)]
         service: Service,
-        /// The contract.
-        #[arg(long)]
-        contract: String,
-        /// The approved query's id.
-        #[arg(long)]
-        query: String,
-        /// The run's id: asking again with the same id returns the same ticket.
-        #[arg(long)]
-        run_id: String,
-        /// The clean room's host_data (64 hex digits) in its virtual evidence.
-        #[arg(long, env = "CGS_HOST_DATA")]
-        host_data: String,
-        /// The contract secret holding the output's key, put by the query's output owner.
-        #[arg(long)]
-        output_key_secret: String,
-        /// Where to write the sealed output.
-        #[arg(long)]
-        output: PathBuf,
-        /// Read inputs only from inside this directory; relative locations are relative to it
-        /// (required: the directory holding the sealed inputs, never the whole machine).
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// The largest input file read, in bytes.
-        #[arg(long, default_value_t = 1 << 30)]
-        max_input_bytes: u64,
+        #[command(flatten)]
+        run: RunConfig,
     },
     /// Run a ticket's SQL on clear CSV files, with the same rules, and print the CSV. This is for
     /// the data's owners, to check a run's output (or an error message the clean room withheld)
@@ -151,32 +128,11 @@ async fn main_inner(cli: Cli) -> Result<()> {
                 room::write_atomically(&output, &plain)?;
             }
         }
-        Cmd::Run {
-            service,
-            contract,
-            query,
-            run_id,
-            host_data,
-            output_key_secret,
-            output,
-            data_dir,
-            max_input_bytes,
-        } => {
+        Cmd::Run { service, run } => {
             let ca = std::fs::read(&service.ca)
                 .with_context(|| format!("reading the service certificate {}", service.ca.display()))?;
             let client = cgs_client::Client::new(&service.url, &ca)?;
-            let cfg = RunConfig {
-                client,
-                contract,
-                query,
-                run_id,
-                host_data,
-                output_key_secret,
-                output,
-                data_dir,
-                max_input_bytes,
-            };
-            let report = room::run(&cfg).await?;
+            let report = room::run(&client, &run).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Cmd::Local { ticket, inputs, keep_small_groups } => {

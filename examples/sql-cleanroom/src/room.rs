@@ -19,25 +19,33 @@ use crate::sealed::{self, Key};
 
 type Kem = hpke::kem::X25519HkdfSha256;
 
-/// What the clean room is asked to do.
+/// What the clean room is asked to do (the `run` command's flags).
+#[derive(Debug, clap::Args)]
 pub struct RunConfig {
-    /// The service, with its pinned certificate.
-    pub client: Client,
     /// The contract.
+    #[arg(long)]
     pub contract: String,
-    /// The approved query.
+    /// The approved query's id.
+    #[arg(long)]
     pub query: String,
-    /// The idempotent run id.
+    /// The run's id: asking again with the same id returns the same ticket.
+    #[arg(long)]
     pub run_id: String,
-    /// The clean room's `host_data` for virtual evidence (64 hex digits).
+    /// The clean room's host_data (64 hex digits) in its virtual evidence.
+    #[arg(long, env = "CGS_HOST_DATA")]
     pub host_data: String,
-    /// The contract secret holding the output's key; it must have been put by the output owner.
+    /// The contract secret holding the output's key, put by the query's output owner.
+    #[arg(long)]
     pub output_key_secret: String,
     /// Where to write the sealed output.
+    #[arg(long)]
     pub output: PathBuf,
-    /// Inputs are read only from inside this directory (relative locations are relative to it).
+    /// Read inputs only from inside this directory; relative locations are relative to it
+    /// (required: the directory holding the sealed inputs, never the whole machine).
+    #[arg(long)]
     pub data_dir: PathBuf,
-    /// The largest input file read.
+    /// The largest input file read, in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
     pub max_input_bytes: u64,
 }
 
@@ -226,10 +234,11 @@ pub fn check_ticket(t: &Ticket, contract: &str, query: &str, run_id: &str) -> Re
     Ok(())
 }
 
-/// One run: session, ticket, keys, inputs, SQL, output, events, completion.
-pub async fn run(cfg: &RunConfig) -> Result<Report> {
-    let s = Session::open(&cfg.client, &cfg.contract, &cfg.host_data).await?;
-    let ticket = analytics::request_run(&cfg.client, s.token(), &cfg.contract, &cfg.query, &cfg.run_id)
+/// One run against the service `client` talks to: session, ticket, keys, inputs, SQL, output,
+/// events, completion.
+pub async fn run(client: &Client, cfg: &RunConfig) -> Result<Report> {
+    let s = Session::open(client, &cfg.contract, &cfg.host_data).await?;
+    let ticket = analytics::request_run(client, s.token(), &cfg.contract, &cfg.query, &cfg.run_id)
         .await
         .map_err(|e| api(e, "asking for a run ticket"))?;
     check_ticket(&ticket, &cfg.contract, &cfg.query, &cfg.run_id)?;
@@ -289,7 +298,7 @@ pub async fn run(cfg: &RunConfig) -> Result<Report> {
         )
         .await?;
     let done = analytics::complete_run(
-        &cfg.client,
+        client,
         s.token(),
         &cfg.contract,
         &cfg.run_id,
