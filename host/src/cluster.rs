@@ -167,19 +167,43 @@ impl Cluster {
     }
 
     /// Keep the peer keys and (on the leader) raft's membership in line with the node records,
-    /// until `stop`.
-    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// until `stop` (returns `false`) or until this node is retired and no longer a voter in
+    /// the applied configuration (returns `true`: the node stops serving).
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
         let mut stall = Stall::default();
+        let mut out_since: Option<std::time::Instant> = None;
         loop {
             if let Err(e) = self.reconcile().await {
                 tracing::debug!(error = %e, "membership reconciliation");
             }
+            // A retired leader leads a little longer, so its followers hear that its removal
+            // committed (openraft steps it down once it applied that), then it stops.
+            if !self.retired_and_out() {
+                out_since = None;
+            } else if out_since.get_or_insert_with(std::time::Instant::now).elapsed() >= Duration::from_secs(2) {
+                tracing::warn!(node = self.ledger.node_id(), "this node was removed from the service: stopping");
+                return true;
+            }
             self.break_split_votes(&mut stall).await;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => return false,
             }
         }
+    }
+
+    /// Whether governance retired this node and raft's configuration took its vote away: the
+    /// newest configuration this node has appended (committed or not) does not count it in its
+    /// target voters. By then its acknowledgement of that change is sent; the change commits
+    /// without it (and a leader leaving, which proposed it, hands over after it commits).
+    fn retired_and_out(&self) -> bool {
+        let me = self.ledger.node_id();
+        if self.network.is_none() || crate::gov::nodes::node_status(&self.ledger, me) != Some(NodeStatus::Retired) {
+            return false;
+        }
+        let m = self.ledger.raft.metrics().borrow().clone();
+        let configs = m.membership_config.membership().get_joint_config();
+        configs.last().is_none_or(|target| !target.contains(&me))
     }
 
     /// openraft 0.9 draws a node's election timeout once, when the process starts: two voters

@@ -7,8 +7,9 @@
 //! DIR/ledger.redb             the ledger: replicated log, applied state, Merkle nodes
 //! DIR/node/service-key.pem    service key (owner-only; sealed to the TEE in production)
 //! DIR/node/node-signing.key   node Ed25519 key signing checkpoints (idem)
-//! DIR/node/token-signing.key  key signing member tokens (idem)
-//! DIR/node/ledger-secret      AES-256-GCM key of private tables (idem)
+//! DIR/node/token-signing.key  key signing member tokens until the first re-key (idem)
+//! DIR/node/ledger-secret      version 0 of the ledger secret (idem); later versions are only
+//!                             in the ledger, sealed to each node's key (sys.ledger_secrets)
 //! DIR/node/node-id            a node that joined: the raft id the service gave it
 //! DIR/node/join-encryption.key  a joining node's X25519 key, deleted once the secrets arrive
 //! DIR/cache/                  compiled plugins, authenticated (runtime::cache)
@@ -138,6 +139,12 @@ pub enum NodeError {
     /// The configuration does not fit the data directory.
     #[error("{0}")]
     Config(String),
+    /// This node was removed from the service (`remove_node`).
+    #[error(
+        "node {0} was removed from this service (remove_node): it no longer serves and never rejoins; to add this \
+         machine again, join with a new data directory (a new node id and key)"
+    )]
+    Retired(u64),
     /// Binding the listener failed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -432,6 +439,9 @@ impl Node {
             }
             ledger.set_record_extras(extra);
         }
+        if crate::gov::nodes::node_status(&ledger, ledger.node_id()) == Some(crate::gov::nodes::NodeStatus::Retired) {
+            return Err(NodeError::Retired(ledger.node_id()));
+        }
         match &joined {
             None if joined_before => {
                 if network.is_none() {
@@ -642,7 +652,21 @@ impl Node {
             let s = forwarded.clone();
             Box::pin(async move { s.answer_forwarded(from, req, policy).await })
         }));
-        let membership = tokio::spawn(self.cluster.clone().run(shutdown.clone()));
+        // Stop when told to, or when this node has been removed from the service.
+        let (stop_tx, stop) = watch::channel(false);
+        let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let membership = {
+            let (cluster, mut shutdown, retired) = (self.cluster.clone(), shutdown.clone(), retired.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    true = cluster.run(shutdown.clone()) => {
+                        retired.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
+                let _ = stop_tx.send(true);
+            })
+        };
         // A development cluster: the sandbox's members trust every node that joined.
         let trust = (self.auto_trust && !self.sandbox_members.is_empty()).then(|| {
             let (gov, ledger, members) = (self.gov.clone(), self.ledger.clone(), self.sandbox_members.clone());
@@ -694,7 +718,7 @@ impl Node {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        let served = http::serve(self.listener, tls, service, self.http_limits, shutdown).await;
+        let served = http::serve(self.listener, tls, service, self.http_limits, stop).await;
         sweeper.abort();
         jwks.abort();
         membership.abort();
@@ -703,6 +727,10 @@ impl Node {
         }
         let _ = self.peer_stop.send(true);
         self.ledger.shutdown().await;
-        served.map_err(|source| NodeError::Listen { addr: self.local_addr, source })
+        served.map_err(|source| NodeError::Listen { addr: self.local_addr, source })?;
+        if retired.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(NodeError::Retired(self.ledger.node_id()));
+        }
+        Ok(())
     }
 }

@@ -159,14 +159,24 @@ async fn three_processes_join_replicate_and_remove_a_node() {
         }
     }
 
-    // Remove node 3: it leaves the quorum; what is written afterwards does not reach it.
+    // What node 3 holds and keeps after its removal: version 0 of the ledger secret and the
+    // token key. A member token it mints is accepted while it is trusted.
+    let n3_dir = tmp.path().join("n3");
+    let origin =
+        n1.client.get("/node/identity").await.unwrap().ok_json().unwrap()["origin"].as_str().unwrap().to_string();
+    let forged = mint_member_token(&n3_dir, &origin, &members[0].id());
+    let r =
+        n1.client.request("GET", "/gov/members", None, &[("authorization", format!("Bearer {forged}").as_str())]).await;
+    assert_eq!(r.unwrap().status, 200, "a token of the service's key is accepted (the forgery works before)");
+
+    // Remove node 3: it leaves the quorum, the ledger is re-keyed, and node 3 stops.
+    let mut n3 = n3;
     assert_eq!(pass(&members, json!([{"name": "remove_node", "args": {"node_id": 3}}])).await, "Accepted");
     let listed = wait_for(&n1, "node 3 retired and out of raft", |n| {
         n.iter().any(|n| n["node_id"] == 3 && n["status"] == "Retired" && n["role"] == "None")
     })
     .await;
     assert_eq!(listed.iter().filter(|n| n["role"] == "Voter").count(), 2, "{listed:?}");
-    let before = n3.client.get("/node/health").await.unwrap().ok_json().unwrap();
     let r = members[0]
         .propose(json!([{"name": "set_action_threshold", "args": {"action": "remove_user_identity", "required": 2}}]))
         .await
@@ -177,11 +187,156 @@ async fn three_processes_join_replicate_and_remove_a_node() {
         let s = node.client.get(&format!("/node/tx/{tx}")).await.unwrap().ok_json().unwrap();
         assert_eq!(s["status"], "Committed", "{tx} on {}", node.url);
     }
-    let s = n3.client.get(&format!("/node/tx/{tx}")).await.unwrap();
-    assert_eq!(s.status, 404, "the removed node did not receive {tx} ({before})");
-    // Removing the last nodes is refused: node 3 is already retired.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = n3.exited() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the removed node still runs 30 s after its removal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "a removed node stops with an error status: {status}");
+    // Started again, it refuses at once, saying why.
+    let out =
+        std::process::Command::new(&binaries().host).args(join_args(&n3_dir, 0, free_port(), &n1)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("node 3 was removed from this service"), "{err}");
+    // The token key moved with the re-key: node 3's forgery is refused, the members' clients
+    // log in again by themselves.
+    let r =
+        n1.client.request("GET", "/gov/members", None, &[("authorization", format!("Bearer {forged}").as_str())]).await;
+    let r = r.unwrap();
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(members[0].authed("GET", "/gov/members", None).await.unwrap().status, 200);
+    // Removing node 3 again is refused: it is already retired.
     let r = members[0].propose(json!([{"name": "remove_node", "args": {"node_id": 3}}])).await.unwrap();
     assert_eq!(r.status, 405, "{}", String::from_utf8_lossy(&r.body));
+    // A proposal later, members re-key at will.
+    assert_eq!(pass(&members, json!([{"name": "trigger_ledger_rekey", "args": {}}])).await, "Accepted");
+    let r = members[0]
+        .propose(json!([{"name": "set_action_threshold", "args": {"action": "remove_user_identity", "required": 1}}]))
+        .await
+        .unwrap();
+    let latest = r.ok_json().unwrap()["proposal_id"].as_str().unwrap().to_string();
+    // Proposals are private: reading one written with version 2 needs version 2. A node trusted
+    // after both re-keys is given both; a restarted node opens them again from its ledger.
+    let n4 = join(&n1, &members, &tmp.path().join("n4"), 4).await;
+    let peer2 = nodes(&n1).await.into_iter().find(|n| n["node_id"] == 2).unwrap()["peer_address"].clone();
+    let peer2: u16 = peer2.as_str().unwrap().rsplit_once(':').unwrap().1.parse().unwrap();
+    let mut n2 = n2;
+    n2.terminate().unwrap();
+    let n2_dir = tmp.path().join("n2");
+    let n2 =
+        Launched::new(&join_args(&n2_dir, 0, peer2, &n1), Stdio::inherit(), &[]).unwrap().ready(&n2_dir).await.unwrap();
+    for node in [&n1, &n2, &n4] {
+        let isv = cgs_client::Member::new(
+            node.client.clone(),
+            &std::fs::read_to_string(n1.data.join("members").join("isv.key")).unwrap(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let r = loop {
+            let r = isv.authed("GET", &format!("/gov/proposals/{latest}"), None).await.unwrap();
+            if r.status != 404 || Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(r.status, 200, "{} reads a version-2 value: {}", node.url, String::from_utf8_lossy(&r.body));
+        assert_eq!(r.ok_json().unwrap()["actions"][0]["name"], "set_action_threshold");
+    }
+
+    // The operator's attack: node 1's ledger file with node 3's secrets. What was written before
+    // the removal opens; nothing written after does.
+    drop((n2, n4));
+    let mut n1 = n1;
+    n1.terminate().unwrap();
+    let (before, after) = private_values_opened_with(&n1.data, &n3_dir.join("node").join("ledger-secret"));
+    assert!(before.0 > 0 && before.0 == before.1, "node 3 opens what was written before: {before:?}");
+    assert!(after.0 > 0 && after.1 == 0, "node 3 opens nothing written after its removal: {after:?}");
+    assert!(after.2.contains(&1) && after.2.contains(&2), "versions 1 (remove_node) and 2 (rekey): {:?}", after.2);
+}
+
+/// Values found, values opened, secret versions seen.
+type Tally = (usize, usize, Vec<u32>);
+
+/// A member token for `member` signed with the token key in `dir` (what a node holds).
+fn mint_member_token(dir: &Path, origin: &str, member: &str) -> String {
+    use base64::Engine as _;
+    use ed25519_dalek::Signer as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let seed: [u8; 32] = std::fs::read(dir.join("node").join("token-signing.key")).unwrap().try_into().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let header = json!({"alg": "EdDSA", "typ": "JWT"});
+    let claims = json!({"sub": member, "aud": "cgs:member", "iat": now, "exp": now + 3600, "iss": origin});
+    let input = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
+    format!("{input}.{}", b64.encode(key.sign(input.as_bytes()).to_bytes()))
+}
+
+/// Every private value (puts) and signed message in the ledger file of `data`, tried with the
+/// version-0 secret in `secret_file`: `(values, opened, versions seen)` for those written with
+/// version 0 and for those written with later versions.
+fn private_values_opened_with(data: &Path, secret_file: &Path) -> (Tally, Tally) {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let secret: [u8; 32] = std::fs::read(secret_file).unwrap().try_into().unwrap();
+    let cipher = aes_gcm::Aes256Gcm::new(&secret.into());
+    let open = |aad: &[u8], stored: &[u8]| -> bool {
+        // As version 0 writes (binding ‖ nonce ‖ ct); a later version's value is tried both with
+        // and without its version prefix (binding ‖ version ‖ nonce ‖ ct).
+        let attempts: Vec<(usize, Vec<u8>)> = if stored[0] & 0x10 == 0 {
+            vec![(1, aad.to_vec())]
+        } else {
+            let mut prefixed = vec![b'v'];
+            prefixed.extend_from_slice(&stored[1..5]);
+            prefixed.extend_from_slice(aad);
+            vec![(5, prefixed), (5, aad.to_vec())]
+        };
+        attempts.iter().any(|(at, aad)| {
+            let (nonce, ct) = stored[*at..].split_at(12);
+            cipher.decrypt(aes_gcm::Nonce::from_slice(nonce), Payload { msg: ct, aad }).is_ok()
+        })
+    };
+    let db = redb::Database::open(data.join(cgs_ledger_format::store_format::FILE_NAME)).unwrap();
+    let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let ledger = rtx.open_table(cgs_ledger_format::store_format::LEDGER).unwrap();
+    let (mut v0, mut later) = ((0, 0, vec![0]), (0, 0, Vec::new()));
+    for item in redb::ReadableTable::iter(&ledger).unwrap() {
+        let (_, v) = item.unwrap();
+        let cgs_core::entry::Payload::Transaction(t) = cgs_core::entry::Entry::decode(v.value()).unwrap().payload
+        else {
+            continue;
+        };
+        let mut values: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if !t.envelope.is_empty() {
+            let mut aad = b"cgs.envelope\0".to_vec();
+            aad.extend_from_slice(&t.request_digest);
+            values.push((aad, t.envelope.clone()));
+        }
+        for w in &t.writes {
+            let Some(value) = &w.value else { continue };
+            if w.append || !cgs_core::entry::is_private_table(&w.table) {
+                continue;
+            }
+            let mut aad = w.table.as_bytes().to_vec();
+            aad.push(0);
+            aad.extend_from_slice(&w.key);
+            values.push((aad, value.clone()));
+        }
+        for (aad, stored) in values {
+            let opened = open(&aad, &stored);
+            let tally = if stored[0] & 0x10 == 0 { &mut v0 } else { &mut later };
+            tally.0 += 1;
+            tally.1 += usize::from(opened);
+            if stored[0] & 0x10 != 0 {
+                let version = u32::from_be_bytes(stored[1..5].try_into().unwrap());
+                if !tally.2.contains(&version) {
+                    tally.2.push(version);
+                }
+            }
+        }
+    }
+    (v0, later)
 }
 
 /// `cgs-host cluster --nodes 2`: a development cluster of separate processes, one command; it

@@ -308,6 +308,11 @@ impl Sandbox {
         self.printed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the process has exited by itself, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The process id of the `cgs-host` process.
     pub fn pid(&self) -> u32 {
         self.child.id()

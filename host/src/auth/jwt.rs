@@ -2,7 +2,10 @@
 //!
 //! Claims: `iss` (log origin), `sub` (member id), `aud` = `cgs:member`, `iat`, `exp`. The key is
 //! kept in `DIR/node/token-signing.key` (development fallback: a plain owner-only file; on
-//! SEV-SNP it is generated in and sealed to the TEE like the other node keys).
+//! SEV-SNP it is generated in and sealed to the TEE like the other node keys). When the ledger is
+//! re-keyed, the token key becomes one derived from the new ledger secret version
+//! ([`TokenKey::rotate`]): tokens signed before no longer verify, and a removed node, which never
+//! holds the new version, cannot mint tokens the service accepts.
 
 use std::path::Path;
 
@@ -17,7 +20,8 @@ pub const CLEANROOM_AUDIENCE: &str = "cgs:cleanroom";
 
 /// The token signing key.
 pub struct TokenKey {
-    key: SigningKey,
+    /// The ledger secret version it follows (0: the key made at creation) and the key.
+    key: std::sync::RwLock<(u32, SigningKey)>,
     issuer: String,
 }
 
@@ -25,7 +29,31 @@ impl TokenKey {
     /// Load (or create) the key at `path`; tokens name `issuer`.
     pub fn load_or_create(path: &Path, issuer: &str) -> std::io::Result<Self> {
         let seed = crate::fsutil::load_or_create_secret(path, "key")?;
-        Ok(Self { key: SigningKey::from_bytes(&seed), issuer: issuer.to_string() })
+        Ok(Self { key: std::sync::RwLock::new((0, SigningKey::from_bytes(&seed))), issuer: issuer.to_string() })
+    }
+
+    /// The ledger secret version the key follows.
+    pub fn version(&self) -> u32 {
+        self.key.read().map(|k| k.0).unwrap_or(0)
+    }
+
+    /// Move to the key of ledger secret `version` (seeded by `seed`), if it is newer than the
+    /// current one; returns whether it moved. Tokens signed with the previous key stop verifying.
+    pub fn rotate(&self, version: u32, seed: &[u8; 32]) -> bool {
+        match self.key.write() {
+            Ok(mut k) if version > k.0 => {
+                *k = (version, SigningKey::from_bytes(seed));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn signing_key(&self) -> SigningKey {
+        match self.key.read() {
+            Ok(k) => k.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
     }
 
     /// A token for `member_id`, valid `ttl` seconds from `now`; returns it and its expiry.
@@ -41,7 +69,7 @@ impl TokenKey {
         claims["iss"] = self.issuer.clone().into();
         let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT"});
         let signing_input = format!("{}.{}", B64URL.encode(header.to_string()), B64URL.encode(claims.to_string()));
-        let sig = self.key.sign(signing_input.as_bytes());
+        let sig = self.signing_key().sign(signing_input.as_bytes());
         format!("{signing_input}.{}", B64URL.encode(sig.to_bytes()))
     }
 
@@ -53,7 +81,7 @@ impl TokenKey {
         let sig = B64URL.decode(s).map_err(|_| "the token signature is not base64url".to_string())?;
         let sig =
             ed25519_dalek::Signature::from_slice(&sig).map_err(|_| "the token signature is malformed".to_string())?;
-        self.key
+        self.signing_key()
             .verifying_key()
             .verify_strict(format!("{h}.{c}").as_bytes(), &sig)
             .map_err(|_| "the token was not issued by this service".to_string())?;
@@ -98,6 +126,13 @@ mod tests {
         let mut bad = t.clone();
         bad.push('A');
         assert!(k.verify(&bad, 1001).is_err());
+        // Re-keyed: the old token no longer verifies; a new one does; no going back.
+        assert!(k.rotate(1, &[9; 32]));
+        assert!(k.verify(&t, 1001).unwrap_err().contains("not issued by this service"));
+        let (t1, _) = k.issue("m1", 1000, 60);
+        assert_eq!(k.verify(&t1, 1001).unwrap(), "m1");
+        assert!(!k.rotate(1, &[10; 32]) && !k.rotate(0, &[10; 32]));
+        assert_eq!((k.version(), k.verify(&t1, 1001).unwrap()), (1, "m1".to_string()));
         assert!(k.verify("a.b", 1001).is_err());
     }
 }

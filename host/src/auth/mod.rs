@@ -40,6 +40,8 @@ const TOKEN_CACHE: usize = 65_536;
 /// A bearer token whose signature was verified (registration is checked on every request).
 #[derive(Clone)]
 struct VerifiedToken {
+    /// The token key version when it was verified: after a re-key it is verified again.
+    key_version: u32,
     kind: CallerKind,
     id: String,
     claims: Vec<(String, String)>,
@@ -101,9 +103,26 @@ impl Auth {
         Ok(Self { core, tokens, verified: Default::default(), jwks })
     }
 
-    /// The service's token key (member and clean-room session tokens).
+    /// The service's token key (member and clean-room session tokens), following the ledger
+    /// secret version.
     pub fn tokens(&self) -> &jwt::TokenKey {
+        self.follow_rekey();
         &self.tokens
+    }
+
+    /// After a re-key, sign and verify with the key of the new ledger secret version, and forget
+    /// tokens verified with the old one.
+    fn follow_rekey(&self) {
+        let Ok(current) = self.core.ledger.secrets().current() else { return };
+        if current.version() > self.tokens.version() && self.tokens.rotate(current.version(), &current.token_seed()) {
+            tracing::info!(
+                version = current.version(),
+                "the ledger was re-keyed: tokens are now signed with a new key"
+            );
+            if let Ok(mut c) = self.verified.lock() {
+                c.clear();
+            }
+        }
     }
 
     /// JWKS fetches so far by this node: `(succeeded, failed)`.
@@ -139,7 +158,11 @@ impl Auth {
             sha2::Sha256::digest(token.as_bytes()).into()
         };
         let mut g = self.core.begin()?;
-        let cached = self.verified.lock().ok().and_then(|c| c.get(&digest).filter(|v| v.exp > now).cloned());
+        self.follow_rekey();
+        let cached =
+            self.verified.lock().ok().and_then(|c| {
+                c.get(&digest).filter(|v| v.exp > now && v.key_version == self.tokens.version()).cloned()
+            });
         let v = match cached {
             Some(v) => v,
             None => {
@@ -226,7 +249,9 @@ impl Auth {
     /// user JWT of a trusted issuer.
     fn verify_token(&self, g: &mut StateTx, token: &str, now: u64) -> Result<VerifiedToken, ServiceError> {
         let parsed = users::parse(token).map_err(invalid)?;
+        let key_version = self.tokens.version();
         let plain = |kind, id: String, exp| VerifiedToken {
+            key_version,
             kind,
             id,
             claims: vec![],

@@ -222,6 +222,9 @@ impl Governance {
         for (i, a) in actions.iter().enumerate() {
             self.run_one(g, a, &all, apply, caller, proposal_id).map_err(|e| (i, e))?;
         }
+        if apply {
+            self.share_ledger_secrets(g, actions, proposal_id)?;
+        }
         Ok(())
     }
 

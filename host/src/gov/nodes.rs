@@ -203,6 +203,14 @@ pub fn trusted_keys(ledger: &crate::ledger::Ledger) -> Vec<(u64, [u8; 32])> {
         .collect()
 }
 
+/// The status of node `id` in `ledger`'s applied state (`None`: no record).
+pub fn node_status(ledger: &crate::ledger::Ledger, id: u64) -> Option<NodeStatus> {
+    use crate::store::Store as _;
+    let snapshot = ledger.snapshot().ok()?;
+    let mut g = StateTx { tx: crate::store::Transaction::new(snapshot), now_ms: 0 };
+    records(&mut g).ok()?.into_iter().find(|(r, _)| r.node_id == id).map(|(_, s)| s)
+}
+
 fn hex_list<const N: usize>(g: &mut StateTx, table: &str) -> Result<Vec<[u8; N]>, ServiceError> {
     Ok(g.scan::<serde_json::Value>(table)?
         .into_iter()
@@ -364,6 +372,83 @@ impl Governance {
             .find(|(r, _)| r.node_id == node_id)
             .ok_or_else(|| ServiceError::unavailable("the joined node's record is not applied yet"))?;
         Ok(Joined { record, status, tx_id: Some(written.tx_id) })
+    }
+
+    /// The host's part of node actions, once a proposal's actions applied (in its transaction):
+    /// * a node made trusted gets every ledger secret version above 0 sealed to its node key
+    ///   (version 0 reaches it with the join answer);
+    /// * `remove_node` and `trigger_ledger_rekey` re-key: a new random secret, the next version,
+    ///   sealed to every node trusted after the actions, and its public record (proposal, time).
+    ///   Once applied, every node writes with it; a retired node never holds it.
+    ///
+    /// A refusal is reported as the first action that asked for it.
+    pub(crate) fn share_ledger_secrets(
+        &self,
+        g: &mut StateTx,
+        actions: &[cgs_core::gov::ActionBody],
+        proposal_id: &str,
+    ) -> Result<(), (usize, ServiceError)> {
+        use crate::ledger::crypto::{LedgerSecret, SYS_LEDGER_SECRETS, WrappedSecret};
+        let rekey = actions.iter().position(|a| matches!(a.name.as_str(), "remove_node" | "trigger_ledger_rekey"));
+        let trusted: Vec<(usize, u64)> = actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.name == "transition_node_to_trusted")
+            .filter_map(|(i, a)| a.args.get("node_id").and_then(serde_json::Value::as_u64).map(|id| (i, id)))
+            .collect();
+        let Some(first) = rekey.into_iter().chain(trusted.iter().map(|(i, _)| *i)).min() else { return Ok(()) };
+        let fail = |i: usize| move |e: ServiceError| (i, e);
+        let secrets = self.core.ledger.secrets().clone();
+        // The node writing this must hold every version the state names, or it would hand out
+        // (and write with) an old one.
+        secrets.current().map_err(ServiceError::unavailable).map_err(fail(first))?;
+        let nodes = records(g).map_err(fail(first))?;
+        let key_of = |id: u64| {
+            nodes.iter().find(|(r, s)| r.node_id == id && *s == NodeStatus::Trusted).and_then(|(r, _)| r.key())
+        };
+        let put = |g: &mut StateTx, w: WrappedSecret| -> Result<(), ServiceError> {
+            let value = serde_json::to_vec(&w).map_err(ServiceError::unavailable)?;
+            g.tx.put(SYS_LEDGER_SECRETS, WrappedSecret::table_key(w.version, w.node_id).as_bytes(), value);
+            Ok(())
+        };
+        for (i, id) in &trusted {
+            let key = key_of(*id).ok_or_else(|| {
+                ServiceError::unavailable(format!("node {id} is not trusted with a usable key after the actions"))
+            });
+            let key = key.map_err(fail(*i))?;
+            for s in secrets.later_versions() {
+                let w = WrappedSecret::seal(&s, *id, &key).map_err(ServiceError::unavailable).map_err(fail(*i))?;
+                put(g, w).map_err(fail(*i))?;
+            }
+        }
+        if let Some(i) = rekey {
+            let named =
+                g.tx.range(SYS_LEDGER_SECRETS, &crate::store::KeyRange::default(), usize::MAX, false)
+                    .map_err(ServiceError::unavailable)
+                    .map_err(fail(i))?
+                    .iter()
+                    .filter_map(|e| std::str::from_utf8(&e.key).ok()?.split('/').next()?.parse::<u32>().ok())
+                    .max()
+                    .unwrap_or(0);
+            let version = named.max(secrets.latest().version()) + 1;
+            let secret = LedgerSecret::versioned(version, &rand::random());
+            let mut sealed_to = Vec::new();
+            for (r, status) in &nodes {
+                let Some(key) = r.key().filter(|_| *status == NodeStatus::Trusted) else { continue };
+                let w = WrappedSecret::seal(&secret, r.node_id, &key).map_err(ServiceError::unavailable);
+                put(g, w.map_err(fail(i))?).map_err(fail(i))?;
+                sealed_to.push(r.node_id);
+            }
+            let record = serde_json::json!({
+                "version": version,
+                "proposal_id": proposal_id,
+                "reason": actions[i].name,
+                "sealed_to": sealed_to,
+                "created_ms": g.now_ms,
+            });
+            g.tx.put(SYS_LEDGER_SECRETS, format!("{version:010}").as_bytes(), record.to_string().into_bytes());
+        }
+        Ok(())
     }
 
     /// The host's check of `transition_node_to_trusted` / `remove_node`: the node exists and is

@@ -44,7 +44,7 @@ pub use peer::{PeerIdentity, PeerKeys, PeerNetwork};
 pub use raft::{ApplyResult, Outcome, Proposal, Raft, TypeConfig};
 
 use crate::store::{ReadSet, Store, TxMeta, WriteSet};
-use crypto::LedgerSecret;
+use crypto::LedgerSecrets;
 use signer::NodeSigner;
 use tasks::{Pending, proposer, signature_loop};
 
@@ -144,7 +144,7 @@ pub struct Ledger {
     pub raft: Raft,
     shared: Arc<raft::Shared>,
     signer: Arc<NodeSigner>,
-    secret: Arc<LedgerSecret>,
+    secret: Arc<LedgerSecrets>,
     node_id: u64,
     /// Whether this node's key is in the applied state (checkpoints are signed only then).
     key_recorded: std::sync::atomic::AtomicBool,
@@ -252,7 +252,7 @@ impl Ledger {
             log_origin
         };
         let signer = Arc::new(NodeSigner::load_or_create(&node_key_path(dir), &log_origin).map_err(db_err)?);
-        let secret = Arc::new(LedgerSecret::load_or_create(&dir.join("node").join("ledger-secret")).map_err(db_err)?);
+        let secret = Arc::new(LedgerSecrets::load_or_create(&dir.join("node").join("ledger-secret")).map_err(db_err)?);
 
         let applied = meta_u64(&db, "ledger_size")?;
         let applied_term = meta_u64(&db, "ledger_term")?;
@@ -274,7 +274,12 @@ impl Ledger {
             log_commits: Default::default(),
             apply_commits: Default::default(),
             log_entries: Default::default(),
+            secrets: secret.clone(),
+            node_key: signer.signing_key().clone(),
+            node_id: config.node_id,
         });
+        // The versions re-keying gave this node (sealed to its key in the ledger).
+        shared.open_secrets();
 
         let log = log_store::LogStore::new(shared.clone()).map_err(db_err)?;
         let sm = state_machine::StateMachine { shared: shared.clone() };
@@ -485,6 +490,11 @@ impl Ledger {
     pub async fn wait_applied(&self, seqno: u64, timeout: Duration) -> bool {
         let mut rx = self.shared.applied_tx.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seqno)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// The ledger secret versions this node holds.
+    pub fn secrets(&self) -> &Arc<LedgerSecrets> {
+        &self.secret
     }
 
     /// The service's keyed hash of `data` (see `Snapshot::blind`).

@@ -109,6 +109,73 @@ pub(crate) struct Shared {
     pub apply_commits: crate::metrics::IoHistogram,
     /// Raft log entries written (`/metrics`).
     pub log_entries: AtomicU64,
+    /// The ledger secrets this node holds.
+    pub secrets: std::sync::Arc<super::crypto::LedgerSecrets>,
+    /// The node key: it opens the secret versions sealed to this node.
+    pub node_key: ed25519_dalek::SigningKey,
+    /// This node's raft id.
+    pub node_id: u64,
+}
+
+/// A key and its value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+impl Shared {
+    /// Open the ledger secret versions sealed to this node in the applied state
+    /// (`sys.ledger_secrets`) that it does not hold yet, and note the highest version named.
+    /// Called at open and after applying a transaction that wrote the table.
+    pub fn open_secrets(&self) {
+        use super::crypto::WrappedSecret;
+        let rows = match self.secret_rows() {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "reading sys.ledger_secrets failed");
+                return;
+            }
+        };
+        for (key, value) in rows {
+            let Some((version, node)) = std::str::from_utf8(&key).ok().and_then(|k| {
+                let (v, n) = k.split_once('/').unwrap_or((k, ""));
+                Some((v.parse::<u32>().ok()?, n.parse::<u64>().ok()))
+            }) else {
+                continue;
+            };
+            self.secrets.set_named(version);
+            if node != Some(self.node_id) || self.secrets.holds(version) {
+                continue;
+            }
+            match serde_json::from_slice::<WrappedSecret>(&value).map_err(|e| e.to_string()).and_then(|w| {
+                if w.version != version {
+                    return Err(format!("the record of version {version} holds version {}", w.version));
+                }
+                w.open(self.node_id, &self.node_key)
+            }) {
+                Ok(secret) => {
+                    tracing::info!(version, "opened a new ledger secret version");
+                    self.secrets.insert(secret);
+                }
+                Err(e) => tracing::error!(version, error = %e, "a ledger secret sealed to this node does not open"),
+            }
+        }
+    }
+
+    /// `(key, value)` of every row of `sys.ledger_secrets`.
+    fn secret_rows(&self) -> Result<Vec<KeyValue>, String> {
+        let table = super::crypto::SYS_LEDGER_SECRETS;
+        let tx = self.db.begin_read().map_err(|e| e.to_string())?;
+        let state = tx.open_table(fmt::STATE).map_err(|e| e.to_string())?;
+        let lo = fmt::state_key(table, b"");
+        let mut hi = table.as_bytes().to_vec();
+        hi.push(1);
+        let mut out = Vec::new();
+        for r in state.range(lo.as_slice()..hi.as_slice()).map_err(|e| e.to_string())? {
+            let (k, v) = r.map_err(|e| e.to_string())?;
+            let Some((_, key)) = fmt::split_state_key(k.value()) else { continue };
+            let Some((_, value)) = fmt::decode_versioned(v.value()) else { continue };
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
 }
 
 /// Encode an openraft entry as a replicated-log record.

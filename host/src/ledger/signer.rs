@@ -31,6 +31,11 @@ impl NodeSigner {
         Self { key: SigningKey::from_bytes(seed), origin: origin.to_string() }
     }
 
+    /// The node key itself (it also opens the ledger secret versions sealed to this node).
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The public key.
     pub fn public_key(&self) -> VerifyingKey {
         self.key.verifying_key()

@@ -65,6 +65,7 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     let mut size = shared.applied.load(Ordering::Acquire);
     let mut term = shared.applied_term.load(Ordering::Acquire);
     let mut installed = None;
+    let mut rekeyed = false;
     {
         let mut ledger = tx.open_table(fmt::LEDGER).map_err(|e| e.to_string())?;
         let mut state = tx.open_table(fmt::STATE).map_err(|e| e.to_string())?;
@@ -107,6 +108,7 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
                                     if super::INSTALLED_STATE.contains(&w.table.as_str()) {
                                         installed = Some(seqno);
                                     }
+                                    rekeyed |= w.table == super::crypto::SYS_LEDGER_SECRETS;
                                     let k = fmt::state_key(&w.table, &key);
                                     match &w.value {
                                         Some(v) => {
@@ -157,6 +159,11 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     shared.applied.store(size, Ordering::Release);
     shared.last_non_signature.store(last_non_sig, Ordering::Release);
     shared.last_checkpoint.store(last_checkpoint, Ordering::Release);
+    // A new secret version is taken up before anyone hears of what was applied: a leader writes
+    // nothing more with the old one once the re-key is applied.
+    if rekeyed {
+        shared.open_secrets();
+    }
     shared.applied_tx.send_replace(size);
     if let Some(seqno) = installed {
         shared.installed_tx.send_replace(seqno);

@@ -9,14 +9,16 @@ use cgs_ledger_format::store_format as fmt;
 use redb::ReadableDatabase;
 
 use super::Ledger;
-use super::crypto::LedgerSecret;
+use super::crypto::LedgerSecrets;
 use super::tasks::propose;
-use crate::store::{CommitFuture, Entry, KeyRange, ReadSet, Snapshot, Store, StoreError, TxMeta, Versioned, WriteSet};
+use crate::store::{
+    CommitError, CommitFuture, Entry, KeyRange, ReadSet, Snapshot, Store, StoreError, TxMeta, Versioned, WriteSet,
+};
 
 /// A consistent view of applied state (a redb read transaction), decrypting private tables.
 struct LedgerSnapshot {
     tx: redb::ReadTransaction,
-    secret: Arc<LedgerSecret>,
+    secret: Arc<LedgerSecrets>,
 }
 
 impl LedgerSnapshot {
@@ -99,6 +101,18 @@ impl Store for Ledger {
     }
 
     fn commit(&self, reads: ReadSet, writes: WriteSet, meta: TxMeta) -> CommitFuture {
+        // One secret version for the whole transaction: the current one. A node that does not
+        // hold the version the ledger was re-keyed to writes nothing private.
+        let private = !meta.envelope.is_empty()
+            || writes.puts.keys().any(|(t, _)| entry::is_private_table(t))
+            || writes.appends.iter().any(|(t, _, _)| entry::is_private_table(t));
+        let secret = match self.secret.current() {
+            Ok(s) => s,
+            Err(e) if private => return Box::pin(async move { Err(CommitError::Store(StoreError(e))) }),
+            // Nothing private is written.
+            Err(_) => self.secret.latest(),
+        };
+        let secret = || &secret;
         let t = Transaction {
             tx_time_ms: meta.tx_time_ms,
             caller: meta.caller,
@@ -106,11 +120,7 @@ impl Store for Ledger {
             request_digest: meta.request_digest,
             // Signed governance messages name policies, specs and users: encrypted, bound to
             // their digest (which stays in clear, so a member holding a message can find it).
-            envelope: if meta.envelope.is_empty() {
-                meta.envelope
-            } else {
-                self.secret.encrypt_envelope(&meta.envelope)
-            },
+            envelope: if meta.envelope.is_empty() { meta.envelope } else { secret().encrypt_envelope(&meta.envelope) },
             claims_digest: [0; 32],
             reads: reads.keys.into_iter().map(|(table, key, version)| Read { table, key, version }).collect(),
             table_reads: reads.tables.into_iter().map(|(table, version)| TableRead { table, version }).collect(),
@@ -119,7 +129,7 @@ impl Store for Ledger {
                 .into_iter()
                 .map(|((table, key), value)| {
                     let value = match value {
-                        Some(v) if entry::is_private_table(&table) => Some(self.secret.encrypt(&table, &key, &v)),
+                        Some(v) if entry::is_private_table(&table) => Some(secret().encrypt(&table, &key, &v)),
                         other => other,
                     };
                     Write { table, key, value, append: false }
@@ -127,7 +137,7 @@ impl Store for Ledger {
                 // An appended value's final key is only known when ordered: it is bound to its prefix.
                 .chain(writes.appends.into_iter().map(|(table, prefix, value)| {
                     let value = if entry::is_private_table(&table) {
-                        self.secret.encrypt_append(&table, &prefix, &value)
+                        secret().encrypt_append(&table, &prefix, &value)
                     } else {
                         value
                     };

@@ -54,7 +54,14 @@ const CORE_ACTIONS: &[(&str, &str)] = &[
         "transition_node_to_trusted",
         "trust a node that joined (it becomes a learner, then a voter once caught up): {\"node_id\": n}",
     ),
-    ("remove_node", "retire a node: it leaves the quorum and is never accepted again: {\"node_id\": n}"),
+    (
+        "remove_node",
+        "retire a node: it leaves the quorum, is never accepted again, and the ledger is re-keyed: {\"node_id\": n}",
+    ),
+    (
+        "trigger_ledger_rekey",
+        "re-key the ledger: a new secret, sealed to every trusted node, for everything written from then on: {}",
+    ),
     ("set_recovery_threshold", "recovery shares needed: {\"threshold\": n ≥ 1}"),
 ];
 
@@ -365,6 +372,13 @@ fn run(action: &Action, apply: bool) -> Result<()> {
                     "status",
                     &serde_json::json!({"status": "Open", "opened_at_ms": cgs_plugin::context::tx_time_ms()}),
                 )?;
+            }
+        }
+        "trigger_ledger_rekey" => {
+            // The host makes the new secret and seals it to every trusted node, in this
+            // transaction; there is nothing to choose.
+            if args.as_object().is_some_and(|o| !o.is_empty()) {
+                return Err(bad("InvalidActionArgs", "`trigger_ledger_rekey` takes no arguments: {}"));
             }
         }
         "set_recovery_threshold" => {

@@ -299,13 +299,29 @@ impl Member {
     }
 
     /// A request with the member's bearer token.
+    /// A token refused as invalid (the service re-keyed its ledger, which changes its token key)
+    /// is dropped and the request sent once more after a new login.
     pub async fn authed(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<ApiResponse, ClientError> {
-        let auth = format!("Bearer {}", self.token().await?);
-        let mut headers = vec![("authorization", auth.as_str())];
-        if body.is_some() && method == "PUT" && path == "/gov/blobs" {
-            headers.push(("content-type", "application/octet-stream"));
+        let send = |token: String, body: Option<Vec<u8>>| async move {
+            let auth = format!("Bearer {token}");
+            let mut headers = vec![("authorization", auth.as_str())];
+            if body.is_some() && method == "PUT" && path == "/gov/blobs" {
+                headers.push(("content-type", "application/octet-stream"));
+            }
+            self.client.request(method, path, body, &headers).await
+        };
+        let token = self.token().await?;
+        let r = send(token.clone(), body.clone()).await?;
+        if r.status != 401 {
+            return Ok(r);
         }
-        self.client.request(method, path, body, &headers).await
+        {
+            let mut t = self.token.lock().await;
+            if t.as_ref().is_some_and(|(cached, _)| *cached == token) {
+                *t = None;
+            }
+        }
+        send(self.token().await?, body).await
     }
 
     /// Create a proposal of `actions` (`[{"name","args"}]`); the answer has `proposal_id`, `state`.
