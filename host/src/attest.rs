@@ -20,6 +20,12 @@ pub struct NodeEvidence {
     evidence: OnceLock<serde_json::Value>,
 }
 
+/// Whether this node presents SEV-SNP evidence (built with `sev-guest`, `/dev/sev-guest`
+/// present): its keys then live in memory only.
+pub fn snp_available() -> bool {
+    cfg!(feature = "sev-guest") && std::path::Path::new("/dev/sev-guest").exists()
+}
+
 impl NodeEvidence {
     /// Evidence for a node with `node_public_key` serving `service_cert_pem`.
     pub fn new(node_public_key: [u8; 32], service_cert_pem: String) -> Self {

@@ -110,7 +110,7 @@ impl Cluster {
             .ok_or_else(|| unavailable(format!("node {} recorded no usable encryption key", record.node_id)))?;
         let mut files = serde_json::Map::new();
         for f in SHARED_FILES {
-            let bytes = std::fs::read(self.dir.join(f)).map_err(|e| unavailable(format!("{f}: {e}")))?;
+            let bytes = crate::fsutil::read_private(&self.dir.join(f)).map_err(|e| unavailable(format!("{f}: {e}")))?;
             files.insert(f.to_string(), B64.encode(bytes).into());
         }
         let plain = serde_json::to_vec(&files).map_err(unavailable)?;
@@ -172,13 +172,29 @@ impl Cluster {
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) -> bool {
         let mut stall = Stall::default();
         let mut out_since: Option<std::time::Instant> = None;
+        let mut leaderless_since: Option<std::time::Instant> = None;
+        let patience = Duration::from_millis(self.ledger.raft.config().election_timeout_max * 2);
         loop {
             if let Err(e) = self.reconcile().await {
                 tracing::debug!(error = %e, "membership reconciliation");
             }
-            // A retired leader leads a little longer, so its followers hear that its removal
-            // committed (openraft steps it down once it applied that), then it stops.
-            if !self.retired_and_out() {
+            // A retired node stops once its removal committed here; or, once raft's newest
+            // configuration leaves it out, when no leader has reached it for two election
+            // timeouts (the leader stops replicating to a removed node, which may then never
+            // hear of the commit). A retired leader leads 2 s more, so its followers hear that
+            // its removal committed (openraft steps it down once it applied that).
+            let retirement = self.retirement();
+            if self.ledger.raft.metrics().borrow().current_leader.is_some() {
+                leaderless_since = None;
+            } else {
+                leaderless_since.get_or_insert_with(std::time::Instant::now);
+            }
+            let out = match retirement {
+                Retirement::Done => true,
+                Retirement::Voted => leaderless_since.is_some_and(|t| t.elapsed() >= patience),
+                Retirement::No => false,
+            };
+            if !out {
                 out_since = None;
             } else if out_since.get_or_insert_with(std::time::Instant::now).elapsed() >= Duration::from_secs(2) {
                 tracing::warn!(node = self.ledger.node_id(), "this node was removed from the service: stopping");
@@ -192,18 +208,9 @@ impl Cluster {
         }
     }
 
-    /// Whether governance retired this node and raft's configuration took its vote away: the
-    /// newest configuration this node has appended (committed or not) does not count it in its
-    /// target voters. By then its acknowledgement of that change is sent; the change commits
-    /// without it (and a leader leaving, which proposed it, hands over after it commits).
-    fn retired_and_out(&self) -> bool {
-        let me = self.ledger.node_id();
-        if self.network.is_none() || crate::gov::nodes::node_status(&self.ledger, me) != Some(NodeStatus::Retired) {
-            return false;
-        }
-        let m = self.ledger.raft.metrics().borrow().clone();
-        let configs = m.membership_config.membership().get_joint_config();
-        configs.last().is_none_or(|target| !target.contains(&me))
+    /// How far this node's retirement went, as this node sees it.
+    pub fn retirement(&self) -> Retirement {
+        retirement(&self.ledger)
     }
 
     /// openraft 0.9 draws a node's election timeout once, when the process starts: two voters
@@ -330,6 +337,34 @@ impl Cluster {
         let (nodes, _) = self.ledger.nodes();
         nodes.into_iter().find(|n| n.0 == leader).map(|n| (leader, n.1))
     }
+}
+
+/// How far a node's retirement went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    /// Not retired (or raft's configuration still counts its vote).
+    No,
+    /// Retired, and raft's newest configuration (appended here, maybe not committed yet) leaves
+    /// it out: its acknowledgement of that change is sent.
+    Voted,
+    /// Retired, and a configuration leaving it out is committed and applied here.
+    Done,
+}
+
+/// How far the retirement of `ledger`'s node went.
+pub fn retirement(ledger: &Ledger) -> Retirement {
+    let me = ledger.node_id();
+    if crate::gov::nodes::node_status(ledger, me) != Some(NodeStatus::Retired) {
+        return Retirement::No;
+    }
+    let m = ledger.raft.metrics().borrow().clone();
+    let configs = m.membership_config.membership().get_joint_config();
+    if configs.last().is_some_and(|target| target.contains(&me)) {
+        return Retirement::No;
+    }
+    let config_at = m.membership_config.log_id().map(|l| l.index);
+    let applied = m.last_applied.map(|l| l.index);
+    if config_at <= applied { Retirement::Done } else { Retirement::Voted }
 }
 
 /// How long this voter has seen no leader, and when it starts an election of its own.
@@ -473,7 +508,7 @@ pub async fn join_service(opts: &JoinOptions) -> Result<Joined, String> {
             crate::fsutil::write_private(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         // The encryption key served its one purpose.
-        let _ = std::fs::remove_file(encryption_key_path(&opts.dir));
+        crate::fsutil::remove_private(&encryption_key_path(&opts.dir));
         return Ok(Joined { node_id, peers });
     }
 }

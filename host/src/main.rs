@@ -185,6 +185,11 @@ struct StartArgs {
     /// have peers (nothing can join it).
     #[arg(long)]
     peer_listen: Option<SocketAddr>,
+    /// Keep this node's keys and the service's secrets in memory only, never in `DIR/node`
+    /// (always so under SEV-SNP): a restart joins the service again as a new node (`join`),
+    /// catching up from the ledger in `--dir`.
+    #[arg(long)]
+    keys_in_memory: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -214,6 +219,11 @@ struct JoinArgs {
     /// The service certificate (PEM) the target must present (`service-cert.pem` of any node).
     #[arg(long)]
     service_cert: PathBuf,
+    /// Keep this node's keys and the service's secrets in memory only, never in `DIR/node`
+    /// (always so under SEV-SNP): a restart joins the service again as a new node (`join`),
+    /// catching up from the ledger in `--dir`.
+    #[arg(long)]
+    keys_in_memory: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -517,6 +527,7 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                     metrics_token: a.http.metrics_token()?,
                     gov: a.ledger.gov_config()?,
                     auto_trust: a.auto_trust,
+                    keys_in_memory: false,
                 },
                 true,
             )
@@ -543,6 +554,7 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                     metrics_token: a.http.metrics_token()?,
                     gov: a.ledger.gov_config()?,
                     auto_trust: false,
+                    keys_in_memory: a.keys_in_memory,
                 },
                 false,
             )
@@ -562,6 +574,7 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                     metrics_token: a.http.metrics_token()?,
                     gov: a.ledger.gov_config()?,
                     auto_trust: false,
+                    keys_in_memory: a.keys_in_memory,
                 },
                 false,
             )

@@ -102,6 +102,9 @@ pub struct NodeConfig {
     /// Sandbox only (a development cluster): its members vote `transition_node_to_trusted` for
     /// every node that joins with evidence the join policy accepts.
     pub auto_trust: bool,
+    /// Keep the node's keys and the service's secrets in this process's memory only (never in
+    /// `DIR/node`): a restart joins the service again as a new node. Always so under SEV-SNP.
+    pub keys_in_memory: bool,
 }
 
 /// Why a node could not start.
@@ -334,20 +337,34 @@ impl Node {
             None => None,
         };
         let peer_addr = config.peer_listen;
-        if peer_addr.is_some() {
+        let has_ledger = dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
+        let keys_in_memory = config.keys_in_memory || crate::attest::snp_available();
+        if keys_in_memory {
+            crate::fsutil::keep_secrets_in_memory(&dir.join("node"));
+            if has_ledger && !matches!(config.creation, Creation::Join { .. }) {
+                return Err(NodeError::Config(format!(
+                    "{} belongs to a node whose keys lived in its process's memory only: they are gone. Restart it \
+                     with `cgs-host join --dir {} --target <a running node> --service-cert FILE ...`: it joins the \
+                     service again as a new node and catches up from this ledger; members then trust it and remove \
+                     its old node id (a service whose every node lost its keys needs recovery, not built yet)",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+        } else if peer_addr.is_some() {
             tracing::warn!(
                 dir = %dir.display(),
                 "this node keeps its node key and the service's secrets in files under DIR/node: this build does \
-                 not yet keep them only in a SEV-SNP TEE's memory (docs/cluster.md, \"Not yet\")"
+                 not keep them only in memory unless started with --keys-in-memory (always so under SEV-SNP)"
             );
         }
-        let has_ledger = dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
         // A node that joined a service (now restarting) never founds one of its own.
         let joined_before = crate::ledger::recorded_node_id(dir)?.is_some();
         // A new node joining: the service's secrets (and certificate) arrive sealed to it.
         let mut joined = None;
+        // With keys in memory, every start is a join (the keys of the last one are gone).
         if let Creation::Join { target, service_cert_pem } = &config.creation
-            && !has_ledger
+            && (!has_ledger || keys_in_memory)
         {
             let Some(peer) = peer_addr else {
                 return Err(NodeError::Config("a joining node needs --peer-listen".into()));
@@ -439,8 +456,14 @@ impl Node {
             }
             ledger.set_record_extras(extra);
         }
-        if crate::gov::nodes::node_status(&ledger, ledger.node_id()) == Some(crate::gov::nodes::NodeStatus::Retired) {
-            return Err(NodeError::Retired(ledger.node_id()));
+        // A retired node whose removal is complete never serves again; one whose removal is not
+        // yet committed here runs until it is (its vote may be needed for it), then stops.
+        match crate::cluster::retirement(&ledger) {
+            crate::cluster::Retirement::Done => return Err(NodeError::Retired(ledger.node_id())),
+            crate::cluster::Retirement::Voted => {
+                tracing::warn!(node = ledger.node_id(), "this node was removed: it runs until its removal commits")
+            }
+            crate::cluster::Retirement::No => {}
         }
         match &joined {
             None if joined_before => {

@@ -70,8 +70,10 @@ impl ServiceIdentity {
         let cert_path = dir.join("service-cert.pem");
         let key_path = dir.join("node").join("service-key.pem");
         std::fs::create_dir_all(dir.join("node")).map_err(io(dir))?;
-        let (ca_key, service_cert_pem) = if key_path.exists() && cert_path.exists() {
-            let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let (ca_key, service_cert_pem) = if crate::fsutil::private_exists(&key_path) && cert_path.exists() {
+            let key_pem = crate::fsutil::read_private(&key_path).map_err(io(&key_path))?;
+            let key_pem = String::from_utf8(key_pem)
+                .map_err(|_| TlsError::Invalid(format!("{}: not a PEM file", key_path.display())))?;
             let key = KeyPair::from_pem(&key_pem)
                 .map_err(|e| TlsError::Invalid(format!("{}: not a usable private key: {e}", key_path.display())))?;
             let cert = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;

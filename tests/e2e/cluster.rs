@@ -260,6 +260,85 @@ async fn three_processes_join_replicate_and_remove_a_node() {
 /// Values found, values opened, secret versions seen.
 type Tally = (usize, usize, Vec<u32>);
 
+/// A node started with `--keys-in-memory` (what every node does under SEV-SNP) writes no key or
+/// secret to its data directory; killed and started again, it joins as a new node, is trusted,
+/// catches up from the ledger it kept and serves; members remove its old id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_keys_in_memory_rejoins_as_a_new_node_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p1 = format!("--peer-listen=127.0.0.1:{}", free_port());
+    let n1 = Sandbox::start_in(&tmp.path().join("n1"), &[&p1, "--auto-trust"]).await.unwrap();
+    let members: Vec<cgs_client::Member> =
+        ["isv", "data-provider", "code-provider"].iter().map(|m| n1.member(m)).collect();
+    let dir = tmp.path().join("n2");
+    let mut args = join_args(&dir, 0, free_port(), &n1);
+    args.push("--keys-in-memory".into());
+    let n2 = Launched::new(&args, Stdio::inherit(), &[]).unwrap().ready(&dir).await.unwrap();
+    wait_for(&n1, "node 2 a voter", |n| n.iter().any(|n| n["node_id"] == 2 && n["role"] == "Voter")).await;
+    // A third node (keys in files), so that two of three voters remain while node 2 is down.
+    let n3_dir = tmp.path().join("n3");
+    let _n3 = Launched::new(&join_args(&n3_dir, 0, free_port(), &n1), Stdio::inherit(), &[])
+        .unwrap()
+        .ready(&n3_dir)
+        .await
+        .unwrap();
+    wait_for(&n1, "node 3 a voter", |n| n.iter().any(|n| n["node_id"] == 3 && n["role"] == "Voter")).await;
+    // Nothing secret on disk: the node key, the join key, the ledger secret, the service key and
+    // the token key live in the process only.
+    let on_disk = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir.join("node"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(on_disk(&dir), vec!["node-id".to_string()], "only the node id is written");
+    let isv2 = cgs_client::Member::new(
+        n2.client.clone(),
+        &std::fs::read_to_string(n1.data.join("members").join("isv.key")).unwrap(),
+    )
+    .unwrap();
+    let r = isv2
+        .propose(json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": 2}}]))
+        .await
+        .unwrap();
+    let before = r.ok_json().unwrap()["proposal_id"].as_str().unwrap().to_string();
+
+    // Killed, its keys are gone. Started again the same way, it joins as node 4.
+    let mut n2 = n2;
+    n2.kill();
+    let n2 = Launched::new(&args, Stdio::inherit(), &[]).unwrap().ready(&dir).await.unwrap();
+    let listed = wait_for(&n1, "node 4 a voter", |n| n.iter().any(|n| n["node_id"] == 4 && n["role"] == "Voter")).await;
+    let old = listed.iter().find(|n| n["node_id"] == 2).unwrap();
+    let new = listed.iter().find(|n| n["node_id"] == 4).unwrap();
+    assert_ne!(old["public_key"], new["public_key"], "a new node key: {listed:?}");
+    assert_eq!(on_disk(&dir), vec!["node-id".to_string()]);
+    assert_eq!(std::fs::read_to_string(dir.join("node").join("node-id")).unwrap(), "4");
+    // It serves what was written before its restart (private: it holds the secrets again) and
+    // takes writes; members retire the old id.
+    let isv2 = cgs_client::Member::new(
+        n2.client.clone(),
+        &std::fs::read_to_string(n1.data.join("members").join("isv.key")).unwrap(),
+    )
+    .unwrap();
+    let r = isv2.authed("GET", &format!("/gov/proposals/{before}"), None).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(pass(&members, json!([{"name": "remove_node", "args": {"node_id": 2}}])).await, "Accepted");
+    wait_for(&n1, "node 2 out of raft", |n| n.iter().any(|n| n["node_id"] == 2 && n["role"] == "None")).await;
+    let r = isv2
+        .propose(json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": 1}}]))
+        .await
+        .unwrap();
+    assert!(r.header("x-cgs-tx-id").is_some(), "{}", String::from_utf8_lossy(&r.body));
+    // A founding-style restart of such a directory is refused, saying what to do.
+    drop(n2);
+    let out = std::process::Command::new(&binaries().host)
+        .args(["start", "--listen", "127.0.0.1:0", "--keys-in-memory", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cgs-host join --dir"), "{err}");
+}
+
 /// A member token for `member` signed with the token key in `dir` (what a node holds).
 fn mint_member_token(dir: &Path, origin: &str, member: &str) -> String {
     use base64::Engine as _;
@@ -289,6 +368,7 @@ fn private_values_opened_with(data: &Path, secret_file: &Path) -> (Tally, Tally)
         } else {
             let mut prefixed = vec![b'v'];
             prefixed.extend_from_slice(&stored[1..5]);
+            prefixed.push(stored[0] & !0x10);
             prefixed.extend_from_slice(aad);
             vec![(5, prefixed), (5, aad.to_vec())]
         };

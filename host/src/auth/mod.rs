@@ -105,15 +105,18 @@ impl Auth {
 
     /// The service's token key (member and clean-room session tokens), following the ledger
     /// secret version.
-    pub fn tokens(&self) -> &jwt::TokenKey {
-        self.follow_rekey();
-        &self.tokens
+    pub fn tokens(&self) -> Result<&jwt::TokenKey, ServiceError> {
+        self.follow_rekey()?;
+        Ok(&self.tokens)
     }
 
     /// After a re-key, sign and verify with the key of the new ledger secret version, and forget
-    /// tokens verified with the old one.
-    fn follow_rekey(&self) {
-        let Ok(current) = self.core.ledger.secrets().current() else { return };
+    /// tokens verified with the old one. A node that does not hold the version the ledger was
+    /// re-keyed to neither issues nor accepts the service's tokens (503): its key is the old one.
+    fn follow_rekey(&self) -> Result<(), ServiceError> {
+        let current = self.core.ledger.secrets().current().map_err(|e| {
+            err(ErrorKind::Unavailable, "LedgerSecretUnavailable", format!("{e}; send the request to another node"))
+        })?;
         if current.version() > self.tokens.version() && self.tokens.rotate(current.version(), &current.token_seed()) {
             tracing::info!(
                 version = current.version(),
@@ -123,6 +126,7 @@ impl Auth {
                 c.clear();
             }
         }
+        Ok(())
     }
 
     /// JWKS fetches so far by this node: `(succeeded, failed)`.
@@ -158,11 +162,14 @@ impl Auth {
             sha2::Sha256::digest(token.as_bytes()).into()
         };
         let mut g = self.core.begin()?;
-        self.follow_rekey();
-        let cached =
-            self.verified.lock().ok().and_then(|c| {
-                c.get(&digest).filter(|v| v.exp > now && v.key_version == self.tokens.version()).cloned()
-            });
+        // The service's own tokens only while this node holds the current ledger secret.
+        let own_tokens_ok = self.follow_rekey().is_ok();
+        let cached = self.verified.lock().ok().and_then(|c| {
+            c.get(&digest)
+                .filter(|v| v.exp > now && v.key_version == self.tokens.version())
+                .filter(|v| own_tokens_ok || v.kind == CallerKind::User)
+                .cloned()
+        });
         let v = match cached {
             Some(v) => v,
             None => {
@@ -261,6 +268,9 @@ impl Auth {
             contract_id: None,
             policy_version: None,
         };
+        if parsed.claims["aud"] == jwt::MEMBER_AUDIENCE || parsed.claims["aud"] == jwt::CLEANROOM_AUDIENCE {
+            self.follow_rekey()?;
+        }
         if parsed.claims["aud"] == jwt::MEMBER_AUDIENCE {
             let sub = self.tokens.verify(token, now).map_err(invalid)?;
             let exp = parsed.claims["exp"].as_u64().unwrap_or(now);

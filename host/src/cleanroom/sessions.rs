@@ -238,7 +238,7 @@ impl Cleanroom {
             .to_string();
         let claims_obj: serde_json::Map<String, serde_json::Value> =
             claims.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-        let token = self.auth.tokens().issue_claims(serde_json::json!({
+        let token = self.auth.tokens()?.issue_claims(serde_json::json!({
             "aud": jwt::CLEANROOM_AUDIENCE, "sub": session_id, "contract_id": contract_id,
             "iat": now, "exp": exp, "claims": claims_obj,
             "key_digest": key_digest,

@@ -348,7 +348,7 @@ impl Governance {
         self.core
             .write(Cause { operation: "login", envelope }, |g| {
                 let (env, _) = self.check_envelope(g, envelope, MessageType::Login, None)?;
-                let (token, expires_at) = self.auth.tokens().issue(&env.member_id, g.now_ms / 1000, ttl.as_secs());
+                let (token, expires_at) = self.auth.tokens()?.issue(&env.member_id, g.now_ms / 1000, ttl.as_secs());
                 Ok((serde_json::json!({"token": token, "expires_at": expires_at}), env.member_id))
             })
             .await

@@ -389,6 +389,7 @@ impl Governance {
         proposal_id: &str,
     ) -> Result<(), (usize, ServiceError)> {
         use crate::ledger::crypto::{LedgerSecret, SYS_LEDGER_SECRETS, WrappedSecret};
+        use std::sync::Arc;
         let rekey = actions.iter().position(|a| matches!(a.name.as_str(), "remove_node" | "trigger_ledger_rekey"));
         let trusted: Vec<(usize, u64)> = actions
             .iter()
@@ -399,9 +400,27 @@ impl Governance {
         let Some(first) = rekey.into_iter().chain(trusted.iter().map(|(i, _)| *i)).min() else { return Ok(()) };
         let fail = |i: usize| move |e: ServiceError| (i, e);
         let secrets = self.core.ledger.secrets().clone();
-        // The node writing this must hold every version the state names, or it would hand out
-        // (and write with) an old one.
-        secrets.current().map_err(ServiceError::unavailable).map_err(fail(first))?;
+        // The versions as this transaction sees them (read: a re-key committed meanwhile makes
+        // it conflict and run again). The node writing this must hold every one of them, or it
+        // would hand out (and write with) an old one.
+        let named: std::collections::BTreeSet<u32> =
+            g.tx.range(SYS_LEDGER_SECRETS, &crate::store::KeyRange::default(), usize::MAX, false)
+                .map_err(ServiceError::unavailable)
+                .map_err(fail(first))?
+                .iter()
+                .filter_map(|e| std::str::from_utf8(&e.key).ok()?.split('/').next()?.parse::<u32>().ok())
+                .collect();
+        let held: Vec<Arc<LedgerSecret>> = named
+            .iter()
+            .map(|v| {
+                secrets.get(*v).ok_or_else(|| {
+                    ServiceError::unavailable(format!(
+                        "this node does not hold ledger secret version {v}: it cannot share it; retry on another node"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(fail(first))?;
         let nodes = records(g).map_err(fail(first))?;
         let key_of = |id: u64| {
             nodes.iter().find(|(r, s)| r.node_id == id && *s == NodeStatus::Trusted).and_then(|(r, _)| r.key())
@@ -416,21 +435,13 @@ impl Governance {
                 ServiceError::unavailable(format!("node {id} is not trusted with a usable key after the actions"))
             });
             let key = key.map_err(fail(*i))?;
-            for s in secrets.later_versions() {
-                let w = WrappedSecret::seal(&s, *id, &key).map_err(ServiceError::unavailable).map_err(fail(*i))?;
+            for s in &held {
+                let w = WrappedSecret::seal(s, *id, &key).map_err(ServiceError::unavailable).map_err(fail(*i))?;
                 put(g, w).map_err(fail(*i))?;
             }
         }
         if let Some(i) = rekey {
-            let named =
-                g.tx.range(SYS_LEDGER_SECRETS, &crate::store::KeyRange::default(), usize::MAX, false)
-                    .map_err(ServiceError::unavailable)
-                    .map_err(fail(i))?
-                    .iter()
-                    .filter_map(|e| std::str::from_utf8(&e.key).ok()?.split('/').next()?.parse::<u32>().ok())
-                    .max()
-                    .unwrap_or(0);
-            let version = named.max(secrets.latest().version()) + 1;
+            let version = named.last().copied().unwrap_or(0).max(secrets.latest().version()) + 1;
             let secret = LedgerSecret::versioned(version, &rand::random());
             let mut sealed_to = Vec::new();
             for (r, status) in &nodes {
@@ -438,6 +449,12 @@ impl Governance {
                 let w = WrappedSecret::seal(&secret, r.node_id, &key).map_err(ServiceError::unavailable);
                 put(g, w.map_err(fail(i))?).map_err(fail(i))?;
                 sealed_to.push(r.node_id);
+            }
+            if sealed_to.is_empty() {
+                return Err((
+                    i,
+                    ServiceError::unavailable("no trusted node with a usable key would hold the new secret"),
+                ));
             }
             let record = serde_json::json!({
                 "version": version,

@@ -99,14 +99,16 @@ impl LedgerSecret {
     }
 
     /// The additional data of a value: version 0 as it always was; later versions prefixed with
-    /// theirs.
-    fn versioned_aad(&self, aad: Vec<u8>) -> Vec<u8> {
+    /// `"v" ‖ version ‖ binding`, so a value of one kind (a put, an append, a signed message)
+    /// never opens as another whatever its table and key.
+    fn versioned_aad(&self, binding: u8, aad: Vec<u8>) -> Vec<u8> {
         if self.version == 0 {
             return aad;
         }
-        let mut a = Vec::with_capacity(5 + aad.len());
+        let mut a = Vec::with_capacity(6 + aad.len());
         a.push(b'v');
         a.extend_from_slice(&self.version.to_be_bytes());
+        a.push(binding);
         a.extend_from_slice(&aad);
         a
     }
@@ -147,7 +149,7 @@ impl LedgerSecret {
         if binding != BOUND_TO_DIGEST {
             return Err(fail());
         }
-        let aad = self.versioned_aad(aad("cgs.envelope", 0, digest));
+        let aad = self.versioned_aad(BOUND_TO_DIGEST, aad("cgs.envelope", 0, digest));
         let plain =
             self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| fail())?;
         use sha2::Digest;
@@ -174,7 +176,7 @@ impl LedgerSecret {
     }
 
     fn seal(&self, binding: u8, aad: Vec<u8>, value: &[u8]) -> Vec<u8> {
-        let aad = self.versioned_aad(aad);
+        let aad = self.versioned_aad(binding, aad);
         let nonce: [u8; 12] = rand::random();
         // Encryption with a valid key and nonce cannot fail for inputs below 64 GiB.
         let ct = self.cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: value, aad: &aad }).unwrap_or_default();
@@ -199,7 +201,7 @@ impl LedgerSecret {
             BOUND_TO_PREFIX if key.len() >= APPEND_SUFFIX => aad(table, 1, &key[..key.len() - APPEND_SUFFIX]),
             _ => return Err(fail()),
         };
-        let aad = self.versioned_aad(aad);
+        let aad = self.versioned_aad(binding, aad);
         self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| fail())
     }
 }
@@ -304,6 +306,10 @@ pub struct LedgerSecrets {
     /// The highest version the applied state names (for any node). Above what this node holds,
     /// it writes nothing private: it would write with a secret a removed node knows.
     named: AtomicU32,
+    /// The version of `sys.ledger_secrets` (its last write) when the versions were last opened:
+    /// a transaction writing private values reads the table at this version, so one ordered
+    /// after a re-key it did not know conflicts instead of applying with the old secret.
+    table_version: RwLock<Option<cgs_core::TxId>>,
 }
 
 impl LedgerSecrets {
@@ -314,6 +320,7 @@ impl LedgerSecrets {
             versions: RwLock::new(BTreeMap::from([(first.version, first.clone())])),
             first,
             named: AtomicU32::new(0),
+            table_version: RwLock::new(None),
         }
     }
 
@@ -334,6 +341,22 @@ impl LedgerSecrets {
         self.named.fetch_max(version, Ordering::AcqRel);
     }
 
+    /// Note the version of `sys.ledger_secrets` the held versions reflect (after opening them).
+    pub fn set_table_version(&self, version: Option<cgs_core::TxId>) {
+        if let Ok(mut v) = self.table_version.write() {
+            *v = version;
+        }
+    }
+
+    /// The current version and the version of `sys.ledger_secrets` it was opened at: a
+    /// transaction encrypting with it must read the table at that version.
+    pub fn current_at(&self) -> Result<(Arc<LedgerSecret>, Option<cgs_core::TxId>), String> {
+        // The table version first: it is set after the versions it reflects were inserted, so
+        // a newer table version is never paired with an older secret (the reverse conflicts).
+        let at = self.table_version.read().map(|v| *v).unwrap_or(None);
+        Ok((self.current()?, at))
+    }
+
     /// Whether this node holds `version`.
     pub fn holds(&self, version: u32) -> bool {
         self.versions.read().is_ok_and(|v| v.contains_key(&version))
@@ -344,9 +367,9 @@ impl LedgerSecrets {
         self.versions.read().ok().and_then(|v| v.values().next_back().cloned()).unwrap_or_else(|| self.first.clone())
     }
 
-    /// Every version held above 0 (what a newly trusted node is given).
-    pub fn later_versions(&self) -> Vec<Arc<LedgerSecret>> {
-        self.versions.read().map(|v| v.range(1..).map(|(_, s)| s.clone()).collect()).unwrap_or_default()
+    /// Version `version`, if held.
+    pub fn get(&self, version: u32) -> Option<Arc<LedgerSecret>> {
+        self.versions.read().ok().and_then(|v| v.get(&version).cloned())
     }
 
     /// The version values are written with: the highest the state names, which this node must
@@ -512,5 +535,22 @@ mod tests {
         let mut relabelled = w.clone();
         relabelled.version = 5;
         assert!(relabelled.open(2, &node).is_err(), "the version is bound");
+    }
+
+    #[test]
+    fn a_later_version_binds_the_kind_of_value() {
+        use sha2::Digest;
+        let v1 = LedgerSecret::versioned(1, &[5; 32]);
+        let digest: [u8; 32] = sha2::Sha256::digest(b"signed ballot").into();
+        // A signed message relabelled as a put of table `cgs.envelope` at key = its digest: the
+        // additional data would otherwise be the same.
+        let mut env = v1.encrypt_envelope(b"signed ballot");
+        assert_eq!(v1.decrypt_envelope(&digest, &env).unwrap(), b"signed ballot");
+        env[0] = BOUND_TO_KEY | VERSIONED;
+        assert!(v1.decrypt("cgs.envelope", &digest, &env).is_err());
+        // A put relabelled as an append of the same log prefix, and back.
+        let mut put = v1.encrypt("t.x", b"p", b"value");
+        put[0] = BOUND_TO_PREFIX | VERSIONED;
+        assert!(v1.decrypt("t.x", &cgs_core::entry::append_key(b"p", 1, 0), &put).is_err());
     }
 }

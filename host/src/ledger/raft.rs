@@ -126,7 +126,7 @@ impl Shared {
     /// Called at open and after applying a transaction that wrote the table.
     pub fn open_secrets(&self) {
         use super::crypto::WrappedSecret;
-        let rows = match self.secret_rows() {
+        let (rows, table_version) = match self.secret_rows() {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, "reading sys.ledger_secrets failed");
@@ -157,10 +157,12 @@ impl Shared {
                 Err(e) => tracing::error!(version, error = %e, "a ledger secret sealed to this node does not open"),
             }
         }
+        self.secrets.set_table_version(table_version);
     }
 
-    /// `(key, value)` of every row of `sys.ledger_secrets`.
-    fn secret_rows(&self) -> Result<Vec<KeyValue>, String> {
+    /// `(key, value)` of every row of `sys.ledger_secrets`, and the table's version, read at
+    /// once.
+    fn secret_rows(&self) -> Result<(Vec<KeyValue>, Option<TxId>), String> {
         let table = super::crypto::SYS_LEDGER_SECRETS;
         let tx = self.db.begin_read().map_err(|e| e.to_string())?;
         let state = tx.open_table(fmt::STATE).map_err(|e| e.to_string())?;
@@ -174,7 +176,9 @@ impl Shared {
             let Some((_, value)) = fmt::decode_versioned(v.value()) else { continue };
             out.push((key.to_vec(), value.to_vec()));
         }
-        Ok(out)
+        let versions = tx.open_table(fmt::TABLE_VERSIONS).map_err(|e| e.to_string())?;
+        let version = versions.get(table).map_err(|e| e.to_string())?.and_then(|v| fmt::decode_tx_id(v.value()));
+        Ok((out, version))
     }
 }
 

@@ -106,12 +106,20 @@ impl Store for Ledger {
         let private = !meta.envelope.is_empty()
             || writes.puts.keys().any(|(t, _)| entry::is_private_table(t))
             || writes.appends.iter().any(|(t, _, _)| entry::is_private_table(t));
-        let secret = match self.secret.current() {
+        let (secret, secrets_at) = match self.secret.current_at() {
             Ok(s) => s,
             Err(e) if private => return Box::pin(async move { Err(CommitError::Store(StoreError(e))) }),
             // Nothing private is written.
-            Err(_) => self.secret.latest(),
+            Err(_) => (self.secret.latest(), None),
         };
+        let mut table_reads: Vec<TableRead> =
+            reads.tables.into_iter().map(|(table, version)| TableRead { table, version }).collect();
+        if private {
+            // Ordered after a re-key this node had not opened yet (two records in flight, a new
+            // leader behind its log), the transaction conflicts and runs again with the new
+            // version, instead of applying values written with the old one.
+            table_reads.push(TableRead { table: super::crypto::SYS_LEDGER_SECRETS.into(), version: secrets_at });
+        }
         let secret = || &secret;
         let t = Transaction {
             tx_time_ms: meta.tx_time_ms,
@@ -123,7 +131,7 @@ impl Store for Ledger {
             envelope: if meta.envelope.is_empty() { meta.envelope } else { secret().encrypt_envelope(&meta.envelope) },
             claims_digest: [0; 32],
             reads: reads.keys.into_iter().map(|(table, key, version)| Read { table, key, version }).collect(),
-            table_reads: reads.tables.into_iter().map(|(table, version)| TableRead { table, version }).collect(),
+            table_reads,
             writes: writes
                 .puts
                 .into_iter()

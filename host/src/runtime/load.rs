@@ -22,7 +22,7 @@ use crate::store::Transaction;
 
 /// Names a plugin may not take.
 pub(super) const RESERVED_NAMES: &[&str] =
-    &["gov", "sys", "node", "app", "cleanroom", "oidc", "private", "public", routes::HOST];
+    &["gov", "sys", "node", "app", "cleanroom", "oidc", "private", "public", "cgs", routes::HOST];
 
 impl Runtime {
     fn compile(&self, bytes: &[u8], hash: &Blake3Hash) -> Result<Component, LoadError> {

@@ -73,6 +73,7 @@ async fn start_node(
         http,
         metrics_token,
         auto_trust: false,
+        keys_in_memory: false,
     };
     let node = Node::open(config).await.unwrap();
     let client = Client::new(&node.url(), node.identity.service_cert_pem.as_bytes()).unwrap();

@@ -218,3 +218,49 @@ async fn recording_the_node_key_twice_at_once_is_not_an_error() {
     c.unwrap();
     assert!(l.snapshot().unwrap().get("sys.nodes", &1u64.to_be_bytes()).unwrap().is_some());
 }
+
+/// A re-key applied while a private write is in flight (encrypted with the old version, not yet
+/// ordered): the write conflicts instead of applying with the secret a removed node holds; run
+/// again it is written with the new version. A restarted node opens the version from its ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_write_in_flight_across_a_rekey_conflicts() {
+    use base64::Engine as _;
+    use cgs_host::ledger::crypto::{LedgerSecret, SYS_LEDGER_SECRETS, WrappedSecret, stored_version};
+    let dir = tempfile::tempdir().unwrap();
+    let l = single(dir.path()).await;
+    put(&*l, "p.t", b"k0", b"before").await.unwrap();
+
+    // Formed (and encrypted) now, ordered after the re-key below.
+    let mut a = Transaction::new(l.snapshot().unwrap());
+    a.put("p.t", b"k1", b"in flight".to_vec());
+    let (ra, wa) = a.into_sets();
+    let in_flight = l.commit(ra, wa, TxMeta::default());
+
+    let key: [u8; 32] =
+        base64::engine::general_purpose::STANDARD.decode(l.identity().public_key).unwrap().try_into().unwrap();
+    let sealed = WrappedSecret::seal(&LedgerSecret::versioned(1, &[42; 32]), 1, &key).unwrap();
+    let mut r = Transaction::new(l.snapshot().unwrap());
+    r.put(SYS_LEDGER_SECRETS, WrappedSecret::table_key(1, 1).as_bytes(), serde_json::to_vec(&sealed).unwrap());
+    let (rr, wr) = r.into_sets();
+    l.commit(rr, wr, TxMeta::default()).await.unwrap();
+    assert_eq!(l.secrets().current().unwrap().version(), 1, "the node opened the version sealed to it");
+
+    let e = in_flight.await.unwrap_err();
+    assert!(e.to_string().contains("sys.ledger_secrets"), "{e}");
+    let t = put(&*l, "p.t", b"k1", b"after").await.unwrap();
+    let (_, entry) = l.entry(t).unwrap();
+    let cgs_core::entry::Payload::Transaction(tx) = entry.payload else { panic!("not a transaction") };
+    let stored = tx.writes.iter().find(|w| w.key == b"k1").and_then(|w| w.value.clone()).unwrap();
+    assert_eq!(stored_version(&stored), Some(1));
+    assert_eq!(l.snapshot().unwrap().get("p.t", b"k0").unwrap().unwrap().value, b"before");
+
+    // Restarted, the node holds version 1 again (from its ledger) and reads both values.
+    l.shutdown().await;
+    drop(l);
+    let l = Ledger::open(dir.path(), config(1), "cgs/test", Router::default()).await.unwrap();
+    l.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(l.secrets().current().unwrap().version(), 1);
+    let s = l.snapshot().unwrap();
+    assert_eq!(s.get("p.t", b"k1").unwrap().unwrap().value, b"after");
+    assert_eq!(s.get("p.t", b"k0").unwrap().unwrap().value, b"before");
+}

@@ -377,7 +377,7 @@ fn run(action: &Action, apply: bool) -> Result<()> {
         "trigger_ledger_rekey" => {
             // The host makes the new secret and seals it to every trusted node, in this
             // transaction; there is nothing to choose.
-            if args.as_object().is_some_and(|o| !o.is_empty()) {
+            if !(args.is_null() || args.as_object().is_some_and(|o| o.is_empty())) {
                 return Err(bad("InvalidActionArgs", "`trigger_ledger_rekey` takes no arguments: {}"));
             }
         }
