@@ -15,7 +15,9 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 mod config;
 
 /// mimalloc: glibc malloc and free were ~15% of a profiled request (many small, short-lived
-/// allocations per request across hyper, rustls, serde and the wasm call).
+/// allocations per request across hyper, rustls, serde and the wasm call). Built with `no_thp`
+/// (Cargo.toml): with transparent huge pages, every reuse of memory mimalloc had returned to the
+/// kernel zeroed a 2 MiB page (31% of a cluster node's CPU, BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

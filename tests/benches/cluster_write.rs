@@ -5,12 +5,15 @@
 //!   JSON event; answered once the event's transaction is committed by a majority (fsynced) and
 //!   applied. Connections go round-robin to the three nodes: writes sent to followers are
 //!   forwarded to the leader.
-//! * etcd (Debian's `etcd-server`, v3.4): `POST /v3/kv/put` on its JSON gateway (plain HTTP) with
-//!   a 40-byte value; answered once committed by a majority (fsynced). Connections go round-robin
-//!   to the three members (followers forward to the leader).
+//! * etcd (Debian's `etcd-server`, v3.4): `POST /v3/kv/put` on its JSON gateway with a 40-byte
+//!   value; answered once committed by a majority (fsynced). Connections go round-robin to the
+//!   three members (followers forward to the leader). Two etcd clusters: one as the issue names it
+//!   (plain HTTP between clients and members and between members), and one configured as etcd is
+//!   run in production and as CGS always runs: HTTPS for clients (TLS 1.3, the CA pinned) and
+//!   mutual TLS between members (`--peer-client-cert-auth`).
 //!
 //! ```text
-//! cargo bench -p cgs-e2e --bench cluster_write -- [--duration SECS] [--warmup SECS] [--clients 1,256]
+//! cargo bench -p cgs-e2e --bench cluster_write -- [--duration SECS] [--warmup SECS] [--clients 1,256] [--systems etcd,etcd-tls,cgs]
 //! ```
 
 // A bench: failing loudly is the point.
@@ -34,12 +37,15 @@ const VALUE: &str = r#"{"step":"bench","rows":42,"ok":true,"x":1}"#;
 struct Settings {
     window: Window,
     clients: Vec<usize>,
+    /// Which of `etcd`, `etcd-tls`, `cgs` to run (all by default; one alone for profiling).
+    systems: Vec<String>,
 }
 
 fn settings() -> Result<Settings> {
     let mut s = Settings {
         window: Window { warmup: Duration::from_secs(2), duration: Duration::from_secs(10) },
         clients: vec![1, 256],
+        systems: ["etcd", "etcd-tls", "cgs"].map(String::from).to_vec(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -54,10 +60,13 @@ fn settings() -> Result<Settings> {
         match k.as_str() {
             "duration" => s.window.duration = secs(&v)?,
             "warmup" => s.window.warmup = secs(&v)?,
+            "systems" => s.systems = v.split(',').map(|x| x.trim().to_string()).collect(),
             "clients" => {
                 s.clients = v.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>().context("--clients")?
             }
-            _ => bail!("unknown option --{k} (--duration SECS, --warmup SECS, --clients 1,256)"),
+            _ => bail!(
+                "unknown option --{k} (--duration SECS, --warmup SECS, --clients 1,256, --systems etcd,etcd-tls,cgs)"
+            ),
         }
     }
     Ok(s)
@@ -67,53 +76,81 @@ fn settings() -> Result<Settings> {
 struct Etcd {
     children: Vec<Child>,
     urls: Vec<String>,
+    /// The CA of its certificates (TLS only).
+    ca: Option<Vec<u8>>,
+}
+
+/// A CA and a certificate for 127.0.0.1 (server and client use) signed by it, as PEM files in
+/// `dir`: `(ca, cert, key)`.
+fn tls_files(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &Issuer::new(ca, &ca_key))?;
+    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&paths.0, ca_cert.pem())?;
+    std::fs::write(&paths.1, cert.pem())?;
+    std::fs::write(&paths.2, key.serialize_pem())?;
+    Ok(paths)
 }
 
 impl Etcd {
-    fn start(dir: &std::path::Path) -> Result<Etcd> {
+    fn start(dir: &std::path::Path, tls: bool) -> Result<Etcd> {
         let bin = which("etcd").ok_or_else(|| {
             anyhow!("no `etcd` on PATH: `apt-get install etcd-server etcd-client` (the peer this bench compares with)")
         })?;
+        let scheme = if tls { "https" } else { "http" };
+        let files = if tls { Some(tls_files(&dir.join("tls"))?) } else { None };
         let ports: Vec<(u16, u16)> = (0..3).map(|_| (cgs_e2e::free_port(), cgs_e2e::free_port())).collect();
         let cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{p}"))
+            .map(|(i, (_, p))| format!("e{i}={scheme}://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut children = Vec::new();
         let mut urls = Vec::new();
         for (i, (c, p)) in ports.iter().enumerate() {
-            let client = format!("http://127.0.0.1:{c}");
-            let peer = format!("http://127.0.0.1:{p}");
-            children.push(
-                Command::new(&bin)
-                    .args(["--name", &format!("e{i}"), "--data-dir"])
-                    .arg(dir.join(format!("e{i}")))
-                    .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-                    .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-                    .args(["--initial-cluster", &cluster, "--initial-cluster-token", "cgs-bench"])
-                    .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-level", "error"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .context("start etcd")?,
-            );
+            let client = format!("{scheme}://127.0.0.1:{c}");
+            let peer = format!("{scheme}://127.0.0.1:{p}");
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--name", &format!("e{i}"), "--data-dir"])
+                .arg(dir.join(format!("e{i}")))
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &cluster, "--initial-cluster-token", "cgs-bench"])
+                .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-level", "error"]);
+            if let Some((ca, cert, key)) = &files {
+                cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+                cmd.arg("--peer-cert-file").arg(cert).arg("--peer-key-file").arg(key);
+                cmd.arg("--peer-trusted-ca-file").arg(ca).arg("--peer-client-cert-auth");
+            }
+            children.push(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().context("start etcd")?);
             urls.push(client);
         }
-        Ok(Etcd { children, urls })
+        let ca = files.map(|(ca, _, _)| std::fs::read(ca)).transpose()?;
+        Ok(Etcd { children, urls, ca })
+    }
+
+    fn targets(&self) -> Result<Vec<Target>> {
+        self.urls.iter().map(|u| Target::new(u, self.ca.as_deref())).collect()
     }
 
     /// Wait until a put through every member commits.
     async fn ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        for url in &self.urls {
-            let target = Target::new(url, None)?;
+        for (url, target) in self.urls.iter().zip(self.targets()?) {
             loop {
                 let ok = async {
                     let mut s = target.connect().await?;
                     let req = hyper::Request::post("/v3/kv/put")
-                        .header(hyper::header::HOST, url.trim_start_matches("http://"))
+                        .header(hyper::header::HOST, url.split_once("://").map_or(url.as_str(), |(_, a)| a))
                         .body(http_body_util::Full::new(Bytes::from(put_body())))?;
                     let r = s.send_request(req).await?;
                     Ok::<bool, anyhow::Error>(r.status() == 200)
@@ -156,9 +193,11 @@ async fn main() -> Result<()> {
     let s = settings()?;
     let tmp = tempfile::tempdir()?;
     eprintln!("starting a 3-member etcd cluster and a 3-node CGS cluster (builds cgs-host and the plugins first)...");
-    let etcd = Etcd::start(tmp.path())?;
+    let etcd = Etcd::start(&tmp.path().join("etcd"), false)?;
+    let etcd_tls = Etcd::start(&tmp.path().join("etcd-tls"), true)?;
     let nodes = cgs_e2e::start_cluster(&tmp.path().join("cgs"), 3, &[]).await?;
     etcd.ready().await?;
+    etcd_tls.ready().await?;
     let members: Vec<cgs_client::Member> =
         ["isv", "data-provider", "code-provider"].iter().map(|m| nodes[0].member(m)).collect();
     let isv = &members[0];
@@ -173,7 +212,8 @@ async fn main() -> Result<()> {
     let token = isv.token().await?;
     let ca = std::fs::read(&nodes[0].ca)?;
     let cgs: Vec<Target> = nodes.iter().map(|n| Target::new(&n.url, Some(&ca))).collect::<Result<_>>()?;
-    let etcd_targets: Vec<Target> = etcd.urls.iter().map(|u| Target::new(u, None)).collect::<Result<_>>()?;
+    let etcd_targets = etcd.targets()?;
+    let etcd_tls_targets = etcd_tls.targets()?;
 
     let mut outcomes = Vec::new();
     for &clients in &s.clients {
@@ -184,7 +224,14 @@ async fn main() -> Result<()> {
             body: Some(Bytes::from(put_body())),
             authorization: None,
         };
-        outcomes.push(run_scenario(&etcd_targets, put, clients, &s.window, None).await);
+        let put_tls = Workload { name: format!("etcd 3.4 put, TLS ({} B value)", VALUE.len()), ..put.clone() };
+        let runs = |name: &str| s.systems.iter().any(|x| x == name);
+        if runs("etcd") {
+            outcomes.push(run_scenario(&etcd_targets, put, clients, &s.window, None).await);
+        }
+        if runs("etcd-tls") {
+            outcomes.push(run_scenario(&etcd_tls_targets, put_tls, clients, &s.window, None).await);
+        }
         let event = Workload {
             name: format!("CGS event write ({} B event)", VALUE.len()),
             method: hyper::Method::POST,
@@ -192,10 +239,13 @@ async fn main() -> Result<()> {
             body: Some(Bytes::from(VALUE)),
             authorization: Some(format!("Bearer {token}")),
         };
-        outcomes.push(run_scenario(&cgs, event, clients, &s.window, None).await);
+        if runs("cgs") {
+            outcomes.push(run_scenario(&cgs, event, clients, &s.window, None).await);
+        }
     }
     report(&mut outcomes);
     drop(nodes);
     drop(etcd);
+    drop(etcd_tls);
     Ok(())
 }
