@@ -345,7 +345,9 @@ pub enum Retirement {
     /// Not retired (or raft's configuration still counts its vote).
     No,
     /// Retired, and raft's newest configuration (appended here, maybe not committed yet) leaves
-    /// it out: its acknowledgement of that change is sent.
+    /// it out: its acknowledgement of that change is sent, and the other voters of the previous
+    /// configuration are a majority of it without this node (so the change can commit, or be
+    /// redone, without it).
     Voted,
     /// Retired, and a configuration leaving it out is committed and applied here.
     Done,
@@ -364,7 +366,14 @@ pub fn retirement(ledger: &Ledger) -> Retirement {
     }
     let config_at = m.membership_config.log_id().map(|l| l.index);
     let applied = m.last_applied.map(|l| l.index);
-    if config_at <= applied { Retirement::Done } else { Retirement::Voted }
+    if config_at <= applied {
+        return Retirement::Done;
+    }
+    // Removing one of two voters: if the leader fails before the change commits, the new leader
+    // needs this node's vote to finish it; it keeps running until the change commits here.
+    let before = configs.first().cloned().unwrap_or_default();
+    let others = before.iter().filter(|n| **n != me).count();
+    if others * 2 > before.len() { Retirement::Voted } else { Retirement::No }
 }
 
 /// How long this voter has seen no leader, and when it starts an election of its own.

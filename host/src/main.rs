@@ -188,8 +188,8 @@ struct StartArgs {
     #[arg(long)]
     peer_listen: Option<SocketAddr>,
     /// Keep this node's keys and the service's secrets in memory only, never in `DIR/node`
-    /// (always so under SEV-SNP): a restart joins the service again as a new node (`join`),
-    /// catching up from the ledger in `--dir`.
+    /// (always so under SEV-SNP): a restart joins the service again as a new node (`join`) and
+    /// receives the ledger again (the file left on disk is not trusted).
     #[arg(long)]
     keys_in_memory: bool,
     #[command(flatten)]
@@ -222,8 +222,8 @@ struct JoinArgs {
     #[arg(long)]
     service_cert: PathBuf,
     /// Keep this node's keys and the service's secrets in memory only, never in `DIR/node`
-    /// (always so under SEV-SNP): a restart joins the service again as a new node (`join`),
-    /// catching up from the ledger in `--dir`.
+    /// (always so under SEV-SNP): a restart joins the service again as a new node (`join`) and
+    /// receives the ledger again (the file left on disk is not trusted).
     #[arg(long)]
     keys_in_memory: bool,
     #[command(flatten)]

@@ -345,8 +345,8 @@ impl Node {
                 return Err(NodeError::Config(format!(
                     "{} belongs to a node whose keys lived in its process's memory only: they are gone. Restart it \
                      with `cgs-host join --dir {} --target <a running node> --service-cert FILE ...`: it joins the \
-                     service again as a new node and catches up from this ledger; members then trust it and remove \
-                     its old node id (a service whose every node lost its keys needs recovery, not built yet)",
+                     service again as a new node and receives the ledger again; members then trust it and remove \
+                     its old node id (a service where a majority of the voters lost their keys needs recovery, not built yet)",
                     dir.display(),
                     dir.display()
                 )));
@@ -384,6 +384,14 @@ impl Node {
                 peer_address: peer.to_string(),
             };
             joined = Some(crate::cluster::join_service(&opts).await.map_err(NodeError::Config)?);
+            if has_ledger {
+                // Keys in memory: the disk is not trusted, and a ledger file left there while the
+                // node was down could have been edited (state is not checked against the Merkle
+                // tree at open). The node starts from an empty ledger and receives it all again.
+                let file = dir.join(cgs_ledger_format::store_format::FILE_NAME);
+                std::fs::remove_file(&file).map_err(io_err(&file))?;
+                tracing::warn!(dir = %dir.display(), "keys in memory: the ledger left on disk is discarded; catching up from the service");
+            }
         }
         let identity = ServiceIdentity::load_or_create(dir, &[config.listen.ip().to_string()])?;
         // The log origin names this service in checkpoints; fixed at creation.
@@ -499,7 +507,10 @@ impl Node {
             }
         }
         ledger.record_node_key().await?;
-        let runtime = Arc::new(Runtime::new(config.runtime.clone(), ledger.clone(), Some(&dir.join("cache")))?);
+        // The compiled-plugin cache is authenticated with a key kept beside it: with keys in
+        // memory the disk is not trusted, so plugins are compiled at every start instead.
+        let cache = (!keys_in_memory).then(|| dir.join("cache"));
+        let runtime = Arc::new(Runtime::new(config.runtime.clone(), ledger.clone(), cache.as_deref())?);
         let reconciler = crate::reconcile::Reconciler::start(runtime.clone(), ledger.clone())?;
         let services = crate::service::Services::new(
             runtime.clone(),

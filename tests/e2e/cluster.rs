@@ -262,7 +262,8 @@ type Tally = (usize, usize, Vec<u32>);
 
 /// A node started with `--keys-in-memory` (what every node does under SEV-SNP) writes no key or
 /// secret to its data directory; killed and started again, it joins as a new node, is trusted,
-/// catches up from the ledger it kept and serves; members remove its old id.
+/// receives the ledger again (the one left on its untrusted disk is discarded) and serves; members
+/// remove its old id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_keys_in_memory_rejoins_as_a_new_node_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
@@ -291,6 +292,8 @@ async fn a_node_with_keys_in_memory_rejoins_as_a_new_node_after_a_restart() {
             .unwrap_or_default()
     };
     assert_eq!(on_disk(&dir), vec!["node-id".to_string()], "only the node id is written");
+    // No compiled-plugin cache either: its authentication key would sit on the untrusted disk.
+    assert!(!dir.join("cache").exists(), "no plugin cache with keys in memory");
     let isv2 = cgs_client::Member::new(
         n2.client.clone(),
         &std::fs::read_to_string(n1.data.join("members").join("isv.key")).unwrap(),
@@ -311,6 +314,7 @@ async fn a_node_with_keys_in_memory_rejoins_as_a_new_node_after_a_restart() {
     let new = listed.iter().find(|n| n["node_id"] == 4).unwrap();
     assert_ne!(old["public_key"], new["public_key"], "a new node key: {listed:?}");
     assert_eq!(on_disk(&dir), vec!["node-id".to_string()]);
+    assert!(!dir.join("cache").exists(), "no plugin cache with keys in memory");
     assert_eq!(std::fs::read_to_string(dir.join("node").join("node-id")).unwrap(), "4");
     // It serves what was written before its restart (private: it holds the secrets again) and
     // takes writes; members retire the old id.

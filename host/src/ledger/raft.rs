@@ -133,6 +133,7 @@ impl Shared {
                 return;
             }
         };
+        let mut named = 0;
         for (key, value) in rows {
             let Some((version, node)) = std::str::from_utf8(&key).ok().and_then(|k| {
                 let (v, n) = k.split_once('/').unwrap_or((k, ""));
@@ -140,7 +141,7 @@ impl Shared {
             }) else {
                 continue;
             };
-            self.secrets.set_named(version);
+            named = named.max(version);
             if node != Some(self.node_id) || self.secrets.holds(version) {
                 continue;
             }
@@ -157,6 +158,9 @@ impl Shared {
                 Err(e) => tracing::error!(version, error = %e, "a ledger secret sealed to this node does not open"),
             }
         }
+        // Named after the versions are held: a write in between uses the one it holds, and its
+        // read of the table (at the version set last) makes it run again if it was older.
+        self.secrets.set_named(named);
         self.secrets.set_table_version(table_version);
     }
 
