@@ -5,9 +5,9 @@
 //! directory lies outside the trust boundary, so every entry is authenticated: the file holds
 //! `keyed-BLAKE3(key, fingerprint ‖ component hash ‖ artifact) ‖ artifact`, and a entry whose
 //! tag does not verify is ignored and recompiled. The key is 32 random bytes created with the
-//! cache (`cache.key`). On SEV-SNP the key must be derived from the VM's sealing key instead (a
-//! key file beside the cache only protects against accidental corruption); see
-//! `docs/runtime.md`.
+//! cache (`cache.key`): a key file beside the cache only protects against accidental corruption,
+//! so a node whose keys live in memory (`--keys-in-memory`, always under SEV-SNP) runs without
+//! a cache; see `docs/runtime.md`.
 
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
