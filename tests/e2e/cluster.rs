@@ -244,6 +244,8 @@ async fn three_processes_join_replicate_and_remove_a_node() {
         };
         assert_eq!(r.status, 200, "{} reads a version-2 value: {}", node.url, String::from_utf8_lossy(&r.body));
         assert_eq!(r.ok_json().unwrap()["actions"][0]["name"], "set_action_threshold");
+        let net = node.client.get("/node/network").await.unwrap().ok_json().unwrap();
+        assert_eq!(net["ledger_secret"], json!({"version": 2, "current": true}), "{} {net}", node.url);
     }
 
     // The operator's attack: node 1's ledger file with node 3's secrets. What was written before

@@ -45,12 +45,16 @@ impl Service {
     pub(super) fn network(&self) -> Response<Full<Bytes>> {
         let (nodes, term) = self.ledger.nodes();
         let service = self.gov.service().unwrap_or_default();
+        // The ledger secret version this node writes with (after re-keys), and whether it holds
+        // the newest one its ledger names: public, the versions reveal nothing.
+        let secrets = self.ledger.secrets();
         json_ok(&serde_json::json!({
             "service_status": service["status"],
             "current_view": term,
             "primary_id": nodes.iter().find(|n| n.3).map(|n| n.0),
             "node_id": self.ledger.identity().node_id,
             "nodes": nodes.len(),
+            "ledger_secret": {"version": secrets.latest().version(), "current": secrets.current().is_ok()},
         }))
     }
 

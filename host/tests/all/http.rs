@@ -536,6 +536,7 @@ async fn the_openapi_document_describes_exactly_what_is_served() {
     let net = n.client.get("/node/network").await.unwrap().ok_json().unwrap();
     assert_eq!((net["nodes"].as_u64(), &net["primary_id"]), (Some(1), &net["node_id"]), "{net}");
     assert!(net["current_view"].as_u64().unwrap() >= 1 && net["service_status"].is_string(), "{net}");
+    assert_eq!(net["ledger_secret"], serde_json::json!({"version": 0, "current": true}), "{net}");
     let nodes = n.client.get("/node/network/nodes").await.unwrap().ok_json().unwrap();
     assert_eq!(nodes["nodes"][0]["status"], "Trusted", "{nodes}");
     assert_eq!(
