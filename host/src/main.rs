@@ -627,6 +627,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             return Err(e.into());
         }
     };
+    // Before anyone learns the URL: a stop from then on is a clean one.
+    let signal = shutdown_signal();
     print_banner(&node, sandbox);
     tracing::info!(url = %node.url(), dir = %node.dir.display(), "serving");
     let _reloader = match watch {
@@ -640,7 +642,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         let _ = tx.send(true);
     });
     node.serve(rx).await?;
@@ -759,8 +761,9 @@ async fn run_cluster(a: ClusterArgs) -> Result<(), Box<dyn std::error::Error>> {
         cert.display(),
         nodes[0].url
     );
+    let signal = shutdown_signal();
     println!("Any node answers; writes sent to a follower are forwarded to the leader. Stop with Ctrl-C.");
-    wait_for_signal().await;
+    signal.await;
     for n in &nodes {
         if let Some(pid) = n.child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
@@ -933,24 +936,40 @@ fn banner(out: &mut String, node: &Node, sandbox: bool) -> std::fmt::Result {
     writeln!(out)
 }
 
-async fn wait_for_signal() {
+/// SIGTERM or SIGINT (Ctrl-C). The handlers are registered when this is called, not when the
+/// future is first polled: a signal arriving in between (a test stopping a node that just
+/// answered its first request, on a loaded machine) would otherwise end the process with the
+/// default action instead of a clean stop (found by CI: a sandbox exited "signal 15").
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        Box::pin(async move {
+            match (term, int) {
+                (Some(mut t), Some(mut i)) => {
+                    tokio::select! {
+                        _ = t.recv() => {},
+                        _ = i.recv() => {},
+                    }
+                }
+                (Some(mut t), None) => {
+                    t.recv().await;
+                }
+                (None, Some(mut i)) => {
+                    i.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

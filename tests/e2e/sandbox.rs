@@ -385,3 +385,23 @@ async fn a_config_file_sets_the_flags_and_loses_to_them() {
     assert_eq!(status, Some(0), "{out}{err}");
     assert!(out.contains("already holds a service: the config file's `genesis` and `plugins`"), "{out}");
 }
+
+/// A node told to stop (SIGTERM) the moment it prints its URL stops cleanly: its handlers are in
+/// place before anyone can learn where it listens. (They used to be registered by a task not yet
+/// run at that moment; CI once saw a sandbox end "signal 15" right after its first answer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_as_soon_as_the_url_is_printed_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut args: Vec<std::ffi::OsString> = vec!["sandbox".into(), "--dir".into(), data.clone().into()];
+    args.extend(["--listen", "127.0.0.1:0", "--log", "warn", "--plugins"].map(Into::into));
+    args.push(cgs_e2e::plugins_dir().into());
+    for round in 0..3 {
+        let launched = cgs_e2e::Launched::new(&args, std::process::Stdio::inherit(), &[]).unwrap();
+        assert!(launched.url(std::time::Duration::from_secs(300)).is_some(), "round {round}: no URL");
+        let sent = std::process::Command::new("kill").args(["-TERM", &launched.pid().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let status = launched.wait_exit(std::time::Duration::from_secs(30)).expect("stopped within 30 s");
+        assert!(status.success(), "round {round}: {status}");
+    }
+}

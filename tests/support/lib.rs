@@ -141,6 +141,16 @@ impl Launched {
         self.child.try_wait().ok().flatten()
     }
 
+    /// The URL it prints, once it has (at most `timeout`).
+    pub fn url(&self, timeout: Duration) -> Option<String> {
+        self.url.recv_timeout(timeout).ok()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Wait for the process to end (at most `timeout`), killing it then.
     pub fn wait_exit(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
