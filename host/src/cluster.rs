@@ -183,7 +183,7 @@ impl Cluster {
             // timeouts (the leader stops replicating to a removed node, which may then never
             // hear of the commit). A retired leader leads 2 s more, so its followers hear that
             // its removal committed (openraft steps it down once it applied that).
-            let retirement = self.retirement();
+            let retirement = retirement(&self.ledger);
             if self.ledger.raft.metrics().borrow().current_leader.is_some() {
                 leaderless_since = None;
             } else {
@@ -206,11 +206,6 @@ impl Cluster {
                 _ = stop.changed() => return false,
             }
         }
-    }
-
-    /// How far this node's retirement went, as this node sees it.
-    pub fn retirement(&self) -> Retirement {
-        retirement(&self.ledger)
     }
 
     /// openraft 0.9 draws a node's election timeout once, when the process starts: two voters
@@ -356,12 +351,12 @@ pub enum Retirement {
 /// How far the retirement of `ledger`'s node went.
 pub fn retirement(ledger: &Ledger) -> Retirement {
     let me = ledger.node_id();
-    if crate::gov::nodes::node_status(ledger, me) != Some(NodeStatus::Retired) {
-        return Retirement::No;
-    }
+    // raft's view first (in memory): the state is read only once raft has taken the vote away.
     let m = ledger.raft.metrics().borrow().clone();
     let configs = m.membership_config.membership().get_joint_config();
-    if configs.last().is_some_and(|target| target.contains(&me)) {
+    if configs.last().is_some_and(|target| target.contains(&me))
+        || crate::gov::nodes::node_status(ledger, me) != Some(NodeStatus::Retired)
+    {
         return Retirement::No;
     }
     let config_at = m.membership_config.log_id().map(|l| l.index);

@@ -408,7 +408,7 @@ impl Governance {
                 .map_err(ServiceError::unavailable)
                 .map_err(fail(first))?
                 .iter()
-                .filter_map(|e| std::str::from_utf8(&e.key).ok()?.split('/').next()?.parse::<u32>().ok())
+                .filter_map(|e| crate::ledger::crypto::parse_table_key(&e.key).map(|(v, _)| v))
                 .collect();
         let held: Vec<Arc<LedgerSecret>> = named
             .iter()
@@ -463,7 +463,8 @@ impl Governance {
                 "sealed_to": sealed_to,
                 "created_ms": g.now_ms,
             });
-            g.tx.put(SYS_LEDGER_SECRETS, format!("{version:010}").as_bytes(), record.to_string().into_bytes());
+            let key = crate::ledger::crypto::version_record_key(version);
+            g.tx.put(SYS_LEDGER_SECRETS, key.as_bytes(), record.to_string().into_bytes());
         }
         Ok(())
     }

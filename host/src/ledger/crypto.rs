@@ -248,6 +248,21 @@ fn wrap_aad(version: u32, node_id: u64) -> String {
     format!("ledger secret {version} node {node_id}")
 }
 
+/// The key of a version's public record in [`SYS_LEDGER_SECRETS`].
+pub fn version_record_key(version: u32) -> String {
+    format!("{version:010}")
+}
+
+/// `(version, node)` of a key of [`SYS_LEDGER_SECRETS`]: a sealed copy names its node, a version's
+/// record does not. `None`: not a key of that table.
+pub fn parse_table_key(key: &[u8]) -> Option<(u32, Option<u64>)> {
+    let key = std::str::from_utf8(key).ok()?;
+    match key.split_once('/') {
+        Some((v, n)) => Some((v.parse().ok()?, Some(n.parse().ok()?))),
+        None => Some((key.parse().ok()?, None)),
+    }
+}
+
 impl WrappedSecret {
     /// The key of this record in [`SYS_LEDGER_SECRETS`].
     pub fn table_key(version: u32, node_id: u64) -> String {

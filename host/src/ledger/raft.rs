@@ -135,12 +135,7 @@ impl Shared {
         };
         let mut named = 0;
         for (key, value) in rows {
-            let Some((version, node)) = std::str::from_utf8(&key).ok().and_then(|k| {
-                let (v, n) = k.split_once('/').unwrap_or((k, ""));
-                Some((v.parse::<u32>().ok()?, n.parse::<u64>().ok()))
-            }) else {
-                continue;
-            };
+            let Some((version, node)) = super::crypto::parse_table_key(&key) else { continue };
             named = named.max(version);
             if node != Some(self.node_id) || self.secrets.holds(version) {
                 continue;

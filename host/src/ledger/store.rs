@@ -120,7 +120,6 @@ impl Store for Ledger {
             // version, instead of applying values written with the old one.
             table_reads.push(TableRead { table: super::crypto::SYS_LEDGER_SECRETS.into(), version: secrets_at });
         }
-        let secret = || &secret;
         let t = Transaction {
             tx_time_ms: meta.tx_time_ms,
             caller: meta.caller,
@@ -128,7 +127,7 @@ impl Store for Ledger {
             request_digest: meta.request_digest,
             // Signed governance messages name policies, specs and users: encrypted, bound to
             // their digest (which stays in clear, so a member holding a message can find it).
-            envelope: if meta.envelope.is_empty() { meta.envelope } else { secret().encrypt_envelope(&meta.envelope) },
+            envelope: if meta.envelope.is_empty() { meta.envelope } else { secret.encrypt_envelope(&meta.envelope) },
             claims_digest: [0; 32],
             reads: reads.keys.into_iter().map(|(table, key, version)| Read { table, key, version }).collect(),
             table_reads,
@@ -137,7 +136,7 @@ impl Store for Ledger {
                 .into_iter()
                 .map(|((table, key), value)| {
                     let value = match value {
-                        Some(v) if entry::is_private_table(&table) => Some(secret().encrypt(&table, &key, &v)),
+                        Some(v) if entry::is_private_table(&table) => Some(secret.encrypt(&table, &key, &v)),
                         other => other,
                     };
                     Write { table, key, value, append: false }
@@ -145,7 +144,7 @@ impl Store for Ledger {
                 // An appended value's final key is only known when ordered: it is bound to its prefix.
                 .chain(writes.appends.into_iter().map(|(table, prefix, value)| {
                     let value = if entry::is_private_table(&table) {
-                        secret().encrypt_append(&table, &prefix, &value)
+                        secret.encrypt_append(&table, &prefix, &value)
                     } else {
                         value
                     };
