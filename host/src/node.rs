@@ -464,14 +464,11 @@ impl Node {
             }
             ledger.set_record_extras(extra);
         }
-        // A retired node whose removal is complete never serves again; one whose removal is not
-        // yet committed here runs until it is (its vote may be needed for it), then stops.
-        match crate::cluster::retirement(&ledger) {
-            crate::cluster::Retirement::Done => return Err(NodeError::Retired(ledger.node_id())),
-            crate::cluster::Retirement::Voted => {
-                tracing::warn!(node = ledger.node_id(), "this node was removed: it runs until its removal commits")
-            }
-            crate::cluster::Retirement::No => {}
+        // A retired node never serves again once its vote is not needed for its removal (`Done`,
+        // or `Voted`: the others are a majority without it). Where it still is (one of two
+        // voters), its retirement reads `No` and it runs until the removal commits, then stops.
+        if crate::cluster::retirement(&ledger) != crate::cluster::Retirement::No {
+            return Err(NodeError::Retired(ledger.node_id()));
         }
         match &joined {
             None if joined_before => {
