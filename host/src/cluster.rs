@@ -325,12 +325,14 @@ impl Cluster {
 
     /// The leader's id and peer address, if this node is not it and knows it.
     pub fn leader_elsewhere(&self) -> Option<(u64, String)> {
-        let leader = self.ledger.raft.metrics().borrow().current_leader?;
+        // Read in place: this runs for every forwarded request.
+        let metrics = self.ledger.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
         if leader == self.ledger.node_id() {
             return None;
         }
-        let (nodes, _) = self.ledger.nodes();
-        nodes.into_iter().find(|n| n.0 == leader).map(|n| (leader, n.1))
+        m.membership_config.membership().get_node(&leader).map(|n| (leader, n.addr.clone()))
     }
 }
 

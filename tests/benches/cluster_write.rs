@@ -13,7 +13,7 @@
 //!   mutual TLS between members (`--peer-client-cert-auth`).
 //!
 //! ```text
-//! cargo bench -p cgs-e2e --bench cluster_write -- [--duration SECS] [--warmup SECS] [--clients 1,256] [--systems etcd,etcd-tls,cgs]
+//! cargo bench -p cgs-e2e --bench cluster_write -- [--duration SECS] [--warmup SECS] [--clients 1,256] [--systems etcd,etcd-tls,cgs] [--route all|leader]
 //! ```
 
 // A bench: failing loudly is the point.
@@ -39,6 +39,9 @@ struct Settings {
     clients: Vec<usize>,
     /// Which of `etcd`, `etcd-tls`, `cgs` to run (all by default; one alone for profiling).
     systems: Vec<String>,
+    /// Where connections go: `all` (round-robin over the members, the default) or `leader`
+    /// (every connection to the member that leads: what forwarding costs, for both systems).
+    route: String,
 }
 
 fn settings() -> Result<Settings> {
@@ -46,6 +49,7 @@ fn settings() -> Result<Settings> {
         window: Window { warmup: Duration::from_secs(2), duration: Duration::from_secs(10) },
         clients: vec![1, 256],
         systems: ["etcd", "etcd-tls", "cgs"].map(String::from).to_vec(),
+        route: "all".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -61,11 +65,13 @@ fn settings() -> Result<Settings> {
             "duration" => s.window.duration = secs(&v)?,
             "warmup" => s.window.warmup = secs(&v)?,
             "systems" => s.systems = v.split(',').map(|x| x.trim().to_string()).collect(),
+            "route" if v == "all" || v == "leader" => s.route = v,
             "clients" => {
                 s.clients = v.split(',').map(|c| c.trim().parse()).collect::<Result<_, _>>().context("--clients")?
             }
             _ => bail!(
-                "unknown option --{k} (--duration SECS, --warmup SECS, --clients 1,256, --systems etcd,etcd-tls,cgs)"
+                "unknown option --{k} {v} (--duration SECS, --warmup SECS, --clients 1,256, --systems etcd,etcd-tls,cgs, \
+                 --route all|leader)"
             ),
         }
     }
@@ -142,6 +148,23 @@ impl Etcd {
         self.urls.iter().map(|u| Target::new(u, self.ca.as_deref())).collect()
     }
 
+    /// The member that leads (`/v3/maintenance/status`: its `member_id` is the `leader`).
+    async fn leader(&self) -> Result<Target> {
+        for (url, target) in self.urls.iter().zip(self.targets()?) {
+            let mut s = target.connect().await?;
+            let req = hyper::Request::post("/v3/maintenance/status")
+                .header(hyper::header::HOST, url.split_once("://").map_or(url.as_str(), |(_, a)| a))
+                .body(http_body_util::Full::new(Bytes::from_static(b"{}")))?;
+            let r = s.send_request(req).await?;
+            let body = http_body_util::BodyExt::collect(r.into_body()).await?.to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            if v["header"]["member_id"] == v["leader"] {
+                return Target::new(url, self.ca.as_deref());
+            }
+        }
+        bail!("no etcd member says it leads")
+    }
+
     /// Wait until a put through every member commits.
     async fn ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -211,9 +234,16 @@ async fn main() -> Result<()> {
     }
     let token = isv.token().await?;
     let ca = std::fs::read(&nodes[0].ca)?;
-    let cgs: Vec<Target> = nodes.iter().map(|n| Target::new(&n.url, Some(&ca))).collect::<Result<_>>()?;
-    let etcd_targets = etcd.targets()?;
-    let etcd_tls_targets = etcd_tls.targets()?;
+    let mut cgs: Vec<Target> = nodes.iter().map(|n| Target::new(&n.url, Some(&ca))).collect::<Result<_>>()?;
+    let (etcd_targets, etcd_tls_targets) = if s.route == "leader" {
+        let v = isv.authed("GET", "/node/network", None).await?.ok_json()?;
+        let leader = v["primary_id"].as_u64().ok_or_else(|| anyhow!("no CGS node leads: {v}"))?;
+        // Node ids follow the order the nodes were started in.
+        cgs = vec![cgs.swap_remove(leader as usize - 1)];
+        (vec![etcd.leader().await?], vec![etcd_tls.leader().await?])
+    } else {
+        (etcd.targets()?, etcd_tls.targets()?)
+    };
 
     let mut outcomes = Vec::new();
     for &clients in &s.clients {

@@ -270,6 +270,7 @@ impl Ledger {
             sign_now: tokio::sync::Notify::new(),
             signature_interval_txs: config.signature_interval_txs.max(1),
             applied_tx,
+            applied_waiters: Default::default(),
             installed_tx,
             log_commits: Default::default(),
             apply_commits: Default::default(),
@@ -488,8 +489,22 @@ impl Ledger {
 
     /// Wait until `seqno` is applied (or `timeout`).
     pub async fn wait_applied(&self, seqno: u64, timeout: Duration) -> bool {
-        let mut rx = self.shared.applied_tx.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seqno)).await.is_ok_and(|r| r.is_ok())
+        let applied = || self.shared.applied.load(Ordering::Acquire) >= seqno;
+        if applied() {
+            return true;
+        }
+        let woken = {
+            let Ok(mut waiters) = self.shared.applied_waiters.lock() else { return false };
+            // Checked again under the lock: the apply stores `applied` before it takes the lock
+            // to wake waiters, so either it sees this waiter or this sees its store.
+            if applied() {
+                return true;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            waiters.entry(seqno).or_default().push(tx);
+            rx
+        };
+        tokio::time::timeout(timeout, woken).await.is_ok_and(|r| r.is_ok())
     }
 
     /// The ledger secret versions this node holds.

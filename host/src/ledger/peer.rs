@@ -344,6 +344,9 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
+    // Forwarded requests of batches served at once, over every connection: as many as
+    // connections could carry one each (a batch's items wait for a slot, they are not refused).
+    let items = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (tcp, _) = tokio::select! {
@@ -359,8 +362,8 @@ pub async fn serve(
         };
         // Raft answers and forwarded answers are small and latency-bound: no Nagle delay.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, raft, keys, stop, fwd) =
-            (acceptor.clone(), raft.clone(), keys.clone(), stop.clone(), forwarding.clone());
+        let (acceptor, raft, keys, stop, fwd, items) =
+            (acceptor.clone(), raft.clone(), keys.clone(), stop.clone(), forwarding.clone(), items.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await else { return };
@@ -368,8 +371,9 @@ pub async fn serve(
             let Some(key) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(ed25519_key) else {
                 return;
             };
-            let service =
-                hyper::service::service_fn(move |req| handle(raft.clone(), keys.clone(), fwd.clone(), key, req));
+            let service = hyper::service::service_fn(move |req| {
+                handle(raft.clone(), keys.clone(), fwd.clone(), items.clone(), key, req)
+            });
             let io = hyper_util::rt::TokioIo::new(tls);
             // An idle connection (no request for 30 s) is closed: slots are for working peers.
             let conn = hyper::server::conn::http1::Builder::new()
@@ -394,9 +398,10 @@ async fn handle(
     raft: Raft,
     keys: PeerKeys,
     forwarding: Forwarding,
+    items: Arc<tokio::sync::Semaphore>,
     key: [u8; 32],
     req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<PeerBody>, hyper::Error> {
     // The key is checked again for every RPC: a node removed meanwhile is refused at once.
     let Some(from) = keys.id_of(&key) else {
         return Ok(answer(StatusCode::FORBIDDEN, b"this node key is no longer one of this service's nodes".to_vec()));
@@ -405,7 +410,7 @@ async fn handle(
         return Ok(answer(StatusCode::METHOD_NOT_ALLOWED, b"POST only".to_vec()));
     }
     let path = req.uri().path().to_string();
-    if !matches!(path.as_str(), "/raft/append" | "/raft/vote" | "/raft/snapshot" | "/forward") {
+    if !matches!(path.as_str(), "/raft/append" | "/raft/vote" | "/raft/snapshot" | "/forward" | "/forward/batch") {
         return Ok(answer(StatusCode::NOT_FOUND, b"no such RPC".to_vec()));
     }
     let body = match http_body_util::Limited::new(req.into_body(), MAX_RPC_BYTES).collect().await {
@@ -415,6 +420,15 @@ async fn handle(
     let impostor = || answer(StatusCode::FORBIDDEN, format!("node {from} may only speak for itself").into_bytes());
     let bad = |e: serde_json::Error| answer(StatusCode::BAD_REQUEST, e.to_string().into_bytes());
     let out = match path.as_str() {
+        "/forward/batch" => {
+            let Some(handler) = forwarding.0.get().cloned() else {
+                return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, b"this node is not serving yet".to_vec()));
+            };
+            return Ok(match parse_batch(&body) {
+                Ok(reqs) => answer_batch(from, handler, reqs, items),
+                Err(e) => answer(StatusCode::BAD_REQUEST, e.into_bytes()),
+            });
+        }
         "/forward" => {
             let Some(handler) = forwarding.0.get().cloned() else {
                 return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, b"this node is not serving yet".to_vec()));
@@ -446,10 +460,101 @@ async fn handle(
     })
 }
 
-fn answer(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+/// The body of the peer listener's answers: whole, or a stream of frames (a batch's answers).
+type PeerBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn answer(status: StatusCode, body: Vec<u8>) -> Response<PeerBody> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
     *r.status_mut() = status;
     r
+}
+
+/// Forwarded requests in one batch, at most.
+pub const MAX_BATCH: usize = 256;
+
+/// The requests of a `POST /forward/batch` body: frames `len (u32, big-endian) ‖ JSON of a
+/// [`Forwarded`]`, at most [`MAX_BATCH`].
+fn parse_batch(body: &[u8]) -> Result<Vec<Forwarded>, String> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        if out.len() == MAX_BATCH {
+            return Err(format!("a batch holds at most {MAX_BATCH} requests"));
+        }
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or("a frame's length is cut off")?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(format!("frame {} announces {len} bytes, {} follow", out.len(), tail.len()));
+        }
+        let (item, tail) = tail.split_at(len);
+        out.push(serde_json::from_slice(item).map_err(|e| format!("frame {}: {e}", out.len()))?);
+        rest = tail;
+    }
+    if out.is_empty() {
+        return Err("an empty batch".into());
+    }
+    Ok(out)
+}
+
+/// Serve a batch's requests at once and stream each answer as it is ready: frames
+/// `index (u32) ‖ len (u32) ‖ JSON of a [`ForwardedAnswer`]`, in the order they complete (a slow
+/// request does not hold back the others).
+fn answer_batch(
+    from: u64,
+    handler: ForwardHandler,
+    reqs: Vec<Forwarded>,
+    items: Arc<tokio::sync::Semaphore>,
+) -> Response<PeerBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(reqs.len());
+    for (i, req) in reqs.into_iter().enumerate() {
+        let (handler, tx, items) = (handler.clone(), tx.clone(), items.clone());
+        tokio::spawn(async move {
+            let Ok(_slot) = items.acquire_owned().await else { return };
+            let json = serde_json::to_vec(&handler(from, req).await).unwrap_or_default();
+            let mut frame = Vec::with_capacity(8 + json.len());
+            frame.extend_from_slice(&(i as u32).to_be_bytes());
+            frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&json);
+            let _ = tx.send(Bytes::from(frame)).await;
+        });
+    }
+    let mut r = Response::new(ChannelBody(rx).boxed());
+    *r.status_mut() = StatusCode::OK;
+    r
+}
+
+/// A response body fed by a channel; the frames ready when polled go out together.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let first = match self.0.poll_recv(cx) {
+            Poll::Ready(Some(b)) => b,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let mut more = Vec::new();
+        while more.len() < 64 << 10 {
+            match self.0.try_recv() {
+                Ok(b) => {
+                    if more.is_empty() {
+                        more.extend_from_slice(&first);
+                    }
+                    more.extend_from_slice(&b);
+                }
+                Err(_) => break,
+            }
+        }
+        let data = if more.is_empty() { first } else { Bytes::from(more) };
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
 }
 
 /// openraft's network over the peer listeners: node `id` is dialled at its `BasicNode.addr`
@@ -460,7 +565,32 @@ pub struct PeerNetwork {
     keys: PeerKeys,
     /// Idle connections used to forward requests, by peer.
     idle: Arc<std::sync::Mutex<BTreeMap<u64, Vec<Connection>>>>,
+    /// Where requests forwarded to a peer queue for their batch, by peer.
+    batchers: Arc<std::sync::Mutex<BTreeMap<u64, Batcher>>>,
 }
+
+/// The queue of requests forwarded to one peer at one address.
+struct Batcher {
+    addr: String,
+    queue: tokio::sync::mpsc::UnboundedSender<Job>,
+}
+
+/// A request waiting for its batch: its frame (JSON of a [`Forwarded`]) and who awaits the answer.
+struct Job {
+    frame: Vec<u8>,
+    answer: tokio::sync::oneshot::Sender<Result<ForwardedAnswer, String>>,
+}
+
+/// Batches a node has in flight to one peer at once. A request arriving while they all are
+/// joins the next batch: one request alone goes at once, and under load each batch carries what
+/// queued meanwhile (one TLS exchange and one HTTP request for many).
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// A batch stops taking requests once this large (one larger request still goes, alone).
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// How long a batch's exchange may take in all (a forward itself waits 30 s at most).
+const BATCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(35);
 
 /// An HTTP/1.1 connection to a peer.
 type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -471,7 +601,7 @@ const MAX_IDLE_FORWARD: usize = crate::cluster::MAX_FORWARDS;
 impl PeerNetwork {
     /// A network for the node with `identity`, accepting the peers in `keys`.
     pub fn new(identity: PeerIdentity, keys: PeerKeys) -> Self {
-        Self { identity, keys, idle: Default::default() }
+        Self { identity, keys, idle: Default::default(), batchers: Default::default() }
     }
 
     /// The peers' keys this network accepts.
@@ -480,27 +610,78 @@ impl PeerNetwork {
     }
 
     /// Pass a client's request to node `target` (the leader) at `addr`, over a connection that
-    /// must present `target`'s key.
+    /// must present `target`'s key. Requests to the same peer travel in batches
+    /// (`POST /forward/batch`, [`BATCHES_IN_FLIGHT`]); each answer comes back as soon as the
+    /// leader has it.
     pub async fn forward(&self, target: u64, addr: &str, req: &Forwarded) -> Result<ForwardedAnswer, String> {
-        let conn = self.idle.lock().ok().and_then(|mut m| m.get_mut(&target).and_then(Vec::pop));
-        let mut client = PeerClient {
-            target,
-            addr: addr.to_string(),
-            identity: self.identity.clone(),
-            keys: self.keys.clone(),
-            conn,
+        let frame = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+        if frame.len() + 4 > MAX_RPC_BYTES {
+            return Err("the request is too large to forward".into());
+        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let queue = {
+            let mut batchers = self.batchers.lock().map_err(|_| "forwarding is broken (a lock was poisoned)")?;
+            match batchers.get(&target) {
+                Some(b) if b.addr == addr && !b.queue.is_closed() => b.queue.clone(),
+                _ => {
+                    // A new peer, or its address changed: the old queue ends once drained.
+                    let (queue, jobs) = tokio::sync::mpsc::unbounded_channel();
+                    tokio::spawn(self.clone().batcher(target, addr.to_string(), jobs));
+                    batchers.insert(target, Batcher { addr: addr.to_string(), queue: queue.clone() });
+                    queue
+                }
+            }
         };
-        let r = client.call("/forward", req).await;
+        queue.send(Job { frame, answer }).map_err(|_| "forwarding to this peer stopped".to_string())?;
+        answered.await.map_err(|_| "the batch carrying the request was dropped".to_string())?
+    }
+
+    /// Send what `jobs` queues for `target` in batches, [`BATCHES_IN_FLIGHT`] at once.
+    async fn batcher(self, target: u64, addr: String, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let Some(first) = jobs.recv().await else { return };
+            let mut size = first.frame.len();
+            let mut batch = vec![Some(first)];
+            while batch.len() < MAX_BATCH && size < MAX_BATCH_BYTES {
+                match jobs.try_recv() {
+                    Ok(j) if size + j.frame.len() + 4 <= MAX_RPC_BYTES => {
+                        size += j.frame.len();
+                        batch.push(Some(j));
+                    }
+                    Ok(j) => {
+                        let _ = j.answer.send(Err("the request is too large to forward".into()));
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (net, addr) = (self.clone(), addr.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                net.send_batch(target, addr, batch).await;
+            });
+        }
+    }
+
+    /// One batch's exchange: every job gets its answer, or the reason there is none.
+    async fn send_batch(&self, target: u64, addr: String, mut batch: Vec<Option<Job>>) {
+        let conn = self.idle.lock().ok().and_then(|mut m| m.get_mut(&target).and_then(Vec::pop));
+        let mut client = PeerClient { target, addr, identity: self.identity.clone(), keys: self.keys.clone(), conn };
+        let outcome = match tokio::time::timeout(BATCH_DEADLINE, client.batch(&mut batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no complete answer within {} s", BATCH_DEADLINE.as_secs())),
+        };
         if let (Some(c), Ok(mut idle)) = (client.conn.take(), self.idle.lock()) {
             let list = idle.entry(target).or_default();
             if list.len() < MAX_IDLE_FORWARD {
                 list.push(c);
             }
         }
-        r.map_err(|e| match e {
-            CallError::Connect(w) | CallError::Io(w) | CallError::Refused(w) => w,
-            CallError::TooLarge => "the request is too large to forward".into(),
-        })
+        let why = outcome.err().unwrap_or_else(|| "the leader's answers broke off".into());
+        for job in batch.into_iter().flatten() {
+            let _ = job.answer.send(Err(why.clone()));
+        }
     }
 }
 
@@ -546,6 +727,57 @@ impl PeerClient {
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         Ok(send)
+    }
+
+    /// `POST /forward/batch` with the jobs of `batch`, handing each answer to its job (taken
+    /// out of `batch`) as it arrives. The connection is kept only after a complete exchange.
+    async fn batch(&mut self, batch: &mut [Option<Job>]) -> Result<(), String> {
+        let mut body = Vec::with_capacity(batch.iter().flatten().map(|j| 4 + j.frame.len()).sum());
+        for job in batch.iter().flatten() {
+            body.extend_from_slice(&(job.frame.len() as u32).to_be_bytes());
+            body.extend_from_slice(&job.frame);
+        }
+        let mut conn = match self.conn.take().filter(|c| !c.is_closed()) {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        conn.ready().await.map_err(|e| e.to_string())?;
+        let req = Request::post("/forward/batch")
+            .header(hyper::header::HOST, "cgs-node")
+            .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if status != StatusCode::OK {
+            let bytes = http_body_util::Limited::new(body, 64 << 10).collect().await.map(|c| c.to_bytes());
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes.unwrap_or_default())));
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else { continue };
+            buf.extend_from_slice(&data);
+            let mut at = 0;
+            while let Some(head) = buf.get(at..at + 8) {
+                let index = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+                let Some(json) = buf.get(at + 8..at + 8 + len) else { break };
+                let answer = serde_json::from_slice::<ForwardedAnswer>(json).map_err(|e| e.to_string())?;
+                let job = batch.get_mut(index).and_then(Option::take).ok_or("an answer to no request of the batch")?;
+                let _ = job.answer.send(Ok(answer));
+                at += 8 + len;
+            }
+            buf.drain(..at);
+            if buf.len() > MAX_RPC_BYTES {
+                return Err("an answer is too large".into());
+            }
+        }
+        if !buf.is_empty() {
+            return Err("the last answer is cut off".into());
+        }
+        self.conn = Some(conn);
+        Ok(())
     }
 
     /// POST `rpc` to `path`; the decoded JSON answer. The connection is taken for the call and
@@ -645,5 +877,46 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let r: Result<VoteResponse<u64>, RaftError<u64>> =
             self.call("/raft/vote", &rpc).await.map_err(|e| e.rpc(hint))?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(item: &[u8]) -> Vec<u8> {
+        let mut f = (item.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(item);
+        f
+    }
+
+    fn request(uri: &str) -> Vec<u8> {
+        let f = Forwarded { method: "POST".into(), uri: uri.into(), headers: vec![], body: String::new() };
+        serde_json::to_vec(&f).unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_its_frames_in_order() {
+        let body = [frame(&request("/a")), frame(&request("/b"))].concat();
+        let reqs = parse_batch(&body).unwrap();
+        assert_eq!(reqs.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(), ["/a", "/b"]);
+    }
+
+    #[test]
+    fn malformed_batches_are_refused_with_the_reason() {
+        let one = frame(&request("/a"));
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (Vec::new(), "an empty batch"),
+            (one[..3].to_vec(), "length is cut off"),
+            (one[..one.len() - 1].to_vec(), "announces"),
+            (frame(b"{not json"), "frame 0"),
+            ([one.clone(), frame(b"[]")].concat(), "frame 1"),
+            (one.repeat(MAX_BATCH + 1), "at most 256"),
+        ];
+        for (body, why) in cases {
+            let e = parse_batch(&body).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        assert_eq!(parse_batch(&one.repeat(MAX_BATCH)).unwrap().len(), MAX_BATCH);
     }
 }

@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     pub signature_interval_txs: u64,
     /// Tells waiters about progress of `applied`.
     pub applied_tx: tokio::sync::watch::Sender<u64>,
+    /// Who waits for `applied` to reach a seqno ([`super::Ledger::wait_applied`]), by seqno:
+    /// each apply wakes only those it satisfies (a watch would wake every waiter at every apply).
+    pub applied_waiters: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<tokio::sync::oneshot::Sender<()>>>>,
     /// The seqno of the last applied transaction that wrote one of [`super::INSTALLED_STATE`]:
     /// what the node must act on (load plugins, open the service), on every replica.
     pub installed_tx: tokio::sync::watch::Sender<u64>,
@@ -115,6 +118,22 @@ pub(crate) struct Shared {
     pub node_key: ed25519_dalek::SigningKey,
     /// This node's raft id.
     pub node_id: u64,
+}
+
+impl Shared {
+    /// Wake the waiters `applied` (just stored) satisfies.
+    pub fn wake_applied(&self, applied: u64) {
+        let ready = match self.applied_waiters.lock() {
+            Ok(mut w) => {
+                let later = w.split_off(&(applied + 1));
+                std::mem::replace(&mut *w, later)
+            }
+            Err(_) => return,
+        };
+        for tx in ready.into_values().flatten() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// A key and its value.

@@ -165,6 +165,7 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
         shared.open_secrets();
     }
     shared.applied_tx.send_replace(size);
+    shared.wake_applied(size);
     if let Some(seqno) = installed {
         shared.installed_tx.send_replace(seqno);
     }

@@ -272,3 +272,99 @@ async fn replicas_over_mutual_tls_on_loopback() {
         l.shutdown().await;
     }
 }
+
+/// Requests a node forwards to the leader travel in batches (`POST /forward/batch` on the peer
+/// listener), and each answer comes back as soon as the leader has it: a request the leader is
+/// still serving does not hold back the others of its batch. Every caller gets its own answer,
+/// with the forwarding node's id as the leader saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_requests_share_batches_and_each_answer_returns_when_ready() {
+    use base64::Engine as _;
+    use cgs_host::ledger::peer::{ForwardHandler, Forwarded, ForwardedAnswer, Forwarding};
+    use cgs_host::ledger::{PeerKeys, PeerNetwork, peer, peer_identity};
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (dir1, dir2) = (replica_dir(), replica_dir());
+    let (leader_id, follower_id) = (peer_identity(dir1.path()).unwrap(), peer_identity(dir2.path()).unwrap());
+    let keys = PeerKeys::default();
+    keys.insert(1, leader_id.public_key);
+    keys.insert(2, follower_id.public_key);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let ledger =
+        Ledger::open(dir1.path(), replica_config(1), "cgs/peers", PeerNetwork::new(leader_id.clone(), keys.clone()))
+            .await
+            .unwrap();
+    // The leader's side: `/hold/*` and `/slow` wait for their gates; anything else answers at
+    // once, naming who forwarded what.
+    let (hold_tx, hold) = tokio::sync::watch::channel(false);
+    let (slow_tx, slow_gate) = tokio::sync::watch::channel(false);
+    let handler: ForwardHandler = Arc::new(move |from, req: Forwarded| {
+        let (mut hold, mut slow_gate) = (hold.clone(), slow_gate.clone());
+        Box::pin(async move {
+            if req.uri.starts_with("/hold/") {
+                let _ = hold.wait_for(|open| *open).await;
+            }
+            if req.uri == "/slow" {
+                let _ = slow_gate.wait_for(|open| *open).await;
+            }
+            let body = format!("{from} {} {} {}", req.method, req.uri, req.body);
+            let body = base64::engine::general_purpose::STANDARD.encode(body);
+            ForwardedAnswer { status: 200, headers: vec![("x-echo".into(), req.uri.clone())], body }
+        })
+    });
+    let forwarding = Forwarding::default();
+    forwarding.set(handler);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let tls = peer::server_config(&leader_id, &keys).unwrap();
+    tokio::spawn(peer::serve(listener, tls, ledger.raft.clone(), keys.clone(), forwarding, stop));
+
+    let net = PeerNetwork::new(follower_id.clone(), keys.clone());
+    let request = |uri: String| Forwarded {
+        method: "POST".into(),
+        uri: uri.clone(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: b64.encode(format!("{{\"for\":\"{uri}\"}}")),
+    };
+    let send = |uri: String| {
+        let (net, addr, req) = (net.clone(), addr.clone(), request(uri));
+        tokio::spawn(async move { net.forward(1, &addr, &req).await })
+    };
+    // Every batch the follower may have in flight is taken by a held request...
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(send(format!("/hold/{i}")));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...so these queue, and go together once one returns.
+    let slow = send("/slow".into());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fast: Vec<_> = (0..120).map(|i| send(format!("/fast/{i}"))).collect();
+    let _ = hold_tx.send(true);
+    for (i, f) in fast.into_iter().enumerate() {
+        let answer = tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("a request answered by the leader is not held back by a slower one of its batch")
+            .unwrap()
+            .unwrap();
+        let uri = format!("/fast/{i}");
+        let body = String::from_utf8(b64.decode(&answer.body).unwrap()).unwrap();
+        assert_eq!(body, format!("2 POST {uri} {}", b64.encode(format!("{{\"for\":\"{uri}\"}}"))), "its own answer");
+        assert_eq!((answer.status, answer.headers), (200, vec![("x-echo".to_string(), uri)]));
+    }
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().status, 200);
+    }
+    assert!(!slow.is_finished(), "the slow request is still being served");
+    let _ = slow_tx.send(true);
+    let answer = tokio::time::timeout(Duration::from_secs(30), slow).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8(b64.decode(&answer.body).unwrap()).unwrap().starts_with("2 POST /slow "));
+
+    // A node the leader no longer counts among the service's is refused, for every request of
+    // its batches.
+    keys.remove(2);
+    let refused = net.forward(1, &addr, &request("/fast/after-removal".into())).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let _ = stop_tx.send(true);
+    ledger.shutdown().await;
+}
