@@ -504,7 +504,19 @@ impl Ledger {
             waiters.entry(seqno).or_default().push(tx);
             rx
         };
-        tokio::time::timeout(timeout, woken).await.is_ok_and(|r| r.is_ok())
+        if tokio::time::timeout(timeout, woken).await.is_ok_and(|r| r.is_ok()) {
+            return true;
+        }
+        // Timed out: leave nothing behind for a seqno that may never come.
+        if let Ok(mut waiters) = self.shared.applied_waiters.lock()
+            && let Some(list) = waiters.get_mut(&seqno)
+        {
+            list.retain(|tx| !tx.is_closed());
+            if list.is_empty() {
+                waiters.remove(&seqno);
+            }
+        }
+        applied()
     }
 
     /// The ledger secret versions this node holds.

@@ -344,9 +344,10 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
-    // Forwarded requests of batches served at once, over every connection: as many as
-    // connections could carry one each (a batch's items wait for a slot, they are not refused).
-    let items = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
+    // Forwarded requests of batches served at once: over every connection as many as
+    // connections could carry one each, and per peer as many as a node forwards at once. A
+    // batch waits for its slots before any of its requests starts (it is not refused).
+    let items = BatchSlots::default();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (tcp, _) = tokio::select! {
@@ -398,7 +399,7 @@ async fn handle(
     raft: Raft,
     keys: PeerKeys,
     forwarding: Forwarding,
-    items: Arc<tokio::sync::Semaphore>,
+    items: BatchSlots,
     key: [u8; 32],
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<PeerBody>, hyper::Error> {
@@ -424,10 +425,14 @@ async fn handle(
             let Some(handler) = forwarding.0.get().cloned() else {
                 return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, b"this node is not serving yet".to_vec()));
             };
-            return Ok(match parse_batch(&body) {
-                Ok(reqs) => answer_batch(from, handler, reqs, items),
-                Err(e) => answer(StatusCode::BAD_REQUEST, e.into_bytes()),
-            });
+            let reqs = match parse_batch(&body) {
+                Ok(reqs) => reqs,
+                Err(e) => return Ok(answer(StatusCode::BAD_REQUEST, e.into_bytes())),
+            };
+            let Some(slots) = items.take(from, reqs.len()).await else {
+                return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, b"this node is stopping".to_vec()));
+            };
+            return Ok(answer_batch(from, handler, reqs, slots, keys, key));
         }
         "/forward" => {
             let Some(handler) = forwarding.0.get().cloned() else {
@@ -496,35 +501,102 @@ fn parse_batch(body: &[u8]) -> Result<Vec<Forwarded>, String> {
     Ok(out)
 }
 
+/// The slots of requests of batches the leader serves at once: [`MAX_PEER_CONNECTIONS`] in all,
+/// [`crate::cluster::MAX_FORWARDS`] per peer (one peer cannot take the others' share).
+#[derive(Clone)]
+struct BatchSlots {
+    all: Arc<tokio::sync::Semaphore>,
+    per_peer: Arc<std::sync::Mutex<BTreeMap<u64, Arc<tokio::sync::Semaphore>>>>,
+}
+
+impl Default for BatchSlots {
+    fn default() -> Self {
+        Self { all: Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS)), per_peer: Default::default() }
+    }
+}
+
+impl BatchSlots {
+    /// Slots for `n` requests of peer `from` (waiting for them); `None` once closed.
+    async fn take(&self, from: u64, n: usize) -> Option<Arc<[tokio::sync::OwnedSemaphorePermit; 2]>> {
+        let mine = self
+            .per_peer
+            .lock()
+            .ok()?
+            .entry(from)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(crate::cluster::MAX_FORWARDS)))
+            .clone();
+        // A batch holds at most MAX_BATCH (= MAX_FORWARDS) requests: always satisfiable.
+        let n = u32::try_from(n).ok()?;
+        let peer = mine.acquire_many_owned(n).await.ok()?;
+        let all = self.all.clone().acquire_many_owned(n).await.ok()?;
+        Some(Arc::new([peer, all]))
+    }
+}
+
 /// Serve a batch's requests at once and stream each answer as it is ready: frames
 /// `index (u32) ‖ len (u32) ‖ JSON of a [`ForwardedAnswer`]`, in the order they complete (a slow
-/// request does not hold back the others).
+/// request does not hold back the others). The batch's slots are released when its last request
+/// is done; if the forwarding node hangs up, its requests still being served are dropped, as a
+/// client's request is when it hangs up. Each request checks that its node is still one of the
+/// service's before it is served.
 fn answer_batch(
     from: u64,
     handler: ForwardHandler,
     reqs: Vec<Forwarded>,
-    items: Arc<tokio::sync::Semaphore>,
+    slots: Arc<[tokio::sync::OwnedSemaphorePermit; 2]>,
+    keys: PeerKeys,
+    key: [u8; 32],
 ) -> Response<PeerBody> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(reqs.len());
+    let mut tasks = Vec::with_capacity(reqs.len());
     for (i, req) in reqs.into_iter().enumerate() {
-        let (handler, tx, items) = (handler.clone(), tx.clone(), items.clone());
-        tokio::spawn(async move {
-            let Ok(_slot) = items.acquire_owned().await else { return };
-            let json = serde_json::to_vec(&handler(from, req).await).unwrap_or_default();
-            let mut frame = Vec::with_capacity(8 + json.len());
-            frame.extend_from_slice(&(i as u32).to_be_bytes());
-            frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
-            frame.extend_from_slice(&json);
-            let _ = tx.send(Bytes::from(frame)).await;
-        });
+        let (handler, tx, slots, keys) = (handler.clone(), tx.clone(), slots.clone(), keys.clone());
+        tasks.push(
+            tokio::spawn(async move {
+                let _slots = slots;
+                let answer = if keys.id_of(&key) == Some(from) {
+                    handler(from, req).await
+                } else {
+                    use base64::Engine as _;
+                    let error = serde_json::json!({"error": {
+                        "code": "NodeRemoved",
+                        "message": format!("node {from}, which passed this request on, is no longer one of this service's nodes; send it to another node"),
+                    }});
+                    ForwardedAnswer {
+                        status: 503,
+                        headers: vec![("content-type".into(), "application/json".into())],
+                        body: base64::engine::general_purpose::STANDARD.encode(error.to_string()),
+                    }
+                };
+                let json = serde_json::to_vec(&answer).unwrap_or_default();
+                let mut frame = Vec::with_capacity(8 + json.len());
+                frame.extend_from_slice(&(i as u32).to_be_bytes());
+                frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+                frame.extend_from_slice(&json);
+                let _ = tx.send(Bytes::from(frame)).await;
+            })
+            .abort_handle(),
+        );
     }
-    let mut r = Response::new(ChannelBody(rx).boxed());
+    let mut r = Response::new(ChannelBody { rx, tasks }.boxed());
     *r.status_mut() = StatusCode::OK;
     r
 }
 
-/// A response body fed by a channel; the frames ready when polled go out together.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+/// A response body fed by a channel; the frames ready when polled go out together. Dropped
+/// (the connection closed), it stops the tasks still feeding it.
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for ChannelBody {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
@@ -535,14 +607,14 @@ impl hyper::body::Body for ChannelBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
         use std::task::Poll;
-        let first = match self.0.poll_recv(cx) {
+        let first = match self.rx.poll_recv(cx) {
             Poll::Ready(Some(b)) => b,
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };
         let mut more = Vec::new();
         while more.len() < 64 << 10 {
-            match self.0.try_recv() {
+            match self.rx.try_recv() {
                 Ok(b) => {
                     if more.is_empty() {
                         more.extend_from_slice(&first);
@@ -572,7 +644,7 @@ pub struct PeerNetwork {
 /// The queue of requests forwarded to one peer at one address.
 struct Batcher {
     addr: String,
-    queue: tokio::sync::mpsc::UnboundedSender<Job>,
+    queue: tokio::sync::mpsc::Sender<Job>,
 }
 
 /// A request waiting for its batch: its frame (JSON of a [`Forwarded`]) and who awaits the answer.
@@ -588,6 +660,9 @@ const BATCHES_IN_FLIGHT: usize = 4;
 
 /// A batch stops taking requests once this large (one larger request still goes, alone).
 const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// How long a batch counts against [`BATCHES_IN_FLIGHT`] at most (its answers may take longer).
+const BATCH_HOLD: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long a batch's exchange may take in all (a forward itself waits 30 s at most).
 const BATCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(35);
@@ -625,41 +700,65 @@ impl PeerNetwork {
                 Some(b) if b.addr == addr && !b.queue.is_closed() => b.queue.clone(),
                 _ => {
                     // A new peer, or its address changed: the old queue ends once drained.
-                    let (queue, jobs) = tokio::sync::mpsc::unbounded_channel();
+                    // As many as the node forwards at once (`forward_slots`): the bound is
+                    // reached only if requests whose callers gave up are still queued.
+                    let (queue, jobs) = tokio::sync::mpsc::channel(crate::cluster::MAX_FORWARDS);
                     tokio::spawn(self.clone().batcher(target, addr.to_string(), jobs));
                     batchers.insert(target, Batcher { addr: addr.to_string(), queue: queue.clone() });
                     queue
                 }
             }
         };
-        queue.send(Job { frame, answer }).map_err(|_| "forwarding to this peer stopped".to_string())?;
+        queue.try_send(Job { frame, answer }).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                "as many requests as this node may forward already wait for the leader".to_string()
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => "forwarding to this peer stopped".to_string(),
+        })?;
         answered.await.map_err(|_| "the batch carrying the request was dropped".to_string())?
     }
 
-    /// Send what `jobs` queues for `target` in batches, [`BATCHES_IN_FLIGHT`] at once.
-    async fn batcher(self, target: u64, addr: String, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+    /// Send what `jobs` queues for `target` in batches, [`BATCHES_IN_FLIGHT`] at once. A batch
+    /// counts as in flight until its answers are all in or [`BATCH_HOLD`] has passed, whichever
+    /// is first: slow requests on the leader do not stop a node's forwarding.
+    async fn batcher(self, target: u64, addr: String, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
         loop {
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-            let Some(first) = jobs.recv().await else { return };
-            let mut size = first.frame.len();
-            let mut batch = vec![Some(first)];
+            let mut batch = Vec::new();
+            let mut size = 0;
             while batch.len() < MAX_BATCH && size < MAX_BATCH_BYTES {
-                match jobs.try_recv() {
-                    Ok(j) if size + j.frame.len() + 4 <= MAX_RPC_BYTES => {
-                        size += j.frame.len();
-                        batch.push(Some(j));
+                let job = if batch.is_empty() {
+                    match jobs.recv().await {
+                        Some(j) => j,
+                        None => return,
                     }
-                    Ok(j) => {
-                        let _ = j.answer.send(Err("the request is too large to forward".into()));
+                } else {
+                    match jobs.try_recv() {
+                        Ok(j) => j,
+                        Err(_) => break,
                     }
-                    Err(_) => break,
+                };
+                // Its caller gave up (timed out, or its client left): not sent at all.
+                if job.answer.is_closed() {
+                    continue;
                 }
+                if !batch.is_empty() && size + job.frame.len() + 4 > MAX_RPC_BYTES {
+                    let _ = job.answer.send(Err("the leader is busy with larger requests; retry shortly".into()));
+                    continue;
+                }
+                size += job.frame.len() + 4;
+                batch.push(Some(job));
             }
-            let (net, addr) = (self.clone(), addr.clone());
+            let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _ = tokio::time::timeout(BATCH_HOLD, done).await;
+            });
+            let (net, addr) = (self.clone(), addr.clone());
+            tokio::spawn(async move {
                 net.send_batch(target, addr, batch).await;
+                let _ = done_tx.send(());
             });
         }
     }
@@ -669,7 +768,31 @@ impl PeerNetwork {
         let conn = self.idle.lock().ok().and_then(|mut m| m.get_mut(&target).and_then(Vec::pop));
         let mut client = PeerClient { target, addr, identity: self.identity.clone(), keys: self.keys.clone(), conn };
         let outcome = match tokio::time::timeout(BATCH_DEADLINE, client.batch(&mut batch)).await {
-            Ok(r) => r,
+            Ok(Ok(true)) => Ok(()),
+            // A leader of an older version: one request per exchange.
+            Ok(Ok(false)) => {
+                for job in batch.iter_mut().filter_map(Option::take) {
+                    let client = PeerClient {
+                        target,
+                        addr: client.addr.clone(),
+                        identity: self.identity.clone(),
+                        keys: self.keys.clone(),
+                        conn: None,
+                    };
+                    tokio::spawn(async move {
+                        let mut client = client;
+                        let answer = client.call_bytes("/forward", job.frame).await.and_then(|b| {
+                            serde_json::from_slice::<ForwardedAnswer>(&b).map_err(|e| CallError::Io(e.to_string()))
+                        });
+                        let _ = job.answer.send(answer.map_err(|e| match e {
+                            CallError::Connect(w) | CallError::Io(w) | CallError::Refused(w) => w,
+                            CallError::TooLarge => "the request is too large to forward".into(),
+                        }));
+                    });
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no complete answer within {} s", BATCH_DEADLINE.as_secs())),
         };
         if let (Some(c), Ok(mut idle)) = (client.conn.take(), self.idle.lock()) {
@@ -730,26 +853,48 @@ impl PeerClient {
     }
 
     /// `POST /forward/batch` with the jobs of `batch`, handing each answer to its job (taken
-    /// out of `batch`) as it arrives. The connection is kept only after a complete exchange.
-    async fn batch(&mut self, batch: &mut [Option<Job>]) -> Result<(), String> {
+    /// out of `batch`) as it arrives: `Ok(false)` if the peer has no such RPC (an older
+    /// version). The connection is kept only after a complete exchange.
+    async fn batch(&mut self, batch: &mut [Option<Job>]) -> Result<bool, String> {
         let mut body = Vec::with_capacity(batch.iter().flatten().map(|j| 4 + j.frame.len()).sum());
         for job in batch.iter().flatten() {
             body.extend_from_slice(&(job.frame.len() as u32).to_be_bytes());
             body.extend_from_slice(&job.frame);
         }
-        let mut conn = match self.conn.take().filter(|c| !c.is_closed()) {
-            Some(c) => c,
-            None => self.connect().await?,
-        };
-        conn.ready().await.map_err(|e| e.to_string())?;
-        let req = Request::post("/forward/batch")
+        let mut req = Request::post("/forward/batch")
             .header(hyper::header::HOST, "cgs-node")
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+        // A pooled connection the leader closed meanwhile fails before the request is written:
+        // the request comes back and goes once more on a new connection (never twice to the
+        // leader).
+        let (conn, resp) = loop {
+            let pooled = self.conn.take().filter(|c| !c.is_closed());
+            let fresh = pooled.is_none();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
+            if let Err(e) = conn.ready().await {
+                if fresh {
+                    return Err(e.to_string());
+                }
+                continue;
+            }
+            match conn.try_send_request(req).await {
+                Ok(resp) => break (conn, resp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !fresh => req = unsent,
+                    _ => return Err(e.into_error().to_string()),
+                },
+            }
+        };
         let status = resp.status();
         let mut body = resp.into_body();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
         if status != StatusCode::OK {
             let bytes = http_body_util::Limited::new(body, 64 << 10).collect().await.map(|c| c.to_bytes());
             return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes.unwrap_or_default())));
@@ -777,7 +922,7 @@ impl PeerClient {
             return Err("the last answer is cut off".into());
         }
         self.conn = Some(conn);
-        Ok(())
+        Ok(true)
     }
 
     /// POST `rpc` to `path`; the decoded JSON answer. The connection is taken for the call and
@@ -789,6 +934,12 @@ impl PeerClient {
         rpc: &Req,
     ) -> Result<Resp, CallError> {
         let body = serde_json::to_vec(rpc).map_err(|e| CallError::Io(e.to_string()))?;
+        let bytes = self.call_bytes(path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| CallError::Io(e.to_string()))
+    }
+
+    /// POST the JSON `body` to `path`; the answer's body.
+    async fn call_bytes(&mut self, path: &str, body: Vec<u8>) -> Result<Bytes, CallError> {
         if body.len() > MAX_RPC_BYTES {
             return Err(CallError::TooLarge);
         }
@@ -811,7 +962,7 @@ impl PeerClient {
             .to_bytes();
         self.conn = Some(conn);
         match status {
-            StatusCode::OK => serde_json::from_slice(&bytes).map_err(|e| CallError::Io(e.to_string())),
+            StatusCode::OK => Ok(bytes),
             StatusCode::PAYLOAD_TOO_LARGE => Err(CallError::TooLarge),
             s => Err(CallError::Refused(format!("{s}: {}", String::from_utf8_lossy(&bytes)))),
         }
