@@ -258,7 +258,6 @@ impl Ledger {
         let applied_term = meta_u64(&db, "ledger_term")?;
         let last_non_signature = meta_u64(&db, "last_non_signature")?;
         let last_checkpoint = meta_u64(&db, "last_checkpoint")?;
-        let (applied_tx, _) = tokio::sync::watch::channel(applied);
         // At open, what is applied is taken as changed: the reconciler loads it once.
         let (installed_tx, _) = tokio::sync::watch::channel(applied);
         let shared = Arc::new(raft::Shared {
@@ -269,7 +268,6 @@ impl Ledger {
             last_checkpoint: last_checkpoint.into(),
             sign_now: tokio::sync::Notify::new(),
             signature_interval_txs: config.signature_interval_txs.max(1),
-            applied_tx,
             applied_waiters: Default::default(),
             installed_tx,
             log_commits: Default::default(),

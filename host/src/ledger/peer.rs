@@ -1,5 +1,7 @@
 //! The raft network between processes: openraft's RPCs as HTTP/1.1 `POST /raft/{append,vote,
-//! snapshot}` with JSON bodies, over mutual TLS 1.3 on a listener of their own.
+//! snapshot}` with JSON bodies, and clients' writes a follower passes to the leader (`POST
+//! /forward/batch`, answers streamed back; `/forward` for one), over mutual TLS 1.3 on a
+//! listener of their own.
 //!
 //! Each node presents a certificate made from its node key (Ed25519, the key that signs
 //! checkpoints; TLS signs its own transcript format, so the two uses cannot be confused). A node
@@ -475,7 +477,9 @@ fn answer(status: StatusCode, body: Vec<u8>) -> Response<PeerBody> {
 }
 
 /// Forwarded requests in one batch, at most.
-pub const MAX_BATCH: usize = 256;
+/// As many as a node forwards at once, so one batch always fits a peer's share of the leader's
+/// slots ([`BatchSlots`]).
+pub const MAX_BATCH: usize = crate::cluster::MAX_FORWARDS;
 
 /// The requests of a `POST /forward/batch` body: frames `len (u32, big-endian) ‖ JSON of a
 /// [`Forwarded`]`, at most [`MAX_BATCH`].
@@ -525,7 +529,7 @@ impl BatchSlots {
             .entry(from)
             .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(crate::cluster::MAX_FORWARDS)))
             .clone();
-        // A batch holds at most MAX_BATCH (= MAX_FORWARDS) requests: always satisfiable.
+        // A batch holds at most MAX_BATCH requests, a peer's whole share: always satisfiable.
         let n = u32::try_from(n).ok()?;
         let peer = mine.acquire_many_owned(n).await.ok()?;
         let all = self.all.clone().acquire_many_owned(n).await.ok()?;
@@ -653,9 +657,10 @@ struct Job {
     answer: tokio::sync::oneshot::Sender<Result<ForwardedAnswer, String>>,
 }
 
-/// Batches a node has in flight to one peer at once. A request arriving while they all are
-/// joins the next batch: one request alone goes at once, and under load each batch carries what
-/// queued meanwhile (one TLS exchange and one HTTP request for many).
+/// Batches a node has in flight to one peer at once, each counted until its answers are in or
+/// [`BATCH_HOLD`] has passed. A request arriving while they all are joins the next batch: one
+/// request alone goes at once, and under load each batch carries what queued meanwhile (one TLS
+/// exchange and one HTTP request for many).
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// A batch stops taking requests once this large (one larger request still goes, alone).

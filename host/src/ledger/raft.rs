@@ -98,8 +98,6 @@ pub(crate) struct Shared {
     pub sign_now: tokio::sync::Notify,
     /// Entries per checkpoint.
     pub signature_interval_txs: u64,
-    /// Tells waiters about progress of `applied`.
-    pub applied_tx: tokio::sync::watch::Sender<u64>,
     /// Who waits for `applied` to reach a seqno ([`super::Ledger::wait_applied`]), by seqno:
     /// each apply wakes only those it satisfies (a watch would wake every waiter at every apply).
     pub applied_waiters: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<tokio::sync::oneshot::Sender<()>>>>,

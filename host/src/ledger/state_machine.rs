@@ -164,7 +164,6 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     if rekeyed {
         shared.open_secrets();
     }
-    shared.applied_tx.send_replace(size);
     shared.wake_applied(size);
     if let Some(seqno) = installed {
         shared.installed_tx.send_replace(seqno);
