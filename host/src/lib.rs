@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod node;
 pub mod panics;
 pub mod reconcile;
+pub mod recovery;
 pub mod runtime;
 pub mod schema;
 pub mod service;

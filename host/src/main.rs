@@ -192,6 +192,12 @@ struct StartArgs {
     /// receives the ledger again (the file left on disk is not trusted).
     #[arg(long)]
     keys_in_memory: bool,
+    /// Recover the service from the ledger in DIR after its nodes' secrets are gone (every node
+    /// lost, or a majority at once): serve only the recovery routes until members submit enough
+    /// recovery shares (`cgs recovery submit`), then run as the service's only node, under a new
+    /// node id and key; the nodes of before are retired and the ledger is re-keyed.
+    #[arg(long, conflicts_with = "genesis")]
+    recover: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -542,6 +548,7 @@ fn prepare(command: Command) -> Result<Prepared, Box<dyn std::error::Error>> {
                         .map_err(|e| format!("{} is not a valid genesis: {e}", g.display()))?;
                     Creation::Genesis { genesis, plugins: PluginSource::Dir(p) }
                 }
+                _ if a.recover => Creation::Recover,
                 _ => Creation::Existing,
             };
             (

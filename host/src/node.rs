@@ -68,6 +68,10 @@ pub enum Creation {
         /// The service certificate (PEM) it must present.
         service_cert_pem: String,
     },
+    /// Recovery (`cgs-host start --recover`): the data directory holds a ledger whose node's
+    /// secrets are gone; members' recovery shares open them (see [`crate::recovery`]), and this
+    /// node becomes the service's only node, under a new node id and key.
+    Recover,
     /// The sandbox: a demo consortium of three members whose keys are written under
     /// `DIR/members`, every plugin of `plugins`, virtual attestation allowed; the sandbox acks
     /// for its members and votes the service open.
@@ -341,12 +345,13 @@ impl Node {
         let keys_in_memory = config.keys_in_memory || crate::attest::snp_available();
         if keys_in_memory {
             crate::fsutil::keep_secrets_in_memory(&dir.join("node"));
-            if has_ledger && !matches!(config.creation, Creation::Join { .. }) {
+            if has_ledger && !matches!(config.creation, Creation::Join { .. } | Creation::Recover) {
                 return Err(NodeError::Config(format!(
                     "{} belongs to a node whose keys lived in its process's memory only: they are gone. Restart it \
                      with `cgs-host join --dir {} --target <a running node> --service-cert FILE ...`: it joins the \
                      service again as a new node and receives the ledger again; members then trust it and remove \
-                     its old node id (a service where a majority of the voters lost their keys needs recovery, not built yet)",
+                     its old node id (a service where a majority of the voters lost their keys needs recovery: \
+                     `cgs-host start --recover`, see docs/cluster.md)",
                     dir.display(),
                     dir.display()
                 )));
@@ -358,8 +363,21 @@ impl Node {
                  not keep them only in memory unless started with --keys-in-memory (always so under SEV-SNP)"
             );
         }
+        // Recovery: collect the members' shares before anything else is opened.
+        let recovered = if matches!(config.creation, Creation::Recover) {
+            if !has_ledger {
+                return Err(NodeError::Config(format!(
+                    "{} holds no ledger: --recover starts from the ledger file of a node of the service",
+                    dir.display()
+                )));
+            }
+            let raft_addr = peer_addr.unwrap_or(local_addr).to_string();
+            Some(crate::recovery::collect(dir, &listener, &raft_addr, config.gov.max_clock_skew).await?)
+        } else {
+            None
+        };
         // A node that joined a service (now restarting) never founds one of its own.
-        let joined_before = crate::ledger::recorded_node_id(dir)?.is_some();
+        let joined_before = crate::ledger::recorded_node_id(dir)?.is_some() && recovered.is_none();
         // A new node joining: the service's secrets (and certificate) arrive sealed to it.
         let mut joined = None;
         // With keys in memory, every start is a join (the keys of the last one are gone).
@@ -410,6 +428,8 @@ impl Node {
         if let Some(j) = &joined {
             ledger_config.node_id = j.node_id;
             crate::ledger::record_node_id(dir, j.node_id)?;
+        } else if let Some(r) = &recovered {
+            ledger_config.node_id = r.node_id;
         } else if has_ledger {
             ledger_config.node_id = crate::ledger::recorded_node_id(dir)?.unwrap_or(ledger_config.node_id);
         }
@@ -447,6 +467,12 @@ impl Node {
             }
             None => (Ledger::open(dir, ledger_config.clone(), &origin, Router::default()).await?, None),
         };
+        if let Some(r) = &recovered {
+            // The re-keyed versions (version 0 was written with the files and opened by the ledger).
+            for v in &r.versions {
+                ledger.secrets().insert(crate::ledger::crypto::LedgerSecret::versioned(v.version(), v.bytes()));
+            }
+        }
         let evidence =
             Arc::new(crate::attest::NodeEvidence::new(ledger.public_key(), identity.service_cert_pem.clone()));
         {
@@ -471,6 +497,10 @@ impl Node {
             return Err(NodeError::Retired(ledger.node_id()));
         }
         match &joined {
+            None if recovered.is_some() => {
+                // The only voter of the configuration recovery appended: it elects itself.
+                ledger.wait_for_leader(Duration::from_secs(120)).await?;
+            }
             None if joined_before => {
                 if network.is_none() {
                     return Err(NodeError::Config(format!(
@@ -523,7 +553,7 @@ impl Node {
         let mut opened = None;
         let created = gov.created()?;
         match &config.creation {
-            Creation::Existing | Creation::Join { .. } if !created => {
+            Creation::Existing | Creation::Join { .. } | Creation::Recover if !created => {
                 return Err(NodeError::Config(format!(
                     "{} holds no service yet: create one with `cgs-host start --genesis FILE --plugins DIR` (or run `cgs-host sandbox`)",
                     dir.display()
@@ -574,6 +604,15 @@ impl Node {
                 }
                 opened = Self::sandbox_open(&gov, &members).await?;
                 sandbox_list = members;
+            }
+            Creation::Recover => {
+                if let Some(r) = &recovered {
+                    let tx = gov.complete_recovery(r).await?;
+                    eprintln!(
+                        "recovery: transaction {tx} retired nodes {:?}, re-keyed the ledger and made new recovery shares",
+                        r.previous_nodes
+                    );
+                }
             }
             Creation::Existing | Creation::Join { .. } => {}
         }

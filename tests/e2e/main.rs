@@ -15,5 +15,6 @@ mod governance;
 mod isolation;
 mod isv;
 mod ledger;
+mod recovery;
 mod reproducible;
 mod sandbox;

@@ -223,7 +223,11 @@ impl Governance {
             self.run_one(g, a, &all, apply, caller, proposal_id).map_err(|e| (i, e))?;
         }
         if apply {
-            self.share_ledger_secrets(g, actions, proposal_id)?;
+            let made = self.share_ledger_secrets(g, actions, proposal_id)?;
+            // Members, their keys, the threshold or the secret versions changed: new shares.
+            // A refusal (a threshold above the members) is the last action's.
+            self.refresh_recovery_shares(g, made.as_ref(), proposal_id)
+                .map_err(|e| (actions.len().saturating_sub(1), e))?;
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ mod lifecycle;
 pub mod nodes;
 mod plugin_rules;
 mod reads;
+mod recovery;
 mod simulate;
 mod views;
 
@@ -221,6 +222,8 @@ impl Governance {
             "config",
             &serde_json::json!({"insecure_virtual_attestation": genesis.insecure_virtual_attestation}),
         )?;
+        // The members' recovery shares of the service's secrets (epoch 1).
+        self.refresh_recovery_shares(&mut g, None, "genesis")?;
         self.core.commit(g, &Cause { operation: "create service", envelope: b"" }, "genesis").await
     }
 

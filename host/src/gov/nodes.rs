@@ -381,13 +381,14 @@ impl Governance {
     ///   sealed to every node trusted after the actions, and its public record (proposal, time).
     ///   Once applied, every node writes with it; a retired node never holds it.
     ///
-    /// A refusal is reported as the first action that asked for it.
+    /// A refusal is reported as the first action that asked for it. Returns the version a
+    /// re-key made (this node holds it once it applies the transaction).
     pub(crate) fn share_ledger_secrets(
         &self,
         g: &mut StateTx,
         actions: &[cgs_core::gov::ActionBody],
         proposal_id: &str,
-    ) -> Result<(), (usize, ServiceError)> {
+    ) -> Result<Option<crate::ledger::crypto::LedgerSecret>, (usize, ServiceError)> {
         use crate::ledger::crypto::{LedgerSecret, SYS_LEDGER_SECRETS, WrappedSecret};
         use std::sync::Arc;
         let rekey = actions.iter().position(|a| matches!(a.name.as_str(), "remove_node" | "trigger_ledger_rekey"));
@@ -397,7 +398,7 @@ impl Governance {
             .filter(|(_, a)| a.name == "transition_node_to_trusted")
             .filter_map(|(i, a)| a.args.get("node_id").and_then(serde_json::Value::as_u64).map(|id| (i, id)))
             .collect();
-        let Some(first) = rekey.into_iter().chain(trusted.iter().map(|(i, _)| *i)).min() else { return Ok(()) };
+        let Some(first) = rekey.into_iter().chain(trusted.iter().map(|(i, _)| *i)).min() else { return Ok(None) };
         let fail = |i: usize| move |e: ServiceError| (i, e);
         let secrets = self.core.ledger.secrets().clone();
         // The versions as this transaction sees them (read: a re-key committed meanwhile makes
@@ -465,8 +466,9 @@ impl Governance {
             });
             let key = crate::ledger::crypto::version_record_key(version);
             g.tx.put(SYS_LEDGER_SECRETS, key.as_bytes(), record.to_string().into_bytes());
+            return Ok(Some(secret));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The host's check of `transition_node_to_trusted` / `remove_node`: the node exists and is

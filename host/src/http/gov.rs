@@ -53,6 +53,14 @@ impl Service {
         match (m, segs.as_slice()) {
             (Method::GET, ["service"]) => Ok(json_ok(&self.gov.service()?)),
             (Method::GET, ["constitution"]) => Ok(json_ok(&self.gov.constitution()?)),
+            (Method::GET, ["recovery"]) => {
+                self.member_or_user(&req)?;
+                Ok(json_ok(&self.gov.recovery()?))
+            }
+            (Method::GET, ["recovery", "shares", id]) => {
+                self.member_or_user(&req)?;
+                Ok(json_ok(&self.gov.recovery_share(id)?))
+            }
             (Method::GET, ["plugins"]) => Ok(self.plugins()),
             (Method::GET, ["members"]) => {
                 self.member_or_user(&req)?;

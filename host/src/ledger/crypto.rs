@@ -87,6 +87,11 @@ impl LedgerSecret {
         }
     }
 
+    /// Its 32 bytes (for the recovery shares).
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
     /// Its version.
     pub fn version(&self) -> u32 {
         self.version

@@ -188,6 +188,65 @@ pub fn record_node_id(dir: &Path, id: u64) -> Result<(), LedgerError> {
     crate::fsutil::write_atomic(&dir.join("node").join("node-id"), id.to_string().as_bytes()).map_err(db_err)
 }
 
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Every row of `table` in the applied state of the ledger in `dir`, read without raft (the file
+/// must not be open elsewhere): what a recovering node reads before it starts.
+pub fn read_state_table(dir: &Path, table: &str) -> Result<Vec<KeyValue>, LedgerError> {
+    let db = Database::open(dir.join(fmt::FILE_NAME)).map_err(db_err)?;
+    let tx = db.begin_read().map_err(db_err)?;
+    let state = tx.open_table(fmt::STATE).map_err(db_err)?;
+    let lo = fmt::state_key(table, b"");
+    let mut hi = table.as_bytes().to_vec();
+    hi.push(1);
+    let mut out = Vec::new();
+    for r in state.range(lo.as_slice()..hi.as_slice()).map_err(db_err)? {
+        let (k, v) = r.map_err(db_err)?;
+        let Some((t, key)) = fmt::split_state_key(k.value()) else { continue };
+        if t != table {
+            continue;
+        }
+        let Some((_, value)) = fmt::decode_versioned(v.value()) else { continue };
+        out.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Recovery: append to the raft log in `dir` a configuration naming node `node_id` (at
+/// `raft_addr`) as the only voter, so that it elects itself when raft starts and commits every
+/// entry of its log. The entry keeps the last entry's term (raft's rules hold: a log only grows).
+pub fn make_sole_voter(dir: &Path, node_id: u64, raft_addr: &str) -> Result<(), LedgerError> {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+    let db = Database::open(dir.join(fmt::FILE_NAME)).map_err(db_err)?;
+    let tx = db.begin_write().map_err(db_err)?;
+    {
+        let mut log = tx.open_table(fmt::RAFT_LOG).map_err(db_err)?;
+        let last = match log.last().map_err(db_err)? {
+            Some((_, v)) => raft::entry_of(v.value()).map_err(LedgerError::Db)?.log_id,
+            None => return Err(LedgerError::Db("the raft log is empty: there is nothing to recover".into())),
+        };
+        let membership = Membership::new(
+            vec![std::collections::BTreeSet::from([node_id])],
+            BTreeMap::from([(node_id, BasicNode::new(raft_addr))]),
+        );
+        let entry: Entry<raft::C> = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(last.leader_id.term, 0), last.index + 1),
+            payload: EntryPayload::Membership(membership),
+        };
+        log.insert(last.index + 1, raft::record_of(&entry).encode().as_slice()).map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(())
+}
+
+impl Ledger {
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -135,7 +135,7 @@ impl Shared {
 }
 
 /// A key and its value.
-type KeyValue = (Vec<u8>, Vec<u8>);
+use super::KeyValue;
 
 impl Shared {
     /// Open the ledger secret versions sealed to this node in the applied state

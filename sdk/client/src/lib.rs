@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod analytics;
+pub mod recovery;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use commands::{
     CliError, analytics, call, consent, contract, event, keygen, ledger, member, node, plugin, policy, proposal,
-    receipt, verify,
+    receipt, recovery, verify,
 };
 
 /// CGS command-line tool: measure and build plugins, and (with a running service) govern it.
@@ -53,6 +53,9 @@ enum Command {
     /// Build, measure, publish and verify plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Recovery shares: show them; submit one to a recovering node.
+    #[command(subcommand)]
+    Recovery(recovery::RecoveryCommand),
     /// Fetch and verify receipts.
     #[command(subcommand)]
     Receipt(receipt::ReceiptCommand),
@@ -121,6 +124,7 @@ fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Node(c) => node::run(cli, c),
         Command::Plugin(c) => plugin::run(cli, c),
         Command::Receipt(c) => receipt::run(cli, c),
+        Command::Recovery(c) => recovery::run(cli, c),
         Command::Ledger(c) => ledger::run(cli, c),
         Command::Contract(c) => contract::run(cli, c),
         Command::Policy(c) => policy::run(cli, c),

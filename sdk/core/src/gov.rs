@@ -42,6 +42,8 @@ pub enum MessageType {
     Ack,
     /// Obtain a bearer token.
     Login,
+    /// Submit a recovery share to a recovering node.
+    RecoveryShare,
 }
 
 impl MessageType {
@@ -53,6 +55,7 @@ impl MessageType {
             MessageType::Withdrawal => "withdrawal",
             MessageType::Ack => "ack",
             MessageType::Login => "login",
+            MessageType::RecoveryShare => "recovery_share",
         }
     }
 
@@ -62,6 +65,7 @@ impl MessageType {
             "proposal" => MessageType::Proposal,
             "ballot" => MessageType::Ballot,
             "withdrawal" => MessageType::Withdrawal,
+            "recovery_share" => MessageType::RecoveryShare,
             "ack" => MessageType::Ack,
             "login" => MessageType::Login,
             _ => return None,

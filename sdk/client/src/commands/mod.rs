@@ -18,6 +18,7 @@ pub(crate) mod progress;
 pub(crate) mod proposal;
 pub(crate) mod provenance;
 pub(crate) mod receipt;
+pub(crate) mod recovery;
 pub(crate) mod scaffold;
 pub(crate) mod verify;
 

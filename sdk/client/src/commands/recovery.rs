@@ -1,0 +1,86 @@
+//! `cgs recovery`: the members' recovery shares (docs/cluster.md "Recovery").
+
+use clap::Subcommand;
+
+use super::common::{block_on, client, member, ok_json, show};
+use super::{CliError, Result};
+use crate::Cli;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RecoveryCommand {
+    /// The service's recovery shares: epoch, threshold, members holding one, recoveries so far
+    /// (a running service; `--key` of a member).
+    Show,
+    /// Submit this member's share to a recovering node (`cgs-host start --recover`; `--url` is
+    /// that node, `--ca` the certificate it printed): check its evidence binds its node key, open
+    /// the share with `--key` here, and send it sealed to that node key.
+    Submit {
+        /// Accept virtual (insecure) evidence: a development service only.
+        #[arg(long)]
+        allow_virtual: bool,
+        /// The launch measurement the node must report (96 hex digits); repeat for several.
+        #[arg(long)]
+        measurement: Vec<String>,
+        /// The host_data the node must report (64 hex digits); repeat for several.
+        #[arg(long)]
+        host_data: Vec<String>,
+    },
+}
+
+fn hex_list<const N: usize>(values: &[String], what: &str) -> Result<Option<Vec<[u8; N]>>> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    values
+        .iter()
+        .map(|v| {
+            hex::decode(v.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| CliError::usage(format!("--{what} must be {} hex digits, not {v:?}", N * 2)))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
+    match command {
+        RecoveryCommand::Show => {
+            let m = member(cli)?;
+            let v = ok_json(block_on(m.authed("GET", "/gov/recovery", None))?)?;
+            show(cli, &v, |v| {
+                format!(
+                    "epoch {}: {} of {} members' shares open the service's secrets (versions {}); recoveries so far: {}",
+                    v["epoch"],
+                    v["threshold"],
+                    v["members"].as_array().map(Vec::len).unwrap_or(0),
+                    v["versions"],
+                    v["history"]["recovery_count"]
+                )
+            });
+            Ok(())
+        }
+        RecoveryCommand::Submit { allow_virtual, measurement, host_data } => {
+            let check = cgs_client::recovery::NodeCheck {
+                allow_virtual: *allow_virtual,
+                measurements: hex_list::<48>(measurement, "measurement")?,
+                host_data: hex_list::<32>(host_data, "host-data")?,
+            };
+            let _ = client(cli)?;
+            let m = member(cli)?;
+            let (answer, claims) = block_on(m.submit_recovery_share(&check))??;
+            show(cli, &answer, |a| {
+                format!(
+                    "share submitted to node {} (evidence: {}, measurement {}): {} of {} shares{}",
+                    a["node_id"],
+                    if claims.insecure { "virtual, insecure" } else { "SEV-SNP" },
+                    hex::encode(claims.measurement),
+                    a["submitted"],
+                    a["threshold"],
+                    if a["opened"] == true { "; the service's secrets are open and the node is starting" } else { "" }
+                )
+            });
+            Ok(())
+        }
+    }
+}

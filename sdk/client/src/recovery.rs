@@ -1,0 +1,110 @@
+//! A member's part of a recovery: open its recovery share locally and submit it, sealed to the
+//! recovering node's attested key (the host's `recovery` module makes and opens the shares; the
+//! formats are in docs/cluster.md "Recovery").
+
+use base64::Engine as _;
+
+use crate::{ClientError, Member};
+
+/// HPKE `info` of a share sealed to its member.
+pub const SHARE_INFO: &[u8] = b"cgs-recovery-share-v1";
+/// HPKE `info` of a share submitted to the recovering node.
+pub const SUBMIT_INFO: &[u8] = b"cgs-recovery-submission-v1";
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+type Kem = hpke::kem::X25519HkdfSha256;
+
+/// What the member requires of the recovering node's evidence before its share goes there.
+#[derive(Debug, Clone, Default)]
+pub struct NodeCheck {
+    /// Accept virtual (insecure, development) evidence.
+    pub allow_virtual: bool,
+    /// Launch measurements accepted (`None`: any; the printed one is for the member to check).
+    pub measurements: Option<Vec<[u8; 48]>>,
+    /// host_data values accepted (`None`: any).
+    pub host_data: Option<Vec<[u8; 32]>>,
+}
+
+fn protocol(detail: impl Into<String>) -> ClientError {
+    ClientError::Protocol { status: 200, detail: detail.into() }
+}
+
+impl Member {
+    /// Submit this member's recovery share to the recovering node `self.client` talks to:
+    /// check its evidence binds its node key (and `check`), fetch the sealed share, open it with
+    /// the member key, seal it to the node key and send it in a signed `recovery_share`
+    /// message. Returns the node's answer (`submitted`, `threshold`, `opened`) and the evidence's
+    /// claims.
+    pub async fn submit_recovery_share(
+        &self,
+        check: &NodeCheck,
+    ) -> Result<(serde_json::Value, cgs_attestation::EvidenceClaims), ClientError> {
+        use hpke::{Deserializable as _, Serializable as _};
+        let status = self.client.get("/recovery").await?.ok_json()?;
+        let node_key_b64 = status["node_key"].as_str().ok_or_else(|| protocol("GET /recovery names no node_key"))?;
+        let node_key: [u8; 32] = B64
+            .decode(node_key_b64)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| protocol("node_key is not 32 bytes of base64"))?;
+        let epoch = status["epoch"].as_u64().ok_or_else(|| protocol("GET /recovery names no epoch"))?;
+        let evidence = cgs_attestation::Evidence::from_json(status["evidence"].to_string().as_bytes())
+            .map_err(|e| protocol(format!("the node's evidence: {e}")))?;
+        let policy = cgs_attestation::VerifyPolicy {
+            allow_virtual: check.allow_virtual,
+            measurements: check.measurements.clone(),
+            host_data: check.host_data.clone(),
+            report_data: Some(vec![cgs_core::node_attestation::report_data_for(&node_key)]),
+            ..Default::default()
+        };
+        let verified = cgs_attestation::verify(&evidence, &policy, std::time::SystemTime::now()).map_err(|e| {
+            ClientError::Certificate(format!(
+                "the recovering node's evidence was refused, so the share is not sent: {e}{}",
+                if evidence.is_virtual() && !check.allow_virtual {
+                    " (virtual evidence: only a development service accepts it, --allow-virtual)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+        let id = self.id();
+        let sealed = self.client.get(&format!("/recovery/shares/{id}")).await?.ok_json()?;
+        let share = &sealed["share"];
+        let field = |f: &str| -> Result<Vec<u8>, ClientError> {
+            B64.decode(share[f].as_str().unwrap_or_default()).map_err(|e| protocol(format!("share {f}: {e}")))
+        };
+        let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&self.key.to_scalar_bytes())
+            .map_err(|e| ClientError::Certificate(e.to_string()))?;
+        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&field("enc")?).map_err(|e| protocol(e.to_string()))?;
+        let plain = hpke::single_shot_open::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
+            &hpke::OpModeR::Base,
+            &sk,
+            &enc,
+            SHARE_INFO,
+            &field("ciphertext")?,
+            format!("recovery share {epoch} member {id}").as_bytes(),
+        )
+        .map_err(|_| ClientError::Certificate("the recovery share does not open with this member's key".into()))?;
+        let ed = ed25519_dalek::VerifyingKey::from_bytes(&node_key).map_err(|e| protocol(e.to_string()))?;
+        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(ed.to_montgomery().as_bytes())
+            .map_err(|e| protocol(e.to_string()))?;
+        let (enc, ct) = hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem, _>(
+            &hpke::OpModeS::Base,
+            &pk,
+            SUBMIT_INFO,
+            &plain,
+            format!("recovery share {epoch} member {id} node {node_key_b64}").as_bytes(),
+            &mut rand::rngs::OsRng,
+        )
+        .map_err(|e| protocol(format!("HPKE: {e}")))?;
+        let payload = serde_json::json!({
+            "epoch": epoch,
+            "node_key": node_key_b64,
+            "enc": B64.encode(enc.to_bytes()),
+            "ciphertext": B64.encode(ct),
+        });
+        let msg = self.sign(cgs_core::gov::MessageType::RecoveryShare, None, &payload);
+        let answer = self.post_signed(&format!("/recovery/members/{id}:recover"), msg).await?.ok_json()?;
+        Ok((answer, verified.claims))
+    }
+}

@@ -1,0 +1,258 @@
+//! Disaster recovery with members' recovery shares: every node of a service is lost (one with
+//! its keys in memory, one whose machine is gone); a new node starts from the ledger file left
+//! behind, members submit a threshold of shares sealed to its attested key, and the service
+//! serves again under the same certificate with its private data, on a re-keyed ledger.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cgs_core::gov::MessageType;
+use cgs_e2e::{Launched, Sandbox, binaries, free_port, join_args};
+use serde_json::json;
+
+async fn pass(members: &[&cgs_client::Member], actions: serde_json::Value) -> String {
+    cgs_e2e::pass(members, actions).await.unwrap()
+}
+
+fn cli_submit(url: &str, ca: &Path, key: &Path, extra: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(&binaries().cli)
+        .env("CGS_URL", url)
+        .env("CGS_CA", ca)
+        .env("CGS_KEY", key)
+        .args(["recovery", "submit"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p1 = format!("--peer-listen=127.0.0.1:{}", free_port());
+    let n1 = Sandbox::start_in(&tmp.path().join("n1"), &[&p1, "--auto-trust"]).await.unwrap();
+    let names = ["isv", "data-provider", "code-provider"];
+    let members: Vec<cgs_client::Member> = names.iter().map(|m| n1.member(m)).collect();
+    let all: Vec<&cgs_client::Member> = members.iter().collect();
+    // The members' keys outlive the machines.
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for m in names {
+        std::fs::copy(n1.data.join("members").join(format!("{m}.key")), keys.join(format!("{m}.key"))).unwrap();
+    }
+    let service_cert = std::fs::read(&n1.ca).unwrap();
+
+    // Shares exist from genesis: every member holds one, all of them needed until set.
+    let shown =
+        |v: serde_json::Value| (v["epoch"].as_u64(), v["threshold"].as_u64(), v["members"].as_array().map(Vec::len));
+    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
+    assert_eq!(shown(r.clone()), (Some(1), Some(3), Some(3)), "{r}");
+    assert_eq!(r["reason"], "genesis");
+    // Who may read them: members and users, not anyone.
+    assert_eq!(n1.client.get("/gov/recovery").await.unwrap().status, 401);
+    let isv_id = members[0].id();
+    let mine = members[0].authed("GET", &format!("/gov/recovery/shares/{isv_id}"), None).await.unwrap();
+    let mine = mine.ok_json().unwrap();
+    assert_eq!(mine["epoch"], 1);
+    assert!(mine["share"]["ciphertext"].as_str().is_some_and(|c| c.len() > 40), "{mine}");
+    assert_eq!(n1.client.get(&format!("/gov/recovery/shares/{isv_id}")).await.unwrap().status, 401);
+    // The threshold is governed; above the members it fails, changing nothing.
+    assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 4}}])).await, "Failed");
+    assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 2}}])).await, "Accepted");
+    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
+    assert_eq!(shown(r.clone()), (Some(2), Some(2), Some(3)), "{r}");
+    // A proposal that changes nothing they cover keeps them.
+    assert_eq!(
+        pass(&all, json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": 2}}]))
+            .await,
+        "Accepted"
+    );
+    assert_eq!(members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap()["epoch"], 2);
+
+    // A second node, keys in memory (as under SEV-SNP).
+    let dir = tmp.path().join("n2");
+    let mut args = join_args(&dir, 0, free_port(), &n1);
+    args.push("--keys-in-memory".into());
+    let n2 = Launched::new(&args, Stdio::inherit(), &[]).unwrap().ready(&dir).await.unwrap();
+    // A re-key: a new secret version, and new shares covering it.
+    assert_eq!(pass(&all, json!([{"name": "trigger_ledger_rekey", "args": {}}])).await, "Accepted");
+    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
+    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(3), json!([0, 1])), "{r}");
+    // Private data written with version 1, through node 2.
+    let isv2 =
+        cgs_client::Member::new(n2.client.clone(), &std::fs::read_to_string(keys.join("isv.key")).unwrap()).unwrap();
+    let r = isv2
+        .propose(json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": 1}}]))
+        .await
+        .unwrap();
+    let before = r.ok_json().unwrap()["proposal_id"].as_str().unwrap().to_string();
+    let before_body = isv2.authed("GET", &format!("/gov/proposals/{before}"), None).await.unwrap();
+    assert_eq!(before_body.status, 200);
+    // Wait until node 2 applied it, then lose everything: node 1's machine and node 2's keys.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut n1, mut n2) = (n1, n2);
+    n1.kill();
+    n2.kill();
+    std::fs::remove_dir_all(&n1.data).unwrap();
+    drop(n1);
+    drop(n2);
+
+    // `start` on that directory refuses (its keys are gone), naming recovery.
+    let out = std::process::Command::new(&binaries().host)
+        .args(["start", "--listen", "127.0.0.1:0", "--keys-in-memory", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--recover"), "{err}");
+
+    // Recovery from the ledger file node 2 left.
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let args: Vec<std::ffi::OsString> = vec![
+        "start".into(),
+        "--dir".into(),
+        dir.clone().into(),
+        format!("--listen=127.0.0.1:{port}").into(),
+        format!("--peer-listen=127.0.0.1:{}", free_port()).into(),
+        "--keys-in-memory".into(),
+        "--recover".into(),
+        "--log".into(),
+        "warn".into(),
+    ];
+    let launched = Launched::new(&args, Stdio::inherit(), &[]).unwrap();
+    let cert_path = dir.join("recovery").join("service-cert.pem");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cert = loop {
+        if let Ok(c) = std::fs::read(&cert_path)
+            && !c.is_empty()
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the recovering node wrote no listener certificate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ca = tmp.path().join("recovery-cert.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let client = cgs_client::Client::new(&url, &cert).unwrap();
+    let status = loop {
+        match client.get("/recovery").await {
+            Ok(r) if r.status == 200 => break r.ok_json().unwrap(),
+            other if Instant::now() > deadline => panic!("GET /recovery did not answer: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(status["status"], "WaitingForRecoveryShares", "{status}");
+    assert_eq!((status["threshold"].as_u64(), status["submitted"].as_u64()), (Some(2), Some(0)), "{status}");
+    assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(3), Some(3)), "{status}");
+    // Nothing else is served while recovering.
+    let r = client.get("/gov/service").await.unwrap();
+    assert_eq!((r.status, r.error().map(|e| e.error.code)), (503, Some("ServiceRecovering".into())));
+
+    let as_member = |name: &str| {
+        cgs_client::Member::new(client.clone(), &std::fs::read_to_string(keys.join(format!("{name}.key"))).unwrap())
+            .unwrap()
+    };
+    let (isv, dp) = (as_member("isv"), as_member("data-provider"));
+    let node_key = status["node_key"].as_str().unwrap().to_string();
+    let code = |r: &cgs_client::ApiResponse| (r.status, r.error().map(|e| e.error.code).unwrap_or_default());
+    // Attacks, each refused with its reason and nothing counted:
+    // a stranger's key;
+    let stranger = cgs_client::Member::from_key(client.clone(), ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+    let fake = json!({"epoch": 3, "node_key": node_key, "enc": "AAAA", "ciphertext": "AAAA"});
+    assert_eq!(
+        code(&post_share(&stranger, MessageType::RecoveryShare, fake.clone()).await),
+        (401, "UnknownMember".into())
+    );
+    // a member's message of another type;
+    assert_eq!(code(&post_share(&isv, MessageType::Ballot, fake.clone()).await), (400, "WrongMessageType".into()));
+    // a share that does not open with the node's key;
+    assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, fake.clone()).await), (400, "InvalidShare".into()));
+    // a share of an older epoch, or sealed to another node;
+    let mut old = fake.clone();
+    old["epoch"] = 2.into();
+    assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, old).await), (409, "WrongEpoch".into()));
+    let mut elsewhere = fake.clone();
+    elsewhere["node_key"] = base64_of(&[7; 32]).into();
+    assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, elsewhere).await), (400, "WrongNode".into()));
+    // a message signed by one member posted as another's.
+    let msg = isv.sign(MessageType::RecoveryShare, None, &fake);
+    let r = isv.post_signed(&format!("/recovery/members/{}:recover", dp.id()), msg).await.unwrap();
+    assert_eq!(code(&r), (400, "MemberIdMismatch".into()));
+    assert_eq!(client.get("/recovery").await.unwrap().ok_json().unwrap()["submitted"], 0);
+
+    // The CLI refuses virtual evidence unless told it is a development service.
+    let (ok, _, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &[]);
+    assert!(!ok && err.contains("virtual"), "{err}");
+    assert_eq!(client.get("/recovery").await.unwrap().ok_json().unwrap()["submitted"], 0);
+    // A member whose expected measurement the node does not report sends nothing either.
+    let (ok, _, err) =
+        cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--measurement", &"ab".repeat(48)]);
+    assert!(!ok && err.contains("measurement"), "{err}");
+    let (ok, out, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("1 of 2"), "{out}");
+    // The same member again counts once.
+    let check = cgs_client::recovery::NodeCheck { allow_virtual: true, ..Default::default() };
+    let (again, _) = isv.submit_recovery_share(&check).await.unwrap();
+    assert_eq!((again["submitted"].as_u64(), again["opened"].as_bool()), (Some(1), Some(false)), "{again}");
+    // The second share opens the secrets.
+    let (last, _) = dp.submit_recovery_share(&check).await.unwrap();
+    assert_eq!(last["opened"], true, "{last}");
+
+    let node = launched.ready(&dir).await.unwrap();
+    assert_eq!(std::fs::read(dir.join("service-cert.pem")).unwrap(), service_cert, "the same service certificate");
+    assert!(!dir.join("recovery").exists(), "the recovery listener's files are gone");
+    // The private data written before the loss, under version 1, reads again.
+    let isv =
+        cgs_client::Member::new(node.client.clone(), &std::fs::read_to_string(keys.join("isv.key")).unwrap()).unwrap();
+    let r = isv.authed("GET", &format!("/gov/proposals/{before}"), None).await.unwrap();
+    assert_eq!((r.status, r.body.clone()), (200, before_body.body.clone()));
+    // The old nodes are retired; the recovered node is the only voter; the ledger was re-keyed
+    // and the shares made again.
+    let listed = node.client.get("/node/network/nodes").await.unwrap().ok_json().unwrap();
+    let status_of =
+        |id: u64| listed["nodes"].as_array().unwrap().iter().find(|n| n["node_id"] == id).map(|n| n["status"].clone());
+    assert_eq!(
+        (status_of(1), status_of(2), status_of(3)),
+        (Some(json!("Retired")), Some(json!("Retired")), Some(json!("Trusted"))),
+        "{listed}"
+    );
+    let r = isv.authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
+    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(4), json!([0, 1, 2])), "{r}");
+    assert_eq!(r["history"]["recovery_count"], 1, "{r}");
+    assert_eq!(r["history"]["last"]["previous_nodes"], json!([1, 2]), "{r}");
+    // It takes writes, written with the new version.
+    let r = isv
+        .propose(json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": 2}}]))
+        .await
+        .unwrap();
+    assert!(r.header("x-cgs-tx-id").is_some(), "{}", String::from_utf8_lossy(&r.body));
+    // Nothing secret on its disk.
+    let on_disk: Vec<String> = std::fs::read_dir(dir.join("node"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(on_disk, vec!["node-id".to_string()]);
+    // The whole history, across the recovery, verifies offline.
+    let mut node = node;
+    node.terminate().unwrap();
+    let out = std::process::Command::new(&binaries().cli).args(["ledger", "verify"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn post_share(m: &cgs_client::Member, t: MessageType, payload: serde_json::Value) -> cgs_client::ApiResponse {
+    let msg = m.sign(t, None, &payload);
+    m.post_signed(&format!("/recovery/members/{}:recover", m.id()), msg).await.unwrap()
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
