@@ -378,6 +378,11 @@ struct LedgerView {
     previous_nodes: Vec<u64>,
     next_node_id: u64,
     history: serde_json::Value,
+    /// The last ledger entry applied (`term.seqno`): what members compare with the transaction
+    /// ids they know of before they submit a share.
+    last_applied: cgs_core::TxId,
+    /// The raft log's last index (entries not applied yet are committed by the recovery).
+    raft_last_index: u64,
 }
 
 fn read_view(dir: &Path) -> Result<LedgerView, crate::node::NodeError> {
@@ -425,7 +430,8 @@ fn read_view(dir: &Path) -> Result<LedgerView, crate::node::NodeError> {
     }
     let next_node_id = ids.iter().copied().max().unwrap_or(0).max(decided_max) + 1;
     let previous_nodes = ids.difference(&retired).copied().collect();
-    Ok(LedgerView { record, members, previous_nodes, next_node_id, history })
+    let (last_applied, raft_last_index) = crate::ledger::read_positions(dir).map_err(crate::node::NodeError::Ledger)?;
+    Ok(LedgerView { record, members, previous_nodes, next_node_id, history, last_applied, raft_last_index })
 }
 
 /// What the recovery listener shares with its connections.
@@ -469,6 +475,9 @@ impl Collecting {
             "members": self.view.record.shares.len(),
             "submitted": submitted.len(),
             "previous_nodes": self.view.previous_nodes,
+            "last_applied": self.view.last_applied.to_string(),
+            "last_applied_seqno": self.view.last_applied.seqno,
+            "raft_last_index": self.view.raft_last_index,
             "recovery_count": self.view.history["recovery_count"],
         })
     }
@@ -670,9 +679,11 @@ pub async fn collect(
     });
     let r = &state.view.record;
     println!(
-        "RECOVERING: node {} waits for {} of the {} members' recovery shares (epoch {}) on https://{local}/recovery; \
+        "RECOVERING: the ledger's last applied transaction is {} (raft log index {}). Node {} waits for {} of the {} members' recovery shares (epoch {}) on https://{local}/recovery; \
          the listener's certificate is {}. Each member runs: cgs recovery submit --url https://{local} --ca {} --key \
          MEMBER.key [--allow-virtual]",
+        state.view.last_applied,
+        state.view.raft_last_index,
         state.node_id,
         r.threshold,
         r.shares.len(),

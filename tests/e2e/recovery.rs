@@ -83,14 +83,27 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!(pass(&all, json!([{"name": "trigger_ledger_rekey", "args": {}}])).await, "Accepted");
     let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
     assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(3), json!([0, 1])), "{r}");
-    // Private data written with version 1, through node 2.
+    // A member added holds a share at once; a member removed re-keys (its old share, with others,
+    // could open only what was written before) and holds none.
+    let extra = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+    let pem = cgs_core::gov::verifying_key_to_pem(&extra.verifying_key());
+    let extra_id = cgs_core::gov::member_id(&extra.verifying_key());
+    assert_eq!(pass(&all, json!([{"name": "set_member", "args": {"public_key": pem}}])).await, "Accepted");
+    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
+    assert_eq!(shown(r.clone()), (Some(4), Some(2), Some(4)), "{r}");
+    assert_eq!(pass(&all, json!([{"name": "remove_member", "args": {"member_id": extra_id}}])).await, "Accepted");
+    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
+    assert_eq!(shown(r.clone()), (Some(5), Some(2), Some(3)), "{r}");
+    assert_eq!(r["versions"], json!([0, 1, 2]), "removing a member re-keyed: {r}");
+    // Private data written with version 2, through node 2.
     let isv2 =
         cgs_client::Member::new(n2.client.clone(), &std::fs::read_to_string(keys.join("isv.key")).unwrap()).unwrap();
     let r = isv2
         .propose(json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": 1}}]))
         .await
         .unwrap();
-    let before = r.ok_json().unwrap()["proposal_id"].as_str().unwrap().to_string();
+    let before = r.clone().ok_json().unwrap()["proposal_id"].as_str().unwrap().to_string();
+    let before_tx: cgs_core::TxId = r.header("x-cgs-tx-id").unwrap().parse().unwrap();
     let before_body = isv2.authed("GET", &format!("/gov/proposals/{before}"), None).await.unwrap();
     assert_eq!(before_body.status, 200);
     // Wait until node 2 applied it, then lose everything: node 1's machine and node 2's keys.
@@ -149,7 +162,9 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     };
     assert_eq!(status["status"], "WaitingForRecoveryShares", "{status}");
     assert_eq!((status["threshold"].as_u64(), status["submitted"].as_u64()), (Some(2), Some(0)), "{status}");
-    assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(3), Some(3)), "{status}");
+    assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(5), Some(3)), "{status}");
+    // What members compare with the transaction ids they know of: this copy has the last write.
+    assert!(status["last_applied_seqno"].as_u64().unwrap() >= before_tx.seqno, "{status} {before_tx}");
     // Nothing else is served while recovering.
     let r = client.get("/gov/service").await.unwrap();
     assert_eq!((r.status, r.error().map(|e| e.error.code)), (503, Some("ServiceRecovering".into())));
@@ -164,7 +179,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     // Attacks, each refused with its reason and nothing counted:
     // a stranger's key;
     let stranger = cgs_client::Member::from_key(client.clone(), ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
-    let fake = json!({"epoch": 3, "node_key": node_key, "enc": "AAAA", "ciphertext": "AAAA"});
+    let fake = json!({"epoch": 5, "node_key": node_key, "enc": "AAAA", "ciphertext": "AAAA"});
     assert_eq!(
         code(&post_share(&stranger, MessageType::RecoveryShare, fake.clone()).await),
         (401, "UnknownMember".into())
@@ -175,7 +190,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, fake.clone()).await), (400, "InvalidShare".into()));
     // a share of an older epoch, or sealed to another node;
     let mut old = fake.clone();
-    old["epoch"] = 2.into();
+    old["epoch"] = 4.into();
     assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, old).await), (409, "WrongEpoch".into()));
     let mut elsewhere = fake.clone();
     elsewhere["node_key"] = base64_of(&[7; 32]).into();
@@ -194,7 +209,12 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let (ok, _, err) =
         cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--measurement", &"ab".repeat(48)]);
     assert!(!ok && err.contains("measurement"), "{err}");
-    let (ok, out, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual"]);
+    // A member who knows of a later transaction than this ledger holds refuses it as stale.
+    let later = (before_tx.seqno + 1000).to_string();
+    let (ok, _, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--min-seqno", &later]);
+    assert!(!ok && err.contains("stale copy"), "{err}");
+    let known = before_tx.seqno.to_string();
+    let (ok, out, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--min-seqno", &known]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("1 of 2"), "{out}");
     // The same member again counts once.
@@ -208,7 +228,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let node = launched.ready(&dir).await.unwrap();
     assert_eq!(std::fs::read(dir.join("service-cert.pem")).unwrap(), service_cert, "the same service certificate");
     assert!(!dir.join("recovery").exists(), "the recovery listener's files are gone");
-    // The private data written before the loss, under version 1, reads again.
+    // The private data written before the loss, under version 2, reads again.
     let isv =
         cgs_client::Member::new(node.client.clone(), &std::fs::read_to_string(keys.join("isv.key")).unwrap()).unwrap();
     let r = isv.authed("GET", &format!("/gov/proposals/{before}"), None).await.unwrap();
@@ -224,7 +244,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         "{listed}"
     );
     let r = isv.authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(4), json!([0, 1, 2])), "{r}");
+    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(6), json!([0, 1, 2, 3])), "{r}");
     assert_eq!(r["history"]["recovery_count"], 1, "{r}");
     assert_eq!(r["history"]["last"]["previous_nodes"], json!([1, 2]), "{r}");
     // It takes writes, written with the new version.

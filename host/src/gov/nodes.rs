@@ -377,7 +377,7 @@ impl Governance {
     /// The host's part of node actions, once a proposal's actions applied (in its transaction):
     /// * a node made trusted gets every ledger secret version above 0 sealed to its node key
     ///   (version 0 reaches it with the join answer);
-    /// * `remove_node` and `trigger_ledger_rekey` re-key: a new random secret, the next version,
+    /// * `remove_node`, `remove_member` and `trigger_ledger_rekey` re-key: a new random secret, the next version,
     ///   sealed to every node trusted after the actions, and its public record (proposal, time).
     ///   Once applied, every node writes with it; a retired node never holds it.
     ///
@@ -391,7 +391,11 @@ impl Governance {
     ) -> Result<Option<crate::ledger::crypto::LedgerSecret>, (usize, ServiceError)> {
         use crate::ledger::crypto::{LedgerSecret, SYS_LEDGER_SECRETS, WrappedSecret};
         use std::sync::Arc;
-        let rekey = actions.iter().position(|a| matches!(a.name.as_str(), "remove_node" | "trigger_ledger_rekey"));
+        // A removed member keeps its recovery share of the shares made before: with others it
+        // could open the secrets up to now, never what is written after this re-key (as CCF).
+        let rekey = actions
+            .iter()
+            .position(|a| matches!(a.name.as_str(), "remove_node" | "trigger_ledger_rekey" | "remove_member"));
         let trusted: Vec<(usize, u64)> = actions
             .iter()
             .enumerate()

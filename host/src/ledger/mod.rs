@@ -213,6 +213,17 @@ pub fn read_state_table(dir: &Path, table: &str) -> Result<Vec<KeyValue>, Ledger
     Ok(out)
 }
 
+/// The last applied ledger entry (`term.seqno`) and the raft log's last index of the ledger in
+/// `dir`, read without raft.
+pub fn read_positions(dir: &Path) -> Result<(TxId, u64), LedgerError> {
+    let db = Database::open(dir.join(fmt::FILE_NAME)).map_err(db_err)?;
+    let applied = TxId::new(meta_u64(&db, "ledger_term")?, meta_u64(&db, "ledger_size")?);
+    let tx = db.begin_read().map_err(db_err)?;
+    let log = tx.open_table(fmt::RAFT_LOG).map_err(db_err)?;
+    let last = log.last().map_err(db_err)?.map(|(k, _)| k.value()).unwrap_or(0);
+    Ok((applied, last))
+}
+
 /// Recovery: append to the raft log in `dir` a configuration naming node `node_id` (at
 /// `raft_addr`) as the only voter, so that it elects itself when raft starts and commits every
 /// entry of its log. The entry keeps the last entry's term (raft's rules hold: a log only grows).

@@ -23,6 +23,9 @@ pub struct NodeCheck {
     pub measurements: Option<Vec<[u8; 48]>>,
     /// host_data values accepted (`None`: any).
     pub host_data: Option<Vec<[u8; 32]>>,
+    /// The ledger must have applied at least this sequence number: a member who holds a later
+    /// transaction id (a receipt, an `x-cgs-tx-id`) refuses a stale copy of the ledger.
+    pub min_seqno: Option<u64>,
 }
 
 fn protocol(detail: impl Into<String>) -> ClientError {
@@ -48,6 +51,16 @@ impl Member {
             .and_then(|k| k.try_into().ok())
             .ok_or_else(|| protocol("node_key is not 32 bytes of base64"))?;
         let epoch = status["epoch"].as_u64().ok_or_else(|| protocol("GET /recovery names no epoch"))?;
+        let applied = status["last_applied_seqno"].as_u64().unwrap_or(0);
+        if let Some(min) = check.min_seqno
+            && applied < min
+        {
+            return Err(ClientError::Certificate(format!(
+                "the recovering node's ledger ends at sequence number {applied} ({}), before {min}: it is a stale copy \
+                 (recover from the node with the longest ledger); the share is not sent",
+                status["last_applied"].as_str().unwrap_or("?")
+            )));
+        }
         let evidence = cgs_attestation::Evidence::from_json(status["evidence"].to_string().as_bytes())
             .map_err(|e| protocol(format!("the node's evidence: {e}")))?;
         let policy = cgs_attestation::VerifyPolicy {

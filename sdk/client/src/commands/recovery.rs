@@ -24,6 +24,10 @@ pub(crate) enum RecoveryCommand {
         /// The host_data the node must report (64 hex digits); repeat for several.
         #[arg(long)]
         host_data: Vec<String>,
+        /// Refuse a ledger that ends before this sequence number (the seqno of the latest
+        /// transaction id you know of, `TERM.SEQNO`): a stale copy would lose what came after.
+        #[arg(long)]
+        min_seqno: Option<u64>,
     },
 }
 
@@ -60,19 +64,21 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
             });
             Ok(())
         }
-        RecoveryCommand::Submit { allow_virtual, measurement, host_data } => {
+        RecoveryCommand::Submit { allow_virtual, measurement, host_data, min_seqno } => {
             let check = cgs_client::recovery::NodeCheck {
                 allow_virtual: *allow_virtual,
                 measurements: hex_list::<48>(measurement, "measurement")?,
                 host_data: hex_list::<32>(host_data, "host-data")?,
+                min_seqno: *min_seqno,
             };
             let _ = client(cli)?;
             let m = member(cli)?;
             let (answer, claims) = block_on(m.submit_recovery_share(&check))??;
             show(cli, &answer, |a| {
                 format!(
-                    "share submitted to node {} (evidence: {}, measurement {}): {} of {} shares{}",
+                    "share submitted to node {} (ledger up to {}; evidence: {}, measurement {}): {} of {} shares{}",
                     a["node_id"],
+                    a["last_applied"].as_str().unwrap_or("?"),
                     if claims.insecure { "virtual, insecure" } else { "SEV-SNP" },
                     hex::encode(claims.measurement),
                     a["submitted"],
