@@ -253,6 +253,39 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         .await
         .unwrap();
     assert!(r.header("x-cgs-tx-id").is_some(), "{}", String::from_utf8_lossy(&r.body));
+    // The recovered service grows again: a new node joins it and is trusted by proposal.
+    let n4_dir = tmp.path().join("n4");
+    let launched = Launched::new(&join_args(&n4_dir, 0, free_port(), &node), Stdio::inherit(), &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !node.client.get("/node/network/nodes").await.unwrap().ok_json().unwrap()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["node_id"] == 4 && n["status"] == "Pending")
+    {
+        assert!(Instant::now() < deadline, "node 4 did not ask to join the recovered service");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered: Vec<cgs_client::Member> = ["isv", "data-provider", "code-provider"]
+        .iter()
+        .map(|m| {
+            cgs_client::Member::new(
+                node.client.clone(),
+                &std::fs::read_to_string(keys.join(format!("{m}.key"))).unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let recovered: Vec<&cgs_client::Member> = recovered.iter().collect();
+    assert_eq!(
+        pass(&recovered, json!([{"name": "transition_node_to_trusted", "args": {"node_id": 4}}])).await,
+        "Accepted"
+    );
+    let n4 = launched.ready(&n4_dir).await.unwrap();
+    let isv4 =
+        cgs_client::Member::new(n4.client.clone(), &std::fs::read_to_string(keys.join("isv.key")).unwrap()).unwrap();
+    let r = isv4.authed("GET", &format!("/gov/proposals/{before}"), None).await.unwrap();
+    assert_eq!((r.status, r.body.clone()), (200, before_body.body.clone()), "node 4 reads the recovered data");
     // Nothing secret on its disk.
     let on_disk: Vec<String> = std::fs::read_dir(dir.join("node"))
         .unwrap()
