@@ -449,8 +449,11 @@ impl Node {
                 let network = crate::ledger::PeerNetwork::new(peer_identity.clone(), keys.clone());
                 let ledger = Ledger::open(dir, ledger_config.clone(), &origin, network.clone()).await?;
                 // The keys of the trusted nodes this node knows of already (a restart).
+                // A recovered node never accepts the nodes it replaces (retired in its first
+                // transaction).
+                let replaced = recovered.as_ref().map(|r| r.previous_nodes.clone()).unwrap_or_default();
                 for (id, k) in crate::gov::nodes::trusted_keys(&ledger) {
-                    if id != ledger.node_id() {
+                    if id != ledger.node_id() && !replaced.contains(&id) {
                         keys.insert(id, k);
                     }
                 }
