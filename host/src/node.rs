@@ -342,6 +342,13 @@ impl Node {
         };
         let peer_addr = config.peer_listen;
         let has_ledger = dir.join(cgs_ledger_format::store_format::FILE_NAME).exists();
+        if crate::recovery::pending_marker(dir).exists() && !matches!(config.creation, Creation::Recover) {
+            return Err(NodeError::Config(format!(
+                "a recovery of {} did not finish: run `cgs-host start --recover` on it again (members submit their \
+                 shares again)",
+                dir.display()
+            )));
+        }
         let keys_in_memory = config.keys_in_memory || crate::attest::snp_available();
         if keys_in_memory {
             crate::fsutil::keep_secrets_in_memory(&dir.join("node"));
@@ -610,10 +617,12 @@ impl Node {
             }
             Creation::Recover => {
                 if let Some(r) = &recovered {
-                    let tx = gov.complete_recovery(r).await?;
+                    let (tx, body) = gov.complete_recovery(r).await?;
+                    let marker = crate::recovery::pending_marker(dir);
+                    std::fs::remove_file(&marker).map_err(io_err(&marker))?;
                     eprintln!(
-                        "recovery: transaction {tx} retired nodes {:?}, re-keyed the ledger and made new recovery shares",
-                        r.previous_nodes
+                        "recovery: transaction {tx} retired nodes {}, re-keyed the ledger and made new recovery shares",
+                        body["retired"]
                     );
                 }
             }

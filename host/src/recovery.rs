@@ -363,6 +363,16 @@ pub struct Recovered {
     pub previous_nodes: Vec<u64>,
     /// The epoch of the shares used.
     pub epoch: u64,
+    /// Their fingerprint (authenticated by the bundle's opening): the state after the log is
+    /// replayed must match it.
+    pub fingerprint: String,
+}
+
+/// `DIR/node/recovery-pending`: written before a recovery writes the opened secrets, removed once
+/// its transaction committed. While it is there, `start` refuses and `start --recover` starts
+/// the recovery again (discarding what the unfinished one wrote).
+pub fn pending_marker(dir: &Path) -> PathBuf {
+    dir.join("node").join("recovery-pending")
 }
 
 /// Why a recovery cannot start.
@@ -633,8 +643,12 @@ pub async fn collect(
 ) -> Result<Recovered, crate::node::NodeError> {
     let io =
         |p: PathBuf| move |e: std::io::Error| crate::node::NodeError::Dir { path: p.display().to_string(), source: e };
+    let unfinished = pending_marker(dir).exists();
     for f in crate::cluster::SHARED_FILES.iter().filter(|f| f.starts_with("node/")) {
-        if crate::fsutil::read_private(&dir.join(f)).is_ok() {
+        if unfinished {
+            // What an unfinished recovery wrote: opened again from the shares.
+            crate::fsutil::remove_private(&dir.join(f));
+        } else if crate::fsutil::read_private(&dir.join(f)).is_ok() {
             return Err(config_err(format!(
                 "{} still holds the service's secrets ({f}): restart it with `cgs-host start` instead; --recover is for \
                  a ledger whose secrets are gone",
@@ -659,12 +673,13 @@ pub async fn collect(
     // the evidence binds, so they do not depend on it.
     let tls_dir = dir.join("recovery");
     let _ = std::fs::remove_dir_all(&tls_dir);
+    // Its key stays in this process (only the certificate is written, for members to pin).
+    crate::fsutil::keep_secrets_in_memory(&tls_dir.join("node"));
     let local = listener.local_addr().map_err(io(dir.to_path_buf()))?;
     let tls_identity = crate::tls::ServiceIdentity::load_or_create(&tls_dir, &[local.ip().to_string()])?;
     let mut tls = (*tls_identity.server_config()?).clone();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()]; // served with HTTP/1.1 only
     let tls = Arc::new(tls);
-    let _ = std::fs::remove_file(tls_dir.join("node").join("service-key.pem"));
     let state = Arc::new(Collecting {
         node_id: view.next_node_id,
         view,
@@ -680,8 +695,10 @@ pub async fn collect(
     let r = &state.view.record;
     println!(
         "RECOVERING: the ledger's last applied transaction is {} (raft log index {}). Node {} waits for {} of the {} members' recovery shares (epoch {}) on https://{local}/recovery; \
-         the listener's certificate is {}. Each member runs: cgs recovery submit --url https://{local} --ca {} --key \
-         MEMBER.key [--allow-virtual]",
+         the listener's certificate is {}. Each member checks the node's evidence and the ledger's last transaction, \
+         then runs: cgs recovery submit --url https://{local} --ca {} --key MEMBER.key --measurement \
+         EXPECTED_MEASUREMENT [--min-seqno LATEST_SEQNO_KNOWN] (--allow-virtual instead of --measurement for a \
+         development service)",
         state.view.last_applied,
         state.view.raft_last_index,
         state.node_id,
@@ -713,11 +730,12 @@ pub async fn collect(
                         return;
                     };
                     let service = hyper::service::service_fn(move |req| state.clone().handle(req));
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let conn = hyper::server::conn::http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(std::time::Duration::from_secs(10))
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .await;
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+                    // A connection lives 30 s at most (a slow body cannot hold a slot longer).
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -762,6 +780,8 @@ fn apply_bundle(
             .ok_or_else(|| config_err(format!("recovery bundle: version {v} is not 32 bytes of base64")))?;
         versions.push(crate::ledger::crypto::LedgerSecret::versioned(*v, &bytes));
     }
+    crate::fsutil::write_atomic(&pending_marker(dir), state.node_id.to_string().as_bytes())
+        .map_err(|source| crate::node::NodeError::Dir { path: pending_marker(dir).display().to_string(), source })?;
     for (path, bytes) in files {
         if path.file_name().is_some_and(|n| n == "service-cert.pem") {
             continue; // already there, and checked equal
@@ -781,6 +801,7 @@ fn apply_bundle(
         versions,
         previous_nodes: state.view.previous_nodes.clone(),
         epoch: state.view.record.epoch,
+        fingerprint: state.view.record.fingerprint.clone(),
     })
 }
 

@@ -47,11 +47,11 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     }
     let service_cert = std::fs::read(&n1.ca).unwrap();
 
-    // Shares exist from genesis: every member holds one, all of them needed until set.
+    // Shares exist from genesis: every member holds one, a majority of them needed until set.
     let shown =
         |v: serde_json::Value| (v["epoch"].as_u64(), v["threshold"].as_u64(), v["members"].as_array().map(Vec::len));
     let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!(shown(r.clone()), (Some(1), Some(3), Some(3)), "{r}");
+    assert_eq!(shown(r.clone()), (Some(1), Some(2), Some(3)), "{r}");
     assert_eq!(r["reason"], "genesis");
     // Who may read them: members and users, not anyone.
     assert_eq!(n1.client.get("/gov/recovery").await.unwrap().status, 401);
@@ -63,9 +63,9 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!(n1.client.get(&format!("/gov/recovery/shares/{isv_id}")).await.unwrap().status, 401);
     // The threshold is governed; above the members it fails, changing nothing.
     assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 4}}])).await, "Failed");
-    assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 2}}])).await, "Accepted");
+    assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 3}}])).await, "Accepted");
     let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!(shown(r.clone()), (Some(2), Some(2), Some(3)), "{r}");
+    assert_eq!(shown(r.clone()), (Some(2), Some(3), Some(3)), "{r}");
     // A proposal that changes nothing they cover keeps them.
     assert_eq!(
         pass(&all, json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": 2}}]))
@@ -73,6 +73,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         "Accepted"
     );
     assert_eq!(members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap()["epoch"], 2);
+    assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 2}}])).await, "Accepted");
 
     // A second node, keys in memory (as under SEV-SNP).
     let dir = tmp.path().join("n2");
@@ -82,7 +83,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     // A re-key: a new secret version, and new shares covering it.
     assert_eq!(pass(&all, json!([{"name": "trigger_ledger_rekey", "args": {}}])).await, "Accepted");
     let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(3), json!([0, 1])), "{r}");
+    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(4), json!([0, 1])), "{r}");
     // A member added holds a share at once; a member removed re-keys (its old share, with others,
     // could open only what was written before) and holds none.
     let extra = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
@@ -90,10 +91,10 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let extra_id = cgs_core::gov::member_id(&extra.verifying_key());
     assert_eq!(pass(&all, json!([{"name": "set_member", "args": {"public_key": pem}}])).await, "Accepted");
     let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!(shown(r.clone()), (Some(4), Some(2), Some(4)), "{r}");
+    assert_eq!(shown(r.clone()), (Some(5), Some(2), Some(4)), "{r}");
     assert_eq!(pass(&all, json!([{"name": "remove_member", "args": {"member_id": extra_id}}])).await, "Accepted");
     let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!(shown(r.clone()), (Some(5), Some(2), Some(3)), "{r}");
+    assert_eq!(shown(r.clone()), (Some(6), Some(2), Some(3)), "{r}");
     assert_eq!(r["versions"], json!([0, 1, 2]), "removing a member re-keyed: {r}");
     // Private data written with version 2, through node 2.
     let isv2 =
@@ -162,7 +163,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     };
     assert_eq!(status["status"], "WaitingForRecoveryShares", "{status}");
     assert_eq!((status["threshold"].as_u64(), status["submitted"].as_u64()), (Some(2), Some(0)), "{status}");
-    assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(5), Some(3)), "{status}");
+    assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(6), Some(3)), "{status}");
     // What members compare with the transaction ids they know of: this copy has the last write.
     assert!(status["last_applied_seqno"].as_u64().unwrap() >= before_tx.seqno, "{status} {before_tx}");
     // Nothing else is served while recovering.
@@ -179,7 +180,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     // Attacks, each refused with its reason and nothing counted:
     // a stranger's key;
     let stranger = cgs_client::Member::from_key(client.clone(), ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
-    let fake = json!({"epoch": 5, "node_key": node_key, "enc": "AAAA", "ciphertext": "AAAA"});
+    let fake = json!({"epoch": 6, "node_key": node_key, "enc": "AAAA", "ciphertext": "AAAA"});
     assert_eq!(
         code(&post_share(&stranger, MessageType::RecoveryShare, fake.clone()).await),
         (401, "UnknownMember".into())
@@ -190,7 +191,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, fake.clone()).await), (400, "InvalidShare".into()));
     // a share of an older epoch, or sealed to another node;
     let mut old = fake.clone();
-    old["epoch"] = 4.into();
+    old["epoch"] = 5.into();
     assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, old).await), (409, "WrongEpoch".into()));
     let mut elsewhere = fake.clone();
     elsewhere["node_key"] = base64_of(&[7; 32]).into();
@@ -201,8 +202,13 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!(code(&r), (400, "MemberIdMismatch".into()));
     assert_eq!(client.get("/recovery").await.unwrap().ok_json().unwrap()["submitted"], 0);
 
-    // The CLI refuses virtual evidence unless told it is a development service.
+    // The CLI sends nothing unless the member names the measurement the node must run (any
+    // SEV-SNP VM could ask otherwise), and refuses virtual evidence unless told it is a
+    // development service.
     let (ok, _, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &[]);
+    assert!(!ok && err.contains("--measurement"), "{err}");
+    let measured = status["evidence"]["measurement"].as_str().unwrap().to_string();
+    let (ok, _, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &["--measurement", &measured]);
     assert!(!ok && err.contains("virtual"), "{err}");
     assert_eq!(client.get("/recovery").await.unwrap().ok_json().unwrap()["submitted"], 0);
     // A member whose expected measurement the node does not report sends nothing either.
@@ -244,7 +250,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         "{listed}"
     );
     let r = isv.authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(6), json!([0, 1, 2, 3])), "{r}");
+    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(7), json!([0, 1, 2, 3])), "{r}");
     assert_eq!(r["history"]["recovery_count"], 1, "{r}");
     assert_eq!(r["history"]["last"]["previous_nodes"], json!([1, 2]), "{r}");
     // It takes writes, written with the new version.
@@ -298,6 +304,81 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     node.terminate().unwrap();
     let out = std::process::Command::new(&binaries().cli).args(["ledger", "verify"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(n4);
+
+    // The operator edits the ledger file before recovering again: a member of its own and a
+    // threshold of 1 in the state, so that the new shares would let it alone open the secrets.
+    // Members' shares still open the record (it is bound to its own members and threshold), but
+    // the recovery stops before it makes any share, and the directory refuses a plain start.
+    let op = ed25519_dalek::SigningKey::from_bytes(&[12; 32]);
+    {
+        use cgs_ledger_format::store_format as fmt;
+        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut state = tx.open_table(fmt::STATE).unwrap();
+            let forged =
+                |v: serde_json::Value| fmt::encode_versioned(cgs_core::TxId::new(2, 1), v.to_string().as_bytes());
+            let record =
+                json!({"public_key": base64_of(op.verifying_key().as_bytes()), "status": "Active", "data": {}});
+            let id = cgs_core::gov::member_id(&op.verifying_key());
+            state.insert(fmt::state_key("gov.members", id.as_bytes()).as_slice(), forged(record).as_slice()).unwrap();
+            let threshold = forged(json!({"threshold": 1}));
+            state.insert(fmt::state_key("gov.recovery", b"threshold").as_slice(), threshold.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let log = tmp.path().join("forged-recovery.log");
+    let args: Vec<std::ffi::OsString> = vec![
+        "start".into(),
+        "--dir".into(),
+        dir.clone().into(),
+        format!("--listen=127.0.0.1:{port}").into(),
+        format!("--peer-listen=127.0.0.1:{}", free_port()).into(),
+        "--keys-in-memory".into(),
+        "--recover".into(),
+    ];
+    let launched = Launched::new(&args, Stdio::from(std::fs::File::create(&log).unwrap()), &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cert = loop {
+        if let Ok(c) = std::fs::read(&cert_path)
+            && !c.is_empty()
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the recovering node wrote no listener certificate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let client = cgs_client::Client::new(&url, &cert).unwrap();
+    while !client.get("/recovery").await.is_ok_and(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "GET /recovery did not answer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in ["isv", "data-provider"] {
+        let m = cgs_client::Member::new(
+            client.clone(),
+            &std::fs::read_to_string(keys.join(format!("{name}.key"))).unwrap(),
+        )
+        .unwrap();
+        m.submit_recovery_share(&check).await.unwrap();
+    }
+    let status = launched.wait_exit(Duration::from_secs(120)).expect("the recovery stops by itself");
+    assert!(!status.success());
+    let printed = std::fs::read_to_string(&log).unwrap();
+    eprintln!("the forged recovery said: {printed}");
+    assert!(
+        printed.contains("RecoveryStateMismatch") || printed.contains("not those the opened recovery shares"),
+        "{printed}"
+    );
+    let out = std::process::Command::new(&binaries().host)
+        .args(["start", "--listen", "127.0.0.1:0", "--keys-in-memory", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("did not finish"), "{err}");
 }
 
 async fn post_share(m: &cgs_client::Member, t: MessageType, payload: serde_json::Value) -> cgs_client::ApiResponse {

@@ -169,7 +169,7 @@ impl JoinRequest {
 
 /// Every node record, with its status: governance's decision if there is one, else `Trusted`
 /// for the founding node and `Pending` for a node that joined.
-fn records(g: &mut StateTx) -> Result<Vec<(NodeRecord, NodeStatus)>, ServiceError> {
+pub(super) fn records(g: &mut StateTx) -> Result<Vec<(NodeRecord, NodeStatus)>, ServiceError> {
     let decided: std::collections::BTreeMap<String, serde_json::Value> = g.scan(GOV_NODES)?.into_iter().collect();
     let entries =
         g.tx.range(SYS_NODES, &crate::store::KeyRange::default(), usize::MAX, false)

@@ -17,33 +17,54 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// The constitution's table of the recovery threshold (`set_recovery_threshold`).
 const GOV_RECOVERY: &str = "gov.recovery";
 
+/// Members who hold a recovery share: every member but those with the `operator` role (who run
+/// the machines the shares protect the service from). A share is about the member's key, so it
+/// is given whatever the member's status.
+fn share_holders(members: Vec<(String, cgs_core::gov::MemberRecord)>) -> Result<Vec<(String, [u8; 32])>, ServiceError> {
+    let mut out = Vec::new();
+    for (id, m) in members {
+        if m.roles().iter().any(|r| r == "operator") {
+            continue;
+        }
+        let key = m.key().map_err(|e| ServiceError::unavailable(format!("member {id}'s key: {e}")))?;
+        out.push((id, key.to_bytes()));
+    }
+    Ok(out)
+}
+
 impl Governance {
-    /// Re-share if what the recovery shares cover (secret versions, members and their keys,
-    /// threshold) differs from what `sys.recovery` records, in `g`. `made` is a version this
-    /// transaction made (a re-key), which this node does not hold until it applies.
-    pub(crate) fn refresh_recovery_shares(
+    /// What the recovery shares cover, as `g` sees it: the holders (id, key), the threshold
+    /// (governed; a majority of the holders until set) and the ledger secret versions (with
+    /// `made`, a version this transaction made).
+    #[allow(clippy::type_complexity)]
+    fn recovery_inputs(
         &self,
         g: &mut StateTx,
         made: Option<&LedgerSecret>,
-        reason: &str,
-    ) -> Result<(), ServiceError> {
-        let mut members = Vec::new();
-        for (id, m) in self.members(g)? {
-            let key = m.key().map_err(|e| ServiceError::unavailable(format!("member {id}'s key: {e}")))?;
-            members.push((id, key.to_bytes()));
-        }
+    ) -> Result<(Vec<(String, [u8; 32])>, usize, BTreeSet<u32>), ServiceError> {
+        let members = share_holders(self.members(g)?)?;
         let threshold = g
             .get::<serde_json::Value>(GOV_RECOVERY, "threshold")?
             .and_then(|v| v["threshold"].as_u64())
             .map(|t| t as usize)
-            .unwrap_or(members.len());
+            .unwrap_or(members.len() / 2 + 1);
+        if members.is_empty() || members.len() > 255 {
+            return Err(err(
+                ErrorKind::NotAllowedInState,
+                "RecoveryMembers",
+                format!(
+                    "{} members (without the operator role) would hold a recovery share: there must be 1 to 255",
+                    members.len()
+                ),
+            ));
+        }
         if threshold > members.len() {
             return Err(err(
                 ErrorKind::NotAllowedInState,
                 "RecoveryThresholdTooHigh",
                 format!(
-                    "the recovery threshold is {threshold} but only {} members would hold a share: lower it \
-                     (set_recovery_threshold) in the same proposal, or keep enough members",
+                    "the recovery threshold is {threshold} but only {} members (without the operator role) would hold \
+                     a share: lower it (set_recovery_threshold) in the same proposal, or keep enough members",
                     members.len()
                 ),
             ));
@@ -58,6 +79,19 @@ impl Governance {
         if let Some(m) = made {
             versions.insert(m.version());
         }
+        Ok((members, threshold, versions))
+    }
+
+    /// Re-share if what the recovery shares cover (secret versions, members and their keys,
+    /// threshold) differs from what `sys.recovery` records, in `g`. `made` is a version this
+    /// transaction made (a re-key), which this node does not hold until it applies.
+    pub(crate) fn refresh_recovery_shares(
+        &self,
+        g: &mut StateTx,
+        made: Option<&LedgerSecret>,
+        reason: &str,
+    ) -> Result<(), ServiceError> {
+        let (members, threshold, versions) = self.recovery_inputs(g, made)?;
         let fingerprint = crate::recovery::fingerprint(&versions, &members, threshold);
         let previous: Option<RecoveryShares> = g.get(SYS_RECOVERY, SHARES_KEY)?;
         if previous.as_ref().is_some_and(|p| p.fingerprint == fingerprint) {
@@ -124,11 +158,52 @@ impl Governance {
     /// The transaction that completes a recovery, on the recovered node (the only voter): the
     /// nodes of the service before are retired, this node is given every version sealed to its
     /// key, the ledger is re-keyed and the shares are made again.
-    pub async fn complete_recovery(&self, r: &crate::recovery::Recovered) -> Result<cgs_core::TxId, ServiceError> {
+    pub async fn complete_recovery(
+        &self,
+        r: &crate::recovery::Recovered,
+    ) -> Result<(cgs_core::TxId, serde_json::Value), ServiceError> {
         let written = self
             .core
             .write(Cause { operation: "recovery", envelope: b"" }, |g| {
-                for id in &r.previous_nodes {
+                // The state after the whole log applied must be the one the opened shares were
+                // made for: members, their keys, the threshold, the secret versions are bound to
+                // the bundle (its additional data). A later re-sharing in the log's tail, or an
+                // altered ledger file, stops the recovery here.
+                let (members, threshold, versions) = self.recovery_inputs(g, None)?;
+                if crate::recovery::fingerprint(&versions, &members, threshold) != r.fingerprint {
+                    return Err(err(
+                        ErrorKind::NotAllowedInState,
+                        "RecoveryStateMismatch",
+                        format!(
+                            "after this node replayed its log, the members, threshold or secret versions are not those \
+                             the opened recovery shares (epoch {}) were made for: the log held a later re-sharing \
+                             (run `cgs-host start --recover` on this directory again; members submit the newer \
+                             shares), or the ledger file was altered (recover from another node's copy)",
+                            r.epoch
+                        ),
+                    ));
+                }
+                // This node's record must carry its own key (an id taken meanwhile would not).
+                let me = self.core.ledger.node_id();
+                let nodes = super::nodes::records(g)?;
+                let mine = nodes.iter().find(|(n, _)| n.node_id == me).and_then(|(n, _)| n.key());
+                if mine != Some(self.core.ledger.public_key()) {
+                    return Err(err(
+                        ErrorKind::NotAllowedInState,
+                        "RecoveryNodeIdTaken",
+                        format!(
+                            "node id {me} is recorded with another key in this ledger: run `cgs-host start --recover` on \
+                             this directory again (it takes the next free id)"
+                        ),
+                    ));
+                }
+                // Every node of before (also one its log's tail added) is retired.
+                let previous: Vec<u64> = nodes
+                    .iter()
+                    .filter(|(n, s)| n.node_id != me && *s != super::nodes::NodeStatus::Retired)
+                    .map(|(n, _)| n.node_id)
+                    .collect();
+                for id in &previous {
                     g.put(
                         crate::gov::nodes::GOV_NODES,
                         &id.to_string(),
@@ -151,14 +226,14 @@ impl Governance {
                 history["recovery_count"] = count.into();
                 history["last"] = serde_json::json!({
                     "node_id": r.node_id,
-                    "previous_nodes": r.previous_nodes,
+                    "previous_nodes": previous,
                     "shares_epoch": r.epoch,
                     "at_ms": g.now_ms,
                 });
                 g.put(SYS_RECOVERY, HISTORY_KEY, &history)?;
-                Ok((serde_json::json!({"recovery_count": count}), format!("node:{}", r.node_id)))
+                Ok((serde_json::json!({"recovery_count": count, "retired": previous}), format!("node:{}", r.node_id)))
             })
             .await?;
-        Ok(written.tx_id)
+        Ok((written.tx_id, written.body))
     }
 }

@@ -45,6 +45,8 @@ fn replica_config(id: u64) -> LedgerConfig {
 
 async fn replica(id: u64, router: &Router) -> Replica {
     let dir = replica_dir();
+    // What a node's data directory holds (the recovery shares cover the service key).
+    cgs_host::tls::ServiceIdentity::load_or_create(dir.path(), &[]).unwrap();
     let ledger = Ledger::open(dir.path(), replica_config(id), "cgs/replicas", router.clone()).await.unwrap();
     let runtime = Arc::new(Runtime::new(fast_limits(), ledger.clone(), None).unwrap());
     let reconciler = Reconciler::start(runtime.clone(), ledger.clone()).unwrap();

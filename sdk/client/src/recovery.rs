@@ -61,6 +61,13 @@ impl Member {
                 status["last_applied"].as_str().unwrap_or("?")
             )));
         }
+        if !check.allow_virtual && check.measurements.as_ref().is_none_or(Vec::is_empty) {
+            return Err(ClientError::Certificate(
+                "name the launch measurement the recovering node must run (--measurement): without it any SEV-SNP \
+                 VM, whatever code it runs, could ask for your share"
+                    .into(),
+            ));
+        }
         let evidence = cgs_attestation::Evidence::from_json(status["evidence"].to_string().as_bytes())
             .map_err(|e| protocol(format!("the node's evidence: {e}")))?;
         let policy = cgs_attestation::VerifyPolicy {
