@@ -336,13 +336,8 @@ async fn a_node_with_keys_in_memory_rejoins_as_a_new_node_after_a_restart() {
     assert!(r.header("x-cgs-tx-id").is_some(), "{}", String::from_utf8_lossy(&r.body));
     // A founding-style restart of such a directory is refused, saying what to do.
     drop(n2);
-    let out = std::process::Command::new(&binaries().host)
-        .args(["start", "--listen", "127.0.0.1:0", "--keys-in-memory", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("cgs-host join --dir"), "{err}");
+    let err = cgs_e2e::start_refused(&dir);
+    assert!(err.contains("cgs-host join --dir"), "{err}");
 }
 
 /// A member token for `member` signed with the token key in `dir` (what a node holds).

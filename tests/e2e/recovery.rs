@@ -117,50 +117,13 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     drop(n2);
 
     // `start` on that directory refuses (its keys are gone), naming recovery.
-    let out = std::process::Command::new(&binaries().host)
-        .args(["start", "--listen", "127.0.0.1:0", "--keys-in-memory", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--recover"), "{err}");
+    let err = cgs_e2e::start_refused(&dir);
+    assert!(err.contains("--recover"), "{err}");
 
     // Recovery from the ledger file node 2 left.
-    let port = free_port();
-    let url = format!("https://127.0.0.1:{port}");
-    let args: Vec<std::ffi::OsString> = vec![
-        "start".into(),
-        "--dir".into(),
-        dir.clone().into(),
-        format!("--listen=127.0.0.1:{port}").into(),
-        format!("--peer-listen=127.0.0.1:{}", free_port()).into(),
-        "--keys-in-memory".into(),
-        "--recover".into(),
-        "--log".into(),
-        "warn".into(),
-    ];
-    let launched = Launched::new(&args, Stdio::inherit(), &[]).unwrap();
-    let cert_path = dir.join("recovery").join("service-cert.pem");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let cert = loop {
-        if let Ok(c) = std::fs::read(&cert_path)
-            && !c.is_empty()
-        {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "the recovering node wrote no listener certificate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (launched, url, cert, client, status) = start_recovery(&dir, Stdio::inherit()).await;
     let ca = tmp.path().join("recovery-cert.pem");
     std::fs::write(&ca, &cert).unwrap();
-    let client = cgs_client::Client::new(&url, &cert).unwrap();
-    let status = loop {
-        match client.get("/recovery").await {
-            Ok(r) if r.status == 200 => break r.ok_json().unwrap(),
-            other if Instant::now() > deadline => panic!("GET /recovery did not answer: {other:?}"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
     assert_eq!(status["status"], "WaitingForRecoveryShares", "{status}");
     assert_eq!((status["threshold"].as_u64(), status["submitted"].as_u64()), (Some(2), Some(0)), "{status}");
     assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(6), Some(3)), "{status}");
@@ -328,34 +291,8 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         }
         tx.commit().unwrap();
     }
-    let port = free_port();
-    let url = format!("https://127.0.0.1:{port}");
     let log = tmp.path().join("forged-recovery.log");
-    let args: Vec<std::ffi::OsString> = vec![
-        "start".into(),
-        "--dir".into(),
-        dir.clone().into(),
-        format!("--listen=127.0.0.1:{port}").into(),
-        format!("--peer-listen=127.0.0.1:{}", free_port()).into(),
-        "--keys-in-memory".into(),
-        "--recover".into(),
-    ];
-    let launched = Launched::new(&args, Stdio::from(std::fs::File::create(&log).unwrap()), &[]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let cert = loop {
-        if let Ok(c) = std::fs::read(&cert_path)
-            && !c.is_empty()
-        {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "the recovering node wrote no listener certificate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let client = cgs_client::Client::new(&url, &cert).unwrap();
-    while !client.get("/recovery").await.is_ok_and(|r| r.status == 200) {
-        assert!(Instant::now() < deadline, "GET /recovery did not answer");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (launched, _, _, client, _) = start_recovery(&dir, Stdio::from(std::fs::File::create(&log).unwrap())).await;
     for name in ["isv", "data-provider"] {
         let m = cgs_client::Member::new(
             client.clone(),
@@ -372,13 +309,51 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         printed.contains("RecoveryStateMismatch") || printed.contains("not those the opened recovery shares"),
         "{printed}"
     );
-    let out = std::process::Command::new(&binaries().host)
-        .args(["start", "--listen", "127.0.0.1:0", "--keys-in-memory", "--dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("did not finish"), "{err}");
+    let err = cgs_e2e::start_refused(&dir);
+    assert!(err.contains("did not finish"), "{err}");
+}
+
+/// `cgs-host start --recover` on `dir` (keys in memory) with its log to `stderr`; once it serves
+/// the recovery routes: the process, its URL, its listener's certificate, a client pinning it
+/// and `GET /recovery`.
+async fn start_recovery(
+    dir: &Path,
+    stderr: Stdio,
+) -> (Launched, String, Vec<u8>, cgs_client::Client, serde_json::Value) {
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let args: Vec<std::ffi::OsString> = vec![
+        "start".into(),
+        "--dir".into(),
+        dir.into(),
+        format!("--listen=127.0.0.1:{port}").into(),
+        format!("--peer-listen=127.0.0.1:{}", free_port()).into(),
+        "--keys-in-memory".into(),
+        "--recover".into(),
+        "--log".into(),
+        "warn".into(),
+    ];
+    let launched = Launched::new(&args, stderr, &[]).unwrap();
+    let cert_path = dir.join("recovery").join("service-cert.pem");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cert = loop {
+        if let Ok(c) = std::fs::read(&cert_path)
+            && !c.is_empty()
+        {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the recovering node wrote no listener certificate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let client = cgs_client::Client::new(&url, &cert).unwrap();
+    let status = loop {
+        match client.get("/recovery").await {
+            Ok(r) if r.status == 200 => break r.ok_json().unwrap(),
+            other if Instant::now() > deadline => panic!("GET /recovery did not answer: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    (launched, url, cert, client, status)
 }
 
 async fn post_share(m: &cgs_client::Member, t: MessageType, payload: serde_json::Value) -> cgs_client::ApiResponse {

@@ -225,6 +225,17 @@ pub fn join_args(dir: &std::path::Path, listen: u16, peer: u16, target: &Sandbox
     args
 }
 
+/// Run `cgs-host start --keys-in-memory` on `dir`, which must refuse: what it said.
+pub fn start_refused(dir: &Path) -> String {
+    let out = Command::new(&binaries().host)
+        .args(["start", "--listen", "127.0.0.1:0", "--keys-in-memory", "--dir"])
+        .arg(dir)
+        .output()
+        .expect("run cgs-host");
+    assert!(!out.status.success(), "cgs-host start on {} did not refuse", dir.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A free loopback port (bound, then released: a node binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
