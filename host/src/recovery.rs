@@ -154,9 +154,11 @@ pub mod shamir {
     }
 }
 
-/// The aad of a share sealed to member `member` at `epoch`.
-pub fn share_aad(epoch: u64, member: &str) -> String {
-    format!("recovery share {epoch} member {member}")
+/// The aad of a share sealed to member `member` at `epoch` for the service whose certificate
+/// (PEM) is `service_cert`: a share opens for that service only (a member using one key in
+/// several services is not an oracle for the others' shares).
+pub fn share_aad(epoch: u64, member: &str, service_cert: &[u8]) -> String {
+    format!("recovery share {epoch} member {member} service {}", hex::encode(sha2::Sha256::digest(service_cert)))
 }
 
 /// The aad of a share `member` submits, sealed to the recovering node whose key is `node_key`
@@ -298,9 +300,14 @@ impl RecoveryShares {
             .encrypt((&nonce).into(), Payload { msg: &plain, aad: aad.as_bytes() })
             .map_err(|_| "cannot encrypt the recovery bundle".to_string())?;
         let parts = shamir::split(&wrapping, members.len(), threshold)?;
+        let service_cert = bundle
+            .files
+            .get("service-cert.pem")
+            .and_then(|c| B64.decode(c).ok())
+            .ok_or("the bundle holds no service certificate")?;
         let mut shares = BTreeMap::new();
         for ((id, key), share) in members.iter().zip(parts) {
-            let (enc, ciphertext) = seal_to_ed25519(key, SHARE_INFO, &share_aad(epoch, id), &share)
+            let (enc, ciphertext) = seal_to_ed25519(key, SHARE_INFO, &share_aad(epoch, id, &service_cert), &share)
                 .map_err(|e| format!("member {id}'s key: {e}"))?;
             shares.insert(id.clone(), SealedShare { enc, ciphertext, share_hash: share_hash(epoch, id, &share) });
         }
@@ -815,16 +822,21 @@ mod tests {
         (keys, ids)
     }
 
+    const CERT: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
     fn bundle() -> Bundle {
         Bundle {
-            files: BTreeMap::from([("node/ledger-secret".to_string(), B64.encode([5u8; 32]))]),
+            files: BTreeMap::from([
+                ("node/ledger-secret".to_string(), B64.encode([5u8; 32])),
+                ("service-cert.pem".to_string(), B64.encode(CERT)),
+            ]),
             versions: BTreeMap::from([(1, B64.encode([6u8; 32]))]),
         }
     }
 
     fn open_share(r: &RecoveryShares, id: &str, key: &ed25519_dalek::SigningKey) -> [u8; shamir::SHARE_LEN] {
         let s = &r.shares[id];
-        let plain = open_with_ed25519(key, SHARE_INFO, &share_aad(r.epoch, id), &s.enc, &s.ciphertext).unwrap();
+        let plain = open_with_ed25519(key, SHARE_INFO, &share_aad(r.epoch, id, CERT), &s.enc, &s.ciphertext).unwrap();
         let share: [u8; shamir::SHARE_LEN] = plain.try_into().unwrap();
         assert_eq!(share_hash(r.epoch, id, &share), s.share_hash);
         share
@@ -846,9 +858,15 @@ mod tests {
         assert!(r.open(&[s0]).unwrap_err().contains("1 of 2"), "below the threshold");
         // A member's key opens its own share only.
         let s = &r.shares["m1"];
-        assert!(open_with_ed25519(&keys[0], SHARE_INFO, &share_aad(7, "m1"), &s.enc, &s.ciphertext).is_err());
+        assert!(open_with_ed25519(&keys[0], SHARE_INFO, &share_aad(7, "m1", CERT), &s.enc, &s.ciphertext).is_err());
         // Relabelled to another epoch or member: the aad differs.
-        assert!(open_with_ed25519(&keys[1], SHARE_INFO, &share_aad(6, "m1"), &s.enc, &s.ciphertext).is_err());
+        assert!(open_with_ed25519(&keys[1], SHARE_INFO, &share_aad(6, "m1", CERT), &s.enc, &s.ciphertext).is_err());
+        assert!(
+            open_with_ed25519(&keys[1], SHARE_INFO, &share_aad(7, "m1", b"another service"), &s.enc, &s.ciphertext)
+                .is_err(),
+            "bound to the service"
+        );
+        assert!(open_with_ed25519(&keys[1], SHARE_INFO, &share_aad(7, "m1", CERT), &s.enc, &s.ciphertext).is_ok());
         // A forged share (same x, other y) does not open the bundle.
         let mut forged = s2;
         forged[5] ^= 1;

@@ -182,8 +182,19 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let later = (before_tx.seqno + 1000).to_string();
     let (ok, _, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--min-seqno", &later]);
     assert!(!ok && err.contains("stale copy"), "{err}");
+    // A member who pins the service certificate refuses another service's ledger.
+    let (ok, _, err) =
+        cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--service-cert", ca.to_str().unwrap()]);
+    assert!(!ok && err.contains("another service"), "{err}");
+    let pinned = tmp.path().join("service-cert.pem");
+    std::fs::write(&pinned, &service_cert).unwrap();
     let known = before_tx.seqno.to_string();
-    let (ok, out, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--min-seqno", &known]);
+    let (ok, out, err) = cli_submit(
+        &url,
+        &ca,
+        &keys.join("isv.key"),
+        &["--allow-virtual", "--min-seqno", &known, "--service-cert", pinned.to_str().unwrap()],
+    );
     assert!(ok, "{out}{err}");
     assert!(out.contains("1 of 2"), "{out}");
     // The same member again counts once.

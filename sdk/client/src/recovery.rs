@@ -26,6 +26,8 @@ pub struct NodeCheck {
     /// The ledger must have applied at least this sequence number: a member who holds a later
     /// transaction id (a receipt, an `x-cgs-tx-id`) refuses a stale copy of the ledger.
     pub min_seqno: Option<u64>,
+    /// The service certificate (PEM) the member knows: the ledger must be that service's.
+    pub service_cert_pem: Option<String>,
 }
 
 fn protocol(detail: impl Into<String>) -> ClientError {
@@ -87,6 +89,20 @@ impl Member {
                 }
             ))
         })?;
+        // The service the share is for: the one the member pinned, if it named it.
+        let cert = status["service_cert"].as_str().unwrap_or_default();
+        if let Some(pinned) = &check.service_cert_pem
+            && pinned.trim() != cert.trim()
+        {
+            return Err(ClientError::Certificate(
+                "the recovering node's ledger is another service's (its service certificate is not the one given)"
+                    .into(),
+            ));
+        }
+        let service = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(cert.as_bytes()))
+        };
         let id = self.id();
         let sealed = self.client.get(&format!("/recovery/shares/{id}")).await?.ok_json()?;
         let share = &sealed["share"];
@@ -102,7 +118,7 @@ impl Member {
             &enc,
             SHARE_INFO,
             &field("ciphertext")?,
-            format!("recovery share {epoch} member {id}").as_bytes(),
+            format!("recovery share {epoch} member {id} service {service}").as_bytes(),
         )
         .map_err(|_| ClientError::Certificate("the recovery share does not open with this member's key".into()))?;
         let ed = ed25519_dalek::VerifyingKey::from_bytes(&node_key).map_err(|e| protocol(e.to_string()))?;

@@ -28,6 +28,10 @@ pub(crate) enum RecoveryCommand {
         /// transaction id you know of, `TERM.SEQNO`): a stale copy would lose what came after.
         #[arg(long)]
         min_seqno: Option<u64>,
+        /// The service certificate you pin for this service (PEM file): the recovering ledger
+        /// must be that service's.
+        #[arg(long)]
+        service_cert: Option<std::path::PathBuf>,
     },
 }
 
@@ -64,12 +68,20 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
             });
             Ok(())
         }
-        RecoveryCommand::Submit { allow_virtual, measurement, host_data, min_seqno } => {
+        RecoveryCommand::Submit { allow_virtual, measurement, host_data, min_seqno, service_cert } => {
+            let service_cert_pem = match service_cert {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| CliError::usage(format!("--service-cert {}: {e}", p.display())))?,
+                ),
+                None => None,
+            };
             let check = cgs_client::recovery::NodeCheck {
                 allow_virtual: *allow_virtual,
                 measurements: hex_list::<48>(measurement, "measurement")?,
                 host_data: hex_list::<32>(host_data, "host-data")?,
                 min_seqno: *min_seqno,
+                service_cert_pem,
             };
             let _ = client(cli)?;
             let m = member(cli)?;
