@@ -377,7 +377,8 @@ impl Governance {
     /// The host's part of node actions, once a proposal's actions applied (in its transaction):
     /// * a node made trusted gets every ledger secret version above 0 sealed to its node key
     ///   (version 0 reaches it with the join answer);
-    /// * `remove_node`, `remove_member` and `trigger_ledger_rekey` re-key: a new random secret, the next version,
+    /// * `trigger_ledger_rekey`, `remove_member`, and a node holding the current version
+    ///   retired after the actions (`remove_node`) re-key: a new random secret, the next version,
     ///   sealed to every node trusted after the actions, and its public record (proposal, time).
     ///   Once applied, every node writes with it; a retired node never holds it.
     ///
@@ -391,11 +392,34 @@ impl Governance {
     ) -> Result<Option<crate::ledger::crypto::LedgerSecret>, (usize, ServiceError)> {
         use crate::ledger::crypto::{LedgerSecret, SYS_LEDGER_SECRETS, WrappedSecret};
         use std::sync::Arc;
-        // A removed member keeps its recovery share of the shares made before: with others it
-        // could open the secrets up to now, never what is written after this re-key (as CCF).
-        let rekey = actions
-            .iter()
-            .position(|a| matches!(a.name.as_str(), "remove_node" | "trigger_ledger_rekey" | "remove_member"));
+        // Re-keyed on request (`trigger_ledger_rekey`), when a member is removed (its recovery
+        // share of the shares made before, with others, could open the secrets up to now, never
+        // what is written after: as CCF), and — keyed on the state, not on action names — when a
+        // node holding the current version is retired after the actions (`remove_node`, or a
+        // constitution retiring it another way).
+        let explicit = actions.iter().position(|a| matches!(a.name.as_str(), "trigger_ledger_rekey" | "remove_member"));
+        // The versions as this transaction sees them (read: a re-key committed meanwhile makes
+        // it conflict and run again).
+        let rows: Vec<(u32, Option<u64>)> =
+            g.tx.range(SYS_LEDGER_SECRETS, &crate::store::KeyRange::default(), usize::MAX, false)
+                .map_err(|e| (0, ServiceError::unavailable(e)))?
+                .iter()
+                .filter_map(|e| crate::ledger::crypto::parse_table_key(&e.key))
+                .collect();
+        let nodes = records(g).map_err(|e| (0, e))?;
+        let latest = rows.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        let holders: std::collections::BTreeSet<u64> = if latest == 0 {
+            // Version 0 reached every node that was ever trusted (in its join answer).
+            nodes.iter().filter(|(_, s)| *s != NodeStatus::Pending).map(|(r, _)| r.node_id).collect()
+        } else {
+            rows.iter().filter(|(v, _)| *v == latest).filter_map(|(_, n)| *n).collect()
+        };
+        let stale = holders.iter().any(|id| nodes.iter().any(|(r, s)| r.node_id == *id && *s == NodeStatus::Retired));
+        let rekey = explicit.or_else(|| {
+            stale.then(|| {
+                actions.iter().position(|a| a.name == "remove_node").unwrap_or(actions.len().saturating_sub(1))
+            })
+        });
         let trusted: Vec<(usize, u64)> = actions
             .iter()
             .enumerate()
@@ -405,16 +429,9 @@ impl Governance {
         let Some(first) = rekey.into_iter().chain(trusted.iter().map(|(i, _)| *i)).min() else { return Ok(None) };
         let fail = |i: usize| move |e: ServiceError| (i, e);
         let secrets = self.core.ledger.secrets().clone();
-        // The versions as this transaction sees them (read: a re-key committed meanwhile makes
-        // it conflict and run again). The node writing this must hold every one of them, or it
-        // would hand out (and write with) an old one.
-        let named: std::collections::BTreeSet<u32> =
-            g.tx.range(SYS_LEDGER_SECRETS, &crate::store::KeyRange::default(), usize::MAX, false)
-                .map_err(ServiceError::unavailable)
-                .map_err(fail(first))?
-                .iter()
-                .filter_map(|e| crate::ledger::crypto::parse_table_key(&e.key).map(|(v, _)| v))
-                .collect();
+        // The node writing this must hold every version, or it would hand out (and write with)
+        // an old one.
+        let named: std::collections::BTreeSet<u32> = rows.iter().map(|(v, _)| *v).collect();
         let held: Vec<Arc<LedgerSecret>> = named
             .iter()
             .map(|v| {
@@ -426,7 +443,6 @@ impl Governance {
             })
             .collect::<Result<_, _>>()
             .map_err(fail(first))?;
-        let nodes = records(g).map_err(fail(first))?;
         let key_of = |id: u64| {
             nodes.iter().find(|(r, s)| r.node_id == id && *s == NodeStatus::Trusted).and_then(|(r, _)| r.key())
         };

@@ -218,6 +218,17 @@ async fn joins_are_checked_and_secrets_reach_only_the_joiner() {
     }
     let r = refused.expect("the flood is refused");
     assert_eq!((r.status, code(&r).as_str()), (503, "TooManyPendingNodes"));
+
+    // Re-keying follows the state, not the action's name: retiring node 2 (it held the
+    // secret) re-keyed; retiring a node that never held one (Pending, node 3) does not.
+    let version = |v: serde_json::Value| v["ledger_secret"]["version"].as_u64();
+    let before = version(c.get("/node/network").await.unwrap().ok_json().unwrap());
+    assert_eq!(before, Some(1), "removing node 2 re-keyed");
+    assert_eq!(
+        pass(&n, json!([{"name": "remove_node", "args": {"node_id": 3}}])).await.json().unwrap()["state"],
+        "Accepted"
+    );
+    assert_eq!(version(c.get("/node/network").await.unwrap().ok_json().unwrap()), before, "no holder was retired");
 }
 
 /// Governance's join policy: measurements (any only with virtual evidence allowed and no list),
