@@ -301,11 +301,19 @@ async fn forwarded_requests_share_batches_and_each_answer_returns_when_ready() {
     // The leader's side: `/slow` waits for its gate; anything else answers at once, naming who
     // forwarded what.
     let (slow_tx, slow_gate) = tokio::sync::watch::channel(false);
+    // `/hold/…` waits for its own gate, counted as it arrives.
+    let (hold_tx, hold_gate) = tokio::sync::watch::channel(false);
+    let held_now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let held_count = held_now.clone();
     let handler: ForwardHandler = Arc::new(move |from, req: Forwarded| {
-        let mut slow_gate = slow_gate.clone();
+        let (mut slow_gate, mut hold_gate, held_count) = (slow_gate.clone(), hold_gate.clone(), held_count.clone());
         Box::pin(async move {
             if req.uri == "/slow" {
                 let _ = slow_gate.wait_for(|open| *open).await;
+            }
+            if req.uri.starts_with("/hold/") {
+                held_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = hold_gate.wait_for(|open| *open).await;
             }
             let body = format!("{from} {} {} {}", req.method, req.uri, req.body);
             let body = base64::engine::general_purpose::STANDARD.encode(body);
@@ -348,11 +356,33 @@ async fn forwarded_requests_share_batches_and_each_answer_returns_when_ready() {
     let answer = tokio::time::timeout(Duration::from_secs(30), slow).await.unwrap().unwrap().unwrap();
     assert!(String::from_utf8(b64.decode(&answer.body).unwrap()).unwrap().starts_with("2 POST /slow "));
 
+    // Each request is checked again when it is served: a batch that arrived while its node was
+    // one of the service's, and waits for the leader's slots (the node's 256 are held), is
+    // answered `503 NodeRemoved` for each request once its node is removed.
+    let held: Vec<_> = (0..256).map(|i| send(format!("/hold/{i}"))).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while held_now.load(std::sync::atomic::Ordering::SeqCst) < 256 {
+        assert!(std::time::Instant::now() < deadline, "the held requests reach the leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = send("/fast/waiting".into());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "it waits for the node's slots");
+    keys.remove(2);
+    let _ = hold_tx.send(true);
+    for h in held {
+        let answer = tokio::time::timeout(Duration::from_secs(30), h).await.unwrap().unwrap().unwrap();
+        assert_eq!(answer.status, 200, "already being served when the node was removed");
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(30), waiting).await.unwrap().unwrap().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&b64.decode(&answer.body).unwrap()).unwrap();
+    assert_eq!((answer.status, body["error"]["code"].as_str()), (503, Some("NodeRemoved")), "{body}");
+
     // A node the leader no longer counts among the service's is refused, for every request of
     // its batches.
-    keys.remove(2);
     let refused = net.forward(1, &addr, &request("/fast/after-removal".into())).await;
-    assert!(refused.is_err(), "{refused:?}");
+    let why = format!("{refused:?}");
+    assert!(why.contains("no longer one of this service's nodes"), "{why}");
     let _ = stop_tx.send(true);
     ledger.shutdown().await;
 }
