@@ -951,25 +951,26 @@ fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> +
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate()).ok();
-        let int = signal(SignalKind::interrupt()).ok();
+        // Installed now, not when first polled (see above). A signal that cannot be installed
+        // is a future that never ends: the other still stops the node.
+        let (term, int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+        if term.is_none() && int.is_none() {
+            return Box::pin(async {
+                let _ = tokio::signal::ctrl_c().await;
+            });
+        }
+        async fn received(s: Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         Box::pin(async move {
-            match (term, int) {
-                (Some(mut t), Some(mut i)) => {
-                    tokio::select! {
-                        _ = t.recv() => {},
-                        _ = i.recv() => {},
-                    }
-                }
-                (Some(mut t), None) => {
-                    t.recv().await;
-                }
-                (None, Some(mut i)) => {
-                    i.recv().await;
-                }
-                (None, None) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+            tokio::select! {
+                _ = received(term) => {},
+                _ = received(int) => {},
             }
         })
     }

@@ -606,7 +606,9 @@ impl Ledger {
     /// The nodes of the service as raft sees them: `(node id, address, voter, leader)`, and the
     /// current term.
     pub fn nodes(&self) -> (Vec<(u64, String, bool, bool)>, u64) {
-        let m = self.raft.metrics().borrow().clone();
+        // Read in place (the metrics' replication map is not cloned for a node list).
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
         let nodes = membership
