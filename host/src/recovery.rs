@@ -638,6 +638,40 @@ impl Collecting {
     }
 }
 
+/// A connection's place in the per-address count of the recovery listener (released on drop).
+struct PerAddress {
+    counts: Arc<Mutex<BTreeMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// Connections one address may hold while recovering.
+    const MAX: usize = 32;
+
+    fn take(counts: &Arc<Mutex<BTreeMap<std::net::IpAddr, usize>>>, ip: std::net::IpAddr) -> Option<Self> {
+        let mut c = counts.lock().ok()?;
+        let n = c.entry(ip).or_default();
+        if *n >= Self::MAX {
+            return None;
+        }
+        *n += 1;
+        Some(Self { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.counts.lock()
+            && let Some(n) = c.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Phase one of `cgs-host start --recover`: read the ledger in `dir` (no raft), make this node's
 /// key, serve the recovery routes on `listener` until a threshold of members submitted their
 /// shares, then write the recovered files (in memory with `keys_in_memory`), record the new node
@@ -717,6 +751,7 @@ pub async fn collect(
     );
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let mut conns = tokio::task::JoinSet::new();
+    let per_address = Arc::new(Mutex::new(BTreeMap::new()));
     let bundle = loop {
         if let Some(b) = state.bundle.lock().ok().and_then(|mut b| b.take()) {
             break b;
@@ -724,15 +759,19 @@ pub async fn collect(
         tokio::select! {
             _ = state.opened.notified() => continue,
             accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else {
+                let Ok((tcp, peer)) = accepted else {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
                 let (acceptor, state) = (acceptor.clone(), state.clone());
+                // At most 256 connections while recovering, 32 from one address: one client
+                // cannot take every slot from the members.
+                let Some(slot) = PerAddress::take(&per_address, peer.ip()) else { continue };
                 if conns.len() >= 256 {
-                    continue; // dropped: at most 256 connections while recovering
+                    continue;
                 }
                 conns.spawn(async move {
+                    let _slot = slot;
                     let Ok(Ok(tls)) = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await else {
                         return;
                     };

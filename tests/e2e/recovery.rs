@@ -129,6 +129,27 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(6), Some(3)), "{status}");
     // What members compare with the transaction ids they know of: this copy has the last write.
     assert!(status["last_applied_seqno"].as_u64().unwrap() >= before_tx.seqno, "{status} {before_tx}");
+    // A flood from one address holds at most 32 of the listener's connections (those past it
+    // are closed at once), and members still get in.
+    let addr: std::net::SocketAddr = url.trim_start_matches("https://").parse().unwrap();
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        flood.push(socket.connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut closed = 0;
+    for s in &mut flood {
+        use tokio::io::AsyncReadExt as _;
+        let mut b = [0u8; 1];
+        if matches!(tokio::time::timeout(Duration::from_millis(100), s.read(&mut b)).await, Ok(Ok(0) | Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 8, "the connections past 32 from one address are closed");
+    assert_eq!(client.get("/recovery").await.unwrap().status, 200, "another address is served");
+    drop(flood);
     // Nothing else is served while recovering.
     let r = client.get("/gov/service").await.unwrap();
     assert_eq!((r.status, r.error().map(|e| e.error.code)), (503, Some("ServiceRecovering".into())));
