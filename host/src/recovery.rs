@@ -198,6 +198,9 @@ pub struct RecoveryShares {
     pub threshold: u32,
     /// [`fingerprint`] of what the shares cover.
     pub fingerprint: String,
+    /// The digest of the governance tables the shares were made for (in the fingerprint).
+    #[serde(default)]
+    pub governance: String,
     /// The ledger secret versions in the bundle.
     pub versions: Vec<u32>,
     /// Member id → its sealed share.
@@ -225,13 +228,22 @@ fn bundle_aad(epoch: u64, fingerprint: &str) -> String {
     format!("cgs recovery bundle v1 epoch {epoch} {fingerprint}")
 }
 
-/// The digest of what shares cover: the secret versions, each member's id and key, the
-/// threshold. A transaction that changes it re-shares.
-pub fn fingerprint(versions: &BTreeSet<u32>, members: &[(String, [u8; 32])], threshold: usize) -> String {
+/// The digest of what shares cover and are bound to: the secret versions, each share holder's id
+/// and key, the threshold, and `governance`, a digest of the governance tables (members with
+/// their status and roles, constitution, plugins, thresholds, issuers, join policy, nodes…). A
+/// transaction that changes it re-shares; a recovery refuses a state that does not match it.
+pub fn fingerprint(
+    versions: &BTreeSet<u32>,
+    members: &[(String, [u8; 32])],
+    threshold: usize,
+    governance: &str,
+) -> String {
     let doc = serde_json::json!({
+        "format": 2,
         "versions": versions,
         "members": members.iter().map(|(id, k)| (id.clone(), B64.encode(k))).collect::<BTreeMap<_, _>>(),
         "threshold": threshold,
+        "governance": governance,
     });
     hex::encode(sha2::Sha256::digest(doc.to_string()))
 }
@@ -286,12 +298,13 @@ impl RecoveryShares {
         threshold: usize,
         members: &[(String, [u8; 32])],
         bundle: &Bundle,
+        governance: &str,
         reason: &str,
         created_ms: u64,
     ) -> Result<Self, String> {
         use aes_gcm::aead::{Aead, KeyInit, Payload};
         let versions: BTreeSet<u32> = std::iter::once(0).chain(bundle.versions.keys().copied()).collect();
-        let fingerprint = fingerprint(&versions, members, threshold);
+        let fingerprint = fingerprint(&versions, members, threshold, governance);
         let wrapping: [u8; 32] = rand::random();
         let nonce: [u8; 12] = rand::random();
         let plain = serde_json::to_vec(bundle).map_err(|e| e.to_string())?;
@@ -315,6 +328,7 @@ impl RecoveryShares {
             epoch,
             threshold: threshold as u32,
             fingerprint,
+            governance: governance.to_string(),
             versions: versions.into_iter().collect(),
             shares,
             nonce: B64.encode(nonce),
@@ -884,7 +898,7 @@ mod tests {
     #[test]
     fn a_threshold_of_members_opens_the_bundle_and_nothing_less_or_altered_does() {
         let (keys, ids) = members(3);
-        let r = RecoveryShares::make(7, 2, &ids, &bundle(), "test", 1).unwrap();
+        let r = RecoveryShares::make(7, 2, &ids, &bundle(), "g", "test", 1).unwrap();
         assert_eq!((r.epoch, r.threshold, r.versions.clone(), r.shares.len()), (7, 2, vec![0, 1], 3));
         let plain = serde_json::to_string(&r).unwrap();
         assert!(
@@ -923,14 +937,15 @@ mod tests {
     fn the_fingerprint_covers_versions_members_keys_and_threshold() {
         let (_, ids) = members(3);
         let v: BTreeSet<u32> = [0, 1].into();
-        let base = fingerprint(&v, &ids, 2);
-        assert_eq!(base, fingerprint(&v, &ids, 2));
-        assert_ne!(base, fingerprint(&[0, 1, 2].into(), &ids, 2), "a re-key");
-        assert_ne!(base, fingerprint(&v, &ids[..2], 2), "a member removed");
-        assert_ne!(base, fingerprint(&v, &ids, 3), "the threshold");
+        let base = fingerprint(&v, &ids, 2, "g");
+        assert_eq!(base, fingerprint(&v, &ids, 2, "g"));
+        assert_ne!(base, fingerprint(&[0, 1, 2].into(), &ids, 2, "g"), "a re-key");
+        assert_ne!(base, fingerprint(&v, &ids[..2], 2, "g"), "a member removed");
+        assert_ne!(base, fingerprint(&v, &ids, 3, "g"), "the threshold");
+        assert_ne!(base, fingerprint(&v, &ids, 2, "h"), "the governance tables");
         let mut rekeyed = ids.clone();
         rekeyed[0].1 = [9; 32];
-        assert_ne!(base, fingerprint(&v, &rekeyed, 2), "a member's key");
+        assert_ne!(base, fingerprint(&v, &rekeyed, 2, "g"), "a member's key");
     }
 
     #[test]

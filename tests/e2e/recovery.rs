@@ -47,32 +47,38 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     }
     let service_cert = std::fs::read(&n1.ca).unwrap();
 
-    // Shares exist from genesis: every member holds one, a majority of them needed until set.
-    let shown =
-        |v: serde_json::Value| (v["epoch"].as_u64(), v["threshold"].as_u64(), v["members"].as_array().map(Vec::len));
-    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!(shown(r.clone()), (Some(1), Some(2), Some(3)), "{r}");
-    assert_eq!(r["reason"], "genesis");
+    // Shares exist from genesis (and were made again at each ack and proposal since, which
+    // change the governance tables they are bound to): every member holds one, a majority of
+    // them needed until set.
+    let shown = |v: &serde_json::Value| (v["threshold"].as_u64(), v["members"].as_array().map(Vec::len));
+    let r = recovery_of(&members[0]).await;
+    assert_eq!(shown(&r), (Some(2), Some(3)), "{r}");
+    let epoch = |r: &serde_json::Value| r["epoch"].as_u64().unwrap();
+    let e0 = epoch(&r);
+    assert!(e0 >= 1, "{r}");
     // Who may read them: members and users, not anyone.
     assert_eq!(n1.client.get("/gov/recovery").await.unwrap().status, 401);
     let isv_id = members[0].id();
     let mine = members[0].authed("GET", &format!("/gov/recovery/shares/{isv_id}"), None).await.unwrap();
     let mine = mine.ok_json().unwrap();
-    assert_eq!(mine["epoch"], 1);
+    assert_eq!(mine["epoch"].as_u64(), Some(e0));
     assert!(mine["share"]["ciphertext"].as_str().is_some_and(|c| c.len() > 40), "{mine}");
     assert_eq!(n1.client.get(&format!("/gov/recovery/shares/{isv_id}")).await.unwrap().status, 401);
     // The threshold is governed; above the members it fails, changing nothing.
     assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 4}}])).await, "Failed");
+    assert_eq!(epoch(&recovery_of(&members[0]).await), e0, "a failed proposal changes nothing");
     assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 3}}])).await, "Accepted");
-    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!(shown(r.clone()), (Some(2), Some(3), Some(3)), "{r}");
-    // A proposal that changes nothing they cover keeps them.
+    let r = recovery_of(&members[0]).await;
+    assert_eq!(shown(&r), (Some(3), Some(3)), "{r}");
+    assert!(epoch(&r) > e0, "{r}");
+    // Any change of the governance tables makes new shares, bound to the new state.
+    let e1 = epoch(&r);
     assert_eq!(
         pass(&all, json!([{"name": "set_action_threshold", "args": {"action": "remove_jwt_issuer", "required": 2}}]))
             .await,
         "Accepted"
     );
-    assert_eq!(members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap()["epoch"], 2);
+    assert!(epoch(&recovery_of(&members[0]).await) > e1);
     assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 2}}])).await, "Accepted");
 
     // A second node, keys in memory (as under SEV-SNP).
@@ -82,20 +88,21 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let n2 = Launched::new(&args, Stdio::inherit(), &[]).unwrap().ready(&dir).await.unwrap();
     // A re-key: a new secret version, and new shares covering it.
     assert_eq!(pass(&all, json!([{"name": "trigger_ledger_rekey", "args": {}}])).await, "Accepted");
-    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(4), json!([0, 1])), "{r}");
+    let r = recovery_of(&members[0]).await;
+    assert_eq!(r["versions"], json!([0, 1]), "{r}");
     // A member added holds a share at once; a member removed re-keys (its old share, with others,
     // could open only what was written before) and holds none.
     let extra = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
     let pem = cgs_core::gov::verifying_key_to_pem(&extra.verifying_key());
     let extra_id = cgs_core::gov::member_id(&extra.verifying_key());
     assert_eq!(pass(&all, json!([{"name": "set_member", "args": {"public_key": pem}}])).await, "Accepted");
-    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!(shown(r.clone()), (Some(5), Some(2), Some(4)), "{r}");
+    let r = recovery_of(&members[0]).await;
+    assert_eq!(shown(&r), (Some(2), Some(4)), "{r}");
     assert_eq!(pass(&all, json!([{"name": "remove_member", "args": {"member_id": extra_id}}])).await, "Accepted");
-    let r = members[0].authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!(shown(r.clone()), (Some(6), Some(2), Some(3)), "{r}");
+    let r = recovery_of(&members[0]).await;
+    assert_eq!(shown(&r), (Some(2), Some(3)), "{r}");
     assert_eq!(r["versions"], json!([0, 1, 2]), "removing a member re-keyed: {r}");
+    let last_epoch = epoch(&r);
     // Private data written with version 2, through node 2.
     let isv2 =
         cgs_client::Member::new(n2.client.clone(), &std::fs::read_to_string(keys.join("isv.key")).unwrap()).unwrap();
@@ -126,7 +133,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     std::fs::write(&ca, &cert).unwrap();
     assert_eq!(status["status"], "WaitingForRecoveryShares", "{status}");
     assert_eq!((status["threshold"].as_u64(), status["submitted"].as_u64()), (Some(2), Some(0)), "{status}");
-    assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(6), Some(3)), "{status}");
+    assert_eq!((status["epoch"].as_u64(), status["node_id"].as_u64()), (Some(last_epoch), Some(3)), "{status}");
     // What members compare with the transaction ids they know of: this copy has the last write.
     assert!(status["last_applied_seqno"].as_u64().unwrap() >= before_tx.seqno, "{status} {before_tx}");
     // A flood from one address holds at most 32 of the listener's connections (those past it
@@ -164,7 +171,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     // Attacks, each refused with its reason and nothing counted:
     // a stranger's key;
     let stranger = cgs_client::Member::from_key(client.clone(), ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
-    let fake = json!({"epoch": 6, "node_key": node_key, "enc": "AAAA", "ciphertext": "AAAA"});
+    let fake = json!({"epoch": last_epoch, "node_key": node_key, "enc": "AAAA", "ciphertext": "AAAA"});
     assert_eq!(
         code(&post_share(&stranger, MessageType::RecoveryShare, fake.clone()).await),
         (401, "UnknownMember".into())
@@ -175,7 +182,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, fake.clone()).await), (400, "InvalidShare".into()));
     // a share of an older epoch, or sealed to another node;
     let mut old = fake.clone();
-    old["epoch"] = 5.into();
+    old["epoch"] = (last_epoch - 1).into();
     assert_eq!(code(&post_share(&isv, MessageType::RecoveryShare, old).await), (409, "WrongEpoch".into()));
     let mut elsewhere = fake.clone();
     elsewhere["node_key"] = base64_of(&[7; 32]).into();
@@ -209,12 +216,22 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert!(!ok && err.contains("another service"), "{err}");
     let pinned = tmp.path().join("service-cert.pem");
     std::fs::write(&pinned, &service_cert).unwrap();
+    // A member who saw later shares than this ledger holds refuses it as rolled back.
+    let newer = (last_epoch + 1).to_string();
+    let (ok, _, err) = cli_submit(
+        &url,
+        &ca,
+        &keys.join("isv.key"),
+        &["--allow-virtual", "--min-epoch", &newer, "--service-cert", pinned.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("rolled-back"), "{err}");
     let known = before_tx.seqno.to_string();
+    let seen = last_epoch.to_string();
     let (ok, out, err) = cli_submit(
         &url,
         &ca,
         &keys.join("isv.key"),
-        &["--allow-virtual", "--min-seqno", &known, "--service-cert", pinned.to_str().unwrap()],
+        &["--allow-virtual", "--min-seqno", &known, "--min-epoch", &seen, "--service-cert", pinned.to_str().unwrap()],
     );
     assert!(ok, "{out}{err}");
     assert!(out.contains("1 of 2"), "{out}");
@@ -245,7 +262,8 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         "{listed}"
     );
     let r = isv.authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap();
-    assert_eq!((r["epoch"].as_u64(), r["versions"].clone()), (Some(7), json!([0, 1, 2, 3])), "{r}");
+    assert!(epoch(&r) > last_epoch, "{r}");
+    assert_eq!(r["versions"], json!([0, 1, 2, 3]), "{r}");
     assert_eq!(r["history"]["recovery_count"], 1, "{r}");
     assert_eq!(r["history"]["last"]["previous_nodes"], json!([1, 2]), "{r}");
     // It takes writes, written with the new version.
@@ -301,10 +319,11 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(n4);
 
-    // The operator edits the ledger file before recovering again: a member of its own and a
-    // threshold of 1 in the state, so that the new shares would let it alone open the secrets.
-    // Members' shares still open the record (it is bound to its own members and threshold), but
-    // the recovery stops before it makes any share, and the directory refuses a plain start.
+    // The operator edits the ledger file before recovering again: a member of its own with the
+    // `operator` role (holding no share, so the share holders are unchanged) and an identity
+    // provider of its own, to sign in as a member and mint users' tokens after the recovery.
+    // Members' shares still open the record, but it is bound to the governance tables: the
+    // recovery stops before it makes any share, and the directory refuses a plain start.
     let op = ed25519_dalek::SigningKey::from_bytes(&[12; 32]);
     {
         use cgs_ledger_format::store_format as fmt;
@@ -314,12 +333,17 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
             let mut state = tx.open_table(fmt::STATE).unwrap();
             let forged =
                 |v: serde_json::Value| fmt::encode_versioned(cgs_core::TxId::new(2, 1), v.to_string().as_bytes());
-            let record =
-                json!({"public_key": base64_of(op.verifying_key().as_bytes()), "status": "Active", "data": {}});
+            let record = json!({
+                "public_key": base64_of(op.verifying_key().as_bytes()),
+                "status": "Active",
+                "data": {"roles": ["operator"]},
+            });
             let id = cgs_core::gov::member_id(&op.verifying_key());
             state.insert(fmt::state_key("gov.members", id.as_bytes()).as_slice(), forged(record).as_slice()).unwrap();
-            let threshold = forged(json!({"threshold": 1}));
-            state.insert(fmt::state_key("gov.recovery", b"threshold").as_slice(), threshold.as_slice()).unwrap();
+            let issuer = forged(json!({"issuer": "https://op.example", "jwks": {"keys": []}}));
+            state
+                .insert(fmt::state_key("gov.jwt_issuers", b"https://op.example").as_slice(), issuer.as_slice())
+                .unwrap();
         }
         tx.commit().unwrap();
     }
@@ -386,6 +410,10 @@ async fn start_recovery(
         }
     };
     (launched, url, cert, client, status)
+}
+
+async fn recovery_of(m: &cgs_client::Member) -> serde_json::Value {
+    m.authed("GET", "/gov/recovery", None).await.unwrap().ok_json().unwrap()
 }
 
 async fn post_share(m: &cgs_client::Member, t: MessageType, payload: serde_json::Value) -> cgs_client::ApiResponse {

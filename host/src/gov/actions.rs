@@ -219,11 +219,12 @@ impl Governance {
         proposal_id: &str,
     ) -> Result<(), (usize, ServiceError)> {
         let all: Vec<GovAction> = actions.iter().map(Self::gov_action).collect();
+        let before = if apply { super::nodes::records(g).map_err(|e| (0, e))? } else { Vec::new() };
         for (i, a) in actions.iter().enumerate() {
             self.run_one(g, a, &all, apply, caller, proposal_id).map_err(|e| (i, e))?;
         }
         if apply {
-            let made = self.share_ledger_secrets(g, actions, proposal_id)?;
+            let made = self.share_ledger_secrets(g, actions, proposal_id, &before)?;
             // Members, their keys, the threshold or the secret versions changed: new shares.
             // A refusal (a threshold above the members) is the last action's.
             self.refresh_recovery_shares(g, made.as_ref(), proposal_id)

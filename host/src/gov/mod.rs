@@ -340,6 +340,8 @@ impl Governance {
                 }
                 member.status = "Active".into();
                 g.put(tables::MEMBERS, member_id, &member)?;
+                // The shares are bound to the members' records, status included.
+                self.refresh_recovery_shares(g, None, "ack")?;
                 Ok((serde_json::json!({"member_id": member_id, "status": "Active"}), env.member_id))
             })
             .await

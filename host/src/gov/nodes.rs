@@ -374,7 +374,8 @@ impl Governance {
         Ok(Joined { record, status, tx_id: Some(written.tx_id) })
     }
 
-    /// The host's part of node actions, once a proposal's actions applied (in its transaction):
+    /// The host's part of node actions, once a proposal's actions applied (in its transaction;
+    /// `before`: the nodes and their status before the actions):
     /// * a node made trusted gets every ledger secret version above 0 sealed to its node key
     ///   (version 0 reaches it with the join answer);
     /// * `trigger_ledger_rekey`, `remove_member`, and a node holding the current version
@@ -389,6 +390,7 @@ impl Governance {
         g: &mut StateTx,
         actions: &[cgs_core::gov::ActionBody],
         proposal_id: &str,
+        before: &[(NodeRecord, NodeStatus)],
     ) -> Result<Option<crate::ledger::crypto::LedgerSecret>, (usize, ServiceError)> {
         use crate::ledger::crypto::{LedgerSecret, SYS_LEDGER_SECRETS, WrappedSecret};
         use std::sync::Arc;
@@ -409,8 +411,9 @@ impl Governance {
         let nodes = records(g).map_err(|e| (0, e))?;
         let latest = rows.iter().map(|(v, _)| *v).max().unwrap_or(0);
         let holders: std::collections::BTreeSet<u64> = if latest == 0 {
-            // Version 0 reached every node that was ever trusted (in its join answer).
-            nodes.iter().filter(|(_, s)| *s != NodeStatus::Pending).map(|(r, _)| r.node_id).collect()
+            // Version 0 reached every node that was trusted (in its join answer) before the
+            // actions: a Pending node retired by them never held it.
+            before.iter().filter(|(_, s)| *s != NodeStatus::Pending).map(|(r, _)| r.node_id).collect()
         } else {
             rows.iter().filter(|(v, _)| *v == latest).filter_map(|(_, n)| *n).collect()
         };

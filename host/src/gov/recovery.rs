@@ -17,6 +17,49 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// The constitution's table of the recovery threshold (`set_recovery_threshold`).
 const GOV_RECOVERY: &str = "gov.recovery";
 
+/// The governance tables the recovery shares are bound to (their digest is in the fingerprint):
+/// a recovery refuses a ledger whose replayed state differs in any of them from what the opened
+/// shares were made for. Every write to them is a proposal's apply, an ack, genesis or a recovery,
+/// each of which re-shares in its transaction.
+pub(crate) const BOUND_TABLES: &[&str] = &[
+    "gov.members",
+    "gov.constitution",
+    "gov.plugins",
+    "gov.thresholds",
+    "gov.jwt_issuers",
+    "gov.user_identities",
+    "gov.node_measurements",
+    "gov.node_host_data",
+    "gov.node_min_tcb",
+    "gov.service",
+    "gov.recovery",
+    "gov.nodes",
+    "gov.oidc",
+    "gov.oidc_audiences",
+    "sys.service",
+];
+
+/// SHA-256 over every row of [`BOUND_TABLES`] as `g` sees them.
+fn governance_digest(g: &mut StateTx) -> Result<String, ServiceError> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for table in BOUND_TABLES {
+        h.update((table.len() as u64).to_be_bytes());
+        h.update(table.as_bytes());
+        let rows =
+            g.tx.range(table, &crate::store::KeyRange::default(), usize::MAX, false)
+                .map_err(ServiceError::unavailable)?;
+        h.update((rows.len() as u64).to_be_bytes());
+        for r in rows {
+            h.update((r.key.len() as u64).to_be_bytes());
+            h.update(&r.key);
+            h.update((r.value.len() as u64).to_be_bytes());
+            h.update(&r.value);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 /// Members who hold a recovery share: every member but those with the `operator` role (who run
 /// the machines the shares protect the service from). A share is about the member's key, so it
 /// is given whatever the member's status.
@@ -41,7 +84,7 @@ impl Governance {
         &self,
         g: &mut StateTx,
         made: Option<&LedgerSecret>,
-    ) -> Result<(Vec<(String, [u8; 32])>, usize, BTreeSet<u32>), ServiceError> {
+    ) -> Result<(Vec<(String, [u8; 32])>, usize, BTreeSet<u32>, String), ServiceError> {
         let members = share_holders(self.members(g)?)?;
         let threshold = g
             .get::<serde_json::Value>(GOV_RECOVERY, "threshold")?
@@ -79,7 +122,8 @@ impl Governance {
         if let Some(m) = made {
             versions.insert(m.version());
         }
-        Ok((members, threshold, versions))
+        let governance = governance_digest(g)?;
+        Ok((members, threshold, versions, governance))
     }
 
     /// Re-share if what the recovery shares cover (secret versions, members and their keys,
@@ -91,8 +135,8 @@ impl Governance {
         made: Option<&LedgerSecret>,
         reason: &str,
     ) -> Result<(), ServiceError> {
-        let (members, threshold, versions) = self.recovery_inputs(g, made)?;
-        let fingerprint = crate::recovery::fingerprint(&versions, &members, threshold);
+        let (members, threshold, versions, governance) = self.recovery_inputs(g, made)?;
+        let fingerprint = crate::recovery::fingerprint(&versions, &members, threshold, &governance);
         let previous: Option<RecoveryShares> = g.get(SYS_RECOVERY, SHARES_KEY)?;
         if previous.as_ref().is_some_and(|p| p.fingerprint == fingerprint) {
             return Ok(());
@@ -118,7 +162,7 @@ impl Governance {
             bundle.files.insert(f.to_string(), B64.encode(bytes));
         }
         let epoch = previous.map(|p| p.epoch + 1).unwrap_or(1);
-        let record = RecoveryShares::make(epoch, threshold, &members, &bundle, reason, g.now_ms)
+        let record = RecoveryShares::make(epoch, threshold, &members, &bundle, &governance, reason, g.now_ms)
             .map_err(|e| ServiceError::unavailable(format!("recovery shares: {e}")))?;
         g.put(SYS_RECOVERY, SHARES_KEY, &record)
     }
@@ -169,14 +213,15 @@ impl Governance {
                 // made for: members, their keys, the threshold, the secret versions are bound to
                 // the bundle (its additional data). A later re-sharing in the log's tail, or an
                 // altered ledger file, stops the recovery here.
-                let (members, threshold, versions) = self.recovery_inputs(g, None)?;
-                if crate::recovery::fingerprint(&versions, &members, threshold) != r.fingerprint {
+                let (members, threshold, versions, governance) = self.recovery_inputs(g, None)?;
+                if crate::recovery::fingerprint(&versions, &members, threshold, &governance) != r.fingerprint {
                     return Err(err(
                         ErrorKind::NotAllowedInState,
                         "RecoveryStateMismatch",
                         format!(
-                            "after this node replayed its log, the members, threshold or secret versions are not those \
-                             the opened recovery shares (epoch {}) were made for: the log held a later re-sharing \
+                            "after this node replayed its log, the governance state (members, thresholds, constitution, \
+                             plugins, issuers, join policy, nodes) or the secret versions are not those the opened \
+                             recovery shares (epoch {}) were made for: the log held a later re-sharing \
                              (run `cgs-host start --recover` on this directory again; members submit the newer \
                              shares), or the ledger file was altered (recover from another node's copy)",
                             r.epoch
@@ -218,7 +263,7 @@ impl Governance {
                     name: "trigger_ledger_rekey".into(),
                     args: serde_json::json!({}),
                 });
-                let made = self.share_ledger_secrets(g, &actions, "recovery").map_err(|(_, e)| e)?;
+                let made = self.share_ledger_secrets(g, &actions, "recovery", &nodes).map_err(|(_, e)| e)?;
                 self.refresh_recovery_shares(g, made.as_ref(), "recovery")?;
                 let mut history: serde_json::Value =
                     g.get(SYS_RECOVERY, HISTORY_KEY)?.unwrap_or_else(|| serde_json::json!({"recovery_count": 0}));

@@ -26,8 +26,12 @@ pub struct NodeCheck {
     /// The ledger must have applied at least this sequence number: a member who holds a later
     /// transaction id (a receipt, an `x-cgs-tx-id`) refuses a stale copy of the ledger.
     pub min_seqno: Option<u64>,
-    /// The service certificate (PEM) the member knows: the ledger must be that service's.
+    /// The service certificate (PEM) the member knows: the ledger must be that service's
+    /// (required unless `allow_virtual`).
     pub service_cert_pem: Option<String>,
+    /// The shares must be at least this epoch (the latest the member saw, `cgs recovery show`):
+    /// a ledger rolled back to older shares is refused.
+    pub min_epoch: Option<u64>,
 }
 
 fn protocol(detail: impl Into<String>) -> ClientError {
@@ -53,6 +57,14 @@ impl Member {
             .and_then(|k| k.try_into().ok())
             .ok_or_else(|| protocol("node_key is not 32 bytes of base64"))?;
         let epoch = status["epoch"].as_u64().ok_or_else(|| protocol("GET /recovery names no epoch"))?;
+        if let Some(min) = check.min_epoch
+            && epoch < min
+        {
+            return Err(ClientError::Certificate(format!(
+                "the recovering node's ledger holds recovery shares of epoch {epoch}, older than {min}: a stale or \
+                 rolled-back copy; the share is not sent"
+            )));
+        }
         let applied = status["last_applied_seqno"].as_u64().unwrap_or(0);
         if let Some(min) = check.min_seqno
             && applied < min
@@ -89,8 +101,15 @@ impl Member {
                 }
             ))
         })?;
-        // The service the share is for: the one the member pinned, if it named it.
+        // The service the share is for: the one the member pins (a development service may skip).
         let cert = status["service_cert"].as_str().unwrap_or_default();
+        if check.service_cert_pem.is_none() && !check.allow_virtual {
+            return Err(ClientError::Certificate(
+                "name the service certificate you pin for this service (--service-cert): the ledger must be that \
+                 service's"
+                    .into(),
+            ));
+        }
         if let Some(pinned) = &check.service_cert_pem
             && pinned.trim() != cert.trim()
         {

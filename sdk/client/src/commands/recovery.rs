@@ -29,9 +29,13 @@ pub(crate) enum RecoveryCommand {
         #[arg(long)]
         min_seqno: Option<u64>,
         /// The service certificate you pin for this service (PEM file): the recovering ledger
-        /// must be that service's.
+        /// must be that service's (required unless --allow-virtual).
         #[arg(long)]
         service_cert: Option<std::path::PathBuf>,
+        /// Refuse shares older than this epoch (the latest `cgs recovery show` gave you): a
+        /// ledger rolled back to older shares.
+        #[arg(long)]
+        min_epoch: Option<u64>,
     },
 }
 
@@ -68,7 +72,7 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
             });
             Ok(())
         }
-        RecoveryCommand::Submit { allow_virtual, measurement, host_data, min_seqno, service_cert } => {
+        RecoveryCommand::Submit { allow_virtual, measurement, host_data, min_seqno, service_cert, min_epoch } => {
             let service_cert_pem = match service_cert {
                 Some(p) => Some(
                     std::fs::read_to_string(p)
@@ -82,6 +86,7 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
                 host_data: hex_list::<32>(host_data, "host-data")?,
                 min_seqno: *min_seqno,
                 service_cert_pem,
+                min_epoch: *min_epoch,
             };
             let _ = client(cli)?;
             let m = member(cli)?;
