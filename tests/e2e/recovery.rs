@@ -64,7 +64,16 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!(mine["epoch"].as_u64(), Some(e0));
     assert!(mine["share"]["ciphertext"].as_str().is_some_and(|c| c.len() > 40), "{mine}");
     assert_eq!(n1.client.get(&format!("/gov/recovery/shares/{isv_id}")).await.unwrap().status, 401);
-    // The threshold is governed; above the members it fails, changing nothing.
+    // The threshold is governed; above the members it fails, changing nothing (a simulation says
+    // so beforehand).
+    let sim = json!({"actions": [{"name": "set_recovery_threshold", "args": {"threshold": 4}}]});
+    let r = members[0]
+        .authed("POST", "/gov/proposals/simulate", Some(sim.to_string().into_bytes()))
+        .await
+        .unwrap()
+        .ok_json()
+        .unwrap();
+    assert_eq!(r["apply"][0]["code"], "RecoveryThresholdTooHigh", "{r}");
     assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 4}}])).await, "Failed");
     assert_eq!(epoch(&recovery_of(&members[0]).await), e0, "a failed proposal changes nothing");
     assert_eq!(pass(&all, json!([{"name": "set_recovery_threshold", "args": {"threshold": 3}}])).await, "Accepted");

@@ -106,12 +106,24 @@ impl Governance {
         // Would it apply? Run every action's apply in the throwaway transaction.
         if matches!(last, Resolution::Accepted(_)) {
             let mut applied = Vec::new();
+            let mut failed = false;
             for (i, a) in s.actions.iter().enumerate() {
                 let r = self.run_one(&mut g, a, &all, true, &proposer, id);
-                let failed = r.is_err();
+                failed = r.is_err();
                 applied.push(step(i, a, &r, &mut fuel));
                 if failed {
                     break;
+                }
+            }
+            // The recovery shares the apply would make again (a threshold above the members
+            // fails the proposal): reported as the last action's, as the apply does.
+            if !failed
+                && let (Some(last), Err(e)) =
+                    (s.actions.last(), self.refresh_recovery_shares(&mut g, None, "simulation"))
+            {
+                let i = s.actions.len() - 1;
+                if let Some(step_of_last) = applied.last_mut() {
+                    *step_of_last = step(i, last, &Err(e), &mut fuel);
                 }
             }
             out["apply"] = applied.into();
