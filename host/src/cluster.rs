@@ -34,6 +34,45 @@ pub const SEAL_INFO: &[u8] = b"cgs-join-secrets-v1";
 pub const SHARED_FILES: &[&str] =
     &["node/ledger-secret", "node/service-key.pem", "node/token-signing.key", "service-cert.pem"];
 
+/// The [`SHARED_FILES`] of `dir`, base64 by name: what a join answer seals to a new node and
+/// what the recovery shares protect.
+pub fn read_shared_files(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, String> {
+    SHARED_FILES
+        .iter()
+        .map(|f| {
+            let bytes = crate::fsutil::read_private(&dir.join(f)).map_err(|e| format!("{f}: {e}"))?;
+            Ok((f.to_string(), B64.encode(bytes)))
+        })
+        .collect()
+}
+
+/// Check shared files received (base64 by name; `what` names where from): exactly
+/// [`SHARED_FILES`], each decoding, the certificate the one `service_cert_pem` expects. Returns
+/// where each goes under `dir`; nothing is written (everything is checked first).
+pub fn decode_shared_files<'a>(
+    files: impl IntoIterator<Item = (&'a String, &'a str)>,
+    dir: &Path,
+    service_cert_pem: &str,
+    what: &str,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
+    let files: Vec<(&String, &str)> = files.into_iter().collect();
+    if files.len() != SHARED_FILES.len() || SHARED_FILES.iter().any(|f| !files.iter().any(|(n, _)| n == f)) {
+        return Err(format!(
+            "{what} must be exactly {SHARED_FILES:?}, not {:?}",
+            files.iter().map(|(n, _)| n).collect::<Vec<_>>()
+        ));
+    }
+    let mut decoded = Vec::new();
+    for (name, v) in files {
+        let bytes = B64.decode(v).map_err(|e| format!("{what}: {name}: {e}"))?;
+        if name == "service-cert.pem" && bytes != service_cert_pem.as_bytes() {
+            return Err(format!("{what} holds another service certificate than the one expected"));
+        }
+        decoded.push((dir.join(name), bytes));
+    }
+    Ok(decoded)
+}
+
 /// Where a node keeps its join encryption key (virtual mode: persisted with the node key).
 fn encryption_key_path(dir: &Path) -> PathBuf {
     dir.join("node").join("join-encryption.key")
@@ -108,11 +147,7 @@ impl Cluster {
             .and_then(|k| B64.decode(k).ok())
             .and_then(|k| <Kem as hpke::Kem>::PublicKey::from_bytes(&k).ok())
             .ok_or_else(|| unavailable(format!("node {} recorded no usable encryption key", record.node_id)))?;
-        let mut files = serde_json::Map::new();
-        for f in SHARED_FILES {
-            let bytes = crate::fsutil::read_private(&self.dir.join(f)).map_err(|e| unavailable(format!("{f}: {e}")))?;
-            files.insert(f.to_string(), B64.encode(bytes).into());
-        }
+        let files = read_shared_files(&self.dir).map_err(unavailable)?;
         let plain = serde_json::to_vec(&files).map_err(unavailable)?;
         let aad = format!("node {}", record.node_id);
         let (enc, ciphertext) = hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem, _>(
@@ -490,20 +525,12 @@ pub async fn join_service(opts: &JoinOptions) -> Result<Joined, String> {
         let files: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&plain).map_err(|e| format!("sealed secrets: {e}"))?;
         // Everything is checked before anything is written.
-        if files.len() != SHARED_FILES.len() || SHARED_FILES.iter().any(|f| !files.contains_key(*f)) {
-            return Err(format!(
-                "the sealed secrets must be exactly {SHARED_FILES:?}, not {:?}",
-                files.keys().collect::<Vec<_>>()
-            ));
-        }
-        let mut decoded = Vec::new();
-        for (name, v) in &files {
-            let bytes = B64.decode(v.as_str().unwrap_or_default()).map_err(|e| format!("{name}: {e}"))?;
-            if name == "service-cert.pem" && bytes != opts.service_cert_pem.as_bytes() {
-                return Err("the service sealed another service certificate than the one pinned".into());
-            }
-            decoded.push((opts.dir.join(name), bytes));
-        }
+        let decoded = decode_shared_files(
+            files.iter().map(|(n, v)| (n, v.as_str().unwrap_or_default())),
+            &opts.dir,
+            &opts.service_cert_pem,
+            "the sealed secrets",
+        )?;
         let mut peers: Vec<Peer> =
             serde_json::from_value(answer["nodes"].clone()).map_err(|e| format!("nodes: {e}"))?;
         peers.retain(|p| p.node_id != node_id);

@@ -417,7 +417,10 @@ struct LedgerView {
 }
 
 fn read_view(dir: &Path) -> Result<LedgerView, crate::node::NodeError> {
-    let rows = |table: &str| crate::ledger::read_state_table(dir, table).map_err(crate::node::NodeError::Ledger);
+    let db = crate::ledger::open_file(dir)?;
+    let rows = |table: &str| {
+        crate::ledger::read_state_table(&db, table).map_err(|e| config_err(format!("{}: {e}", dir.display())))
+    };
     let get =
         |rows: &[(Vec<u8>, Vec<u8>)], key: &str| rows.iter().find(|(k, _)| k == key.as_bytes()).map(|(_, v)| v.clone());
     let recovery = rows(SYS_RECOVERY)?;
@@ -461,7 +464,7 @@ fn read_view(dir: &Path) -> Result<LedgerView, crate::node::NodeError> {
     }
     let next_node_id = ids.iter().copied().max().unwrap_or(0).max(decided_max) + 1;
     let previous_nodes = ids.difference(&retired).copied().collect();
-    let (last_applied, raft_last_index) = crate::ledger::read_positions(dir).map_err(crate::node::NodeError::Ledger)?;
+    let (last_applied, raft_last_index) = crate::ledger::read_positions(&db)?;
     Ok(LedgerView { record, members, previous_nodes, next_node_id, history, last_applied, raft_last_index })
 }
 
@@ -494,7 +497,7 @@ fn refuse(status: u16, code: &str, message: impl Into<String>) -> hyper::Respons
 
 impl Collecting {
     fn status(&self) -> serde_json::Value {
-        let submitted: Vec<String> = self.shares.lock().map(|s| s.keys().cloned().collect()).unwrap_or_default();
+        let submitted = self.shares.lock().map(|s| s.len()).unwrap_or_default();
         serde_json::json!({
             "status": "WaitingForRecoveryShares",
             "node_id": self.node_id,
@@ -504,7 +507,7 @@ impl Collecting {
             "epoch": self.view.record.epoch,
             "threshold": self.view.record.threshold,
             "members": self.view.record.shares.len(),
-            "submitted": submitted.len(),
+            "submitted": submitted,
             "previous_nodes": self.view.previous_nodes,
             "last_applied": self.view.last_applied.to_string(),
             "last_applied_seqno": self.view.last_applied.seqno,
@@ -816,21 +819,13 @@ fn apply_bundle(
     bundle: Bundle,
     raft_addr: &str,
 ) -> Result<Recovered, crate::node::NodeError> {
-    let shared = crate::cluster::SHARED_FILES;
-    if bundle.files.len() != shared.len() || shared.iter().any(|f| !bundle.files.contains_key(*f)) {
-        return Err(config_err(format!(
-            "the recovery bundle must hold exactly {shared:?}, not {:?}",
-            bundle.files.keys().collect::<Vec<_>>()
-        )));
-    }
-    let mut files = Vec::new();
-    for (name, b) in &bundle.files {
-        let bytes = B64.decode(b).map_err(|e| config_err(format!("recovery bundle {name}: {e}")))?;
-        if name == "service-cert.pem" && bytes != state.service_cert_pem.as_bytes() {
-            return Err(config_err("the recovery bundle holds another service certificate than this ledger's"));
-        }
-        files.push((dir.join(name), bytes));
-    }
+    let files = crate::cluster::decode_shared_files(
+        bundle.files.iter().map(|(n, v)| (n, v.as_str())),
+        dir,
+        &state.service_cert_pem,
+        "the recovery bundle",
+    )
+    .map_err(config_err)?;
     let mut versions = Vec::new();
     for (v, b) in &bundle.versions {
         let bytes: [u8; 32] = B64

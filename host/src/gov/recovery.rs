@@ -155,12 +155,8 @@ impl Governance {
             };
             bundle.versions.insert(*v, B64.encode(s.bytes()));
         }
-        let dir = self.core.ledger.dir().to_path_buf();
-        for f in crate::cluster::SHARED_FILES {
-            let bytes = crate::fsutil::read_private(&dir.join(f))
-                .map_err(|e| ServiceError::unavailable(format!("{f}: {e}: cannot make recovery shares")))?;
-            bundle.files.insert(f.to_string(), B64.encode(bytes));
-        }
+        bundle.files = crate::cluster::read_shared_files(self.core.ledger.dir())
+            .map_err(|e| ServiceError::unavailable(format!("{e}: cannot make recovery shares")))?;
         let epoch = previous.map(|p| p.epoch + 1).unwrap_or(1);
         let record = RecoveryShares::make(epoch, threshold, &members, &bundle, &governance, reason, g.now_ms)
             .map_err(|e| ServiceError::unavailable(format!("recovery shares: {e}")))?;

@@ -191,18 +191,26 @@ pub fn record_node_id(dir: &Path, id: u64) -> Result<(), LedgerError> {
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// Every row of `table` in the applied state of the ledger in `dir`, read without raft (the file
-/// must not be open elsewhere): what a recovering node reads before it starts.
-pub fn read_state_table(dir: &Path, table: &str) -> Result<Vec<KeyValue>, LedgerError> {
-    let db = Database::open(dir.join(fmt::FILE_NAME)).map_err(db_err)?;
-    let tx = db.begin_read().map_err(db_err)?;
-    let state = tx.open_table(fmt::STATE).map_err(db_err)?;
+/// The ledger file of `dir`, opened without raft (it must not be open elsewhere): what a
+/// recovering node reads before it starts.
+pub fn open_file(dir: &Path) -> Result<Database, LedgerError> {
+    Database::open(dir.join(fmt::FILE_NAME)).map_err(db_err)
+}
+
+/// Every row of `table` in the applied state of `db`.
+pub fn read_state_table(db: &Database, table: &str) -> Result<Vec<KeyValue>, String> {
+    state_rows(&db.begin_read().map_err(|e| e.to_string())?, table)
+}
+
+/// Every row of `table` in the applied state, as the read transaction `tx` sees it.
+pub(crate) fn state_rows(tx: &redb::ReadTransaction, table: &str) -> Result<Vec<KeyValue>, String> {
+    let state = tx.open_table(fmt::STATE).map_err(|e| e.to_string())?;
     let lo = fmt::state_key(table, b"");
     let mut hi = table.as_bytes().to_vec();
     hi.push(1);
     let mut out = Vec::new();
-    for r in state.range(lo.as_slice()..hi.as_slice()).map_err(db_err)? {
-        let (k, v) = r.map_err(db_err)?;
+    for r in state.range(lo.as_slice()..hi.as_slice()).map_err(|e| e.to_string())? {
+        let (k, v) = r.map_err(|e| e.to_string())?;
         let Some((t, key)) = fmt::split_state_key(k.value()) else { continue };
         if t != table {
             continue;
@@ -213,11 +221,9 @@ pub fn read_state_table(dir: &Path, table: &str) -> Result<Vec<KeyValue>, Ledger
     Ok(out)
 }
 
-/// The last applied ledger entry (`term.seqno`) and the raft log's last index of the ledger in
-/// `dir`, read without raft.
-pub fn read_positions(dir: &Path) -> Result<(TxId, u64), LedgerError> {
-    let db = Database::open(dir.join(fmt::FILE_NAME)).map_err(db_err)?;
-    let applied = TxId::new(meta_u64(&db, "ledger_term")?, meta_u64(&db, "ledger_size")?);
+/// The last applied ledger entry (`term.seqno`) and the raft log's last index in `db`.
+pub fn read_positions(db: &Database) -> Result<(TxId, u64), LedgerError> {
+    let applied = TxId::new(meta_u64(db, "ledger_term")?, meta_u64(db, "ledger_size")?);
     let tx = db.begin_read().map_err(db_err)?;
     let log = tx.open_table(fmt::RAFT_LOG).map_err(db_err)?;
     let last = log.last().map_err(db_err)?.map(|(k, _)| k.value()).unwrap_or(0);

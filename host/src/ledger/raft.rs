@@ -180,18 +180,9 @@ impl Shared {
     /// once.
     fn secret_rows(&self) -> Result<(Vec<KeyValue>, Option<TxId>), String> {
         let table = super::crypto::SYS_LEDGER_SECRETS;
+        // The rows and the table's version in one read transaction: they match.
         let tx = self.db.begin_read().map_err(|e| e.to_string())?;
-        let state = tx.open_table(fmt::STATE).map_err(|e| e.to_string())?;
-        let lo = fmt::state_key(table, b"");
-        let mut hi = table.as_bytes().to_vec();
-        hi.push(1);
-        let mut out = Vec::new();
-        for r in state.range(lo.as_slice()..hi.as_slice()).map_err(|e| e.to_string())? {
-            let (k, v) = r.map_err(|e| e.to_string())?;
-            let Some((_, key)) = fmt::split_state_key(k.value()) else { continue };
-            let Some((_, value)) = fmt::decode_versioned(v.value()) else { continue };
-            out.push((key.to_vec(), value.to_vec()));
-        }
+        let out = super::state_rows(&tx, table)?;
         let versions = tx.open_table(fmt::TABLE_VERSIONS).map_err(|e| e.to_string())?;
         let version = versions.get(table).map_err(|e| e.to_string())?.and_then(|v| fmt::decode_tx_id(v.value()));
         Ok((out, version))
