@@ -113,6 +113,10 @@ pub struct LedgerStats {
     pub raft_applied: u64,
     /// Raft, on a leader: each peer's node id and how many entries it is behind.
     pub replication_lag: Vec<(u64, u64)>,
+    /// Raft, on a leader: early appends sent to followers while the leader flushed, those the
+    /// followers confirmed, the entries replication requests then no longer carried, and the
+    /// replication requests answered by a confirmation without a round trip.
+    pub early_appends: [u64; 4],
 }
 
 /// The requests of one method and route.
@@ -381,6 +385,13 @@ impl Metrics {
         )?;
         for (peer, lag) in &l.replication_lag {
             writeln!(o, "cgs_raft_replication_lag_entries{{peer=\"{peer}\"}} {lag}")?;
+        }
+        writeln!(
+            o,
+            "# HELP cgs_raft_early_appends_total On a leader: appends sent to the followers while the leader flushed them (`sent`), those the followers confirmed (`confirmed`), the entries replication requests then left out (`entries_trimmed`), and the replication requests a confirmation answered without a round trip (`answered`).\n# TYPE cgs_raft_early_appends_total counter"
+        )?;
+        for (kind, n) in ["sent", "confirmed", "entries_trimmed", "answered"].iter().zip(l.early_appends) {
+            writeln!(o, "cgs_raft_early_appends_total{{kind=\"{kind}\"}} {n}")?;
         }
         writeln!(
             o,

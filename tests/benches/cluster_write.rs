@@ -202,6 +202,10 @@ impl Drop for Etcd {
     }
 }
 
+fn runs_cgs(s: &Settings) -> bool {
+    s.systems.iter().any(|x| x == "cgs")
+}
+
 fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
 }
@@ -274,6 +278,42 @@ async fn main() -> Result<()> {
         }
     }
     report(&mut outcomes);
+    if runs_cgs(&s) {
+        // What each node's /metrics says of the run (all client counts together).
+        println!("\nCGS nodes' /metrics after the runs (every client count together):\n");
+        println!(
+            "| node | role | log fsyncs | mean fsync ms | mean apply commit ms | early appends sent | confirmed | requests answered early |"
+        );
+        println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        let v = isv.authed("GET", "/node/network", None).await?.ok_json()?;
+        let leader = v["primary_id"].as_u64().unwrap_or(0);
+        let pem = std::fs::read_to_string(nodes[0].data.join("members").join("isv.key"))?;
+        for (i, n) in nodes.iter().enumerate() {
+            let member = cgs_client::Member::new(n.client.clone(), &pem)?;
+            let text = member.authed("GET", "/metrics", None).await?;
+            text.ok()?;
+            let text = String::from_utf8_lossy(&text.body).into_owned();
+            let get = |name: &str| -> f64 {
+                text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok())).unwrap_or(f64::NAN)
+            };
+            let mean = |kind: &str| {
+                1000.0 * get(&format!("cgs_ledger_commit_seconds_sum{{kind=\"{kind}\"}}"))
+                    / get(&format!("cgs_ledger_commit_seconds_count{{kind=\"{kind}\"}}"))
+            };
+            let early = |kind: &str| get(&format!("cgs_raft_early_appends_total{{kind=\"{kind}\"}}"));
+            println!(
+                "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {} |",
+                i + 1,
+                if leader == i as u64 + 1 { "leader" } else { "follower" },
+                get("cgs_ledger_commit_seconds_count{kind=\"log\"}"),
+                mean("log"),
+                mean("apply"),
+                early("sent"),
+                early("confirmed"),
+                early("answered"),
+            );
+        }
+    }
     drop(nodes);
     drop(etcd);
     drop(etcd_tls);

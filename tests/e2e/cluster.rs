@@ -159,6 +159,28 @@ async fn three_processes_join_replicate_and_remove_a_node() {
         }
     }
 
+    // The leader sent what it appended to the followers while it flushed it ("early append"),
+    // they confirmed it, and replication requests were answered by those confirmations.
+    let primary = members[0].authed("GET", "/node/network", None).await.unwrap().ok_json().unwrap()["primary_id"]
+        .as_u64()
+        .unwrap();
+    for (i, node) in all.iter().enumerate() {
+        let m = cgs_client::Member::new(
+            node.client.clone(),
+            &std::fs::read_to_string(n1.data.join("members").join("isv.key")).unwrap(),
+        )
+        .unwrap();
+        let r = m.authed("GET", "/metrics", None).await.unwrap();
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let count = |kind: &str| -> u64 {
+            let name = format!("cgs_raft_early_appends_total{{kind=\"{kind}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(name.as_str())).and_then(|v| v.parse().ok()).unwrap()
+        };
+        if i as u64 + 1 == primary {
+            assert!(count("confirmed") > 0 && count("answered") > 0, "{text}");
+        }
+    }
+
     // What node 3 holds and keeps after its removal: version 0 of the ledger secret and the
     // token key. A member token it mints is accepted while it is trusted.
     let n3_dir = tmp.path().join("n3");

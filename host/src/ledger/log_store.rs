@@ -29,19 +29,46 @@ pub struct LogStore {
     shared: Arc<Shared>,
     cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>>,
     jobs: std::sync::mpsc::Sender<Job>,
+    /// A leader's appends also go to its followers at once (`early.rs`).
+    early: Arc<super::early::Early>,
+    /// The log id of the last entry appended (none after a truncation).
+    last_appended: Arc<Mutex<Option<LogId<u64>>>>,
 }
 
 impl LogStore {
-    pub(crate) fn new(shared: Arc<Shared>) -> std::io::Result<Self> {
+    pub(crate) fn new(shared: Arc<Shared>, early: Arc<super::early::Early>) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>> = Arc::default();
         let (db_shared, cache2) = (shared.clone(), cache.clone());
         std::thread::Builder::new().name("cgs-log-writer".into()).spawn(move || writer(db_shared, cache2, rx))?;
-        Ok(Self { shared, cache, jobs: tx })
+        Ok(Self { shared, cache, jobs: tx, early, last_appended: Arc::default() })
     }
 
     fn send(&self, job: Job) -> Result<(), SErr> {
         self.jobs.send(job).map_err(|_| store_err("the log writer has stopped"))
+    }
+
+    /// The log id of the entry before `index` (none before the first).
+    fn log_id_before(&self, index: u64) -> Result<Option<LogId<u64>>, SErr> {
+        let Some(prev) = index.checked_sub(1) else { return Ok(None) };
+        if let Some(last) = *self.last_appended.lock().map_err(|_| read_err("log cache poisoned"))?
+            && last.index == prev
+        {
+            return Ok(Some(last));
+        }
+        if let Some(e) = self.cache.lock().map_err(|_| read_err("log cache poisoned"))?.get(&prev) {
+            return Ok(Some(e.log_id));
+        }
+        let tx = self.shared.db.begin_read().map_err(read_err)?;
+        let t = match tx.open_table(fmt::RAFT_LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        match t.get(prev).map_err(read_err)? {
+            Some(v) => Ok(Some(entry_of(v.value()).map_err(read_err)?.log_id)),
+            None => Ok(None),
+        }
     }
 
     fn last_in_db(&self) -> Result<Option<LogId<u64>>, SErr> {
@@ -68,9 +95,14 @@ fn writer(shared: Arc<Shared>, cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>>, rx: s
                 Err(_) => break,
             }
         }
+        // A batch of nothing but the committed index (openraft may lose it: it only saves
+        // re-applying at start) is written without an fsync of its own; the next durable commit
+        // carries it to disk. (An fsync for it delayed the next append behind it.)
+        let durable = batch.iter().any(|j| !matches!(j, Job::Meta { done: None, .. }));
         let result = (|| -> Result<(), String> {
             let mut tx = shared.db.begin_write().map_err(|e| e.to_string())?;
-            tx.set_durability(redb::Durability::Immediate).map_err(|e| e.to_string())?;
+            let durability = if durable { redb::Durability::Immediate } else { redb::Durability::None };
+            tx.set_durability(durability).map_err(|e| e.to_string())?;
             {
                 let mut log = tx.open_table(fmt::RAFT_LOG).map_err(|e| e.to_string())?;
                 let mut meta = tx.open_table(fmt::META).map_err(|e| e.to_string())?;
@@ -99,7 +131,9 @@ fn writer(shared: Arc<Shared>, cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>>, rx: s
             }
             let started = std::time::Instant::now();
             tx.commit().map_err(|e| e.to_string())?;
-            shared.log_commits.observe(started.elapsed());
+            if durable {
+                shared.log_commits.observe(started.elapsed());
+            }
             let written: usize =
                 batch.iter().map(|j| if let Job::Append { entries, .. } = j { entries.len() } else { 0 }).sum();
             shared.log_entries.fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
@@ -218,6 +252,8 @@ impl RaftLogStorage<C> for LogStore {
         meta_json(&self.shared.db, "vote")
     }
 
+    /// Saved lazily: with the next durable write (openraft reads it back only to re-apply less
+    /// at start; losing the latest costs nothing else).
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
         let value = serde_json::to_vec(&committed).map_err(store_err)?;
         self.send(Job::Meta { key: "committed", value, done: None })
@@ -232,7 +268,17 @@ impl RaftLogStorage<C> for LogStore {
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded = Vec::new();
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
+        let Some(first) = entries.first().map(|e| e.log_id) else {
+            return self.send(Job::Append { entries: Vec::new(), callback });
+        };
+        // A leader's own entries go to the followers now, while this node flushes them.
+        let early = match self.early.leading(first.leader_id.term) {
+            Some(vote) => Some((vote, self.log_id_before(first.index)?, entries.clone())),
+            None => None,
+        };
+        let mut encoded = Vec::with_capacity(entries.len());
+        let last = entries.last().map(|e| e.log_id);
         {
             let mut c = self.cache.lock().map_err(|_| store_err("log cache poisoned"))?;
             for e in entries {
@@ -240,10 +286,16 @@ impl RaftLogStorage<C> for LogStore {
                 c.insert(e.log_id.index, e);
             }
         }
-        self.send(Job::Append { entries: encoded, callback })
+        *self.last_appended.lock().map_err(|_| store_err("log cache poisoned"))? = last;
+        self.send(Job::Append { entries: encoded, callback })?;
+        if let Some((vote, prev, entries)) = early {
+            self.early.offer(vote, prev, entries);
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), SErr> {
+        *self.last_appended.lock().map_err(|_| store_err("log cache poisoned"))? = None;
         {
             let mut c = self.cache.lock().map_err(|_| store_err("log cache poisoned"))?;
             let doomed: Vec<u64> = c.range(log_id.index..).map(|(k, _)| *k).collect();

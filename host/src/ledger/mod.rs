@@ -16,6 +16,7 @@
 //! (entries, receipts, consistency proofs, the state digest), `merkle.rs`, `signer.rs`, `crypto.rs`.
 
 pub mod crypto;
+mod early;
 mod log_store;
 pub mod merkle;
 mod network;
@@ -143,6 +144,8 @@ pub struct Ledger {
     /// The raft instance.
     pub raft: Raft,
     shared: Arc<raft::Shared>,
+    /// What early appends delivered (`early.rs`).
+    early: Arc<early::EarlyAcks>,
     signer: Arc<NodeSigner>,
     secret: Arc<LedgerSecrets>,
     node_id: u64,
@@ -356,7 +359,8 @@ impl Ledger {
         // The versions re-keying gave this node (sealed to its key in the ledger).
         shared.open_secrets();
 
-        let log = log_store::LogStore::new(shared.clone()).map_err(db_err)?;
+        let early = early::Early::new(config.node_id, network.clone());
+        let log = log_store::LogStore::new(shared.clone(), early.clone()).map_err(db_err)?;
         let sm = state_machine::StateMachine { shared: shared.clone() };
         let hb = config.heartbeat.as_millis().max(1) as u64;
         let et = config.election_timeout.as_millis().max(hb as u128 * 2) as u64;
@@ -371,9 +375,11 @@ impl Ledger {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| LedgerError::Raft(e.to_string()))?);
-        let raft = Raft::new(config.node_id, raft_config, network.clone(), log, sm)
+        let replicas = early::EarlyNetwork { network: network.clone(), acks: early.acks.clone() };
+        let raft = Raft::new(config.node_id, raft_config, replicas, log, sm)
             .await
             .map_err(|e| LedgerError::Raft(e.to_string()))?;
+        early.start(raft.server_metrics());
         if let Network::InProcess(router) = &network {
             router.add(config.node_id, raft.clone());
         }
@@ -385,6 +391,7 @@ impl Ledger {
         let ledger = Arc::new(Ledger {
             raft,
             shared,
+            early: early.acks.clone(),
             signer,
             secret,
             node_id: config.node_id,
@@ -649,6 +656,12 @@ impl Ledger {
             raft_last_log: last_log,
             raft_applied: m.last_applied.map_or(0, |l| l.index),
             replication_lag,
+            early_appends: [
+                self.early.sent.load(Ordering::Relaxed),
+                self.early.confirmed.load(Ordering::Relaxed),
+                self.early.trimmed.load(Ordering::Relaxed),
+                self.early.answered.load(Ordering::Relaxed),
+            ],
         }
     }
 
