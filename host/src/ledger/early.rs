@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
 use openraft::metrics::RaftServerMetrics;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -228,6 +228,31 @@ async fn sender(
         while let Ok(b) = rx.try_recv() {
             queued.push(b);
         }
+        // Only the newest vote's batches are worth sending, and at most a queue's worth of them:
+        // what is dropped goes the usual way (and counts as answered, so that no replication
+        // request waits for it).
+        let newest = queued.last().map(|b| b.vote);
+        let keep_from = queued.len().saturating_sub(QUEUE);
+        let mut dropped: Vec<(Vote<u64>, LogId<u64>)> = Vec::new();
+        let mut i = 0;
+        queued.retain(|b| {
+            let keep = i >= keep_from && Some(b.vote) == newest;
+            i += 1;
+            if !keep && let Some(last) = b.entries.last() {
+                dropped.push((b.vote, last.log_id));
+            }
+            keep
+        });
+        for (vote, last) in dropped {
+            progress.send_modify(|p| {
+                if p.vote == Some(vote) && p.answered < Some(last) {
+                    p.answered = Some(last);
+                }
+            });
+        }
+        if queued.is_empty() {
+            continue;
+        }
         // The first batch and the ones that continue it under the same vote, within the limits.
         let first = queued.remove(0);
         let (vote, prev) = (first.vote, first.prev);
@@ -332,7 +357,7 @@ impl RaftNetwork<TypeConfig> for EarlyClient {
             // Early sends of some of these entries are on their way: their answers first (well
             // within the time openraft gives this request).
             let vote = rpc.vote;
-            let wait = WAIT_FOR_EARLY.min(option.soft_ttl() / 2);
+            let wait = WAIT_FOR_EARLY.min(option.soft_ttl() / 4);
             let _ = tokio::time::timeout(wait, rx.wait_for(|p| p.settled(&vote, first, last))).await;
             let p = rx.borrow().clone();
             let cut = trim(&mut rpc, &p);
@@ -343,6 +368,20 @@ impl RaftNetwork<TypeConfig> for EarlyClient {
                 // have carried follows in the heartbeat openraft sends when it commits.)
                 self.acks.answered.fetch_add(1, Ordering::Relaxed);
                 return Ok(AppendEntriesResponse::Success);
+            }
+            if cut > 0 {
+                let answer = self.inner.append_entries(rpc, option).await;
+                if let Ok(AppendEntriesResponse::Conflict) = answer {
+                    // The follower no longer holds what it confirmed (it cannot under one vote
+                    // unless its disk lost flushed data). openraft would take the conflict for
+                    // one at the request's original start: forget the confirmations and let it
+                    // send the whole request again.
+                    self.progress.send_modify(|p| *p = Progress::default());
+                    return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(
+                        "a follower refused entries it had confirmed: sending them again in full",
+                    ))));
+                }
+                return answer;
             }
         }
         self.inner.append_entries(rpc, option).await

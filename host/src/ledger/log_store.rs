@@ -48,16 +48,17 @@ impl LogStore {
         self.jobs.send(job).map_err(|_| store_err("the log writer has stopped"))
     }
 
-    /// The log id of the entry before `index` (none before the first).
-    fn log_id_before(&self, index: u64) -> Result<Option<LogId<u64>>, SErr> {
-        let Some(prev) = index.checked_sub(1) else { return Ok(None) };
+    /// The log id of the entry before `index`: `Some(None)` before the first entry, `None` if
+    /// this log does not hold it (then no early append is made).
+    fn log_id_before(&self, index: u64) -> Result<Option<Option<LogId<u64>>>, SErr> {
+        let Some(prev) = index.checked_sub(1) else { return Ok(Some(None)) };
         if let Some(last) = *self.last_appended.lock().map_err(|_| read_err("log cache poisoned"))?
             && last.index == prev
         {
-            return Ok(Some(last));
+            return Ok(Some(Some(last)));
         }
         if let Some(e) = self.cache.lock().map_err(|_| read_err("log cache poisoned"))?.get(&prev) {
-            return Ok(Some(e.log_id));
+            return Ok(Some(Some(e.log_id)));
         }
         let tx = self.shared.db.begin_read().map_err(read_err)?;
         let t = match tx.open_table(fmt::RAFT_LOG) {
@@ -66,7 +67,7 @@ impl LogStore {
             Err(e) => return Err(read_err(e)),
         };
         match t.get(prev).map_err(read_err)? {
-            Some(v) => Ok(Some(entry_of(v.value()).map_err(read_err)?.log_id)),
+            Some(v) => Ok(Some(Some(entry_of(v.value()).map_err(read_err)?.log_id))),
             None => Ok(None),
         }
     }
@@ -82,6 +83,16 @@ impl LogStore {
             Some((_, v)) => Ok(Some(entry_of(v.value()).map_err(read_err)?.log_id)),
             None => Ok(None),
         }
+    }
+}
+
+/// `vote` as read back at start: this node's own committed vote becomes uncommitted (see
+/// `read_vote`).
+fn own_vote_uncommitted(vote: Vote<u64>, me: u64) -> Vote<u64> {
+    if vote.is_committed() && vote.leader_id().voted_for() == Some(me) {
+        Vote::new(vote.leader_id().get_term(), me)
+    } else {
+        vote
     }
 }
 
@@ -248,8 +259,15 @@ impl RaftLogStorage<C> for LogStore {
         rx.await.map_err(store_err)?.map_err(store_err)
     }
 
+    /// The saved vote, except that this node's own *committed* vote comes back uncommitted: a
+    /// node that led before it stopped does not take up leading again in the same term (openraft
+    /// 0.9 would, from a committed vote of its own). It campaigns in a new term like any other.
+    /// A leader sends entries to its followers before its own flush (`early.rs`): after a crash
+    /// it may have lost entries of its term that followers hold, and leading on in that term it
+    /// would give other entries the same log ids.
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, SErr> {
-        meta_json(&self.shared.db, "vote")
+        let vote: Option<Vote<u64>> = meta_json(&self.shared.db, "vote")?;
+        Ok(vote.map(|v| own_vote_uncommitted(v, self.shared.node_id)))
     }
 
     /// Saved lazily: with the next durable write (openraft reads it back only to re-apply less
@@ -274,7 +292,7 @@ impl RaftLogStorage<C> for LogStore {
         };
         // A leader's own entries go to the followers now, while this node flushes them.
         let early = match self.early.leading(first.leader_id.term) {
-            Some(vote) => Some((vote, self.log_id_before(first.index)?, entries.clone())),
+            Some(vote) => self.log_id_before(first.index)?.map(|prev| (vote, prev, entries.clone())),
             None => None,
         };
         let mut encoded = Vec::with_capacity(entries.len());
@@ -314,5 +332,21 @@ impl RaftLogStorage<C> for LogStore {
         let value = serde_json::to_vec(&log_id).map_err(store_err)?;
         self.send(Job::Meta { key: "purged", value, done: Some(tx) })?;
         rx.await.map_err(store_err)?.map_err(store_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_does_not_take_up_leading_again_in_the_same_term() {
+        let own = Vote::new_committed(7, 2);
+        let back = own_vote_uncommitted(own, 2);
+        assert!(!back.is_committed());
+        assert_eq!(back.leader_id(), own.leader_id(), "same term, still its own vote: it votes for no other in term 7");
+        // Another leader's committed vote, and an uncommitted vote of its own, come back as saved.
+        assert_eq!(own_vote_uncommitted(Vote::new_committed(7, 1), 2), Vote::new_committed(7, 1));
+        assert_eq!(own_vote_uncommitted(Vote::new(7, 2), 2), Vote::new(7, 2));
     }
 }
