@@ -58,6 +58,8 @@ struct Batch {
     vote: Vote<u64>,
     prev: Option<LogId<u64>>,
     entries: Arc<Vec<Entry<TypeConfig>>>,
+    /// The leader's commit index when it appended the batch.
+    commit: Option<LogId<u64>>,
 }
 
 /// What the early sends to one follower carried, under one leader vote.
@@ -71,6 +73,8 @@ struct Progress {
     answered: Option<LogId<u64>>,
     /// The last log id the follower confirmed holding (flushed).
     confirmed: Option<LogId<u64>>,
+    /// The highest commit index an early send the follower accepted carried.
+    commit: Option<LogId<u64>>,
 }
 
 impl Progress {
@@ -155,14 +159,25 @@ impl Early {
     }
 
     /// Send `entries` (appended after `prev` under `vote`) to every other node of the membership.
-    pub fn offer(&self, vote: Vote<u64>, prev: Option<LogId<u64>>, entries: Vec<Entry<TypeConfig>>) {
+    pub fn offer(
+        &self,
+        vote: Vote<u64>,
+        prev: Option<LogId<u64>>,
+        entries: Vec<Entry<TypeConfig>>,
+        commit: Option<LogId<u64>>,
+    ) {
         let Some(metrics) = self.metrics.get() else { return };
+        // The nodes of the newest configuration (voters and learners): a node a change is
+        // removing gets only what openraft's own replication sends it.
         let peers: Vec<(u64, String)> = {
             let m = metrics.borrow();
-            m.membership_config
-                .membership()
+            let membership = m.membership_config.membership();
+            let newest = membership.get_joint_config().last().cloned().unwrap_or_default();
+            membership
                 .nodes()
-                .filter(|(id, _)| **id != self.me)
+                .filter(|(id, _)| {
+                    **id != self.me && (newest.contains(id) || membership.learner_ids().any(|l| l == **id))
+                })
                 .map(|(id, n)| (*id, n.addr.clone()))
                 .collect()
         };
@@ -173,7 +188,7 @@ impl Early {
         let entries = Arc::new(entries);
         let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         for (target, addr) in peers {
-            let batch = Batch { vote, prev, entries: entries.clone() };
+            let batch = Batch { vote, prev, entries: entries.clone(), commit };
             let rejected = match senders.get(&target) {
                 Some((a, tx)) if *a == addr => tx.try_send(batch).err(),
                 _ => Some(tokio::sync::mpsc::error::TrySendError::Closed(batch)),
@@ -256,6 +271,7 @@ async fn sender(
         // The first batch and the ones that continue it under the same vote, within the limits.
         let first = queued.remove(0);
         let (vote, prev) = (first.vote, first.prev);
+        let mut commit = first.commit;
         let mut entries: Vec<Entry<TypeConfig>> = first.entries.as_ref().clone();
         let mut bytes: usize = entries.iter().map(entry_bytes).sum();
         while let Some(next) = queued.first() {
@@ -265,14 +281,16 @@ async fn sender(
                 break;
             }
             bytes += more;
-            entries.extend(queued.remove(0).entries.iter().cloned());
+            let next = queued.remove(0);
+            commit = commit.max(next.commit);
+            entries.extend(next.entries.iter().cloned());
         }
         let Some(last) = entries.last().map(|e| e.log_id) else { continue };
         let ok = if bytes > MAX_BYTES || entries.len() > MAX_ENTRIES {
             false
         } else {
             acks.sent.fetch_add(1, Ordering::Relaxed);
-            let rpc = AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: None };
+            let rpc = AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: commit };
             let answer =
                 tokio::time::timeout(SEND_TIMEOUT, client.append_entries(rpc, RPCOption::new(SEND_TIMEOUT))).await;
             matches!(answer, Ok(Ok(AppendEntriesResponse::Success)))
@@ -287,6 +305,9 @@ async fn sender(
                 }
                 if ok && p.confirmed < Some(last) {
                     p.confirmed = Some(last);
+                }
+                if ok && p.commit < commit {
+                    p.commit = commit;
                 }
             }
         });
@@ -330,6 +351,8 @@ pub(super) struct EarlyClient {
     inner: NetworkClient,
     progress: tokio::sync::watch::Sender<Progress>,
     acks: Arc<EarlyAcks>,
+    /// The highest commit index a request of this client delivered to the follower.
+    delivered: Option<LogId<u64>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for EarlyNetwork {
@@ -340,6 +363,7 @@ impl RaftNetworkFactory<TypeConfig> for EarlyNetwork {
             inner: self.network.new_client(target, node).await,
             progress: self.acks.peer(target),
             acks: self.acks.clone(),
+            delivered: None,
         }
     }
 }
@@ -362,15 +386,21 @@ impl RaftNetwork<TypeConfig> for EarlyClient {
             let p = rx.borrow().clone();
             let cut = trim(&mut rpc, &p);
             self.acks.trimmed.fetch_add(cut as u64, Ordering::Relaxed);
-            if rpc.entries.is_empty() {
-                // The follower confirmed holding all of them, flushed, under this very vote: that
-                // confirmation is this request's answer. (The commit index this request would
-                // have carried follows in the heartbeat openraft sends when it commits.)
+            if rpc.entries.is_empty() && rpc.leader_commit <= self.delivered.max(p.commit) {
+                // The follower confirmed holding all of them, flushed, under this very vote, and
+                // already has the commit index this request carries: that confirmation is this
+                // request's answer. (A request with a newer commit index still goes, empty: it
+                // may be the last a follower hears before it leaves the membership, and it must
+                // learn what was committed, such as its own retirement.)
                 self.acks.answered.fetch_add(1, Ordering::Relaxed);
                 return Ok(AppendEntriesResponse::Success);
             }
             if cut > 0 {
+                let commit = rpc.leader_commit;
                 let answer = self.inner.append_entries(rpc, option).await;
+                if matches!(answer, Ok(AppendEntriesResponse::Success)) && self.delivered < commit {
+                    self.delivered = commit;
+                }
                 if let Ok(AppendEntriesResponse::Conflict) = answer {
                     // The follower no longer holds what it confirmed (it cannot under one vote
                     // unless its disk lost flushed data). openraft would take the conflict for
@@ -384,7 +414,12 @@ impl RaftNetwork<TypeConfig> for EarlyClient {
                 return answer;
             }
         }
-        self.inner.append_entries(rpc, option).await
+        let commit = rpc.leader_commit;
+        let answer = self.inner.append_entries(rpc, option).await;
+        if matches!(answer, Ok(AppendEntriesResponse::Success)) && self.delivered < commit {
+            self.delivered = commit;
+        }
+        answer
     }
 
     async fn install_snapshot(
@@ -437,6 +472,7 @@ mod tests {
             offered: Some(id(term, index)),
             answered: Some(id(term, index)),
             confirmed: Some(id(term, index)),
+            commit: None,
         }
     }
 

@@ -33,6 +33,8 @@ pub struct LogStore {
     early: Arc<super::early::Early>,
     /// The log id of the last entry appended (none after a truncation).
     last_appended: Arc<Mutex<Option<LogId<u64>>>>,
+    /// The last commit index openraft saved (early appends carry it to the followers).
+    committed: Arc<Mutex<Option<LogId<u64>>>>,
 }
 
 impl LogStore {
@@ -41,7 +43,7 @@ impl LogStore {
         let cache: Arc<Mutex<BTreeMap<u64, Entry<C>>>> = Arc::default();
         let (db_shared, cache2) = (shared.clone(), cache.clone());
         std::thread::Builder::new().name("cgs-log-writer".into()).spawn(move || writer(db_shared, cache2, rx))?;
-        Ok(Self { shared, cache, jobs: tx, early, last_appended: Arc::default() })
+        Ok(Self { shared, cache, jobs: tx, early, last_appended: Arc::default(), committed: Arc::default() })
     }
 
     fn send(&self, job: Job) -> Result<(), SErr> {
@@ -273,6 +275,7 @@ impl RaftLogStorage<C> for LogStore {
     /// Saved lazily: with the next durable write (openraft reads it back only to re-apply less
     /// at start; losing the latest costs nothing else).
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), SErr> {
+        *self.committed.lock().map_err(|_| store_err("log cache poisoned"))? = committed;
         let value = serde_json::to_vec(&committed).map_err(store_err)?;
         self.send(Job::Meta { key: "committed", value, done: None })
     }
@@ -291,7 +294,10 @@ impl RaftLogStorage<C> for LogStore {
             return self.send(Job::Append { entries: Vec::new(), callback });
         };
         // A leader's own entries go to the followers now, while this node flushes them.
-        let early = match self.early.leading(first.leader_id.term) {
+        // A membership change goes only the usual way: each node learns of it exactly as
+        // openraft sends it (a node being removed gets no entries beyond what raft gives it).
+        let membership = entries.iter().any(|e| matches!(e.payload, openraft::EntryPayload::Membership(_)));
+        let early = match self.early.leading(first.leader_id.term).filter(|_| !membership) {
             Some(vote) => self.log_id_before(first.index)?.map(|prev| (vote, prev, entries.clone())),
             None => None,
         };
@@ -307,7 +313,8 @@ impl RaftLogStorage<C> for LogStore {
         *self.last_appended.lock().map_err(|_| store_err("log cache poisoned"))? = last;
         self.send(Job::Append { entries: encoded, callback })?;
         if let Some((vote, prev, entries)) = early {
-            self.early.offer(vote, prev, entries);
+            let committed = *self.committed.lock().map_err(|_| store_err("log cache poisoned"))?;
+            self.early.offer(vote, prev, entries, committed);
         }
         Ok(())
     }

@@ -229,8 +229,14 @@ async fn replicas_over_mutual_tls_on_loopback() {
     // (A follower still catching up refuses an early send that does not continue its log: so
     // write until a few went through.)
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0u32;
     loop {
-        ledgers[leader].record_node_key().await.unwrap();
+        use cgs_host::store::{Store as _, Transaction, TxMeta};
+        n += 1;
+        let mut tx = Transaction::new(ledgers[leader].snapshot().unwrap());
+        tx.put("p.t", &n.to_be_bytes(), b"early".to_vec());
+        let (r, w) = tx.into_sets();
+        ledgers[leader].commit(r, w, TxMeta { operation: "put".into(), ..TxMeta::default() }).await.unwrap();
         let [sent, confirmed, trimmed, answered] = ledgers[leader].stats().early_appends;
         if confirmed >= 3 && answered >= 3 {
             assert!(sent >= confirmed && trimmed >= answered, "{sent} {confirmed} {trimmed} {answered}");
