@@ -6,8 +6,9 @@
 //! waited for the leader's fsync, *then* the network and a follower's fsync. Here the log store
 //! hands each batch the leader appends to one task per follower, which sends it at once as an
 //! ordinary raft `AppendEntries` of the leader (its committed vote, the previous entry's log id,
-//! no commit index). A follower handles it as any append of its leader: it checks the vote and
-//! that the entries extend its log, writes them and flushes before it answers.
+//! the commit index the log store last saved). A follower handles it as any append of its
+//! leader: it checks the vote and that the entries extend its log, writes them and flushes
+//! before it answers. Membership changes and nodes a change is removing are left to openraft.
 //!
 //! When openraft's own replication stream later sends the same entries, the part the follower has
 //! already confirmed ([`EarlyAcks`]) is cut from the request: the request goes with the last
