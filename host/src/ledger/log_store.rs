@@ -62,29 +62,26 @@ impl LogStore {
         if let Some(e) = self.cache.lock().map_err(|_| read_err("log cache poisoned"))?.get(&prev) {
             return Ok(Some(Some(e.log_id)));
         }
-        let tx = self.shared.db.begin_read().map_err(read_err)?;
-        let t = match tx.open_table(fmt::RAFT_LOG) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
-        match t.get(prev).map_err(read_err)? {
-            Some(v) => Ok(Some(Some(entry_of(v.value()).map_err(read_err)?.log_id))),
-            None => Ok(None),
-        }
+        Ok(self.db_log_id(Some(prev))?.map(Some))
     }
 
     fn last_in_db(&self) -> Result<Option<LogId<u64>>, SErr> {
+        self.db_log_id(None)
+    }
+
+    /// The log id of the durable entry at `index` (the last one if `None`).
+    fn db_log_id(&self, index: Option<u64>) -> Result<Option<LogId<u64>>, SErr> {
         let tx = self.shared.db.begin_read().map_err(read_err)?;
         let t = match tx.open_table(fmt::RAFT_LOG) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(read_err(e)),
         };
-        match t.last().map_err(read_err)? {
-            Some((_, v)) => Ok(Some(entry_of(v.value()).map_err(read_err)?.log_id)),
-            None => Ok(None),
-        }
+        let value = match index {
+            Some(i) => t.get(i).map_err(read_err)?,
+            None => t.last().map_err(read_err)?.map(|(_, v)| v),
+        };
+        value.map(|v| entry_of(v.value()).map(|e| e.log_id).map_err(read_err)).transpose()
     }
 }
 
