@@ -352,6 +352,7 @@ impl Ledger {
             log_commits: Default::default(),
             apply_commits: Default::default(),
             log_entries: Default::default(),
+            merkle_frontier: Default::default(),
             secrets: secret.clone(),
             node_key: signer.signing_key().clone(),
             node_id: config.node_id,

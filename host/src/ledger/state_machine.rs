@@ -38,17 +38,31 @@ pub(crate) fn read_node(
     v.value().try_into().map_err(|_| "a Merkle node is not 32 bytes".to_string())
 }
 
-struct RedbNodes<'a, 't>(&'a mut redb::Table<'t, (u8, u64), &'static [u8]>);
+/// The `MERKLE` table being written, with the last node written at each level: an append
+/// reads only left siblings, and the left sibling at a level is the last node written there.
+struct RedbNodes<'a, 't> {
+    table: &'a mut redb::Table<'t, (u8, u64), &'static [u8]>,
+    frontier: &'a mut Vec<Option<(u64, merkle::Hash)>>,
+}
 
 impl merkle::Nodes for RedbNodes<'_, '_> {
     fn node(&self, level: u8, index: u64) -> Result<merkle::Hash, String> {
-        read_node(&*self.0, level, index)
+        match self.frontier.get(usize::from(level)) {
+            Some(Some((i, hash))) if *i == index => Ok(*hash),
+            _ => read_node(&*self.table, level, index),
+        }
     }
 }
 
 impl merkle::NodesMut for RedbNodes<'_, '_> {
     fn put_node(&mut self, level: u8, index: u64, hash: &merkle::Hash) -> Result<(), String> {
-        self.0.insert((level, index), hash.as_slice()).map(|_| ()).map_err(|e| e.to_string())
+        self.table.insert((level, index), hash.as_slice()).map_err(|e| e.to_string())?;
+        let level = usize::from(level);
+        if self.frontier.len() <= level {
+            self.frontier.resize(level + 1, None);
+        }
+        self.frontier[level] = Some((index, *hash));
+        Ok(())
     }
 }
 
@@ -66,6 +80,11 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     let mut term = shared.applied_term.load(Ordering::Acquire);
     let mut installed = None;
     let mut rekeyed = false;
+    // Working copies, published only if the transaction commits.
+    let mut frontier = shared.merkle_frontier.lock().map(|f| f.clone()).unwrap_or_default();
+    // Each table's version as of this batch: written once at the end instead of once per write
+    // (an event batch writes the same few tables over and over).
+    let mut table_versions: std::collections::BTreeMap<String, [u8; 16]> = Default::default();
     {
         let mut ledger = tx.open_table(fmt::LEDGER).map_err(|e| e.to_string())?;
         let mut state = tx.open_table(fmt::STATE).map_err(|e| e.to_string())?;
@@ -84,7 +103,11 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
             for (i, bytes) in record.expand(size + 1).into_iter().enumerate() {
                 let seqno = size + 1;
                 ledger.insert(seqno, bytes.as_slice()).map_err(|e| e.to_string())?;
-                merkle::append(&mut RedbNodes(&mut nodes), seqno - 1, merkle::leaf(&entry::leaf_input(&bytes)))?;
+                merkle::append(
+                    &mut RedbNodes { table: &mut nodes, frontier: &mut frontier },
+                    seqno - 1,
+                    merkle::leaf(&entry::leaf_input(&bytes)),
+                )?;
                 let tx_id = TxId::new(record.term, seqno);
                 let payload = match payloads.get(i) {
                     Some(p) => Payload::decode(p).map_err(|e| e.to_string())?,
@@ -97,7 +120,7 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
                     }
                     Payload::Transaction(t) => {
                         last_non_sig = seqno;
-                        match validate(&state, &versions, &t)? {
+                        match validate(&state, &versions, &table_versions, &t)? {
                             Some(why) => {
                                 invalid.insert(seqno, ()).map_err(|e| e.to_string())?;
                                 Outcome::Conflict(why)
@@ -120,7 +143,12 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
                                             state.remove(k.as_slice()).map_err(|e| e.to_string())?;
                                         }
                                     }
-                                    versions.insert(w.table.as_str(), enc.as_slice()).map_err(|e| e.to_string())?;
+                                    match table_versions.get_mut(w.table.as_str()) {
+                                        Some(v) => *v = enc,
+                                        None => {
+                                            table_versions.insert(w.table.clone(), enc);
+                                        }
+                                    }
                                 }
                                 Outcome::Applied
                             }
@@ -143,6 +171,9 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
             }
             results.push(ApplyResult(outcomes));
         }
+        for (table, version) in &table_versions {
+            versions.insert(table.as_str(), version.as_slice()).map_err(|e| e.to_string())?;
+        }
         if let Some(last) = entries.last() {
             meta.insert("applied", serde_json::to_vec(&Some(last.log_id)).map_err(|e| e.to_string())?.as_slice())
                 .map_err(|e| e.to_string())?;
@@ -155,6 +186,9 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     let started = std::time::Instant::now();
     tx.commit().map_err(|e| e.to_string())?;
     shared.apply_commits.observe(started.elapsed());
+    if let Ok(mut f) = shared.merkle_frontier.lock() {
+        *f = frontier;
+    }
     shared.applied_term.store(term, Ordering::Release);
     shared.applied.store(size, Ordering::Release);
     shared.last_non_signature.store(last_non_sig, Ordering::Release);
@@ -174,10 +208,12 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     Ok(results)
 }
 
-/// Check a transaction's read set against the current state; `Some(reason)` on a conflict.
+/// Check a transaction's read set against the current state (`batch_versions`: table versions
+/// written earlier in this batch, not yet in `versions`); `Some(reason)` on a conflict.
 fn validate(
     state: &redb::Table<'_, &'static [u8], &'static [u8]>,
     versions: &redb::Table<'_, &'static str, &'static [u8]>,
+    batch_versions: &std::collections::BTreeMap<String, [u8; 16]>,
     t: &entry::Transaction,
 ) -> Result<Option<String>, String> {
     for r in &t.reads {
@@ -188,7 +224,12 @@ fn validate(
         }
     }
     for r in &t.table_reads {
-        let now = versions.get(r.table.as_str()).map_err(|e| e.to_string())?.and_then(|v| fmt::decode_tx_id(v.value()));
+        let now = match batch_versions.get(r.table.as_str()) {
+            Some(v) => fmt::decode_tx_id(v),
+            None => {
+                versions.get(r.table.as_str()).map_err(|e| e.to_string())?.and_then(|v| fmt::decode_tx_id(v.value()))
+            }
+        };
         if now != r.version {
             return Ok(Some(format!("table `{}` changed since it was scanned", r.table)));
         }

@@ -269,3 +269,73 @@ async fn a_private_write_in_flight_across_a_rekey_conflicts() {
     assert_eq!(s.get("p.t", b"k1").unwrap().unwrap().value, b"after");
     assert_eq!(s.get("p.t", b"k0").unwrap().unwrap().value, b"before");
 }
+
+/// Poll every future from one task: their proposals are queued together, so they are ordered in
+/// the same raft record (one apply batch) as far as the proposer has not yet taken the first.
+async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match std::pin::Pin::new(f).poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Transactions that scanned the same table and write to it, ordered in the same apply batch:
+/// only the first applies. The batch keeps each table's version in memory and writes it once at
+/// its end, so the later ones must see the version the first one set, not the stored one. The
+/// independent verifier, replaying the file, must reach the same outcomes and the same versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_of_one_table_in_one_batch_conflict() {
+    use cgs_host::store::KeyRange;
+    let dir = tempfile::tempdir().unwrap();
+    let l = single(dir.path()).await;
+    put(&*l, "p.scan", b"seed", b"0").await.unwrap();
+
+    let mut winners = Vec::new();
+    for round in 0..20u8 {
+        let mut commits = Vec::new();
+        for i in 0..16u8 {
+            let mut tx = Transaction::new(l.snapshot().unwrap());
+            assert!(!tx.range("p.scan", &KeyRange::default(), 1000, false).unwrap().is_empty());
+            tx.put("p.scan", &[round, i], b"mine".to_vec());
+            // Another table written by every transaction of the batch, read by none.
+            tx.put("p.other", &[round, i], b"x".to_vec());
+            let (r, w) = tx.into_sets();
+            commits.push(l.commit(r, w, TxMeta::default()));
+        }
+        let results = join_all(commits).await;
+        let ok: Vec<TxId> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(ok.len(), 1, "round {round}: exactly one of the scans applies, got {results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert!(matches!(e, CommitError::Conflict(_)), "round {round}: {e}");
+                assert!(e.to_string().contains("p.scan"), "{e}");
+            }
+        }
+        let s = l.snapshot().unwrap();
+        assert_eq!(s.table_version("p.scan").unwrap(), Some(ok[0]), "round {round}: the winner's version");
+        winners.push(ok[0]);
+    }
+    let size = l.applied();
+    l.shutdown().await;
+    drop(l);
+
+    let report = cgs_ledger_format::verify::verify_data_dir(dir.path(), &[]).unwrap();
+    assert!(report.applied >= size, "{report:?}");
+    assert_eq!(report.invalid_transactions, 20 * 15, "{report:?}");
+    // Restarted, the versions written at the end of each batch are the ones read.
+    let l = Ledger::open(dir.path(), config(1), "cgs/test", Router::default()).await.unwrap();
+    l.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(l.snapshot().unwrap().table_version("p.scan").unwrap(), winners.last().copied());
+    l.shutdown().await;
+}
