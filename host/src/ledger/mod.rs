@@ -387,8 +387,10 @@ impl Ledger {
 
         let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        let mut tasks =
-            vec![tokio::spawn(proposer(raft.clone(), rx.clone())), tokio::spawn(proposer(raft.clone(), rx))];
+        let mut tasks = vec![
+            tokio::spawn(proposer(raft.clone(), rx.clone(), false)),
+            tokio::spawn(proposer(raft.clone(), rx, true)),
+        ];
         let ledger = Arc::new(Ledger {
             raft,
             shared,

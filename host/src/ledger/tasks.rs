@@ -1,5 +1,6 @@
-//! The ledger's background work: group commit (two proposers turning queued payloads into raft
-//! records) and the signature loop that proposes checkpoints.
+//! The ledger's background work: group commit (proposers turning queued payloads into raft
+//! records: two for a node alone, one in a cluster) and the signature loop that proposes
+//! checkpoints.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,10 +27,26 @@ const MAX_BATCH: usize = 4096;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// Group commit: take everything queued (up to a limit) as one raft record. Two of these run, so
-/// that while one record is being replicated and flushed the next is already formed and queued
-/// behind it (openraft 0.9 flushes one append at a time).
-pub(super) async fn proposer(raft: Raft, rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Pending>>>) {
+/// that while one record is being flushed the next is already formed and queued behind it
+/// (openraft 0.9 flushes one append at a time).
+///
+/// The `second` stands aside while the membership has other nodes. There, every record costs
+/// each node a flush, an apply and peer messages, and the leader's flush already overlaps its
+/// followers' (early append): one record at a time makes records about half as many and twice as
+/// large, for more writes with the same CPU (BENCHMARKS.md, seventh session: ~+4% at 256
+/// clients, and more at 4–64).
+pub(super) async fn proposer(
+    raft: Raft,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Pending>>>,
+    second: bool,
+) {
+    let mut server = raft.server_metrics();
     loop {
+        while second && server.borrow_and_update().membership_config.membership().nodes().count() > 1 {
+            if server.changed().await.is_err() {
+                return;
+            }
+        }
         let batch = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
