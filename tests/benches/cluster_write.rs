@@ -320,10 +320,12 @@ async fn main() -> Result<()> {
         let cgs_pids: Vec<u32> = nodes.iter().map(cgs_e2e::Sandbox::pid).collect();
         if runs("etcd") {
             let _others = Paused::new([etcd_tls.pids(), cgs_pids.clone()].concat());
+            etcd.ready().await?;
             outcomes.push(run_scenario(&etcd_targets, put, clients, &s.window, None).await);
         }
         if runs("etcd-tls") {
             let _others = Paused::new([etcd.pids(), cgs_pids.clone()].concat());
+            etcd_tls.ready().await?;
             outcomes.push(run_scenario(&etcd_tls_targets, put_tls, clients, &s.window, None).await);
         }
         let event = Workload {

@@ -387,9 +387,10 @@ impl Ledger {
 
         let (proposals, rx) = tokio::sync::mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
         let mut tasks = vec![
-            tokio::spawn(proposer(raft.clone(), rx.clone(), false)),
-            tokio::spawn(proposer(raft.clone(), rx, true)),
+            tokio::spawn(proposer(raft.clone(), rx.clone(), turn.clone())),
+            tokio::spawn(proposer(raft.clone(), rx, turn)),
         ];
         let ledger = Arc::new(Ledger {
             raft,

@@ -30,23 +30,22 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 /// that while one record is being flushed the next is already formed and queued behind it
 /// (openraft 0.9 flushes one append at a time).
 ///
-/// The `second` stands aside while the membership has other nodes. There, every record costs
-/// each node a flush, an apply and peer messages, and the leader's flush already overlaps its
-/// followers' (early append): one record at a time makes records about half as many and twice as
-/// large, for more writes with the same CPU (BENCHMARKS.md, seventh session: ~+4% at 256
-/// clients, and more at 4–64).
+/// While the membership has other nodes (voters or learners), they take `turn` in order and
+/// hold it from forming a record until it is applied: one record at a time. There every record
+/// costs each node a flush, an apply and peer messages, and the leader's flush already overlaps
+/// its followers' (early append): records half as many and twice as large took ~6% more writes
+/// at 256 clients with the same CPU, and more at 4-64 clients (BENCHMARKS.md, seventh session).
+/// Both keep running, so the queue is still served if one of them ends (a panic releases the
+/// turn as it unwinds).
 pub(super) async fn proposer(
     raft: Raft,
     rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Pending>>>,
-    second: bool,
+    turn: Arc<tokio::sync::Mutex<()>>,
 ) {
-    let mut server = raft.server_metrics();
+    let server = raft.server_metrics();
     loop {
-        while second && server.borrow_and_update().membership_config.membership().nodes().count() > 1 {
-            if server.changed().await.is_err() {
-                return;
-            }
-        }
+        let in_cluster = server.borrow().membership_config.membership().nodes().count() > 1;
+        let _turn = if in_cluster { Some(turn.lock().await) } else { None };
         let batch = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
