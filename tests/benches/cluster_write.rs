@@ -155,9 +155,10 @@ impl Etcd {
         self.urls.iter().map(|u| Target::new(u, self.ca.as_deref())).collect()
     }
 
-    /// The member that leads (`/v3/maintenance/status`: its `member_id` is the `leader`).
-    async fn leader(&self) -> Result<Target> {
-        for (url, target) in self.urls.iter().zip(self.targets()?) {
+    /// The index of the member that leads (`/v3/maintenance/status`: its `member_id` is the
+    /// `leader`).
+    async fn leader(&self) -> Result<usize> {
+        for (i, (url, target)) in self.urls.iter().zip(self.targets()?).enumerate() {
             let mut s = target.connect().await?;
             let req = hyper::Request::post("/v3/maintenance/status")
                 .header(hyper::header::HOST, url.split_once("://").map_or(url.as_str(), |(_, a)| a))
@@ -166,7 +167,7 @@ impl Etcd {
             let body = http_body_util::BodyExt::collect(r.into_body()).await?.to_bytes();
             let v: serde_json::Value = serde_json::from_slice(&body)?;
             if v["header"]["member_id"] == v["leader"] {
-                return Target::new(url, self.ca.as_deref());
+                return Ok(i);
             }
         }
         bail!("no etcd member says it leads")
@@ -295,15 +296,24 @@ async fn main() -> Result<()> {
     }
     let token = isv.token().await?;
     let ca = std::fs::read(&nodes[0].ca)?;
-    let mut cgs: Vec<Target> = nodes.iter().map(|n| Target::new(&n.url, Some(&ca))).collect::<Result<_>>()?;
-    let (etcd_targets, etcd_tls_targets) = if s.route == "leader" {
+    let cgs: Vec<Target> = nodes.iter().map(|n| Target::new(&n.url, Some(&ca))).collect::<Result<_>>()?;
+    let (etcd_targets, etcd_tls_targets) = (etcd.targets()?, etcd_tls.targets()?);
+    // Where each scenario's connections go, given the member that leads now: the leader first
+    // (one client talks to it), then the others; only the leader with `--route leader`. A
+    // cluster stopped during another system's window may have elected another leader since.
+    let route = |all: &[Target], leader: usize| -> Vec<Target> {
+        if s.route == "leader" {
+            return vec![all[leader].clone()];
+        }
+        let mut v = all[leader..].to_vec();
+        v.extend_from_slice(&all[..leader]);
+        v
+    };
+    let cgs_leader = || async {
         let v = isv.authed("GET", "/node/network", None).await?.ok_json()?;
-        let leader = v["primary_id"].as_u64().ok_or_else(|| anyhow!("no CGS node leads: {v}"))?;
+        let id = v["primary_id"].as_u64().ok_or_else(|| anyhow!("no CGS node leads: {v}"))?;
         // Node ids follow the order the nodes were started in.
-        cgs = vec![cgs.swap_remove(leader as usize - 1)];
-        (vec![etcd.leader().await?], vec![etcd_tls.leader().await?])
-    } else {
-        (etcd.targets()?, etcd_tls.targets()?)
+        Ok::<usize, anyhow::Error>(id as usize - 1)
     };
 
     let mut outcomes = Vec::new();
@@ -321,12 +331,14 @@ async fn main() -> Result<()> {
         if runs("etcd") {
             let _others = Paused::new([etcd_tls.pids(), cgs_pids.clone()].concat());
             etcd.ready().await?;
-            outcomes.push(run_scenario(&etcd_targets, put, clients, &s.window, None).await);
+            let targets = route(&etcd_targets, etcd.leader().await?);
+            outcomes.push(run_scenario(&targets, put, clients, &s.window, None).await);
         }
         if runs("etcd-tls") {
             let _others = Paused::new([etcd.pids(), cgs_pids.clone()].concat());
             etcd_tls.ready().await?;
-            outcomes.push(run_scenario(&etcd_tls_targets, put_tls, clients, &s.window, None).await);
+            let targets = route(&etcd_tls_targets, etcd_tls.leader().await?);
+            outcomes.push(run_scenario(&targets, put_tls, clients, &s.window, None).await);
         }
         let event = Workload {
             name: format!("CGS event write ({} B event)", VALUE.len()),
@@ -340,7 +352,8 @@ async fn main() -> Result<()> {
             // Continued after another system's window, the nodes may hold an election (their
             // timers ran out while stopped): wait until a write commits through every node.
             cgs_ready(&nodes).await?;
-            outcomes.push(run_scenario(&cgs, event, clients, &s.window, None).await);
+            let targets = route(&cgs, cgs_leader().await?);
+            outcomes.push(run_scenario(&targets, event, clients, &s.window, None).await);
         }
     }
     report(&mut outcomes);
