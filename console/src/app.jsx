@@ -554,6 +554,21 @@ function Diff({ before, after }) {
   );
 }
 
+// The constitution's verdict on `p` as it stands (`POST /gov/proposals/simulate`, nothing is
+// written). A node runs one simulation at a time and answers others `503 ServiceBusy`: members
+// who open the same proposal together retry a few times before the page gives up.
+async function simulateVerdict(session, p) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = await call('POST', '/gov/proposals/simulate', { token: session.token, json: { actions: p.actions, ballots: p.ballots || {} } });
+      return r.value;
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 503 || e.code !== 'ServiceBusy' || attempt >= 6) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 150 * attempt));
+    }
+  }
+}
+
 function ProposalPage({ session, id, names, expected }) {
   const [p, error, reload] = useLoad(() => call('GET', `/gov/proposals/${encodeURIComponent(id)}`, { token: session.token }).then((r) => r.value), [id]);
   const [described] = useLoad(actionDescriptions, []);
@@ -561,7 +576,7 @@ function ProposalPage({ session, id, names, expected }) {
   // The constitution's verdict as it stands, and whose approvals would decide it: a dry run of the
   // same actions with the ballots so far (`POST /gov/proposals/simulate`, nothing is written).
   const [verdict, verdictError] = useLoad(
-    () => (open ? call('POST', '/gov/proposals/simulate', { token: session.token, json: { actions: p.actions, ballots: p.ballots || {} } }).then((r) => r.value) : Promise.resolve(null)),
+    () => (open ? simulateVerdict(session, p) : Promise.resolve(null)),
     [id, open, p && JSON.stringify(p.ballots)],
   );
   const [actionError, setActionError] = useState(null);
