@@ -116,8 +116,8 @@ impl Store for Ledger {
             reads.tables.into_iter().map(|(table, version)| TableRead { table, version }).collect();
         if private {
             // Ordered after a re-key this node had not opened yet (encrypted before the re-key
-            // was applied, or by a new leader behind its log), the transaction conflicts and runs again with the new
-            // version, instead of applying values written with the old one.
+            // was applied, or by a new leader behind its log), the transaction conflicts and runs
+            // again with the new version, instead of applying values written with the old one.
             table_reads.push(TableRead { table: super::crypto::SYS_LEDGER_SECRETS.into(), version: secrets_at });
         }
         let t = Transaction {
