@@ -401,6 +401,40 @@ fn config_err(m: impl Into<String>) -> crate::node::NodeError {
     crate::node::NodeError::Config(m.into())
 }
 
+/// Check the ledger in `dir` as `cgs ledger verify` does (`cgs_ledger_format::verify`) before
+/// anything is served: contiguous entries, every Merkle leaf and checkpoint root recomputed, every
+/// checkpoint's signature by the key the ledger recorded for its node, the state and the list of
+/// refused transactions equal to the replay of the log, the log equal to the expansion of the
+/// replicated log. A ledger file edited since its node wrote it (a public table's row changed in
+/// the state, an entry altered or removed) is refused here, before members are asked for their
+/// shares.
+async fn verify_ledger(dir: &Path) -> Result<cgs_ledger_format::verify::Report, crate::node::NodeError> {
+    eprintln!("recovery: verifying the ledger in {} (every entry, checkpoint and state row)", dir.display());
+    let d = dir.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || cgs_ledger_format::verify::verify_data_dir(&d, &[]))
+        .await
+        .map_err(|e| config_err(format!("the ledger verification stopped: {e}")))?;
+    let report = report.map_err(|f| {
+        config_err(format!(
+            "the ledger in {} does not verify (seqno {}: {}): it was altered or damaged after its node wrote it. \
+             Recover from another node's copy of the ledger; `cgs ledger verify {}` shows the same",
+            dir.display(),
+            f.seqno,
+            f.reason,
+            dir.display()
+        ))
+    })?;
+    eprintln!(
+        "recovery: the ledger verifies: {} entries, {} checkpoints, the last signed checkpoint covers {} entries, {} \
+         entries after it are covered by no signature",
+        report.entries,
+        report.checkpoints,
+        report.last_checkpoint.map(|(size, _)| size).unwrap_or(0),
+        report.unsigned_tail
+    );
+    Ok(report)
+}
+
 /// What the recovering node reads of the ledger before raft runs.
 struct LedgerView {
     record: RecoveryShares,
@@ -471,6 +505,8 @@ fn read_view(dir: &Path) -> Result<LedgerView, crate::node::NodeError> {
 /// What the recovery listener shares with its connections.
 struct Collecting {
     view: LedgerView,
+    /// What the verification of the ledger found.
+    verified: cgs_ledger_format::verify::Report,
     node_key: ed25519_dalek::SigningKey,
     node_key_b64: String,
     node_id: u64,
@@ -512,6 +548,13 @@ impl Collecting {
             "last_applied": self.view.last_applied.to_string(),
             "last_applied_seqno": self.view.last_applied.seqno,
             "raft_last_index": self.view.raft_last_index,
+            "verified": {
+                "entries": self.verified.entries,
+                "checkpoints": self.verified.checkpoints,
+                "signed_entries": self.verified.last_checkpoint.map(|(size, _)| size).unwrap_or(0),
+                "unsigned_tail": self.verified.unsigned_tail,
+                "root": self.verified.root,
+            },
             "recovery_count": self.view.history["recovery_count"],
         })
     }
@@ -714,6 +757,7 @@ pub async fn collect(
             )));
         }
     }
+    let verified = verify_ledger(dir).await?;
     let view = read_view(dir)?;
     // A new node key: the old one (if any) is not trusted, nor reused.
     let node_key_path = crate::ledger::node_key_path(dir);
@@ -741,6 +785,7 @@ pub async fn collect(
     let state = Arc::new(Collecting {
         node_id: view.next_node_id,
         view,
+        verified,
         node_key,
         node_key_b64,
         evidence,
@@ -752,11 +797,13 @@ pub async fn collect(
     });
     let r = &state.view.record;
     println!(
-        "RECOVERING: the ledger's last applied transaction is {} (raft log index {}). Node {} waits for {} of the {} members' recovery shares (epoch {}) on https://{local}/recovery; \
+        "RECOVERING: the ledger verifies ({} entries, the first {} signed by a checkpoint); its last applied transaction is {} (raft log index {}). Node {} waits for {} of the {} members' recovery shares (epoch {}) on https://{local}/recovery; \
          the listener's certificate is {}. Each member checks the node's evidence and the ledger's last transaction, \
          then runs: cgs recovery submit --url https://{local} --ca {} --key MEMBER.key --measurement \
          EXPECTED_MEASUREMENT [--min-seqno LATEST_SEQNO_KNOWN] (--allow-virtual instead of --measurement for a \
          development service)",
+        state.verified.entries,
+        state.verified.last_checkpoint.map(|(size, _)| size).unwrap_or(0),
         state.view.last_applied,
         state.view.raft_last_index,
         state.node_id,

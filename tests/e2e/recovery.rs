@@ -136,8 +136,56 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let err = cgs_e2e::start_refused(&dir);
     assert!(err.contains("--recover"), "{err}");
 
+    // The operator edits one public row in the state of that ledger file, in a table the
+    // recovery shares are not bound to: a recorded governance message now names another member
+    // as its signer. `start --recover`
+    // verifies the whole ledger first, and refuses the file before any member is asked for a
+    // share.
+    let (row, original) = {
+        use cgs_ledger_format::store_format as fmt;
+        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        let picked = {
+            let mut state = tx.open_table(fmt::STATE).unwrap();
+            let (k, v) = {
+                use redb::ReadableTable as _;
+                let mut rows =
+                    state.iter().unwrap().map(|r| r.unwrap()).map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+                rows.find(|(k, _)| fmt::split_state_key(k).is_some_and(|(t, _)| t == "gov.envelopes"))
+                    .expect("a recorded governance message in the state")
+            };
+            let (version, value) = fmt::decode_versioned(&v).unwrap();
+            let mut record: serde_json::Value = serde_json::from_slice(value).unwrap();
+            record["member_id"] = json!("0".repeat(64));
+            let edited = record.to_string();
+            state.insert(k.as_slice(), fmt::encode_versioned(version, edited.as_bytes()).as_slice()).unwrap();
+            (k, v)
+        };
+        tx.commit().unwrap();
+        picked
+    };
+    let refused = recover_refused(&dir);
+    assert!(refused.contains("does not verify") && refused.contains("differs from the replay"), "{refused}");
+    assert!(!dir.join("recovery").exists(), "nothing was served");
+    {
+        use cgs_ledger_format::store_format as fmt;
+        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(fmt::STATE).unwrap().insert(row.as_slice(), original.as_slice()).unwrap();
+        tx.commit().unwrap();
+    }
+
     // Recovery from the ledger file node 2 left.
     let (launched, url, cert, client, status) = start_recovery(&dir, Stdio::inherit()).await;
+    // What the verification found, for members to see.
+    let verified = &status["verified"];
+    assert!(verified["checkpoints"].as_u64().unwrap() > 0, "{status}");
+    assert!(verified["signed_entries"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(
+        verified["entries"].as_u64().unwrap(),
+        verified["signed_entries"].as_u64().unwrap() + verified["unsigned_tail"].as_u64().unwrap(),
+        "{status}"
+    );
     let ca = tmp.path().join("recovery-cert.pem");
     std::fs::write(&ca, &cert).unwrap();
     assert_eq!(status["status"], "WaitingForRecoveryShares", "{status}");
@@ -328,34 +376,61 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(n4);
 
-    // The operator edits the ledger file before recovering again: a member of its own with the
-    // `operator` role (holding no share, so the share holders are unchanged) and an identity
-    // provider of its own, to sign in as a member and mint users' tokens after the recovery.
-    // Members' shares still open the record, but it is bound to the governance tables: the
-    // recovery stops before it makes any share, and the directory refuses a plain start.
+    // The operator edits the ledger file before recovering again, where no signature reaches:
+    // past the last replicated record it appends one of its own, a transaction that adds a
+    // member of its own with the `operator` role (holding no share, so the share holders are
+    // unchanged) and an identity provider of its own, to sign in as a member and mint users'
+    // tokens after the recovery. The file verifies (the record is not applied yet: no checkpoint
+    // covers it), and the recovery commits it; but the shares are bound to the governance
+    // tables: the recovery stops before it makes any share, and the directory refuses a plain
+    // start.
     let op = ed25519_dalek::SigningKey::from_bytes(&[12; 32]);
     {
+        use cgs_core::entry::{Payload, RaftBody, RaftRecord, Transaction, Write};
         use cgs_ledger_format::store_format as fmt;
+        use redb::ReadableTable as _;
+        let record = json!({
+            "public_key": base64_of(op.verifying_key().as_bytes()),
+            "status": "Active",
+            "data": {"roles": ["operator"]},
+        });
+        let issuer = json!({"issuer": "https://op.example", "jwks": {"keys": []}});
+        let write = |table: &str, key: &[u8], value: serde_json::Value| Write {
+            table: table.into(),
+            key: key.to_vec(),
+            value: Some(value.to_string().into_bytes()),
+            append: false,
+        };
+        let tx = Transaction {
+            tx_time_ms: 0,
+            caller: String::new(),
+            operation: "forged".into(),
+            request_digest: [0; 32],
+            envelope: Vec::new(),
+            claims_digest: [0; 32],
+            reads: Vec::new(),
+            table_reads: Vec::new(),
+            writes: vec![
+                write("gov.jwt_issuers", b"https://op.example", issuer),
+                write("gov.members", cgs_core::gov::member_id(&op.verifying_key()).as_bytes(), record),
+            ],
+        };
         let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
-        let tx = db.begin_write().unwrap();
+        let wtx = db.begin_write().unwrap();
         {
-            let mut state = tx.open_table(fmt::STATE).unwrap();
-            let forged =
-                |v: serde_json::Value| fmt::encode_versioned(cgs_core::TxId::new(2, 1), v.to_string().as_bytes());
-            let record = json!({
-                "public_key": base64_of(op.verifying_key().as_bytes()),
-                "status": "Active",
-                "data": {"roles": ["operator"]},
-            });
-            let id = cgs_core::gov::member_id(&op.verifying_key());
-            state.insert(fmt::state_key("gov.members", id.as_bytes()).as_slice(), forged(record).as_slice()).unwrap();
-            let issuer = forged(json!({"issuer": "https://op.example", "jwks": {"keys": []}}));
-            state
-                .insert(fmt::state_key("gov.jwt_issuers", b"https://op.example").as_slice(), issuer.as_slice())
-                .unwrap();
+            let mut log = wtx.open_table(fmt::RAFT_LOG).unwrap();
+            let last = RaftRecord::decode(log.last().unwrap().unwrap().1.value()).unwrap();
+            let forged = RaftRecord {
+                term: last.term,
+                index: last.index + 1,
+                body: RaftBody::Batch(vec![Payload::Transaction(tx).encode()]),
+            };
+            log.insert(forged.index, forged.encode().as_slice()).unwrap();
         }
-        tx.commit().unwrap();
+        wtx.commit().unwrap();
     }
+    let out = std::process::Command::new(&binaries().cli).args(["ledger", "verify"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "nothing signs a record not yet applied: {}", String::from_utf8_lossy(&out.stderr));
     let log = tmp.path().join("forged-recovery.log");
     let (launched, _, _, client, _) = start_recovery(&dir, Stdio::from(std::fs::File::create(&log).unwrap())).await;
     for name in ["isv", "data-provider"] {
@@ -375,6 +450,20 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     );
     let err = cgs_e2e::start_refused(&dir);
     assert!(err.contains("did not finish"), "{err}");
+}
+
+/// `cgs-host start --recover` on `dir`, expected to refuse at once: what it printed.
+fn recover_refused(dir: &Path) -> String {
+    let out = std::process::Command::new(&binaries().host)
+        .args(["start", "--recover", "--keys-in-memory", "--listen", "127.0.0.1:0", "--log", "warn"])
+        .arg(format!("--peer-listen=127.0.0.1:{}", free_port()))
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cgs-host");
+    assert!(!out.status.success(), "cgs-host start --recover on {} did not refuse", dir.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `cgs-host start --recover` on `dir` (keys in memory) with its log to `stderr`; once it serves

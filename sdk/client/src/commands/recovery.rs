@@ -93,9 +93,12 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
             let (answer, claims) = block_on(m.submit_recovery_share(&check))??;
             show(cli, &answer, |a| {
                 format!(
-                    "share submitted to node {} (ledger up to {}; evidence: {}, measurement {}): {} of {} shares{}",
+                    "share submitted to node {} (ledger up to {}, verified by the node: {} entries, the first {} \
+                     signed by a checkpoint; evidence: {}, measurement {}): {} of {} shares{}",
                     a["node_id"],
                     a["last_applied"].as_str().unwrap_or("?"),
+                    a["verified"]["entries"],
+                    a["verified"]["signed_entries"],
                     if claims.insecure { "virtual, insecure" } else { "SEV-SNP" },
                     hex::encode(claims.measurement),
                     a["submitted"],
