@@ -352,7 +352,6 @@ impl Ledger {
             log_commits: Default::default(),
             apply_commits: Default::default(),
             log_entries: Default::default(),
-            merkle_frontier: Default::default(),
             secrets: secret.clone(),
             node_key: signer.signing_key().clone(),
             node_id: config.node_id,
@@ -362,7 +361,7 @@ impl Ledger {
 
         let early = early::Early::new(config.node_id, network.clone());
         let log = log_store::LogStore::new(shared.clone(), early.clone()).map_err(db_err)?;
-        let sm = state_machine::StateMachine { shared: shared.clone() };
+        let sm = state_machine::StateMachine { shared: shared.clone(), merkle_frontier: Vec::new() };
         let hb = config.heartbeat.as_millis().max(1) as u64;
         let et = config.election_timeout.as_millis().max(hb as u128 * 2) as u64;
         let raft_config = openraft::Config {

@@ -276,7 +276,8 @@ pub fn server_config(identity: &PeerIdentity, keys: &PeerKeys) -> Result<Arc<rus
     Ok(Arc::new(cfg))
 }
 
-fn client_config(identity: &PeerIdentity, key: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The TLS configuration of a connection to the peer whose node key is `key`, as `identity`.
+pub fn client_config(identity: &PeerIdentity, key: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = provider();
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])

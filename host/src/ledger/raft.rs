@@ -110,10 +110,6 @@ pub(crate) struct Shared {
     pub apply_commits: crate::metrics::IoHistogram,
     /// Raft log entries written (`/metrics`).
     pub log_entries: AtomicU64,
-    /// The last Merkle node applied at each level, `(index, hash)`: the left sibling the next
-    /// append at that level needs, without reading it back from the file. Published after the
-    /// apply transaction that wrote it commits; a miss falls back to the file.
-    pub merkle_frontier: std::sync::Mutex<Vec<Option<(u64, super::merkle::Hash)>>>,
     /// The ledger secrets this node holds.
     pub secrets: std::sync::Arc<super::crypto::LedgerSecrets>,
     /// The node key: it opens the secret versions sealed to this node.

@@ -23,6 +23,11 @@ use super::raft::{ApplyResult, C, Outcome, SErr, Shared, meta_json, record_of, s
 /// Applies committed entries: read-set validation, write sets, Merkle leaves, checkpoints.
 pub struct StateMachine {
     pub(crate) shared: Arc<Shared>,
+    /// The last Merkle node applied at each level, `(index, hash)`: the left sibling the next
+    /// append at that level needs, without reading it back from the file. Only the state
+    /// machine writes the Merkle table, one batch at a time (openraft's state-machine worker
+    /// owns this value); a batch that fails leaves it empty, and a miss reads the file.
+    pub(crate) merkle_frontier: Vec<Option<(u64, merkle::Hash)>>,
 }
 
 /// A Merkle node of the `MERKLE` table (read-only or being written).
@@ -70,7 +75,11 @@ impl merkle::NodesMut for RedbNodes<'_, '_> {
 /// entries, append their Merkle leaves, check each transaction's read set and apply its writes.
 /// The raft log is the durable record: after a crash the state is rebuilt by re-applying from the
 /// last durable `applied`.
-fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResult>, String> {
+fn apply_batch(
+    shared: &Shared,
+    frontier: &mut Vec<Option<(u64, merkle::Hash)>>,
+    entries: Vec<Entry<C>>,
+) -> Result<Vec<ApplyResult>, String> {
     let mut tx = shared.db.begin_write().map_err(|e| e.to_string())?;
     tx.set_durability(redb::Durability::None).map_err(|e| e.to_string())?;
     let mut results = Vec::with_capacity(entries.len());
@@ -80,8 +89,6 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     let mut term = shared.applied_term.load(Ordering::Acquire);
     let mut installed = None;
     let mut rekeyed = false;
-    // Working copies, published only if the transaction commits.
-    let mut frontier = shared.merkle_frontier.lock().map(|f| f.clone()).unwrap_or_default();
     // Each table's version as of this batch: written once at the end instead of once per write
     // (an event batch writes the same few tables over and over).
     let mut table_versions: std::collections::BTreeMap<String, [u8; 16]> = Default::default();
@@ -104,7 +111,7 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
                 let seqno = size + 1;
                 ledger.insert(seqno, bytes.as_slice()).map_err(|e| e.to_string())?;
                 merkle::append(
-                    &mut RedbNodes { table: &mut nodes, frontier: &mut frontier },
+                    &mut RedbNodes { table: &mut nodes, frontier },
                     seqno - 1,
                     merkle::leaf(&entry::leaf_input(&bytes)),
                 )?;
@@ -186,9 +193,6 @@ fn apply_batch(shared: &Shared, entries: Vec<Entry<C>>) -> Result<Vec<ApplyResul
     let started = std::time::Instant::now();
     tx.commit().map_err(|e| e.to_string())?;
     shared.apply_commits.observe(started.elapsed());
-    if let Ok(mut f) = shared.merkle_frontier.lock() {
-        *f = frontier;
-    }
     shared.applied_term.store(term, Ordering::Release);
     shared.applied.store(size, Ordering::Release);
     shared.last_non_signature.store(last_non_sig, Ordering::Release);
@@ -255,9 +259,17 @@ impl RaftStateMachine<C> for StateMachine {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let shared = self.shared.clone();
+        let (shared, frontier) = (&self.shared, &mut self.merkle_frontier);
         // redb's writer lock may wait for the log writer's fsync: keep that off the async worker.
-        crate::executor::off_executor(|| apply_batch(&shared, entries)).map_err(store_err)
+        crate::executor::off_executor(|| {
+            let applied = apply_batch(shared, frontier, entries);
+            if applied.is_err() {
+                // Nodes of a batch that did not commit: forget them all (the file is read).
+                frontier.clear();
+            }
+            applied
+        })
+        .map_err(store_err)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

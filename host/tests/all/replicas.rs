@@ -430,3 +430,125 @@ async fn forwarded_requests_share_batches_and_each_answer_returns_when_ready() {
     let _ = stop_tx.send(true);
     ledger.shutdown().await;
 }
+
+/// A leader of an older version has no `POST /forward/batch` (it answers `404`): the forwarding
+/// node then sends each request alone on `POST /forward`, and every caller still gets its own
+/// answer, from the leader's real `/forward` handler. The older leader is played by a proxy that
+/// holds the leader's peer identity: it answers `404` to batches and passes every other RPC to
+/// the real leader's peer listener over a connection of its own, as the forwarding node.
+#[tokio::test]
+async fn forwarding_to_a_leader_without_batches_sends_each_request_alone() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use base64::Engine as _;
+    use cgs_host::ledger::peer::{ForwardHandler, Forwarded, ForwardedAnswer, Forwarding};
+    use cgs_host::ledger::{PeerKeys, PeerNetwork, peer, peer_identity};
+    use http_body_util::BodyExt as _;
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (dir1, dir2) = (replica_dir(), replica_dir());
+    let (leader_id, follower_id) = (peer_identity(dir1.path()).unwrap(), peer_identity(dir2.path()).unwrap());
+    let keys = PeerKeys::default();
+    keys.insert(1, leader_id.public_key);
+    keys.insert(2, follower_id.public_key);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let leader_addr = listener.local_addr().unwrap().to_string();
+    let ledger =
+        Ledger::open(dir1.path(), replica_config(1), "cgs/peers", PeerNetwork::new(leader_id.clone(), keys.clone()))
+            .await
+            .unwrap();
+    let handler: ForwardHandler = Arc::new(move |from, req: Forwarded| {
+        Box::pin(async move {
+            let body = base64::engine::general_purpose::STANDARD.encode(format!("{from} {} {}", req.method, req.uri));
+            ForwardedAnswer { status: 201, headers: vec![("x-echo".into(), req.uri.clone())], body }
+        })
+    });
+    let forwarding = Forwarding::default();
+    forwarding.set(handler);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(peer::serve(
+        listener,
+        peer::server_config(&leader_id, &keys).unwrap(),
+        ledger.raft.clone(),
+        keys.clone(),
+        forwarding,
+        stop,
+    ));
+
+    // The older leader: TLS as the leader, batches refused, the rest passed on.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap().to_string();
+    let (batches, singles) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(peer::server_config(&leader_id, &keys).unwrap());
+    let upstream = peer::client_config(&follower_id, leader_id.public_key).unwrap();
+    {
+        let (batches, singles, leader_addr) = (batches.clone(), singles.clone(), leader_addr.clone());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = proxy.accept().await.unwrap();
+                let (acceptor, upstream, batches, singles, leader_addr) =
+                    (acceptor.clone(), upstream.clone(), batches.clone(), singles.clone(), leader_addr.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (upstream, batches, singles, leader_addr) =
+                            (upstream.clone(), batches.clone(), singles.clone(), leader_addr.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            if parts.uri.path() == "/forward/batch" {
+                                batches.fetch_add(1, SeqCst);
+                                let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                                    b"no such RPC",
+                                )));
+                                *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                                return Ok::<_, hyper::Error>(r);
+                            }
+                            if parts.uri.path() == "/forward" {
+                                singles.fetch_add(1, SeqCst);
+                            }
+                            let tcp = tokio::net::TcpStream::connect(&leader_addr).await.unwrap();
+                            let name = rustls::pki_types::ServerName::try_from("cgs-node").unwrap();
+                            let tls = tokio_rustls::TlsConnector::from(upstream).connect(name, tcp).await.unwrap();
+                            let (mut send, conn) =
+                                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+                            tokio::spawn(conn);
+                            let req = hyper::Request::from_parts(parts, http_body_util::Full::new(body));
+                            let resp = send.send_request(req).await?;
+                            let (parts, body) = resp.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            Ok(hyper::Response::from_parts(parts, http_body_util::Full::new(body)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+    }
+
+    let net = PeerNetwork::new(follower_id.clone(), keys.clone());
+    let sent: Vec<_> = (0..20)
+        .map(|i| {
+            let (net, addr) = (net.clone(), proxy_addr.clone());
+            let req = Forwarded {
+                method: "POST".into(),
+                uri: format!("/app/{i}"),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: b64.encode("{}"),
+            };
+            tokio::spawn(async move { net.forward(1, &addr, &req).await })
+        })
+        .collect();
+    for (i, f) in sent.into_iter().enumerate() {
+        let answer = tokio::time::timeout(Duration::from_secs(30), f).await.expect("answered").unwrap().unwrap();
+        let body = String::from_utf8(b64.decode(&answer.body).unwrap()).unwrap();
+        assert_eq!(body, format!("2 POST /app/{i}"), "its own answer, as the leader saw it");
+        assert_eq!((answer.status, answer.headers), (201, vec![("x-echo".to_string(), format!("/app/{i}"))]));
+    }
+    assert!(batches.load(SeqCst) >= 1, "a batch was tried first");
+    assert_eq!(singles.load(SeqCst), 20, "then each request went alone");
+    let _ = stop_tx.send(true);
+    ledger.shutdown().await;
+}
