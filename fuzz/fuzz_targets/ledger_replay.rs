@@ -10,7 +10,8 @@
 //! The harness writes what a node writes: the replicated log (one record per operation), the
 //! ledger (its expansion), the level-0 Merkle leaves, and — when the node "applied" everything —
 //! the state and the refused transactions of a replay of the ledger (read-set check, then
-//! writes; appends completed with `seqno ‖ n`).
+//! writes; appends completed with `seqno ‖ n`), its table versions, its index of checkpoints,
+//! and the node's counters (`ledger_term`, `last_non_signature`, `last_checkpoint`, `applied`).
 //!
 //! Properties:
 //! * nothing panics, whatever the entries;
@@ -114,6 +115,11 @@ struct Built {
     leaves: Vec<[u8; 32]>,
     model: Model,
     checkpoints: Vec<u64>,
+    /// What the node records beside the state as it applies: tree size → seqno of each
+    /// signature entry, the last entry's term, the last entry that is not a signature.
+    checkpoint_index: BTreeMap<u64, u64>,
+    last_term: u64,
+    last_non_signature: u64,
     honest: bool,
 }
 
@@ -125,6 +131,9 @@ fn build(input: &Input) -> Built {
         leaves: vec![],
         model: Model::default(),
         checkpoints: vec![],
+        checkpoint_index: BTreeMap::new(),
+        last_term: 0,
+        last_non_signature: 0,
         honest: true,
     };
     let mut term = 1u64;
@@ -208,11 +217,19 @@ fn build(input: &Input) -> Built {
         };
         let rec = RaftRecord { term, index: b.raft.len() as u64, body };
         for bytes in rec.expand(seqno) {
-            if let Ok(e) = Entry::decode(&bytes)
-                && let Payload::Transaction(t) = &e.payload
-            {
-                b.model.apply(e.seqno, e.tx_id(), t);
+            match Entry::decode(&bytes) {
+                Ok(Entry { seqno, payload: Payload::Signature(s), .. }) => {
+                    b.checkpoint_index.insert(s.tree_size, seqno);
+                }
+                Ok(e) => {
+                    if let Payload::Transaction(t) = &e.payload {
+                        b.model.apply(e.seqno, e.tx_id(), t);
+                    }
+                    b.last_non_signature = e.seqno;
+                }
+                Err(_) => b.last_non_signature = b.ledger.len() as u64 + 1,
             }
+            b.last_term = rec.term;
             let leaf = leaf_hash(&Sha256::digest(&bytes));
             tree.push(leaf);
             b.leaves.push(leaf);
@@ -257,8 +274,22 @@ fn write_db(b: &Built, ledger: &[Vec<u8>], leaves: &[[u8; 32]], applied: u64) {
                     .unwrap();
             }
         }
-        w.open_table(fmt::TABLE_VERSIONS).unwrap();
-        w.open_table(fmt::CHECKPOINTS).unwrap();
+        let mut tables = w.open_table(fmt::TABLE_VERSIONS).unwrap();
+        let mut checkpoints = w.open_table(fmt::CHECKPOINTS).unwrap();
+        if applied > 0 {
+            for (table, version) in &b.model.tables {
+                tables.insert(table.as_str(), fmt::encode_tx_id(*version).as_slice()).unwrap();
+            }
+            for (size, seqno) in &b.checkpoint_index {
+                checkpoints.insert(*size, *seqno).unwrap();
+            }
+            let last_checkpoint = b.checkpoint_index.keys().next_back().copied().unwrap_or(0);
+            meta.insert("ledger_term", b.last_term.to_be_bytes().as_slice()).unwrap();
+            meta.insert("last_non_signature", b.last_non_signature.to_be_bytes().as_slice()).unwrap();
+            meta.insert("last_checkpoint", last_checkpoint.to_be_bytes().as_slice()).unwrap();
+            let last_record = serde_json::json!({"index": b.raft.len() as u64 - 1});
+            meta.insert("applied", last_record.to_string().as_bytes()).unwrap();
+        }
     }
     w.commit().unwrap();
 }

@@ -410,6 +410,9 @@ fn config_err(m: impl Into<String>) -> crate::node::NodeError {
 /// shares.
 async fn verify_ledger(dir: &Path) -> Result<cgs_ledger_format::verify::Report, crate::node::NodeError> {
     eprintln!("recovery: verifying the ledger in {} (every entry, checkpoint and state row)", dir.display());
+    // Opened for writing once first: a file its node did not close (killed, or its machine
+    // lost) is repaired by redb, which the read-only verifier does not do.
+    drop(crate::ledger::open_file(dir)?);
     let d = dir.to_path_buf();
     let report = tokio::task::spawn_blocking(move || cgs_ledger_format::verify::verify_data_dir(&d, &[]))
         .await
@@ -424,13 +427,25 @@ async fn verify_ledger(dir: &Path) -> Result<cgs_ledger_format::verify::Report, 
             dir.display()
         ))
     })?;
+    // A node writes its ledger's entries and the count it applied in one transaction: a count
+    // set back would hide signed entries from the state the recovery starts from.
+    if report.applied != report.entries {
+        return Err(config_err(format!(
+            "the ledger in {} holds {} entries but records {} as applied: its node never writes that; the file was \
+             altered. Recover from another node's copy",
+            dir.display(),
+            report.entries,
+            report.applied
+        )));
+    }
     eprintln!(
-        "recovery: the ledger verifies: {} entries, {} checkpoints, the last signed checkpoint covers {} entries, {} \
-         entries after it are covered by no signature",
+        "recovery: the ledger verifies: {} entries, {} checkpoints, the last signed checkpoint covers {} entries; {} \
+         entries after it and {} entries of the replicated log not applied yet are covered by no signature",
         report.entries,
         report.checkpoints,
         report.last_checkpoint.map(|(size, _)| size).unwrap_or(0),
-        report.unsigned_tail
+        report.unsigned_tail,
+        report.unapplied_entries
     );
     Ok(report)
 }
@@ -553,6 +568,7 @@ impl Collecting {
                 "checkpoints": self.verified.checkpoints,
                 "signed_entries": self.verified.last_checkpoint.map(|(size, _)| size).unwrap_or(0),
                 "unsigned_tail": self.verified.unsigned_tail,
+                "unapplied_entries": self.verified.unapplied_entries,
                 "root": self.verified.root,
             },
             "recovery_count": self.view.history["recovery_count"],
@@ -797,13 +813,14 @@ pub async fn collect(
     });
     let r = &state.view.record;
     println!(
-        "RECOVERING: the ledger verifies ({} entries, the first {} signed by a checkpoint); its last applied transaction is {} (raft log index {}). Node {} waits for {} of the {} members' recovery shares (epoch {}) on https://{local}/recovery; \
+        "RECOVERING: the ledger verifies ({} entries, the first {} signed by a checkpoint, {} more received but not applied); its last applied transaction is {} (raft log index {}). Node {} waits for {} of the {} members' recovery shares (epoch {}) on https://{local}/recovery; \
          the listener's certificate is {}. Each member checks the node's evidence and the ledger's last transaction, \
          then runs: cgs recovery submit --url https://{local} --ca {} --key MEMBER.key --measurement \
          EXPECTED_MEASUREMENT [--min-seqno LATEST_SEQNO_KNOWN] (--allow-virtual instead of --measurement for a \
          development service)",
         state.verified.entries,
         state.verified.last_checkpoint.map(|(size, _)| size).unwrap_or(0),
+        state.verified.unapplied_entries,
         state.view.last_applied,
         state.view.raft_last_index,
         state.node_id,
@@ -855,6 +872,25 @@ pub async fn collect(
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     conns.abort_all();
     let _ = std::fs::remove_dir_all(&tls_dir);
+    // Members looked at the figures of the file as it was at start; it may have changed while
+    // they submitted (the disk is the operator's): verified again, it must be the same ledger.
+    let again = verify_ledger(dir).await?;
+    if (again.entries, again.unapplied_entries, &again.root)
+        != (state.verified.entries, state.verified.unapplied_entries, &state.verified.root)
+    {
+        return Err(config_err(format!(
+            "the ledger in {} changed while members submitted their shares ({} entries and {} not applied, root {}, \
+             where members were shown {} and {}, root {}): nothing was written. Start the recovery again on a copy \
+             nobody writes to",
+            dir.display(),
+            again.entries,
+            again.unapplied_entries,
+            again.root,
+            state.verified.entries,
+            state.verified.unapplied_entries,
+            state.verified.root
+        )));
+    }
     apply_bundle(dir, &state, bundle, raft_addr)
 }
 

@@ -238,6 +238,23 @@ async fn tampering_fails_verification_at_the_right_seqno() {
     let f = verify_data_dir(&dir, &[]).unwrap_err();
     assert_eq!(f.seqno, k, "{f}");
 
+    // An interior Merkle node the node stored (the root of the first two leaves), replaced: the
+    // node would sign roots built on it. Caught at the entry that completes that subtree.
+    let dir = copy_ledger(&data, &tmp.path().join("merkle-interior"));
+    {
+        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut nodes = tx.open_table(fmt::MERKLE).unwrap();
+            assert!(nodes.get((1u8, 0u64)).unwrap().is_some(), "the node stores interior nodes");
+            nodes.insert((1u8, 0u64), [7u8; 32].as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let f = verify_data_dir(&dir, &[]).unwrap_err();
+    assert_eq!(f.seqno, 2, "{f}");
+    assert!(f.reason.contains("Merkle node at level 1, index 0"), "{f}");
+
     // A key that is not the node's is refused when a key is pinned.
     let stranger = "cgs/other+3c3c3c3c+AQ0xMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMg==";
     let (ok, _, _) = cgs(&["ledger", "verify", data.to_str().unwrap(), "--node-key", stranger]);

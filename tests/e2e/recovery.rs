@@ -136,46 +136,8 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let err = cgs_e2e::start_refused(&dir);
     assert!(err.contains("--recover"), "{err}");
 
-    // The operator edits one public row in the state of that ledger file, in a table the
-    // recovery shares are not bound to: a recorded governance message now names another member
-    // as its signer. `start --recover`
-    // verifies the whole ledger first, and refuses the file before any member is asked for a
-    // share.
-    let (row, original) = {
-        use cgs_ledger_format::store_format as fmt;
-        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
-        let tx = db.begin_write().unwrap();
-        let picked = {
-            let mut state = tx.open_table(fmt::STATE).unwrap();
-            let (k, v) = {
-                use redb::ReadableTable as _;
-                let mut rows =
-                    state.iter().unwrap().map(|r| r.unwrap()).map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
-                rows.find(|(k, _)| fmt::split_state_key(k).is_some_and(|(t, _)| t == "gov.envelopes"))
-                    .expect("a recorded governance message in the state")
-            };
-            let (version, value) = fmt::decode_versioned(&v).unwrap();
-            let mut record: serde_json::Value = serde_json::from_slice(value).unwrap();
-            record["member_id"] = json!("0".repeat(64));
-            let edited = record.to_string();
-            state.insert(k.as_slice(), fmt::encode_versioned(version, edited.as_bytes()).as_slice()).unwrap();
-            (k, v)
-        };
-        tx.commit().unwrap();
-        picked
-    };
-    let refused = recover_refused(&dir);
-    assert!(refused.contains("does not verify") && refused.contains("differs from the replay"), "{refused}");
-    assert!(!dir.join("recovery").exists(), "nothing was served");
-    {
-        use cgs_ledger_format::store_format as fmt;
-        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
-        let tx = db.begin_write().unwrap();
-        tx.open_table(fmt::STATE).unwrap().insert(row.as_slice(), original.as_slice()).unwrap();
-        tx.commit().unwrap();
-    }
-
-    // Recovery from the ledger file node 2 left.
+    // Recovery from the ledger file node 2 left, straight after the kill (its file was not
+    // closed: it is repaired before it is verified).
     let (launched, url, cert, client, status) = start_recovery(&dir, Stdio::inherit()).await;
     // What the verification found, for members to see.
     let verified = &status["verified"];
@@ -376,6 +338,45 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(n4);
 
+    // The operator edits one public row in the state of the ledger file, in a table the
+    // recovery shares are not bound to: a recorded governance message now names another member
+    // as its signer. `start --recover`
+    // verifies the whole ledger first, and refuses the file before any member is asked for a
+    // share.
+    let (row, original) = {
+        use cgs_ledger_format::store_format as fmt;
+        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        let picked = {
+            let mut state = tx.open_table(fmt::STATE).unwrap();
+            let (k, v) = {
+                use redb::ReadableTable as _;
+                let mut rows =
+                    state.iter().unwrap().map(|r| r.unwrap()).map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+                rows.find(|(k, _)| fmt::split_state_key(k).is_some_and(|(t, _)| t == "gov.envelopes"))
+                    .expect("a recorded governance message in the state")
+            };
+            let (version, value) = fmt::decode_versioned(&v).unwrap();
+            let mut record: serde_json::Value = serde_json::from_slice(value).unwrap();
+            record["member_id"] = json!("0".repeat(64));
+            let edited = record.to_string();
+            state.insert(k.as_slice(), fmt::encode_versioned(version, edited.as_bytes()).as_slice()).unwrap();
+            (k, v)
+        };
+        tx.commit().unwrap();
+        picked
+    };
+    let refused = recover_refused(&dir);
+    assert!(refused.contains("does not verify") && refused.contains("differs from the replay"), "{refused}");
+    assert!(!dir.join("recovery").exists(), "nothing was served");
+    {
+        use cgs_ledger_format::store_format as fmt;
+        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(fmt::STATE).unwrap().insert(row.as_slice(), original.as_slice()).unwrap();
+        tx.commit().unwrap();
+    }
+
     // The operator edits the ledger file before recovering again, where no signature reaches:
     // past the last replicated record it appends one of its own, a transaction that adds a
     // member of its own with the `operator` role (holding no share, so the share holders are
@@ -432,7 +433,9 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let out = std::process::Command::new(&binaries().cli).args(["ledger", "verify"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "nothing signs a record not yet applied: {}", String::from_utf8_lossy(&out.stderr));
     let log = tmp.path().join("forged-recovery.log");
-    let (launched, _, _, client, _) = start_recovery(&dir, Stdio::from(std::fs::File::create(&log).unwrap())).await;
+    let (launched, _, _, client, status) =
+        start_recovery(&dir, Stdio::from(std::fs::File::create(&log).unwrap())).await;
+    assert_eq!(status["verified"]["unapplied_entries"], 1, "the forged record is shown as not applied: {status}");
     for name in ["isv", "data-provider"] {
         let m = cgs_client::Member::new(
             client.clone(),
@@ -454,16 +457,36 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
 
 /// `cgs-host start --recover` on `dir`, expected to refuse at once: what it printed.
 fn recover_refused(dir: &Path) -> String {
-    let out = std::process::Command::new(&binaries().host)
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(&binaries().host)
         .args(["start", "--recover", "--keys-in-memory", "--listen", "127.0.0.1:0", "--log", "warn"])
         .arg(format!("--peer-listen=127.0.0.1:{}", free_port()))
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(err.reopen().unwrap())
+        .spawn()
         .expect("run cgs-host");
-    assert!(!out.status.success(), "cgs-host start --recover on {} did not refuse", dir.display());
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "cgs-host start --recover on {} did not refuse (it waits for shares): {}",
+                dir.display(),
+                std::fs::read_to_string(err.path()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let printed = std::fs::read_to_string(err.path()).unwrap();
+    assert!(!status.success(), "cgs-host start --recover on {} did not refuse: {printed}", dir.display());
+    printed
 }
 
 /// `cgs-host start --recover` on `dir` (keys in memory) with its log to `stderr`; once it serves

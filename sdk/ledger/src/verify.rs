@@ -4,8 +4,10 @@
 //!
 //! 1. checks that log positions are contiguous from 1 and that every entry decodes, sits at the
 //!    seqno it claims, and never lowers the term;
-//! 2. recomputes every Merkle leaf `H(0x00 ‖ SHA-256(entry))` (and compares it with the node's
-//!    stored leaf hash, which pinpoints an altered entry) and the root after every entry;
+//! 2. recomputes every Merkle leaf `H(0x00 ‖ SHA-256(entry))` and every interior node of a
+//!    complete subtree (and compares each with the node's stored one, where stored: an altered
+//!    leaf pinpoints an altered entry, an altered interior node would make the node sign a wrong
+//!    root) and the root after every entry;
 //! 3. at every signature entry, checks that the checkpoint covers only earlier entries, that its
 //!    root equals the recomputed root at its size, that its C2SP note is signed by the key the
 //!    ledger recorded for that node (`sys.nodes`, or a pinned key) and names the same size and
@@ -13,7 +15,9 @@
 //!    and all roots come from one append-only sequence, so successive checkpoints are consistent;
 //! 4. replays every transaction — the read-set check that decides whether it applied, then its
 //!    writes — and requires the node's applied state to equal the replay, and its list of
-//!    refused transactions to equal the replay's.
+//!    refused transactions to equal the replay's;
+//! 5. requires every stored ledger entry to be the expansion of the replicated log's records, and
+//!    counts the entries the replicated log holds beyond the ledger (not applied yet).
 //!
 //! The first failure is reported with the seqno it concerns.
 
@@ -45,6 +49,9 @@ pub struct Report {
     pub last_checkpoint: Option<(u64, u64)>,
     /// Entries not yet covered by a checkpoint.
     pub unsigned_tail: u64,
+    /// Entries the replicated log holds beyond the ledger (received, not applied yet): no
+    /// checkpoint covers them either.
+    pub unapplied_entries: u64,
     /// Entries the node had applied.
     pub applied: u64,
     /// Root of the whole log (hex).
@@ -71,12 +78,18 @@ fn fail<T>(seqno: u64, reason: impl Into<String>) -> Result<T, Failure> {
     Err(Failure { seqno, reason: reason.into() })
 }
 
-/// The replayed state: value and version per `(table, key)`, and table versions.
-#[derive(Default)]
+/// The replayed state: value and version per `(table, key)`, table versions, and what the node
+/// records beside them as it applies (its index of checkpoints, the last entry's term, the last
+/// entry that is not a signature, the largest checkpoint).
+#[derive(Default, Clone)]
 struct Replay {
     state: BTreeMap<(String, Vec<u8>), (TxId, Vec<u8>)>,
     tables: BTreeMap<String, TxId>,
     invalid: Vec<u64>,
+    checkpoints: BTreeMap<u64, u64>,
+    term: u64,
+    last_non_signature: u64,
+    last_checkpoint: u64,
 }
 
 /// A node's recorded checkpoint key.
@@ -103,8 +116,18 @@ pub fn verify_data_dir_with_progress(
     if !path.is_file() {
         return fail(0, format!("{} does not exist", path.display()));
     }
-    let db = redb::ReadOnlyDatabase::open(&path)
-        .map_err(|e| Failure { seqno: 0, reason: format!("cannot open {}: {e}", path.display()) })?;
+    let db = redb::ReadOnlyDatabase::open(&path).map_err(|e| match e {
+        redb::DatabaseError::RepairAborted => Failure {
+            seqno: 0,
+            reason: format!(
+                "{} was not closed by its node (killed, or its machine stopped) and needs the repair a writer does \
+                 on open, which this read-only check does not do: start the node on it once, or run \
+                 `cgs-host start --recover` (which repairs it, then verifies it)",
+                path.display()
+            ),
+        },
+        e => Failure { seqno: 0, reason: format!("cannot open {}: {e}", path.display()) },
+    })?;
     let rtx = db.begin_read().map_err(|e| Failure { seqno: 0, reason: e.to_string() })?;
     let dberr = |e: &dyn std::fmt::Display| Failure { seqno: 0, reason: format!("unreadable ledger: {e}") };
 
@@ -126,7 +149,12 @@ pub fn verify_data_dir_with_progress(
 
     let mut report = Report { origin: origin.clone(), applied, ..Report::default() };
     let mut tree = CompactTree::new();
+    // Roots of the tree at every size from `roots_base` on: a checkpoint never covers fewer
+    // entries than the previous one, so roots below the last checkpoint's size are dropped.
     let mut roots: Vec<merkle::Hash> = vec![tree.root()];
+    let mut roots_base = 0u64;
+    // At each level, the last complete node of an even index (the left sibling of the next).
+    let mut left_at: Vec<Option<merkle::Hash>> = Vec::new();
     let mut replay = Replay::default();
     let mut replay_at_applied: Option<Replay> = if applied == 0 { Some(Replay::default()) } else { None };
     let mut keys: BTreeMap<u64, VerifierKey> = BTreeMap::new();
@@ -160,13 +188,38 @@ pub fn verify_data_dir_with_progress(
         {
             return fail(key, "the entry does not hash to the leaf recorded when it was applied (entry altered)");
         }
+        let (mut level, mut index, mut node) = (0usize, key - 1, leaf);
+        loop {
+            if level > 0
+                && let Some(stored) = merkle_nodes.get((level as u8, index)).map_err(|e| dberr(&e))?
+                && stored.value() != node.as_slice()
+            {
+                return fail(
+                    key,
+                    format!("the stored Merkle node at level {level}, index {index} is not the hash of its subtree"),
+                );
+            }
+            if index & 1 == 0 {
+                if left_at.len() <= level {
+                    left_at.resize(level + 1, None);
+                }
+                left_at[level] = Some(node);
+                break;
+            }
+            let Some(left) = left_at.get(level).copied().flatten() else { break };
+            node = merkle::node_hash(&left, &node);
+            level += 1;
+            index >>= 1;
+        }
         tree.push(leaf);
         roots.push(tree.root());
         report.entries += 1;
 
+        replay.term = entry.term;
         match &entry.payload {
-            Payload::Blank | Payload::Membership(_) => {}
+            Payload::Blank | Payload::Membership(_) => replay.last_non_signature = key,
             Payload::Transaction(t) => {
+                replay.last_non_signature = key;
                 report.transactions += 1;
                 let tx_id = entry.tx_id();
                 let conflict = t
@@ -236,7 +289,7 @@ pub fn verify_data_dir_with_progress(
                         format!("checkpoint size {} is below the previous one ({last_checkpoint_size})", s.tree_size),
                     );
                 }
-                let expected_root = roots[s.tree_size as usize];
+                let expected_root = roots[(s.tree_size - roots_base) as usize];
                 if expected_root != s.root {
                     return fail(
                         key,
@@ -263,16 +316,16 @@ pub fn verify_data_dir_with_progress(
                 }
                 verify_cose_root(&vk, s.tree_size, &s.root, &s.cose_signature)
                     .map_err(|reason| Failure { seqno: key, reason })?;
+                replay.checkpoints.insert(s.tree_size, key);
+                replay.last_checkpoint = replay.last_checkpoint.max(s.tree_size);
                 last_checkpoint_size = s.tree_size;
+                roots.drain(..(s.tree_size - roots_base) as usize);
+                roots_base = s.tree_size;
                 report.last_checkpoint = Some((s.tree_size, key));
             }
         }
-        if key == applied {
-            replay_at_applied = Some(Replay {
-                state: replay.state.clone(),
-                tables: replay.tables.clone(),
-                invalid: replay.invalid.clone(),
-            });
+        if key == applied && applied != total {
+            replay_at_applied = Some(replay.clone());
         }
     }
     if applied > report.entries {
@@ -282,7 +335,8 @@ pub fn verify_data_dir_with_progress(
     report.root = hex::encode(tree.root());
 
     // The node's applied state must be the replay of the ledger up to `applied`.
-    let replayed = replay_at_applied.unwrap_or_default();
+    let replayed =
+        if applied == report.entries && applied > 0 { replay } else { replay_at_applied.unwrap_or_default() };
     let state = rtx.open_table(fmt::STATE).map_err(|e| dberr(&e))?;
     let mut seen = 0u64;
     for item in state.iter().map_err(|e| dberr(&e))? {
@@ -328,10 +382,61 @@ pub fn verify_data_dir_with_progress(
     }
     report.state_keys = seen;
 
+    // What the node records beside the state as it applies, and reads back when it continues:
+    // table versions (its read-set checks), its index of checkpoints (receipts), the term of the
+    // last entry, the last entry that is not a signature and the largest checkpoint (when to
+    // sign next).
+    let table_versions = rtx.open_table(fmt::TABLE_VERSIONS).map_err(|e| dberr(&e))?;
+    let mut stored_tables = 0usize;
+    for item in table_versions.iter().map_err(|e| dberr(&e))? {
+        let (k, v) = item.map_err(|e| dberr(&e))?;
+        let version = fmt::decode_tx_id(v.value()).ok_or_else(|| dberr(&"corrupt table version"))?;
+        if replayed.tables.get(k.value()) != Some(&version) {
+            return fail(
+                version.seqno.max(replayed.tables.get(k.value()).map_or(0, |v| v.seqno)),
+                format!("the version of table `{}` differs from the replay of the ledger", k.value()),
+            );
+        }
+        stored_tables += 1;
+    }
+    if stored_tables != replayed.tables.len() {
+        return fail(applied, "the node's table versions lack a table the ledger wrote");
+    }
+    let checkpoints = rtx.open_table(fmt::CHECKPOINTS).map_err(|e| dberr(&e))?;
+    let mut stored_checkpoints = BTreeMap::new();
+    for item in checkpoints.iter().map_err(|e| dberr(&e))? {
+        let (k, v) = item.map_err(|e| dberr(&e))?;
+        stored_checkpoints.insert(k.value(), v.value());
+    }
+    if stored_checkpoints != replayed.checkpoints {
+        let first = stored_checkpoints
+            .iter()
+            .zip(&replayed.checkpoints)
+            .find(|(a, b)| a != b)
+            .map(|((_, a), (_, b))| *a.min(b))
+            .unwrap_or(applied);
+        return fail(first, "the node's index of checkpoints differs from the ledger's signature entries");
+    }
+    if applied > 0 {
+        for (name, want) in [
+            ("ledger_term", replayed.term),
+            ("last_non_signature", replayed.last_non_signature),
+            ("last_checkpoint", replayed.last_checkpoint),
+        ] {
+            let got = meta_bytes(name)?.and_then(|b| b.try_into().ok().map(u64::from_be_bytes));
+            if got != Some(want) {
+                return fail(applied, format!("the node's `{name}` ({got:?}) is not the ledger's ({want})"));
+            }
+        }
+    }
+
     // The ledger must be exactly the expansion of the replicated log it was applied from.
     let raft_log = rtx.open_table(fmt::RAFT_LOG).map_err(|e| dberr(&e))?;
     let mut next_seqno = 1u64;
     let mut last_term = 0u64;
+    // The replicated records after which the ledger ends at the last applied entry (one, and
+    // any records after it that expand to no entry).
+    let mut applied_records: Vec<u64> = Vec::new();
     for (want_index, item) in (0u64..).zip(raft_log.iter().map_err(|e| dberr(&e))?) {
         let (k, v) = item.map_err(|e| dberr(&e))?;
         if k.value() != want_index {
@@ -344,7 +449,9 @@ pub fn verify_data_dir_with_progress(
         }
         last_term = rec.term;
         for bytes in rec.expand(next_seqno) {
-            if next_seqno <= applied {
+            if next_seqno > report.entries {
+                report.unapplied_entries += 1;
+            } else {
                 match log.get(next_seqno).map_err(|e| dberr(&e))? {
                     Some(stored) if stored.value() == bytes.as_slice() => {}
                     _ => {
@@ -357,9 +464,30 @@ pub fn verify_data_dir_with_progress(
             }
             next_seqno += 1;
         }
+        if next_seqno == applied + 1 && applied > 0 {
+            applied_records.push(rec.index);
+        }
     }
-    if next_seqno <= applied {
+    if next_seqno <= report.entries {
         return fail(next_seqno, "the ledger has entries the replicated log does not contain");
+    }
+    // The node continues applying after the record it says it applied last: it must be the one
+    // whose expansion ends at the ledger's last applied entry (set back, the node would apply
+    // records again, each entry a second time).
+    if applied > 0 {
+        let recorded = meta_bytes("applied")?
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["index"].as_u64());
+        if !recorded.is_some_and(|r| applied_records.contains(&r)) {
+            return fail(
+                applied,
+                format!(
+                    "the node records replicated log record {recorded:?} as its last applied, but the ledger's \
+                     entries end with record {:?}",
+                    applied_records.first()
+                ),
+            );
+        }
     }
     progress(report.entries, report.entries);
     Ok(report)
