@@ -437,6 +437,9 @@ impl Node {
             crate::ledger::record_node_id(dir, j.node_id)?;
         } else if let Some(r) = &recovered {
             ledger_config.node_id = r.node_id;
+            // Nothing of the recovered log is signed before the recovery transaction checked it
+            // against the shares and committed (a stopped attempt leaves its tail unsigned).
+            ledger_config.hold_signatures = true;
         } else if has_ledger {
             ledger_config.node_id = crate::ledger::recorded_node_id(dir)?.unwrap_or(ledger_config.node_id);
         }
@@ -618,6 +621,7 @@ impl Node {
             Creation::Recover => {
                 if let Some(r) = &recovered {
                     let (tx, body) = gov.complete_recovery(r).await?;
+                    ledger.release_signatures();
                     let marker = crate::recovery::pending_marker(dir);
                     std::fs::remove_file(&marker).map_err(io_err(&marker))?;
                     eprintln!(

@@ -453,6 +453,28 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     );
     let err = cgs_e2e::start_refused(&dir);
     assert!(err.contains("did not finish"), "{err}");
+    // The stopped attempt committed the forged record but signed nothing of what it recovered:
+    // no checkpoint covers it (a signature would let the next attempt show it as signed).
+    drop(redb::Database::open(dir.join(cgs_ledger_format::store_format::FILE_NAME)).unwrap()); // repaired if need be
+    let report = cgs_ledger_format::verify::verify_data_dir(&dir, &[]).unwrap();
+    let forged_seqno = {
+        use cgs_ledger_format::store_format as fmt;
+        use redb::{ReadableDatabase as _, ReadableTable as _};
+        let db = redb::ReadOnlyDatabase::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let rtx = db.begin_read().unwrap();
+        let log = rtx.open_table(fmt::LEDGER).unwrap();
+        log.iter()
+            .unwrap()
+            .map(|r| r.unwrap())
+            .find(|(_, v)| {
+                matches!(cgs_core::entry::Entry::decode(v.value()).unwrap().payload,
+                    cgs_core::entry::Payload::Transaction(ref t) if t.operation == "forged")
+            })
+            .map(|(k, _)| k.value())
+            .expect("the forged record was applied")
+    };
+    let signed = report.last_checkpoint.map_or(0, |(size, _)| size);
+    assert!(signed < forged_seqno, "entry {forged_seqno} (forged) is covered by a checkpoint of {signed}: {report:?}");
 }
 
 /// `cgs-host start --recover` on `dir`, expected to refuse at once: what it printed.

@@ -68,6 +68,10 @@ pub struct LedgerConfig {
     pub heartbeat: Duration,
     /// Raft election timeout (minimum; the maximum is twice this).
     pub election_timeout: Duration,
+    /// Sign no checkpoint until [`Ledger::release_signatures`]: a recovering node signs nothing
+    /// of the log it recovers before its recovery transaction (which checks that log against
+    /// the members' shares) has committed.
+    pub hold_signatures: bool,
 }
 
 impl Default for LedgerConfig {
@@ -78,6 +82,7 @@ impl Default for LedgerConfig {
             signature_interval: Duration::from_millis(100),
             heartbeat: Duration::from_millis(50),
             election_timeout: Duration::from_millis(150),
+            hold_signatures: false,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct Ledger {
     node_id: u64,
     /// Whether this node's key is in the applied state (checkpoints are signed only then).
     key_recorded: std::sync::atomic::AtomicBool,
+    /// No checkpoint is signed while this is set ([`LedgerConfig::hold_signatures`]).
+    signatures_held: std::sync::atomic::AtomicBool,
     proposals: tokio::sync::mpsc::UnboundedSender<Pending>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The ledger file.
@@ -399,6 +406,7 @@ impl Ledger {
             secret,
             node_id: config.node_id,
             key_recorded: Default::default(),
+            signatures_held: std::sync::atomic::AtomicBool::new(config.hold_signatures),
             proposals,
             tasks: Mutex::new(Vec::new()),
             file: dir.join(fmt::FILE_NAME),
@@ -534,6 +542,12 @@ impl Ledger {
     /// Sign the node attestation document `doc` with the node key.
     pub fn sign_attestation(&self, doc: &serde_json::Value) -> [u8; 64] {
         self.signer.sign_attestation(doc)
+    }
+
+    /// Sign checkpoints again (after [`LedgerConfig::hold_signatures`]), starting now.
+    pub fn release_signatures(&self) {
+        self.signatures_held.store(false, Ordering::Release);
+        self.shared.sign_now.notify_one();
     }
 
     /// The node's public key (raw Ed25519).

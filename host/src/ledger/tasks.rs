@@ -120,6 +120,10 @@ impl Ledger {
             }
             self.key_recorded.store(true, Ordering::Release);
         }
+        // Held (a recovery not committed yet): the key is recorded above, nothing is signed.
+        if self.signatures_held.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let root = {
             let rtx = self.shared.db.begin_read().map_err(db_err)?;
             let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
