@@ -8,7 +8,7 @@
 //! stored leaf hash updated to match.
 //!
 //! The harness writes what a node writes: the replicated log (one record per operation), the
-//! ledger (its expansion), the level-0 Merkle leaves, and — when the node "applied" everything —
+//! ledger (its expansion), the Merkle leaves and interior nodes, and — when the node "applied" everything —
 //! the state and the refused transactions of a replay of the ledger (read-set check, then
 //! writes; appends completed with `seqno ‖ n`), its table versions, its index of checkpoints,
 //! and the node's counters (`ledger_term`, `last_non_signature`, `last_checkpoint`, `applied`).
@@ -30,7 +30,7 @@ use arbitrary::Arbitrary;
 use base64::Engine as _;
 use cgs_core::TxId;
 use cgs_core::entry::{Entry, Payload, RaftBody, RaftRecord, Read, SignatureEntry, TableRead, Transaction, Write};
-use cgs_core::merkle::{CompactTree, leaf_hash};
+use cgs_core::merkle::{CompactTree, leaf_hash, node_hash};
 use cgs_ledger_format::store_format as fmt;
 use cgs_ledger_format::verify::verify_data_dir;
 use libfuzzer_sys::fuzz_target;
@@ -261,6 +261,15 @@ fn write_db(b: &Built, ledger: &[Vec<u8>], leaves: &[[u8; 32]], applied: u64) {
         let mut merkle = w.open_table(fmt::MERKLE).unwrap();
         for (i, l) in leaves.iter().enumerate() {
             merkle.insert((0u8, i as u64), l.as_slice()).unwrap();
+        }
+        // And the node's interior nodes: every complete aligned subtree of the leaves given.
+        let (mut level, mut nodes) = (0u8, leaves.to_vec());
+        while nodes.len() >= 2 {
+            nodes = nodes.chunks_exact(2).map(|c| node_hash(&c[0], &c[1])).collect();
+            level += 1;
+            for (i, h) in nodes.iter().enumerate() {
+                merkle.insert((level, i as u64), h.as_slice()).unwrap();
+            }
         }
         let mut invalid = w.open_table(fmt::INVALID).unwrap();
         let mut state = w.open_table(fmt::STATE).unwrap();

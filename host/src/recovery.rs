@@ -569,6 +569,7 @@ impl Collecting {
                 "signed_entries": self.verified.last_checkpoint.map(|(size, _)| size).unwrap_or(0),
                 "unsigned_tail": self.verified.unsigned_tail,
                 "unapplied_entries": self.verified.unapplied_entries,
+                "unapplied_digest": self.verified.unapplied_digest,
                 "root": self.verified.root,
             },
             "recovery_count": self.view.history["recovery_count"],
@@ -875,12 +876,17 @@ pub async fn collect(
     // Members looked at the figures of the file as it was at start; it may have changed while
     // they submitted (the disk is the operator's): verified again, it must be the same ledger.
     let again = verify_ledger(dir).await?;
-    if (again.entries, again.unapplied_entries, &again.root)
-        != (state.verified.entries, state.verified.unapplied_entries, &state.verified.root)
+    if (again.entries, again.unapplied_entries, &again.root, &again.unapplied_digest)
+        != (
+            state.verified.entries,
+            state.verified.unapplied_entries,
+            &state.verified.root,
+            &state.verified.unapplied_digest,
+        )
     {
         return Err(config_err(format!(
             "the ledger in {} changed while members submitted their shares ({} entries and {} not applied, root {}, \
-             where members were shown {} and {}, root {}): nothing was written. Start the recovery again on a copy \
+             where members were shown {} and {}, root {}; or the records not applied changed): nothing was written. Start the recovery again on a copy \
              nobody writes to",
             dir.display(),
             again.entries,

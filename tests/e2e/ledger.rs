@@ -255,6 +255,36 @@ async fn tampering_fails_verification_at_the_right_seqno() {
     assert_eq!(f.seqno, 2, "{f}");
     assert!(f.reason.contains("Merkle node at level 1, index 0"), "{f}");
 
+    // What the node reads back beside the state, edited: a table version (its read-set checks
+    // would decide on it), its index of checkpoints (receipts), a counter (when to sign).
+    let edit = |name: &str, f: &dyn Fn(&redb::WriteTransaction)| {
+        let dir = copy_ledger(&data, &tmp.path().join(name));
+        let db = redb::Database::open(dir.join(fmt::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        f(&tx);
+        tx.commit().unwrap();
+        drop(db);
+        verify_data_dir(&dir, &[]).expect_err(name)
+    };
+    let f = edit("table-version", &|tx| {
+        use redb::ReadableTable as _;
+        let mut t = tx.open_table(fmt::TABLE_VERSIONS).unwrap();
+        let (table, _) = t.first().unwrap().map(|(k, v)| (k.value().to_string(), v.value().to_vec())).unwrap();
+        t.insert(table.as_str(), fmt::encode_tx_id(cgs_core::TxId::new(1, 1)).as_slice()).unwrap();
+    });
+    assert!(f.reason.contains("the version of table"), "{f}");
+    let f = edit("checkpoint-index", &|tx| {
+        use redb::ReadableTable as _;
+        let mut t = tx.open_table(fmt::CHECKPOINTS).unwrap();
+        let (size, seqno) = t.last().unwrap().map(|(k, v)| (k.value(), v.value())).unwrap();
+        t.insert(size, seqno + 1).unwrap();
+    });
+    assert!(f.reason.contains("index of checkpoints"), "{f}");
+    let f = edit("counter", &|tx| {
+        tx.open_table(fmt::META).unwrap().insert("last_checkpoint", u64::MAX.to_be_bytes().as_slice()).unwrap();
+    });
+    assert!(f.reason.contains("last_checkpoint"), "{f}");
+
     // A key that is not the node's is refused when a key is pinned.
     let stranger = "cgs/other+3c3c3c3c+AQ0xMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMg==";
     let (ok, _, _) = cgs(&["ledger", "verify", data.to_str().unwrap(), "--node-key", stranger]);

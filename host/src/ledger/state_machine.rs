@@ -193,8 +193,9 @@ fn apply_batch(
     let started = std::time::Instant::now();
     tx.commit().map_err(|e| e.to_string())?;
     shared.apply_commits.observe(started.elapsed());
-    shared.applied_term.store(term, Ordering::Release);
+    // The size before the term: a reader that sees the term sees this size or a later one.
     shared.applied.store(size, Ordering::Release);
+    shared.applied_term.store(term, Ordering::Release);
     shared.last_non_signature.store(last_non_sig, Ordering::Release);
     shared.last_checkpoint.store(last_checkpoint, Ordering::Release);
     // A new secret version is taken up before anyone hears of what was applied: a leader writes

@@ -124,6 +124,15 @@ impl Ledger {
         if self.signatures_held.load(Ordering::Acquire) {
             return Ok(false);
         }
+        // A new leader signs once it applied an entry of its own term (its first, blank
+        // record): every entry of earlier terms — an earlier leader's checkpoint among them — is
+        // applied then, so its checkpoint never covers less than one before it in the log.
+        let term = self.raft.metrics().borrow().current_term;
+        if self.shared.applied_term.load(Ordering::Acquire) != term {
+            return Ok(false);
+        }
+        // Read after the term: the state machine publishes the size before the term.
+        let applied = self.shared.applied.load(Ordering::Acquire);
         let root = {
             let rtx = self.shared.db.begin_read().map_err(db_err)?;
             let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);

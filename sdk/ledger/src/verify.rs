@@ -52,6 +52,9 @@ pub struct Report {
     /// Entries the replicated log holds beyond the ledger (received, not applied yet): no
     /// checkpoint covers them either.
     pub unapplied_entries: u64,
+    /// SHA-256 (hex) over the replicated records beyond the ledger, in order (of nothing if
+    /// none): what a node would apply next, which no checkpoint covers.
+    pub unapplied_digest: String,
     /// Entries the node had applied.
     pub applied: u64,
     /// Root of the whole log (hex).
@@ -437,6 +440,7 @@ pub fn verify_data_dir_with_progress(
     // The replicated records after which the ledger ends at the last applied entry (one, and
     // any records after it that expand to no entry).
     let mut applied_records: Vec<u64> = Vec::new();
+    let mut unapplied = Sha256::new();
     for (want_index, item) in (0u64..).zip(raft_log.iter().map_err(|e| dberr(&e))?) {
         let (k, v) = item.map_err(|e| dberr(&e))?;
         if k.value() != want_index {
@@ -448,6 +452,10 @@ pub fn verify_data_dir_with_progress(
             return fail(next_seqno, format!("replicated log record {want_index} is out of place"));
         }
         last_term = rec.term;
+        if next_seqno > report.entries {
+            unapplied.update((v.value().len() as u64).to_be_bytes());
+            unapplied.update(v.value());
+        }
         for bytes in rec.expand(next_seqno) {
             if next_seqno > report.entries {
                 report.unapplied_entries += 1;
@@ -471,6 +479,7 @@ pub fn verify_data_dir_with_progress(
     if next_seqno <= report.entries {
         return fail(next_seqno, "the ledger has entries the replicated log does not contain");
     }
+    report.unapplied_digest = hex::encode(unapplied.finalize());
     // The node continues applying after the record it says it applied last: it must be the one
     // whose expansion ends at the ledger's last applied entry (set back, the node would apply
     // records again, each entry a second time).

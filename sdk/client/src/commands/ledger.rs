@@ -62,6 +62,10 @@ fn verify(cli: &Cli, dir: &Path, node_key: &[String]) -> Result {
         ),
         None => println!("  last checkpoint: none"),
     }
+    println!(
+        "  not applied:     {} entries of the replicated log (received, not applied yet: no checkpoint covers them)",
+        r.unapplied_entries
+    );
     println!("  root:            {}", r.root);
     println!("  applied state:   {} keys, equal to the replay of the first {} entries", r.state_keys, r.applied);
     for k in &r.node_keys {

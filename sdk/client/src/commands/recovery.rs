@@ -94,11 +94,14 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
             show(cli, &answer, |a| {
                 format!(
                     "share submitted to node {} (ledger up to {}, verified by the node: {} entries, the first {} \
-                     signed by a checkpoint; evidence: {}, measurement {}): {} of {} shares{}",
+                     signed by a checkpoint, {} after them and {} received but not applied covered by no signature; \
+                     evidence: {}, measurement {}): {} of {} shares{}",
                     a["node_id"],
                     a["last_applied"].as_str().unwrap_or("?"),
                     a["verified"]["entries"],
                     a["verified"]["signed_entries"],
+                    a["verified"]["unsigned_tail"],
+                    a["verified"]["unapplied_entries"],
                     if claims.insecure { "virtual, insecure" } else { "SEV-SNP" },
                     hex::encode(claims.measurement),
                     a["submitted"],
