@@ -78,12 +78,10 @@ fn encryption_key_path(dir: &Path) -> PathBuf {
     dir.join("node").join("join-encryption.key")
 }
 
-type Kem = hpke::kem::X25519HkdfSha256;
-
-fn encryption_keypair(dir: &Path) -> std::io::Result<(<Kem as hpke::Kem>::PrivateKey, <Kem as hpke::Kem>::PublicKey)> {
-    use hpke::Kem as _;
+/// The node's join encryption key pair, X25519 `(private, public)`, derived from its seed.
+fn encryption_keypair(dir: &Path) -> std::io::Result<([u8; 32], [u8; 32])> {
     let seed = crate::fsutil::load_or_create_secret(&encryption_key_path(dir), "key")?;
-    Ok(Kem::derive_keypair(&seed))
+    Ok(cgs_ledger_format::seal::x25519_keypair(&seed))
 }
 
 /// A node's part in the cluster.
@@ -140,26 +138,17 @@ impl Cluster {
     /// The service's shared secrets sealed to `record`'s encryption key (the one its first join
     /// recorded, never one a later request names).
     fn seal_secrets(&self, record: &NodeRecord) -> Result<serde_json::Value, ServiceError> {
-        use hpke::{Deserializable as _, Serializable as _};
         let key = record
             .encryption_key
             .as_deref()
             .and_then(|k| B64.decode(k).ok())
-            .and_then(|k| <Kem as hpke::Kem>::PublicKey::from_bytes(&k).ok())
             .ok_or_else(|| unavailable(format!("node {} recorded no usable encryption key", record.node_id)))?;
         let files = read_shared_files(&self.dir).map_err(unavailable)?;
         let plain = serde_json::to_vec(&files).map_err(unavailable)?;
         let aad = format!("node {}", record.node_id);
-        let (enc, ciphertext) = hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem, _>(
-            &hpke::OpModeS::Base,
-            &key,
-            SEAL_INFO,
-            &plain,
-            aad.as_bytes(),
-            &mut rand::rngs::OsRng,
-        )
-        .map_err(|e| unavailable(format!("HPKE: {e}")))?;
-        Ok(serde_json::json!({"enc": B64.encode(enc.to_bytes()), "ciphertext": B64.encode(ciphertext), "aad": aad}))
+        let (enc, ciphertext) = cgs_ledger_format::seal::seal_x25519(&key, SEAL_INFO, &aad, &plain)
+            .map_err(|e| unavailable(format!("node {}'s recorded encryption key: {e}", record.node_id)))?;
+        Ok(serde_json::json!({"enc": enc, "ciphertext": ciphertext, "aad": aad}))
     }
 
     /// The trusted nodes' ids, keys and peer addresses (what a joining node starts from).
@@ -456,7 +445,6 @@ pub struct Joined {
 /// what the members must do), then write the secrets it sealed to this node. A refusal (bad
 /// evidence, a measurement governance does not allow) ends it with the service's message.
 pub async fn join_service(opts: &JoinOptions) -> Result<Joined, String> {
-    use hpke::{Deserializable as _, Serializable as _};
     std::fs::create_dir_all(opts.dir.join("node")).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
     let seed = crate::fsutil::load_or_create_secret(&crate::ledger::node_key_path(&opts.dir), "key")
         .map_err(|e| format!("node key: {e}"))?;
@@ -465,7 +453,7 @@ pub async fn join_service(opts: &JoinOptions) -> Result<Joined, String> {
     let evidence = crate::attest::NodeEvidence::new(key.verifying_key().to_bytes(), opts.service_cert_pem.clone())
         .evidence()
         .clone();
-    let request = JoinRequest::signed(&key, &pk.to_bytes(), opts.address.clone(), opts.peer_address.clone(), evidence);
+    let request = JoinRequest::signed(&key, &pk, opts.address.clone(), opts.peer_address.clone(), evidence);
     let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     let client = PinnedClient::new(&opts.target, &opts.service_cert_pem)?;
     let mut told = false;
@@ -510,18 +498,10 @@ pub async fn join_service(opts: &JoinOptions) -> Result<Joined, String> {
             return Err(format!("node {node_id} is {} in this service: it cannot join again", answer["status"]));
         }
         let sealed = &answer["sealed_secrets"];
-        let dec = |f: &str| B64.decode(sealed[f].as_str().unwrap_or_default()).map_err(|e| format!("{f}: {e}"));
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&dec("enc")?).map_err(|e| format!("enc: {e}"))?;
+        let field = |f: &str| sealed[f].as_str().unwrap_or_default();
         let aad = format!("node {node_id}");
-        let plain = hpke::single_shot_open::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
-            &hpke::OpModeR::Base,
-            &sk,
-            &enc,
-            SEAL_INFO,
-            &dec("ciphertext")?,
-            aad.as_bytes(),
-        )
-        .map_err(|e| format!("the sealed secrets do not open with this node's key: {e}"))?;
+        let plain = cgs_ledger_format::seal::open_x25519(&sk, SEAL_INFO, &aad, field("enc"), field("ciphertext"))
+            .map_err(|e| format!("the sealed secrets do not open with this node's key: {e}"))?;
         let files: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&plain).map_err(|e| format!("sealed secrets: {e}"))?;
         // Everything is checked before anything is written.

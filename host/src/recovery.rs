@@ -32,13 +32,9 @@ pub const SYS_RECOVERY: &str = "sys.recovery";
 pub const SHARES_KEY: &str = "shares";
 /// The key of the recovery history in [`SYS_RECOVERY`].
 pub const HISTORY_KEY: &str = "history";
-/// HPKE `info` of a share sealed to its member.
-pub const SHARE_INFO: &[u8] = b"cgs-recovery-share-v1";
-/// HPKE `info` of a share a member submits, sealed to the recovering node.
-pub const SUBMIT_INFO: &[u8] = b"cgs-recovery-submission-v1";
+pub use cgs_ledger_format::seal::{SHARE_INFO, SUBMIT_INFO, open_with_ed25519, seal_to_ed25519, submission_aad};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-type Kem = hpke::kem::X25519HkdfSha256;
 
 /// Shamir's secret sharing over GF(2^8) (the AES field, x^8 + x^4 + x^3 + x + 1), byte by byte.
 /// A share is `x (1 byte, ≠ 0) ‖ y (32 bytes)`. Constant-time field arithmetic.
@@ -158,13 +154,7 @@ pub mod shamir {
 /// (PEM) is `service_cert`: a share opens for that service only (a member using one key in
 /// several services is not an oracle for the others' shares).
 pub fn share_aad(epoch: u64, member: &str, service_cert: &[u8]) -> String {
-    format!("recovery share {epoch} member {member} service {}", hex::encode(sha2::Sha256::digest(service_cert)))
-}
-
-/// The aad of a share `member` submits, sealed to the recovering node whose key is `node_key`
-/// (base64): bound to that node, so it opens nowhere else.
-pub fn submission_aad(epoch: u64, member: &str, node_key: &str) -> String {
-    format!("recovery share {epoch} member {member} node {node_key}")
+    cgs_ledger_format::seal::share_aad(epoch, member, &hex::encode(sha2::Sha256::digest(service_cert)))
 }
 
 /// What `sys.recovery` records of a share so that a wrong one is refused when submitted.
@@ -246,48 +236,6 @@ pub fn fingerprint(
         "governance": governance,
     });
     hex::encode(sha2::Sha256::digest(doc.to_string()))
-}
-
-/// HPKE-seal `plain` to the Ed25519 public key `key` (in its X25519 form): `(enc, ciphertext)`
-/// in base64.
-pub fn seal_to_ed25519(key: &[u8; 32], info: &[u8], aad: &str, plain: &[u8]) -> Result<(String, String), String> {
-    use hpke::{Deserializable as _, Serializable as _};
-    let ed = ed25519_dalek::VerifyingKey::from_bytes(key).map_err(|e| format!("not an Ed25519 key: {e}"))?;
-    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(ed.to_montgomery().as_bytes()).map_err(|e| e.to_string())?;
-    let (enc, ct) = hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem, _>(
-        &hpke::OpModeS::Base,
-        &pk,
-        info,
-        plain,
-        aad.as_bytes(),
-        &mut rand::rngs::OsRng,
-    )
-    .map_err(|e| format!("HPKE: {e}"))?;
-    Ok((B64.encode(enc.to_bytes()), B64.encode(ct)))
-}
-
-/// Open what [`seal_to_ed25519`] sealed, with the Ed25519 signing key.
-pub fn open_with_ed25519(
-    key: &ed25519_dalek::SigningKey,
-    info: &[u8],
-    aad: &str,
-    enc: &str,
-    ciphertext: &str,
-) -> Result<Vec<u8>, String> {
-    use hpke::Deserializable as _;
-    let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&key.to_scalar_bytes()).map_err(|e| e.to_string())?;
-    let enc = B64.decode(enc).map_err(|e| format!("enc: {e}"))?;
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&enc).map_err(|e| format!("enc: {e}"))?;
-    let ct = B64.decode(ciphertext).map_err(|e| format!("ciphertext: {e}"))?;
-    hpke::single_shot_open::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
-        &hpke::OpModeR::Base,
-        &sk,
-        &enc,
-        info,
-        &ct,
-        aad.as_bytes(),
-    )
-    .map_err(|_| "it does not open with this key (sealed to another key, or altered)".to_string())
 }
 
 impl RecoveryShares {

@@ -153,7 +153,6 @@ impl Cleanroom {
         name: &str,
     ) -> Result<serde_json::Value, ServiceError> {
         use base64::Engine as _;
-        use hpke::{Deserializable as _, Serializable as _};
         require_session(caller, contract_id, "secrets are released")?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let key = caller
@@ -161,7 +160,7 @@ impl Cleanroom {
             .iter()
             .find(|(k, _)| k == SESSION_KEY_CLAIM)
             .and_then(|(_, v)| b64.decode(v).ok())
-            .and_then(|k| <hpke::kem::X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&k).ok())
+            .filter(|k| k.len() == 32)
             .ok_or_else(|| {
                 err(
                     ErrorKind::Invalid,
@@ -174,29 +173,16 @@ impl Cleanroom {
         let secret: SecretRecord = g.get(SECRETS, &aad)?.ok_or_else(|| {
             err(ErrorKind::NotFound, "SecretNotFound", format!("contract `{contract_id}` has no secret `{name}`"))
         })?;
-        let mut rng = rand::rngs::OsRng;
-        let (enc, ciphertext) = hpke::single_shot_seal::<
-            hpke::aead::ChaCha20Poly1305,
-            hpke::kdf::HkdfSha256,
-            hpke::kem::X25519HkdfSha256,
-            _,
-        >(
-            &hpke::OpModeS::Base,
-            &key,
-            SECRET_INFO,
-            secret.value.as_bytes(),
-            aad.as_bytes(),
-            &mut rng,
-        )
-        .map_err(|e| ServiceError::unavailable(format!("HPKE: {e}")))?;
+        let (enc, ciphertext) = cgs_ledger_format::seal::seal_x25519(&key, SECRET_INFO, &aad, secret.value.as_bytes())
+            .map_err(|e| ServiceError::unavailable(format!("sealing the secret to the session's key: {e}")))?;
         Ok(serde_json::json!({
             "suite": "DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305",
             "info": String::from_utf8_lossy(SECRET_INFO),
             "aad": aad,
             "set_by": secret.set_by,
             "set_at_ms": secret.at_ms,
-            "enc": b64.encode(enc.to_bytes()),
-            "ciphertext": b64.encode(ciphertext),
+            "enc": enc,
+            "ciphertext": ciphertext,
         }))
     }
 }

@@ -228,8 +228,6 @@ pub const SYS_LEDGER_SECRETS: &str = "sys.ledger_secrets";
 /// HPKE `info` of a wrapped ledger secret.
 pub const WRAP_INFO: &[u8] = b"cgs-ledger-secret-v1";
 
-type Kem = hpke::kem::X25519HkdfSha256;
-
 /// A ledger secret version sealed to one node: RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256),
 /// HKDF-SHA256, ChaCha20-Poly1305, info [`WRAP_INFO`], aad `ledger secret {version} node {id}`.
 /// The recipient key is the node's Ed25519 node key in its X25519 form (RFC 7748 birational map;
@@ -246,8 +244,6 @@ pub struct WrappedSecret {
     /// Base64 ciphertext.
     pub ciphertext: String,
 }
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn wrap_aad(version: u32, node_id: u64) -> String {
     format!("ledger secret {version} node {node_id}")
@@ -274,46 +270,23 @@ impl WrappedSecret {
         format!("{version:010}/{node_id:020}")
     }
 
-    /// Seal `secret` to the node `node_id` whose Ed25519 node key is `node_key`.
+    /// Seal `secret` to the node `node_id` whose Ed25519 node key is `node_key`
+    /// ([`cgs_ledger_format::seal`]).
     pub fn seal(secret: &LedgerSecret, node_id: u64, node_key: &[u8; 32]) -> Result<Self, String> {
-        use base64::Engine as _;
-        use hpke::{Deserializable as _, Serializable as _};
-        let ed = ed25519_dalek::VerifyingKey::from_bytes(node_key).map_err(|e| format!("node {node_id}'s key: {e}"))?;
-        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(ed.to_montgomery().as_bytes())
-            .map_err(|e| format!("node {node_id}'s key: {e}"))?;
         let aad = wrap_aad(secret.version, node_id);
-        let (enc, ct) = hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem, _>(
-            &hpke::OpModeS::Base,
-            &pk,
-            WRAP_INFO,
-            &secret.bytes,
-            aad.as_bytes(),
-            &mut rand::rngs::OsRng,
-        )
-        .map_err(|e| format!("HPKE: {e}"))?;
-        Ok(Self { version: secret.version, node_id, enc: B64.encode(enc.to_bytes()), ciphertext: B64.encode(ct) })
+        let (enc, ciphertext) = cgs_ledger_format::seal::seal_to_ed25519(node_key, WRAP_INFO, &aad, &secret.bytes)
+            .map_err(|e| format!("node {node_id}'s key: {e}"))?;
+        Ok(Self { version: secret.version, node_id, enc, ciphertext })
     }
 
     /// Open it with the node key (the Ed25519 signing key) of node `node_id`.
     pub fn open(&self, node_id: u64, node_key: &ed25519_dalek::SigningKey) -> Result<LedgerSecret, String> {
-        use base64::Engine as _;
-        use hpke::Deserializable as _;
         if self.node_id != node_id {
             return Err(format!("version {} is sealed to node {}, not {node_id}", self.version, self.node_id));
         }
-        let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&node_key.to_scalar_bytes()).map_err(|e| e.to_string())?;
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&B64.decode(&self.enc).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let ct = B64.decode(&self.ciphertext).map_err(|e| e.to_string())?;
-        let plain = hpke::single_shot_open::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
-            &hpke::OpModeR::Base,
-            &sk,
-            &enc,
-            WRAP_INFO,
-            &ct,
-            wrap_aad(self.version, node_id).as_bytes(),
-        )
-        .map_err(|e| format!("version {} does not open with this node's key: {e}", self.version))?;
+        let aad = wrap_aad(self.version, node_id);
+        let plain = cgs_ledger_format::seal::open_with_ed25519(node_key, WRAP_INFO, &aad, &self.enc, &self.ciphertext)
+            .map_err(|e| format!("version {} does not open with this node's key: {e}", self.version))?;
         let bytes: [u8; 32] = plain.try_into().map_err(|_| "a ledger secret is 32 bytes".to_string())?;
         Ok(LedgerSecret::versioned(self.version, &bytes))
     }

