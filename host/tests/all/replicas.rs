@@ -319,6 +319,34 @@ async fn replicas_over_mutual_tls_on_loopback() {
     }
 }
 
+/// A leader's ledger (node 1) with its peer listener bound but not served yet, and the identity
+/// of a follower (node 2) both know: what the forwarding tests start from.
+struct PeerPair {
+    leader_id: cgs_host::ledger::PeerIdentity,
+    follower_id: cgs_host::ledger::PeerIdentity,
+    keys: cgs_host::ledger::PeerKeys,
+    listener: tokio::net::TcpListener,
+    addr: String,
+    ledger: Arc<Ledger>,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl PeerPair {
+    async fn new() -> Self {
+        use cgs_host::ledger::{PeerKeys, PeerNetwork, peer_identity};
+        let (dir1, dir2) = (replica_dir(), replica_dir());
+        let (leader_id, follower_id) = (peer_identity(dir1.path()).unwrap(), peer_identity(dir2.path()).unwrap());
+        let keys = PeerKeys::default();
+        keys.insert(1, leader_id.public_key);
+        keys.insert(2, follower_id.public_key);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let network = PeerNetwork::new(leader_id.clone(), keys.clone());
+        let ledger = Ledger::open(dir1.path(), replica_config(1), "cgs/peers", network).await.unwrap();
+        Self { leader_id, follower_id, keys, listener, addr, ledger, _dirs: (dir1, dir2) }
+    }
+}
+
 /// Requests a node forwards to the leader travel in batches (`POST /forward/batch` on the peer
 /// listener), and each answer comes back as soon as the leader has it: a request the leader is
 /// still serving does not hold back the others of its batch. Every caller gets its own answer,
@@ -328,20 +356,10 @@ async fn replicas_over_mutual_tls_on_loopback() {
 async fn forwarded_requests_share_batches_and_each_answer_returns_when_ready() {
     use base64::Engine as _;
     use cgs_host::ledger::peer::{ForwardHandler, Forwarded, ForwardedAnswer, Forwarding};
-    use cgs_host::ledger::{PeerKeys, PeerNetwork, peer, peer_identity};
+    use cgs_host::ledger::{PeerNetwork, peer};
 
     let b64 = base64::engine::general_purpose::STANDARD;
-    let (dir1, dir2) = (replica_dir(), replica_dir());
-    let (leader_id, follower_id) = (peer_identity(dir1.path()).unwrap(), peer_identity(dir2.path()).unwrap());
-    let keys = PeerKeys::default();
-    keys.insert(1, leader_id.public_key);
-    keys.insert(2, follower_id.public_key);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let ledger =
-        Ledger::open(dir1.path(), replica_config(1), "cgs/peers", PeerNetwork::new(leader_id.clone(), keys.clone()))
-            .await
-            .unwrap();
+    let PeerPair { leader_id, follower_id, keys, listener, addr, ledger, _dirs } = PeerPair::new().await;
     // The leader's side: `/slow` waits for its gate; anything else answers at once, naming who
     // forwarded what.
     let (slow_tx, slow_gate) = tokio::sync::watch::channel(false);
@@ -442,21 +460,11 @@ async fn forwarding_to_a_leader_without_batches_sends_each_request_alone() {
 
     use base64::Engine as _;
     use cgs_host::ledger::peer::{ForwardHandler, Forwarded, ForwardedAnswer, Forwarding};
-    use cgs_host::ledger::{PeerKeys, PeerNetwork, peer, peer_identity};
+    use cgs_host::ledger::{PeerNetwork, peer};
     use http_body_util::BodyExt as _;
 
     let b64 = base64::engine::general_purpose::STANDARD;
-    let (dir1, dir2) = (replica_dir(), replica_dir());
-    let (leader_id, follower_id) = (peer_identity(dir1.path()).unwrap(), peer_identity(dir2.path()).unwrap());
-    let keys = PeerKeys::default();
-    keys.insert(1, leader_id.public_key);
-    keys.insert(2, follower_id.public_key);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let leader_addr = listener.local_addr().unwrap().to_string();
-    let ledger =
-        Ledger::open(dir1.path(), replica_config(1), "cgs/peers", PeerNetwork::new(leader_id.clone(), keys.clone()))
-            .await
-            .unwrap();
+    let PeerPair { leader_id, follower_id, keys, listener, addr: leader_addr, ledger, _dirs } = PeerPair::new().await;
     let handler: ForwardHandler = Arc::new(move |from, req: Forwarded| {
         Box::pin(async move {
             let body = base64::engine::general_purpose::STANDARD.encode(format!("{from} {} {}", req.method, req.uri));
