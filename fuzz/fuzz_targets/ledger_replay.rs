@@ -8,10 +8,11 @@
 //! stored leaf hash updated to match.
 //!
 //! The harness writes what a node writes: the replicated log (one record per operation), the
-//! ledger (its expansion), the Merkle leaves and interior nodes, and — when the node "applied" everything —
-//! the state and the refused transactions of a replay of the ledger (read-set check, then
-//! writes; appends completed with `seqno ‖ n`), its table versions, its index of checkpoints,
-//! and the node's counters (`ledger_term`, `last_non_signature`, `last_checkpoint`, `applied`).
+//! ledger (its expansion), the Merkle leaves and interior nodes, and — when the node "applied"
+//! everything — the state and the refused transactions of a replay of the ledger (read-set
+//! check, then writes; appends completed with `seqno ‖ n`), its table versions, its index of
+//! checkpoints, and the node's counters (`ledger_term`, `last_non_signature`,
+//! `last_checkpoint`, `applied`).
 //!
 //! Properties:
 //! * nothing panics, whatever the entries;

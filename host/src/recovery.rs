@@ -7,14 +7,16 @@
 //! `threshold` of which rebuild it (`set_recovery_threshold`; every member until it is set). Each
 //! share is sealed with HPKE to its member's Ed25519 key in its X25519 form (RFC 9180 base mode,
 //! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305, info [`SHARE_INFO`], aad
-//! `recovery share {epoch} member {id}`). The record ([`RecoveryShares`], `sys.recovery` key
+//! `recovery share {epoch} member {id} service {SHA-256 of the service certificate}`; the code is
+//! `cgs_ledger_format::seal`). The record ([`RecoveryShares`], `sys.recovery` key
 //! `shares`) is public: it holds nothing a member's key or a threshold of them does not protect.
 //! The leader writes a new record, the next epoch, in the transaction that changes what it
 //! covers: the secret versions, the members and their keys, or the threshold (compared through
 //! [`fingerprint`]; a re-key therefore re-shares).
 //!
-//! **Recovering** (`cgs-host start --recover`): a node starts from one node's ledger with a new
-//! node key and collects shares ([`collect`]) before it opens anything: each member opens its
+//! **Recovering** (`cgs-host start --recover`): a node starts from one node's ledger — verified
+//! first, as `cgs ledger verify` does, and again once the shares opened — with a new node key
+//! and collects shares ([`collect`]) before it opens anything: each member opens its
 //! share locally and submits it sealed to the recovering node's attested key, in a signed
 //! `recovery_share` message. Shares stay in that process's memory. At the threshold the node
 //! rebuilds the wrapping key, opens the secrets, and starts as the only node of the service.
@@ -32,7 +34,9 @@ pub const SYS_RECOVERY: &str = "sys.recovery";
 pub const SHARES_KEY: &str = "shares";
 /// The key of the recovery history in [`SYS_RECOVERY`].
 pub const HISTORY_KEY: &str = "history";
-pub use cgs_ledger_format::seal::{SHARE_INFO, SUBMIT_INFO, open_with_ed25519, seal_to_ed25519, submission_aad};
+use cgs_ledger_format::seal::{
+    SHARE_INFO, SUBMIT_INFO, open_with_ed25519, recovery_status_bytes, seal_to_ed25519, submission_aad,
+};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -350,12 +354,12 @@ fn config_err(m: impl Into<String>) -> crate::node::NodeError {
 }
 
 /// Check the ledger in `dir` as `cgs ledger verify` does (`cgs_ledger_format::verify`) before
-/// anything is served: contiguous entries, every Merkle leaf and checkpoint root recomputed, every
-/// checkpoint's signature by the key the ledger recorded for its node, the state and the list of
-/// refused transactions equal to the replay of the log, the log equal to the expansion of the
-/// replicated log. A ledger file edited since its node wrote it (a public table's row changed in
-/// the state, an entry altered or removed) is refused here, before members are asked for their
-/// shares.
+/// anything is served: contiguous entries, every Merkle node and checkpoint root recomputed, every
+/// checkpoint's signature by the key the ledger recorded for its node, the state, the refused
+/// transactions, table versions, checkpoint index and counters equal to the replay of the log,
+/// the ledger equal to the expansion of the replicated log. A state row or an entry a checkpoint
+/// covers, edited or removed since its node wrote it, is refused here, before members are asked
+/// for their shares (the unsigned tail is not: docs/cluster.md).
 async fn verify_ledger(dir: &Path) -> Result<cgs_ledger_format::verify::Report, crate::node::NodeError> {
     eprintln!("recovery: verifying the ledger in {} (every entry, checkpoint and state row)", dir.display());
     // Opened for writing once first: a file its node did not close (killed, or its machine
@@ -495,6 +499,15 @@ fn refuse(status: u16, code: &str, message: impl Into<String>) -> hyper::Respons
 }
 
 impl Collecting {
+    /// `status` with its `signature` by this node's key (the key its evidence binds): members'
+    /// clients check it before they trust a figure in it, whatever certificate served it.
+    fn signed(&self, mut status: serde_json::Value) -> serde_json::Value {
+        use ed25519_dalek::Signer as _;
+        let signature = self.node_key.sign(&recovery_status_bytes(&status));
+        status["signature"] = B64.encode(signature.to_bytes()).into();
+        status
+    }
+
     fn status(&self) -> serde_json::Value {
         let submitted = self.shares.lock().map(|s| s.len()).unwrap_or_default();
         serde_json::json!({
@@ -621,7 +634,7 @@ impl Collecting {
         }
         let mut v = self.status();
         v["opened"] = (collected.len() >= record.threshold as usize).into();
-        reply(200, v)
+        reply(200, self.signed(v))
     }
 
     async fn handle(
@@ -632,7 +645,7 @@ impl Collecting {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         if method == hyper::Method::GET && path == "/recovery" {
-            return Ok(reply(200, self.status()));
+            return Ok(reply(200, self.signed(self.status())));
         }
         if method == hyper::Method::GET
             && let Some(member) = path.strip_prefix("/recovery/shares/")
@@ -724,6 +737,15 @@ pub async fn collect(
     }
     let verified = verify_ledger(dir).await?;
     let view = read_view(dir)?;
+    if view.last_applied.seqno != verified.applied {
+        return Err(config_err(format!(
+            "the ledger in {} changed while it was read (verified up to {}, then read up to {}): start the recovery \
+             again on a copy nobody writes to",
+            dir.display(),
+            verified.applied,
+            view.last_applied.seqno
+        )));
+    }
     // A new node key: the old one (if any) is not trusted, nor reused.
     let node_key_path = crate::ledger::node_key_path(dir);
     crate::fsutil::remove_private(&node_key_path);
@@ -762,11 +784,12 @@ pub async fn collect(
     });
     let r = &state.view.record;
     println!(
-        "RECOVERING: the ledger verifies ({} entries, the first {} signed by a checkpoint, {} more received but not applied); its last applied transaction is {} (raft log index {}). Node {} waits for {} of the {} members' recovery shares (epoch {}) on https://{local}/recovery; \
-         the listener's certificate is {}. Each member checks the node's evidence and the ledger's last transaction, \
-         then runs: cgs recovery submit --url https://{local} --ca {} --key MEMBER.key --measurement \
-         EXPECTED_MEASUREMENT [--min-seqno LATEST_SEQNO_KNOWN] (--allow-virtual instead of --measurement for a \
-         development service)",
+        "RECOVERING: the ledger verifies ({} entries, the first {} signed by a checkpoint, {} more received but \
+         not applied); its last applied transaction is {} (raft log index {}). Node {} waits for {} of the {} \
+         members' recovery shares (epoch {}) on https://{local}/recovery; the listener's certificate is {}. \
+         Each member checks the node's evidence and the ledger's last transaction, then runs: cgs recovery \
+         submit --url https://{local} --ca {} --key MEMBER.key --measurement EXPECTED_MEASUREMENT \
+         [--min-seqno LATEST_SEQNO_KNOWN] (--allow-virtual instead of --measurement for a development service)",
         state.verified.entries,
         state.verified.last_checkpoint.map(|(size, _)| size).unwrap_or(0),
         state.verified.unapplied_entries,
@@ -834,8 +857,8 @@ pub async fn collect(
     {
         return Err(config_err(format!(
             "the ledger in {} changed while members submitted their shares ({} entries and {} not applied, root {}, \
-             where members were shown {} and {}, root {}; or the records not applied changed): nothing was written. Start the recovery again on a copy \
-             nobody writes to",
+             where members were shown {} and {}, root {}; or the records not applied changed): nothing was \
+             written. Start the recovery again on a copy nobody writes to",
             dir.display(),
             again.entries,
             again.unapplied_entries,

@@ -136,9 +136,27 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let err = cgs_e2e::start_refused(&dir);
     assert!(err.contains("--recover"), "{err}");
 
-    // Recovery from the ledger file node 2 left, straight after the kill (its file was not
-    // closed: it is repaired before it is verified).
+    // Its file was not closed: the read-only check says what to do, and `--repair` (on a copy)
+    // repairs, then verifies.
+    let copy = tmp.path().join("killed-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(dir.join("ledger.redb"), copy.join("ledger.redb")).unwrap();
+    let out = std::process::Command::new(&binaries().cli).args(["ledger", "verify"]).arg(&copy).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--repair"), "{err}");
+    let out =
+        std::process::Command::new(&binaries().cli).args(["ledger", "verify", "--repair"]).arg(&copy).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Recovery from the ledger file node 2 left, straight after the kill (it is repaired before
+    // it is verified).
     let (launched, url, cert, client, status) = start_recovery(&dir, Stdio::inherit()).await;
+    // Signed by the node key its evidence binds, whoever serves the listener's certificate.
+    let node_key: [u8; 32] = {
+        use base64::Engine as _;
+        let k = base64::engine::general_purpose::STANDARD.decode(status["node_key"].as_str().unwrap()).unwrap();
+        k.try_into().unwrap()
+    };
+    cgs_client::recovery::check_status_signature(&status, &node_key).unwrap();
     // What the verification found, for members to see.
     let verified = &status["verified"];
     assert!(verified["checkpoints"].as_u64().unwrap() > 0, "{status}");

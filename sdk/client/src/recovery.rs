@@ -7,7 +7,9 @@ use base64::Engine as _;
 use crate::{ClientError, Member};
 
 pub use cgs_ledger_format::seal::{SHARE_INFO, SUBMIT_INFO};
-use cgs_ledger_format::seal::{SealError, open_with_ed25519, seal_to_ed25519, share_aad, submission_aad};
+use cgs_ledger_format::seal::{
+    SealError, open_with_ed25519, recovery_status_bytes, seal_to_ed25519, share_aad, submission_aad,
+};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -35,6 +37,24 @@ fn protocol(detail: impl Into<String>) -> ClientError {
     ClientError::Protocol { status: 200, detail: detail.into() }
 }
 
+/// Check the recovering node's signature over its status with its node key `node_key`.
+pub fn check_status_signature(status: &serde_json::Value, node_key: &[u8; 32]) -> Result<(), ClientError> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(node_key).map_err(|e| protocol(format!("node_key: {e}")))?;
+    let signature = status["signature"]
+        .as_str()
+        .and_then(|s| B64.decode(s).ok())
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| ed25519_dalek::Signature::from_bytes(&b))
+        .ok_or_else(|| protocol("GET /recovery carries no signature of 64 bytes of base64"))?;
+    key.verify_strict(&recovery_status_bytes(status), &signature).map_err(|_| {
+        ClientError::Certificate(
+            "the recovering node's status is not signed by its node key: something between you and the node \
+             changed it; the share is not sent"
+                .into(),
+        )
+    })
+}
+
 impl Member {
     /// Submit this member's recovery share to the recovering node `self.client` talks to:
     /// check its evidence binds its node key (and `check`), fetch the sealed share, open it with
@@ -52,6 +72,9 @@ impl Member {
             .ok()
             .and_then(|k| k.try_into().ok())
             .ok_or_else(|| protocol("node_key is not 32 bytes of base64"))?;
+        // Every figure below comes from this status: it must be signed by the node key, which
+        // the evidence checked below must bind (the listener's certificate is bound to nothing).
+        check_status_signature(&status, &node_key)?;
         let epoch = status["epoch"].as_u64().ok_or_else(|| protocol("GET /recovery names no epoch"))?;
         if let Some(min) = check.min_epoch
             && epoch < min
@@ -146,5 +169,46 @@ impl Member {
         let msg = self.sign(cgs_core::gov::MessageType::RecoveryShare, None, &payload);
         let answer = self.post_signed(&format!("/recovery/members/{id}:recover"), msg).await?.ok_json()?;
         Ok((answer, verified.claims))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status signed by the node key checks; any figure changed by someone in between, a
+    /// signature by another key, or none, is refused.
+    #[test]
+    fn only_a_status_signed_by_the_node_key_is_trusted() {
+        use ed25519_dalek::Signer as _;
+        let node = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let node_key = node.verifying_key().to_bytes();
+        let mut status = serde_json::json!({
+            "epoch": 3,
+            "last_applied_seqno": 120,
+            "verified": {"entries": 120, "signed_entries": 118},
+            "node_key": B64.encode(node_key),
+        });
+        let sign = |s: &serde_json::Value, k: &ed25519_dalek::SigningKey| {
+            B64.encode(k.sign(&recovery_status_bytes(s)).to_bytes())
+        };
+        status["signature"] = sign(&status, &node).into();
+        check_status_signature(&status, &node_key).unwrap();
+        // Through JSON text and back, as the client receives it.
+        let received: serde_json::Value = serde_json::from_str(&status.to_string()).unwrap();
+        check_status_signature(&received, &node_key).unwrap();
+
+        let mut shown_later = status.clone();
+        shown_later["last_applied_seqno"] = 9_999.into();
+        assert!(matches!(check_status_signature(&shown_later, &node_key), Err(ClientError::Certificate(_))));
+        let mut nested = status.clone();
+        nested["verified"]["signed_entries"] = 120.into();
+        assert!(check_status_signature(&nested, &node_key).is_err());
+        let mut other = status.clone();
+        other["signature"] = sign(&status, &ed25519_dalek::SigningKey::from_bytes(&[6; 32])).into();
+        assert!(check_status_signature(&other, &node_key).is_err());
+        let mut unsigned = status.clone();
+        unsigned.as_object_mut().unwrap().remove("signature");
+        assert!(matches!(check_status_signature(&unsigned, &node_key), Err(ClientError::Protocol { .. })));
     }
 }

@@ -3,9 +3,9 @@
 //! * its tables and byte layouts ([`store_format`]), written by the host and read back by
 //! * the offline verifier of a stopped node's data directory ([`verify`], `cgs ledger verify
 //!   DIR`), independent of the host's code;
-//! * what is sealed to one key — ledger secrets to nodes, recovery shares to members and to a
-//!   recovering node, the service's secrets to a joining node ([`seal`], HPKE), for the host
-//!   and the client alike.
+//! * the HPKE construction of what is sealed to one key — ledger secrets to nodes, recovery
+//!   shares to members and to a recovering node, the service's secrets to a joining node, a
+//!   clean-room secret to a session ([`seal`]), for the host and the client alike.
 //!
 //! The entry format, the Merkle tree and the checkpoint and receipt verifiers it relies on are
 //! IO-free and live in `cgs-core`; this crate adds the storage engine (`redb`) and the files.

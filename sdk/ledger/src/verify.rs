@@ -14,10 +14,12 @@
 //!    root, and that the COSE receipt signature over the root verifies; checkpoints only grow,
 //!    and all roots come from one append-only sequence, so successive checkpoints are consistent;
 //! 4. replays every transaction — the read-set check that decides whether it applied, then its
-//!    writes — and requires the node's applied state to equal the replay, and its list of
-//!    refused transactions to equal the replay's;
+//!    writes — and requires the node's applied state, its list of refused transactions, its table
+//!    versions, its index of checkpoints and its counters (`ledger_term`, `last_non_signature`,
+//!    `last_checkpoint`) to equal the replay's;
 //! 5. requires every stored ledger entry to be the expansion of the replicated log's records, and
-//!    counts the entries the replicated log holds beyond the ledger (not applied yet).
+//!    counts the entries the replicated log holds beyond the ledger (not applied yet); the
+//!    replicated record the node records as applied must be the one the ledger ends with.
 //!
 //! The first failure is reported with the seqno it concerns.
 
@@ -102,6 +104,18 @@ struct NodeRecord {
     origin: String,
 }
 
+/// Open `dir`'s ledger file once for writing, so that redb repairs a file its node did not close
+/// (killed, or its machine stopped), then close it. Nothing of the ledger is written or applied.
+pub fn repair(dir: &Path) -> Result<(), Failure> {
+    let path = dir.join(fmt::FILE_NAME);
+    if !path.is_file() {
+        return fail(0, format!("{} does not exist", path.display()));
+    }
+    redb::Database::open(&path)
+        .map(drop)
+        .map_err(|e| Failure { seqno: 0, reason: format!("cannot open {} to repair it: {e}", path.display()) })
+}
+
 /// Verify the data directory `dir`. `pinned` keys, if any, are the only keys accepted for
 /// checkpoints (otherwise the keys the ledger records are used, and reported).
 pub fn verify_data_dir(dir: &Path, pinned: &[VerifierKey]) -> Result<Report, Failure> {
@@ -124,8 +138,8 @@ pub fn verify_data_dir_with_progress(
             seqno: 0,
             reason: format!(
                 "{} was not closed by its node (killed, or its machine stopped) and needs the repair a writer does \
-                 on open, which this read-only check does not do: start the node on it once, or run \
-                 `cgs-host start --recover` (which repairs it, then verifies it)",
+                 on open, which this read-only check does not do: run `cgs ledger verify --repair` on a copy \
+                 (not a node start: a node would apply and sign what its log holds)",
                 path.display()
             ),
         },

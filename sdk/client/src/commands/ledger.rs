@@ -21,12 +21,21 @@ pub(crate) enum LedgerCommand {
         /// ledger records, which are printed.
         #[arg(long = "node-key")]
         node_key: Vec<String>,
+        /// Open the file for writing once first, so that a file its node did not close (killed)
+        /// is repaired; nothing of the ledger is written. Use it on a copy.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
 pub(crate) fn run(cli: &Cli, command: &LedgerCommand) -> Result {
     match command {
-        LedgerCommand::Verify { dir, node_key } => verify(cli, dir, node_key),
+        LedgerCommand::Verify { dir, node_key, repair } => {
+            if *repair {
+                cgs_ledger_format::verify::repair(dir).map_err(|f| CliError::Ledger(Box::new(f)))?;
+            }
+            verify(cli, dir, node_key)
+        }
     }
 }
 
