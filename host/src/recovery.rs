@@ -362,9 +362,10 @@ fn config_err(m: impl Into<String>) -> crate::node::NodeError {
 /// for their shares (the unsigned tail is not: docs/cluster.md).
 async fn verify_ledger(dir: &Path) -> Result<cgs_ledger_format::verify::Report, crate::node::NodeError> {
     eprintln!("recovery: verifying the ledger in {} (every entry, checkpoint and state row)", dir.display());
-    // Opened for writing once first: a file its node did not close (killed, or its machine
-    // lost) is repaired by redb, which the read-only verifier does not do.
-    drop(crate::ledger::open_file(dir)?);
+    // Repaired first (what `cgs ledger verify --repair` does): a file its node did not close
+    // (killed, or its machine lost) needs redb's repair, which the read-only verifier does not do.
+    cgs_ledger_format::verify::repair(dir)
+        .map_err(|f| config_err(format!("the ledger in {}: {}", dir.display(), f.reason)))?;
     let d = dir.to_path_buf();
     let report = tokio::task::spawn_blocking(move || cgs_ledger_format::verify::verify_data_dir(&d, &[]))
         .await
