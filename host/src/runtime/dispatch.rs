@@ -76,6 +76,30 @@ fn fill_tx(body: &mut Vec<u8>, id: TxId) {
 struct InLane<'a> {
     active: &'a std::sync::atomic::AtomicUsize,
     _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+    /// Writes of the plugin running outside the lane when this one joined it: each may commit
+    /// once more and make this one's in-lane attempt conflict, so each adds a retry.
+    outside_at_entry: u32,
+}
+
+/// A write of the plugin running outside the lane (optimistically), counted in `outside` from
+/// before it looks at the lane until its commit returns or it joins the lane.
+struct Outside<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Outside<'a> {
+    /// Count a write outside the lane, unless the lane is in use: then `None`, and it must queue.
+    /// The two counters are written and read in opposite orders here and in [`InLane::enter`]
+    /// (`SeqCst`), so a write joining the lane sees every write that may still commit outside it.
+    fn start(plugin: &'a Plugin) -> Option<Outside<'a>> {
+        plugin.outside.fetch_add(1, Ordering::SeqCst);
+        let me = Outside(&plugin.outside);
+        (plugin.lane_active.load(Ordering::SeqCst) == 0).then_some(me)
+    }
+}
+
+impl Drop for Outside<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The longest a write waits for its plugin's contended lane before it is answered `503
@@ -85,8 +109,13 @@ const LANE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 impl<'a> InLane<'a> {
     /// Queue for the lane; `None` after [`LANE_WAIT`].
     async fn enter(plugin: &'a Plugin) -> Option<InLane<'a>> {
-        plugin.lane_active.fetch_add(1, Ordering::Relaxed);
-        let mut me = InLane { active: &plugin.lane_active, _guard: None };
+        plugin.lane_active.fetch_add(1, Ordering::SeqCst);
+        let outside = plugin.outside.load(Ordering::SeqCst);
+        let mut me = InLane {
+            active: &plugin.lane_active,
+            _guard: None,
+            outside_at_entry: outside.try_into().unwrap_or(u32::MAX),
+        };
         me._guard = Some(tokio::time::timeout(LANE_WAIT, plugin.lane.lock()).await.ok()?);
         plugin.lane_entries.fetch_add(1, Ordering::Relaxed);
         Some(me)
@@ -95,7 +124,7 @@ impl<'a> InLane<'a> {
 
 impl Drop for InLane<'_> {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -119,15 +148,21 @@ impl Runtime {
     /// writes queue for it from their first attempt. Each write in the lane executes on a
     /// snapshot that holds the previous one's commit, so contended writes (a counter every
     /// request updates) queue instead of failing with `503 TransactionConflict`. Once nobody
-    /// waits for the lane, writes run side by side again. A write that keeps losing to writes
-    /// that started before the lane filled still fails after `conflict_retries`, and one that
-    /// waits for the lane longer than [`LANE_WAIT`] fails at once (both `503
-    /// TransactionConflict`, retryable).
+    /// waits for the lane, writes run side by side again. In the lane, a write may still lose
+    /// to the plugin's writes that started outside it before it filled (at most once to each,
+    /// since those that conflict queue behind it) and to writes of other callers (governance,
+    /// other plugins): it is retried `conflict_retries` times plus once for each of the
+    /// former, then fails; one that waits for the lane longer than [`LANE_WAIT`] fails at once
+    /// (both `503 TransactionConflict`, retryable).
     pub async fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
         let mut attempt = 0;
         let mut lane: Option<InLane<'_>> = None;
-        if req.route.access == Access::ReadWrite && req.plugin.lane_active.load(Ordering::Relaxed) > 0 {
-            lane = Some(InLane::enter(&req.plugin).await.ok_or(DispatchError::Conflict(0))?);
+        let mut outside = None;
+        if req.route.access == Access::ReadWrite {
+            outside = Outside::start(&req.plugin);
+            if outside.is_none() {
+                lane = Some(InLane::enter(&req.plugin).await.ok_or(DispatchError::Conflict(0))?);
+            }
         }
         loop {
             let executed = if req.plugin.slow.load(Ordering::Relaxed) >= SLOW_STRIKES {
@@ -170,11 +205,15 @@ impl Runtime {
                 }
                 Err(crate::store::CommitError::Conflict(why)) => {
                     attempt += 1;
-                    if attempt > self.config.conflict_retries {
+                    let allowed =
+                        self.config.conflict_retries.saturating_add(lane.as_ref().map_or(0, |l| l.outside_at_entry));
+                    if attempt > allowed {
                         return Err(DispatchError::Conflict(attempt));
                     }
                     tracing::debug!(plugin = %req.plugin.info.name, attempt, %why, "re-executing after a conflict");
                     if lane.is_none() {
+                        // It leaves the writes outside the lane before it counts them.
+                        drop(outside.take());
                         lane = Some(InLane::enter(&req.plugin).await.ok_or(DispatchError::Conflict(attempt))?);
                     }
                 }

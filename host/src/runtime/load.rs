@@ -86,6 +86,7 @@ impl Runtime {
             lane: tokio::sync::Mutex::new(()),
             lane_active: std::sync::atomic::AtomicUsize::new(0),
             lane_entries: AtomicU64::new(0),
+            outside: std::sync::atomic::AtomicUsize::new(0),
         };
         let (routes, actions) = self.probe(&plugin)?;
         // A description of a route the plugin does not serve is a mistake that would drift.

@@ -76,6 +76,8 @@ pub struct Plugin {
     pub(super) lane_active: std::sync::atomic::AtomicUsize,
     /// Writes that entered the lane (for `/metrics`; not those that gave up waiting).
     pub(super) lane_entries: AtomicU64,
+    /// Writes running outside the lane, from before they look at it until their commit returns.
+    pub(super) outside: std::sync::atomic::AtomicUsize,
 }
 
 impl Plugin {
