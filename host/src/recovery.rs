@@ -34,9 +34,8 @@ pub const SYS_RECOVERY: &str = "sys.recovery";
 pub const SHARES_KEY: &str = "shares";
 /// The key of the recovery history in [`SYS_RECOVERY`].
 pub const HISTORY_KEY: &str = "history";
-use cgs_ledger_format::seal::{
-    SHARE_INFO, SUBMIT_INFO, open_with_ed25519, recovery_status_bytes, seal_to_ed25519, submission_aad,
-};
+use cgs_ledger_format::recovery::{SHARE_INFO, SUBMIT_INFO, recovery_status_bytes, submission_aad};
+use cgs_ledger_format::seal::{open_with_ed25519, seal_to_ed25519};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -158,7 +157,7 @@ pub mod shamir {
 /// (PEM) is `service_cert`: a share opens for that service only (a member using one key in
 /// several services is not an oracle for the others' shares).
 pub fn share_aad(epoch: u64, member: &str, service_cert: &[u8]) -> String {
-    cgs_ledger_format::seal::share_aad(epoch, member, &hex::encode(sha2::Sha256::digest(service_cert)))
+    cgs_ledger_format::recovery::share_aad(epoch, member, &hex::encode(sha2::Sha256::digest(service_cert)))
 }
 
 /// What `sys.recovery` records of a share so that a wrong one is refused when submitted.
@@ -380,17 +379,6 @@ async fn verify_ledger(dir: &Path) -> Result<cgs_ledger_format::verify::Report, 
             dir.display()
         ))
     })?;
-    // A node writes its ledger's entries and the count it applied in one transaction: a count
-    // set back would hide signed entries from the state the recovery starts from.
-    if report.applied != report.entries {
-        return Err(config_err(format!(
-            "the ledger in {} holds {} entries but records {} as applied: its node never writes that; the file was \
-             altered. Recover from another node's copy",
-            dir.display(),
-            report.entries,
-            report.applied
-        )));
-    }
     eprintln!(
         "recovery: the ledger verifies: {} entries, {} checkpoints, the last signed checkpoint covers {} entries; {} \
          entries after it and {} entries of the replicated log not applied yet are covered by no signature",
@@ -472,6 +460,8 @@ fn read_view(dir: &Path) -> Result<LedgerView, crate::node::NodeError> {
 
 /// What the recovery listener shares with its connections.
 struct Collecting {
+    /// The data directory (its ledger file, for consistency proofs).
+    dir: PathBuf,
     view: LedgerView,
     /// What the verification of the ledger found.
     verified: cgs_ledger_format::verify::Report,
@@ -536,6 +526,54 @@ impl Collecting {
             },
             "recovery_count": self.view.history["recovery_count"],
         })
+    }
+
+    /// `GET /recovery/consistency?from=N`: the consistency proof from the tree of the first `N`
+    /// entries to the whole verified ledger (the `root` of the signed status), for a member who
+    /// holds a checkpoint of `N` entries: its client checks that this ledger extends it (not one
+    /// rewritten from genesis, nor another service's) before it sends a share. The proof is
+    /// checked against the signed root by the member, so it needs no signature; it is read from
+    /// the file and compared with the verified root first (the file is the operator's).
+    fn consistency(&self, query: Option<&str>) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+        let to = self.verified.entries;
+        let from = query
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("from="))
+            .map(|v| v.parse::<u64>().map_err(|_| format!("`from` must be a number of entries, not {v:?}")))
+            .unwrap_or_else(|| Err("name the size of the checkpoint you hold: ?from=N".into()));
+        let from = match from {
+            Ok(n) if n >= 1 && n <= to => n,
+            Ok(n) => {
+                return refuse(
+                    400,
+                    "InvalidParameter",
+                    format!(
+                        "this ledger holds {to} entries: no proof from a tree of {n} (1 ≤ from ≤ {to}); a checkpoint \
+                         larger than the ledger means this copy ends before what you hold"
+                    ),
+                );
+            }
+            Err(m) => return refuse(400, "InvalidParameter", m),
+        };
+        match crate::ledger::consistency_in_file(&self.dir, from, to) {
+            Ok((proof, root)) if hex::encode(root) == self.verified.root => reply(
+                200,
+                serde_json::json!({
+                    "from": from,
+                    "to": to,
+                    "root": self.verified.root,
+                    "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+                }),
+            ),
+            Ok(_) => refuse(
+                409,
+                "LedgerChanged",
+                "the ledger file changed since it was verified: the recovery will stop; start it again on a copy \
+                 nobody writes to",
+            ),
+            Err(e) => refuse(500, "InternalError", format!("the ledger file could not be read: {e}")),
+        }
     }
 
     /// `POST /recovery/members/{id}:recover`.
@@ -647,6 +685,11 @@ impl Collecting {
         let method = req.method().clone();
         if method == hyper::Method::GET && path == "/recovery" {
             return Ok(reply(200, self.signed(self.status())));
+        }
+        if method == hyper::Method::GET && path == "/recovery/consistency" {
+            // Read inline (a few Merkle nodes), so that no read of the file outlives the
+            // listener's connections once they are aborted.
+            return Ok(self.consistency(req.uri().query()));
         }
         if method == hyper::Method::GET
             && let Some(member) = path.strip_prefix("/recovery/shares/")
@@ -771,6 +814,7 @@ pub async fn collect(
     tls.alpn_protocols = vec![b"http/1.1".to_vec()]; // served with HTTP/1.1 only
     let tls = Arc::new(tls);
     let state = Arc::new(Collecting {
+        dir: dir.to_path_buf(),
         node_id: view.next_node_id,
         view,
         verified,
@@ -844,6 +888,7 @@ pub async fn collect(
     // Let the answer to the last submission go out, then close every recovery connection.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     conns.abort_all();
+    while conns.join_next().await.is_some() {}
     let _ = std::fs::remove_dir_all(&tls_dir);
     // Members looked at the figures of the file as it was at start; it may have changed while
     // they submitted (the disk is the operator's): verified again, it must be the same ledger.

@@ -284,6 +284,15 @@ async fn tampering_fails_verification_at_the_right_seqno() {
         tx.open_table(fmt::META).unwrap().insert("last_checkpoint", u64::MAX.to_be_bytes().as_slice()).unwrap();
     });
     assert!(f.reason.contains("last_checkpoint"), "{f}");
+    // The count of applied entries set back (a node writes it with its entries, in one
+    // transaction): a node, or a recovery, would start from a state without the last entries.
+    let f = edit("applied-count", &|tx| {
+        use redb::ReadableTable as _;
+        let mut meta = tx.open_table(fmt::META).unwrap();
+        let size = u64::from_be_bytes(meta.get("ledger_size").unwrap().unwrap().value().try_into().unwrap());
+        meta.insert("ledger_size", (size - 1).to_be_bytes().as_slice()).unwrap();
+    });
+    assert!(f.reason.contains("entries as applied"), "{f}");
 
     // A key that is not the node's is refused when a key is pinned.
     let stranger = "cgs/other+3c3c3c3c+AQ0xMjM0NTY3ODkwMTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMg==";

@@ -125,6 +125,19 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert_eq!(before_body.status, 200);
     // Wait until node 2 applied it, then lose everything: node 1's machine and node 2's keys.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // A member keeps the latest signed checkpoint: at a recovery, the ledger must extend it.
+    let held_path = keys.join("checkpoint.txt");
+    let out = std::process::Command::new(&binaries().cli)
+        .env("CGS_URL", &n2.url)
+        .env("CGS_CA", &n2.ca)
+        .args(["ledger", "checkpoint", "--out"])
+        .arg(&held_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let held_note = std::fs::read_to_string(&held_path).unwrap();
+    let held_size = cgs_client::recovery::held_checkpoint(&held_note).unwrap().size;
+    assert!(held_size > 0, "{held_note}");
     let (mut n1, mut n2) = (n1, n2);
     n1.kill();
     n2.kill();
@@ -144,9 +157,13 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let out = std::process::Command::new(&binaries().cli).args(["ledger", "verify"]).arg(&copy).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--repair"), "{err}");
-    let out =
-        std::process::Command::new(&binaries().cli).args(["ledger", "verify", "--repair"]).arg(&copy).output().unwrap();
+    let out = std::process::Command::new(&binaries().cli)
+        .args(["--json", "ledger", "verify", "--repair"])
+        .arg(&copy)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Recovery from the ledger file node 2 left, straight after the kill (it is repaired before
     // it is verified).
     let (launched, url, cert, client, status) = start_recovery(&dir, Stdio::inherit()).await;
@@ -161,11 +178,21 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let verified = &status["verified"];
     assert!(verified["checkpoints"].as_u64().unwrap() > 0, "{status}");
     assert!(verified["signed_entries"].as_u64().unwrap() > 0, "{status}");
-    assert_eq!(
-        verified["entries"].as_u64().unwrap(),
-        verified["signed_entries"].as_u64().unwrap() + verified["unsigned_tail"].as_u64().unwrap(),
-        "{status}"
-    );
+    // The same figures as the offline verifier's on a copy of the same file: the node shows
+    // members what `cgs ledger verify` would find, not figures of its own.
+    for (shown, offline_name) in [
+        ("entries", "entries"),
+        ("checkpoints", "checkpoints"),
+        ("unsigned_tail", "unsigned_tail"),
+        ("unapplied_entries", "unapplied_entries"),
+        ("unapplied_digest", "unapplied_digest"),
+        ("root", "root"),
+    ] {
+        assert_eq!(verified[shown], offline[offline_name], "{shown}: {status} against {offline}");
+    }
+    assert_eq!(verified["signed_entries"], offline["last_checkpoint"][0], "{status} against {offline}");
+    // And what it says it applied is where the ledger ends.
+    assert_eq!(status["last_applied_seqno"], verified["entries"], "{status}");
     let ca = tmp.path().join("recovery-cert.pem");
     std::fs::write(&ca, &cert).unwrap();
     assert_eq!(status["status"], "WaitingForRecoveryShares", "{status}");
@@ -262,13 +289,52 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         &["--allow-virtual", "--min-epoch", &newer, "--service-cert", pinned.to_str().unwrap()],
     );
     assert!(!ok && err.contains("rolled-back"), "{err}");
+    // A member who kept a checkpoint refuses a ledger that does not extend it: one whose tree of
+    // that size has another root (a ledger rewritten from genesis), or one that ends before it.
+    let with_line = |i: usize, line: &str| {
+        let mut lines: Vec<&str> = held_note.split('\n').collect();
+        lines[i] = line;
+        lines.join("\n")
+    };
+    let other_root = tmp.path().join("other-root.txt");
+    std::fs::write(&other_root, with_line(2, &base64_of(&[7u8; 32]))).unwrap();
+    let (ok, _, err) = cli_submit(
+        &url,
+        &ca,
+        &keys.join("isv.key"),
+        &["--allow-virtual", "--checkpoint", other_root.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("does not extend"), "{err}");
+    let longer = tmp.path().join("longer.txt");
+    std::fs::write(&longer, with_line(1, "99999999")).unwrap();
+    let (ok, _, err) =
+        cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--checkpoint", longer.to_str().unwrap()]);
+    assert!(!ok && err.contains("fewer"), "{err}");
+    // The proof the CLI checks: anyone may ask; sizes outside the ledger are refused.
+    let proof = client.get(&format!("/recovery/consistency?from={held_size}")).await.unwrap().ok_json().unwrap();
+    assert_eq!((proof["from"].as_u64(), &proof["to"]), (Some(held_size), &status["verified"]["entries"]));
+    for bad in ["", "?from=0", "?from=x", "?from=99999999"] {
+        let r = client.get(&format!("/recovery/consistency{bad}")).await.unwrap();
+        assert_eq!(code(&r).0, 400, "{bad}: {:?}", r.json());
+    }
+    assert_eq!(client.get("/recovery").await.unwrap().ok_json().unwrap()["submitted"], 0);
     let known = before_tx.seqno.to_string();
     let seen = last_epoch.to_string();
     let (ok, out, err) = cli_submit(
         &url,
         &ca,
         &keys.join("isv.key"),
-        &["--allow-virtual", "--min-seqno", &known, "--min-epoch", &seen, "--service-cert", pinned.to_str().unwrap()],
+        &[
+            "--allow-virtual",
+            "--min-seqno",
+            &known,
+            "--min-epoch",
+            &seen,
+            "--service-cert",
+            pinned.to_str().unwrap(),
+            "--checkpoint",
+            held_path.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{out}{err}");
     assert!(out.contains("1 of 2"), "{out}");

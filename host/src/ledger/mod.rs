@@ -22,6 +22,7 @@ pub mod merkle;
 mod network;
 pub mod peer;
 mod proofs;
+pub use proofs::consistency_in_file;
 mod raft;
 pub mod signer;
 mod state_machine;

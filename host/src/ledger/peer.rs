@@ -276,6 +276,8 @@ pub fn server_config(identity: &PeerIdentity, keys: &PeerKeys) -> Result<Arc<rus
     Ok(Arc::new(cfg))
 }
 
+/// Public for the host's forwarding tests, which dial a peer with it as a follower would.
+#[doc(hidden)]
 /// The TLS configuration of a connection to the peer whose node key is `key`, as `identity`.
 pub fn client_config(identity: &PeerIdentity, key: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = provider();

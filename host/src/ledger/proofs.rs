@@ -233,3 +233,22 @@ impl merkle::Nodes for ReadNodes {
         read_node(&self.0, level, index)
     }
 }
+
+/// The consistency proof from `from` to `to` entries, and the root at `to`, read from the
+/// ledger file in `dir` (opened read-only, without raft): what a recovering node shows members
+/// who hold a checkpoint of their own (docs/cluster.md "Recovery").
+pub fn consistency_in_file(
+    dir: &std::path::Path,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<merkle::Hash>, merkle::Hash), LedgerError> {
+    if from == 0 || from > to {
+        return Err(LedgerError::Invalid(format!("a consistency proof needs 0 < from ≤ to (got {from}, {to})")));
+    }
+    let db = redb::ReadOnlyDatabase::open(dir.join(fmt::FILE_NAME)).map_err(db_err)?;
+    let rtx = db.begin_read().map_err(db_err)?;
+    let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
+    let proof = merkle::consistency_proof(&nodes, from, to).map_err(LedgerError::Db)?;
+    let root = merkle::root(&nodes, to).map_err(LedgerError::Db)?;
+    Ok((proof, root))
+}

@@ -439,14 +439,27 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
                 p.package, p.plugin, measurement.info.name
             )));
         }
-        let dest = out_dir.join(format!("{}.wasm", p.plugin));
-        let tmp = out_dir.join(format!(".{}.wasm.tmp", p.plugin));
-        std::fs::write(&tmp, &bytes).map_err(|source| BuildError::Io { path: tmp.display().to_string(), source })?;
-        std::fs::rename(&tmp, &dest).map_err(|source| BuildError::Io { path: dest.display().to_string(), source })?;
+        let dest = write_atomically(&out_dir, &format!("{}.wasm", p.plugin), &bytes)?;
         built.push(BuiltPlugin { package: p.package.clone(), path: dest, measurement });
     }
     built.sort_by(|a, b| a.measurement.info.name.cmp(&b.measurement.info.name));
     Ok(built)
+}
+
+/// Write `bytes` to `dir/name` through a temporary file of this write's own, renamed over it: a
+/// reader sees the old file or the new one, and two builds of one plugin into one directory (two
+/// `cgs plugin verify` at once) do not rename each other's temporary file away.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, BuildError> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dest = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|source| BuildError::Io { path: tmp.display().to_string(), source })?;
+    std::fs::rename(&tmp, &dest).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        BuildError::Io { path: dest.display().to_string(), source }
+    })?;
+    Ok(dest)
 }
 
 /// Walk up from `start` to the directory whose `Cargo.toml` declares a `[workspace]` with plugin
@@ -509,6 +522,30 @@ mod tests {
         let mut c = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00, 0, section.len() as u8];
         c.extend_from_slice(&section);
         c
+    }
+
+    /// Builds of one plugin into one directory at once (two `cgs plugin verify`, a CI run's
+    /// tests): every write succeeds and the file is always one of the writes, whole.
+    #[test]
+    fn concurrent_writes_of_one_plugin_do_not_rename_each_other_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let writers: Vec<_> = (0..8u8)
+            .map(|w| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        write_atomically(&dir, "analytics.wasm", &[w; 4096]).unwrap();
+                        let now = std::fs::read(dir.join("analytics.wasm")).unwrap();
+                        assert!(now.len() == 4096 && now.iter().all(|b| *b == now[0]), "a torn file");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["analytics.wasm"], "no temporary file is left behind");
     }
 
     #[test]

@@ -6,10 +6,9 @@ use base64::Engine as _;
 
 use crate::{ClientError, Member};
 
-pub use cgs_ledger_format::seal::{SHARE_INFO, SUBMIT_INFO};
-use cgs_ledger_format::seal::{
-    SealError, open_with_ed25519, recovery_status_bytes, seal_to_ed25519, share_aad, submission_aad,
-};
+pub use cgs_ledger_format::recovery::{SHARE_INFO, SUBMIT_INFO};
+use cgs_ledger_format::recovery::{recovery_status_bytes, share_aad, submission_aad};
+use cgs_ledger_format::seal::{SealError, open_with_ed25519, seal_to_ed25519};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -31,6 +30,59 @@ pub struct NodeCheck {
     /// The shares must be at least this epoch (the latest the member saw, `cgs recovery show`):
     /// a ledger rolled back to older shares is refused.
     pub min_epoch: Option<u64>,
+    /// A signed checkpoint the member holds (C2SP note text, `cgs ledger checkpoint`): the
+    /// recovering ledger must extend it — a consistency proof from it to the ledger's signed root
+    /// is checked — so a ledger rewritten from genesis, another service's, or a copy that ends
+    /// before it is refused.
+    pub checkpoint: Option<String>,
+}
+
+/// The checkpoint (size, root) in the signed note `note` a member holds.
+pub fn held_checkpoint(note: &str) -> Result<cgs_core::note::Checkpoint, String> {
+    let n = cgs_core::note::SignedNote::parse(note).map_err(|e| format!("not a signed checkpoint: {e}"))?;
+    cgs_core::note::Checkpoint::parse(&n.text).map_err(|e| format!("not a signed checkpoint: {e}"))
+}
+
+/// Check that the ledger of `status` (its signed `verified.entries` and `verified.root`)
+/// extends the checkpoint `held`, with `proof` (`GET /recovery/consistency?from=SIZE`'s answer).
+pub fn check_extends(
+    held: &cgs_core::note::Checkpoint,
+    status: &serde_json::Value,
+    proof: &serde_json::Value,
+) -> Result<(), ClientError> {
+    let entries = status["verified"]["entries"].as_u64().ok_or_else(|| protocol("the status names no entries"))?;
+    let root = status["verified"]["root"]
+        .as_str()
+        .and_then(|r| hex::decode(r).ok())
+        .ok_or_else(|| protocol("the status names no root of 64 hex digits"))?;
+    if held.size == 0 {
+        return Err(ClientError::Certificate(
+            "the checkpoint you hold is of an empty ledger: there is nothing to check against; hold a later one".into(),
+        ));
+    }
+    if held.size > entries {
+        return Err(ClientError::Certificate(format!(
+            "the recovering node's ledger holds {entries} entries, fewer than the checkpoint you hold ({} entries): \
+             it is a stale copy, or another ledger; the share is not sent",
+            held.size
+        )));
+    }
+    let hashes: Vec<Vec<u8>> = proof["proof"]
+        .as_array()
+        .ok_or_else(|| protocol("the consistency answer has no proof"))?
+        .iter()
+        .map(|h| h.as_str().and_then(|h| hex::decode(h).ok()).ok_or_else(|| protocol("a proof hash is not hex")))
+        .collect::<Result<_, _>>()?;
+    if proof["from"].as_u64() != Some(held.size) || proof["to"].as_u64() != Some(entries) {
+        return Err(protocol(format!("the consistency answer is for other sizes: {proof}")));
+    }
+    cgs_core::merkle::verify_consistency(held.size, entries, &hashes, &held.root, &root).map_err(|e| {
+        ClientError::Certificate(format!(
+            "the recovering node's ledger does not extend the checkpoint you hold ({} entries): {e}. It is another \
+             ledger (rewritten from genesis, or another service's); the share is not sent",
+            held.size
+        ))
+    })
 }
 
 fn protocol(detail: impl Into<String>) -> ClientError {
@@ -137,6 +189,16 @@ impl Member {
                     .into(),
             ));
         }
+        if let Some(note) = &check.checkpoint {
+            let held = held_checkpoint(note).map_err(|e| ClientError::Certificate(format!("--checkpoint: {e}")))?;
+            let entries = status["verified"]["entries"].as_u64().unwrap_or(0);
+            let proof = if held.size == 0 || held.size > entries {
+                serde_json::Value::Null // refused by the check, without asking
+            } else {
+                self.client.get(&format!("/recovery/consistency?from={}", held.size)).await?.ok_json()?
+            };
+            check_extends(&held, &status, &proof)?;
+        }
         let service = {
             use sha2::Digest as _;
             hex::encode(sha2::Sha256::digest(cert.as_bytes()))
@@ -210,5 +272,42 @@ mod tests {
         let mut unsigned = status.clone();
         unsigned.as_object_mut().unwrap().remove("signature");
         assert!(matches!(check_status_signature(&unsigned, &node_key), Err(ClientError::Protocol { .. })));
+    }
+
+    /// A ledger extends a checkpoint a member holds only with a consistency proof from it to the
+    /// ledger's signed root: another ledger of the same size and later entries (rewritten from
+    /// genesis), a copy that ends before it, an answer for other sizes are refused.
+    #[test]
+    fn only_a_ledger_that_extends_the_held_checkpoint_is_trusted() {
+        use cgs_core::merkle::{leaf_hash, node_hash};
+        let leaf = |b: u8| leaf_hash(&[b; 32]);
+        let (a, b, c) = (leaf(1), leaf(2), leaf(3));
+        let ab = node_hash(&a, &b);
+        let real = node_hash(&ab, &c);
+        let held = cgs_core::note::Checkpoint { origin: "cgs/test".into(), size: 2, root: ab, extensions: vec![] };
+        let status = |entries: u64, root: &[u8; 32]| serde_json::json!({"verified": {"entries": entries, "root": hex::encode(root)}});
+        let proof = |from: u64, to: u64, hashes: &[[u8; 32]]| serde_json::json!({"from": from, "to": to, "proof": hashes.iter().map(hex::encode).collect::<Vec<_>>()});
+        check_extends(&held, &status(3, &real), &proof(2, 3, &[c])).unwrap();
+        // Rewritten: the same size, another first entry.
+        let forged = node_hash(&node_hash(&leaf(9), &b), &c);
+        let e = check_extends(&held, &status(3, &forged), &proof(2, 3, &[c])).unwrap_err();
+        assert!(matches!(&e, ClientError::Certificate(m) if m.contains("does not extend")), "{e}");
+        // A proof altered to fit is refused too.
+        assert!(check_extends(&held, &status(3, &forged), &proof(2, 3, &[leaf(4)])).is_err());
+        // A copy that ends before the checkpoint.
+        let later = cgs_core::note::Checkpoint { size: 4, ..held.clone() };
+        let e = check_extends(&later, &status(3, &real), &serde_json::Value::Null).unwrap_err();
+        assert!(matches!(&e, ClientError::Certificate(m) if m.contains("fewer")), "{e}");
+        // An answer for other sizes.
+        assert!(matches!(
+            check_extends(&held, &status(3, &real), &proof(1, 3, &[c])),
+            Err(ClientError::Protocol { .. })
+        ));
+        // The same size: the roots must be equal.
+        let whole = cgs_core::note::Checkpoint { size: 3, root: real, ..held.clone() };
+        check_extends(&whole, &status(3, &real), &proof(3, 3, &[])).unwrap();
+        assert!(check_extends(&whole, &status(3, &forged), &proof(3, 3, &[])).is_err());
+        // Not a signed note.
+        assert!(held_checkpoint("cgs/test\n2\nAAAA\n").is_err());
     }
 }

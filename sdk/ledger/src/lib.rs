@@ -5,7 +5,9 @@
 //!   DIR`), independent of the host's code;
 //! * the HPKE construction of what is sealed to one key — ledger secrets to nodes, recovery
 //!   shares to members and to a recovering node, the service's secrets to a joining node, a
-//!   clean-room secret to a session ([`seal`]), for the host and the client alike.
+//!   clean-room secret to a session ([`seal`]), for the host and the client alike;
+//! * the recovery's formats both sides must agree on: the shares' HPKE info and aad, the bytes of
+//!   the recovering node's signed status ([`recovery`]).
 //!
 //! The entry format, the Merkle tree and the checkpoint and receipt verifiers it relies on are
 //! IO-free and live in `cgs-core`; this crate adds the storage engine (`redb`) and the files.
@@ -13,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod recovery;
 pub mod seal;
 pub mod store_format;
 pub mod verify;

@@ -4,7 +4,7 @@
 //! members in `sys.recovery`, the service's secrets sealed to a joining node, a clean-room secret
 //! released to a session's key) and by the client (a member opens its recovery share and seals it
 //! to the recovering node). Each use keeps its own `info` beside its record (the recovery ones are
-//! here, shared by both sides).
+//! in [`crate::recovery`], shared by both sides).
 //!
 //! An Ed25519 key is used in its X25519 form (RFC 7748 birational map): the key a node's
 //! evidence binds, or a member's signing key, is the only one that opens what is sealed to it
@@ -35,41 +35,6 @@ pub enum SealError {
 
 fn malformed(what: impl std::fmt::Display) -> SealError {
     SealError::Malformed(what.to_string())
-}
-
-/// HPKE `info` of a recovery share sealed to its member.
-pub const SHARE_INFO: &[u8] = b"cgs-recovery-share-v1";
-/// HPKE `info` of a recovery share a member submits, sealed to the recovering node.
-pub const SUBMIT_INFO: &[u8] = b"cgs-recovery-submission-v1";
-
-/// The aad of a recovery share sealed to member `member` at `epoch` for the service whose
-/// certificate's SHA-256 is `service_cert_sha256` (hex): a share opens for that service only (a
-/// member using one key in several services is not an oracle for the others' shares).
-pub fn share_aad(epoch: u64, member: &str, service_cert_sha256: &str) -> String {
-    format!("recovery share {epoch} member {member} service {service_cert_sha256}")
-}
-
-/// The aad of a recovery share `member` submits, sealed to the recovering node whose key is
-/// `node_key` (base64): bound to that node, so it opens nowhere else.
-pub fn submission_aad(epoch: u64, member: &str, node_key: &str) -> String {
-    format!("recovery share {epoch} member {member} node {node_key}")
-}
-
-/// What the recovering node signs of its status (`GET /recovery`) with its attested node key,
-/// and a member's client checks before it trusts any figure in it (last transaction, what the
-/// verification found, epoch, service certificate): this context, then the status as compact
-/// JSON with sorted keys, without its `signature` member.
-pub const RECOVERY_STATUS_CONTEXT: &[u8] = b"cgs-recovery-status-v1\n";
-
-/// The bytes the recovering node signs of `status` ([`RECOVERY_STATUS_CONTEXT`]).
-pub fn recovery_status_bytes(status: &serde_json::Value) -> Vec<u8> {
-    let mut unsigned = status.clone();
-    if let Some(o) = unsigned.as_object_mut() {
-        o.remove("signature");
-    }
-    let mut out = RECOVERY_STATUS_CONTEXT.to_vec();
-    out.extend_from_slice(unsigned.to_string().as_bytes());
-    out
 }
 
 /// Seal `plain` to the X25519 public key `public`: `(enc, ciphertext)` in base64.

@@ -13,8 +13,10 @@
 //!    ledger recorded for that node (`sys.nodes`, or a pinned key) and names the same size and
 //!    root, and that the COSE receipt signature over the root verifies; checkpoints only grow,
 //!    and all roots come from one append-only sequence, so successive checkpoints are consistent;
-//! 4. replays every transaction — the read-set check that decides whether it applied, then its
-//!    writes — and requires the node's applied state, its list of refused transactions, its table
+//! 4. requires the count of entries the node records as applied to be the ledger's (a node
+//!    writes its entries and that count in one transaction: set back, it would hide entries from
+//!    the state a node or a recovery starts from), replays every transaction — the read-set
+//!    check that decides whether it applied, then its writes — and requires the node's state, its list of refused transactions, its table
 //!    versions, its index of checkpoints and its counters (`ledger_term`, `last_non_signature`,
 //!    `last_checkpoint`) to equal the replay's;
 //! 5. requires every stored ledger entry to be the expansion of the replicated log's records, and
@@ -57,7 +59,7 @@ pub struct Report {
     /// SHA-256 (hex) over the replicated records beyond the ledger, in order (of nothing if
     /// none): what a node would apply next, which no checkpoint covers.
     pub unapplied_digest: String,
-    /// Entries the node had applied.
+    /// Entries the node records as applied (always `entries`: otherwise the file is refused).
     pub applied: u64,
     /// Root of the whole log (hex).
     pub root: String,
@@ -173,7 +175,6 @@ pub fn verify_data_dir_with_progress(
     // At each level, the last complete node of an even index (the left sibling of the next).
     let mut left_at: Vec<Option<merkle::Hash>> = Vec::new();
     let mut replay = Replay::default();
-    let mut replay_at_applied: Option<Replay> = if applied == 0 { Some(Replay::default()) } else { None };
     let mut keys: BTreeMap<u64, VerifierKey> = BTreeMap::new();
     let mut last_term = 0u64;
     let mut last_checkpoint_size = 0u64;
@@ -341,19 +342,22 @@ pub fn verify_data_dir_with_progress(
                 report.last_checkpoint = Some((s.tree_size, key));
             }
         }
-        if key == applied && applied != total {
-            replay_at_applied = Some(replay.clone());
-        }
     }
-    if applied > report.entries {
-        return fail(applied, format!("the node applied {applied} entries but the log has {}", report.entries));
+    if applied != report.entries {
+        return fail(
+            applied.min(report.entries) + 1,
+            format!(
+                "the node records {applied} entries as applied but its ledger holds {}: a node writes both in one \
+                 transaction, so the file was altered",
+                report.entries
+            ),
+        );
     }
     report.unsigned_tail = report.entries - last_checkpoint_size;
     report.root = hex::encode(tree.root());
 
-    // The node's applied state must be the replay of the ledger up to `applied`.
-    let replayed =
-        if applied == report.entries && applied > 0 { replay } else { replay_at_applied.unwrap_or_default() };
+    // The node's applied state must be the replay of the whole ledger.
+    let replayed = replay;
     let state = rtx.open_table(fmt::STATE).map_err(|e| dberr(&e))?;
     let mut seen = 0u64;
     for item in state.iter().map_err(|e| dberr(&e))? {

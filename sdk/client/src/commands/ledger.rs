@@ -1,11 +1,11 @@
-//! `cgs ledger`: verify a ledger offline.
+//! `cgs ledger`: verify a ledger offline; keep the service's latest signed checkpoint.
 
 use std::path::{Path, PathBuf};
 
 use cgs_ledger_format::verify::verify_data_dir_with_progress;
 use clap::Subcommand;
 
-use super::common::read_key;
+use super::common::{block_on, client, read_key};
 use super::{CliError, Result};
 use crate::Cli;
 
@@ -26,6 +26,14 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// Fetch the service's latest signed checkpoint (`GET /node/checkpoint`, over the pinned
+    /// `--ca`) and print it, or write it to `--out`. A member who keeps one can require, at a
+    /// recovery, that the recovered ledger extends it (`cgs recovery submit --checkpoint`).
+    Checkpoint {
+        /// Write the checkpoint to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 pub(crate) fn run(cli: &Cli, command: &LedgerCommand) -> Result {
@@ -35,6 +43,24 @@ pub(crate) fn run(cli: &Cli, command: &LedgerCommand) -> Result {
                 cgs_ledger_format::verify::repair(dir).map_err(|f| CliError::Ledger(Box::new(f)))?;
             }
             verify(cli, dir, node_key)
+        }
+        LedgerCommand::Checkpoint { out } => {
+            let c = client(cli)?;
+            let r = block_on(c.get("/node/checkpoint"))??;
+            r.ok()?;
+            let note = String::from_utf8(r.body.to_vec())
+                .map_err(|_| CliError::usage("the service's checkpoint is not text".to_string()))?;
+            let held = cgs_client::recovery::held_checkpoint(&note)
+                .map_err(|e| CliError::usage(format!("the service's checkpoint: {e}")))?;
+            match out {
+                Some(path) => {
+                    std::fs::write(path, &note)
+                        .map_err(|e| CliError::usage(format!("--out {}: {e}", path.display())))?;
+                    eprintln!("checkpoint of {} entries written to {}", held.size, path.display());
+                }
+                None => print!("{note}"),
+            }
+            Ok(())
         }
     }
 }

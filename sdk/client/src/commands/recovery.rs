@@ -36,6 +36,11 @@ pub(crate) enum RecoveryCommand {
         /// ledger rolled back to older shares.
         #[arg(long)]
         min_epoch: Option<u64>,
+        /// A signed checkpoint you kept (`cgs ledger checkpoint --out FILE`): the recovering
+        /// ledger must extend it (a consistency proof is checked), so a ledger rewritten from
+        /// genesis, another service's, or a copy that ends before it gets no share.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
     },
 }
 
@@ -72,11 +77,26 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
             });
             Ok(())
         }
-        RecoveryCommand::Submit { allow_virtual, measurement, host_data, min_seqno, service_cert, min_epoch } => {
+        RecoveryCommand::Submit {
+            allow_virtual,
+            measurement,
+            host_data,
+            min_seqno,
+            service_cert,
+            min_epoch,
+            checkpoint,
+        } => {
             let service_cert_pem = match service_cert {
                 Some(p) => Some(
                     std::fs::read_to_string(p)
                         .map_err(|e| CliError::usage(format!("--service-cert {}: {e}", p.display())))?,
+                ),
+                None => None,
+            };
+            let checkpoint = match checkpoint {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| CliError::usage(format!("--checkpoint {}: {e}", p.display())))?,
                 ),
                 None => None,
             };
@@ -87,6 +107,7 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
                 min_seqno: *min_seqno,
                 service_cert_pem,
                 min_epoch: *min_epoch,
+                checkpoint,
             };
             let _ = client(cli)?;
             let m = member(cli)?;
