@@ -475,6 +475,9 @@ struct Collecting {
     shares: Mutex<BTreeMap<String, [u8; shamir::SHARE_LEN]>>,
     opened: tokio::sync::Notify,
     bundle: Mutex<Option<Bundle>>,
+    /// Consistency answers given, by `from` (the file must not change anyway): each is read
+    /// from the file once, one at a time, so a flood of queries opens it once per size at most.
+    proofs: tokio::sync::Mutex<BTreeMap<u64, serde_json::Value>>,
 }
 
 fn reply(status: u16, body: serde_json::Value) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
@@ -534,7 +537,7 @@ impl Collecting {
     /// rewritten from genesis, nor another service's) before it sends a share. The proof is
     /// checked against the signed root by the member, so it needs no signature; it is read from
     /// the file and compared with the verified root first (the file is the operator's).
-    fn consistency(&self, query: Option<&str>) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    async fn consistency(&self, query: Option<&str>) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
         let to = self.verified.entries;
         let from = query
             .unwrap_or_default()
@@ -544,35 +547,48 @@ impl Collecting {
             .unwrap_or_else(|| Err("name the size of the checkpoint you hold: ?from=N".into()));
         let from = match from {
             Ok(n) if n >= 1 && n <= to => n,
+            Ok(0) => return refuse(400, "InvalidParameter", "a checkpoint holds at least one entry: from ≥ 1"),
             Ok(n) => {
                 return refuse(
                     400,
                     "InvalidParameter",
                     format!(
-                        "this ledger holds {to} entries: no proof from a tree of {n} (1 ≤ from ≤ {to}); a checkpoint \
-                         larger than the ledger means this copy ends before what you hold"
+                        "this ledger applied {to} entries: no proof from a tree of {n} (1 ≤ from ≤ {to}); a \
+                         checkpoint larger than that means this copy applied less than what you hold"
                     ),
                 );
             }
             Err(m) => return refuse(400, "InvalidParameter", m),
         };
+        let mut answers = self.proofs.lock().await;
+        if let Some(answer) = answers.get(&from) {
+            return reply(200, answer.clone());
+        }
+        // Read inline (a few Merkle nodes), one query at a time, so that no read of the file
+        // outlives the listener's connections once they are aborted.
         match crate::ledger::consistency_in_file(&self.dir, from, to) {
-            Ok((proof, root)) if hex::encode(root) == self.verified.root => reply(
-                200,
-                serde_json::json!({
+            Ok((proof, root)) if hex::encode(root) == self.verified.root => {
+                let answer = serde_json::json!({
                     "from": from,
                     "to": to,
                     "root": self.verified.root,
                     "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
-                }),
-            ),
+                });
+                if answers.len() < 4096 {
+                    answers.insert(from, answer.clone());
+                }
+                reply(200, answer)
+            }
             Ok(_) => refuse(
                 409,
                 "LedgerChanged",
-                "the ledger file changed since it was verified: the recovery will stop; start it again on a copy \
-                 nobody writes to",
+                "the ledger file no longer has the root that was verified: someone writes to it; the recovery stops \
+                 at its second verification if it stays so. Start it again on a copy nobody writes to",
             ),
-            Err(e) => refuse(500, "InternalError", format!("the ledger file could not be read: {e}")),
+            Err(e) => {
+                eprintln!("recovery: a consistency proof could not be read from the ledger file: {e}");
+                refuse(500, "InternalError", "the ledger file could not be read (the node's log says why)")
+            }
         }
     }
 
@@ -687,9 +703,7 @@ impl Collecting {
             return Ok(reply(200, self.signed(self.status())));
         }
         if method == hyper::Method::GET && path == "/recovery/consistency" {
-            // Read inline (a few Merkle nodes), so that no read of the file outlives the
-            // listener's connections once they are aborted.
-            return Ok(self.consistency(req.uri().query()));
+            return Ok(self.consistency(req.uri().query()).await);
         }
         if method == hyper::Method::GET
             && let Some(member) = path.strip_prefix("/recovery/shares/")
@@ -826,6 +840,7 @@ pub async fn collect(
         shares: Mutex::new(BTreeMap::new()),
         opened: tokio::sync::Notify::new(),
         bundle: Mutex::new(None),
+        proofs: tokio::sync::Mutex::new(BTreeMap::new()),
     });
     let r = &state.view.record;
     println!(

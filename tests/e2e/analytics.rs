@@ -514,6 +514,7 @@ async fn the_readme_walkthrough_runs() {
         .env("MEMBERS", sb.data.join("members"))
         .env("CGS", &cgs_e2e::binaries().cli)
         .env("ROOM", cgs_e2e::cleanroom_binary())
+        .env("CGS_STATE_DIR", work.path().join("cli-state"))
         .env_remove("CGS_KEY")
         .output()
         .unwrap();

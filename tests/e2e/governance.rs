@@ -116,6 +116,36 @@ async fn a_consortium_opens_the_service_and_admits_a_member() {
         assert!(out.contains(if i == 2 { "Accepted" } else { "Open" }), "{out}");
     }
     assert_eq!(c.get("/gov/service").await.unwrap().ok_json().unwrap()["status"], "Open");
+    // Before each vote the CLI checked that the service's ledger extends the checkpoint it kept
+    // of it, and kept the newer one. A kept checkpoint the ledger does not extend (its history
+    // rewritten since the member saw it) makes the CLI refuse to vote, before sending anything.
+    let kept =
+        cgs_client::checkpoints::kept_path(&sb.data.join("cli-state"), &std::fs::read_to_string(&sb.ca).unwrap())
+            .unwrap();
+    let (note, seen) = cgs_client::checkpoints::load(&kept).unwrap().expect("the CLI kept a checkpoint");
+    let with_line = |i: usize, line: &str| {
+        let mut lines: Vec<&str> = note.split('\n').collect();
+        lines[i] = line;
+        lines.join("\n")
+    };
+    use base64::Engine as _;
+    std::fs::write(&kept, with_line(2, &base64::engine::general_purpose::STANDARD.encode([7u8; 32]))).unwrap();
+    let key0 = keys[0].with_extension("key");
+    let (ok, _, err) = sb.cli(Some(&key0), &["proposal", "vote", &open_id, "approve"]);
+    assert!(!ok && err.contains("does not extend"), "{err}");
+    let (ok, _, err) = sb.cli(None, &["ledger", "checkpoint"]);
+    assert!(!ok && err.contains("rewritten"), "{err}");
+    // A kept checkpoint larger than what the node answering signed (a lagging node) is no fork.
+    std::fs::write(&kept, with_line(1, "99999999")).unwrap();
+    let (ok, _, err) = sb.cli(None, &["ledger", "checkpoint"]);
+    assert!(ok, "{err}");
+    // The real one back: the CLI goes on, and keeps the newer checkpoint it printed.
+    std::fs::write(&kept, &note).unwrap();
+    let (ok, out, err) = sb.cli(None, &["ledger", "checkpoint"]);
+    assert!(ok, "{err}");
+    let (_, latest) = cgs_client::checkpoints::load(&kept).unwrap().unwrap();
+    assert!(latest.size >= seen.size, "{latest:?} {seen:?}");
+    assert_eq!(cgs_client::recovery::held_checkpoint(&out).unwrap(), latest);
     // Open: app routes answer (here: credentials are needed) instead of 503.
     assert_eq!(c.get("/app/contracts").await.unwrap().status, 401);
     assert_eq!(alice.authed("GET", "/app/contracts", None).await.unwrap().status, 200);

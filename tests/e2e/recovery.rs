@@ -20,6 +20,7 @@ fn cli_submit(url: &str, ca: &Path, key: &Path, extra: &[&str]) -> (bool, String
         .env("CGS_URL", url)
         .env("CGS_CA", ca)
         .env("CGS_KEY", key)
+        .env("CGS_STATE_DIR", key.parent().unwrap().join("cli-state"))
         .args(["recovery", "submit"])
         .args(extra)
         .output()
@@ -130,6 +131,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let out = std::process::Command::new(&binaries().cli)
         .env("CGS_URL", &n2.url)
         .env("CGS_CA", &n2.ca)
+        .env("CGS_STATE_DIR", keys.join("cli-state"))
         .args(["ledger", "checkpoint", "--out"])
         .arg(&held_path)
         .output()
@@ -310,6 +312,15 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     let (ok, _, err) =
         cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual", "--checkpoint", longer.to_str().unwrap()]);
     assert!(!ok && err.contains("fewer"), "{err}");
+    // Without --checkpoint, the CLI checks the one it kept of the service (here: the one
+    // `cgs ledger checkpoint` kept), altered here to another root.
+    let kept =
+        cgs_client::checkpoints::kept_path(&keys.join("cli-state"), &String::from_utf8_lossy(&service_cert)).unwrap();
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), held_note, "the CLI kept the checkpoint it fetched");
+    std::fs::write(&kept, with_line(2, &base64_of(&[7u8; 32]))).unwrap();
+    let (ok, _, err) = cli_submit(&url, &ca, &keys.join("isv.key"), &["--allow-virtual"]);
+    assert!(!ok && err.contains("does not extend"), "{err}");
+    std::fs::write(&kept, &held_note).unwrap();
     // The proof the CLI checks: anyone may ask; sizes outside the ledger are refused.
     let proof = client.get(&format!("/recovery/consistency?from={held_size}")).await.unwrap().ok_json().unwrap();
     assert_eq!((proof["from"].as_u64(), &proof["to"]), (Some(held_size), &status["verified"]["entries"]));
@@ -324,19 +335,10 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
         &url,
         &ca,
         &keys.join("isv.key"),
-        &[
-            "--allow-virtual",
-            "--min-seqno",
-            &known,
-            "--min-epoch",
-            &seen,
-            "--service-cert",
-            pinned.to_str().unwrap(),
-            "--checkpoint",
-            held_path.to_str().unwrap(),
-        ],
+        &["--allow-virtual", "--min-seqno", &known, "--min-epoch", &seen, "--service-cert", pinned.to_str().unwrap()],
     );
     assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("it extends the checkpoint you kept, of {held_size} entries")), "{out}");
     assert!(out.contains("1 of 2"), "{out}");
     // The same member again counts once.
     let check = cgs_client::recovery::NodeCheck { allow_virtual: true, ..Default::default() };

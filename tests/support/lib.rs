@@ -355,7 +355,12 @@ impl Sandbox {
     /// stderr).
     pub fn cli(&self, key: Option<&Path>, args: &[&str]) -> (bool, String, String) {
         let mut cmd = Command::new(&binaries().cli);
-        cmd.env("CGS_URL", &self.url).env("CGS_CA", &self.ca).env_remove("CGS_KEY").current_dir(workspace()).args(args);
+        cmd.env("CGS_URL", &self.url)
+            .env("CGS_CA", &self.ca)
+            .env("CGS_STATE_DIR", self.data.join("cli-state"))
+            .env_remove("CGS_KEY")
+            .current_dir(workspace())
+            .args(args);
         if let Some(k) = key {
             cmd.env("CGS_KEY", k);
         }

@@ -446,19 +446,24 @@ pub fn build(req: &BuildRequest) -> Result<Vec<BuiltPlugin>, BuildError> {
     Ok(built)
 }
 
-/// Write `bytes` to `dir/name` through a temporary file of this write's own, renamed over it: a
-/// reader sees the old file or the new one, and two builds of one plugin into one directory (two
-/// `cgs plugin verify` at once) do not rename each other's temporary file away.
+/// Write `bytes` to `dir/name` through a temporary file of this write's own (a new random name,
+/// created exclusively, removed if anything fails), renamed over it: a reader sees the old file
+/// or the new one, and two builds of one plugin into one directory (two `cgs plugin verify` at
+/// once) do not rename each other's temporary file away.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, BuildError> {
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    use std::io::Write as _;
     let dest = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|source| BuildError::Io { path: tmp.display().to_string(), source })?;
-    std::fs::rename(&tmp, &dest).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        BuildError::Io { path: dest.display().to_string(), source }
-    })?;
+    let io = |source| BuildError::Io { path: dest.display().to_string(), source };
+    let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    // A component is no secret: readable as a plain write would leave it (the temporary file
+    // is created owner-only).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+    }
+    tmp.persist(&dest).map_err(|e| io(e.error))?;
     Ok(dest)
 }
 

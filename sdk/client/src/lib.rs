@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod analytics;
+pub mod checkpoints;
 pub mod recovery;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,10 @@ pub enum ClientError {
     /// The service certificate is not usable.
     #[error("invalid service certificate: {0}")]
     Certificate(String),
+    /// A check the member asked for failed, so nothing was sent: a recovering node's evidence,
+    /// figures or ledger, or a service whose ledger no longer extends the checkpoint kept of it.
+    #[error("{0}")]
+    Refused(String),
     /// Connecting or talking to the service failed.
     #[error("cannot reach the service at {url}: {detail}")]
     Transport {

@@ -35,6 +35,9 @@ pub struct NodeCheck {
     /// is checked — so a ledger rewritten from genesis, another service's, or a copy that ends
     /// before it is refused.
     pub checkpoint: Option<String>,
+    /// Where the CLI keeps the checkpoints it saw ([`crate::checkpoints`]): without
+    /// `checkpoint`, the one kept for the service of the recovering ledger, if any, is used.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// The checkpoint (size, root) in the signed note `note` a member holds.
@@ -56,15 +59,17 @@ pub fn check_extends(
         .and_then(|r| hex::decode(r).ok())
         .ok_or_else(|| protocol("the status names no root of 64 hex digits"))?;
     if held.size == 0 {
-        return Err(ClientError::Certificate(
+        return Err(ClientError::Refused(
             "the checkpoint you hold is of an empty ledger: there is nothing to check against; hold a later one".into(),
         ));
     }
     if held.size > entries {
-        return Err(ClientError::Certificate(format!(
-            "the recovering node's ledger holds {entries} entries, fewer than the checkpoint you hold ({} entries): \
-             it is a stale copy, or another ledger; the share is not sent",
-            held.size
+        return Err(ClientError::Refused(format!(
+            "the recovering node's ledger applied {entries} entries, fewer than the checkpoint you hold ({} entries; \
+             it received {} more it has not applied, which cannot be checked against it): a stale copy, or another \
+             ledger; the share is not sent. Recover from a node's copy that applied your checkpoint",
+            held.size,
+            status["verified"]["unapplied_entries"].as_u64().unwrap_or(0)
         )));
     }
     let hashes: Vec<Vec<u8>> = proof["proof"]
@@ -77,7 +82,7 @@ pub fn check_extends(
         return Err(protocol(format!("the consistency answer is for other sizes: {proof}")));
     }
     cgs_core::merkle::verify_consistency(held.size, entries, &hashes, &held.root, &root).map_err(|e| {
-        ClientError::Certificate(format!(
+        ClientError::Refused(format!(
             "the recovering node's ledger does not extend the checkpoint you hold ({} entries): {e}. It is another \
              ledger (rewritten from genesis, or another service's); the share is not sent",
             held.size
@@ -99,7 +104,7 @@ pub fn check_status_signature(status: &serde_json::Value, node_key: &[u8; 32]) -
         .map(|b| ed25519_dalek::Signature::from_bytes(&b))
         .ok_or_else(|| protocol("GET /recovery carries no signature of 64 bytes of base64"))?;
     key.verify_strict(&recovery_status_bytes(status), &signature).map_err(|_| {
-        ClientError::Certificate(
+        ClientError::Refused(
             "the recovering node's status is not signed by its node key: something between you and the node \
              changed it; the share is not sent"
                 .into(),
@@ -131,7 +136,7 @@ impl Member {
         if let Some(min) = check.min_epoch
             && epoch < min
         {
-            return Err(ClientError::Certificate(format!(
+            return Err(ClientError::Refused(format!(
                 "the recovering node's ledger holds recovery shares of epoch {epoch}, older than {min}: a stale or \
                  rolled-back copy; the share is not sent"
             )));
@@ -140,14 +145,14 @@ impl Member {
         if let Some(min) = check.min_seqno
             && applied < min
         {
-            return Err(ClientError::Certificate(format!(
+            return Err(ClientError::Refused(format!(
                 "the recovering node's ledger ends at sequence number {applied} ({}), before {min}: it is a stale copy \
                  (recover from the node with the longest ledger); the share is not sent",
                 status["last_applied"].as_str().unwrap_or("?")
             )));
         }
         if !check.allow_virtual && check.measurements.as_ref().is_none_or(Vec::is_empty) {
-            return Err(ClientError::Certificate(
+            return Err(ClientError::Refused(
                 "name the launch measurement the recovering node must run (--measurement): without it any SEV-SNP \
                  VM, whatever code it runs, could ask for your share"
                     .into(),
@@ -163,7 +168,7 @@ impl Member {
             ..Default::default()
         };
         let verified = cgs_attestation::verify(&evidence, &policy, std::time::SystemTime::now()).map_err(|e| {
-            ClientError::Certificate(format!(
+            ClientError::Refused(format!(
                 "the recovering node's evidence was refused, so the share is not sent: {e}{}",
                 if evidence.is_virtual() && !check.allow_virtual {
                     " (virtual evidence: only a development service accepts it, --allow-virtual)"
@@ -175,7 +180,7 @@ impl Member {
         // The service the share is for: the one the member pins (a development service may skip).
         let cert = status["service_cert"].as_str().unwrap_or_default();
         if check.service_cert_pem.is_none() && !check.allow_virtual {
-            return Err(ClientError::Certificate(
+            return Err(ClientError::Refused(
                 "name the service certificate you pin for this service (--service-cert): the ledger must be that \
                  service's"
                     .into(),
@@ -184,13 +189,25 @@ impl Member {
         if let Some(pinned) = &check.service_cert_pem
             && pinned.trim() != cert.trim()
         {
-            return Err(ClientError::Certificate(
+            return Err(ClientError::Refused(
                 "the recovering node's ledger is another service's (its service certificate is not the one given)"
                     .into(),
             ));
         }
-        if let Some(note) = &check.checkpoint {
-            let held = held_checkpoint(note).map_err(|e| ClientError::Certificate(format!("--checkpoint: {e}")))?;
+        let kept = match (&check.checkpoint, &check.state_dir) {
+            (None, Some(dir)) => {
+                let cert = status["service_cert"].as_str().unwrap_or_default();
+                match crate::checkpoints::kept_path(dir, cert) {
+                    Ok(path) => crate::checkpoints::load(&path)?.map(|(note, _)| note),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let mut checked = serde_json::Value::Null;
+        if let Some(note) = check.checkpoint.as_ref().or(kept.as_ref()) {
+            let what = if check.checkpoint.is_some() { "--checkpoint" } else { "the checkpoint you kept" };
+            let held = held_checkpoint(note).map_err(|e| ClientError::Refused(format!("{what}: {e}")))?;
             let entries = status["verified"]["entries"].as_u64().unwrap_or(0);
             let proof = if held.size == 0 || held.size > entries {
                 serde_json::Value::Null // refused by the check, without asking
@@ -198,6 +215,7 @@ impl Member {
                 self.client.get(&format!("/recovery/consistency?from={}", held.size)).await?.ok_json()?
             };
             check_extends(&held, &status, &proof)?;
+            checked = serde_json::json!({"size": held.size, "kept": check.checkpoint.is_none()});
         }
         let service = {
             use sha2::Digest as _;
@@ -216,7 +234,7 @@ impl Member {
         )
         .map_err(|e| match e {
             SealError::DoesNotOpen => {
-                ClientError::Certificate("the recovery share does not open with this member's key".into())
+                ClientError::Refused("the recovery share does not open with this member's key".into())
             }
             e => protocol(format!("the sealed recovery share: {e}")),
         })?;
@@ -229,7 +247,8 @@ impl Member {
             "ciphertext": ct,
         });
         let msg = self.sign(cgs_core::gov::MessageType::RecoveryShare, None, &payload);
-        let answer = self.post_signed(&format!("/recovery/members/{id}:recover"), msg).await?.ok_json()?;
+        let mut answer = self.post_signed(&format!("/recovery/members/{id}:recover"), msg).await?.ok_json()?;
+        answer["checkpoint_checked"] = checked;
         Ok((answer, verified.claims))
     }
 }
@@ -262,7 +281,7 @@ mod tests {
 
         let mut shown_later = status.clone();
         shown_later["last_applied_seqno"] = 9_999.into();
-        assert!(matches!(check_status_signature(&shown_later, &node_key), Err(ClientError::Certificate(_))));
+        assert!(matches!(check_status_signature(&shown_later, &node_key), Err(ClientError::Refused(_))));
         let mut nested = status.clone();
         nested["verified"]["signed_entries"] = 120.into();
         assert!(check_status_signature(&nested, &node_key).is_err());
@@ -291,13 +310,13 @@ mod tests {
         // Rewritten: the same size, another first entry.
         let forged = node_hash(&node_hash(&leaf(9), &b), &c);
         let e = check_extends(&held, &status(3, &forged), &proof(2, 3, &[c])).unwrap_err();
-        assert!(matches!(&e, ClientError::Certificate(m) if m.contains("does not extend")), "{e}");
+        assert!(matches!(&e, ClientError::Refused(m) if m.contains("does not extend")), "{e}");
         // A proof altered to fit is refused too.
         assert!(check_extends(&held, &status(3, &forged), &proof(2, 3, &[leaf(4)])).is_err());
         // A copy that ends before the checkpoint.
         let later = cgs_core::note::Checkpoint { size: 4, ..held.clone() };
         let e = check_extends(&later, &status(3, &real), &serde_json::Value::Null).unwrap_err();
-        assert!(matches!(&e, ClientError::Certificate(m) if m.contains("fewer")), "{e}");
+        assert!(matches!(&e, ClientError::Refused(m) if m.contains("fewer")), "{e}");
         // An answer for other sizes.
         assert!(matches!(
             check_extends(&held, &status(3, &real), &proof(1, 3, &[c])),

@@ -63,9 +63,21 @@ pub(crate) fn vote_on(cli: &Cli, m: &Member, id: &str, vote: &str) -> Result {
         "reject" => false,
         other => return Err(CliError::usage(format!("vote must be `approve` or `reject`, not `{other}`"))),
     };
+    observe_checkpoint(cli, &m.client)?;
     let v = ok_json(block_on(m.vote(id, approve))?)?;
     show_state(cli, id, &v);
     Ok(())
+}
+
+/// Before a member acts on what the service shows (a vote): check that the service's ledger
+/// extends the checkpoint the CLI kept for it, and keep the newer one
+/// ([`cgs_client::checkpoints`]). Refuses if the history was rewritten; without a state
+/// directory, checks nothing. The note seen, if any.
+pub(crate) fn observe_checkpoint(cli: &Cli, c: &Client) -> Result<Option<String>> {
+    let (Some(state), Some(ca)) = (cgs_client::checkpoints::state_dir(), cli.ca.as_ref()) else { return Ok(None) };
+    let path = cgs_client::checkpoints::kept_path(&state, &read_to_string(ca)?)?;
+    let (_, note) = block_on(cgs_client::checkpoints::observe(c, &path))??;
+    Ok(note)
 }
 
 /// Print an answer: pretty JSON with `--json`, else through `text`.

@@ -163,6 +163,7 @@ impl CliError {
             Self::Client(C::Transport { .. }) => "Unreachable",
             Self::Client(C::Url(..)) => "InvalidUrl",
             Self::Client(C::Certificate(_)) => "InvalidCertificate",
+            Self::Client(C::Refused(_)) => "Refused",
             Self::Client(C::Protocol { .. }) | Self::Answer(_) => "UnexpectedAnswer",
             // `ClientError` is `non_exhaustive`: a new kind of client failure.
             Self::Client(_) => "Client",

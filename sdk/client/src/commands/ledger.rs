@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use cgs_ledger_format::verify::verify_data_dir_with_progress;
 use clap::Subcommand;
 
-use super::common::{block_on, client, read_key};
+use super::common::{block_on, client, observe_checkpoint, read_key};
 use super::{CliError, Result};
 use crate::Cli;
 
@@ -27,8 +27,10 @@ pub(crate) enum LedgerCommand {
         repair: bool,
     },
     /// Fetch the service's latest signed checkpoint (`GET /node/checkpoint`, over the pinned
-    /// `--ca`) and print it, or write it to `--out`. A member who keeps one can require, at a
-    /// recovery, that the recovered ledger extends it (`cgs recovery submit --checkpoint`).
+    /// `--ca`) and print it, or write it to `--out`. The CLI keeps the latest it saw of each
+    /// service (`$CGS_STATE_DIR`, else `~/.local/state/cgs`), after checking that the service's
+    /// ledger extends the one it kept before (refused otherwise: its history was rewritten); at
+    /// a recovery, `cgs recovery submit` requires the recovered ledger to extend it.
     Checkpoint {
         /// Write the checkpoint to this file instead of printing it.
         #[arg(long)]
@@ -46,10 +48,15 @@ pub(crate) fn run(cli: &Cli, command: &LedgerCommand) -> Result {
         }
         LedgerCommand::Checkpoint { out } => {
             let c = client(cli)?;
-            let r = block_on(c.get("/node/checkpoint"))??;
-            r.ok()?;
-            let note = String::from_utf8(r.body.to_vec())
-                .map_err(|_| CliError::usage("the service's checkpoint is not text".to_string()))?;
+            let note = match observe_checkpoint(cli, &c)? {
+                Some(note) => note,
+                None => {
+                    let r = block_on(c.get("/node/checkpoint"))??;
+                    r.ok()?;
+                    String::from_utf8(r.body.to_vec())
+                        .map_err(|_| CliError::usage("the service's checkpoint is not text".to_string()))?
+                }
+            };
             let held = cgs_client::recovery::held_checkpoint(&note)
                 .map_err(|e| CliError::usage(format!("the service's checkpoint: {e}")))?;
             match out {

@@ -108,6 +108,7 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
                 service_cert_pem,
                 min_epoch: *min_epoch,
                 checkpoint,
+                state_dir: cgs_client::checkpoints::state_dir(),
             };
             let _ = client(cli)?;
             let m = member(cli)?;
@@ -116,7 +117,7 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
                 format!(
                     "share submitted to node {} (ledger up to {}, verified by the node: {} entries, the first {} \
                      signed by a checkpoint, {} after them and {} received but not applied covered by no signature; \
-                     evidence: {}, measurement {}): {} of {} shares{}",
+                     evidence: {}, measurement {}; {}): {} of {} shares{}",
                     a["node_id"],
                     a["last_applied"].as_str().unwrap_or("?"),
                     a["verified"]["entries"],
@@ -125,6 +126,12 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
                     a["verified"]["unapplied_entries"],
                     if claims.insecure { "virtual, insecure" } else { "SEV-SNP" },
                     hex::encode(claims.measurement),
+                    match a["checkpoint_checked"]["size"].as_u64() {
+                        Some(n) if a["checkpoint_checked"]["kept"] == true =>
+                            format!("it extends the checkpoint you kept, of {n} entries"),
+                        Some(n) => format!("it extends your checkpoint of {n} entries"),
+                        None => "no checkpoint of yours to check it against".into(),
+                    },
                     a["submitted"],
                     a["threshold"],
                     if a["opened"] == true { "; the service's secrets are open and the node is starting" } else { "" }
