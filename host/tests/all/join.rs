@@ -59,8 +59,10 @@ async fn role_of(c: &cgs_client::Client, id: u64) -> String {
 }
 
 /// Whether node 1's peer listener at `peer` refuses node 2's connection when it presents `key`:
-/// the TLS handshake breaks (`NetworkError`). An accepted connection reaches the RPC check, which
-/// refuses node 2 speaking for node 3 (403) before raft sees it.
+/// the TLS handshake breaks (`NetworkError`), or — a key removed between the handshake and the
+/// RPC — the RPC's own check of the key refuses it (403, "no longer one of this service's
+/// nodes"). An accepted key reaches the next check, which refuses node 2 speaking for node 3
+/// (403) before raft sees it.
 async fn peer_refuses(c: &cgs_client::Client, peer: std::net::SocketAddr, key: &ed25519_dalek::SigningKey) -> bool {
     use openraft::network::{RPCOption, RaftNetwork as _, RaftNetworkFactory as _};
     let id = c.get("/node/identity").await.unwrap().ok_json().unwrap();
@@ -72,8 +74,9 @@ async fn peer_refuses(c: &cgs_client::Client, peer: std::net::SocketAddr, key: &
         cgs_host::ledger::PeerNetwork::new(me, keys).new_client(1, &openraft::BasicNode::new(peer.to_string())).await;
     let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(0, 3), None);
     let why = format!("{:?}", client.vote(vote, RPCOption::new(std::time::Duration::from_secs(5))).await.unwrap_err());
-    assert!(why.contains("NetworkError") || why.contains("may only speak for itself"), "{why}");
-    !why.contains("may only speak for itself")
+    let refused = why.contains("NetworkError") || why.contains("no longer one of this service's nodes");
+    assert!(refused || why.contains("may only speak for itself"), "{why}");
+    refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

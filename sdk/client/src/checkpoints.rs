@@ -37,30 +37,38 @@ pub fn kept_path(state: &Path, service_cert_pem: &str) -> Result<PathBuf, Client
 pub fn load(path: &Path) -> Result<Option<(String, Checkpoint)>, ClientError> {
     match std::fs::read_to_string(path) {
         Ok(note) => {
-            let cp = crate::recovery::held_checkpoint(&note)
-                .map_err(|e| ClientError::Refused(format!("the checkpoint kept in {}: {e}", path.display())))?;
+            let cp = crate::recovery::held_checkpoint(&note).map_err(|e| {
+                ClientError::Refused(format!(
+                    "the checkpoint kept in {} is damaged ({e}): `cgs ledger checkpoint --reset` replaces it \
+                     with the service's current one",
+                    path.display()
+                ))
+            })?;
             Ok(Some((note, cp)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ClientError::Refused(format!("the checkpoint kept in {}: {e}", path.display()))),
+        Err(e) => Err(ClientError::Refused(format!("the checkpoint kept in {} cannot be read: {e}", path.display()))),
     }
 }
 
-/// Keep `note` in `path` (written whole: a temporary file renamed over it).
-fn save(path: &Path, note: &str) -> Result<(), ClientError> {
-    let io = |e: std::io::Error| ClientError::Refused(format!("keeping the checkpoint in {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&tmp, note).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+/// Keep `note` in `path`: written whole and synced to a temporary file of its own (random name,
+/// created exclusively), then renamed over the kept one. Concurrent runs: the last one wins.
+pub fn save(path: &Path, note: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".checkpoint.").suffix(".tmp").tempfile_in(dir)?;
+    tmp.write_all(note.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// What [`observe`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
-    /// The service has signed no checkpoint yet: nothing kept.
+    /// The service has signed no checkpoint yet (`503 NotReady`) and none was kept: nothing to
+    /// check, nothing kept.
     NoneYet,
     /// No checkpoint was kept for this service: this one (`size` entries) is now.
     First {
@@ -74,45 +82,121 @@ pub enum Observed {
         /// The new size.
         to: u64,
     },
-    /// The node answering is behind the kept checkpoint (a lagging node): nothing to check.
-    Behind {
-        /// The kept size.
-        kept: u64,
-        /// The node's size.
-        seen: u64,
+    /// Kept without any check (`reset`): members agreed the service's history changed (a
+    /// recovery from a shorter copy).
+    Reset {
+        /// The size kept before, if any.
+        from: Option<u64>,
+        /// The new size.
+        to: u64,
     },
+}
+
+/// What [`observe`] found, the note the service showed, and why it could not be kept (the check
+/// passed; the member's state directory is not writable).
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// What was found.
+    pub observed: Observed,
+    /// The service's checkpoint (note text).
+    pub note: Option<String>,
+    /// Why the newer checkpoint could not be kept, if so.
+    pub not_kept: Option<String>,
 }
 
 fn rewritten(path: &Path, kept: &Checkpoint, why: impl std::fmt::Display) -> ClientError {
     ClientError::Refused(format!(
         "the service's ledger does not extend the checkpoint you kept ({} entries, {}): {why}. Its history was \
-         rewritten or forked since you saw it: do not vote or send anything to it; tell the other members",
+         rewritten or forked since you saw it: do not vote or send anything to it; tell the other members (if \
+         you all agree it changed, e.g. a recovery from a shorter copy, `cgs ledger checkpoint --reset` keeps \
+         its current one)",
         kept.size,
         path.display()
     ))
 }
 
-/// Fetch the service's latest checkpoint, check that its ledger extends the one kept in `path`
-/// (a consistency proof from it), and keep the newer one.
-pub async fn observe(client: &Client, path: &Path) -> Result<(Observed, Option<String>), ClientError> {
+/// How long a node answering with an older checkpoint than the kept one may take to catch up
+/// (a follower a little behind the leader) before it is refused.
+const BEHIND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The service's latest checkpoint: `None` for `503 NotReady` (none signed yet).
+async fn fetch(client: &Client) -> Result<Option<(String, Checkpoint)>, ClientError> {
     let r = client.get("/node/checkpoint").await?;
-    if r.status == 503 {
-        return Ok((Observed::NoneYet, None));
+    if r.status == 503 && r.error().is_some_and(|e| e.error.code == "NotReady") {
+        return Ok(None);
     }
     r.ok()?;
     let note = String::from_utf8(r.body.to_vec())
         .map_err(|_| ClientError::Protocol { status: r.status, detail: "the checkpoint is not text".into() })?;
     let seen = crate::recovery::held_checkpoint(&note)
         .map_err(|e| ClientError::Protocol { status: r.status, detail: format!("the service's checkpoint: {e}") })?;
-    let Some((_, kept)) = load(path)? else {
-        save(path, &note)?;
-        return Ok((Observed::First { size: seen.size }, Some(note)));
+    if seen.size == 0 {
+        return Ok(None);
+    }
+    Ok(Some((note, seen)))
+}
+
+/// Fetch the service's latest checkpoint, check that its ledger extends the one kept in `path`
+/// (a consistency proof from it; the same origin; the same root at the same size), and keep the
+/// newer one. With `reset`, keep the service's current one without any check.
+///
+/// Refused ([`ClientError::Refused`]): a ledger that does not extend the kept checkpoint; a
+/// service that shows no checkpoint though one was kept; a node still behind the kept one after
+/// [`BEHIND_GRACE`] (a service rolled back would look so).
+pub async fn observe(client: &Client, path: &Path, reset: bool) -> Result<Observation, ClientError> {
+    // A damaged kept file is what `reset` is for.
+    let kept = if reset { load(path).ok().flatten() } else { load(path)? };
+    let deadline = std::time::Instant::now() + BEHIND_GRACE;
+    let (note, seen) = loop {
+        let Some((note, seen)) = fetch(client).await? else {
+            if let Some((_, kept)) = &kept
+                && !reset
+            {
+                return Err(ClientError::Refused(format!(
+                    "the service shows no signed checkpoint, though you kept one of {} entries ({}): retry; if it \
+                     persists, its history was rolled back or rewritten",
+                    kept.size,
+                    path.display()
+                )));
+            }
+            return Ok(Observation { observed: Observed::NoneYet, note: None, not_kept: None });
+        };
+        match &kept {
+            Some((_, k)) if !reset && seen.size < k.size && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            _ => break (note, seen),
+        }
+    };
+    let keep = |observed: Observed| {
+        let not_kept =
+            save(path, &note).err().map(|e| format!("the checkpoint could not be kept in {}: {e}", path.display()));
+        Observation { observed, note: Some(note.clone()), not_kept }
+    };
+    let kept = match kept {
+        Some((_, kept)) if !reset => kept,
+        other => {
+            let observed = match other {
+                Some((_, k)) => Observed::Reset { from: Some(k.size), to: seen.size },
+                None if reset => Observed::Reset { from: None, to: seen.size },
+                None => Observed::First { size: seen.size },
+            };
+            return Ok(keep(observed));
+        }
     };
     if seen.origin != kept.origin {
         return Err(rewritten(path, &kept, format!("the log is another one (origin {:?})", seen.origin)));
     }
     if seen.size < kept.size {
-        return Ok((Observed::Behind { kept: kept.size, seen: seen.size }, Some(note)));
+        return Err(ClientError::Refused(format!(
+            "the node answering shows a checkpoint of {} entries, older than the one you kept ({} entries, {}), and \
+             did not catch up in {} s: a node far behind, or a service rolled back; ask another node (--url), or \
+             tell the other members",
+            seen.size,
+            kept.size,
+            path.display(),
+            BEHIND_GRACE.as_secs()
+        )));
     }
     let proof = if seen.size == kept.size {
         Vec::new()
@@ -132,10 +216,11 @@ pub async fn observe(client: &Client, path: &Path) -> Result<(Observed, Option<S
     };
     cgs_core::merkle::verify_consistency(kept.size, seen.size, &proof, &kept.root, &seen.root)
         .map_err(|e| rewritten(path, &kept, e))?;
-    if seen.size > kept.size {
-        save(path, &note)?;
+    let observed = Observed::Extended { from: kept.size, to: seen.size };
+    if seen.size == kept.size {
+        return Ok(Observation { observed, note: Some(note), not_kept: None });
     }
-    Ok((Observed::Extended { from: kept.size, to: seen.size }, Some(note)))
+    Ok(keep(observed))
 }
 
 #[cfg(test)]
@@ -155,6 +240,9 @@ mod tests {
         assert_eq!(load(&a).unwrap(), None);
         let note = "cgs/test\n2\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\u{2014} cgs/test AQIDBAU=\n";
         save(&a, note).unwrap();
+        save(&a, note).unwrap();
+        let names: Vec<_> = std::fs::read_dir(a.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
         let (text, cp) = load(&a).unwrap().unwrap();
         assert_eq!((text.as_str(), cp.size), (note, 2));
         std::fs::write(&a, "garbage").unwrap();

@@ -35,8 +35,8 @@ pub struct NodeCheck {
     /// is checked — so a ledger rewritten from genesis, another service's, or a copy that ends
     /// before it is refused.
     pub checkpoint: Option<String>,
-    /// Where the CLI keeps the checkpoints it saw ([`crate::checkpoints`]): without
-    /// `checkpoint`, the one kept for the service of the recovering ledger, if any, is used.
+    /// Where the CLI keeps the checkpoints it saw ([`crate::checkpoints`]): the one kept for the
+    /// service of the recovering ledger, if any, is checked too (`None`: not).
     pub state_dir: Option<std::path::PathBuf>,
 }
 
@@ -194,19 +194,28 @@ impl Member {
                     .into(),
             ));
         }
-        let kept = match (&check.checkpoint, &check.state_dir) {
-            (None, Some(dir)) => {
+        let kept = match &check.state_dir {
+            Some(dir) => {
                 let cert = status["service_cert"].as_str().unwrap_or_default();
                 match crate::checkpoints::kept_path(dir, cert) {
-                    Ok(path) => crate::checkpoints::load(&path)?.map(|(note, _)| note),
+                    Ok(path) => crate::checkpoints::load(&path)?.map(|(note, _)| (note, path)),
                     Err(_) => None,
                 }
             }
-            _ => None,
+            None => None,
         };
-        let mut checked = serde_json::Value::Null;
-        if let Some(note) = check.checkpoint.as_ref().or(kept.as_ref()) {
-            let what = if check.checkpoint.is_some() { "--checkpoint" } else { "the checkpoint you kept" };
+        // Both, when both are held: an old `--checkpoint` does not weaken the kept one.
+        let mut checked = Vec::new();
+        let given = check.checkpoint.as_ref().map(|n| (n, "--checkpoint".to_string(), false));
+        let kept = kept.as_ref().map(|(n, p)| {
+            let what = format!(
+                "the checkpoint you kept ({}; --no-kept-checkpoint skips it, if the members agree no surviving copy \
+                 applied it)",
+                p.display()
+            );
+            (n, what, true)
+        });
+        for (note, what, is_kept) in given.into_iter().chain(kept) {
             let held = held_checkpoint(note).map_err(|e| ClientError::Refused(format!("{what}: {e}")))?;
             let entries = status["verified"]["entries"].as_u64().unwrap_or(0);
             let proof = if held.size == 0 || held.size > entries {
@@ -214,8 +223,11 @@ impl Member {
             } else {
                 self.client.get(&format!("/recovery/consistency?from={}", held.size)).await?.ok_json()?
             };
-            check_extends(&held, &status, &proof)?;
-            checked = serde_json::json!({"size": held.size, "kept": check.checkpoint.is_none()});
+            check_extends(&held, &status, &proof).map_err(|e| match e {
+                ClientError::Refused(m) => ClientError::Refused(format!("{what}: {m}")),
+                e => e,
+            })?;
+            checked.push(serde_json::json!({"size": held.size, "kept": is_kept}));
         }
         let service = {
             use sha2::Digest as _;
@@ -248,7 +260,7 @@ impl Member {
         });
         let msg = self.sign(cgs_core::gov::MessageType::RecoveryShare, None, &payload);
         let mut answer = self.post_signed(&format!("/recovery/members/{id}:recover"), msg).await?.ok_json()?;
-        answer["checkpoint_checked"] = checked;
+        answer["checkpoints_checked"] = checked.into();
         Ok((answer, verified.claims))
     }
 }

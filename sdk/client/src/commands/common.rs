@@ -63,7 +63,7 @@ pub(crate) fn vote_on(cli: &Cli, m: &Member, id: &str, vote: &str) -> Result {
         "reject" => false,
         other => return Err(CliError::usage(format!("vote must be `approve` or `reject`, not `{other}`"))),
     };
-    observe_checkpoint(cli, &m.client)?;
+    observe_checkpoint(cli, &m.client, false)?;
     let v = ok_json(block_on(m.vote(id, approve))?)?;
     show_state(cli, id, &v);
     Ok(())
@@ -71,13 +71,26 @@ pub(crate) fn vote_on(cli: &Cli, m: &Member, id: &str, vote: &str) -> Result {
 
 /// Before a member acts on what the service shows (a vote): check that the service's ledger
 /// extends the checkpoint the CLI kept for it, and keep the newer one
-/// ([`cgs_client::checkpoints`]). Refuses if the history was rewritten; without a state
-/// directory, checks nothing. The note seen, if any.
-pub(crate) fn observe_checkpoint(cli: &Cli, c: &Client) -> Result<Option<String>> {
-    let (Some(state), Some(ca)) = (cgs_client::checkpoints::state_dir(), cli.ca.as_ref()) else { return Ok(None) };
+/// ([`cgs_client::checkpoints`]; `reset`: keep the current one unchecked). Refuses if the
+/// history was rewritten; says so when nothing could be checked or kept. The note seen, if any.
+pub(crate) fn observe_checkpoint(cli: &Cli, c: &Client, reset: bool) -> Result<Option<String>> {
+    let Some(state) = cgs_client::checkpoints::state_dir() else {
+        eprintln!(
+            "note: no state directory (CGS_STATE_DIR, XDG_STATE_HOME or HOME): the service's ledger is not checked \
+             against a checkpoint kept of it"
+        );
+        return Ok(None);
+    };
+    let Some(ca) = cli.ca.as_ref() else { return Ok(None) };
     let path = cgs_client::checkpoints::kept_path(&state, &read_to_string(ca)?)?;
-    let (_, note) = block_on(cgs_client::checkpoints::observe(c, &path))??;
-    Ok(note)
+    let seen = block_on(cgs_client::checkpoints::observe(c, &path, reset))??;
+    if seen.observed == cgs_client::checkpoints::Observed::NoneYet {
+        eprintln!("note: the service has signed no checkpoint yet: nothing to check its ledger against");
+    }
+    if let Some(why) = &seen.not_kept {
+        eprintln!("warning: {why} (the ledger was checked; the next check starts from the older one)");
+    }
+    Ok(seen.note)
 }
 
 /// Print an answer: pretty JSON with `--json`, else through `text`.

@@ -28,13 +28,18 @@ pub(crate) enum LedgerCommand {
     },
     /// Fetch the service's latest signed checkpoint (`GET /node/checkpoint`, over the pinned
     /// `--ca`) and print it, or write it to `--out`. The CLI keeps the latest it saw of each
-    /// service (`$CGS_STATE_DIR`, else `~/.local/state/cgs`), after checking that the service's
+    /// service (`$CGS_STATE_DIR`, else `$XDG_STATE_HOME/cgs`, else `~/.local/state/cgs`), after checking that the service's
     /// ledger extends the one it kept before (refused otherwise: its history was rewritten); at
     /// a recovery, `cgs recovery submit` requires the recovered ledger to extend it.
     Checkpoint {
         /// Write the checkpoint to this file instead of printing it.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Keep the service's current checkpoint without checking it against the kept one: only
+        /// once the members agree the service's history changed (a recovery from a shorter
+        /// copy), or to replace a damaged kept file.
+        #[arg(long)]
+        reset: bool,
     },
 }
 
@@ -46,9 +51,9 @@ pub(crate) fn run(cli: &Cli, command: &LedgerCommand) -> Result {
             }
             verify(cli, dir, node_key)
         }
-        LedgerCommand::Checkpoint { out } => {
+        LedgerCommand::Checkpoint { out, reset } => {
             let c = client(cli)?;
-            let note = match observe_checkpoint(cli, &c)? {
+            let note = match observe_checkpoint(cli, &c, *reset)? {
                 Some(note) => note,
                 None => {
                     let r = block_on(c.get("/node/checkpoint"))??;

@@ -41,6 +41,11 @@ pub(crate) enum RecoveryCommand {
         /// genesis, another service's, or a copy that ends before it gets no share.
         #[arg(long)]
         checkpoint: Option<std::path::PathBuf>,
+        /// Do not check the recovering ledger against the checkpoint the CLI kept of this
+        /// service (it is checked by default): only if the members agree that no surviving copy
+        /// applied it, and accept losing what came after the copy recovered.
+        #[arg(long)]
+        no_kept_checkpoint: bool,
     },
 }
 
@@ -85,6 +90,7 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
             service_cert,
             min_epoch,
             checkpoint,
+            no_kept_checkpoint,
         } => {
             let service_cert_pem = match service_cert {
                 Some(p) => Some(
@@ -108,7 +114,7 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
                 service_cert_pem,
                 min_epoch: *min_epoch,
                 checkpoint,
-                state_dir: cgs_client::checkpoints::state_dir(),
+                state_dir: if *no_kept_checkpoint { None } else { cgs_client::checkpoints::state_dir() },
             };
             let _ = client(cli)?;
             let m = member(cli)?;
@@ -126,11 +132,20 @@ pub(crate) fn run(cli: &Cli, command: &RecoveryCommand) -> Result {
                     a["verified"]["unapplied_entries"],
                     if claims.insecure { "virtual, insecure" } else { "SEV-SNP" },
                     hex::encode(claims.measurement),
-                    match a["checkpoint_checked"]["size"].as_u64() {
-                        Some(n) if a["checkpoint_checked"]["kept"] == true =>
-                            format!("it extends the checkpoint you kept, of {n} entries"),
-                        Some(n) => format!("it extends your checkpoint of {n} entries"),
-                        None => "no checkpoint of yours to check it against".into(),
+                    match a["checkpoints_checked"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                        [] => "no checkpoint of yours to check it against".to_string(),
+                        checked => checked
+                            .iter()
+                            .map(|c| {
+                                let n = &c["size"];
+                                if c["kept"] == true {
+                                    format!("it extends the checkpoint you kept, of {n} entries")
+                                } else {
+                                    format!("it extends your checkpoint of {n} entries")
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     },
                     a["submitted"],
                     a["threshold"],
