@@ -123,11 +123,7 @@ async fn a_consortium_opens_the_service_and_admits_a_member() {
         cgs_client::checkpoints::kept_path(&sb.data.join("cli-state"), &std::fs::read_to_string(&sb.ca).unwrap())
             .unwrap();
     let (note, seen) = cgs_client::checkpoints::load(&kept).unwrap().expect("the CLI kept a checkpoint");
-    let with_line = |i: usize, line: &str| {
-        let mut lines: Vec<&str> = note.split('\n').collect();
-        lines[i] = line;
-        lines.join("\n")
-    };
+    let with_line = |i: usize, line: &str| cgs_e2e::note_with_line(&note, i, line);
     use base64::Engine as _;
     std::fs::write(&kept, with_line(2, &base64::engine::general_purpose::STANDARD.encode([7u8; 32]))).unwrap();
     let key0 = keys[0].with_extension("key");

@@ -293,11 +293,7 @@ async fn a_service_whose_nodes_are_all_lost_recovers_with_members_shares() {
     assert!(!ok && err.contains("rolled-back"), "{err}");
     // A member who kept a checkpoint refuses a ledger that does not extend it: one whose tree of
     // that size has another root (a ledger rewritten from genesis), or one that ends before it.
-    let with_line = |i: usize, line: &str| {
-        let mut lines: Vec<&str> = held_note.split('\n').collect();
-        lines[i] = line;
-        lines.join("\n")
-    };
+    let with_line = |i: usize, line: &str| cgs_e2e::note_with_line(&held_note, i, line);
     let other_root = tmp.path().join("other-root.txt");
     std::fs::write(&other_root, with_line(2, &base64_of(&[7u8; 32]))).unwrap();
     let (ok, _, err) = cli_submit(

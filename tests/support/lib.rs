@@ -594,3 +594,11 @@ pub async fn session_with_nonce(
     let body = serde_json::json!({"evidence": evidence, "public_key": base64::engine::general_purpose::STANDARD.encode(pk), "nonce": nonce});
     client.post_json(&format!("/app/contracts/{contract}/cleanroom/session"), &body).await.unwrap()
 }
+
+/// `note` (a signed checkpoint) with its line `i` (0 origin, 1 size, 2 root) replaced by `line`,
+/// its signature left as it was: what a rewritten or a stale ledger would show in its place.
+pub fn note_with_line(note: &str, i: usize, line: &str) -> String {
+    let mut lines: Vec<&str> = note.split('\n').collect();
+    lines[i] = line;
+    lines.join("\n")
+}

@@ -171,10 +171,7 @@ impl Ledger {
             return Err(LedgerError::Invalid(format!("the tree has {applied} entries; `to` must not exceed that")));
         }
         let rtx = self.shared.db.begin_read().map_err(db_err)?;
-        let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
-        let proof = merkle::consistency_proof(&nodes, from, to).map_err(LedgerError::Db)?;
-        let root_from = merkle::root(&nodes, from).map_err(LedgerError::Db)?;
-        let root_to = merkle::root(&nodes, to).map_err(LedgerError::Db)?;
+        let (proof, root_from, root_to) = proof_between(&rtx, from, to)?;
         let cps = rtx.open_table(fmt::CHECKPOINTS).map_err(db_err)?;
         let note_of = |size: u64| -> Result<Option<String>, LedgerError> {
             match cps.get(size).map_err(db_err)? {
@@ -246,9 +243,20 @@ pub fn consistency_in_file(
         return Err(LedgerError::Invalid(format!("a consistency proof needs 0 < from ≤ to (got {from}, {to})")));
     }
     let db = redb::ReadOnlyDatabase::open(dir.join(fmt::FILE_NAME)).map_err(db_err)?;
-    let rtx = db.begin_read().map_err(db_err)?;
+    let (proof, _, root) = proof_between(&db.begin_read().map_err(db_err)?, from, to)?;
+    Ok((proof, root))
+}
+
+/// The consistency proof from `from` to `to` entries and the roots at both sizes, from the
+/// Merkle nodes `rtx` sees.
+fn proof_between(
+    rtx: &redb::ReadTransaction,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<merkle::Hash>, merkle::Hash, merkle::Hash), LedgerError> {
     let nodes = ReadNodes(rtx.open_table(fmt::MERKLE).map_err(db_err)?);
     let proof = merkle::consistency_proof(&nodes, from, to).map_err(LedgerError::Db)?;
-    let root = merkle::root(&nodes, to).map_err(LedgerError::Db)?;
-    Ok((proof, root))
+    let root_from = merkle::root(&nodes, from).map_err(LedgerError::Db)?;
+    let root_to = merkle::root(&nodes, to).map_err(LedgerError::Db)?;
+    Ok((proof, root_from, root_to))
 }

@@ -104,6 +104,21 @@ pub struct Observation {
     pub not_kept: Option<String>,
 }
 
+/// The hashes of a consistency answer (`{"from","to","proof":[hex]}`, `GET /node/consistency`
+/// or `/recovery/consistency`), which must be for `from` → `to`.
+pub fn proof_hashes(answer: &serde_json::Value, from: u64, to: u64) -> Result<Vec<Vec<u8>>, ClientError> {
+    let protocol = |detail: String| ClientError::Protocol { status: 200, detail };
+    if answer["from"].as_u64() != Some(from) || answer["to"].as_u64() != Some(to) {
+        return Err(protocol(format!("the consistency answer is for other sizes than {from} → {to}: {answer}")));
+    }
+    answer["proof"]
+        .as_array()
+        .ok_or_else(|| protocol("the consistency answer has no proof".into()))?
+        .iter()
+        .map(|h| h.as_str().and_then(|h| hex::decode(h).ok()).ok_or_else(|| protocol("a proof hash is not hex".into())))
+        .collect()
+}
+
 fn rewritten(path: &Path, kept: &Checkpoint, why: impl std::fmt::Display) -> ClientError {
     ClientError::Refused(format!(
         "the service's ledger does not extend the checkpoint you kept ({} entries, {}): {why}. Its history was \
@@ -202,17 +217,7 @@ pub async fn observe(client: &Client, path: &Path, reset: bool) -> Result<Observ
         Vec::new()
     } else {
         let p = client.get(&format!("/node/consistency?from={}&to={}", kept.size, seen.size)).await?.ok_json()?;
-        if p["from"].as_u64() != Some(kept.size) || p["to"].as_u64() != Some(seen.size) {
-            return Err(ClientError::Protocol {
-                status: 200,
-                detail: format!("a consistency proof for other sizes: {p}"),
-            });
-        }
-        p["proof"]
-            .as_array()
-            .map(|a| a.iter().map(|h| h.as_str().and_then(|h| hex::decode(h).ok())).collect::<Option<Vec<_>>>())
-            .unwrap_or_default()
-            .ok_or_else(|| ClientError::Protocol { status: 200, detail: "a proof hash is not hex".into() })?
+        proof_hashes(&p, kept.size, seen.size)?
     };
     cgs_core::merkle::verify_consistency(kept.size, seen.size, &proof, &kept.root, &seen.root)
         .map_err(|e| rewritten(path, &kept, e))?;

@@ -72,15 +72,7 @@ pub fn check_extends(
             status["verified"]["unapplied_entries"].as_u64().unwrap_or(0)
         )));
     }
-    let hashes: Vec<Vec<u8>> = proof["proof"]
-        .as_array()
-        .ok_or_else(|| protocol("the consistency answer has no proof"))?
-        .iter()
-        .map(|h| h.as_str().and_then(|h| hex::decode(h).ok()).ok_or_else(|| protocol("a proof hash is not hex")))
-        .collect::<Result<_, _>>()?;
-    if proof["from"].as_u64() != Some(held.size) || proof["to"].as_u64() != Some(entries) {
-        return Err(protocol(format!("the consistency answer is for other sizes: {proof}")));
-    }
+    let hashes = crate::checkpoints::proof_hashes(proof, held.size, entries)?;
     cgs_core::merkle::verify_consistency(held.size, entries, &hashes, &held.root, &root).map_err(|e| {
         ClientError::Refused(format!(
             "the recovering node's ledger does not extend the checkpoint you hold ({} entries): {e}. It is another \

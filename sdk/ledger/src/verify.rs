@@ -88,7 +88,7 @@ fn fail<T>(seqno: u64, reason: impl Into<String>) -> Result<T, Failure> {
 /// The replayed state: value and version per `(table, key)`, table versions, and what the node
 /// records beside them as it applies (its index of checkpoints, the last entry's term, the last
 /// entry that is not a signature, the largest checkpoint).
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct Replay {
     state: BTreeMap<(String, Vec<u8>), (TxId, Vec<u8>)>,
     tables: BTreeMap<String, TxId>,
