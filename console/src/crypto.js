@@ -222,6 +222,81 @@ export async function verifyCheckpoint(note, verifierKey) {
   return { origin, size: Number(size), root: rootBytes };
 }
 
+/**
+ * A checkpoint's origin, size and root, read from its note without checking its signature (as
+ * the CLI's kept checkpoints are: the answer came from the service over its own TLS; what is
+ * checked is that later ones extend it).
+ */
+export function parseCheckpoint(note) {
+  if (typeof note !== 'string' || /[\p{Cc}]/u.test(note.replace(/\n/g, ''))) throw new Error('the checkpoint has control characters');
+  const split = note.lastIndexOf('\n\n');
+  if (split < 0) throw new Error('the checkpoint is not a signed note (no blank line before the signatures)');
+  const [origin, size, root] = note.slice(0, split).split('\n');
+  if (!validKeyName(origin || '')) throw new Error('the checkpoint has no origin');
+  if (!/^(0|[1-9][0-9]*)$/.test(size || '') || !Number.isSafeInteger(Number(size))) throw new Error('the checkpoint size is not a number');
+  const rootBytes = unb64Strict(root || '');
+  if (rootBytes.length !== 32) throw new Error('the checkpoint root is not 32 bytes');
+  return { origin, size: Number(size), root: rootBytes };
+}
+
+const bitLen = (x) => (x === 0n ? 0 : x.toString(2).length);
+const countOnes = (x) => [...x.toString(2)].filter((c) => c === '1').length;
+function trailingOnes(x) {
+  let n = 0;
+  while (x & 1n) {
+    x >>= 1n;
+    n++;
+  }
+  return n;
+}
+
+/**
+ * RFC 9162 §2.1.4.2: that the tree of `size2` with `root2` extends the tree of `size1` with
+ * `root1`, given the consistency proof (hashes as bytes). Throws with the reason. The same
+ * algorithm and length check as `cgs_core::merkle::verify_consistency`, on BigInt sizes.
+ */
+export async function verifyConsistency(size1, size2, proof, root1, root2) {
+  if (!Number.isSafeInteger(size1) || !Number.isSafeInteger(size2) || size1 <= 0 || size1 > size2) throw new Error(`no consistency proof goes from ${size1} to ${size2} entries`);
+  if (size1 === size2) {
+    if (proof.length) throw new Error('the proof between equal sizes must be empty');
+    if (!equal(root1, root2)) throw new Error('the roots differ at the same size');
+    return;
+  }
+  if ([root1, root2, ...proof].some((h) => !(h instanceof Uint8Array) || h.length !== 32)) throw new Error('a hash is not 32 bytes');
+  const [m, n] = [BigInt(size1) - 1n, BigInt(size2) - 1n];
+  const inner = bitLen(m ^ n);
+  const shift = trailingOnes(m);
+  const border = countOnes(m >> BigInt(inner));
+  const seedGiven = (BigInt(size1) & m) !== 0n;
+  const want = inner - Math.min(shift, inner) + border + (seedGiven ? 1 : 0);
+  if (proof.length !== want) throw new Error(`the proof has ${proof.length} hashes, not ${want}`);
+  const hashes = seedGiven ? proof : [root1, ...proof];
+  const node = (l, r) => sha256(concat(new Uint8Array([1]), l, r));
+  let [fnum, snum] = [m, n];
+  while (fnum & 1n) {
+    fnum >>= 1n;
+    snum >>= 1n;
+  }
+  let [fr, sr] = [hashes[0], hashes[0]];
+  for (const c of hashes.slice(1)) {
+    if (snum === 0n) throw new Error('the proof is too long');
+    if (fnum & 1n || fnum === snum) {
+      fr = await node(c, fr);
+      sr = await node(c, sr);
+      while ((fnum & 1n) === 0n && fnum !== 0n) {
+        fnum >>= 1n;
+        snum >>= 1n;
+      }
+    } else {
+      sr = await node(sr, c);
+    }
+    fnum >>= 1n;
+    snum >>= 1n;
+  }
+  if (snum !== 0n) throw new Error('the proof is too short');
+  if (!equal(fr, root1) || !equal(sr, root2)) throw new Error('the proof does not lead to both roots');
+}
+
 /** RFC 9162 leaf hash: SHA-256(0x00 ‖ leaf input). */
 export const leafHash = (input) => sha256(concat(new Uint8Array([0]), input));
 

@@ -273,12 +273,34 @@ try {
   await expectText(isv.getByRole('status'), /proposal .* is Open/, 'the issuer proposal is open');
   await isv.getByRole('status').getByRole('link').click();
   await expectText(isv.locator('.action').first(), /set_jwt_issuer[\s\S]*https:\/\/idp\.example/, 'the issuer action is shown');
+  // The checkpoint isv's browser kept at its earlier ballots: a service whose ledger no longer
+  // extends it (another root at that size: a rewritten history) gets no ballot, nor one showing
+  // an older checkpoint (rolled back); forgetting it (the members agree) lets the ballot go.
+  const keptKey = await isv.evaluate(() => Object.keys(localStorage).find((k) => k.startsWith('cgs.kept-checkpoint.cgs/')));
+  if (!keptKey) fail("isv's earlier ballots kept no checkpoint in the browser");
+  const kept = await isv.evaluate((k) => localStorage.getItem(k), keptKey);
+  const [, keptSize, keptRoot] = kept.split('\n');
+  const otherRoot = Buffer.from(keptRoot, 'base64');
+  otherRoot[0] ^= 1;
+  await isv.evaluate(([k, v]) => localStorage.setItem(k, v), [keptKey, kept.replace(`\n${keptRoot}\n`, `\n${otherRoot.toString('base64')}\n`)]);
   await isv.getByRole('button', { name: 'Approve' }).click();
-  await expectText(isv.getByRole('status'), /recorded/, "isv's ballot on the issuer");
+  await expectText(isv.getByRole('alert'), new RegExp(`does not extend the checkpoint this browser kept \\(${keptSize} entries\\).*rewritten or forked`), 'a rewritten history gets no ballot');
+  await shot(isv, 'checkpoint-refused');
+  await isv.evaluate(([k, v]) => localStorage.setItem(k, v), [keptKey, kept.replace(`\n${keptSize}\n`, '\n99999999\n')]);
+  await isv.getByRole('button', { name: 'Approve' }).click();
+  await expectText(isv.getByRole('alert'), /older than the one this browser kept \(99999999\), and did not catch up in 5 s/, 'a rolled-back service gets no ballot');
+  if ((await isv.getByTestId('ballots').textContent()).includes('approve')) fail('a refused ballot was recorded');
+  await isv.getByRole('button', { name: 'Forget the kept checkpoint' }).click();
+  await expectText(isv.getByRole('status'), /kept checkpoint is forgotten/, 'the kept checkpoint is forgotten');
+  await isv.getByRole('button', { name: 'Approve' }).click();
+  await expectText(isv.getByRole('status'), /recorded.*this browser now keeps the service's checkpoint \(\d+ entries\)/, "isv's ballot on the issuer");
+  step('a ballot is refused when the ledger does not extend the checkpoint the browser kept (another root; rolled back), and goes after the member forgets it');
   for (const page of [dp, cp]) {
     await page.goto(isv.url());
     await page.getByRole('button', { name: 'Approve' }).click();
-    await expectText(page.getByRole('status'), /recorded/, 'a ballot on the issuer');
+    const said = await expectText(page.getByRole('status'), /recorded.*the ledger extends the checkpoint this browser kept \((\d+) → (\d+) entries\)/, 'a ballot on the issuer');
+    const [, from, to] = said.match(/\((\d+) → (\d+) entries\)/);
+    if (!(Number(to) > Number(from))) fail(`the checkpoint kept at the earlier ballot (${from}) is not older than the service's now (${to})`);
   }
   await expectText(cp.getByTestId('proposal-state'), /Accepted/, 'the issuer is trusted');
   const jwtPart = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');

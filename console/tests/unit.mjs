@@ -6,7 +6,7 @@ import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encode, Tagged } from '../src/cbor.js';
-import { b64, unb64, hex, unhex, sha256, concat, leafHash, rootFromInclusion, verifyNote, verifyReceipt, canonicalJson, checkedVerifierKey, checkAttestation } from '../src/crypto.js';
+import { b64, unb64, hex, unhex, sha256, concat, leafHash, rootFromInclusion, verifyNote, verifyReceipt, canonicalJson, checkedVerifierKey, checkAttestation, verifyConsistency, parseCheckpoint } from '../src/crypto.js';
 
 const te = new TextEncoder();
 let checks = 0;
@@ -58,6 +58,60 @@ for (let size = 1; size <= 17; size++) {
     }
   }
   await rejects(rootFromInclusion(await leafHash(leaves[0]), size, size, []), /outside the tree/, 'an index past the tree');
+}
+
+// ---- RFC 9162 consistency proofs made here (SUBPROOF, §2.1.4.1), every pair up to 17 leaves ----
+async function subproof(m, leaves, whole) {
+  if (m === leaves.length) return whole ? [] : [await mth(leaves)];
+  let k = 1;
+  while (k * 2 < leaves.length) k *= 2;
+  if (m <= k) return [...(await subproof(m, leaves.slice(0, k), whole)), await mth(leaves.slice(k))];
+  return [...(await subproof(m - k, leaves.slice(k), false)), await mth(leaves.slice(0, k))];
+}
+{
+  const leaves = Array.from({ length: 17 }, (_, i) => te.encode(`leaf ${i}`));
+  const roots = [null];
+  for (let n = 1; n <= 17; n++) roots.push(await mth(leaves.slice(0, n)));
+  for (let n = 1; n <= 17; n++) {
+    for (let m = 1; m <= n; m++) {
+      const proof = await subproof(m, leaves.slice(0, n), true);
+      await verifyConsistency(m, n, proof, roots[m], roots[n]);
+      checks++;
+      if (m < n) {
+        // Another first tree (a rewritten history), a flipped proof hash, a missing or an extra one.
+        await rejects(verifyConsistency(m, n, proof, roots[m === 1 ? 2 : m - 1], roots[n]), /does not lead|not \d+|too/, `another root at ${m} → ${n}`);
+        if (proof.length) {
+          const bad = proof.map((x) => x.slice());
+          bad[bad.length - 1][0] ^= 1;
+          await rejects(verifyConsistency(m, n, bad, roots[m], roots[n]), /does not lead/, `a flipped hash in ${m} → ${n}`);
+          await rejects(verifyConsistency(m, n, proof.slice(1), roots[m], roots[n]), /hashes, not/, `a shortened proof ${m} → ${n}`);
+        }
+        await rejects(verifyConsistency(m, n, [...proof, roots[1]], roots[m], roots[n]), /hashes, not/, `a longer proof ${m} → ${n}`);
+      }
+    }
+  }
+  await rejects(verifyConsistency(3, 3, [], roots[3], roots[2]), /roots differ/, 'another root at the same size');
+  await rejects(verifyConsistency(4, 3, [], roots[4], roots[3]), /no consistency proof/, 'a smaller second tree');
+  await rejects(verifyConsistency(0, 3, [], roots[1], roots[3]), /no consistency proof/, 'an empty first tree');
+  // A checkpoint's fields, read without its signature; damaged notes are refused.
+  const note = `cgs/x\n5\n${b64(roots[5])}\n\n\u2014 cgs/x AAAAAAAA\n`;
+  const cp = parseCheckpoint(note);
+  ok(cp.origin === 'cgs/x' && cp.size === 5 && hex(cp.root) === hex(roots[5]), 'a checkpoint is read');
+  for (const [bad, why] of [
+    [note.replace('\n5\n', '\n05\n'), 'a size with a leading zero'],
+    [note.replace('\n\n', '\n'), 'no blank line'],
+    [note.replace(b64(roots[5]), 'AAAA'), 'a short root'],
+    [note.replace('cgs/x\n', 'cgs x\n'), 'an origin with a space'],
+    ['garbage', 'not a note'],
+  ]) {
+    let threw = false;
+    try {
+      parseCheckpoint(bad);
+    } catch (_) {
+      threw = true;
+    }
+    ok(threw, `parseCheckpoint refuses ${why}`);
+  }
 }
 
 // ---- receipts signed here, with a key whose base64 contains '+' (split at the first two only) ----
@@ -185,6 +239,19 @@ if (!existsSync(fixtures)) {
       n++;
     }
   }
-  console.log(`published vectors: ${notes.length} C2SP notes, ${n} transparency-dev inclusion proofs`);
+  const cdir = join(fixtures, 'transparency-dev-merkle/testdata/consistency');
+  let c = 0;
+  for (const f of readdirSync(cdir, { recursive: true }).filter((f) => f.endsWith('.json')).sort()) {
+    const v = JSON.parse(readFileSync(join(cdir, f)));
+    let valid = true;
+    try {
+      await verifyConsistency(v.size1, v.size2, (v.proof || []).map(unb64), unb64(v.root1), unb64(v.root2));
+    } catch (_) {
+      valid = false;
+    }
+    ok(v.wantErr ? !valid : valid, `transparency-dev consistency ${f}`);
+    c++;
+  }
+  console.log(`published vectors: ${notes.length} C2SP notes, ${n} transparency-dev inclusion proofs, ${c} consistency proofs`);
 }
 console.log(`console unit tests: ${checks} checks passed`);

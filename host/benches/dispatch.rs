@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cgs_build::{BuildRequest, Selection};
-use cgs_host::runtime::{Caller, Method, PluginRequest, RouteMatch, Runtime, RuntimeConfig};
+use cgs_host::runtime::{Caller, CallerKind, Method, PluginRequest, RouteMatch, Runtime, RuntimeConfig};
 use cgs_host::store::{MemStore, now};
 
 fn request(rt: &Runtime, method: Method, path: &str, body: &str) -> PluginRequest {
@@ -29,7 +29,8 @@ fn request(rt: &Runtime, method: Method, path: &str, body: &str) -> PluginReques
         query: vec![],
         headers: vec![],
         body: body.as_bytes().to_vec(),
-        caller: Caller::anonymous(),
+        // The contracts plugin serves members only; the others accept anyone.
+        caller: Caller { kind: CallerKind::Member, id: "ab".repeat(32), ..Caller::anonymous() },
     }
 }
 

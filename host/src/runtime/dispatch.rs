@@ -72,33 +72,34 @@ fn fill_tx(body: &mut Vec<u8>, id: TxId) {
 }
 
 /// A write's place in its plugin's contended lane: counted in `lane_active` from before it
-/// waits (so a request dropped while waiting is uncounted too) until it is done.
-struct InLane<'a> {
-    active: &'a std::sync::atomic::AtomicUsize,
-    _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+/// waits (so a request dropped while waiting is uncounted too) until it is done, and holding
+/// the lane until its last commit's outcome (see [`Committing`]).
+struct InLane {
+    plugin: Arc<Plugin>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Writes of the plugin running outside the lane when this one joined it: each may commit
     /// once more and make this one's in-lane attempt conflict, so each adds a retry.
     outside_at_entry: u32,
 }
 
 /// A write of the plugin running outside the lane (optimistically), counted in `outside` from
-/// before it looks at the lane until its commit returns or it joins the lane.
-struct Outside<'a>(&'a std::sync::atomic::AtomicUsize);
+/// before it looks at the lane until its commit's outcome or until it joins the lane.
+struct Outside(Arc<Plugin>);
 
-impl<'a> Outside<'a> {
+impl Outside {
     /// Count a write outside the lane, unless the lane is in use: then `None`, and it must queue.
     /// The two counters are written and read in opposite orders here and in [`InLane::enter`]
     /// (`SeqCst`), so a write joining the lane sees every write that may still commit outside it.
-    fn start(plugin: &'a Plugin) -> Option<Outside<'a>> {
+    fn start(plugin: &Arc<Plugin>) -> Option<Outside> {
         plugin.outside.fetch_add(1, Ordering::SeqCst);
-        let me = Outside(&plugin.outside);
+        let me = Outside(plugin.clone());
         (plugin.lane_active.load(Ordering::SeqCst) == 0).then_some(me)
     }
 }
 
-impl Drop for Outside<'_> {
+impl Drop for Outside {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.outside.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -106,25 +107,64 @@ impl Drop for Outside<'_> {
 /// TransactionConflict` (retryable): the queue is bounded in time, whoever keeps it busy.
 const LANE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-impl<'a> InLane<'a> {
+impl InLane {
     /// Queue for the lane; `None` after [`LANE_WAIT`].
-    async fn enter(plugin: &'a Plugin) -> Option<InLane<'a>> {
+    async fn enter(plugin: &Arc<Plugin>) -> Option<InLane> {
         plugin.lane_active.fetch_add(1, Ordering::SeqCst);
         let outside = plugin.outside.load(Ordering::SeqCst);
-        let mut me = InLane {
-            active: &plugin.lane_active,
-            _guard: None,
-            outside_at_entry: outside.try_into().unwrap_or(u32::MAX),
-        };
-        me._guard = Some(tokio::time::timeout(LANE_WAIT, plugin.lane.lock()).await.ok()?);
+        let mut me =
+            InLane { plugin: plugin.clone(), _guard: None, outside_at_entry: outside.try_into().unwrap_or(u32::MAX) };
+        me._guard = Some(tokio::time::timeout(LANE_WAIT, plugin.lane.clone().lock_owned()).await.ok()?);
         plugin.lane_entries.fetch_add(1, Ordering::Relaxed);
         Some(me)
     }
 }
 
-impl Drop for InLane<'_> {
+impl Drop for InLane {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::SeqCst);
+        self.plugin.lane_active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A write's commit in flight, with the write's place (outside the lane, or in it). A commit
+/// handed to the store goes on when its request is dropped (the client went away), so then the
+/// place is kept until the commit's outcome, by a task that awaits it: a write joining the lane
+/// meanwhile still counts it among the writes that may beat it, and the next write in the lane
+/// still runs after it.
+struct Committing<'g> {
+    commit: Option<crate::store::CommitFuture>,
+    outside: &'g mut Option<Outside>,
+    lane: &'g mut Option<InLane>,
+}
+
+impl std::future::Future for Committing<'_> {
+    type Output = Result<TxId, crate::store::CommitError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let Some(commit) = self.commit.as_mut() else {
+            return std::task::Poll::Ready(Err(crate::store::CommitError::Store(crate::store::StoreError(
+                "a commit was awaited after its outcome".into(),
+            ))));
+        };
+        let outcome = std::task::ready!(commit.as_mut().poll(cx));
+        self.commit = None;
+        std::task::Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        let Some(commit) = self.commit.take() else { return };
+        let held = (self.outside.take(), self.lane.take());
+        if held.0.is_none() && held.1.is_none() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = commit.await;
+                drop(held);
+            });
+        }
     }
 }
 
@@ -156,7 +196,7 @@ impl Runtime {
     /// (both `503 TransactionConflict`, retryable).
     pub async fn handle(&self, req: &PluginRequest) -> Result<PluginResponse, DispatchError> {
         let mut attempt = 0;
-        let mut lane: Option<InLane<'_>> = None;
+        let mut lane: Option<InLane> = None;
         let mut outside = None;
         if req.route.access == Access::ReadWrite {
             outside = Outside::start(&req.plugin);
@@ -194,7 +234,8 @@ impl Runtime {
                 executed?
             };
             let Some(tx) = executed.commit else { return Ok(executed.response) };
-            match self.store.commit(tx.reads, tx.writes, tx.meta).await {
+            let commit = self.store.commit(tx.reads, tx.writes, tx.meta);
+            match (Committing { commit: Some(commit), outside: &mut outside, lane: &mut lane }).await {
                 Ok(id) => {
                     let mut response = executed.response;
                     if executed.fill_tx {

@@ -83,7 +83,7 @@ impl Runtime {
             slow: AtomicU32::new(0),
             fuel_used: AtomicU64::new(0),
             slow_moves: AtomicU64::new(0),
-            lane: tokio::sync::Mutex::new(()),
+            lane: Default::default(),
             lane_active: std::sync::atomic::AtomicUsize::new(0),
             lane_entries: AtomicU64::new(0),
             outside: std::sync::atomic::AtomicUsize::new(0),

@@ -71,12 +71,13 @@ pub struct Plugin {
     /// write holds or awaits it, new writes of the plugin queue for it too. Contended writes (a
     /// hot key: a budget counter) then run one after another instead of conflicting with each
     /// other until they give up (see `Runtime::handle`).
-    pub(super) lane: tokio::sync::Mutex<()>,
+    pub(super) lane: Arc<tokio::sync::Mutex<()>>,
     /// Writes holding or awaiting the lane.
     pub(super) lane_active: std::sync::atomic::AtomicUsize,
     /// Writes that entered the lane (for `/metrics`; not those that gave up waiting).
     pub(super) lane_entries: AtomicU64,
-    /// Writes running outside the lane, from before they look at it until their commit returns.
+    /// Writes running outside the lane, from before they look at it until their commit's
+    /// outcome (also when their caller went away meanwhile).
     pub(super) outside: std::sync::atomic::AtomicUsize,
 }
 
@@ -96,6 +97,11 @@ impl Plugin {
     /// Writes holding or awaiting the contended lane now.
     pub fn lane_waiting(&self) -> usize {
         self.lane_active.load(Ordering::Relaxed)
+    }
+
+    /// Writes running outside the lane now, until their commit's outcome.
+    pub fn writes_outside(&self) -> usize {
+        self.outside.load(Ordering::Relaxed)
     }
 }
 

@@ -350,3 +350,82 @@ fn contended_writes_queue_in_the_lane_instead_of_failing() {
     assert_eq!(held, 0, "an abandoned write does not stay counted in the lane");
     eprintln!("{} writes, {lane} re-run in the lane", writers * each + 1);
 }
+
+/// A store whose commits are ordered only after `delay`: a write's commit stays in flight.
+struct SlowCommits {
+    inner: Arc<cgs_host::store::MemStore>,
+    delay: Duration,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl cgs_host::store::Store for SlowCommits {
+    fn snapshot(&self) -> Result<Arc<dyn cgs_host::store::Snapshot>, cgs_host::store::StoreError> {
+        self.inner.snapshot()
+    }
+
+    fn commit(
+        &self,
+        reads: cgs_host::store::ReadSet,
+        writes: cgs_host::store::WriteSet,
+        meta: cgs_host::store::TxMeta,
+    ) -> cgs_host::store::CommitFuture {
+        use std::sync::atomic::Ordering;
+        let (inner, delay, in_flight) = (self.inner.clone(), self.delay, self.in_flight.clone());
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            let outcome = inner.commit(reads, writes, meta).await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            outcome
+        })
+    }
+
+    fn last_committed(&self) -> cgs_host::store::TxId {
+        self.inner.last_committed()
+    }
+}
+
+/// A write whose client goes away while its commit is in flight still commits, so it stays
+/// counted among the plugin's writes outside the contended lane until the commit's outcome (a
+/// write joining the lane meanwhile gets a retry for it, see the test above); then nothing is
+/// left counted, and the write is there.
+#[test]
+fn an_abandoned_write_stays_counted_until_its_commit_ends() {
+    use std::sync::atomic::Ordering;
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = SlowCommits {
+        inner: Arc::new(cgs_host::store::MemStore::new()),
+        delay: Duration::from_millis(400),
+        in_flight: in_flight.clone(),
+    };
+    let rt = Arc::new(Runtime::new(fast_limits(), Arc::new(store), None).expect("runtime"));
+    rt.load(plugin("chaos")).expect("load chaos");
+    let chaos = rt.registry().get("chaos").unwrap().clone();
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    tokio_rt.block_on(async {
+        let (r, req) = (rt.clone(), count_request(&rt));
+        let abandoned = tokio::spawn(async move { r.handle(&req).await.map(|r| r.status) });
+        let started = Instant::now();
+        while in_flight.load(Ordering::SeqCst) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(30), "the write never reached its commit");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        abandoned.abort();
+        assert!(abandoned.await.unwrap_err().is_cancelled());
+        assert_eq!(in_flight.load(Ordering::SeqCst), 1, "the commit is still in flight");
+        assert_eq!(chaos.writes_outside(), 1, "a write whose client went away is counted until its commit ends");
+        while in_flight.load(Ordering::SeqCst) != 0 {
+            assert!(started.elapsed() < Duration::from_secs(30), "the commit never ended");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The task awaiting it drops the count right after the outcome.
+        while chaos.writes_outside() != 0 {
+            assert!(started.elapsed() < Duration::from_secs(30), "the count was never dropped");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let next = tokio_rt.block_on(rt.handle(&count_request(&rt))).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&next.body).unwrap();
+    assert_eq!(v["value"], 2, "the abandoned write committed");
+    assert_eq!((chaos.writes_outside(), chaos.lane_waiting()), (0, 0));
+}

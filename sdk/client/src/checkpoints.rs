@@ -51,8 +51,48 @@ pub fn load(path: &Path) -> Result<Option<(String, Checkpoint)>, ClientError> {
     }
 }
 
+/// How long a CLI run waits for another one checking the same service's checkpoint.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The lock a CLI run holds while it checks and keeps the checkpoint in `path` (an exclusive
+/// advisory lock on `path` + `.lock`, released when the file is dropped): concurrent runs take
+/// turns, so each checks from the newest one kept and none writes an older one over a newer.
+/// `Ok(None)` when the state directory cannot be written (nothing will be kept either).
+pub async fn lock(path: &Path, wait: std::time::Duration) -> Result<Option<std::fs::File>, ClientError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = match path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
+        .and_then(|_| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&name))
+    {
+        Ok(f) => f,
+        Err(_) => return Ok(None),
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ClientError::Refused(format!(
+                    "another cgs run (a vote or `cgs ledger checkpoint` of this service) has been checking the \
+                     checkpoint kept in {} for {} s: retry when it ends",
+                    path.display(),
+                    wait.as_secs()
+                )));
+            }
+            // A file system without locks: go on unlocked, as before locks.
+            Err(std::fs::TryLockError::Error(_)) => return Ok(Some(file)),
+        }
+    }
+}
+
 /// Keep `note` in `path`: written whole and synced to a temporary file of its own (random name,
-/// created exclusively), then renamed over the kept one. Concurrent runs: the last one wins.
+/// created exclusively), then renamed over the kept one. [`observe`] calls it holding [`lock`].
 pub fn save(path: &Path, note: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -159,6 +199,7 @@ async fn fetch(client: &Client) -> Result<Option<(String, Checkpoint)>, ClientEr
 /// service that shows no checkpoint though one was kept; a node still behind the kept one after
 /// [`BEHIND_GRACE`] (a service rolled back would look so).
 pub async fn observe(client: &Client, path: &Path, reset: bool) -> Result<Observation, ClientError> {
+    let _turn = lock(path, LOCK_WAIT).await?;
     // A damaged kept file is what `reset` is for.
     let kept = if reset { load(path).ok().flatten() } else { load(path)? };
     let deadline = std::time::Instant::now() + BEHIND_GRACE;
@@ -252,5 +293,31 @@ mod tests {
         assert_eq!((text.as_str(), cp.size), (note, 2));
         std::fs::write(&a, "garbage").unwrap();
         assert!(load(&a).is_err());
+    }
+
+    /// Two runs checking one service's checkpoint take turns: the second waits until the first
+    /// is done, and gives up, saying why, when it waits too long.
+    #[tokio::test]
+    async fn runs_checking_one_service_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = kept_path(dir.path(), CERT).unwrap();
+        let first = lock(&a, LOCK_WAIT).await.unwrap().expect("a writable state directory is locked");
+        let refused = lock(&a, std::time::Duration::from_millis(200)).await;
+        assert!(matches!(&refused, Err(ClientError::Refused(m)) if m.contains("another cgs run")), "{refused:?}");
+        let released = std::time::Instant::now();
+        let waiter = tokio::spawn({
+            let a = a.clone();
+            async move { lock(&a, LOCK_WAIT).await.map(|l| (l.is_some(), std::time::Instant::now())) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        drop(first);
+        let (locked, at) = waiter.await.unwrap().unwrap();
+        assert!(
+            locked && at.duration_since(released) >= std::time::Duration::from_millis(300),
+            "it waited for the first"
+        );
+        // Another service's checkpoint is not held up.
+        let other = dir.path().join("checkpoints/other.txt");
+        assert!(lock(&other, std::time::Duration::ZERO).await.unwrap().is_some());
     }
 }
