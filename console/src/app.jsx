@@ -554,86 +554,103 @@ function Diff({ before, after }) {
   );
 }
 
-// The constitution's verdict on `p` as it stands (`POST /gov/proposals/simulate`, nothing is
-// written). A node runs one simulation at a time and answers others `503 ServiceBusy`: members
-// who open the same proposal together retry a few times before the page gives up.
 // ===== the checkpoint this browser keeps (as the CLI keeps one per service) =====
 
 /** A vote refused because the service's history does not extend what this browser saw. */
 class Refused extends Error {}
 
-const keptKey = (origin) => `cgs.kept-checkpoint.${origin}`;
+// Kept under the web address the console was loaded from (which the browser's TLS pins), never
+// under anything the service says: a service that rewrote its history could name a new log.
+const KEPT_KEY = 'cgs.kept-checkpoint';
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Storage that may be unavailable (blocked, private mode, full): `null` and why, then. */
+function keptStorage(op, value) {
+  try {
+    if (op === 'get') return { value: localStorage.getItem(KEPT_KEY) };
+    if (op === 'set') localStorage.setItem(KEPT_KEY, value);
+    else localStorage.removeItem(KEPT_KEY);
+    return {};
+  } catch (e) {
+    return { value: null, unavailable: e.message || String(e) };
+  }
+}
+
+/** Run `fn` holding this browser's lock on the kept checkpoint (tabs take turns), where the Web Locks API exists. */
+const underKeptLock = (fn) => (navigator.locks ? navigator.locks.request(KEPT_KEY, fn) : fn());
 
 /**
  * Before a ballot: fetch the service's latest signed checkpoint and check that its ledger extends
- * the one this browser kept for the service (`localStorage`, by the log's origin, which names the
- * service certificate): an RFC 9162 consistency proof from it (`GET /node/consistency`), checked
- * here. Then keep the newer one. Throws `Refused` when the history the member saw was rewritten
- * or forked, when the service shows no checkpoint though one was kept, and when the node stays
- * behind the kept one for 5 s (a rollback looks so). Returns what it found, for the member.
+ * the one this browser kept at earlier ballots (`localStorage`, per web address): the same log
+ * (origin), an RFC 9162 consistency proof from it (`GET /node/consistency`), checked here. Then
+ * keep the newer one. Throws `Refused` when the history the member saw was rewritten or forked
+ * (or the log is another one), when the service shows no checkpoint though one was kept, and when
+ * the node stays behind the kept one for 5 s (a rollback looks so). Returns what it found.
  */
-async function checkKeptCheckpoint() {
-  const { origin } = (await call('GET', '/node/identity')).value;
-  const stored = localStorage.getItem(keptKey(origin));
-  let kept = null;
-  if (stored !== null) {
-    try {
-      kept = parseCheckpoint(stored);
-    } catch (e) {
-      throw new Refused(`the checkpoint this browser kept for ${origin} is damaged (${e.message}): "Forget the kept checkpoint" replaces it with the service's current one`);
+const checkKeptCheckpoint = () =>
+  underKeptLock(async () => {
+    const stored = keptStorage('get');
+    let kept = null;
+    if (stored.value !== null && stored.value !== undefined) {
+      try {
+        kept = parseCheckpoint(stored.value);
+      } catch (e) {
+        throw new Refused(`the checkpoint this browser kept is damaged (${e.message}): "Forget the kept checkpoint" replaces it with the service's current one`);
+      }
+      if (kept.size === 0) kept = null;
     }
-    if (kept.size === 0) kept = null;
-  }
-  const deadline = Date.now() + 5000;
-  let note;
-  let seen;
-  for (;;) {
-    seen = null;
-    try {
-      note = (await call('GET', '/node/checkpoint')).value;
-      seen = parseCheckpoint(String(note));
-    } catch (e) {
-      if (!(e instanceof ApiError && e.status === 503 && e.code === 'NotReady')) throw e;
+    const deadline = Date.now() + 5000;
+    let note;
+    let seen;
+    for (;;) {
+      seen = null;
+      try {
+        note = (await call('GET', '/node/checkpoint')).value;
+        seen = parseCheckpoint(String(note));
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 503 && e.code === 'NotReady')) throw e;
+      }
+      if (!seen || seen.size === 0) {
+        if (kept) throw new Refused(`the service shows no signed checkpoint, though this browser kept one of ${kept.size} entries: retry; if it persists, its history was rolled back or rewritten`);
+        return 'the service has signed no checkpoint yet: nothing to check';
+      }
+      if (!kept || seen.size >= kept.size || Date.now() >= deadline) break;
+      await sleep(250);
     }
-    if (!seen || seen.size === 0) {
-      if (kept) throw new Refused(`the service shows no signed checkpoint, though this browser kept one of ${kept.size} entries: retry; if it persists, its history was rolled back or rewritten`);
-      return 'the service has signed no checkpoint yet: nothing to check';
+    const rewritten = (why) =>
+      new Refused(
+        `the service's ledger does not extend the checkpoint this browser kept (${kept.size} entries): ${why}. Its history was rewritten or forked since you saw it: do not vote; tell the other members (if you all agree it changed, e.g. a recovery from a shorter copy, "Forget the kept checkpoint" keeps its current one)`,
+      );
+    if (kept) {
+      if (seen.origin !== kept.origin) throw rewritten(`the log is another one (${seen.origin}, not ${kept.origin})`);
+      if (seen.size < kept.size) {
+        throw new Refused(`the node shows a checkpoint of ${seen.size} entries, older than the one this browser kept (${kept.size}), and did not catch up in 5 s: a node far behind, or a service rolled back; tell the other members`);
+      }
+      let proof = [];
+      if (seen.size > kept.size) {
+        const c = (await call('GET', `/node/consistency?from=${kept.size}&to=${seen.size}`)).value;
+        if (c.from !== kept.size || c.to !== seen.size || !Array.isArray(c.proof)) throw new Error(`the consistency answer is for other sizes than ${kept.size} → ${seen.size}`);
+        proof = c.proof.map((h) => unhex(h));
+      }
+      try {
+        await verifyConsistency(kept.size, seen.size, proof, kept.root, seen.root);
+      } catch (e) {
+        throw rewritten(e.message);
+      }
     }
-    if (!kept || seen.size >= kept.size || Date.now() >= deadline) break;
-    await sleep(250);
-  }
-  const rewritten = (why) =>
-    new Refused(
-      `the service's ledger does not extend the checkpoint this browser kept (${kept.size} entries): ${why}. Its history was rewritten or forked since you saw it: do not vote; tell the other members (if you all agree it changed, e.g. a recovery from a shorter copy, "Forget the kept checkpoint" keeps its current one)`,
-    );
-  if (seen.origin !== origin) throw new Refused(`the service's checkpoint is for another log (${seen.origin}, not ${origin})`);
-  if (kept) {
-    if (seen.size < kept.size) {
-      throw new Refused(`the node shows a checkpoint of ${seen.size} entries, older than the one this browser kept (${kept.size}), and did not catch up in 5 s: a node far behind, or a service rolled back; tell the other members`);
-    }
-    let proof = [];
-    if (seen.size > kept.size) {
-      const c = (await call('GET', `/node/consistency?from=${kept.size}&to=${seen.size}`)).value;
-      if (c.from !== kept.size || c.to !== seen.size || !Array.isArray(c.proof)) throw new Error(`the consistency answer is for other sizes than ${kept.size} → ${seen.size}`);
-      proof = c.proof.map((h) => unhex(h));
-    }
-    try {
-      await verifyConsistency(kept.size, seen.size, proof, kept.root, seen.root);
-    } catch (e) {
-      throw rewritten(e.message);
-    }
-  }
-  if (!kept || seen.size > kept.size) localStorage.setItem(keptKey(origin), String(note));
-  return kept ? `the ledger extends the checkpoint this browser kept (${kept.size} → ${seen.size} entries)` : `this browser now keeps the service's checkpoint (${seen.size} entries)`;
-}
+    const found = kept ? `the ledger extends the checkpoint this browser kept (${kept.size} → ${seen.size} entries)` : `this browser now keeps the service's checkpoint (${seen.size} entries)`;
+    if (stored.unavailable) return `${found}; but this browser's storage is unavailable (${stored.unavailable}): nothing was checked or kept`;
+    if (kept && seen.size === kept.size) return found;
+    const saved = keptStorage('set', String(note));
+    return saved.unavailable ? `${found}; it could not be kept (${saved.unavailable})` : found;
+  });
 
-/** Forget the kept checkpoint of the service this console talks to (members agreed its history changed). */
-async function forgetKeptCheckpoint() {
-  const { origin } = (await call('GET', '/node/identity')).value;
-  localStorage.removeItem(keptKey(origin));
-}
+/** Forget the kept checkpoint (the members agreed the service's history changed). */
+const forgetKeptCheckpoint = () => underKeptLock(async () => keptStorage('remove'));
 
+// The constitution's verdict on `p` as it stands (`POST /gov/proposals/simulate`, nothing is
+// written). A node runs one simulation at a time and answers others `503 ServiceBusy`: members
+// who open the same proposal together retry a few times before the page gives up.
 async function simulateVerdict(session, p) {
   for (let attempt = 1; ; attempt++) {
     try {

@@ -276,16 +276,21 @@ try {
   // The checkpoint isv's browser kept at its earlier ballots: a service whose ledger no longer
   // extends it (another root at that size: a rewritten history) gets no ballot, nor one showing
   // an older checkpoint (rolled back); forgetting it (the members agree) lets the ballot go.
-  const keptKey = await isv.evaluate(() => Object.keys(localStorage).find((k) => k.startsWith('cgs.kept-checkpoint.cgs/')));
-  if (!keptKey) fail("isv's earlier ballots kept no checkpoint in the browser");
+  const keptKey = 'cgs.kept-checkpoint';
   const kept = await isv.evaluate((k) => localStorage.getItem(k), keptKey);
-  const [, keptSize, keptRoot] = kept.split('\n');
+  if (!kept) fail("isv's earlier ballots kept no checkpoint in the browser");
+  const [keptOrigin, keptSize, keptRoot] = kept.split('\n');
   const otherRoot = Buffer.from(keptRoot, 'base64');
   otherRoot[0] ^= 1;
   await isv.evaluate(([k, v]) => localStorage.setItem(k, v), [keptKey, kept.replace(`\n${keptRoot}\n`, `\n${otherRoot.toString('base64')}\n`)]);
   await isv.getByRole('button', { name: 'Approve' }).click();
   await expectText(isv.getByRole('alert'), new RegExp(`does not extend the checkpoint this browser kept \\(${keptSize} entries\\).*rewritten or forked`), 'a rewritten history gets no ballot');
   await shot(isv, 'checkpoint-refused');
+  // A service that names a new log (what a rewritten ledger could do) is refused too: the kept
+  // checkpoint is found by the console's web address, not by anything the service says.
+  await isv.evaluate(([k, v]) => localStorage.setItem(k, v), [keptKey, kept.replace(`${keptOrigin}\n`, 'cgs/0000000000000000\n')]);
+  await isv.getByRole('button', { name: 'Approve' }).click();
+  await expectText(isv.getByRole('alert'), new RegExp(`the log is another one \\(${keptOrigin}, not cgs/0000000000000000\\)`), 'another log gets no ballot');
   await isv.evaluate(([k, v]) => localStorage.setItem(k, v), [keptKey, kept.replace(`\n${keptSize}\n`, '\n99999999\n')]);
   await isv.getByRole('button', { name: 'Approve' }).click();
   await expectText(isv.getByRole('alert'), /older than the one this browser kept \(99999999\), and did not catch up in 5 s/, 'a rolled-back service gets no ballot');
@@ -294,7 +299,7 @@ try {
   await expectText(isv.getByRole('status'), /kept checkpoint is forgotten/, 'the kept checkpoint is forgotten');
   await isv.getByRole('button', { name: 'Approve' }).click();
   await expectText(isv.getByRole('status'), /recorded.*this browser now keeps the service's checkpoint \(\d+ entries\)/, "isv's ballot on the issuer");
-  step('a ballot is refused when the ledger does not extend the checkpoint the browser kept (another root; rolled back), and goes after the member forgets it');
+  step('a ballot is refused when the ledger does not extend the checkpoint the browser kept (another root; another log; rolled back), and goes after the member forgets it');
   for (const page of [dp, cp]) {
     await page.goto(isv.url());
     await page.getByRole('button', { name: 'Approve' }).click();

@@ -135,6 +135,15 @@ struct Committing<'g> {
     commit: Option<crate::store::CommitFuture>,
     outside: &'g mut Option<Outside>,
     lane: &'g mut Option<InLane>,
+    /// The runtime the request runs on (taken when the commit starts: a drop may happen where
+    /// there is none).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl<'g> Committing<'g> {
+    fn new(commit: crate::store::CommitFuture, outside: &'g mut Option<Outside>, lane: &'g mut Option<InLane>) -> Self {
+        Committing { commit: Some(commit), outside, lane, runtime: tokio::runtime::Handle::try_current().ok() }
+    }
 }
 
 impl std::future::Future for Committing<'_> {
@@ -154,16 +163,22 @@ impl std::future::Future for Committing<'_> {
 
 impl Drop for Committing<'_> {
     fn drop(&mut self) {
-        let Some(commit) = self.commit.take() else { return };
+        // A commit that panicked is not polled again; its places go as it unwinds.
+        let Some(commit) = self.commit.take().filter(|_| !std::thread::panicking()) else { return };
         let held = (self.outside.take(), self.lane.take());
         if held.0.is_none() && held.1.is_none() {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = commit.await;
-                drop(held);
-            });
+        match &self.runtime {
+            Some(rt) => {
+                rt.spawn(async move {
+                    let _ = commit.await;
+                    drop(held);
+                });
+            }
+            None => tracing::warn!(
+                "a write was dropped during its commit outside any async runtime: its place in the contended lane is released early"
+            ),
         }
     }
 }
@@ -235,7 +250,7 @@ impl Runtime {
             };
             let Some(tx) = executed.commit else { return Ok(executed.response) };
             let commit = self.store.commit(tx.reads, tx.writes, tx.meta);
-            match (Committing { commit: Some(commit), outside: &mut outside, lane: &mut lane }).await {
+            match Committing::new(commit, &mut outside, &mut lane).await {
                 Ok(id) => {
                     let mut response = executed.response;
                     if executed.fill_tx {

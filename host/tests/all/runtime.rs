@@ -372,12 +372,15 @@ impl cgs_host::store::Store for SlowCommits {
         use std::sync::atomic::Ordering;
         let (inner, delay, in_flight) = (self.inner.clone(), self.delay, self.in_flight.clone());
         in_flight.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move {
+        // As the ledger does, the transaction is handed on at once and ordered whether or not
+        // anyone awaits the outcome.
+        let ordered = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let outcome = inner.commit(reads, writes, meta).await;
             in_flight.fetch_sub(1, Ordering::SeqCst);
             outcome
-        })
+        });
+        Box::pin(async move { ordered.await.expect("the commit task") })
     }
 
     fn last_committed(&self) -> cgs_host::store::TxId {
@@ -395,7 +398,7 @@ fn an_abandoned_write_stays_counted_until_its_commit_ends() {
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let store = SlowCommits {
         inner: Arc::new(cgs_host::store::MemStore::new()),
-        delay: Duration::from_millis(400),
+        delay: Duration::from_millis(1000),
         in_flight: in_flight.clone(),
     };
     let rt = Arc::new(Runtime::new(fast_limits(), Arc::new(store), None).expect("runtime"));
@@ -427,5 +430,60 @@ fn an_abandoned_write_stays_counted_until_its_commit_ends() {
     let next = tokio_rt.block_on(rt.handle(&count_request(&rt))).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&next.body).unwrap();
     assert_eq!(v["value"], 2, "the abandoned write committed");
+    assert_eq!((chaos.writes_outside(), chaos.lane_waiting()), (0, 0));
+}
+
+/// Waits up to 30 s for `done`.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}: not within 30 s");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// A write in the contended lane whose client goes away while its commit is in flight keeps the
+/// lane until the commit's outcome, so the next write in the lane runs on a snapshot that holds
+/// it (instead of conflicting with it).
+#[test]
+fn an_abandoned_write_in_the_lane_holds_it_until_its_commit_ends() {
+    use std::sync::atomic::Ordering;
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = SlowCommits {
+        inner: Arc::new(cgs_host::store::MemStore::new()),
+        delay: Duration::from_millis(1000),
+        in_flight: in_flight.clone(),
+    };
+    let rt = Arc::new(Runtime::new(fast_limits(), Arc::new(store), None).expect("runtime"));
+    rt.load(plugin("chaos")).expect("load chaos");
+    let chaos = rt.registry().get("chaos").unwrap().clone();
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    tokio_rt.block_on(async {
+        // Two writes of one counter read the same value; the second to commit conflicts and runs
+        // again in the lane.
+        let writes: Vec<_> = (0..2)
+            .map(|_| {
+                let (r, req) = (rt.clone(), count_request(&rt));
+                tokio::spawn(async move { r.handle(&req).await.map(|r| r.status) })
+            })
+            .collect();
+        until("a write re-ran in the lane and is committing", || {
+            chaos.lane_waiting() == 1 && in_flight.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        for w in &writes {
+            w.abort();
+        }
+        for w in writes {
+            let _ = w.await;
+        }
+        assert_eq!(in_flight.load(Ordering::SeqCst), 1, "the commit is still in flight");
+        assert_eq!(chaos.lane_waiting(), 1, "the abandoned write still holds the lane while its commit is in flight");
+        until("the commit ended", || in_flight.load(Ordering::SeqCst) == 0).await;
+        until("the lane was released", || chaos.lane_waiting() == 0).await;
+    });
+    let next = tokio_rt.block_on(rt.handle(&count_request(&rt))).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&next.body).unwrap();
+    assert_eq!(v["value"], 3, "both writes committed, the abandoned one included");
     assert_eq!((chaos.writes_outside(), chaos.lane_waiting()), (0, 0));
 }

@@ -55,21 +55,21 @@ pub fn load(path: &Path) -> Result<Option<(String, Checkpoint)>, ClientError> {
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The lock a CLI run holds while it checks and keeps the checkpoint in `path` (an exclusive
-/// advisory lock on `path` + `.lock`, released when the file is dropped): concurrent runs take
-/// turns, so each checks from the newest one kept and none writes an older one over a newer.
-/// `Ok(None)` when the state directory cannot be written (nothing will be kept either).
+/// advisory lock on `path` + `.lock`, released when the file is dropped or the process ends):
+/// concurrent runs take turns, so each checks from the newest one kept and none writes an older
+/// one over a newer. `Ok(None)` (no lock; it goes on as before locks) when the lock file can be
+/// neither created nor opened (a state directory that cannot be written: nothing will be kept
+/// either); a file system without locks also goes on unlocked.
 pub async fn lock(path: &Path, wait: std::time::Duration) -> Result<Option<std::fs::File>, ClientError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
-    let file = match path
+    let created = path
         .parent()
         .map(std::fs::create_dir_all)
         .transpose()
-        .and_then(|_| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&name))
-    {
-        Ok(f) => f,
-        Err(_) => return Ok(None),
-    };
+        .and_then(|_| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&name));
+    // A lock file of another user's (a run under sudo) can still be locked read-only.
+    let Ok(file) = created.or_else(|_| std::fs::File::open(&name)) else { return Ok(None) };
     let deadline = std::time::Instant::now() + wait;
     loop {
         match file.try_lock() {
@@ -85,8 +85,7 @@ pub async fn lock(path: &Path, wait: std::time::Duration) -> Result<Option<std::
                     wait.as_secs()
                 )));
             }
-            // A file system without locks: go on unlocked, as before locks.
-            Err(std::fs::TryLockError::Error(_)) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::Error(_)) => return Ok(None),
         }
     }
 }

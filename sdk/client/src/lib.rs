@@ -166,12 +166,19 @@ impl Client {
         if uri.scheme_str() != Some("https") || uri.host().is_none() {
             return Err(ClientError::Url(url.into(), "expected https://HOST:PORT".into()));
         }
+        // Without TCP_NODELAY a request written after small frames still unacknowledged (HTTP/2
+        // settings and window updates) waits for the service's delayed ACK: ~40 ms on Linux for
+        // each later request on a connection (measured: the vote's checkpoint check took 48 ms
+        // instead of 5).
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(ca_pem)?)
             .https_only()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(tcp);
         let http =
             HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Ok(Self { base, http, timeout: Duration::from_secs(60) })
