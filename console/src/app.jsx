@@ -5,7 +5,7 @@ import { render } from 'preact';
 import { useEffect, useState, useCallback } from 'preact/hooks';
 import { call, all, ApiError } from './api.js';
 import { blake3 } from '@noble/hashes/blake3.js';
-import { importMemberKey, signMessage, checkAttestation, verifyReceipt, hex, unhex, parseCheckpoint, verifyConsistency } from './crypto.js';
+import { importMemberKey, signMessage, checkAttestation, verifyReceipt, hex, unhex, unb64Strict, parseCheckpoint, verifyConsistency, verifyCheckpointByAny } from './crypto.js';
 
 const short = (id) => (id ? `${String(id).slice(0, 12)}…` : '');
 const fmtTime = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 19) + ' UTC' : '');
@@ -616,6 +616,13 @@ const checkKeptCheckpoint = () =>
       }
       if (!kept || seen.size >= kept.size || Date.now() >= deadline) break;
       await sleep(250);
+    }
+    // What is kept is a statement the service signed: by a node governance trusts or retired.
+    const nodes = ((await call('GET', '/node/network/nodes')).value.nodes || []).filter((n) => n.status !== 'Pending');
+    try {
+      await verifyCheckpointByAny(String(note), nodes.map((n) => unb64Strict(String(n.public_key))).filter((k) => k.length === 32));
+    } catch (e) {
+      throw new Refused(`the service's checkpoint of ${seen.size} entries is not signed by any of its nodes' keys (${e.message}): do not vote; tell the other members`);
     }
     const rewritten = (why) =>
       new Refused(

@@ -297,6 +297,28 @@ export async function verifyConsistency(size1, size2, proof, root1, root2) {
   if (!equal(fr, root1) || !equal(sr, root2)) throw new Error('the proof does not lead to both roots');
 }
 
+/** The C2SP verifier key string of the raw Ed25519 key `publicKey` under `name`. */
+export async function verifierKeyFor(name, publicKey) {
+  return `${name}+${await keyId(name, publicKey)}+${b64(concat(new Uint8Array([1]), publicKey))}`;
+}
+
+/**
+ * Verify a checkpoint signed by one of `publicKeys` (raw Ed25519: the service's nodes' keys),
+ * under its own origin; throws the last reason when none signed it.
+ */
+export async function verifyCheckpointByAny(note, publicKeys) {
+  const { origin } = parseCheckpoint(note);
+  let last = new Error('no node key to check the checkpoint with');
+  for (const pk of publicKeys) {
+    try {
+      return await verifyCheckpoint(note, await verifierKeyFor(origin, pk));
+    } catch (e) {
+      last = e;
+    }
+  }
+  throw last;
+}
+
 /** RFC 9162 leaf hash: SHA-256(0x00 ‖ leaf input). */
 export const leafHash = (input) => sha256(concat(new Uint8Array([0]), input));
 

@@ -6,7 +6,7 @@ import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encode, Tagged } from '../src/cbor.js';
-import { b64, unb64, hex, unhex, sha256, concat, leafHash, rootFromInclusion, verifyNote, verifyReceipt, canonicalJson, checkedVerifierKey, checkAttestation, verifyConsistency, parseCheckpoint } from '../src/crypto.js';
+import { b64, unb64, hex, unhex, sha256, concat, leafHash, rootFromInclusion, verifyNote, verifyReceipt, canonicalJson, checkedVerifierKey, checkAttestation, verifyConsistency, parseCheckpoint, verifyCheckpointByAny } from '../src/crypto.js';
 
 const te = new TextEncoder();
 let checks = 0;
@@ -185,6 +185,13 @@ async function signedCheckpoint(size, root, k = key) {
   await rejects(verifyReceipt({ ...r, tree_size: 10 }, '2.5', verifierKey), /checkpoint is for size 9/, 'a tree size the checkpoint does not sign');
   const other = await subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
   await rejects(verifyReceipt({ ...r, checkpoint: await signedCheckpoint(9, root, other) }, '2.5', verifierKey), /does not verify/, 'a checkpoint signed by another key');
+  // Kept checkpoints: signed by one of the service's node keys, whichever it is.
+  const nodeKey = unb64(verifierKey.split('+').slice(2).join('+')).slice(1);
+  const otherKey = new Uint8Array(await subtle.exportKey('raw', other.publicKey));
+  ok((await verifyCheckpointByAny(checkpoint, [otherKey, nodeKey])).size === 9, 'a checkpoint signed by one of the node keys');
+  await rejects(verifyCheckpointByAny(checkpoint, [otherKey]), /no signature by the node key/, 'a checkpoint signed by none of the node keys');
+  await rejects(verifyCheckpointByAny(checkpoint, []), /no node key/, 'no node keys');
+  await rejects(verifyCheckpointByAny(checkpoint.replace('\n9\n', '\n8\n'), [otherKey, nodeKey]), /does not verify/, 'an edited checkpoint, whatever the keys');
   const forged = checkpoint.replace(`\n9\n`, `\n8\n`);
   await rejects(verifyReceipt({ ...r, checkpoint: forged, tree_size: 8 }, '2.5', verifierKey), /does not verify/, 'an edited checkpoint');
 }

@@ -250,6 +250,7 @@ async fn three_processes_join_replicate_and_remove_a_node() {
     let n2_dir = tmp.path().join("n2");
     let n2 =
         Launched::new(&join_args(&n2_dir, 0, peer2, &n1), Stdio::inherit(), &[]).unwrap().ready(&n2_dir).await.unwrap();
+    let mut signed_by_another = false;
     for node in [&n1, &n2, &n4] {
         let isv = cgs_client::Member::new(
             node.client.clone(),
@@ -268,7 +269,39 @@ async fn three_processes_join_replicate_and_remove_a_node() {
         assert_eq!(r.ok_json().unwrap()["actions"][0]["name"], "set_action_threshold");
         let net = node.client.get("/node/network").await.unwrap().ok_json().unwrap();
         assert_eq!(net["ledger_secret"], json!({"version": 2, "current": true}), "{} {net}", node.url);
+        // A member's CLI keeps the service's checkpoint whichever node answers: signed by the node
+        // that leads (a follower shows its leader's signature), each extending the one kept from
+        // the node asked before.
+        let out = std::process::Command::new(&binaries().cli)
+            .env("CGS_URL", &node.url)
+            .env("CGS_CA", &n1.ca)
+            .env("CGS_STATE_DIR", tmp.path().join("cli-state"))
+            .args(["ledger", "checkpoint"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", node.url, String::from_utf8_lossy(&out.stderr));
+        let note = String::from_utf8(out.stdout).unwrap();
+        let listed = nodes(node).await;
+        let key_of = |n: &serde_json::Value| {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD.decode(n["public_key"].as_str().unwrap()).unwrap();
+            let origin = cgs_client::recovery::held_checkpoint(&note).unwrap().origin;
+            cgs_core::note::VerifierKey::new(&origin, &raw.try_into().unwrap()).unwrap()
+        };
+        let signer: Vec<u64> = listed
+            .iter()
+            .filter(|n| cgs_core::note::verify_checkpoint(&note, &[key_of(n)]).is_ok())
+            .map(|n| n["node_id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(signer.len(), 1, "one node signed the checkpoint {} showed: {signer:?}", node.url);
+        assert!(
+            listed.iter().any(|n| n["node_id"] == signer[0] && n["status"] == "Trusted"),
+            "a trusted node signed it: {listed:?}"
+        );
+        let answering = node.client.get("/node/network").await.unwrap().ok_json().unwrap()["node_id"].as_u64().unwrap();
+        signed_by_another |= signer[0] != answering;
     }
+    assert!(signed_by_another, "some node showed a checkpoint its leader signed, not its own");
 
     // The operator's attack: node 1's ledger file with node 3's secrets. What was written before
     // the removal opens; nothing written after does.

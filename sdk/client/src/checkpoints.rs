@@ -3,14 +3,15 @@
 //! else `$XDG_STATE_HOME/cgs`, else `~/.local/state/cgs`).
 //!
 //! Each time the CLI keeps a newer one (before a vote, `cgs ledger checkpoint`), it first checks
-//! that the service's ledger extends the one it kept — an RFC 9162 consistency proof from it
-//! (`GET /node/consistency`) — and refuses to go on otherwise: the history the member saw was
-//! rewritten or forked. At a recovery, `cgs recovery submit` checks the recovering ledger
+//! its signature against the keys of the service's nodes, and that the service's ledger extends
+//! the one it kept — an RFC 9162 consistency proof from it (`GET /node/consistency`) — and
+//! refuses to go on otherwise: the history the member saw was rewritten or forked. What it keeps
+//! is a note the service signed, which a member can show others. At a recovery, `cgs recovery submit` checks the recovering ledger
 //! against the kept one (docs/cluster.md "Recovery").
 
 use std::path::{Path, PathBuf};
 
-use cgs_core::note::Checkpoint;
+use cgs_core::note::{Checkpoint, VerifierKey};
 
 use crate::{Client, ClientError};
 
@@ -173,7 +174,27 @@ fn rewritten(path: &Path, kept: &Checkpoint, why: impl std::fmt::Display) -> Cli
 /// (a follower a little behind the leader) before it is refused.
 const BEHIND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The service's latest checkpoint: `None` for `503 NotReady` (none signed yet).
+/// The keys that may sign the checkpoints of the log `origin`: those of the service's nodes that
+/// governance trusts or retired (`GET /node/network/nodes`; a node still `Pending` never led).
+pub fn signing_keys(nodes: &serde_json::Value, origin: &str) -> Result<Vec<VerifierKey>, ClientError> {
+    use base64::Engine as _;
+    let protocol = |detail: String| ClientError::Protocol { status: 200, detail };
+    let list = nodes["nodes"].as_array().ok_or_else(|| protocol("GET /node/network/nodes lists no nodes".into()))?;
+    let mut keys = Vec::new();
+    for n in list.iter().filter(|n| n["status"] != "Pending") {
+        let raw = n["public_key"]
+            .as_str()
+            .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .ok_or_else(|| protocol(format!("node {} has no Ed25519 public_key", n["node_id"])))?;
+        keys.push(VerifierKey::new(origin, &raw).map_err(|e| protocol(format!("node {}: {e}", n["node_id"])))?);
+    }
+    Ok(keys)
+}
+
+/// The service's latest checkpoint, its signature checked against the keys of the service's
+/// nodes ([`signing_keys`]), so that what is kept is the service's signed statement: `None` for
+/// `503 NotReady` (none signed yet).
 async fn fetch(client: &Client) -> Result<Option<(String, Checkpoint)>, ClientError> {
     let r = client.get("/node/checkpoint").await?;
     if r.status == 503 && r.error().is_some_and(|e| e.error.code == "NotReady") {
@@ -187,6 +208,14 @@ async fn fetch(client: &Client) -> Result<Option<(String, Checkpoint)>, ClientEr
     if seen.size == 0 {
         return Ok(None);
     }
+    let nodes = client.get("/node/network/nodes").await?.ok_json()?;
+    cgs_core::note::verify_checkpoint(&note, &signing_keys(&nodes, &seen.origin)?).map_err(|e| {
+        ClientError::Refused(format!(
+            "the service's checkpoint of {} entries is not signed by any of its nodes' keys ({e}): do not vote or \
+             send anything to it; tell the other members",
+            seen.size
+        ))
+    })?;
     Ok(Some((note, seen)))
 }
 
@@ -292,6 +321,45 @@ mod tests {
         assert_eq!((text.as_str(), cp.size), (note, 2));
         std::fs::write(&a, "garbage").unwrap();
         assert!(load(&a).is_err());
+    }
+
+    /// A checkpoint is accepted when a trusted or retired node's key signed it, never a pending
+    /// node's or a stranger's; a nodes answer without keys is an error.
+    #[test]
+    fn only_checkpoints_signed_by_the_services_nodes_are_kept() {
+        use base64::Engine as _;
+        use ed25519_dalek::Signer as _;
+        let b64 = |k: &ed25519_dalek::SigningKey| {
+            base64::engine::general_purpose::STANDARD.encode(k.verifying_key().to_bytes())
+        };
+        let [trusted, retired, pending, stranger] =
+            [1u8, 2, 3, 4].map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32]));
+        let nodes = serde_json::json!({"nodes": [
+            {"node_id": 1, "status": "Trusted", "public_key": b64(&trusted)},
+            {"node_id": 2, "status": "Retired", "public_key": b64(&retired)},
+            {"node_id": 3, "status": "Pending", "public_key": b64(&pending)},
+        ]});
+        let keys = signing_keys(&nodes, "cgs/test").unwrap();
+        let cp = Checkpoint { origin: "cgs/test".into(), size: 5, root: [9u8; 32], extensions: vec![] };
+        let signed_by = |k: &ed25519_dalek::SigningKey| {
+            let text = cp.to_text();
+            let mut raw = cgs_core::note::key_id("cgs/test", &k.verifying_key().to_bytes()).to_vec();
+            raw.extend_from_slice(&k.sign(text.as_bytes()).to_bytes());
+            format!("{text}\n\u{2014} cgs/test {}\n", base64::engine::general_purpose::STANDARD.encode(&raw))
+        };
+        for k in [&trusted, &retired] {
+            assert_eq!(cgs_core::note::verify_checkpoint(&signed_by(k), &keys).unwrap(), cp);
+        }
+        for k in [&pending, &stranger] {
+            assert!(cgs_core::note::verify_checkpoint(&signed_by(k), &keys).is_err());
+        }
+        // Keys named for another log do not verify this one's checkpoints.
+        let other = signing_keys(&nodes, "cgs/other").unwrap();
+        assert!(cgs_core::note::verify_checkpoint(&signed_by(&trusted), &other).is_err());
+        assert!(
+            signing_keys(&serde_json::json!({"nodes": [{"node_id": 1, "status": "Trusted"}]}), "cgs/test").is_err()
+        );
+        assert!(signing_keys(&serde_json::json!({}), "cgs/test").is_err());
     }
 
     /// Two runs checking one service's checkpoint take turns: the second waits until the first
