@@ -617,10 +617,11 @@ const checkKeptCheckpoint = () =>
       if (!kept || seen.size >= kept.size || Date.now() >= deadline) break;
       await sleep(250);
     }
-    // What is kept is a statement the service signed: by a node governance trusts or retired.
-    const nodes = ((await call('GET', '/node/network/nodes')).value.nodes || []).filter((n) => n.status !== 'Pending');
+    // Signed by a node governance trusts or retired, as the service lists them (over the same
+    // connection: this refuses unsigned or damaged notes; it is no trust root of its own).
+    const nodes = ((await call('GET', '/node/network/nodes')).value.nodes || []).filter((n) => n.status === 'Trusted' || n.status === 'Retired');
     try {
-      await verifyCheckpointByAny(String(note), nodes.map((n) => unb64Strict(String(n.public_key))).filter((k) => k.length === 32));
+      await verifyCheckpointByAny(String(note), nodes.map((n) => unb64Strict(String(n.public_key))));
     } catch (e) {
       throw new Refused(`the service's checkpoint of ${seen.size} entries is not signed by any of its nodes' keys (${e.message}): do not vote; tell the other members`);
     }

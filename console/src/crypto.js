@@ -223,9 +223,8 @@ export async function verifyCheckpoint(note, verifierKey) {
 }
 
 /**
- * A checkpoint's origin, size and root, read from its note without checking its signature (as
- * the CLI's kept checkpoints are: the answer came from the service over its own TLS; what is
- * checked is that later ones extend it).
+ * A checkpoint's origin, size and root, read from its note without checking its signature
+ * (`verifyCheckpointByAny` checks it against the service's node keys).
  */
 export function parseCheckpoint(note) {
   if (typeof note !== 'string' || /[\p{Cc}]/u.test(note.replace(/\n/g, ''))) throw new Error('the checkpoint has control characters');
@@ -308,15 +307,17 @@ export async function verifierKeyFor(name, publicKey) {
  */
 export async function verifyCheckpointByAny(note, publicKeys) {
   const { origin } = parseCheckpoint(note);
-  let last = new Error('no node key to check the checkpoint with');
+  if (publicKeys.some((pk) => !(pk instanceof Uint8Array) || pk.length !== 32)) throw new Error('a node key is not 32 bytes of Ed25519');
+  let why = new Error('no node key to check the checkpoint with');
   for (const pk of publicKeys) {
     try {
       return await verifyCheckpoint(note, await verifierKeyFor(origin, pk));
     } catch (e) {
-      last = e;
+      // A signature by a known key that does not verify says more than keys that signed nothing.
+      if (!/does not verify/.test(why.message)) why = e;
     }
   }
-  throw last;
+  throw why;
 }
 
 /** RFC 9162 leaf hash: SHA-256(0x00 ‖ leaf input). */

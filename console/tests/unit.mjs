@@ -191,7 +191,10 @@ async function signedCheckpoint(size, root, k = key) {
   ok((await verifyCheckpointByAny(checkpoint, [otherKey, nodeKey])).size === 9, 'a checkpoint signed by one of the node keys');
   await rejects(verifyCheckpointByAny(checkpoint, [otherKey]), /no signature by the node key/, 'a checkpoint signed by none of the node keys');
   await rejects(verifyCheckpointByAny(checkpoint, []), /no node key/, 'no node keys');
-  await rejects(verifyCheckpointByAny(checkpoint.replace('\n9\n', '\n8\n'), [otherKey, nodeKey]), /does not verify/, 'an edited checkpoint, whatever the keys');
+  for (const keys of [[otherKey, nodeKey], [nodeKey, otherKey]]) {
+    await rejects(verifyCheckpointByAny(checkpoint.replace('\n9\n', '\n8\n'), keys), /does not verify/, 'an edited checkpoint, whatever the keys and their order');
+  }
+  await rejects(verifyCheckpointByAny(checkpoint, [nodeKey, nodeKey.slice(1)]), /not 32 bytes/, 'a malformed node key');
   const forged = checkpoint.replace(`\n9\n`, `\n8\n`);
   await rejects(verifyReceipt({ ...r, checkpoint: forged, tree_size: 8 }, '2.5', verifierKey), /does not verify/, 'an edited checkpoint');
 }

@@ -271,7 +271,33 @@ async fn three_processes_join_replicate_and_remove_a_node() {
         assert_eq!(net["ledger_secret"], json!({"version": 2, "current": true}), "{} {net}", node.url);
         // A member's CLI keeps the service's checkpoint whichever node answers: signed by the node
         // that leads (a follower shows its leader's signature), each extending the one kept from
-        // the node asked before.
+        // the node asked before. (A follower a few entries behind is given time by the CLI; one
+        // that just restarted is waited for here, so that the test does not hang on CI's load.)
+        let kept_path = cgs_client::checkpoints::kept_path(
+            &tmp.path().join("cli-state"),
+            &std::fs::read_to_string(&n1.ca).unwrap(),
+        )
+        .unwrap();
+        if let Some((_, kept)) = cgs_client::checkpoints::load(&kept_path).unwrap() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = node.client.get("/node/checkpoint").await.unwrap();
+                let size = (r.status == 200)
+                    .then(|| cgs_client::recovery::held_checkpoint(&String::from_utf8_lossy(&r.body)).ok())
+                    .flatten()
+                    .map_or(0, |c| c.size);
+                if size >= kept.size {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} did not reach the kept checkpoint ({}) in 60 s",
+                    node.url,
+                    kept.size
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let out = std::process::Command::new(&binaries().cli)
             .env("CGS_URL", &node.url)
             .env("CGS_CA", &n1.ca)

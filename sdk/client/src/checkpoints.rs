@@ -3,10 +3,10 @@
 //! else `$XDG_STATE_HOME/cgs`, else `~/.local/state/cgs`).
 //!
 //! Each time the CLI keeps a newer one (before a vote, `cgs ledger checkpoint`), it first checks
-//! its signature against the keys of the service's nodes, and that the service's ledger extends
-//! the one it kept — an RFC 9162 consistency proof from it (`GET /node/consistency`) — and
-//! refuses to go on otherwise: the history the member saw was rewritten or forked. What it keeps
-//! is a note the service signed, which a member can show others. At a recovery, `cgs recovery submit` checks the recovering ledger
+//! its signature against the keys of the service's trusted or retired nodes, as the service
+//! lists them, and that the service's ledger extends the one it kept — an RFC 9162 consistency
+//! proof from it (`GET /node/consistency`) — and refuses to go on otherwise: the history the
+//! member saw was rewritten or forked. At a recovery, `cgs recovery submit` checks the recovering ledger
 //! against the kept one (docs/cluster.md "Recovery").
 
 use std::path::{Path, PathBuf};
@@ -175,13 +175,16 @@ fn rewritten(path: &Path, kept: &Checkpoint, why: impl std::fmt::Display) -> Cli
 const BEHIND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The keys that may sign the checkpoints of the log `origin`: those of the service's nodes that
-/// governance trusts or retired (`GET /node/network/nodes`; a node still `Pending` never led).
+/// governance trusts or retired (`GET /node/network/nodes`; only a trusted node leads, and a
+/// retired one may have led). The keys come from the service over the same pinned connection as
+/// the checkpoint: the check refuses an unsigned, damaged or stray note, it is no trust root of
+/// its own.
 pub fn signing_keys(nodes: &serde_json::Value, origin: &str) -> Result<Vec<VerifierKey>, ClientError> {
     use base64::Engine as _;
     let protocol = |detail: String| ClientError::Protocol { status: 200, detail };
     let list = nodes["nodes"].as_array().ok_or_else(|| protocol("GET /node/network/nodes lists no nodes".into()))?;
     let mut keys = Vec::new();
-    for n in list.iter().filter(|n| n["status"] != "Pending") {
+    for n in list.iter().filter(|n| n["status"] == "Trusted" || n["status"] == "Retired") {
         let raw = n["public_key"]
             .as_str()
             .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
@@ -192,9 +195,7 @@ pub fn signing_keys(nodes: &serde_json::Value, origin: &str) -> Result<Vec<Verif
     Ok(keys)
 }
 
-/// The service's latest checkpoint, its signature checked against the keys of the service's
-/// nodes ([`signing_keys`]), so that what is kept is the service's signed statement: `None` for
-/// `503 NotReady` (none signed yet).
+/// The service's latest checkpoint, unchecked: `None` for `503 NotReady` (none signed yet).
 async fn fetch(client: &Client) -> Result<Option<(String, Checkpoint)>, ClientError> {
     let r = client.get("/node/checkpoint").await?;
     if r.status == 503 && r.error().is_some_and(|e| e.error.code == "NotReady") {
@@ -208,20 +209,33 @@ async fn fetch(client: &Client) -> Result<Option<(String, Checkpoint)>, ClientEr
     if seen.size == 0 {
         return Ok(None);
     }
+    Ok(Some((note, seen)))
+}
+
+/// Check that one of the service's nodes ([`signing_keys`]) signed `note`.
+async fn check_signed(client: &Client, note: &str, seen: &Checkpoint) -> Result<(), ClientError> {
     let nodes = client.get("/node/network/nodes").await?.ok_json()?;
-    cgs_core::note::verify_checkpoint(&note, &signing_keys(&nodes, &seen.origin)?).map_err(|e| {
+    cgs_core::note::verify_checkpoint(note, &signing_keys(&nodes, &seen.origin)?).map(|_| ()).map_err(|e| {
         ClientError::Refused(format!(
             "the service's checkpoint of {} entries is not signed by any of its nodes' keys ({e}): do not vote or \
              send anything to it; tell the other members",
             seen.size
         ))
-    })?;
+    })
+}
+
+/// The service's latest checkpoint, its signature checked ([`signing_keys`]), with nothing kept
+/// or compared: `None` for `503 NotReady` (none signed yet).
+pub async fn latest(client: &Client) -> Result<Option<(String, Checkpoint)>, ClientError> {
+    let Some((note, seen)) = fetch(client).await? else { return Ok(None) };
+    check_signed(client, &note, &seen).await?;
     Ok(Some((note, seen)))
 }
 
-/// Fetch the service's latest checkpoint, check that its ledger extends the one kept in `path`
-/// (a consistency proof from it; the same origin; the same root at the same size), and keep the
-/// newer one. With `reset`, keep the service's current one without any check.
+/// Fetch the service's latest checkpoint, check its signature ([`signing_keys`]) and that its
+/// ledger extends the one kept in `path` (a consistency proof from it; the same origin; the same
+/// root at the same size), and keep the newer one. With `reset`, keep the service's current one
+/// (signed) without comparing it with the kept one.
 ///
 /// Refused ([`ClientError::Refused`]): a ledger that does not extend the kept checkpoint; a
 /// service that shows no checkpoint though one was kept; a node still behind the kept one after
@@ -252,6 +266,7 @@ pub async fn observe(client: &Client, path: &Path, reset: bool) -> Result<Observ
             _ => break (note, seen),
         }
     };
+    check_signed(client, &note, &seen).await?;
     let keep = |observed: Observed| {
         let not_kept =
             save(path, &note).err().map(|e| format!("the checkpoint could not be kept in {}: {e}", path.display()));
@@ -360,6 +375,8 @@ mod tests {
             signing_keys(&serde_json::json!({"nodes": [{"node_id": 1, "status": "Trusted"}]}), "cgs/test").is_err()
         );
         assert!(signing_keys(&serde_json::json!({}), "cgs/test").is_err());
+        let unknown = serde_json::json!({"nodes": [{"node_id": 1, "status": "Unknown", "public_key": b64(&trusted)}]});
+        assert!(signing_keys(&unknown, "cgs/test").unwrap().is_empty(), "only Trusted and Retired nodes' keys");
     }
 
     /// Two runs checking one service's checkpoint take turns: the second waits until the first
