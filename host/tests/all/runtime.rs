@@ -388,13 +388,16 @@ impl cgs_host::store::Store for SlowCommits {
     }
 }
 
-/// A write whose client goes away while its commit is in flight still commits, so it stays
-/// counted among the plugin's writes outside the contended lane until the commit's outcome (a
-/// write joining the lane meanwhile gets a retry for it, see the test above); then nothing is
-/// left counted, and the write is there.
-#[test]
-fn an_abandoned_write_stays_counted_until_its_commit_ends() {
-    use std::sync::atomic::Ordering;
+/// The chaos plugin on a store whose commits are ordered 1 s after they start, with the count of
+/// commits in flight and a two-worker async runtime.
+struct SlowChaos {
+    rt: Arc<Runtime>,
+    chaos: Arc<cgs_host::runtime::Plugin>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    tokio_rt: tokio::runtime::Runtime,
+}
+
+fn slow_chaos() -> SlowChaos {
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let store = SlowCommits {
         inner: Arc::new(cgs_host::store::MemStore::new()),
@@ -405,6 +408,17 @@ fn an_abandoned_write_stays_counted_until_its_commit_ends() {
     rt.load(plugin("chaos")).expect("load chaos");
     let chaos = rt.registry().get("chaos").unwrap().clone();
     let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    SlowChaos { rt, chaos, in_flight, tokio_rt }
+}
+
+/// A write whose client goes away while its commit is in flight still commits, so it stays
+/// counted among the plugin's writes outside the contended lane until the commit's outcome (a
+/// write joining the lane meanwhile gets a retry for it, see the test above); then nothing is
+/// left counted, and the write is there.
+#[test]
+fn an_abandoned_write_stays_counted_until_its_commit_ends() {
+    use std::sync::atomic::Ordering;
+    let SlowChaos { rt, chaos, in_flight, tokio_rt } = slow_chaos();
     tokio_rt.block_on(async {
         let (r, req) = (rt.clone(), count_request(&rt));
         let abandoned = tokio::spawn(async move { r.handle(&req).await.map(|r| r.status) });
@@ -448,16 +462,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 #[test]
 fn an_abandoned_write_in_the_lane_holds_it_until_its_commit_ends() {
     use std::sync::atomic::Ordering;
-    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let store = SlowCommits {
-        inner: Arc::new(cgs_host::store::MemStore::new()),
-        delay: Duration::from_millis(1000),
-        in_flight: in_flight.clone(),
-    };
-    let rt = Arc::new(Runtime::new(fast_limits(), Arc::new(store), None).expect("runtime"));
-    rt.load(plugin("chaos")).expect("load chaos");
-    let chaos = rt.registry().get("chaos").unwrap().clone();
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let SlowChaos { rt, chaos, in_flight, tokio_rt } = slow_chaos();
     tokio_rt.block_on(async {
         // Two writes of one counter read the same value; the second to commit conflicts and runs
         // again in the lane.
