@@ -623,7 +623,8 @@ const checkKeptCheckpoint = () =>
     try {
       await verifyCheckpointByAny(String(note), nodes.map((n) => unb64Strict(String(n.public_key))));
     } catch (e) {
-      throw new Refused(`the service's checkpoint of ${seen.size} entries is not signed by any of its nodes' keys (${e.message}): do not vote; tell the other members`);
+      // Not `Refused`: forgetting the kept checkpoint would not help.
+      throw new Error(`the service's checkpoint of ${seen.size} entries is not signed by any of its nodes' keys (${e.message}): do not vote; tell the other members`);
     }
     const rewritten = (why) =>
       new Refused(
@@ -647,7 +648,7 @@ const checkKeptCheckpoint = () =>
       }
     }
     const found = kept ? `the ledger extends the checkpoint this browser kept (${kept.size} → ${seen.size} entries)` : `this browser now keeps the service's checkpoint (${seen.size} entries)`;
-    if (stored.unavailable) return `${found}; but this browser's storage is unavailable (${stored.unavailable}): nothing was checked or kept`;
+    if (stored.unavailable) return `${found}; but this browser's storage is unavailable (${stored.unavailable}): the checkpoint's signature was checked, nothing could be compared or kept`;
     if (kept && seen.size === kept.size) return found;
     const saved = keptStorage('set', String(note));
     return saved.unavailable ? `${found}; it could not be kept (${saved.unavailable})` : found;
@@ -784,7 +785,7 @@ function ProposalPage({ session, id, names, expected }) {
               try {
                 await forgetKeptCheckpoint();
                 setActionError(null);
-                setNote('the kept checkpoint is forgotten: the next ballot keeps the service\'s current one without checking it');
+                setNote('the kept checkpoint is forgotten: the next ballot keeps the service\'s current one (its signature checked) without comparing it with the one kept before');
               } catch (e) {
                 setActionError(e);
               }

@@ -212,16 +212,21 @@ async fn fetch(client: &Client) -> Result<Option<(String, Checkpoint)>, ClientEr
     Ok(Some((note, seen)))
 }
 
-/// Check that one of the service's nodes ([`signing_keys`]) signed `note`.
-async fn check_signed(client: &Client, note: &str, seen: &Checkpoint) -> Result<(), ClientError> {
-    let nodes = client.get("/node/network/nodes").await?.ok_json()?;
-    cgs_core::note::verify_checkpoint(note, &signing_keys(&nodes, &seen.origin)?).map(|_| ()).map_err(|e| {
+/// Check that one of the nodes in `nodes` (`GET /node/network/nodes`; [`signing_keys`]) signed
+/// `note`, whose checkpoint is `seen`.
+pub fn verify_signed(note: &str, seen: &Checkpoint, nodes: &serde_json::Value) -> Result<(), ClientError> {
+    cgs_core::note::verify_checkpoint(note, &signing_keys(nodes, &seen.origin)?).map(|_| ()).map_err(|e| {
         ClientError::Refused(format!(
             "the service's checkpoint of {} entries is not signed by any of its nodes' keys ({e}): do not vote or \
              send anything to it; tell the other members",
             seen.size
         ))
     })
+}
+
+/// [`verify_signed`] with the service's node list.
+async fn check_signed(client: &Client, note: &str, seen: &Checkpoint) -> Result<(), ClientError> {
+    verify_signed(note, seen, &client.get("/node/network/nodes").await?.ok_json()?)
 }
 
 /// The service's latest checkpoint, its signature checked ([`signing_keys`]), with nothing kept
@@ -364,9 +369,12 @@ mod tests {
         };
         for k in [&trusted, &retired] {
             assert_eq!(cgs_core::note::verify_checkpoint(&signed_by(k), &keys).unwrap(), cp);
+            verify_signed(&signed_by(k), &cp, &nodes).unwrap();
         }
         for k in [&pending, &stranger] {
             assert!(cgs_core::note::verify_checkpoint(&signed_by(k), &keys).is_err());
+            let refused = verify_signed(&signed_by(k), &cp, &nodes);
+            assert!(matches!(&refused, Err(ClientError::Refused(m)) if m.contains("not signed by any")), "{refused:?}");
         }
         // Keys named for another log do not verify this one's checkpoints.
         let other = signing_keys(&nodes, "cgs/other").unwrap();

@@ -6,7 +6,8 @@
 #   cargo build --release -p cgs-host -p cgs-client
 #   tests/benches/scripts/vote_cost.sh [ROUNDS] [NAME=CLI ...]   (default: 25 now=target/release/cgs)
 #
-# Prints a table (whole-process wall time, ms). Uses 127.0.0.1:18445 and a temporary directory.
+# Prints a table (whole-process wall time, ms; failed runs are reported and left out). Needs
+# python3. Uses 127.0.0.1:18445 and a temporary directory.
 set -u
 cd "$(dirname "$0")/../../.."
 T=${CARGO_TARGET_DIR:-target}/release
@@ -14,11 +15,19 @@ R=${1:-25}
 shift || true
 CLIS=("$@")
 [ ${#CLIS[@]} -eq 0 ] && CLIS=("now=$T/cgs")
+for b in "$T/cgs-host" "$T/cgs" "${CLIS[@]#*=}"; do
+  [ -x "$b" ] || { echo "$b is missing: cargo build --release -p cgs-host -p cgs-client" >&2; exit 1; }
+done
 D=$(mktemp -d)
 trap 'kill $SB 2>/dev/null; wait $SB 2>/dev/null; rm -rf $D' EXIT
 $T/cgs-host sandbox --dir $D/sb --listen 127.0.0.1:18445 > $D/sandbox.log 2>&1 &
 SB=$!
-for i in $(seq 1 600); do grep -q "serving url" $D/sandbox.log 2>/dev/null && break; sleep 1; done
+for i in $(seq 1 600); do
+  grep -q "serving url" $D/sandbox.log 2>/dev/null && break
+  kill -0 $SB 2>/dev/null || { echo "the sandbox stopped:" >&2; tail -20 $D/sandbox.log >&2; exit 1; }
+  sleep 1
+done
+grep -q "serving url" $D/sandbox.log || { echo "the sandbox did not start in 600 s" >&2; exit 1; }
 export CGS_URL=https://127.0.0.1:18445 CGS_CA=$D/sb/service-cert.pem CGS_KEY=$D/sb/members/isv.key
 N=$((R * ${#CLIS[@]} * 2))
 ids=()
@@ -38,12 +47,14 @@ for r in $(seq 1 $R); do
     name=${c%%=*} cli=${c#*=}
     for mode in with without; do
       t=$(date +%s%N)
-      run $name $cli $mode proposal vote ${ids[$k]} approve >/dev/null 2>&1 || echo "vote $k failed" >&2
-      ms $t >> $D/vote-$name-$mode
+      if run $name $cli $mode proposal vote ${ids[$k]} approve >/dev/null 2>$D/err; then
+        ms $t >> $D/vote-$name-$mode
+      else echo "vote $k ($name, $mode) failed: $(tail -1 $D/err)" >&2; fi
       k=$((k + 1))
       t=$(date +%s%N)
-      run $name $cli $mode ledger checkpoint >/dev/null 2>&1 || echo "checkpoint failed" >&2
-      ms $t >> $D/cp-$name-$mode
+      if run $name $cli $mode ledger checkpoint >/dev/null 2>$D/err; then
+        ms $t >> $D/cp-$name-$mode
+      else echo "checkpoint ($name, $mode) failed: $(tail -1 $D/err)" >&2; fi
     done
   done
 done

@@ -58,10 +58,11 @@ pub(crate) fn run(cli: &Cli, command: &LedgerCommand) -> Result {
                 // Nothing kept to compare with: the signature is still checked.
                 None if let Some((note, _)) = block_on(cgs_client::checkpoints::latest(&c))?? => note,
                 None => {
-                    let r = block_on(c.get("/node/checkpoint"))??;
-                    r.ok()?;
-                    String::from_utf8(r.body.to_vec())
-                        .map_err(|_| CliError::usage("the service's checkpoint is not text".to_string()))?
+                    // None signed yet: the service's own answer says so (503 NotReady).
+                    block_on(c.get("/node/checkpoint"))??.ok()?;
+                    return Err(CliError::usage(
+                        "the service's checkpoint covers no entries yet: retry in a moment".to_string(),
+                    ));
                 }
             };
             let held = cgs_client::recovery::held_checkpoint(&note)
