@@ -212,7 +212,11 @@ export async function verifyNote(note, verifierKey) {
 
 /** Verify a checkpoint (a signed note of origin, size, root) against the node's verifier key. */
 export async function verifyCheckpoint(note, verifierKey) {
-  const text = await verifyNote(note, verifierKey);
+  return checkpointFields(await verifyNote(note, verifierKey));
+}
+
+/** Origin, size and root of a checkpoint's text (`origin\nsize\nbase64(root)\n[extensions]`). */
+function checkpointFields(text) {
   const [origin, size, root, ...extensions] = text.slice(0, -1).split('\n');
   if (!origin) throw new Error('the checkpoint has no origin');
   if (!/^(0|[1-9][0-9]*)$/.test(size || '') || !Number.isSafeInteger(Number(size))) throw new Error('the checkpoint size is not a number');
@@ -230,12 +234,9 @@ export function parseCheckpoint(note) {
   if (typeof note !== 'string' || /[\p{Cc}]/u.test(note.replace(/\n/g, ''))) throw new Error('the checkpoint has control characters');
   const split = note.lastIndexOf('\n\n');
   if (split < 0) throw new Error('the checkpoint is not a signed note (no blank line before the signatures)');
-  const [origin, size, root] = note.slice(0, split).split('\n');
-  if (!validKeyName(origin || '')) throw new Error('the checkpoint has no origin');
-  if (!/^(0|[1-9][0-9]*)$/.test(size || '') || !Number.isSafeInteger(Number(size))) throw new Error('the checkpoint size is not a number');
-  const rootBytes = unb64Strict(root || '');
-  if (rootBytes.length !== 32) throw new Error('the checkpoint root is not 32 bytes');
-  return { origin, size: Number(size), root: rootBytes };
+  const cp = checkpointFields(note.slice(0, split + 1));
+  if (!validKeyName(cp.origin)) throw new Error('the checkpoint has no origin');
+  return cp;
 }
 
 const bitLen = (x) => (x === 0n ? 0 : x.toString(2).length);

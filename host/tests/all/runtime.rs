@@ -428,16 +428,28 @@ fn an_abandoned_write_stays_counted_until_its_commit_ends() {
         until("the write reached its commit", || in_flight.load(Ordering::SeqCst) != 0).await;
         abandoned.abort();
         assert!(abandoned.await.unwrap_err().is_cancelled());
-        assert_eq!(in_flight.load(Ordering::SeqCst), 1, "the commit is still in flight");
-        assert_eq!(chaos.writes_outside(), 1, "a write whose client went away is counted until its commit ends");
-        until("the commit ended", || in_flight.load(Ordering::SeqCst) == 0).await;
-        // The task awaiting it drops the count right after the outcome.
-        until("the count was dropped", || chaos.writes_outside() == 0).await;
+        // The task awaiting the commit drops the count right after the outcome.
+        kept_until_the_commit_ends(&in_flight, || chaos.writes_outside(), "a write whose client went away is counted")
+            .await;
     });
-    let next = tokio_rt.block_on(rt.handle(&count_request(&rt))).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&next.body).unwrap();
-    assert_eq!(v["value"], 2, "the abandoned write committed");
+    assert_eq!(value_after_one_more(&rt, &tokio_rt), 2, "the abandoned write committed");
     assert_eq!((chaos.writes_outside(), chaos.lane_waiting()), (0, 0));
+}
+
+/// With the abandoned writes gone: their commit is still in flight and `held` still counts the
+/// place it keeps; once the commit ends, the place is given back.
+async fn kept_until_the_commit_ends(in_flight: &std::sync::atomic::AtomicUsize, held: impl Fn() -> usize, what: &str) {
+    use std::sync::atomic::Ordering;
+    assert_eq!(in_flight.load(Ordering::SeqCst), 1, "the commit is still in flight");
+    assert_eq!(held(), 1, "{what} while its commit is in flight");
+    until("the commit ended", || in_flight.load(Ordering::SeqCst) == 0).await;
+    until("the place was given back", || held() == 0).await;
+}
+
+/// The hot counter's value after one more increment.
+fn value_after_one_more(rt: &Runtime, tokio_rt: &tokio::runtime::Runtime) -> serde_json::Value {
+    let next = tokio_rt.block_on(rt.handle(&count_request(rt))).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&next.body).unwrap()["value"].clone()
 }
 
 /// Waits up to 30 s for `done`.
@@ -475,13 +487,8 @@ fn an_abandoned_write_in_the_lane_holds_it_until_its_commit_ends() {
         for w in writes {
             let _ = w.await;
         }
-        assert_eq!(in_flight.load(Ordering::SeqCst), 1, "the commit is still in flight");
-        assert_eq!(chaos.lane_waiting(), 1, "the abandoned write still holds the lane while its commit is in flight");
-        until("the commit ended", || in_flight.load(Ordering::SeqCst) == 0).await;
-        until("the lane was released", || chaos.lane_waiting() == 0).await;
+        kept_until_the_commit_ends(&in_flight, || chaos.lane_waiting(), "the abandoned write holds the lane").await;
     });
-    let next = tokio_rt.block_on(rt.handle(&count_request(&rt))).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&next.body).unwrap();
-    assert_eq!(v["value"], 3, "both writes committed, the abandoned one included");
+    assert_eq!(value_after_one_more(&rt, &tokio_rt), 3, "both writes committed, the abandoned one included");
     assert_eq!((chaos.writes_outside(), chaos.lane_waiting()), (0, 0));
 }
